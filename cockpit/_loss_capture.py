@@ -1,0 +1,56 @@
+"""Per-sample losses from the loss module's own call, without changing it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from cockpit.exceptions import UsageError
+
+
+class LossCapture:
+    """Forward hook on the loss module that records the per-sample losses ``l_n``.
+
+    ``l_n`` is the sample's element-wise loss averaged over its non-batch elements for
+    a mean-reduced loss and summed for a sum-reduced one, so that the user's loss is
+    ``mean_n l_n`` or ``sum_n l_n``. Recomputed under ``no_grad`` on detached inputs:
+    the user's loss value and graph are untouched.
+    """
+
+    def __init__(self, loss_fn: nn.Module, mean_reduction: bool):
+        self._loss_fn = loss_fn
+        self._mean = mean_reduction
+        self._handle: RemovableHandle | None = None
+        self.losses: list[Tensor] = []
+
+    def __enter__(self) -> LossCapture:
+        self.losses = []
+        self._handle = self._loss_fn.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._handle is not None
+        self._handle.remove()
+        self._handle = None
+
+    def _hook(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        inputs, target = args[0], args[1]
+        with torch.no_grad():
+            reduction, module.reduction = module.reduction, "none"
+            try:
+                elementwise = module.forward(inputs.detach(), target)
+            finally:
+                module.reduction = reduction
+        per_sample = elementwise.reshape(elementwise.shape[0], -1)
+        self.losses.append(per_sample.mean(1) if self._mean else per_sample.sum(1))
+
+    def per_sample_losses(self) -> Tensor:
+        """``[N]`` losses of the one loss call in the block."""
+        if len(self.losses) != 1:
+            raise UsageError(
+                f"Expected exactly one call of loss_fn inside track(), got "
+                f"{len(self.losses)}. Compute the loss once per tracked block with the "
+                "loss module given to Cockpit (it supplies the per-sample losses)."
+            )
+        return self.losses[0]

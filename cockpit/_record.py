@@ -1,0 +1,133 @@
+"""A log record whose values are still tensors on the model's device.
+
+The training thread builds a :class:`TensorRecord` and hands it to the writer; the
+writer's thread calls :meth:`TensorRecord.materialize`, which copies all tensors of the
+record to the host in one transfer per device and runs the small host-side finishing
+steps (:class:`OnHost`). The training thread never waits for the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Flagged:
+    """A host-side result that is logged as non-finite, with the reason why.
+
+    Attributes:
+        reason: Why there is no finite value (stored under the record's ``notes``).
+        notice: A message to raise as a warning in the training process, if any.
+
+    """
+
+    reason: str
+    notice: str | None = None
+
+
+@dataclass
+class Noted:
+    """A finite host-side result that also raises a warning (``notice``)."""
+
+    value: Any
+    notice: str
+
+
+@dataclass
+class OnHost:
+    """Finish a value on the host: ``fn(*arrays)`` with the tensors as numpy arrays.
+
+    ``fn`` returns a JSON-able value, a :class:`Flagged` or a :class:`Noted`.
+    """
+
+    fn: Callable[..., Any]
+    tensors: tuple[Tensor, ...]
+
+
+def _leaves(tree: Any) -> list[Tensor]:
+    if isinstance(tree, Tensor):
+        return [tree]
+    if isinstance(tree, OnHost):
+        return list(tree.tensors)
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for value in tree for leaf in _leaves(value)]
+    return []
+
+
+def _to_host(tensors: list[Tensor]) -> dict[int, np.ndarray]:
+    """One device-to-host copy per device for all ``tensors``."""
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for tensor in tensors:
+        by_device.setdefault(tensor.device, []).append(tensor)
+    host: dict[int, np.ndarray] = {}
+    for group in by_device.values():
+        flat = torch.cat([t.detach().reshape(-1).double() for t in group]).cpu()
+        for tensor, part in zip(
+            group, flat.split([t.numel() for t in group]), strict=True
+        ):
+            host[id(tensor)] = part.numpy().reshape(tensor.shape)
+    return host
+
+
+@dataclass
+class TensorRecord:
+    """One log record: ``{"step", "time", "values"}`` with tensors inside ``values``.
+
+    Attributes:
+        step: The step the values belong to.
+        time: Wall-clock time (unix seconds) of the step.
+        values: Quantity name -> value tree of tensors, numbers and :class:`OnHost`.
+
+    """
+
+    step: int
+    time: float
+    values: dict[str, Any]
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def materialize(self) -> dict[str, Any]:
+        """Copy to the host and finish: a plain, JSON-able record (writer thread)."""
+        host = _to_host(_leaves(self.values))
+        notes = dict(self.notes)
+        notices: list[str] = []
+
+        def convert(tree: Any, path: str) -> Any:
+            if isinstance(tree, Tensor):
+                array = host[id(tree)]
+                return array.item() if array.ndim == 0 else array.tolist()
+            if isinstance(tree, OnHost):
+                result = tree.fn(*(host[id(t)] for t in tree.tensors))
+                if isinstance(result, Noted):
+                    notices.append(f"step {self.step}: {result.notice}")
+                    return result.value
+                if isinstance(result, Flagged):
+                    notes[path] = result.reason
+                    if result.notice:
+                        notices.append(f"step {self.step}: {result.notice}")
+                    return float("nan")
+                return result
+            if isinstance(tree, dict):
+                return {k: convert(v, f"{path}.{k}") for k, v in tree.items()}
+            if isinstance(tree, (list, tuple)):
+                return [convert(v, f"{path}[{i}]") for i, v in enumerate(tree)]
+            return tree
+
+        values = {key: convert(value, key) for key, value in self.values.items()}
+        record: dict[str, Any] = {
+            "step": self.step,
+            "time": self.time,
+            "values": values,
+        }
+        if notes:
+            record["notes"] = notes
+        if notices:
+            record["notices"] = notices
+        return record

@@ -1,0 +1,145 @@
+"""Checks and choices made once, when a :class:`~cockpit.Cockpit` is created.
+
+Every failure here is a :class:`~cockpit.exceptions.CockpitError` whose message says
+what was expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from cockpit.engines.backpack_engine import SUPPORTED_LAYERS
+from cockpit.exceptions import ConfigurationError, UnsupportedModelError
+from cockpit.quantities import PRESETS, REGISTRY, Quantity
+
+
+def _unknown(kind: str, name: object, valid: Iterable[str]) -> ConfigurationError:
+    return ConfigurationError(
+        f"Unknown {kind} {name!r}. Choose one of: {', '.join(sorted(valid))}."
+    )
+
+
+def resolve_quantities(
+    preset: str | None, quantities: Mapping[str, object] | Iterable[str] | None
+) -> dict[str, Quantity]:
+    """The quantities to track: the preset's, then the user's overrides.
+
+    ``quantities`` maps a log key to a schedule (``every(k)``, an int k, a callable),
+    a configured :class:`Quantity` instance, or ``None`` to drop a preset's quantity;
+    a plain list of keys means every step.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise _unknown("preset", preset, PRESETS)
+    chosen: dict[str, Quantity] = {
+        name: REGISTRY[name]() for name in (PRESETS[preset] if preset else ())
+    }
+    if quantities is None:
+        return chosen
+    if not isinstance(quantities, Mapping):
+        quantities = dict.fromkeys(quantities, 1)
+    for name, spec in quantities.items():
+        if name not in REGISTRY:
+            raise _unknown("quantity", name, REGISTRY)
+        if spec is None:
+            chosen.pop(name, None)
+        elif isinstance(spec, Quantity):
+            if spec.name != name:
+                raise ConfigurationError(
+                    f"quantities[{name!r}] holds a {type(spec).__name__}, which logs "
+                    f"'{spec.name}'. Use the key '{spec.name}' for it."
+                )
+            chosen[name] = spec
+        else:
+            chosen[name] = REGISTRY[name](spec)
+    if not chosen:
+        raise ConfigurationError(
+            f"Nothing to track: preset={preset!r} and quantities={quantities!r} "
+            "select no quantity. Pass preset='economy' or name quantities."
+        )
+    return chosen
+
+
+def check_loss(loss_fn: object) -> bool:
+    """Validate the loss module; return whether it averages over samples."""
+    reduction = getattr(loss_fn, "reduction", None)
+    if not isinstance(loss_fn, nn.Module) or reduction is None:
+        raise ConfigurationError(
+            "loss_fn must be a torch loss module with a 'reduction' (for example "
+            f"torch.nn.CrossEntropyLoss()), got {type(loss_fn).__name__}. The tracker "
+            "reads the per-sample losses from the module's inputs."
+        )
+    if reduction not in ("mean", "sum"):
+        raise ConfigurationError(
+            f"loss_fn has reduction={reduction!r}, but the tracker needs the scalar "
+            "batch loss that backward() runs on. Use reduction='mean' or 'sum'."
+        )
+    if reduction == "mean" and getattr(loss_fn, "weight", None) is not None:
+        raise ConfigurationError(
+            f"{type(loss_fn).__name__} with class weights and reduction='mean' "
+            "averages with weights, not over samples, so per-sample losses are not "
+            "defined. Use reduction='sum' or drop 'weight'."
+        )
+    return reduction == "mean"
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters that require grad, by qualified name; frozen ones are not tracked."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ConfigurationError(
+            f"None of the {sum(1 for _ in model.parameters())} parameters of "
+            f"{type(model).__name__} requires grad, so there is no training to track. "
+            "Set requires_grad=True on the parameters you train."
+        )
+    return params
+
+
+def layers_with_parameters(model: nn.Module, needing: list[str]) -> list[nn.Module]:
+    """Modules that own trainable parameters, checked against the engine.
+
+    Args:
+        model: The user's model.
+        needing: The quantities that need per-sample statistics (for the message).
+
+    Raises:
+        UnsupportedModelError: Naming the layer and the quantities.
+
+    """
+    layers = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        if type(module) not in SUPPORTED_LAYERS:
+            hint = (
+                " In training mode BatchNorm mixes samples, so per-sample gradients "
+                "are not defined; freeze it or use GroupNorm."
+                if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                else ""
+            )
+            raise UnsupportedModelError(
+                f"Layer '{name or type(model).__name__}' ({type(module).__name__}) "
+                f"has trainable parameters, but the BackPACK engine computes "
+                f"per-sample gradients only for "
+                f"{', '.join(c.__name__ for c in SUPPORTED_LAYERS)}; "
+                f"{', '.join(needing)} need them.{hint} Drop those quantities "
+                "(quantities={name: None}) or freeze this layer."
+            )
+        layers.append(module)
+    return layers
+
+
+def plain_sgd_lr(optimizer: torch.optim.Optimizer) -> tuple[float | None, str]:
+    """The learning rate if ``optimizer`` is plain SGD, else ``None`` and why not."""
+    if type(optimizer) is not torch.optim.SGD:
+        return None, f"the optimizer is {type(optimizer).__name__}, not plain SGD"
+    lrs = {group["lr"] for group in optimizer.param_groups}
+    for key in ("momentum", "weight_decay"):
+        if any(group.get(key, 0) for group in optimizer.param_groups):
+            return None, f"SGD uses {key}, so its step is not the plain gradient step"
+    if len(lrs) != 1:
+        return None, "SGD has parameter groups with different learning rates"
+    return lrs.pop(), ""

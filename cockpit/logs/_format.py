@@ -1,0 +1,233 @@
+"""The log format, shared by the writer and the reader.
+
+A run is a directory holding :data:`META_FILE` (one JSON object, rewritten atomically)
+and :data:`STEPS_FILE` (one JSON object per line, appended). A line looks like::
+
+    {"step":12,"time":1700000000.0,"values":{"loss":null,"grad_norm":{"total":3.1}},
+     "nonfinite":["loss"]}
+
+JSON has no NaN or infinity, so non-finite numbers under ``"values"`` are written as
+``null`` and their dotted paths (relative to ``"values"``) listed in ``"nonfinite"``.
+Path syntax: dict keys joined by ``.``, list indices as ``[i]``, e.g.
+``grad_norm.per_layer.0.weight`` or ``grad_hist_1d.counts[3]``.
+
+:data:`FORMAT_VERSION` is ``MAJOR.MINOR``: a minor bump only adds keys that old readers
+may ignore; a major bump breaks old readers, which then refuse the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cockpit.exceptions import LogFormatError
+
+FORMAT_VERSION = "1.0"
+META_FILE = "meta.json"
+STEPS_FILE = "steps.jsonl"
+
+_SEPARATORS = (",", ":")
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def parse_version(version: object) -> tuple[int, int]:
+    """Split a ``"MAJOR.MINOR"`` version string into integers.
+
+    Args:
+        version: The version as found in ``meta.json``.
+
+    Returns:
+        ``(major, minor)``.
+
+    Raises:
+        ValueError: If ``version`` is not a ``"MAJOR.MINOR"`` string.
+
+    """
+    if isinstance(version, str):
+        parts = version.split(".")
+        if len(parts) == 2 and all(part.isdigit() for part in parts):
+            return int(parts[0]), int(parts[1])
+    raise ValueError(f"expected a 'MAJOR.MINOR' string, got {version!r}")
+
+
+def check_version(meta: dict[str, Any], run_dir: str | os.PathLike[str]) -> None:
+    """Refuse a run written in a format this cockpit cannot read.
+
+    Args:
+        meta: The run's ``meta.json`` content.
+        run_dir: The run directory, named in the error message.
+
+    Raises:
+        LogFormatError: If the format version is missing, malformed, or has a newer
+            major version than :data:`FORMAT_VERSION`.
+
+    """
+    found = meta.get("format_version")
+    try:
+        major, _ = parse_version(found)
+    except ValueError as err:
+        raise LogFormatError(
+            f"{META_FILE} in {os.fspath(run_dir)} has no valid 'format_version' "
+            f"({err}); expected a run directory written by cockpit."
+        ) from None
+    ours, _ = parse_version(FORMAT_VERSION)
+    if major > ours:
+        raise LogFormatError(
+            f"Run {os.fspath(run_dir)} was written in log format {found}, but this "
+            f"cockpit reads format {ours}.x (up to {FORMAT_VERSION}); "
+            "upgrade cockpit to read it (pip install -U cockpit-live)."
+        )
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def to_python(
+    value: Any,
+    path: str,
+    nonfinite: list[str],
+    fallback: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Convert ``value`` to JSON-ready Python, replacing non-finite floats by ``None``.
+
+    Args:
+        value: Nested dicts, lists and tuples of numbers, bools, strings, ``None``,
+            numpy scalars and numpy arrays.
+        path: Dotted path of ``value``, recorded for non-finite numbers.
+        nonfinite: Receives the path of each non-finite number replaced.
+        fallback: Converts values of any other type; without it they raise.
+
+    Returns:
+        The converted value: only dicts with string keys, lists, ``int``, ``float``,
+        ``bool``, ``str`` and ``None``; it may share lists with ``value``.
+
+    Raises:
+        TypeError: If a value has an unsupported type and no ``fallback`` is given.
+
+    """
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        nonfinite.append(path)
+        return None
+    if isinstance(value, dict):
+        return {
+            str(key): to_python(item, _join(path, str(key)), nonfinite, fallback)
+            for key, item in value.items()
+        }
+    if isinstance(value, list) and _NUMBER_TYPES.issuperset(map(type, value)):
+        return _numbers(value, path, nonfinite)
+    if isinstance(value, (list, tuple)):
+        return [
+            to_python(item, f"{path}[{index}]", nonfinite, fallback)
+            for index, item in enumerate(value)
+        ]
+    if fallback is not None:
+        return fallback(value)
+    raise TypeError(
+        f"Cannot log {type(value).__name__} at {path or 'top level'!r}: expected "
+        "numbers, bools, strings, None, lists, dicts or numpy arrays. Convert tensors "
+        "to Python (e.g. .tolist()) in materialize()."
+    )
+
+
+def _numbers(value: list[int | float], path: str, nonfinite: list[str]) -> list[Any]:
+    """Fast path of :func:`to_python` for the long flat lists of histograms."""
+    bad = [
+        i
+        for i, item in enumerate(value)
+        if type(item) is float and not math.isfinite(item)
+    ]
+    if not bad:
+        return value
+    converted: list[Any] = list(value)
+    for index in bad:
+        converted[index] = None
+        nonfinite.append(f"{path}[{index}]")
+    return converted
+
+
+def _check_record(record: object) -> None:
+    if not isinstance(record, dict):
+        raise ValueError(f"A log record must be a dict, got {type(record).__name__}.")
+    step = record.get("step")
+    if not isinstance(step, (int, np.integer)) or isinstance(step, (bool, np.bool_)):
+        raise ValueError(f"A log record needs an integer 'step', got {step!r}.")
+    if not isinstance(record.get("values", {}), dict):
+        raise ValueError("A log record's 'values' must be a dict.")
+    previous = record.get("nonfinite", [])
+    if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
+        raise ValueError("A log record's 'nonfinite' must be a list of strings.")
+
+
+def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
+    """Encode one record as a JSON line, writing non-finite values as ``null``.
+
+    Args:
+        record: ``{"step": int, "time": float, "values": {...}}`` plus optional keys
+            (e.g. ``"notes"``) that pass through; a ``"nonfinite"`` list it already
+            carries is merged with the paths found here.
+
+    Returns:
+        The line (compact JSON, no trailing newline) and the paths, relative to
+        ``"values"``, of the non-finite numbers replaced by ``null``.
+
+    Raises:
+        ValueError: If the record is not a dict with an integer ``"step"``, or a
+            non-finite number appears outside ``"values"``.
+        TypeError: If a value cannot be represented in JSON.
+
+    """
+    _check_record(record)
+    found: list[str] = []
+    outside: list[str] = []
+    line: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "values":
+            line[key] = to_python(value, "", found)
+        elif key != "nonfinite":
+            line[key] = to_python(value, key, outside)
+    if outside:
+        raise ValueError(
+            f"Non-finite number outside 'values' at {', '.join(outside)}; only "
+            "logged values may be non-finite."
+        )
+    merged = list(dict.fromkeys([*record.get("nonfinite", []), *found]))
+    if merged:
+        line["nonfinite"] = merged
+    return json.dumps(line, allow_nan=False, separators=_SEPARATORS), found
+
+
+def decode_line(line: str) -> dict[str, Any]:
+    """Decode one line of ``steps.jsonl``.
+
+    Args:
+        line: One complete line, with or without its trailing newline.
+
+    Returns:
+        The record.
+
+    Raises:
+        ValueError: If the line is not JSON, not an object, or has no integer
+            ``"step"``.
+
+    """
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    step = record.get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise ValueError(f"expected an integer 'step', got {step!r}")
+    return record

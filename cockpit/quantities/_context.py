@@ -1,0 +1,130 @@
+"""What a tracked step gathered, shared by all quantities computed at that step.
+
+Shared intermediate results (total per-sample norms, ``||g||^2`` per layer, ...) are
+cached properties, so ten quantities that need ``||g||^2`` compute it once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cockpit.engines.layer_stats import LayerStats
+
+TOTAL = "total"
+
+
+@dataclass
+class StepTaken:
+    """The step the optimizer took: ``s = theta_{t+1} - theta_t`` per parameter.
+
+    Attributes:
+        delta: Parameter name -> flat ``s_l``.
+        lrs: Learning rate of each parameter group when ``step()`` ran.
+
+    """
+
+    delta: dict[str, Tensor]
+    lrs: list[float]
+
+    @functools.cached_property
+    def sq_norms(self) -> dict[str, Tensor]:
+        """``||s_l||^2`` per parameter."""
+        return {name: (s**2).sum() for name, s in self.delta.items()}
+
+    @functools.cached_property
+    def length(self) -> Tensor:
+        """``tau = ||s||``."""
+        return torch.stack(list(self.sq_norms.values())).sum().sqrt()
+
+
+@dataclass
+class StepContext:
+    """Everything the due quantities may use at one tracked step.
+
+    Attributes:
+        step: The step index.
+        losses: ``[N]``, per-sample losses ``l_n`` (mean convention, QUANTITIES.md).
+        grads: Parameter name -> flat mini-batch gradient ``g_l`` of ``L = mean l_n``.
+        params: Parameter name -> parameter.
+        initial: Parameter name -> parameters at the start (if a quantity needs them).
+        layers: Parameter name -> per-sample statistics (empty if none were due).
+        late: ``(step, key, value)`` for values that belong to an earlier step (alpha).
+        plain_sgd_lr: The learning rate if the optimizer is plain SGD, else ``None``.
+
+    """
+
+    step: int
+    losses: Tensor
+    grads: dict[str, Tensor]
+    params: dict[str, torch.nn.Parameter]
+    initial: dict[str, Tensor] = field(default_factory=dict)
+    layers: dict[str, LayerStats] = field(default_factory=dict)
+    late: list[tuple[int, str, Any]] = field(default_factory=list)
+    plain_sgd_lr: float | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """N."""
+        return self.losses.shape[0]
+
+    @functools.cached_property
+    def loss(self) -> Tensor:
+        """``L = (1/N) sum_n l_n``."""
+        return self.losses.mean()
+
+    @functools.cached_property
+    def loss_variance(self) -> Tensor:
+        """Unbiased sample variance of the per-sample losses."""
+        return self.losses.var(correction=1)
+
+    @functools.cached_property
+    def grad_sq_norms(self) -> dict[str, Tensor]:
+        """``||g_l||^2`` per parameter and under ``"total"``."""
+        norms = {name: (g**2).sum() for name, g in self.grads.items()}
+        norms[TOTAL] = torch.stack(list(norms.values())).sum()
+        return norms
+
+    @functools.cached_property
+    def stats(self) -> dict[str, LayerStats]:
+        """Per-sample statistics per parameter plus the whole network as ``"total"``.
+
+        Network-wide ``g_n . g`` is the sum of the per-layer ``g_{n,l} . g_l``, and
+        likewise for squared norms, so the total needs no extra pass.
+        """
+        layers = self.layers
+        sum_sq = [s.sum_sq for s in layers.values()]
+        total = LayerStats(
+            grad=torch.cat([s.grad for s in layers.values()]),
+            sq_norms=torch.stack([s.sq_norms for s in layers.values()]).sum(0),
+            dots=torch.stack([s.dots for s in layers.values()]).sum(0),
+            low=torch.stack([s.low for s in layers.values()]).min(),
+            high=torch.stack([s.high for s in layers.values()]).max(),
+            sum_sq=None if None in sum_sq else torch.cat(sum_sq),
+        )
+        return {**layers, TOTAL: total}
+
+    def per_layer(self, fn) -> dict[str, Any]:
+        """Apply ``fn(stats, grad_sq_norm)`` to every layer and the total.
+
+        Returns:
+            ``{"total": value, "per_layer": {name: value}}``, the log's layout.
+
+        """
+        values = {
+            name: fn(stats, self.stats_grad_sq_norm(name))
+            for name, stats in self.stats.items()
+        }
+        return {TOTAL: values.pop(TOTAL), "per_layer": values}
+
+    def stats_grad_sq_norm(self, name: str) -> Tensor:
+        """``||g_l||^2`` of the gradient the per-sample statistics were taken from."""
+        return self._stats_grad_sq_norms[name]
+
+    @functools.cached_property
+    def _stats_grad_sq_norms(self) -> dict[str, Tensor]:
+        return {name: (s.grad**2).sum() for name, s in self.stats.items()}

@@ -1,0 +1,121 @@
+"""``alpha``: where along the valley the optimizer's step landed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cockpit._record import Flagged, Noted, OnHost
+from cockpit.engines.layer_stats import SampleRequest
+from cockpit.quantities._base import Quantity
+from cockpit.quantities._context import StepContext, StepTaken
+from cockpit.stats.alpha import TINY_VARIANCE, alpha_from_fit, fit_quadratic
+
+_VARIANCE_NAMES = ("loss at t", "loss at t+1", "slope at t", "slope at t+1")
+
+
+def _finish(observations: np.ndarray) -> float | Flagged | Noted:
+    """Host side: the weighted quadratic fit of QUANTITIES.md on 9 numbers.
+
+    ``observations = (tau, L_t, L_t1, d_t, d_t1, var L_t, var L_t1, var d_t, var d_t1)``.
+    """
+    if not np.all(np.isfinite(observations)):
+        return Flagged("non-finite loss or slope at one end of the step")
+    tau, *values = observations.tolist()
+    losses, slopes, variances = values[0:2], values[2:4], values[4:8]
+    zero = [name for name, v in zip(_VARIANCE_NAMES, variances, strict=True) if v <= 0]
+    variances = [max(v, TINY_VARIANCE) for v in variances]
+    coeffs = fit_quadratic(tau, losses, slopes, variances[:2], variances[2:])
+    alpha = alpha_from_fit(tau, coeffs)
+    if zero:
+        notice = (
+            f"alpha: zero noise variance of the {', '.join(zero)} "
+            f"(batch of identical samples?) replaced by {TINY_VARIANCE}"
+        )
+        return Noted(alpha, notice)
+    return alpha
+
+
+@dataclass
+class _StartPoint:
+    step: int
+    loss: Tensor
+    loss_variance: Tensor
+    slopes: Tensor
+    tau: Tensor
+    unit_step: dict[int, Tensor]
+
+
+class Alpha(Quantity):
+    """Normalized step size of Schneider, Dangel, Hennig 2021 for any optimizer.
+
+    Due at step t, alpha needs steps t and t+1 tracked: at t the loss and per-sample
+    slopes along the step ``s = theta_{t+1} - theta_t`` that ``optimizer.step()`` then
+    takes (the per-sample information of step t is kept until that step is known), at
+    t+1 the same along ``s``. The value is logged under step t.
+    """
+
+    name = "alpha"
+    needs_per_sample = True
+    needs_step = True
+
+    def __init__(self, schedule=1):
+        super().__init__(schedule)
+        self._start: _StartPoint | None = None
+
+    def _ends_at(self, step: int) -> bool:
+        return self._start is not None and self._start.step == step - 1
+
+    def is_active(self, step: int) -> bool:
+        return self.schedule(step) or self._ends_at(step)
+
+    def amend(self, step: int, request: SampleRequest) -> None:
+        if self.schedule(step):
+            request.keep_for_projection = True
+        if self._ends_at(step):
+            request.directions.update(self._start.unit_step)
+
+    def compute(self, ctx: StepContext) -> None:
+        start, self._start = self._start, None
+        if start is None or start.step != ctx.step - 1:
+            return None
+        slopes = torch.stack([s.projection for s in ctx.layers.values()]).sum(0)
+        observations = torch.stack(
+            [
+                start.tau,
+                start.loss,
+                ctx.loss,
+                start.slopes.mean(),
+                slopes.mean(),
+                start.loss_variance,
+                ctx.loss_variance,
+                start.slopes.var(correction=1),
+                slopes.var(correction=1),
+            ]
+        )
+        ctx.late.append((start.step, self.name, OnHost(_finish, (observations,))))
+        return None
+
+    def after_step(self, ctx: StepContext, taken: StepTaken) -> None:
+        if not self.schedule(ctx.step):
+            return None
+        tau = taken.length
+        unit = {
+            n: s / tau.clamp(min=torch.finfo(s.dtype).tiny)
+            for n, s in taken.delta.items()
+        }
+        slopes = torch.stack(
+            [ctx.layers[name].project(u) for name, u in unit.items()]
+        ).sum(0)
+        self._start = _StartPoint(
+            step=ctx.step,
+            loss=ctx.loss,
+            loss_variance=ctx.loss_variance,
+            slopes=slopes,
+            tau=tau,
+            unit_step={id(ctx.params[name]): u for name, u in unit.items()},
+        )
+        return None

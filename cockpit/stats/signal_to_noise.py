@@ -1,0 +1,45 @@
+"""Element-wise signal-to-noise statistics: GSNR and the early-stopping criterion."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def mean_gsnr(grad: Tensor, sum_sq: Tensor, n: int, eps: float = 1e-5) -> Tensor:
+    """Mean gradient signal-to-noise ratio (Liu et al. 2020).
+
+    ``mean_j g_j^2 / (M_j - g_j^2 + eps)`` with ``M_j = (1/N) sum_n g_{n,j}^2``.
+
+    Args:
+        grad: ``[D]``, mini-batch gradient ``g``.
+        sum_sq: ``[D]``, ``sum_n g_{n,j}^2``.
+        n: Batch size N.
+        eps: Added to the (biased, 1/N) variance.
+
+    Returns:
+        ``[]``.
+
+    """
+    variance = (sum_sq / n - grad**2).clamp(min=0)
+    return (grad**2 / (variance + eps)).mean()
+
+
+def early_stopping(grad: Tensor, sum_sq: Tensor, n: int, eps: float = 1e-5) -> Tensor:
+    """Evidence-based early-stopping criterion (Mahsereci et al. 2017, eq. 7).
+
+    ``1 - (N/D) sum_j g_j^2 / (Var_n(g_{n,j}) + eps)``, unbiased variance
+    ``Var_n(g_{n,j}) = (sum_n g_{n,j}^2 - N g_j^2) / (N - 1)``. Above 0 means stop.
+
+    Args:
+        grad: ``[D]``, mini-batch gradient.
+        sum_sq: ``[D]``, ``sum_n g_{n,j}^2``.
+        n: Batch size N.
+        eps: Added to the variance.
+
+    Returns:
+        ``[]``.
+
+    """
+    variance = ((sum_sq - n * grad**2) / (n - 1)).clamp(min=0)
+    d = grad.numel()
+    return 1 - n / d * (grad**2 / (variance + eps)).sum()

@@ -1,0 +1,328 @@
+"""The tracker: :class:`Cockpit` and :func:`track`.
+
+See DESIGN.md, "The training-loop contract". A minimal loop::
+
+    ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir="runs", preset="economy")
+    for inputs, labels in loader:
+        optimizer.zero_grad()
+        with ck.track():
+            loss = loss_fn(model(inputs), labels)
+            loss.backward()
+        optimizer.step()
+    ck.close()
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.metadata
+import contextlib
+import socket
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cockpit import _setup
+from cockpit._meta import json_safe, new_run_name
+from cockpit._record import TensorRecord
+from cockpit._step import TrackedStep, _AwaitingStep, install_step_hooks
+from cockpit.exceptions import (
+    AbsentQuantityWarning,
+    CockpitWarning,
+    ConfigurationError,
+    NonFiniteWarning,
+    UsageError,
+)
+from cockpit.logs import RunWriter
+from cockpit.quantities._context import TOTAL, StepTaken
+
+_OPEN: weakref.WeakSet[Cockpit] = weakref.WeakSet()
+_CURRENT: weakref.ReferenceType[Cockpit] | None = None
+
+
+class Cockpit:
+    """Tracks a model's training and streams the statistics to ``logdir/run_name``.
+
+    Args:
+        model: The model being trained.
+        loss_fn: The loss module (``reduction`` ``"mean"`` or ``"sum"``).
+        optimizer: The optimizer; the tracker reads the step it takes.
+        logdir: Directory holding one sub-directory per run.
+        run_name: The run's directory name; default: time stamp and host.
+        preset: ``"economy"``, ``"business"``, ``"full"``, or ``None``.
+        quantities: Per log key a schedule (``every(k)``, int k, callable), a
+            configured quantity instance, or ``None`` to drop it; or a list of keys.
+        hist_samples: Per-sample gradient elements sampled per step for histograms;
+            ``0`` counts all of them exactly (slow: see ``grad_hist_1d``).
+        seed: Seed of the tracker's own random generator (histogram sampling); the
+            training's random stream is never touched.
+        config: Anything JSON-able to store in ``meta.json`` (hyperparameters).
+
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        logdir: str | Path = "runs",
+        run_name: str | None = None,
+        preset: str | None = "economy",
+        quantities: Mapping[str, Any] | Iterable[str] | None = None,
+        hist_samples: int = 2**20,
+        seed: int = 0,
+        config: Mapping[str, Any] | None = None,
+    ):
+        self.loss_fn = loss_fn
+        self.mean = _setup.check_loss(loss_fn)
+        self.params = _setup.trainable_parameters(model)
+        self.optimizer = optimizer
+        if not isinstance(hist_samples, int) or hist_samples < 0:
+            raise ConfigurationError(
+                f"hist_samples must be an int >= 0 (0 = exact), got {hist_samples!r}."
+            )
+        self.hist_samples = hist_samples
+        self.quantities = _setup.resolve_quantities(preset, quantities)
+        absent = self._drop_undefined()
+        needing = [q.name for q in self.quantities.values() if q.needs_per_sample]
+        self.layers = _setup.layers_with_parameters(model, needing) if needing else []
+        self.initial = {}
+        if any(
+            getattr(q, "needs_initial_params", False) for q in self.quantities.values()
+        ):
+            self.initial = {n: p.detach().clone() for n, p in self.params.items()}
+        self._seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+        name = run_name or new_run_name()
+        self.writer = RunWriter(
+            Path(logdir) / name, self._meta(name, model, preset, absent, config)
+        )
+        self.step = 0
+        self._last_entry: float | None = None
+        self._in_track = False
+        self._closed = False
+        self._awaiting: _AwaitingStep | None = None
+        _register(self)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run's log is written."""
+        return self.writer.run_dir
+
+    def _drop_undefined(self) -> dict[str, str]:
+        lr, why_not = _setup.plain_sgd_lr(self.optimizer)
+        self._plain_sgd = lr is not None
+        absent = {}
+        for name, quantity in list(self.quantities.items()):
+            if quantity.plain_sgd_only and not self._plain_sgd:
+                absent[name] = f"defined for plain SGD only, but {why_not}"
+                del self.quantities[name]
+                warnings.warn(
+                    f"'{name}' is not tracked: it is {absent[name]}.",
+                    AbsentQuantityWarning,
+                    stacklevel=3,
+                )
+        return absent
+
+    def _meta(self, name, model, preset, absent, config) -> dict[str, Any]:
+        return json_safe(
+            {
+                "run_name": name,
+                "created": datetime.now(timezone.utc).isoformat(),
+                "host": socket.gethostname(),
+                "versions": {
+                    "torch": torch.__version__,
+                    "backpack": importlib.metadata.version("backpack-for-pytorch"),
+                    "python": sys.version.split()[0],
+                },
+                "model": type(model).__name__,
+                "parameters": {n: list(p.shape) for n, p in self.params.items()},
+                "frozen": [
+                    n for n, p in model.named_parameters() if not p.requires_grad
+                ],
+                "loss": {"type": type(self.loss_fn).__name__, "mean": self.mean},
+                "optimizer": {
+                    "type": type(self.optimizer).__name__,
+                    "defaults": self.optimizer.defaults,
+                },
+                "preset": preset,
+                "quantities": {n: repr(q.schedule) for n, q in self.quantities.items()},
+                "absent": absent,
+                "hist_samples": self.hist_samples,
+                "config": dict(config or {}),
+            }
+        )
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The tracker's own random generator on ``device``."""
+        if device not in self._generators:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self._seed)
+            self._generators[device] = gen
+        return self._generators[device]
+
+    def current_plain_sgd_lr(self) -> float | None:
+        """The SGD learning rate now (schedulers change it), or None if not plain SGD."""
+        return self.optimizer.param_groups[0]["lr"] if self._plain_sgd else None
+
+    def bookkeeping(self, step: int, batch_size: int) -> dict[str, Any]:
+        """Values logged at every tracked step besides the quantities."""
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        values: dict[str, Any] = {
+            "batch_size": batch_size,
+            "lr": {
+                TOTAL: lrs[0],
+                "per_layer": {f"group{i}": lr for i, lr in enumerate(lrs)},
+            },
+        }
+        if self._step_time is not None:
+            values["step_time"] = self._step_time
+        return values
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Track the forward and backward pass inside the block as one step."""
+        self._check_usable()
+        self._warn_notices()
+        self._submit_awaiting(None)
+        now = time.perf_counter()
+        self._step_time = None if self._last_entry is None else now - self._last_entry
+        self._last_entry = now
+        step, self.step = self.step, self.step + 1
+        active = [q for q in self.quantities.values() if q.is_active(step)]
+        self._in_track = True
+        try:
+            if not active:
+                yield
+                return
+            with TrackedStep(self, step, active):
+                yield
+        finally:
+            self._in_track = False
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise UsageError(
+                f"This Cockpit (run '{self.run_dir}') is closed; track() cannot add to "
+                "it. Create a new Cockpit for a new run."
+            )
+        if self._in_track:
+            raise UsageError(
+                "track() blocks cannot be nested: one block is one training step. "
+                "Close the outer block before opening the next."
+            )
+
+    def submit(self, record: TensorRecord) -> None:
+        """Hand a record to the background writer."""
+        self.writer.submit(record)
+
+    def await_step(self, awaiting: _AwaitingStep, seconds: float) -> None:
+        """Finish the step's record after the next ``optimizer.step()``."""
+        awaiting.record.values["tracker_time"] = seconds
+        self._awaiting = awaiting
+        install_step_hooks(self.optimizer, self.params, awaiting, self._submit_awaiting)
+
+    def _submit_awaiting(self, awaiting=None, taken: StepTaken | None = None) -> None:
+        awaiting = awaiting or self._awaiting
+        if awaiting is None or awaiting is not self._awaiting:
+            return
+        self._awaiting = None
+        start = time.perf_counter()
+        for handle in awaiting.handles:
+            handle.remove()
+        if taken is not None:
+            for quantity in awaiting.quantities:
+                value = quantity.after_step(awaiting.ctx, taken)
+                if value is not None:
+                    awaiting.record.values[quantity.name] = value
+        awaiting.record.values["tracker_time"] += time.perf_counter() - start
+        self.submit(awaiting.record)
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Add user metrics (validation loss, accuracy, ...) to the log at ``step``.
+
+        Args:
+            step: The step they belong to; default: the last tracked step.
+            **metrics: Name -> number or 0-dim tensor.
+
+        """
+        self._check_usable()
+        clash = sorted(set(metrics) & set(self.quantities))
+        if clash:
+            raise ConfigurationError(
+                f"log() got {clash}, which the tracker itself logs. Use another name, "
+                f"e.g. '{clash[0]}_user'."
+            )
+        for name, value in metrics.items():
+            if not isinstance(value, (int, float, torch.Tensor)) or (
+                isinstance(value, torch.Tensor) and value.numel() != 1
+            ):
+                raise ConfigurationError(
+                    f"log() needs numbers or one-element tensors; {name}= got "
+                    f"{type(value).__name__}. Pass e.g. {name}=float(value)."
+                )
+        at = max(self.step - 1, 0) if step is None else step
+        self.submit(TensorRecord(at, time.time(), dict(metrics)))
+
+    def _warn_notices(self) -> None:
+        for notice in self.writer.drain_notices():
+            category = NonFiniteWarning if "non-finite" in notice else CockpitWarning
+            warnings.warn(notice, category, stacklevel=4)
+
+    def close(self, status: str = "finished") -> None:
+        """Write what is pending and mark the run ``status``; idempotent."""
+        if self._closed:
+            return
+        self._submit_awaiting(None)
+        self._closed = True
+        self.writer.close(status)
+        self._warn_notices()
+        _OPEN.discard(self)
+
+    def __enter__(self) -> Cockpit:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("crashed" if exc_type is not None else "finished")
+
+
+def _register(cockpit: Cockpit) -> None:
+    global _CURRENT
+    _CURRENT = weakref.ref(cockpit)
+    _OPEN.add(cockpit)
+
+
+def track(cockpit: Cockpit | None = None) -> contextlib.AbstractContextManager[None]:
+    """``track()`` on ``cockpit`` or, by default, the most recently created Cockpit."""
+    if cockpit is None:
+        cockpit = _CURRENT() if _CURRENT is not None else None
+        if cockpit is None:
+            raise UsageError(
+                "cockpit.track() found no Cockpit: create one first with "
+                "cockpit.Cockpit(model, loss_fn, optimizer, logdir=...)."
+            )
+    return cockpit.track()
+
+
+def _close_all(status: str) -> None:
+    for cockpit in list(_OPEN):
+        with contextlib.suppress(Exception):
+            cockpit.close(status)
+
+
+def _excepthook(exc_type, exc, tb, _previous=sys.excepthook) -> None:
+    _close_all("crashed")
+    _previous(exc_type, exc, tb)
+
+
+sys.excepthook = _excepthook
+atexit.register(_close_all, "finished")

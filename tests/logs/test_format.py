@@ -1,0 +1,147 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cockpit.exceptions import LogFormatError
+from cockpit.logs import FORMAT_VERSION
+from cockpit.logs._format import check_version, decode_line, encode_record
+
+
+def test_encode_is_one_compact_json_line():
+    line, nonfinite = encode_record(
+        {"step": 3, "time": 1.5, "values": {"loss": 0.25, "name": "x", "ok": True}}
+    )
+    assert "\n" not in line
+    assert " " not in line
+    assert json.loads(line) == {
+        "step": 3,
+        "time": 1.5,
+        "values": {"loss": 0.25, "name": "x", "ok": True},
+    }
+    assert nonfinite == []
+    assert "nonfinite" not in json.loads(line)
+
+
+def test_nonfinite_values_become_null_and_are_listed():
+    record = {
+        "step": 12,
+        "time": 0.0,
+        "values": {
+            "loss": math.nan,
+            "grad_norm": {"total": math.inf, "per_layer": {"0.weight": -math.inf}},
+            "grad_hist_1d": {"edges": [0.0, 1.0], "counts": [1.0, 2.0, 3.0, math.nan]},
+            "fine": 1.0,
+        },
+    }
+    line, nonfinite = encode_record(record)
+    expected = [
+        "loss",
+        "grad_norm.total",
+        "grad_norm.per_layer.0.weight",
+        "grad_hist_1d.counts[3]",
+    ]
+    assert nonfinite == expected
+    decoded = json.loads(line)
+    assert decoded["nonfinite"] == expected
+    assert decoded["values"]["loss"] is None
+    assert decoded["values"]["grad_norm"]["per_layer"]["0.weight"] is None
+    assert decoded["values"]["grad_hist_1d"]["counts"] == [1.0, 2.0, 3.0, None]
+    assert decoded["values"]["fine"] == 1.0
+
+
+def test_existing_nonfinite_list_is_merged_without_duplicates():
+    record = {
+        "step": 1,
+        "values": {"a": math.nan, "b": math.nan},
+        "nonfinite": ["c", "a"],
+        "notes": {"c": "skipped: no per-sample gradients"},
+    }
+    line, nonfinite = encode_record(record)
+    decoded = json.loads(line)
+    assert nonfinite == ["a", "b"]
+    assert decoded["nonfinite"] == ["c", "a", "b"]
+    assert decoded["notes"] == {"c": "skipped: no per-sample gradients"}
+
+
+def test_numpy_scalars_and_arrays_are_converted():
+    record = {
+        "step": np.int64(5),
+        "time": np.float32(2.0),
+        "values": {
+            "alpha": np.float64(0.5),
+            "bad": np.float32("nan"),
+            "flag": np.bool_(True),
+            "hist": {"counts": np.array([[1.0, np.inf], [2.0, 3.0]])},
+            "pair": (1, 2),
+        },
+    }
+    line, nonfinite = encode_record(record)
+    decoded = json.loads(line)
+    assert decoded["step"] == 5
+    assert decoded["values"]["alpha"] == 0.5
+    assert decoded["values"]["flag"] is True
+    assert decoded["values"]["hist"]["counts"] == [[1.0, None], [2.0, 3.0]]
+    assert decoded["values"]["pair"] == [1, 2]
+    assert nonfinite == ["bad", "hist.counts[0][1]"]
+
+
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [
+        ([1, 2], "must be a dict"),
+        ({"values": {}}, "integer 'step'"),
+        ({"step": True, "values": {}}, "integer 'step'"),
+        ({"step": 1, "values": [1.0]}, "'values' must be a dict"),
+        ({"step": 1, "time": math.nan, "values": {}}, "outside 'values' at time"),
+    ],
+)
+def test_encode_rejects_malformed_records(record, match):
+    with pytest.raises(ValueError, match=match):
+        encode_record(record)
+
+
+def test_encode_rejects_unknown_types_with_a_hint():
+    with pytest.raises(TypeError, match=r"Cannot log object at 'a\.b'.*materialize"):
+        encode_record({"step": 1, "values": {"a": {"b": object()}}})
+
+
+def test_decode_round_trips_encode():
+    record = {"step": 7, "time": 1.0, "values": {"x": [1, 2.5, None]}}
+    line, _ = encode_record(record)
+    assert decode_line(line + "\n") == record
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ('{"step": 1', "Expecting"),
+        ("[1, 2]", "JSON object"),
+        ('{"values": {}}', "integer 'step'"),
+        ('{"step": "3"}', "integer 'step'"),
+    ],
+)
+def test_decode_rejects_bad_lines(line, match):
+    with pytest.raises(ValueError, match=match):
+        decode_line(line)
+
+
+def test_check_version_accepts_same_and_older_and_newer_minor(tmp_path):
+    major = FORMAT_VERSION.split(".")[0]
+    for version in (FORMAT_VERSION, "0.3", f"{major}.99"):
+        check_version({"format_version": version}, tmp_path)
+
+
+def test_check_version_refuses_newer_major(tmp_path):
+    newer = f"{int(FORMAT_VERSION.split('.')[0]) + 1}.0"
+    with pytest.raises(
+        LogFormatError, match=rf"format {newer}.*reads format.*upgrade cockpit"
+    ):
+        check_version({"format_version": newer}, tmp_path)
+
+
+@pytest.mark.parametrize("version", [None, "1", "one.two", 1.0])
+def test_check_version_refuses_missing_or_malformed(tmp_path, version):
+    with pytest.raises(LogFormatError, match="no valid 'format_version'"):
+        check_version({"format_version": version}, tmp_path)
