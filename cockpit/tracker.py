@@ -15,8 +15,8 @@ See DESIGN.md, "The training-loop contract". A minimal loop::
 from __future__ import annotations
 
 import atexit
-import importlib.metadata
 import contextlib
+import importlib.metadata
 import socket
 import sys
 import time
