@@ -11,9 +11,9 @@ from cockpit.stats.histograms import histogram_1d, safe_range
 
 
 def bin_edges(low: torch.Tensor, high: torch.Tensor, bins: int) -> torch.Tensor:
-    """``[bins + 1]`` equally spaced edges from ``low`` to ``high`` (tensors)."""
-    steps = torch.arange(bins + 1, device=low.device, dtype=low.dtype) / bins
-    return low + (high - low) * steps
+    """``[bins + 1]`` equally spaced edges from ``low`` to exactly ``high``."""
+    steps = torch.arange(bins, device=low.device, dtype=low.dtype) / bins
+    return torch.cat([low + (high - low) * steps, high.reshape(1)])
 
 
 class GradHist1d(Quantity):

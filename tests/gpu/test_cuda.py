@@ -1,0 +1,77 @@
+"""On CUDA the tracker logs the same statistics as on the CPU."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import cockpit
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+COMPARED = ("loss", "grad_norm", "norm_test", "alpha")
+
+
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, 4),
+    ).double()
+
+
+def batches(steps=3, n=8):
+    gen = torch.Generator().manual_seed(1)
+    return [
+        (
+            torch.randn(n, 2, 5, 5, generator=gen, dtype=torch.float64),
+            torch.randint(0, 4, (n,), generator=gen),
+        )
+        for _ in range(steps)
+    ]
+
+
+def train(model, device, logdir, run_name):
+    model = model.to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model, loss_fn, optimizer, logdir=logdir, run_name=run_name, preset="full"
+    )
+    for x, y in batches():
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x.to(device)), y.to(device)).backward()
+        optimizer.step()
+    ck.close()
+    return cockpit.load(ck.run_dir)
+
+
+def values(run, quantity):
+    rows = run.scalars[run.scalars["quantity"] == quantity]
+    rows = rows.sort_values(["step", "layer"], na_position="first")
+    return rows.reset_index(drop=True)
+
+
+def test_cuda_statistics_match_cpu(tmp_path):
+    model = tiny_cnn()
+    on_cpu = train(copy.deepcopy(model), "cpu", tmp_path, "cpu")
+    on_cuda = train(model, "cuda", tmp_path, "cuda")
+    assert list(on_cuda.scalar("alpha").index) == [0, 1]
+    for quantity in COMPARED:
+        cpu, cuda = (values(run, quantity) for run in (on_cpu, on_cuda))
+        assert len(cpu) > 0
+        assert cpu[["step", "layer"]].equals(cuda[["step", "layer"]]), quantity
+        torch.testing.assert_close(
+            torch.tensor(cuda["value"].to_numpy()),
+            torch.tensor(cpu["value"].to_numpy()),
+            rtol=1e-6,
+            atol=1e-12,
+            msg=lambda m, q=quantity: f"{q}: {m}",
+        )

@@ -1,0 +1,33 @@
+"""``norm_test``, ``inner_product_test`` and ``orthogonality_test`` (one stats module)."""
+
+import pytest
+
+from cockpit.stats import gradient_tests
+from tests import reference
+from tests.quantities.tracking import ALL, assert_per_layer, tracked_run
+from tests.reference import layers_and_total
+
+TESTS = ["norm_test", "inner_product_test", "orthogonality_test"]
+
+
+@pytest.mark.parametrize("name", TESTS)
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
+def test_gradient_test_in_training(problem, tmp_path, name, together):
+    run, refs = tracked_run(problem, tmp_path, ALL if together else [name])
+    brute_force = getattr(reference, name)
+    for step, ref in enumerate(refs):
+        expected = {k: brute_force(g) for k, g in layers_and_total(ref.grads).items()}
+        assert_per_layer(run, name, step, expected)
+
+
+@pytest.mark.parametrize("name", TESTS)
+def test_formula_on_per_sample_gradients(problem, name):
+    model, loss_fn = problem.make()
+    gn = reference.flat(reference.per_sample_grads(model, loss_fn, *problem.batch(0)))
+    g = gn.mean(0)
+    sq_norms, dots = (gn**2).sum(1), gn @ g
+    args = {"norm_test": (sq_norms,), "inner_product_test": (dots,)}.get(
+        name, (sq_norms, dots)
+    )
+    got = getattr(gradient_tests, name)(*args, g @ g)
+    assert float(got) == pytest.approx(float(getattr(reference, name)(gn)), rel=1e-9)

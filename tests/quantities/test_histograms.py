@@ -1,0 +1,133 @@
+"""``grad_hist_1d`` and ``grad_hist_2d``: exact mode and the subsampled estimate."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import cockpit
+from tests import reference
+from tests.problems import Problem
+from tests.quantities.tracking import ALL, histogram_rows, tracked_run
+
+
+def _clipped(values, edges):
+    """Values on the edges' range: tracker and reference round the extremes apart."""
+    return np.clip(values, edges[0], edges[-1])
+
+
+def _all_elements(ref):
+    gn = reference.flat(ref.grads)
+    params = torch.cat([p.reshape(-1) for p in ref.params.values()])
+    return gn.reshape(-1).numpy(), params.repeat(gn.shape[0]).numpy()
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
+def test_exact_1d_histogram(problem, tmp_path, together):
+    quantities = ALL if together else ["grad_hist_1d"]
+    run, refs = tracked_run(problem, tmp_path, quantities, hist_samples=0)
+    rows = histogram_rows(run, "grad_hist_1d")
+    for step, ref in enumerate(refs):
+        row = rows[rows.step == step].iloc[0]
+        values, _ = _all_elements(ref)
+        edges = np.asarray(row.edges)
+        assert edges[0] == pytest.approx(values.min()) and edges[-1] == pytest.approx(
+            values.max()
+        )
+        expected, _ = np.histogram(_clipped(values, edges), bins=edges)
+        np.testing.assert_allclose(row.counts, expected)
+        assert row.sample_size == row.total == values.size
+
+
+def test_exact_2d_histogram_total_and_per_layer(problem, tmp_path):
+    run, refs = tracked_run(
+        problem, tmp_path, ["grad_hist_2d"], steps=1, hist_samples=0
+    )
+    rows = histogram_rows(run, "grad_hist_2d")
+    gradients, params = _all_elements(refs[0])
+    total = rows[rows.layer.isna()].iloc[0]
+    expected, _, _ = np.histogram2d(
+        params, _clipped(gradients, total.y_edges), bins=[total.edges, total.y_edges]
+    )
+    np.testing.assert_allclose(total.counts, expected)
+    n = next(iter(refs[0].grads.values())).shape[0]
+    for name, grads in refs[0].grads.items():
+        row = rows[rows.layer == name].iloc[0]
+        layer_params = refs[0].params[name].reshape(-1).repeat(n).numpy()
+        expected, _, _ = np.histogram2d(
+            layer_params,
+            _clipped(grads.reshape(-1).numpy(), row.y_edges),
+            bins=[row.edges, row.y_edges],
+        )
+        np.testing.assert_allclose(row.counts, expected)
+
+
+WIDE = Problem(
+    "wide",
+    lambda: torch.nn.Sequential(
+        torch.nn.Linear(60, 50), torch.nn.Tanh(), torch.nn.Linear(50, 4)
+    ),
+    lambda: torch.nn.CrossEntropyLoss(),
+    (60,),
+    4,
+    batch_size=32,
+)
+
+
+def test_subsampled_histogram_estimates_exact_counts(tmp_path):
+    """Each bin's estimate lies within 5 standard errors of the exact count."""
+    budget = 20_000
+    run, refs = tracked_run(
+        WIDE, tmp_path, ["grad_hist_1d"], steps=1, hist_samples=budget
+    )
+    row = histogram_rows(run, "grad_hist_1d").iloc[0]
+    values, _ = _all_elements(refs[0])
+    assert row.total == values.size > 4 * budget
+    assert budget <= row.sample_size < 1.1 * budget
+    assert row.edges[0] == pytest.approx(values.min())
+    assert row.edges[-1] == pytest.approx(values.max())
+    exact, _ = np.histogram(_clipped(values, row.edges), bins=np.asarray(row.edges))
+    estimate = np.asarray(row.counts)
+    assert estimate.sum() == pytest.approx(values.size, rel=1e-9)
+    p = exact / values.size
+    standard_error = values.size * np.sqrt(p * (1 - p) / row.sample_size)
+    assert np.all(np.abs(estimate - exact) <= 5 * standard_error + 1e-9)
+    assert not np.allclose(estimate, exact)  # it really sampled
+
+
+def test_same_seed_same_sample(tmp_path):
+    counts = []
+    for run_name in ("a", "b"):
+        run, _ = tracked_run(
+            WIDE,
+            tmp_path,
+            ["grad_hist_1d"],
+            steps=1,
+            hist_samples=5000,
+            run_name=run_name,
+        )
+        counts.append(histogram_rows(run, "grad_hist_1d").iloc[0].counts)
+    np.testing.assert_array_equal(counts[0], counts[1])
+
+
+def test_nan_gradients_do_not_break_histograms(tmp_path):
+    model = torch.nn.Linear(3, 2).double()
+    loss_fn = torch.nn.MSELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        opt,
+        logdir=tmp_path,
+        preset=None,
+        quantities=["grad_hist_1d", "grad_hist_2d"],
+    )
+    x = torch.ones(4, 3, dtype=torch.float64)
+    x[0, 0] = math.nan
+    with ck.track():
+        loss_fn(model(x), torch.zeros(4, 2, dtype=torch.float64)).backward()
+    with pytest.warns(cockpit.exceptions.NonFiniteWarning, match="step 0"):
+        ck.close()
+    lines = (ck.run_dir / "steps.jsonl").read_text()
+    assert '"grad_hist_1d.min"' in lines

@@ -1,0 +1,37 @@
+"""``mean_gsnr`` and ``early_stopping`` (one stats module: element-wise variances)."""
+
+import pytest
+
+from cockpit.quantities import REGISTRY
+from cockpit.stats import signal_to_noise
+from tests import reference
+from tests.quantities.tracking import ALL, assert_per_layer, tracked_run
+from tests.reference import layers_and_total
+
+NAMES = ["mean_gsnr", "early_stopping"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
+def test_in_training(problem, tmp_path, name, together):
+    run, refs = tracked_run(problem, tmp_path, ALL if together else [name])
+    brute_force = getattr(reference, name)
+    for step, ref in enumerate(refs):
+        expected = {k: brute_force(g) for k, g in layers_and_total(ref.grads).items()}
+        assert_per_layer(run, name, step, expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eps_is_configurable(problem, tmp_path, name):
+    quantity = REGISTRY[name](eps=0.5)
+    run, refs = tracked_run(problem, tmp_path, {name: quantity}, steps=1)
+    gn = layers_and_total(refs[0].grads)["total"]
+    assert_per_layer(run, name, 0, {"total": getattr(reference, name)(gn, eps=0.5)})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_formula_on_per_sample_gradients(problem, name):
+    model, loss_fn = problem.make()
+    gn = reference.flat(reference.per_sample_grads(model, loss_fn, *problem.batch(0)))
+    got = getattr(signal_to_noise, name)(gn.mean(0), (gn**2).sum(0), gn.shape[0])
+    assert float(got) == pytest.approx(float(getattr(reference, name)(gn)), rel=1e-9)

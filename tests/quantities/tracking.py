@@ -1,0 +1,114 @@
+"""Run a tracked training loop on a problem and keep brute-force references.
+
+``tracked_run`` trains a problem for a few steps with the tracker on and, before each
+step, records what the references need: the parameters, the per-sample gradients and
+the per-sample losses at that point, from ``tests.reference`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+import cockpit
+from cockpit.logs import Run
+from tests import reference
+from tests.problems import Problem
+
+#: Every quantity that works with plain SGD; "together" tests track all at once.
+ALL = [
+    "loss",
+    "grad_norm",
+    "distance",
+    "update_size",
+    "norm_test",
+    "inner_product_test",
+    "orthogonality_test",
+    "mean_gsnr",
+    "alpha",
+    "grad_hist_1d",
+    "grad_hist_2d",
+    "early_stopping",
+    "cabs",
+    "gradient_noise_scale",
+]
+
+
+@dataclass
+class ReferenceStep:
+    """Brute-force ingredients at one step, taken before the tracked step runs."""
+
+    params: dict[str, Tensor]
+    grads: dict[str, Tensor]
+    losses: Tensor
+    lr: float
+
+
+def tracked_run(
+    problem: Problem,
+    logdir: Path,
+    quantities,
+    steps: int = 2,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    **kwargs,
+) -> tuple[Run, list[ReferenceStep]]:
+    """Train ``steps`` steps with tracking; return the loaded log and the references."""
+    model, loss_fn = problem.make()
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ck = cockpit.Cockpit(
+        model, loss_fn, opt, logdir=logdir, preset=None, quantities=quantities, **kwargs
+    )
+    refs = []
+    for step in range(steps):
+        x, y = problem.batch(step)
+        with torch.no_grad():
+            losses = reference.per_sample_losses(loss_fn, model(x), y)
+        refs.append(
+            ReferenceStep(
+                params={n: p.detach().clone() for n, p in model.named_parameters()},
+                grads=reference.per_sample_grads(model, loss_fn, x, y),
+                losses=losses,
+                lr=opt.param_groups[0]["lr"],
+            )
+        )
+        opt.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        opt.step()
+    ck.close()
+    return cockpit.load(ck.run_dir), refs
+
+
+def logged(run: Run, quantity: str, step: int, layer: str | None = None) -> float:
+    """The one value logged for ``quantity`` (and layer) at ``step``."""
+    frame = run.scalars
+    rows = frame[(frame.quantity == quantity) & (frame.step == step)]
+    rows = rows[rows.layer.isna()] if layer is None else rows[rows.layer == layer]
+    assert len(rows) == 1, f"{quantity}/{layer} at step {step}: {len(rows)} rows"
+    return float(rows.value.iloc[0])
+
+
+def assert_per_layer(run: Run, quantity: str, step: int, expected: dict) -> None:
+    """Compare the logged total (key "total") and every layer with ``expected``."""
+    for layer, value in expected.items():
+        got = logged(run, quantity, step, None if layer == "total" else layer)
+        torch.testing.assert_close(
+            torch.tensor(got, dtype=torch.float64),
+            torch.as_tensor(value, dtype=torch.float64),
+            rtol=1e-7,
+            atol=1e-10,
+            msg=lambda m, layer=layer: f"{quantity}[{layer}] at step {step}: {m}",
+        )
+
+
+def histogram_rows(run: Run, quantity: str) -> pd.DataFrame:
+    """The histogram rows of ``quantity``."""
+    return run.histograms[run.histograms.quantity == quantity]
