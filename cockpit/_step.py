@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,10 +71,6 @@ class TrackedStep:
             self._stack.callback(lambda: [h.remove() for h in handles])
             self._stack.callback(lambda: [memory_cleanup(m) for m in ck.layers])
             self._stack.enter_context(backpack(self._extension))
-            self._stack.enter_context(warnings.catch_warnings())
-            # The first layer's inputs need no gradient; torch warns that its hook
-            # then sees output gradients only, which is all the engine uses.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
             self._stack.enter_context(weight_jac_t_save_memory(True))
         self._seconds += time.perf_counter() - start
         return self

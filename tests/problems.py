@@ -65,7 +65,7 @@ def _mlp() -> nn.Module:
 def _cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 3, 3),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),  # in-place on a tracked layer's output must work
         nn.Flatten(),
         nn.Linear(3 * 3 * 3, 3),
     )

@@ -14,6 +14,7 @@ untracked steps run the user's model untouched.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 
@@ -146,16 +147,26 @@ class PerSampleStats(FirstOrderBackpropExtension):
 
 
 def attach_hooks(modules: Iterable[nn.Module]) -> list[RemovableHandle]:
-    """Give ``modules`` BackPACK's input-storing and extension-running hooks.
+    """Store the layer inputs and run the extensions on each output's gradient.
 
-    Unlike ``backpack.extend`` the hooks are returned so they can be removed after
-    the tracked step.
+    Like ``backpack.extend``, but the handles are returned so the hooks can be removed
+    after the tracked step. The extensions run from a hook on the layer's *output
+    tensor* rather than a module backward hook: that tolerates in-place operations on
+    the output (``ReLU(inplace=True)``), which module backward hooks forbid, and the
+    hook receives the gradient w.r.t. the output before the in-place change, which is
+    what the first-order extensions consume.
     """
-    handles = []
-    for module in modules:
-        handles.append(module.register_forward_hook(hook_store_io))
-        handles.append(module.register_full_backward_hook(hook_run_extensions))
-    return handles
+    return [module.register_forward_hook(_store_and_watch) for module in modules]
+
+
+def _store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+    hook_store_io(module, inputs, output)
+    if isinstance(output, Tensor) and output.requires_grad:
+        output.register_hook(functools.partial(_run_extensions, module))
+
+
+def _run_extensions(module: nn.Module, grad_output: Tensor) -> None:
+    hook_run_extensions(module, (None,), (grad_output,))
 
 
 def collect(params: dict[str, nn.Parameter]) -> dict[str, LayerStats]:

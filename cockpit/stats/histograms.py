@@ -1,8 +1,10 @@
-"""Weighted histograms that run on any device (``torch.bincount``, no host sync).
+"""Weighted histograms that run on any device without a host synchronization.
 
 ``torch.histc`` has no weights and raises on non-finite ranges; these functions take a
 range as tensors, give non-finite values zero weight, and never look at a value on the
-host, so they run on the training thread without a synchronization.
+host, so they run on the training thread without a synchronization. (Counting uses
+``index_add_`` on a fixed-size buffer: ``torch.bincount`` must read the largest index
+on the host to size its output, a synchronization on CUDA.)
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def in_range(values: Tensor, low: Tensor, high: Tensor) -> Tensor:
     return torch.isfinite(values) & (values >= low) & (values <= high)
 
 
+def _count(index: Tensor, weights: Tensor, size: int) -> Tensor:
+    """``[size]`` sums of ``weights`` per index."""
+    counts = torch.zeros(size, dtype=weights.dtype, device=weights.device)
+    return counts.index_add_(0, index, weights)
+
+
 def histogram_1d(
     values: Tensor, weights: Tensor, low: Tensor, high: Tensor, bins: int
 ) -> Tensor:
@@ -75,7 +83,7 @@ def histogram_1d(
     """
     weights = weights * in_range(values, low, high)
     index = bin_index(values, low, high, bins)
-    return torch.bincount(index, weights=weights, minlength=bins)
+    return _count(index, weights, bins)
 
 
 def histogram_2d(
@@ -103,4 +111,4 @@ def histogram_2d(
     bx, by = bins
     weights = weights * in_range(x, *x_range) * in_range(y, *y_range)
     index = bin_index(x, *x_range, bx) * by + bin_index(y, *y_range, by)
-    return torch.bincount(index, weights=weights, minlength=bx * by).view(bx, by)
+    return _count(index, weights, bx * by).view(bx, by)
