@@ -23,9 +23,11 @@ class LossCapture:
         self._mean = mean_reduction
         self._handle: RemovableHandle | None = None
         self.losses: list[Tensor] = []
+        self.backward_reached = False
 
     def __enter__(self) -> LossCapture:
         self.losses = []
+        self.backward_reached = False
         self._handle = self._loss_fn.register_forward_hook(self._hook)
         return self
 
@@ -35,6 +37,16 @@ class LossCapture:
         self._handle = None
 
     def _hook(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if self.losses:
+            # Refuse now: a second forward pass has already overwritten what the
+            # layers stored for the first one's backward.
+            raise UsageError(
+                "loss_fn was called a second time inside one track() block. One block "
+                "is one training step with one forward pass and one loss call; "
+                "accumulating several micro-batches in one block is not supported yet."
+            )
+        if output.requires_grad:
+            output.register_hook(self._mark_backward)
         inputs, target = args[0], args[1]
         with torch.no_grad():
             reduction, module.reduction = module.reduction, "none"
@@ -45,12 +57,20 @@ class LossCapture:
         per_sample = elementwise.reshape(elementwise.shape[0], -1)
         self.losses.append(per_sample.mean(1) if self._mean else per_sample.sum(1))
 
+    def _mark_backward(self, grad: Tensor) -> None:
+        self.backward_reached = True
+
     def per_sample_losses(self) -> Tensor:
-        """``[N]`` losses of the one loss call in the block."""
-        if len(self.losses) != 1:
+        """``[N]`` losses of the one loss call in the block, after its backward."""
+        if not self.losses:
             raise UsageError(
-                f"Expected exactly one call of loss_fn inside track(), got "
-                f"{len(self.losses)}. Compute the loss once per tracked block with the "
-                "loss module given to Cockpit (it supplies the per-sample losses)."
+                "No call of loss_fn inside the track() block. Compute the loss inside "
+                "the block with the loss module given to Cockpit (it supplies the "
+                "per-sample losses)."
+            )
+        if not self.backward_reached:
+            raise UsageError(
+                "The track() block ended without a backward pass through the loss: "
+                "call loss.backward() inside the block."
             )
         return self.losses[0]

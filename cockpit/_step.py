@@ -24,7 +24,6 @@ from cockpit._loss_capture import LossCapture
 from cockpit._record import TensorRecord
 from cockpit.engines import backpack_engine
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
-from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._context import TOTAL, StepContext, StepTaken
 
@@ -129,11 +128,6 @@ class TrackedStep:
     def _batch_gradients(self, n: int) -> dict[str, Tensor]:
         """``g_l`` of the mean loss: what this block's backward added to ``.grad``."""
         params = self.ck.params
-        if all(p.grad is None for p in params.values()):
-            raise UsageError(
-                "The track() block ended without gradients: call loss.backward() "
-                "inside the block, after computing the loss with loss_fn."
-            )
         scale = 1.0 if self.ck.mean else 1.0 / n
         grads = {}
         for name, p in params.items():

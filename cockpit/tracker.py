@@ -42,7 +42,11 @@ from cockpit.exceptions import (
     UsageError,
 )
 from cockpit.logs import RunWriter
+from cockpit.quantities import REGISTRY
 from cockpit.quantities._context import TOTAL, StepTaken
+
+#: Keys the tracker logs besides the quantities (see ``Cockpit.bookkeeping``).
+BOOKKEEPING = frozenset({"batch_size", "lr", "step_time", "tracker_time"})
 
 _OPEN: weakref.WeakSet[Cockpit] = weakref.WeakSet()
 _CURRENT: weakref.ReferenceType[Cockpit] | None = None
@@ -192,7 +196,7 @@ class Cockpit:
     def track(self) -> Iterator[None]:
         """Track the forward and backward pass inside the block as one step."""
         self._check_usable()
-        self._warn_notices()
+        self._warn_notices(stacklevel=3)  # user's with-line, contextlib, track
         self._submit_awaiting(None)
         now = time.perf_counter()
         self._step_time = None if self._last_entry is None else now - self._last_entry
@@ -256,7 +260,7 @@ class Cockpit:
 
         """
         self._check_usable()
-        clash = sorted(set(metrics) & set(self.quantities))
+        clash = sorted(set(metrics) & (set(REGISTRY) | BOOKKEEPING))
         if clash:
             raise ConfigurationError(
                 f"log() got {clash}, which the tracker itself logs. Use another name, "
@@ -273,26 +277,30 @@ class Cockpit:
         at = max(self.step - 1, 0) if step is None else step
         self.submit(TensorRecord(at, time.time(), dict(metrics)))
 
-    def _warn_notices(self) -> None:
+    def _warn_notices(self, stacklevel: int) -> None:
+        """Raise the writer's notices as warnings at the user's line (``stacklevel``)."""
         for notice in self.writer.drain_notices():
             category = NonFiniteWarning if "non-finite" in notice else CockpitWarning
-            warnings.warn(notice, category, stacklevel=4)
+            warnings.warn(notice, category, stacklevel=stacklevel + 1)
 
     def close(self, status: str = "finished") -> None:
         """Write what is pending and mark the run ``status``; idempotent."""
+        self._close(status, stacklevel=2)
+
+    def _close(self, status: str, stacklevel: int) -> None:
         if self._closed:
             return
         self._submit_awaiting(None)
         self._closed = True
         self.writer.close(status)
-        self._warn_notices()
+        self._warn_notices(stacklevel + 1)
         _OPEN.discard(self)
 
     def __enter__(self) -> Cockpit:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close("crashed" if exc_type is not None else "finished")
+        self._close("crashed" if exc_type is not None else "finished", stacklevel=2)
 
 
 def _register(cockpit: Cockpit) -> None:

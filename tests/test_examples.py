@@ -1,0 +1,145 @@
+"""The digits examples run end to end and write a readable, finished run."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import cockpit
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+NAMES = ["digits_mlp", "digits_cnn"]
+
+
+@pytest.fixture(params=NAMES)
+def example(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """The example module, imported as its script imports its sibling ``_digits``."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module(request.param)
+
+
+def run_main(module: ModuleType, argv: list[str], capsys) -> tuple[Path, str]:
+    """Run ``module.main(argv)`` without touching the global random state.
+
+    Returns:
+        The run directory named by the "Run written to" line, and the whole output.
+
+    """
+    with torch.random.fork_rng(devices=[]):
+        returned = module.main(argv)
+    out = capsys.readouterr().out
+    written = [line for line in out.splitlines() if line.startswith("Run written to ")]
+    assert len(written) == 1, out
+    run_dir = Path(written[0].removeprefix("Run written to "))
+    assert run_dir == returned
+    return run_dir, out
+
+
+def steps(run: cockpit.Run, quantity: str) -> list[int]:
+    return run.scalar(quantity).index.tolist()
+
+
+def test_example_writes_a_finished_run(example, tmp_path, capsys):
+    argv = ["--steps", "6", "--valid-every", "3", "--logdir", str(tmp_path)]
+    run_dir, out = run_main(example, argv, capsys)
+
+    assert run_dir.is_dir()
+    assert run_dir.parent == tmp_path
+    run = cockpit.load(run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["preset"] == "economy"
+    assert run.meta["config"]["example"] == example.NAME
+    assert run.meta["absent"] == {}
+    assert run.errors == []
+    assert steps(run, "loss") == list(range(6))
+    assert steps(run, "grad_norm") == list(range(6))
+    # Alpha of step t needs step t + 1, so the last step has none.
+    assert steps(run, "alpha") == list(range(5))
+    assert sorted(set(run.histograms["quantity"])) == ["grad_hist_1d"]
+    # Validation every 3 steps and after the last one.
+    accuracy = run.scalar("valid_accuracy")
+    assert accuracy.index.tolist() == [0, 3, 5]
+    assert accuracy.between(0.0, 1.0).all()
+    assert run.scalar("valid_loss").gt(0).all()
+    assert "Final train loss" in out.splitlines()[-1]
+
+
+def test_full_preset_every_second_step(example, tmp_path, capsys):
+    # A small histogram sample keeps the 2D histograms cheap on a CPU.
+    argv = [
+        "--steps",
+        "6",
+        "--preset",
+        "full",
+        "--every",
+        "2",
+        "--logdir",
+        str(tmp_path),
+    ]
+    run_dir, _ = run_main(example, [*argv, "--hist-samples", "4096"], capsys)
+
+    run = cockpit.load(run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["preset"] == "full"
+    assert run.meta["hist_samples"] == 4096
+    assert run.errors == []
+    assert steps(run, "loss") == [0, 2, 4]
+    # Alpha tracks the step after each of its own as well.
+    assert steps(run, "alpha") == [0, 2, 4]
+    histograms = run.histograms
+    for name in ("grad_hist_1d", "grad_hist_2d"):
+        logged = histograms[histograms["quantity"] == name]["step"]
+        assert sorted(logged.unique()) == [0, 2, 4], name
+
+
+def test_same_seed_same_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    module = importlib.import_module("digits_mlp")
+    argv = ["--steps", "3", "--logdir", str(tmp_path), "--run-name"]
+    runs = [cockpit.load(run_main(module, [*argv, name], capsys)[0]) for name in "ab"]
+    assert runs[0].scalar("loss").tolist() == runs[1].scalar("loss").tolist()
+
+
+def test_rejects_bad_arguments(example, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(["--every", "0", "--logdir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--every must be >= 1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mlp_runs_as_a_script(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "examples/digits_mlp.py",
+            "--steps",
+            "3",
+            "--logdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    written = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("Run written to ")
+    ]
+    assert len(written) == 1, result.stdout
+    run_dir = Path(written[0].removeprefix("Run written to "))
+    assert run_dir.parent == tmp_path
+    assert cockpit.load(run_dir).meta["status"] == "finished"
