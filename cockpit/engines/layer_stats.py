@@ -93,26 +93,39 @@ def sample_size(request: SampleRequest, n: int, numel: int) -> int:
     """Histogram samples for a layer with ``n * numel`` per-sample elements.
 
     The budget is split in proportion to layer size (so the pooled sample is uniform
-    up to the recorded weights), with at least :data:`MIN_LAYER_SAMPLES` per layer;
-    budget 0 (exact) or a budget above the element count takes every element.
+    up to the recorded weights), with at least :data:`MIN_LAYER_SAMPLES` per layer.
+    Budget 0 (exact) takes every element, and so does a share of half the layer's
+    elements or more: gathering that many random elements costs more than taking all.
     """
     assert request.hist_budget is not None
     elements = n * numel
-    if request.hist_budget == 0 or request.hist_budget >= n * request.total_params:
+    if request.hist_budget == 0:
         return elements
     share = math.ceil(request.hist_budget * numel / request.total_params)
-    return min(elements, max(share, MIN_LAYER_SAMPLES))
+    share = max(share, MIN_LAYER_SAMPLES)
+    return elements if 2 * share >= elements else share
 
 
-def _sample_positions(request: SampleRequest, n: int, numel: int, device) -> Tensor:
-    """Flat indices into the ``[N, D_l]`` per-sample elements, or all of them."""
-    k = sample_size(request, n, numel)
-    if k == n * numel:
-        return torch.arange(k, device=device)
+def _draw(
+    request: SampleRequest, n: int, shape: tuple[int, ...], device: torch.device
+) -> list[Tensor] | None:
+    """Uniform sample of positions in the ``[N, *shape]`` grid of per-sample elements.
+
+    Independent uniform draws of each coordinate are a uniform draw from the grid (with
+    replacement), and avoid integer division of flat indices, which is slow on a CPU.
+
+    Returns:
+        One ``[K]`` index tensor per coordinate (sample first), or ``None`` if the
+        sample is every element.
+    """
+    k = sample_size(request, n, math.prod(shape))
+    if k == n * math.prod(shape):
+        return None
     assert request.generator is not None
-    return torch.randint(
-        n * numel, (k,), generator=request.generator(device), device=device
-    )
+    gen = request.generator(device)
+    return [
+        torch.randint(size, (k,), generator=gen, device=device) for size in (n, *shape)
+    ]
 
 
 def from_per_sample(
@@ -144,11 +157,17 @@ def from_per_sample(
     if request.keep_for_projection:
         stats.project = flat.__matmul__
     if request.hist_budget is not None:
-        index = _sample_positions(request, n, flat.shape[1], flat.device)
-        stats.hist_values = flat.reshape(-1)[index]
-        stats.hist_weight = flat.numel() / index.numel()
-        if request.with_param_values:
-            stats.hist_params = param.detach().reshape(-1)[index % flat.shape[1]]
+        values = param.detach().reshape(-1)
+        drawn = _draw(request, n, (flat.shape[1],), flat.device)
+        if drawn is None:
+            stats.hist_values = flat.reshape(-1)
+            if request.with_param_values:
+                stats.hist_params = values.repeat(n)
+        else:
+            samples, positions = drawn
+            stats.hist_values = flat[samples, positions]
+            stats.hist_weight = flat.numel() / samples.numel()
+            stats.hist_params = values[positions] if request.with_param_values else None
     return stats
 
 
@@ -206,11 +225,17 @@ def from_linear_factors(
     if request.keep_for_projection:
         stats.project = project
     if request.hist_budget is not None:
-        index = _sample_positions(request, n, d_out * d_in, delta.device)
-        sample, position = index // (d_out * d_in), index % (d_out * d_in)
-        row, col = position // d_in, position % d_in
-        stats.hist_values = delta[sample, row] * x[sample, col]
-        stats.hist_weight = n * d_out * d_in / index.numel()
-        if request.with_param_values:
-            stats.hist_params = param.detach().reshape(-1)[position]
+        weight = param.detach()
+        drawn = _draw(request, n, (d_out, d_in), delta.device)
+        if drawn is None:
+            stats.hist_values = (delta[:, :, None] * x[:, None, :]).reshape(-1)
+            if request.with_param_values:
+                stats.hist_params = weight.reshape(-1).repeat(n)
+        else:
+            samples, rows, cols = drawn
+            stats.hist_values = delta[samples, rows] * x[samples, cols]
+            stats.hist_weight = n * d_out * d_in / samples.numel()
+            stats.hist_params = (
+                weight[rows, cols] if request.with_param_values else None
+            )
     return stats

@@ -42,17 +42,13 @@ class GradHist1d(Quantity):
 
     def compute(self, ctx: StepContext) -> dict:
         total = ctx.stats[TOTAL]
-        low, high = safe_range(total.low, total.high)
-        layers = ctx.layers.values()
-        values = torch.cat([s.hist_values for s in layers])
-        weights = torch.cat(
-            [torch.full_like(s.hist_values, s.hist_weight) for s in layers]
-        )
+        low, high = safe_range(total.low, total.high)  # for the edges
+        groups = [(s.hist_values, s.hist_weight) for s in ctx.layers.values()]
         return {
             "edges": bin_edges(low, high, self.bins),
-            "counts": histogram_1d(values, weights, low, high, self.bins),
+            "counts": histogram_1d(groups, total.low, total.high, self.bins),
             "min": total.low,
             "max": total.high,
-            "sample_size": values.numel(),
+            "sample_size": sum(values.numel() for values, _ in groups),
             "total": ctx.batch_size * total.grad.numel(),
         }

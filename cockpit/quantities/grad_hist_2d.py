@@ -35,21 +35,17 @@ class GradHist2d(Quantity):
         self.bins = bins
 
     def _histogram(self, parts: list[LayerStats], theta: torch.Tensor, total: int):
-        theta_range = safe_range(*torch.aminmax(theta))
-        grad_range = safe_range(
+        theta_range = torch.aminmax(theta)
+        grad_range = (
             torch.stack([s.low for s in parts]).min(),
             torch.stack([s.high for s in parts]).max(),
         )
-        x = torch.cat([s.hist_params for s in parts])
-        y = torch.cat([s.hist_values for s in parts])
-        weights = torch.cat(
-            [torch.full_like(s.hist_values, s.hist_weight) for s in parts]
-        )
+        groups = [(s.hist_params, s.hist_values, s.hist_weight) for s in parts]
         return {
-            "x_edges": bin_edges(*theta_range, self.bins[0]),
-            "y_edges": bin_edges(*grad_range, self.bins[1]),
-            "counts": histogram_2d(x, y, weights, theta_range, grad_range, self.bins),
-            "sample_size": y.numel(),
+            "x_edges": bin_edges(*safe_range(*theta_range), self.bins[0]),
+            "y_edges": bin_edges(*safe_range(*grad_range), self.bins[1]),
+            "counts": histogram_2d(groups, theta_range, grad_range, self.bins),
+            "sample_size": sum(s.hist_values.numel() for s in parts),
             "total": total,
         }
 

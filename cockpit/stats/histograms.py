@@ -1,10 +1,15 @@
 """Weighted histograms that run on any device without a host synchronization.
 
-``torch.histc`` has no weights and raises on non-finite ranges; these functions take a
-range as tensors, give non-finite values zero weight, and never look at a value on the
-host, so they run on the training thread without a synchronization. (Counting uses
-``index_add_`` on a fixed-size buffer: ``torch.bincount`` must read the largest index
-on the host to size its output, a synchronization on CUDA.)
+``torch.histc`` has no weights, takes its range as host numbers and raises on
+non-finite ranges. These functions take the range as tensors and never look at a value
+on the host, so they run on the training thread without a synchronization. Counting
+uses ``index_add_`` on a fixed-size buffer (``torch.bincount`` must read the largest
+index on the host to size its output, a synchronization on CUDA).
+
+The range is meant to be the exact minimum and maximum of the values, so every finite
+value falls inside it. If the range itself is not finite (some value was NaN or
+infinite), the counts are NaN: the histogram is then logged as non-finite rather than
+as counts of a made-up range.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from torch import Tensor
 def safe_range(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
     """Make ``[low, high]`` a usable, finite, non-empty range.
 
-    Non-finite ends become 0 (their histogram is flagged non-finite by the caller);
+    Non-finite ends become 0 (see the module docstring for what the counts do then);
     an empty range ``low == high`` widens by 0.5 on each side.
 
     Args:
@@ -25,7 +30,6 @@ def safe_range(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``(low, high)``, both ``[]``, with ``low < high``.
-
     """
     low = torch.nan_to_num(low, nan=0.0, posinf=0.0, neginf=0.0)
     high = torch.nan_to_num(high, nan=0.0, posinf=0.0, neginf=0.0)
@@ -36,79 +40,85 @@ def safe_range(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
 def bin_index(values: Tensor, low: Tensor, high: Tensor, bins: int) -> Tensor:
     """Index of each value's bin among ``bins`` equal bins on ``[low, high]``.
 
-    The last bin is closed on the right; values outside the range or non-finite get
-    index 0 and must be given weight 0 by the caller.
+    The last bin is closed on the right; values outside the range land in the first
+    or last bin, NaN in the first.
 
     Args:
         values: ``[K]``.
         low: ``[]``.
-        high: ``[]``.
+        high: ``[]``, ``> low``.
         bins: Number of bins.
 
     Returns:
         ``[K]`` int64 indices in ``[0, bins)``.
-
     """
-    position = (values - low) / (high - low) * bins
-    position = torch.nan_to_num(position, nan=0.0, posinf=0.0, neginf=0.0)
-    return position.clamp(0, bins - 1).long()
+    position = (values - low).mul_(bins / (high - low))
+    return position.long().clamp_(0, bins - 1)
 
 
-def in_range(values: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """``[K]`` bool: finite and inside ``[low, high]``."""
-    return torch.isfinite(values) & (values >= low) & (values <= high)
+def _count(index: Tensor, weight: float, size: int, like: Tensor) -> Tensor:
+    """``[size]`` counts of each index, times ``weight``."""
+    counts = torch.zeros(size, dtype=like.dtype, device=like.device)
+    ones = torch.ones(1, dtype=like.dtype, device=like.device).expand(index.shape[0])
+    return counts.index_add_(0, index, ones).mul_(weight)
 
 
-def _count(index: Tensor, weights: Tensor, size: int) -> Tensor:
-    """``[size]`` sums of ``weights`` per index."""
-    counts = torch.zeros(size, dtype=weights.dtype, device=weights.device)
-    return counts.index_add_(0, index, weights)
+def _nan_unless_finite(counts: Tensor, *ends: Tensor) -> Tensor:
+    finite = torch.stack([torch.isfinite(end) for end in ends]).all()
+    return torch.where(finite, counts, torch.full_like(counts, float("nan")))
 
 
 def histogram_1d(
-    values: Tensor, weights: Tensor, low: Tensor, high: Tensor, bins: int
+    groups: list[tuple[Tensor, float]], low: Tensor, high: Tensor, bins: int
 ) -> Tensor:
-    """Weighted counts of ``values`` in ``bins`` equal bins on ``[low, high]``.
+    """Weighted counts in ``bins`` equal bins on ``[low, high]``.
 
     Args:
-        values: ``[K]``.
-        weights: ``[K]``, how many elements each value stands for.
-        low: ``[]``, left edge.
-        high: ``[]``, right edge (``> low``).
+        groups: ``(values [K_l], weight)`` pairs; each value counts ``weight`` times
+            (a sample standing for ``weight`` elements of its layer).
+        low: ``[]``, left edge: the exact minimum of the values.
+        high: ``[]``, right edge: the exact maximum of the values.
         bins: Number of bins.
 
     Returns:
-        ``[bins]`` counts (dtype of ``weights``).
-
+        ``[bins]`` counts; NaN if the range is not finite.
     """
-    weights = weights * in_range(values, low, high)
-    index = bin_index(values, low, high, bins)
-    return _count(index, weights, bins)
+    start, stop = safe_range(low, high)
+    counts = sum(
+        _count(bin_index(values, start, stop, bins), weight, bins, values)
+        for values, weight in groups
+    )
+    return _nan_unless_finite(counts, low, high)
 
 
 def histogram_2d(
-    x: Tensor,
-    y: Tensor,
-    weights: Tensor,
+    groups: list[tuple[Tensor, Tensor, float]],
     x_range: tuple[Tensor, Tensor],
     y_range: tuple[Tensor, Tensor],
     bins: tuple[int, int],
 ) -> Tensor:
-    """Weighted 2D counts of the pairs ``(x_k, y_k)``.
+    """Weighted 2D counts of pairs ``(x_k, y_k)``.
 
     Args:
-        x: ``[K]``.
-        y: ``[K]``.
-        weights: ``[K]``.
-        x_range: ``(low, high)`` for x.
-        y_range: ``(low, high)`` for y.
+        groups: ``(x [K_l], y [K_l], weight)`` triples.
+        x_range: ``(min, max)`` of x.
+        y_range: ``(min, max)`` of y.
         bins: ``(bins_x, bins_y)``.
 
     Returns:
-        ``[bins_x, bins_y]`` counts; row i is the i-th x bin.
-
+        ``[bins_x, bins_y]`` counts, row i the i-th x bin; NaN if a range is not finite.
     """
     bx, by = bins
-    weights = weights * in_range(x, *x_range) * in_range(y, *y_range)
-    index = bin_index(x, *x_range, bx) * by + bin_index(y, *y_range, by)
-    return _count(index, weights, bx * by).view(bx, by)
+    x_start_stop, y_start_stop = safe_range(*x_range), safe_range(*y_range)
+    counts = sum(
+        _count(
+            bin_index(x, *x_start_stop, bx)
+            .mul_(by)
+            .add_(bin_index(y, *y_start_stop, by)),
+            weight,
+            bx * by,
+            y,
+        )
+        for x, y, weight in groups
+    )
+    return _nan_unless_finite(counts, *x_range, *y_range).view(bx, by)
