@@ -63,17 +63,20 @@ def _leaves(tree: Any) -> list[Tensor]:
 
 
 def _to_host(tensors: list[Tensor]) -> dict[int, np.ndarray]:
-    """One device-to-host copy per device for all ``tensors``."""
-    by_device: dict[torch.device, list[Tensor]] = {}
+    """One device-to-host copy per device and dtype for all ``tensors``."""
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
     for tensor in tensors:
-        by_device.setdefault(tensor.device, []).append(tensor)
+        groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
     host: dict[int, np.ndarray] = {}
-    for group in by_device.values():
-        flat = torch.cat([t.detach().reshape(-1).double() for t in group]).cpu()
-        for tensor, part in zip(
-            group, flat.split([t.numel() for t in group]), strict=True
-        ):
-            host[id(tensor)] = part.numpy().reshape(tensor.shape)
+    for group in groups.values():
+        flat = torch.cat([t.detach().reshape(-1) for t in group]).cpu()
+        arrays = flat.double().numpy() if flat.is_floating_point() else flat.numpy()
+        offset = 0
+        for tensor in group:
+            host[id(tensor)] = arrays[offset : offset + tensor.numel()].reshape(
+                tensor.shape
+            )
+            offset += tensor.numel()
     return host
 
 
