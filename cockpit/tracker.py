@@ -106,6 +106,8 @@ class Cockpit:
             self.initial = {n: p.detach().clone() for n, p in self.params.items()}
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        #: Per-layer scratch tensors the engine reuses from step to step.
+        self.buffers: dict[int, torch.Tensor] = {}
         name = run_name or new_run_name()
         self.writer = RunWriter(
             Path(logdir) / name, self._meta(name, model, preset, absent, config)

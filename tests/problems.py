@@ -71,6 +71,16 @@ def _cnn() -> nn.Module:
     )
 
 
+def _strided_cnn() -> nn.Module:
+    """Few output positions per channel: the engine unfolds instead of BatchGrad."""
+    return nn.Sequential(
+        nn.Conv2d(2, 10, 3, stride=2, padding=1, dilation=1),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(10 * 3 * 3, 3),
+    )
+
+
 PROBLEMS = [
     Problem("mlp-ce-mean", _mlp, lambda: nn.CrossEntropyLoss(), (5,), 3),
     Problem("mlp-ce-sum", _mlp, lambda: nn.CrossEntropyLoss(reduction="sum"), (5,), 3),
@@ -86,6 +96,13 @@ PROBLEMS = [
     Problem("cnn-ce-mean", _cnn, lambda: nn.CrossEntropyLoss(), (2, 5, 5), 3),
     Problem(
         "cnn-mse-sum", _cnn, lambda: nn.MSELoss(reduction="sum"), (2, 5, 5), 3, True
+    ),
+    Problem(
+        "cnn-unfold-ce-sum",
+        _strided_cnn,
+        lambda: nn.CrossEntropyLoss(reduction="sum"),
+        (2, 5, 5),
+        3,
     ),
     Problem("seq-ce-mean", SequenceMLP, lambda: nn.CrossEntropyLoss(), (2, 3), 3),
 ]

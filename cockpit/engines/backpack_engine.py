@@ -18,6 +18,7 @@ import functools
 import time
 from collections.abc import Iterable
 
+import torch
 from backpack import hook_run_extensions, hook_store_io
 from backpack.extensions.firstorder.base import (
     FirstOrderBackpropExtension,
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from cockpit.engines.layer_stats import (
+    CHUNK_ELEMENTS,
     LayerStats,
     SampleRequest,
     from_linear_factors,
@@ -90,10 +92,11 @@ class _BatchGradStats(FirstOrderModuleExtension):
     def _make(self, name: str):
         def reduce(ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
             start = time.perf_counter()
+            # Scale the small output gradient, not the large per-sample result.
+            scaled = (g_out[0] * ext.scale(g_out[0].shape[0]),)
             per_sample = getattr(self._batch_grad, name)(
-                ext, module, g_inp, g_out, bp_quantities
+                ext, module, g_inp, scaled, bp_quantities
             )
-            per_sample = per_sample * ext.scale(per_sample.shape[0])
             stats = from_per_sample(per_sample, getattr(module, name), ext.request)
             ext.seconds += time.perf_counter() - start
             return stats
@@ -101,12 +104,54 @@ class _BatchGradStats(FirstOrderModuleExtension):
         return reduce
 
 
+class _Conv2dStats(_BatchGradStats):
+    """``Conv2d``: per-sample weight gradients by unfolding when that is cheaper.
+
+    The per-sample weight gradient is ``delta_n [out, P] @ unfold(x_n)^T [P, in k^2]``
+    over the P output positions. When ``P <= 2 out`` the unfolded input is at most
+    twice the result, and batched matrix products over chunks of samples, into a
+    buffer reused across steps, beat BackPACK's grouped convolution on a CPU (on the
+    3c3d CNN: 14 vs 70 ms and 34 vs 47 ms for its second and third convolution).
+    Otherwise, and for grouped convolutions, BackPACK's ``BatchGrad`` computes it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(conv2d.BatchGradConv2d(), ["bias", "weight"])
+        self._batch_grad_weight = self.weight
+        self.weight = self._weight
+
+    def _weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
+        delta = g_out[0]
+        n, d_out = delta.shape[:2]
+        positions = delta[0, 0].numel()
+        if module.groups != 1 or positions > 2 * d_out:
+            return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
+        start = time.perf_counter()
+        unfold_rows = module.weight[0].numel()
+        buffer = ext.buffer(module, (n, d_out, unfold_rows), delta)
+        chunk = max(1, CHUNK_ELEMENTS // (unfold_rows * positions))
+        scaled = delta.flatten(2) * ext.scale(n)
+        for first in range(0, n, chunk):
+            rows = slice(first, first + chunk)
+            unfolded = nn.functional.unfold(
+                module.input0[rows],
+                module.kernel_size,
+                dilation=module.dilation,
+                padding=module.padding,
+                stride=module.stride,
+            )
+            torch.bmm(scaled[rows], unfolded.transpose(1, 2), out=buffer[rows])
+        stats = from_per_sample(buffer, module.weight, ext.request)
+        ext.seconds += time.perf_counter() - start
+        return stats
+
+
 def _module_extensions() -> dict[type[nn.Module], FirstOrderModuleExtension]:
     weight_and_bias = ["bias", "weight"]
     return {
         nn.Linear: _LinearStats(),
         nn.Conv1d: _BatchGradStats(conv1d.BatchGradConv1d(), weight_and_bias),
-        nn.Conv2d: _BatchGradStats(conv2d.BatchGradConv2d(), weight_and_bias),
+        nn.Conv2d: _Conv2dStats(),
         nn.Conv3d: _BatchGradStats(conv3d.BatchGradConv3d(), weight_and_bias),
         nn.ConvTranspose1d: _BatchGradStats(
             conv_transpose1d.BatchGradConvTranspose1d(), weight_and_bias
@@ -133,10 +178,20 @@ class PerSampleStats(FirstOrderBackpropExtension):
 
     """
 
-    def __init__(self, request: SampleRequest):
+    def __init__(self, request: SampleRequest, buffers: dict | None = None):
         super().__init__(savefield=SAVEFIELD, module_exts=_module_extensions())
         self.request = request
         self.seconds = 0.0
+        self._buffers = {} if buffers is None else buffers
+
+    def buffer(self, module: nn.Module, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A per-module scratch tensor kept across steps (re-made if shape changes)."""
+        key = id(module)
+        found = self._buffers.get(key)
+        if found is None or found.shape != shape or found.dtype != like.dtype:
+            found = torch.empty(shape, dtype=like.dtype, device=like.device)
+            self._buffers[key] = found
+        return found
 
     def scale(self, batch_size: int) -> int:
         """Factor from BackPACK's gradients of the batch loss to per-sample gradients.

@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+#: Elements per temporary chunk: small enough that the allocator reuses the memory
+#: instead of mapping fresh pages each time (glibc maps blocks above 32 MB afresh),
+#: which for tensors of tens of MB costs more than the arithmetic on them.
+CHUNK_ELEMENTS = 2**20
+
 #: Fewest histogram samples a layer gets when the budget is split by layer size, so
 #: that per-layer 2D histograms of small layers are not empty.
 MIN_LAYER_SAMPLES = 1024
@@ -65,8 +70,8 @@ class LayerStats:
         grad: ``[D_l]``, the mini-batch gradient ``g = (1/N) sum_n g_n``.
         sq_norms: ``[N]``, ``||g_n||^2``.
         dots: ``[N]``, ``g_n . g`` (this layer's g).
-        low: ``[]``, smallest per-sample gradient element.
-        high: ``[]``, largest per-sample gradient element.
+        low: ``[]``, smallest per-sample gradient element (with histograms).
+        high: ``[]``, largest per-sample gradient element (with histograms).
         sum_sq: ``[D_l]``, ``sum_n g_{n,j}^2``, if requested.
         projection: ``[N]``, ``g_n . v`` for the requested direction v, if any.
         project: ``v [D_l] -> [N]``, ``g_n . v`` for a direction known later.
@@ -79,8 +84,8 @@ class LayerStats:
     grad: Tensor
     sq_norms: Tensor
     dots: Tensor
-    low: Tensor
-    high: Tensor
+    low: Tensor | None = None
+    high: Tensor | None = None
     sum_sq: Tensor | None = None
     projection: Tensor | None = None
     project: Callable[[Tensor], Tensor] | None = None
@@ -107,25 +112,28 @@ def sample_size(request: SampleRequest, n: int, numel: int) -> int:
 
 
 def _draw(
-    request: SampleRequest, n: int, shape: tuple[int, ...], device: torch.device
+    request: SampleRequest,
+    n: int,
+    shape: tuple[int, ...],
+    device: torch.device,
+    flat_index: bool = False,
 ) -> list[Tensor] | None:
-    """Uniform sample of positions in the ``[N, *shape]`` grid of per-sample elements.
-
-    Independent uniform draws of each coordinate are a uniform draw from the grid (with
-    replacement), and avoid integer division of flat indices, which is slow on a CPU.
+    """Uniform sample, with replacement, of the ``[N, *shape]`` per-sample elements.
 
     Returns:
-        One ``[K]`` index tensor per coordinate (sample first), or ``None`` if the
-        sample is every element.
+        ``None`` if the sample is every element; else one ``[K]`` flat index if
+        ``flat_index``, or one index per coordinate (sample first): independent
+        uniform coordinates are a uniform draw from the grid and spare the integer
+        division of flat indices.
     """
-    k = sample_size(request, n, math.prod(shape))
-    if k == n * math.prod(shape):
+    numel = math.prod(shape)
+    k = sample_size(request, n, numel)
+    if k == n * numel:
         return None
     assert request.generator is not None
     gen = request.generator(device)
-    return [
-        torch.randint(size, (k,), generator=gen, device=device) for size in (n, *shape)
-    ]
+    sizes = (n * numel,) if flat_index else (n, *shape)
+    return [torch.randint(size, (k,), generator=gen, device=device) for size in sizes]
 
 
 def from_per_sample(
@@ -145,30 +153,46 @@ def from_per_sample(
     n = per_sample.shape[0]
     flat = per_sample.reshape(n, -1)
     grad = flat.mean(0)
-    squared = flat**2
-    low, high = torch.aminmax(flat)
+    # vector_norm reduces without allocating a squared copy: for a convolution the
+    # [N, D_l] tensor is tens of MB, and fresh allocations of that size dominate.
     stats = LayerStats(
-        grad=grad, sq_norms=squared.sum(1), dots=flat @ grad, low=low, high=high
+        grad=grad,
+        sq_norms=torch.linalg.vector_norm(flat, dim=1).square(),
+        dots=flat @ grad,
     )
-    if request.sum_sq:
-        stats.sum_sq = squared.sum(0)
     if id(param) in request.directions:
         stats.projection = flat @ request.directions[id(param)]
+    if request.hist_budget is not None:
+        _sample_per_sample(stats, flat, param, request)
     if request.keep_for_projection:
         stats.project = flat.__matmul__
-    if request.hist_budget is not None:
-        values = param.detach().reshape(-1)
-        drawn = _draw(request, n, (flat.shape[1],), flat.device)
-        if drawn is None:
-            stats.hist_values = flat.reshape(-1)
-            if request.with_param_values:
-                stats.hist_params = values.repeat(n)
-        else:
-            samples, positions = drawn
-            stats.hist_values = flat[samples, positions]
-            stats.hist_weight = flat.numel() / samples.numel()
-            stats.hist_params = values[positions] if request.with_param_values else None
+        if request.sum_sq:
+            stats.sum_sq = flat.square().sum(0)
+    elif (
+        request.sum_sq
+    ):  # the per-sample gradients are ours and used up: square in place
+        stats.sum_sq = flat.square_().sum(0)
     return stats
+
+
+def _sample_per_sample(
+    stats: LayerStats, flat: Tensor, param: Tensor, request: SampleRequest
+) -> None:
+    """Histogram sample and exact extremes of materialized ``[N, D_l]`` gradients."""
+    n, numel = flat.shape
+    stats.low, stats.high = torch.aminmax(flat)
+    values = param.detach().reshape(-1)
+    drawn = _draw(request, n, (numel,), flat.device, flat_index=True)
+    if drawn is None:
+        stats.hist_values = flat.reshape(-1)
+        if request.with_param_values:
+            stats.hist_params = values.repeat(n)
+    else:
+        (index,) = drawn
+        stats.hist_values = flat.reshape(-1)[index]
+        stats.hist_weight = flat.numel() / index.numel()
+        if request.with_param_values:
+            stats.hist_params = values[index % numel]
 
 
 def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -210,13 +234,10 @@ def from_linear_factors(
     def project(direction: Tensor) -> Tensor:
         return ((delta @ direction.view(d_out, d_in)) * x).sum(1)
 
-    low, high = _outer_product_extremes(delta, x)
     stats = LayerStats(
         grad=grad.reshape(-1),
         sq_norms=(delta**2).sum(1) * (x**2).sum(1),
         dots=project(grad),
-        low=low,
-        high=high,
     )
     if request.sum_sq:
         stats.sum_sq = ((delta**2).T @ x**2).reshape(-1)
@@ -225,6 +246,7 @@ def from_linear_factors(
     if request.keep_for_projection:
         stats.project = project
     if request.hist_budget is not None:
+        stats.low, stats.high = _outer_product_extremes(delta, x)
         weight = param.detach()
         drawn = _draw(request, n, (d_out, d_in), delta.device)
         if drawn is None:

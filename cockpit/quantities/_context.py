@@ -96,17 +96,18 @@ class StepContext:
         Network-wide ``g_n . g`` is the sum of the per-layer ``g_{n,l} . g_l``, and
         likewise for squared norms, so the total needs no extra pass.
         """
-        layers = self.layers
-        sum_sq = [s.sum_sq for s in layers.values()]
+        layers = list(self.layers.values())
         total = LayerStats(
-            grad=torch.cat([s.grad for s in layers.values()]),
-            sq_norms=torch.stack([s.sq_norms for s in layers.values()]).sum(0),
-            dots=torch.stack([s.dots for s in layers.values()]).sum(0),
-            low=torch.stack([s.low for s in layers.values()]).min(),
-            high=torch.stack([s.high for s in layers.values()]).max(),
-            sum_sq=None if None in sum_sq else torch.cat(sum_sq),
+            grad=torch.cat([s.grad for s in layers]),
+            sq_norms=torch.stack([s.sq_norms for s in layers]).sum(0),
+            dots=torch.stack([s.dots for s in layers]).sum(0),
         )
-        return {**layers, TOTAL: total}
+        if all(s.sum_sq is not None for s in layers):
+            total.sum_sq = torch.cat([s.sum_sq for s in layers])
+        if all(s.low is not None for s in layers):
+            total.low = torch.stack([s.low for s in layers]).min()
+            total.high = torch.stack([s.high for s in layers]).max()
+        return {**self.layers, TOTAL: total}
 
     def per_layer(self, fn) -> dict[str, Any]:
         """Apply ``fn(stats, grad_sq_norm)`` to every layer and the total.

@@ -4,8 +4,9 @@ import pytest
 
 from cockpit.stats import gradient_tests
 from tests import reference
-from tests.quantities.tracking import ALL, assert_per_layer, tracked_run
-from tests.reference import layers_and_total
+from tests.quantities.tracking import (
+    check_per_layer_reference,
+)
 
 TESTS = ["norm_test", "inner_product_test", "orthogonality_test"]
 
@@ -13,11 +14,7 @@ TESTS = ["norm_test", "inner_product_test", "orthogonality_test"]
 @pytest.mark.parametrize("name", TESTS)
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
 def test_gradient_test_in_training(problem, tmp_path, name, together):
-    run, refs = tracked_run(problem, tmp_path, ALL if together else [name])
-    brute_force = getattr(reference, name)
-    for step, ref in enumerate(refs):
-        expected = {k: brute_force(g) for k, g in layers_and_total(ref.grads).items()}
-        assert_per_layer(run, name, step, expected)
+    check_per_layer_reference(problem, tmp_path, name, together)
 
 
 @pytest.mark.parametrize("name", TESTS)

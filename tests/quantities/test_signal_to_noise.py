@@ -5,7 +5,11 @@ import pytest
 from cockpit.quantities import REGISTRY
 from cockpit.stats import signal_to_noise
 from tests import reference
-from tests.quantities.tracking import ALL, assert_per_layer, tracked_run
+from tests.quantities.tracking import (
+    assert_per_layer,
+    check_per_layer_reference,
+    tracked_run,
+)
 from tests.reference import layers_and_total
 
 NAMES = ["mean_gsnr", "early_stopping"]
@@ -14,11 +18,7 @@ NAMES = ["mean_gsnr", "early_stopping"]
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
 def test_in_training(problem, tmp_path, name, together):
-    run, refs = tracked_run(problem, tmp_path, ALL if together else [name])
-    brute_force = getattr(reference, name)
-    for step, ref in enumerate(refs):
-        expected = {k: brute_force(g) for k, g in layers_and_total(ref.grads).items()}
-        assert_per_layer(run, name, step, expected)
+    check_per_layer_reference(problem, tmp_path, name, together)
 
 
 @pytest.mark.parametrize("name", NAMES)

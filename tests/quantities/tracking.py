@@ -16,26 +16,12 @@ from torch import Tensor
 
 import cockpit
 from cockpit.logs import Run
+from cockpit.quantities import REGISTRY
 from tests import reference
 from tests.problems import Problem
 
-#: Every quantity that works with plain SGD; "together" tests track all at once.
-ALL = [
-    "loss",
-    "grad_norm",
-    "distance",
-    "update_size",
-    "norm_test",
-    "inner_product_test",
-    "orthogonality_test",
-    "mean_gsnr",
-    "alpha",
-    "grad_hist_1d",
-    "grad_hist_2d",
-    "early_stopping",
-    "cabs",
-    "gradient_noise_scale",
-]
+#: Every quantity (all work with plain SGD); "together" tests track all at once.
+ALL = list(REGISTRY)
 
 
 @dataclass
@@ -112,3 +98,17 @@ def assert_per_layer(run: Run, quantity: str, step: int, expected: dict) -> None
 def histogram_rows(run: Run, quantity: str) -> pd.DataFrame:
     """The histogram rows of ``quantity``."""
     return run.histograms[run.histograms.quantity == quantity]
+
+
+def check_per_layer_reference(
+    problem: Problem, logdir: Path, name: str, together: bool
+) -> None:
+    """Track ``name`` (alone or with all others) and compare it, total and per layer,
+    with the reference function of the same name on the brute-force gradients."""
+    run, refs = tracked_run(problem, logdir, ALL if together else [name])
+    brute_force = getattr(reference, name)
+    for step, ref in enumerate(refs):
+        per_sample = reference.layers_and_total(ref.grads)
+        assert_per_layer(
+            run, name, step, {k: brute_force(g) for k, g in per_sample.items()}
+        )
