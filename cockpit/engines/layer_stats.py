@@ -94,46 +94,35 @@ class LayerStats:
     hist_weight: float = 1.0
 
 
-def sample_size(request: SampleRequest, n: int, numel: int) -> int:
-    """Histogram samples for a layer with ``n * numel`` per-sample elements.
+def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
+    """How many parameter positions of a layer the histogram sample takes.
 
-    The budget is split in proportion to layer size (so the pooled sample is uniform
-    up to the recorded weights), with at least :data:`MIN_LAYER_SAMPLES` per layer.
-    Budget 0 (exact) takes every element, and so does a share of half the layer's
-    elements or more: gathering that many random elements costs more than taking all.
+    The sample takes all N per-sample values at each of ``m`` parameter positions
+    drawn uniformly (with replacement), so every per-sample element has the same
+    chance to be in it; only ``m`` random numbers are drawn and the gathers read whole
+    columns. The budget (in elements) is split across layers in proportion to their
+    size, at least :data:`MIN_LAYER_SAMPLES` elements per layer. Budget 0 (exact)
+    takes every position, and so does a share of half the positions or more
+    (gathering that many costs more than taking all).
     """
     assert request.hist_budget is not None
-    elements = n * numel
     if request.hist_budget == 0:
-        return elements
+        return numel
     share = math.ceil(request.hist_budget * numel / request.total_params)
-    share = max(share, MIN_LAYER_SAMPLES)
-    return elements if 2 * share >= elements else share
+    positions = math.ceil(max(share, MIN_LAYER_SAMPLES) / n)
+    return numel if 2 * positions >= numel else positions
 
 
-def _draw(
-    request: SampleRequest,
-    n: int,
-    shape: tuple[int, ...],
-    device: torch.device,
-    flat_index: bool = False,
-) -> list[Tensor] | None:
-    """Uniform sample, with replacement, of the ``[N, *shape]`` per-sample elements.
-
-    Returns:
-        ``None`` if the sample is every element; else one ``[K]`` flat index if
-        ``flat_index``, or one index per coordinate (sample first): independent
-        uniform coordinates are a uniform draw from the grid and spare the integer
-        division of flat indices.
-    """
-    numel = math.prod(shape)
-    k = sample_size(request, n, numel)
-    if k == n * numel:
+def _draw_positions(
+    request: SampleRequest, n: int, numel: int, device: torch.device
+) -> Tensor | None:
+    """``[m]`` uniformly drawn parameter positions, or ``None`` for all of them."""
+    m = sample_positions(request, n, numel)
+    if m == numel:
         return None
     assert request.generator is not None
     gen = request.generator(device)
-    sizes = (n * numel,) if flat_index else (n, *shape)
-    return [torch.randint(size, (k,), generator=gen, device=device) for size in sizes]
+    return torch.randint(numel, (m,), generator=gen, device=device)
 
 
 def from_per_sample(
@@ -164,15 +153,21 @@ def from_per_sample(
         stats.projection = flat @ request.directions[id(param)]
     if request.hist_budget is not None:
         _sample_per_sample(stats, flat, param, request)
+    if request.sum_sq:
+        stats.sum_sq = _sum_of_squares(flat)
     if request.keep_for_projection:
         stats.project = flat.__matmul__
-        if request.sum_sq:
-            stats.sum_sq = flat.square().sum(0)
-    elif (
-        request.sum_sq
-    ):  # the per-sample gradients are ours and used up: square in place
-        stats.sum_sq = flat.square_().sum(0)
     return stats
+
+
+def _sum_of_squares(flat: Tensor) -> Tensor:
+    """``[D]``: ``sum_n flat[n]^2``, squaring chunks of rows.
+
+    Squaring all of a large ``[N, D]`` at once allocates a copy as large; chunks of
+    :data:`CHUNK_ELEMENTS` are cheaper.
+    """
+    rows = max(1, CHUNK_ELEMENTS // flat.shape[1])
+    return sum(chunk.square().sum(0) for chunk in flat.split(rows))
 
 
 def _sample_per_sample(
@@ -182,17 +177,15 @@ def _sample_per_sample(
     n, numel = flat.shape
     stats.low, stats.high = torch.aminmax(flat)
     values = param.detach().reshape(-1)
-    drawn = _draw(request, n, (numel,), flat.device, flat_index=True)
-    if drawn is None:
+    positions = _draw_positions(request, n, numel, flat.device)
+    if positions is None:
         stats.hist_values = flat.reshape(-1)
-        if request.with_param_values:
-            stats.hist_params = values.repeat(n)
     else:
-        (index,) = drawn
-        stats.hist_values = flat.reshape(-1)[index]
-        stats.hist_weight = flat.numel() / index.numel()
-        if request.with_param_values:
-            stats.hist_params = values[index % numel]
+        stats.hist_values = flat[:, positions].reshape(-1)
+        stats.hist_weight = numel / positions.numel()
+        values = values[positions]
+    if request.with_param_values:
+        stats.hist_params = values.repeat(n)
 
 
 def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,17 +240,15 @@ def from_linear_factors(
         stats.project = project
     if request.hist_budget is not None:
         stats.low, stats.high = _outer_product_extremes(delta, x)
-        weight = param.detach()
-        drawn = _draw(request, n, (d_out, d_in), delta.device)
-        if drawn is None:
+        weight = param.detach().reshape(-1)
+        positions = _draw_positions(request, n, d_out * d_in, delta.device)
+        if positions is None:
             stats.hist_values = (delta[:, :, None] * x[:, None, :]).reshape(-1)
-            if request.with_param_values:
-                stats.hist_params = weight.reshape(-1).repeat(n)
         else:
-            samples, rows, cols = drawn
-            stats.hist_values = delta[samples, rows] * x[samples, cols]
-            stats.hist_weight = n * d_out * d_in / samples.numel()
-            stats.hist_params = (
-                weight[rows, cols] if request.with_param_values else None
-            )
+            rows, cols = positions // d_in, positions % d_in
+            stats.hist_values = (delta[:, rows] * x[:, cols]).reshape(-1)
+            stats.hist_weight = d_out * d_in / positions.numel()
+            weight = weight[positions]
+        if request.with_param_values:
+            stats.hist_params = weight.repeat(n)
     return stats
