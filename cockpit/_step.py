@@ -25,7 +25,7 @@ from cockpit._record import TensorRecord
 from cockpit.engines import backpack_engine
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
 from cockpit.quantities import Quantity
-from cockpit.quantities._context import TOTAL, StepContext, StepTaken
+from cockpit.quantities._context import StepContext, StepTaken
 
 if TYPE_CHECKING:
     from cockpit.tracker import Cockpit
@@ -180,4 +180,4 @@ def install_step_hooks(
     ]
 
 
-__all__ = ["TOTAL", "TrackedStep", "install_step_hooks"]
+__all__ = ["TrackedStep", "install_step_hooks"]

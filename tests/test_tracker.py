@@ -396,7 +396,7 @@ def test_two_forward_passes_in_one_block_are_refused(tmp_path):
     model, loss_fn, _, ck = make(tmp_path)
     (x1, y1), (x2, y2) = batch(0), batch(1)
     with (
-        pytest.raises(UsageError, match=r"loss_fn was called a second time"),
+        pytest.raises(UsageError, match=r"ran twice in one tracked step: a second"),
         ck.track(),
     ):
         loss = loss_fn(model(x1), y1) + loss_fn(model(x2), y2)
@@ -582,3 +582,23 @@ def test_histogram_sampling_leaves_the_global_rng_alone(tmp_path):
     state_ref, draw_ref = run(tracked=False)
     assert torch.equal(state, state_ref)
     assert torch.equal(draw, draw_ref)
+
+
+def test_a_layer_reused_in_one_forward_pass_is_refused(tmp_path):
+    """Weight sharing across calls would overwrite the stored input: refuse it."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.layer(torch.tanh(self.layer(x)))
+
+    model, loss_fn = Twice(), nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, preset="economy")
+    with pytest.raises(UsageError, match=r"ran twice in one tracked step"):
+        with ck.track():
+            loss_fn(model(torch.randn(3, 4)), torch.randn(3, 4)).backward()
+    ck.close()

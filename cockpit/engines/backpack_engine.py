@@ -43,6 +43,7 @@ from cockpit.engines.layer_stats import (
     from_linear_factors,
     from_per_sample,
 )
+from cockpit.exceptions import UsageError
 
 SAVEFIELD = "_cockpit_layer_stats"
 
@@ -110,8 +111,9 @@ class _Conv2dStats(_BatchGradStats):
     The per-sample weight gradient is ``delta_n [out, P] @ unfold(x_n)^T [P, in k^2]``
     over the P output positions. When ``P <= 2 out`` the unfolded input is at most
     twice the result, and batched matrix products over chunks of samples, into a
-    buffer reused across steps, beat BackPACK's grouped convolution on a CPU (on the
-    3c3d CNN: 14 vs 70 ms and 34 vs 47 ms for its second and third convolution).
+    buffer kept while consecutive steps are tracked, beat BackPACK's grouped
+    convolution on a CPU (on the 3c3d CNN's third convolution: 14 vs 70 ms; a fresh
+    buffer of tens of MB each step costs more page faults than arithmetic).
     Otherwise, and for grouped convolutions, BackPACK's ``BatchGrad`` computes it.
     """
 
@@ -128,7 +130,7 @@ class _Conv2dStats(_BatchGradStats):
             return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
         start = time.perf_counter()
         unfold_rows = module.weight[0].numel()
-        buffer = ext.buffer(module, (n, d_out, unfold_rows), delta)
+        per_sample = ext.buffer(module, (n, d_out, unfold_rows), delta)
         chunk = max(1, CHUNK_ELEMENTS // (unfold_rows * positions))
         scaled = delta.flatten(2) * ext.scale(n)
         for first in range(0, n, chunk):
@@ -140,8 +142,8 @@ class _Conv2dStats(_BatchGradStats):
                 padding=module.padding,
                 stride=module.stride,
             )
-            torch.bmm(scaled[rows], unfolded.transpose(1, 2), out=buffer[rows])
-        stats = from_per_sample(buffer, module.weight, ext.request)
+            torch.bmm(scaled[rows], unfolded.transpose(1, 2), out=per_sample[rows])
+        stats = from_per_sample(per_sample, module.weight, ext.request)
         ext.seconds += time.perf_counter() - start
         return stats
 
@@ -178,19 +180,18 @@ class PerSampleStats(FirstOrderBackpropExtension):
 
     """
 
-    def __init__(self, request: SampleRequest, buffers: dict | None = None):
+    def __init__(self, request: SampleRequest, buffers: dict[int, Tensor]):
         super().__init__(savefield=SAVEFIELD, module_exts=_module_extensions())
         self.request = request
         self.seconds = 0.0
-        self._buffers = {} if buffers is None else buffers
+        self._buffers = buffers
 
     def buffer(self, module: nn.Module, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """A per-module scratch tensor kept across steps (re-made if shape changes)."""
-        key = id(module)
-        found = self._buffers.get(key)
+        """A per-layer scratch tensor from the previous tracked step, or a new one."""
+        found = self._buffers.get(id(module))
         if found is None or found.shape != shape or found.dtype != like.dtype:
-            found = torch.empty(shape, dtype=like.dtype, device=like.device)
-            self._buffers[key] = found
+            found = like.new_empty(shape)
+            self._buffers[id(module)] = found
         return found
 
     def scale(self, batch_size: int) -> int:
@@ -210,14 +211,33 @@ def attach_hooks(modules: Iterable[nn.Module]) -> list[RemovableHandle]:
     the output (``ReLU(inplace=True)``), which module backward hooks forbid, and the
     hook receives the gradient w.r.t. the output before the in-place change, which is
     what the first-order extensions consume.
+
+    Raises:
+        UsageError: From the forward pass, if a layer runs twice in one tracked step
+            (a reused module): its stored input would be overwritten and its
+            statistics wrong.
     """
-    return [module.register_forward_hook(_store_and_watch) for module in modules]
+    seen: set[int] = set()
 
+    def store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+        if id(module) in seen:
+            raise UsageError(
+                f"{type(module).__name__} layer {module} ran twice in one tracked "
+                "step: a second forward pass in the block, or a layer reused inside "
+                "one. The BackPACK engine needs each layer with trainable parameters "
+                "to run once per step; use one track() block per forward pass, and "
+                "separate layers (or no per-sample quantities) for weight sharing."
+            )
+        seen.add(id(module))
+        hook_store_io(module, inputs, output)
+        # BackPACK's derivatives read only the output's shape; holding the output
+        # itself would keep it alive through the backward pass (25 MB for the first
+        # convolution of the 3c3d CNN), so keep a storage-free stand-in.
+        module.output = torch.empty_like(output, device="meta")
+        if isinstance(output, Tensor) and output.requires_grad:
+            output.register_hook(functools.partial(_run_extensions, module))
 
-def _store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-    hook_store_io(module, inputs, output)
-    if isinstance(output, Tensor) and output.requires_grad:
-        output.register_hook(functools.partial(_run_extensions, module))
+    return [module.register_forward_hook(store_and_watch) for module in modules]
 
 
 def _run_extensions(module: nn.Module, grad_output: Tensor) -> None:
