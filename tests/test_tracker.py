@@ -598,7 +598,9 @@ def test_a_layer_reused_in_one_forward_pass_is_refused(tmp_path):
     model, loss_fn = Twice(), nn.MSELoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, preset="economy")
-    with pytest.raises(UsageError, match=r"ran twice in one tracked step"):
-        with ck.track():
-            loss_fn(model(torch.randn(3, 4)), torch.randn(3, 4)).backward()
+    with (
+        pytest.raises(UsageError, match=r"ran twice in one tracked step"),
+        ck.track(),
+    ):
+        loss_fn(model(torch.randn(3, 4)), torch.randn(3, 4)).backward()
     ck.close()
