@@ -65,9 +65,7 @@ class TrackedStep:
         }
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
         if any(q.needs_per_sample for q in self.active):
-            self._extension = backpack_engine.PerSampleStats(
-                self._request(), ck.buffers
-            )
+            self._extension = backpack_engine.PerSampleStats(self._request())
             handles = backpack_engine.attach_hooks(ck.layers)
             self._stack.callback(lambda: [h.remove() for h in handles])
             self._stack.callback(lambda: [memory_cleanup(m) for m in ck.layers])

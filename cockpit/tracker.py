@@ -106,8 +106,6 @@ class Cockpit:
             self.initial = {n: p.detach().clone() for n, p in self.params.items()}
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
-        #: Scratch tensors the engine reuses while consecutive steps are tracked.
-        self.buffers: dict[int, torch.Tensor] = {}
         name = run_name or new_run_name()
         self.writer = RunWriter(
             Path(logdir) / name, self._meta(name, model, preset, absent, config)
@@ -208,7 +206,6 @@ class Cockpit:
         self._in_track = True
         try:
             if not active:
-                self.buffers.clear()  # untracked steps hold no tracker memory
                 yield
                 return
             with TrackedStep(self, step, active):

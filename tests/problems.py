@@ -74,6 +74,7 @@ def _cnn() -> nn.Module:
 def _strided_cnn() -> nn.Module:
     """Few output positions per channel: the engine unfolds instead of BatchGrad."""
     return nn.Sequential(
+        nn.Conv2d(2, 2, 1),  # so that the unfolded layer's input requires grad
         nn.Conv2d(2, 10, 3, stride=2, padding=1, dilation=1),
         nn.Tanh(),
         nn.Flatten(),

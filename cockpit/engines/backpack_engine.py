@@ -40,6 +40,7 @@ from cockpit.engines.layer_stats import (
     CHUNK_ELEMENTS,
     LayerStats,
     SampleRequest,
+    from_chunks,
     from_linear_factors,
     from_per_sample,
 )
@@ -106,15 +107,17 @@ class _BatchGradStats(FirstOrderModuleExtension):
 
 
 class _Conv2dStats(_BatchGradStats):
-    """``Conv2d``: per-sample weight gradients by unfolding when that is cheaper.
+    """``Conv2d``: per-sample weight gradients chunk by chunk when P <= 2 out.
 
     The per-sample weight gradient is ``delta_n [out, P] @ unfold(x_n)^T [P, in k^2]``
     over the P output positions. When ``P <= 2 out`` the unfolded input is at most
-    twice the result, and batched matrix products over chunks of samples, into a
-    buffer kept while consecutive steps are tracked, beat BackPACK's grouped
-    convolution on a CPU (on the 3c3d CNN's third convolution: 14 vs 70 ms; a fresh
-    buffer of tens of MB each step costs more page faults than arithmetic).
-    Otherwise, and for grouped convolutions, BackPACK's ``BatchGrad`` computes it.
+    twice the result, and batched matrix products over chunks of samples beat
+    BackPACK's grouped convolution on a CPU (on the 3c3d CNN's third convolution:
+    14 vs 70 ms). Each chunk is reduced at once (:func:`from_chunks`), so the
+    ``[N, D_l]`` per-sample gradients never exist; a projection needed after
+    ``optimizer.step()`` (alpha) recomputes the chunks from the layer's input and
+    output gradient instead of keeping them. Otherwise, and for grouped
+    convolutions, BackPACK's ``BatchGrad`` computes the per-sample gradients.
     """
 
     def __init__(self) -> None:
@@ -129,21 +132,28 @@ class _Conv2dStats(_BatchGradStats):
         if module.groups != 1 or positions > 2 * d_out:
             return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
         start = time.perf_counter()
-        unfold_rows = module.weight[0].numel()
-        per_sample = ext.buffer(module, (n, d_out, unfold_rows), delta)
-        chunk = max(1, CHUNK_ELEMENTS // (unfold_rows * positions))
-        scaled = delta.flatten(2) * ext.scale(n)
-        for first in range(0, n, chunk):
-            rows = slice(first, first + chunk)
+        # Detached: the projection may run after backward with grad mode on.
+        x, weight = module.input0.detach(), module.weight
+        geometry = {
+            "stride": module.stride,
+            "padding": module.padding,
+            "dilation": module.dilation,
+        }
+        scale = ext.scale(n)
+        grad = nn.grad.conv2d_weight(x, weight.shape, delta, **geometry) * (scale / n)
+        scaled = delta.flatten(2) * scale
+        unfold_rows = weight[0].numel()
+        chunk = max(1, CHUNK_ELEMENTS // (unfold_rows * max(positions, d_out)))
+        buffer = delta.new_empty((chunk, d_out, unfold_rows))
+
+        def per_sample(rows: slice) -> Tensor:
             unfolded = nn.functional.unfold(
-                module.input0[rows],
-                module.kernel_size,
-                dilation=module.dilation,
-                padding=module.padding,
-                stride=module.stride,
-            )
-            torch.bmm(scaled[rows], unfolded.transpose(1, 2), out=per_sample[rows])
-        stats = from_per_sample(per_sample, module.weight, ext.request)
+                x[rows], module.kernel_size, **geometry
+            ).transpose(1, 2)
+            out = buffer[: unfolded.shape[0]]
+            return torch.bmm(scaled[rows], unfolded, out=out).flatten(1)
+
+        stats = from_chunks(per_sample, n, chunk, grad.reshape(-1), weight, ext.request)
         ext.seconds += time.perf_counter() - start
         return stats
 
@@ -180,19 +190,10 @@ class PerSampleStats(FirstOrderBackpropExtension):
 
     """
 
-    def __init__(self, request: SampleRequest, buffers: dict[int, Tensor]):
+    def __init__(self, request: SampleRequest):
         super().__init__(savefield=SAVEFIELD, module_exts=_module_extensions())
         self.request = request
         self.seconds = 0.0
-        self._buffers = buffers
-
-    def buffer(self, module: nn.Module, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """A per-layer scratch tensor from the previous tracked step, or a new one."""
-        found = self._buffers.get(id(module))
-        if found is None or found.shape != shape or found.dtype != like.dtype:
-            found = like.new_empty(shape)
-            self._buffers[id(module)] = found
-        return found
 
     def scale(self, batch_size: int) -> int:
         """Factor from BackPACK's gradients of the batch loss to per-sample gradients.

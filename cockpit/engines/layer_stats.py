@@ -160,6 +160,71 @@ def from_per_sample(
     return stats
 
 
+def from_chunks(
+    per_sample: Callable[[slice], Tensor],
+    n: int,
+    chunk: int,
+    grad: Tensor,
+    param: Tensor,
+    request: SampleRequest,
+) -> LayerStats:
+    """Reduce per-sample gradients that are produced a chunk of samples at a time.
+
+    Same statistics as :func:`from_per_sample`, but only one ``[chunk, D_l]`` block
+    exists at any time. A later projection (``project``) recomputes the blocks.
+
+    Args:
+        per_sample: ``rows -> [len(rows), D_l]`` per-sample gradients of those samples.
+        n: Batch size N.
+        chunk: Samples per block.
+        grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
+        param: The parameter.
+        request: What to compute.
+
+    Returns:
+        The layer's statistics.
+    """
+    blocks = [slice(first, first + chunk) for first in range(0, n, chunk)]
+    direction = request.directions.get(id(param))
+    hist = request.hist_budget is not None
+    positions = _draw_positions(request, n, grad.numel(), grad.device) if hist else None
+    parts: dict[str, list[Tensor]] = {"sq": [], "dots": [], "proj": [], "hist": []}
+    extremes, sum_sq = [], None
+    for rows in blocks:
+        block = per_sample(rows)
+        parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
+        parts["dots"].append(block @ grad)
+        if direction is not None:
+            parts["proj"].append(block @ direction)
+        if request.sum_sq:
+            squares = block.square().sum(0)
+            sum_sq = squares if sum_sq is None else sum_sq + squares
+        if hist:
+            extremes.append(torch.stack(torch.aminmax(block)))
+            # ``block`` is reused for the next chunk: keep a copy (indexing copies).
+            picked = block.clone() if positions is None else block[:, positions]
+            parts["hist"].append(picked.reshape(-1))
+    stats = LayerStats(
+        grad=grad, sq_norms=torch.cat(parts["sq"]), dots=torch.cat(parts["dots"])
+    )
+    stats.sum_sq = sum_sq
+    if direction is not None:
+        stats.projection = torch.cat(parts["proj"])
+    if hist:
+        low_high = torch.stack(extremes)
+        stats.low, stats.high = low_high[:, 0].min(), low_high[:, 1].max()
+        stats.hist_values = torch.cat(parts["hist"])
+        values = param.detach().reshape(-1)
+        if positions is not None:
+            stats.hist_weight = grad.numel() / positions.numel()
+            values = values[positions]
+        if request.with_param_values:
+            stats.hist_params = values.repeat(n)
+    if request.keep_for_projection:
+        stats.project = lambda v: torch.cat([per_sample(rows) @ v for rows in blocks])
+    return stats
+
+
 def _sum_of_squares(flat: Tensor) -> Tensor:
     """``[D]``: ``sum_n flat[n]^2``, squaring chunks of rows.
 
