@@ -114,10 +114,11 @@ class _Conv2dStats(_BatchGradStats):
     twice the result, and batched matrix products over chunks of samples beat
     BackPACK's grouped convolution on a CPU (on the 3c3d CNN's third convolution:
     14 vs 70 ms). Each chunk is reduced at once (:func:`from_chunks`), so the
-    ``[N, D_l]`` per-sample gradients never exist; a projection needed after
-    ``optimizer.step()`` (alpha) recomputes the chunks from the layer's input and
-    output gradient instead of keeping them. Otherwise, and for grouped
-    convolutions, BackPACK's ``BatchGrad`` computes the per-sample gradients.
+    ``[N, D_l]`` per-sample gradients never exist. A projection needed after
+    ``optimizer.step()`` (alpha) uses ``g_n . V = <delta_n, conv(x_n, V)>``: one
+    forward convolution with V as the weight, from the kept input and output
+    gradient. Otherwise, and for grouped convolutions, BackPACK's ``BatchGrad``
+    computes the per-sample gradients.
     """
 
     def __init__(self) -> None:
@@ -153,7 +154,13 @@ class _Conv2dStats(_BatchGradStats):
             out = buffer[: unfolded.shape[0]]
             return torch.bmm(scaled[rows], unfolded, out=out).flatten(1)
 
-        stats = from_chunks(per_sample, n, chunk, grad.reshape(-1), weight, ext.request)
+        def project(direction: Tensor) -> Tensor:
+            response = nn.functional.conv2d(x, direction.view_as(weight), **geometry)
+            return (response.flatten(2) * scaled).sum((1, 2))
+
+        stats = from_chunks(
+            per_sample, project, n, chunk, grad.reshape(-1), weight, ext.request
+        )
         ext.seconds += time.perf_counter() - start
         return stats
 

@@ -162,6 +162,7 @@ def from_per_sample(
 
 def from_chunks(
     per_sample: Callable[[slice], Tensor],
+    project: Callable[[Tensor], Tensor],
     n: int,
     chunk: int,
     grad: Tensor,
@@ -171,10 +172,11 @@ def from_chunks(
     """Reduce per-sample gradients that are produced a chunk of samples at a time.
 
     Same statistics as :func:`from_per_sample`, but only one ``[chunk, D_l]`` block
-    exists at any time. A later projection (``project``) recomputes the blocks.
+    exists at any time.
 
     Args:
         per_sample: ``rows -> [len(rows), D_l]`` per-sample gradients of those samples.
+        project: ``v [D_l] -> [N]``, ``g_n . v`` without the blocks (for later use).
         n: Batch size N.
         chunk: Samples per block.
         grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
@@ -221,7 +223,7 @@ def from_chunks(
         if request.with_param_values:
             stats.hist_params = values.repeat(n)
     if request.keep_for_projection:
-        stats.project = lambda v: torch.cat([per_sample(rows) @ v for rows in blocks])
+        stats.project = project
     return stats
 
 

@@ -20,7 +20,7 @@ def test_per_layer_quantities(one_sample_chunks, tmp_path, name):
     check_per_layer_reference(UNFOLDING, tmp_path, name, together=True)
 
 
-def test_alpha_recomputes_the_chunks(one_sample_chunks, tmp_path):
+def test_alpha_projects_by_convolution(one_sample_chunks, tmp_path):
     run, refs = tracked_run(UNFOLDING, tmp_path, ["alpha", "grad_hist_1d"], steps=3)
     for step in range(2):
         assert logged(run, "alpha", step) == pytest.approx(

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from tests import reference
-from tests.quantities.tracking import ALL, logged, tracked_run
+from tests.quantities.tracking import ALL, linear_cockpit, logged, tracked_run
 from tests.reference import layers_and_total
 
 
@@ -36,16 +36,8 @@ def test_nonpositive_signal_is_logged_with_reason(tmp_path):
 
     import cockpit
 
-    model = torch.nn.Linear(1, 1, bias=False).double()
-    loss_fn = torch.nn.MSELoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        opt,
-        logdir=tmp_path,
-        preset=None,
-        quantities=["gradient_noise_scale"],
+    model, loss_fn, ck = linear_cockpit(
+        tmp_path, ["gradient_noise_scale"], (1, 1), bias=False
     )
     x = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
     with ck.track():

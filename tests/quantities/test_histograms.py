@@ -9,7 +9,12 @@ import torch
 import cockpit
 from tests import reference
 from tests.problems import Problem
-from tests.quantities.tracking import ALL, histogram_rows, tracked_run
+from tests.quantities.tracking import (
+    ALL,
+    histogram_rows,
+    linear_cockpit,
+    tracked_run,
+)
 
 
 def _clipped(values, edges):
@@ -133,16 +138,8 @@ def test_same_seed_same_sample(tmp_path):
 
 
 def test_nan_gradients_do_not_break_histograms(tmp_path):
-    model = torch.nn.Linear(3, 2).double()
-    loss_fn = torch.nn.MSELoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        opt,
-        logdir=tmp_path,
-        preset=None,
-        quantities=["grad_hist_1d", "grad_hist_2d"],
+    model, loss_fn, ck = linear_cockpit(
+        tmp_path, ["grad_hist_1d", "grad_hist_2d"], (3, 2)
     )
     x = torch.ones(4, 3, dtype=torch.float64)
     x[0, 0] = math.nan

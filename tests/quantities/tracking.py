@@ -112,3 +112,14 @@ def check_per_layer_reference(
         assert_per_layer(
             run, name, step, {k: brute_force(g) for k, g in per_sample.items()}
         )
+
+
+def linear_cockpit(logdir: Path, quantities, shape: tuple[int, int], bias: bool = True):
+    """A float64 ``Linear`` with MSE loss and plain SGD, tracked for ``quantities``."""
+    model = torch.nn.Linear(*shape, bias=bias).double()
+    loss_fn = torch.nn.MSELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model, loss_fn, opt, logdir=logdir, preset=None, quantities=quantities
+    )
+    return model, loss_fn, ck
