@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cockpit.engines.layer_stats import SampleRequest
-from cockpit.schedules import Schedule, as_schedule, every
+from cockpit.schedules import Schedule, as_schedule
 
 if TYPE_CHECKING:
     from cockpit.quantities._context import StepContext, StepTaken
@@ -67,4 +67,4 @@ class Quantity:
         return f"{type(self).__name__}(schedule={self.schedule!r})"
 
 
-__all__ = ["Quantity", "every"]
+__all__ = ["Quantity"]
