@@ -39,7 +39,6 @@ class _AwaitingStep:
     record: TensorRecord
     quantities: list[Quantity]
     before: dict[str, Tensor] = field(default_factory=dict)
-    lrs: list[float] = field(default_factory=list)
     handles: list[Any] = field(default_factory=list)
 
 
@@ -161,7 +160,6 @@ def install_step_hooks(
 
     def before(opt, args, kwargs) -> None:
         awaiting.before = {n: p.detach().reshape(-1).clone() for n, p in params.items()}
-        awaiting.lrs = [group["lr"] for group in opt.param_groups]
 
     def after(opt, args, kwargs) -> None:
         for handle in awaiting.handles:
@@ -170,7 +168,7 @@ def install_step_hooks(
         delta = {
             n: p.detach().reshape(-1) - awaiting.before[n] for n, p in params.items()
         }
-        done(awaiting, StepTaken(delta=delta, lrs=awaiting.lrs))
+        done(awaiting, StepTaken(delta=delta))
 
     awaiting.handles = [
         optimizer.register_step_pre_hook(before),

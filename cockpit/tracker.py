@@ -112,6 +112,7 @@ class Cockpit:
         )
         self.step = 0
         self._last_entry: float | None = None
+        self._step_time: float | None = None
         self._in_track = False
         self._closed = False
         self._awaiting: _AwaitingStep | None = None

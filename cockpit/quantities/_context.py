@@ -24,12 +24,10 @@ class StepTaken:
 
     Attributes:
         delta: Parameter name -> flat ``s_l``.
-        lrs: Learning rate of each parameter group when ``step()`` ran.
 
     """
 
     delta: dict[str, Tensor]
-    lrs: list[float]
 
     @functools.cached_property
     def sq_norms(self) -> dict[str, Tensor]:
