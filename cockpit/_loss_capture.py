@@ -23,6 +23,7 @@ class LossCapture:
         self._mean = mean_reduction
         self._handle: RemovableHandle | None = None
         self.losses: list[Tensor] = []
+        self.target: object = None
         self.backward_reached = False
 
     def __enter__(self) -> LossCapture:
@@ -48,6 +49,7 @@ class LossCapture:
         if output.requires_grad:
             output.register_hook(self._mark_backward)
         inputs, target = args[0], args[1]
+        self.target = target
         with torch.no_grad():
             reduction, module.reduction = module.reduction, "none"
             try:
@@ -56,6 +58,10 @@ class LossCapture:
                 module.reduction = reduction
         per_sample = elementwise.reshape(elementwise.shape[0], -1)
         self.losses.append(per_sample.mean(1) if self._mean else per_sample.sum(1))
+
+    def batch_size(self) -> int:
+        """N of the loss call in the block (once it has happened)."""
+        return self.losses[0].shape[0]
 
     def _mark_backward(self, grad: Tensor) -> None:
         self.backward_reached = True

@@ -43,7 +43,8 @@ class Noted:
 class OnHost:
     """Finish a value on the host: ``fn(*arrays)`` with the tensors as numpy arrays.
 
-    ``fn`` returns a JSON-able value, a :class:`Flagged` or a :class:`Noted`.
+    ``fn`` returns a JSON-able value, a :class:`Flagged` or a :class:`Noted`, or a
+    dict holding them.
     """
 
     fn: Callable[..., Any]
@@ -102,21 +103,25 @@ class TensorRecord:
         notes = dict(self.notes)
         notices: list[str] = []
 
+        def settle(result: Any, path: str) -> Any:
+            if isinstance(result, Noted):
+                notices.append(f"step {self.step}: {result.notice}")
+                return result.value
+            if isinstance(result, Flagged):
+                notes[path] = result.reason
+                if result.notice:
+                    notices.append(f"step {self.step}: {result.notice}")
+                return float("nan")
+            if isinstance(result, dict):
+                return {k: settle(v, f"{path}.{k}") for k, v in result.items()}
+            return result
+
         def convert(tree: Any, path: str) -> Any:
             if isinstance(tree, Tensor):
                 array = host[id(tree)]
                 return array.item() if array.ndim == 0 else array.tolist()
             if isinstance(tree, OnHost):
-                result = tree.fn(*(host[id(t)] for t in tree.tensors))
-                if isinstance(result, Noted):
-                    notices.append(f"step {self.step}: {result.notice}")
-                    return result.value
-                if isinstance(result, Flagged):
-                    notes[path] = result.reason
-                    if result.notice:
-                        notices.append(f"step {self.step}: {result.notice}")
-                    return float("nan")
-                return result
+                return settle(tree.fn(*(host[id(t)] for t in tree.tensors)), path)
             if isinstance(tree, dict):
                 return {k: convert(v, f"{path}.{k}") for k, v in tree.items()}
             if isinstance(tree, (list, tuple)):

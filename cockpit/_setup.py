@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cockpit.engines.backpack_engine import SUPPORTED_LAYERS
+from cockpit.engines.curvature import CurvatureRequest, check_supported, leaf_modules
 from cockpit.exceptions import ConfigurationError, UnsupportedModelError
 from cockpit.quantities import PRESETS, REGISTRY, Quantity
 
@@ -33,8 +34,9 @@ def resolve_quantities(
     """
     if preset is not None and preset not in PRESETS:
         raise _unknown("preset", preset, PRESETS)
+    defaults = PRESETS[preset] if preset else {}
     chosen: dict[str, Quantity] = {
-        name: REGISTRY[name]() for name in (PRESETS[preset] if preset else ())
+        name: REGISTRY[name](every_k) for name, every_k in defaults.items()
     }
     if quantities is None:
         return chosen
@@ -130,6 +132,30 @@ def layers_with_parameters(model: nn.Module, needing: list[str]) -> list[nn.Modu
             )
         layers.append(module)
     return layers
+
+
+def curvature_modules(
+    model: nn.Module, loss_fn: nn.Module, quantities: Mapping[str, Quantity]
+) -> list[nn.Module]:
+    """The modules to hook for second-order extensions: every leaf of the model.
+
+    Empty if no quantity needs curvature from BackPACK.
+
+    Raises:
+        UnsupportedModelError: If a module or the loss is outside what a needed
+            extension supports, naming both.
+
+    """
+    needs = {}
+    for name, quantity in quantities.items():
+        request = CurvatureRequest()
+        quantity.amend_curvature(request)
+        if request:
+            needs[name] = request.extensions(lambda: 1)
+    if not needs:
+        return []
+    check_supported(model, loss_fn, needs)
+    return [module for _, module in leaf_modules(model)]
 
 
 def plain_sgd_lr(optimizer: torch.optim.Optimizer) -> tuple[float | None, str]:

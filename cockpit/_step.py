@@ -1,10 +1,11 @@
 """One tracked step: set up hooks on entry, gather statistics on exit.
 
-Entering attaches what the due quantities need (a forward hook on the loss module,
-BackPACK's hooks on the layers and one ``backpack(...)`` context, only if a due
-quantity needs per-sample statistics); exiting removes all of it, computes the
-quantities on the device and hands a :class:`~cockpit._record.TensorRecord` to the
-writer, right away or once ``optimizer.step()`` has run if a quantity needs the step.
+Entering attaches what the due quantities need (a forward hook on the loss module;
+BackPACK's hooks and one ``backpack(...)`` context with every due extension, if a due
+quantity needs per-sample statistics or curvature; a forward pre-hook on the model if
+one replays the forward pass); exiting removes all of it, computes the quantities on
+the device and hands a :class:`~cockpit._record.TensorRecord` to the writer, right
+away or once ``optimizer.step()`` has run if a quantity needs the step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from torch import Tensor
 
 from cockpit._loss_capture import LossCapture
 from cockpit._record import TensorRecord
-from cockpit.engines import backpack_engine
+from cockpit.engines import backpack_engine, curvature
+from cockpit.engines.curvature import CurvatureRequest
+from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
 from cockpit.quantities import Quantity
 from cockpit.quantities._context import StepContext, StepTaken
@@ -63,15 +66,38 @@ class TrackedStep:
             if p.grad is not None
         }
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
+        self._replay = None
+        if any(q.needs_replay for q in self.active):
+            self._replay = self._stack.enter_context(ForwardCapture(ck.model))
+        extensions = []
         if any(q.needs_per_sample for q in self.active):
             self._extension = backpack_engine.PerSampleStats(self._request())
-            handles = backpack_engine.attach_hooks(ck.layers)
-            self._stack.callback(lambda: [h.remove() for h in handles])
-            self._stack.callback(lambda: [memory_cleanup(m) for m in ck.layers])
-            self._stack.enter_context(backpack(self._extension))
-            self._stack.enter_context(weight_jac_t_save_memory(True))
+            extensions.append(self._extension)
+        self._curvature = CurvatureRequest()
+        for quantity in self.active:
+            quantity.amend_curvature(self._curvature)
+        if self._curvature:
+            extensions += self._curvature.extensions(self._losses.batch_size)
+        if extensions:
+            self._extend(extensions)
         self._seconds += time.perf_counter() - start
         return self
+
+    def _extend(self, extensions: list) -> None:
+        """Hook the modules the extensions need and open one ``backpack`` context."""
+        ck = self.ck
+        if self._curvature:
+            modules = ck.curvature_modules
+            handles = backpack_engine.attach_hooks(
+                modules, True, ck.loss_fn, ck.sampling_seed
+            )
+        else:
+            modules = ck.layers
+            handles = backpack_engine.attach_hooks(modules)
+        self._stack.callback(lambda: [h.remove() for h in handles])
+        self._stack.callback(lambda: [memory_cleanup(m) for m in modules])
+        self._stack.enter_context(backpack(*extensions))
+        self._stack.enter_context(weight_jac_t_save_memory(True))
 
     def _request(self) -> SampleRequest:
         ck = self.ck
@@ -113,6 +139,12 @@ class TrackedStep:
             initial=ck.initial,
             layers=self._layer_stats(losses.shape[0]),
             plain_sgd_lr=ck.current_plain_sgd_lr(),
+            mean_reduction=ck.mean,
+            curvature=curvature.collect(ck.params, self._curvature),
+            replay=self._replay,
+            loss_fn=ck.loss_fn,
+            target=self._losses.target,
+            generator=ck.generator,
         )
         values = {}
         for quantity in self.active:

@@ -86,6 +86,7 @@ class Cockpit:
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
     ):
+        self.model = model
         self.loss_fn = loss_fn
         self.mean = _setup.check_loss(loss_fn)
         self.params = _setup.trainable_parameters(model)
@@ -99,6 +100,9 @@ class Cockpit:
         absent = self._drop_undefined()
         needing = [q.name for q in self.quantities.values() if q.needs_per_sample]
         self.layers = _setup.layers_with_parameters(model, needing) if needing else []
+        self.curvature_modules = _setup.curvature_modules(
+            model, loss_fn, self.quantities
+        )
         self.initial = {}
         if any(
             getattr(q, "needs_initial_params", False) for q in self.quantities.values()
@@ -161,6 +165,9 @@ class Cockpit:
                 },
                 "preset": preset,
                 "quantities": {n: repr(q.schedule) for n, q in self.quantities.items()},
+                "options": {
+                    n: q.options() for n, q in self.quantities.items() if q.options()
+                },
                 "absent": absent,
                 "hist_samples": self.hist_samples,
                 "config": dict(config or {}),
@@ -174,6 +181,11 @@ class Cockpit:
             gen.manual_seed(self._seed)
             self._generators[device] = gen
         return self._generators[device]
+
+    def sampling_seed(self) -> int:
+        """A seed for Monte-Carlo curvature, drawn from the tracker's CPU generator."""
+        draw = torch.randint(2**62, (1,), generator=self.generator(torch.device("cpu")))
+        return int(draw)
 
     def current_plain_sgd_lr(self) -> float | None:
         """The SGD learning rate now (schedulers change it), or None if not plain SGD."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from backpack import hook_run_extensions, hook_store_io
@@ -36,6 +36,7 @@ from backpack.extensions.firstorder.batch_grad import (
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from cockpit.engines.curvature import CHAIN_BROKEN
 from cockpit.engines.layer_stats import (
     CHUNK_ELEMENTS,
     LayerStats,
@@ -44,7 +45,7 @@ from cockpit.engines.layer_stats import (
     from_linear_factors,
     from_per_sample,
 )
-from cockpit.exceptions import UsageError
+from cockpit.exceptions import UnsupportedModelError, UsageError
 
 SAVEFIELD = "_cockpit_layer_stats"
 
@@ -210,7 +211,12 @@ class PerSampleStats(FirstOrderBackpropExtension):
         return batch_size if self.request.mean_reduction else 1
 
 
-def attach_hooks(modules: Iterable[nn.Module]) -> list[RemovableHandle]:
+def attach_hooks(
+    modules: Iterable[nn.Module],
+    keep_outputs: bool = False,
+    loss_fn: nn.Module | None = None,
+    sampling_seed: Callable[[], int] | None = None,
+) -> list[RemovableHandle]:
     """Store the layer inputs and run the extensions on each output's gradient.
 
     Like ``backpack.extend``, but the handles are returned so the hooks can be removed
@@ -218,38 +224,72 @@ def attach_hooks(modules: Iterable[nn.Module]) -> list[RemovableHandle]:
     tensor* rather than a module backward hook: that tolerates in-place operations on
     the output (``ReLU(inplace=True)``), which module backward hooks forbid, and the
     hook receives the gradient w.r.t. the output before the in-place change, which is
-    what the first-order extensions consume.
+    what the extensions consume.
+
+    Args:
+        modules: The modules to hook.
+        keep_outputs: Keep each module's output (second-order extensions link
+            modules through it); otherwise a storage-free stand-in is kept.
+        loss_fn: The loss module, hooked too (second-order extensions start there).
+        sampling_seed: Seeds the random draws of Monte-Carlo extensions at the loss
+            module, inside a fork of the global random state.
 
     Raises:
-        UsageError: From the forward pass, if a layer runs twice in one tracked step
-            (a reused module): its stored input would be overwritten and its
+        UsageError: From the forward pass, if a module runs twice in one tracked
+            step (a reused module): its stored input would be overwritten and its
             statistics wrong.
+        UnsupportedModelError: From the backward pass, if a second-order extension
+            finds the chain of modules broken.
+
     """
     seen: set[int] = set()
 
     def store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
         if id(module) in seen:
             raise UsageError(
-                f"{type(module).__name__} layer {module} ran twice in one tracked "
-                "step: a second forward pass in the block, or a layer reused inside "
-                "one. The BackPACK engine needs each layer with trainable parameters "
-                "to run once per step; use one track() block per forward pass, and "
-                "separate layers (or no per-sample quantities) for weight sharing."
+                f"{type(module).__name__} module {module} ran twice in one tracked "
+                "step: a second forward pass in the block, or a module reused inside "
+                "one. The BackPACK engine needs each hooked module to run once per "
+                "step; use one track() block per forward pass, and separate modules "
+                "(or no per-sample and curvature quantities) for weight sharing."
             )
         seen.add(id(module))
         hook_store_io(module, inputs, output)
-        # BackPACK's derivatives read only the output's shape; holding the output
-        # itself would keep it alive through the backward pass (25 MB for the first
-        # convolution of the 3c3d CNN), so keep a storage-free stand-in.
-        module.output = torch.empty_like(output, device="meta")
+        if not keep_outputs:
+            # BackPACK's first-order derivatives read only the output's shape;
+            # holding the output would keep it alive through the backward pass
+            # (25 MB for the first convolution of the 3c3d CNN).
+            module.output = torch.empty_like(output, device="meta")
         if isinstance(output, Tensor) and output.requires_grad:
-            output.register_hook(functools.partial(_run_extensions, module))
+            seed = sampling_seed if module is loss_fn else None
+            output.register_hook(functools.partial(_run_extensions, module, seed))
 
-    return [module.register_forward_hook(store_and_watch) for module in modules]
+    targets = [*modules, *([loss_fn] if loss_fn is not None else [])]
+    return [module.register_forward_hook(store_and_watch) for module in targets]
 
 
-def _run_extensions(module: nn.Module, grad_output: Tensor) -> None:
-    hook_run_extensions(module, (None,), (grad_output,))
+def _run_extensions(
+    module: nn.Module, seed: Callable[[], int] | None, grad_output: Tensor
+) -> None:
+    try:
+        if seed is None:
+            hook_run_extensions(module, (None,), (grad_output,))
+            return
+        device = grad_output.device
+        cuda = device.type == "cuda"
+        with torch.random.fork_rng(devices=[device] if cuda else []):
+            value = seed()
+            torch.default_generator.manual_seed(value)
+            if cuda:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(value)
+            hook_run_extensions(module, (None,), (grad_output,))
+    except AssertionError as error:
+        if "expects a backpropagation quantity" not in str(error):
+            raise
+        raise UnsupportedModelError(
+            CHAIN_BROKEN.format(module=module, kind=type(module).__name__)
+        ) from error
 
 
 def collect(params: dict[str, nn.Parameter]) -> dict[str, LayerStats]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cockpit.engines.curvature import CurvatureRequest
 from cockpit.engines.layer_stats import SampleRequest
 from cockpit.schedules import Schedule, as_schedule
 
@@ -42,6 +43,8 @@ class Quantity:
     needs_step: ClassVar[bool] = False
     #: Defined only for plain SGD; the reason it is absent otherwise is logged once.
     plain_sgd_only: ClassVar[bool] = False
+    #: Needs the model's inputs kept, to replay the forward pass (Hessian products).
+    needs_replay: ClassVar[bool] = False
 
     def __init__(self, schedule: Schedule | int = 1):
         self.schedule = as_schedule(schedule, self.name)
@@ -55,6 +58,13 @@ class Quantity:
         request.sum_sq |= self.needs_sum_sq
         request.with_param_values |= self.needs_param_values
 
+    def amend_curvature(self, request: CurvatureRequest) -> None:
+        """Add this quantity's second-order (BackPACK) needs to the shared request."""
+
+    def options(self) -> dict[str, Any]:
+        """The quantity's settings besides the schedule (stored in ``meta.json``)."""
+        return {}
+
     def compute(self, ctx: StepContext) -> Any:
         """The value at this step from what the backward pass gathered, or ``None``."""
         return None
@@ -64,7 +74,8 @@ class Quantity:
         return None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(schedule={self.schedule!r})"
+        settings = "".join(f", {k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}(schedule={self.schedule!r}{settings})"
 
 
 __all__ = ["Quantity"]

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit.engines.curvature import Curvature
+from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 
 TOTAL = "total"
@@ -53,6 +55,12 @@ class StepContext:
         layers: Parameter name -> per-sample statistics (empty if none were due).
         late: ``(step, key, value)`` for values that belong to an earlier step (alpha).
         plain_sgd_lr: The learning rate if the optimizer is plain SGD, else ``None``.
+        mean_reduction: The user's loss averages over samples (else it sums).
+        curvature: What the second-order extensions gathered (if any were due).
+        replay: The model's kept inputs, to replay the forward pass (if needed).
+        loss_fn: The user's loss module.
+        target: The target the loss module was called with.
+        generator: The tracker's random generator on a device.
 
     """
 
@@ -64,6 +72,12 @@ class StepContext:
     layers: dict[str, LayerStats] = field(default_factory=dict)
     late: list[tuple[int, str, Any]] = field(default_factory=list)
     plain_sgd_lr: float | None = None
+    mean_reduction: bool = True
+    curvature: Curvature = field(default_factory=Curvature)
+    replay: ForwardCapture | None = None
+    loss_fn: Any = None
+    target: Any = None
+    generator: Any = None
 
     @property
     def batch_size(self) -> int:
@@ -106,6 +120,20 @@ class StepContext:
             total.low = torch.stack([s.low for s in layers]).min()
             total.high = torch.stack([s.high for s in layers]).max()
         return {**self.layers, TOTAL: total}
+
+    def curvature_diagonal(self, source: str) -> dict[str, Tensor]:
+        """Parameter name -> ``[D_l]`` curvature diagonal of the mean loss ``L``."""
+        if source not in self._diagonals:
+            scale = 1.0 if self.mean_reduction else 1.0 / self.batch_size
+            self._diagonals[source] = {
+                name: diag.reshape(-1) * scale
+                for name, diag in self.curvature.diagonals[source].items()
+            }
+        return self._diagonals[source]
+
+    @functools.cached_property
+    def _diagonals(self) -> dict[str, dict[str, Tensor]]:
+        return {}
 
     def per_layer(self, fn) -> dict[str, Any]:
         """Apply ``fn(stats, grad_sq_norm)`` to every layer and the total.

@@ -1,0 +1,213 @@
+"""Curvature from BackPACK's second-order extensions, in the user's backward pass.
+
+Second-order extensions backpropagate a factor of the loss Hessian from the loss module
+through every module to the parameters, so on a step with curvature quantities the
+tracker hooks every leaf module of the model and the loss module (not only the layers
+with parameters), and keeps each module's output (its address links a module's
+backpropagated quantity to the next module's input). What each curvature source costs,
+relative to one ordinary backward pass, on C classes (model outputs):
+
+- ``ggn_mc`` (``DiagGGNMC``): a Monte-Carlo estimate of the GGN diagonal from one
+  sampled label per sample; backpropagates ``[1, N, ...]``, about one extra backward.
+- ``ggn_exact`` (``DiagGGNExact``): the exact GGN diagonal; backpropagates
+  ``[C, N, ...]``, about C extra backward passes.
+- ``hessian`` (``DiagHessian``): the exact Hessian diagonal; the GGN part plus residual
+  terms at every non-linear activation, more than C extra backward passes.
+
+Monte-Carlo sampling draws from the tracker's own generator: the global random stream
+(and so the training) is left exactly as it would be without tracking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from backpack.extensions import KFAC, KFLR, DiagGGNExact, DiagGGNMC, DiagHessian
+from backpack.extensions.backprop_extension import BackpropExtension
+from torch import Tensor, nn
+
+from cockpit.engines import ggn_gram
+from cockpit.exceptions import ConfigurationError, UnsupportedModelError
+
+#: Diagonal curvature sources: option value -> (extension class, savefield).
+DIAGONALS: dict[str, tuple[type[BackpropExtension], str]] = {
+    "ggn_mc": (DiagGGNMC, "diag_ggn_mc"),
+    "ggn_exact": (DiagGGNExact, "diag_ggn_exact"),
+    "hessian": (DiagHessian, "diag_h"),
+}
+
+#: Kronecker-factored curvature: option value -> (extension class, savefield).
+KRONECKER: dict[str, tuple[type[BackpropExtension], str]] = {
+    "kfac": (KFAC, "kfac"),
+    "kflr": (KFLR, "kflr"),
+}
+
+
+def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
+    """Refuse an unknown option value with the valid ones in the message."""
+    if value not in valid:
+        raise ConfigurationError(
+            f"Unknown {kind} {value!r}. Choose one of: {', '.join(sorted(valid))}."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class GramRequest:
+    """What ``ggn_top_eigen``/``curvature_noise`` need: one Gram extension.
+
+    Attributes:
+        exact: Exact loss-Hessian factor (C columns per sample) or Monte-Carlo.
+        mc_samples: Columns per sample of the Monte-Carlo factor.
+        samples: Use only the first ``samples`` samples of the batch (``None``: all).
+
+    """
+
+    exact: bool = False
+    mc_samples: int = 1
+    samples: int | None = None
+
+
+@dataclass
+class CurvatureRequest:
+    """The union of the due curvature quantities' needs at one step."""
+
+    diagonals: set[str] = field(default_factory=set)
+    kronecker: set[str] = field(default_factory=set)
+    gram: GramRequest | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.diagonals or self.kronecker or self.gram)
+
+    def add_gram(self, request: GramRequest, quantity: str) -> None:
+        """Share one Gram extension between quantities with the same options."""
+        if self.gram is not None and self.gram != request:
+            raise ConfigurationError(
+                f"'{quantity}' asks for the GGN factor with {request}, but another "
+                f"quantity due at the same step asks for {self.gram}. Give "
+                "ggn_top_eigen and curvature_noise the same exact/mc_samples/samples."
+            )
+        self.gram = request
+
+    def extensions(self, batch_size: Callable[[], int]) -> list[BackpropExtension]:
+        """One BackPACK extension per distinct need.
+
+        Args:
+            batch_size: The step's batch size, once known (sub-sampling of the GGN
+                factor).
+
+        """
+        exts = [DIAGONALS[name][0]() for name in sorted(self.diagonals)]
+        exts += [KRONECKER[name][0]() for name in sorted(self.kronecker)]
+        if self.gram is not None:
+            gram = self.gram
+            exts.append(
+                ggn_gram.gram_extension(
+                    gram.exact, gram.mc_samples, gram.samples, batch_size
+                )
+            )
+        return exts
+
+
+@dataclass
+class Curvature:
+    """What the second-order extensions left on the parameters at one step.
+
+    Attributes:
+        diagonals: Source -> parameter name -> ``[D_l]`` curvature diagonal of the
+            batch loss as BackPACK computes it (mean or sum reduction).
+        kronecker: Kind -> parameter name -> factors ``[B, A]`` (weights) or ``[B]``.
+        gram: Parameter name -> :class:`~cockpit.engines.ggn_gram.GramPart`.
+
+    """
+
+    diagonals: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    kronecker: dict[str, dict[str, list[Tensor]]] = field(default_factory=dict)
+    gram: dict[str, ggn_gram.GramPart] = field(default_factory=dict)
+
+
+def collect(params: dict[str, nn.Parameter], request: CurvatureRequest) -> Curvature:
+    """Take the results off the parameters (and remove them)."""
+    found = Curvature()
+    for kind, table, into in (
+        ("diag", DIAGONALS, found.diagonals),
+        ("kron", KRONECKER, found.kronecker),
+    ):
+        wanted = request.diagonals if kind == "diag" else request.kronecker
+        for name in wanted:
+            savefield = table[name][1]
+            into[name] = {}
+            for pname, param in params.items():
+                value = getattr(param, savefield, None)
+                if value is not None:
+                    delattr(param, savefield)
+                elif kind == "diag":  # not reached by this backward: no curvature
+                    value = param.new_zeros(param.shape).detach()
+                else:
+                    continue
+                into[name][pname] = value
+    if request.gram is not None:
+        found.gram = ggn_gram.collect(params)
+    return found
+
+
+def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules without children: the ones BackPACK backpropagates through."""
+    return [(n, m) for n, m in model.named_modules() if not list(m.children())]
+
+
+def check_supported(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    extensions: dict[str, list[BackpropExtension]],
+) -> None:
+    """Refuse a model or loss a due curvature quantity's extension cannot handle.
+
+    Args:
+        model: The user's model.
+        loss_fn: The loss module.
+        extensions: Quantity name -> the extensions it runs.
+
+    Raises:
+        UnsupportedModelError: Naming the module, its type and the quantity.
+
+    """
+    modules = [*leaf_modules(model), ("loss_fn", loss_fn)]
+    for quantity, exts in extensions.items():
+        for ext in exts:
+            known = ext._BackpropExtension__module_extensions
+            for name, module in modules:
+                if type(module) not in known:
+                    raise UnsupportedModelError(
+                        f"'{quantity}' needs BackPACK's {type(ext).__name__}, which "
+                        f"cannot backpropagate through module '{name}' "
+                        f"({type(module).__name__}). It supports: "
+                        f"{', '.join(sorted(t.__name__ for t in known))}. Replace the "
+                        f"module, or drop the quantity (quantities={{'{quantity}': "
+                        "None}) or choose a preset without it."
+                    )
+
+
+CHAIN_BROKEN = (
+    "A curvature quantity's BackPACK extension found no curvature backpropagated to "
+    "module '{module}' ({kind}). BackPACK's second-order extensions need the forward "
+    "pass to be a chain of modules: an operation outside a module between two layers "
+    "(a functional call such as torch.tanh or F.relu, a residual 'x + f(x)', a "
+    "reshape with torch.flatten) breaks the chain. Use module versions (nn.Tanh(), "
+    "nn.Flatten()), or drop the curvature quantities for this model."
+)
+
+
+__all__ = [
+    "CHAIN_BROKEN",
+    "DIAGONALS",
+    "KRONECKER",
+    "Curvature",
+    "CurvatureRequest",
+    "GramRequest",
+    "check_choice",
+    "check_supported",
+    "collect",
+    "leaf_modules",
+]

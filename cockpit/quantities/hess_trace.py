@@ -1,0 +1,24 @@
+"""``hess_trace``: the trace of the loss Hessian (or of its GGN), total and per layer."""
+
+from __future__ import annotations
+
+import torch
+
+from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._diagonal import DiagonalQuantity
+
+
+class HessTrace(DiagonalQuantity):
+    """``tr(H)`` of the mean loss ``L``, per parameter and summed, from a diagonal.
+
+    ``tr(H_l) = sum_j h_j`` over the parameter's entries of the chosen curvature
+    diagonal (``curvature``: exact Hessian, exact GGN, or Monte-Carlo GGN, the
+    default). The GGN equals the Hessian for a linear model and is its positive
+    semi-definite part otherwise. A sum-reduced loss's curvature is divided by N.
+    """
+
+    name = "hess_trace"
+
+    def compute(self, ctx: StepContext) -> dict:
+        traces = {n: d.sum() for n, d in ctx.curvature_diagonal(self.curvature).items()}
+        return {TOTAL: torch.stack(list(traces.values())).sum(), "per_layer": traces}

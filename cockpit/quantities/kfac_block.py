@@ -1,0 +1,87 @@
+"""``kfac_block``: each layer's Kronecker-factored curvature block, reduced to numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from cockpit._record import OnHost
+from cockpit.engines.curvature import KRONECKER, CurvatureRequest, check_choice
+from cockpit.quantities._base import Quantity
+from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.schedules import Schedule
+from cockpit.stats.curvature import condition, kronecker_block
+
+_KEYS = ("max_eigenvalue", "trace", "condition")
+
+
+def _finish(names: list[str], sizes: list[int], scale: float, rtol: float):
+    """Host side: eigenvalues of every factor, then each block's numbers and totals."""
+
+    def finish(*factors: np.ndarray) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {k: {"per_layer": {}} for k in _KEYS}
+        tops, lows, traces = [], [], []
+        start = 0
+        for name, size in zip(names, sizes, strict=True):
+            eigs = [np.linalg.eigvalsh(f) for f in factors[start : start + size]]
+            start += size
+            eigs[0] = eigs[0] * scale
+            block = kronecker_block(*eigs, rtol=rtol)
+            for key in _KEYS:
+                out[key]["per_layer"][name] = block[key]
+            tops.append(block["max_eigenvalue"])
+            lows.append(float(np.prod([e[0] for e in eigs])))
+            traces.append(block["trace"])
+        top = max(tops)
+        out["max_eigenvalue"][TOTAL] = top
+        out["trace"][TOTAL] = float(sum(traces))
+        out["condition"][TOTAL] = condition(top, min(lows), rtol)
+        return out
+
+    return finish
+
+
+class KfacBlock(Quantity):
+    """Per layer, the top eigenvalue, trace and condition number of its KFAC block.
+
+    BackPACK's ``KFAC`` (Monte-Carlo, default) or ``KFLR`` (exact loss Hessian, C times
+    the backpropagation) approximates each parameter's block of the GGN of the mean
+    loss by ``B (x) A``: ``B`` ``[out, out]`` from the backpropagated loss Hessian,
+    ``A`` ``[in, in]`` (convolutions: ``[in k, in k]``, unfolded) from the layer
+    inputs; a bias has ``B`` alone. The numbers come from the factors' eigenvalues
+    on the host (:func:`cockpit.stats.curvature.kronecker_block`), never from the
+    product. Totals are of the block-diagonal matrix of all blocks: the largest top
+    eigenvalue, the summed trace, and largest over smallest eigenvalue. A singular
+    block's condition number is logged as non-finite with the reason.
+
+    Args:
+        schedule: When it is due.
+        kind: ``"kfac"`` or ``"kflr"``.
+
+    """
+
+    name = "kfac_block"
+
+    def __init__(self, schedule: Schedule | int = 1, kind: str = "kfac"):
+        super().__init__(schedule)
+        self.kind = check_choice("kind", kind, KRONECKER)
+
+    def options(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def amend_curvature(self, request: CurvatureRequest) -> None:
+        request.kronecker.add(self.kind)
+
+    def compute(self, ctx: StepContext) -> OnHost:
+        blocks = ctx.curvature.kronecker[self.kind]
+        factors = [f for name in blocks for f in blocks[name]]
+        biggest = max(f.shape[0] for f in factors)
+        rtol = torch.finfo(factors[0].dtype).eps * biggest * 10
+        scale = 1.0 if ctx.mean_reduction else 1.0 / ctx.batch_size
+        finish = _finish(list(blocks), [len(f) for f in blocks.values()], scale, rtol)
+        return OnHost(finish, tuple(factors))
+
+
+__all__ = ["KfacBlock"]

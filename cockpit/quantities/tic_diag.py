@@ -1,0 +1,49 @@
+"""``tic_diag``: the Takeuchi information criterion with diagonal curvature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._diagonal import DiagonalQuantity
+from cockpit.schedules import Schedule
+from cockpit.stats.curvature import TIC_EPS, tic_diag
+
+
+class TicDiag(DiagonalQuantity):
+    """``sum_j M_j / (h_j + eps)`` (Thomas et al. 2020), total and per parameter.
+
+    ``M_j = (1/N) sum_n g_{n,j}^2`` from the per-sample gradients, ``h`` the chosen
+    curvature diagonal (shared with ``hess_trace`` at the same step). The total is the
+    sum of the per-parameter values.
+
+    Args:
+        schedule: When it is due.
+        curvature: The curvature diagonal (see ``hess_trace``).
+        eps: Added to each ``h_j`` (default 1e-7, QUANTITIES.md).
+
+    """
+
+    name = "tic_diag"
+    needs_per_sample = True
+    needs_sum_sq = True
+
+    def __init__(
+        self, schedule: Schedule | int = 1, curvature: str = "ggn_mc", eps=TIC_EPS
+    ):
+        super().__init__(schedule, curvature)
+        self.eps = eps
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "eps": self.eps}
+
+    def compute(self, ctx: StepContext) -> dict:
+        diagonal = ctx.curvature_diagonal(self.curvature)
+        n = ctx.batch_size
+        values = {
+            name: tic_diag(ctx.layers[name].sum_sq, diag, n, self.eps)
+            for name, diag in diagonal.items()
+        }
+        return {TOTAL: torch.stack(list(values.values())).sum(), "per_layer": values}

@@ -1,0 +1,92 @@
+"""Curvature formulas: Hessian trace, TIC, and Kronecker-factored blocks.
+
+Conventions (QUANTITIES.md): the batch loss is the mean ``L = (1/N) sum_n l_n``;
+curvature diagonals ``h [D]`` are of ``L`` (a diagonal of a sum-reduced loss is
+divided by N first), and ``M_j = (1/N) sum_n g_{n,j}^2`` is the diagonal of the
+uncentered second moment of the per-sample gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from cockpit._record import Flagged
+
+#: TIC's default damping of the curvature in the denominator (QUANTITIES.md).
+TIC_EPS = 1e-7
+
+
+def tic_diag(sum_sq: Tensor, diagonal: Tensor, n: int, eps: float = TIC_EPS) -> Tensor:
+    """TIC with diagonal curvature (Thomas et al. 2020): ``sum_j M_j / (h_j + eps)``.
+
+    Args:
+        sum_sq: ``[D]``, ``sum_n g_{n,j}^2`` of the per-sample gradients.
+        diagonal: ``[D]``, the curvature diagonal ``h`` of the mean loss.
+        n: Batch size N (``M = sum_sq / N``).
+        eps: Added to each ``h_j``.
+
+    Returns:
+        ``[]``.
+
+    """
+    return (sum_sq / n / (diagonal + eps)).sum()
+
+
+def tic_trace(sq_norms: Tensor, diagonal: Tensor, eps: float = TIC_EPS) -> Tensor:
+    """TIC with traces (Thomas et al. 2020): ``tr(M) / (tr(H) + eps)``.
+
+    Args:
+        sq_norms: ``[N]``, ``||g_n||^2``, so ``tr(M) = mean_n ||g_n||^2``.
+        diagonal: ``[D]``, the curvature diagonal of the mean loss.
+        eps: Added to the trace.
+
+    Returns:
+        ``[]``.
+
+    """
+    return sq_norms.mean() / (diagonal.sum() + eps)
+
+
+def kronecker_block(
+    *eigenvalues: np.ndarray, rtol: float
+) -> dict[str, float | Flagged]:
+    """Top eigenvalue, trace and condition number of ``B (x) A`` (or of ``B`` alone).
+
+    The eigenvalues of a Kronecker product are the products of its factors'
+    eigenvalues, so for positive semi-definite factors
+    ``lambda_max = prod_i max(eig_i)``, ``tr = prod_i tr_i`` and
+    ``cond = lambda_max / prod_i min(eig_i)``; the ``D_l x D_l`` block is never formed
+    (KFAC: Martens & Grosse 2015; Hessian backpropagation: Dangel et al. 2020).
+
+    Args:
+        *eigenvalues: Each factor's eigenvalues, ascending (``numpy.linalg.eigvalsh``).
+        rtol: Smallest eigenvalues up to ``rtol * lambda_max`` count as zero.
+
+    Returns:
+        ``{"max_eigenvalue", "trace", "condition"}``; a singular block (a factor's
+        smallest eigenvalue at round-off level, e.g. fewer samples than inputs) has
+        no finite condition number and gets a :class:`Flagged` one.
+
+    """
+    top = float(np.prod([e[-1] for e in eigenvalues]))
+    low = float(np.prod([e[0] for e in eigenvalues]))
+    trace = float(np.prod([e.sum() for e in eigenvalues]))
+    return {
+        "max_eigenvalue": top,
+        "trace": trace,
+        "condition": condition(top, low, rtol),
+    }
+
+
+def condition(top: float, low: float, rtol: float) -> float | Flagged:
+    """``top / low``, or :class:`Flagged` when ``low <= rtol * top`` (round-off)."""
+    if top <= 0 or low <= top * rtol:
+        return Flagged(
+            "singular block: its smallest eigenvalue is zero up to round-off (e.g. "
+            "fewer samples than inputs), so the condition number is infinite"
+        )
+    return top / low
+
+
+__all__ = ["TIC_EPS", "condition", "kronecker_block", "tic_diag", "tic_trace"]
