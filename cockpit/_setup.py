@@ -146,10 +146,11 @@ def curvature_modules(
             extension supports, naming both.
 
     """
-    needs = {}
+    needs, combined = {}, CurvatureRequest()
     for name, quantity in quantities.items():
         request = CurvatureRequest()
         quantity.amend_curvature(request)
+        quantity.amend_curvature(combined)  # refuses conflicting GGN factors now
         if request:
             needs[name] = request.extensions(lambda: 1)
     if not needs:

@@ -37,6 +37,9 @@ class Problem:
     regression: bool = False
     batch_size: int = 6
     seed: int = 0
+    #: The forward pass is a chain of modules, as BackPACK's second-order extensions
+    #: need (a functional op between layers is not).
+    chain: bool = True
 
     def make(self) -> tuple[nn.Module, nn.Module]:
         """Fresh model (float64, seeded) and loss module."""
@@ -105,5 +108,12 @@ PROBLEMS = [
         (2, 5, 5),
         3,
     ),
-    Problem("seq-ce-mean", SequenceMLP, lambda: nn.CrossEntropyLoss(), (2, 3), 3),
+    Problem(
+        "seq-ce-mean",
+        SequenceMLP,
+        lambda: nn.CrossEntropyLoss(),
+        (2, 3),
+        3,
+        chain=False,
+    ),
 ]

@@ -2,7 +2,7 @@
 
 Each test trains two copies of one model on the same data with the same global random
 stream (Dropout draws from it), one inside ``track()`` blocks with every quantity due
-at every step, one without a Cockpit, and compares ``.grad`` and the parameters after
+at every step (Monte-Carlo curvature and the replayed forward pass included), one without a Cockpit, and compares ``.grad`` and the parameters after
 every ``optimizer.step()`` with ``torch.equal``.
 """
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import cockpit
+from cockpit.quantities import PRESETS
 
 STEPS = 6
 BATCH = 8
@@ -172,10 +173,16 @@ def assert_bit_identical(tracked, untracked):
 
 
 def full_tracking(tmp_path, case: OptimizerCase) -> dict:
-    kwargs = {"logdir": tmp_path, "preset": "full", "hist_samples": 64}
+    """Every quantity of ``full`` at every step (curvature included)."""
+    quantities = dict.fromkeys(PRESETS["full"], 1)
     if case.plain_sgd:
-        kwargs["quantities"] = ["early_stopping", "cabs"]
-    return kwargs
+        quantities.update(early_stopping=1, cabs=1)
+    return {
+        "logdir": tmp_path,
+        "preset": None,
+        "quantities": quantities,
+        "hist_samples": 64,
+    }
 
 
 def run_both(tmp_path, model_name, loss_name, case, zero_grad="none"):

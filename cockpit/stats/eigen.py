@@ -27,9 +27,11 @@ class TopEigen:
         value: The estimate of the eigenvalue.
         vector: ``[D]`` unit vector, its eigenvector estimate.
         iterations: Matrix-vector products used.
-        converged: Whether ``residual <= tol * |value|`` was reached.
+        converged: Whether the estimate changed by at most ``tol * |value|`` in the
+            last iteration (or the Krylov space closed: an exact eigenpair).
         residual: ``||A x - value x||`` for the returned ``x`` (Lanczos: the exact
-            Ritz residual ``|beta_k y_k|`` of the Krylov recurrence).
+            Ritz residual ``|beta_k y_k|`` of the Krylov recurrence); it bounds the
+            distance of ``value`` to *some* eigenvalue of A.
 
     """
 
@@ -46,17 +48,20 @@ def lanczos(matvec: MatVec, start: Tensor, tol: float, max_iter: int) -> TopEige
     The Krylov space of ``k`` products holds the best approximation of the top
     eigenvector of degree ``k``, so Lanczos needs far fewer products than power
     iteration, and it targets the largest eigenvalue even when a negative one has a
-    larger magnitude. Each iteration reads two numbers on the host (``alpha_k``,
-    ``beta_k``) to test convergence on the small tridiagonal matrix.
+    larger magnitude. The estimate (the top Ritz value ``theta_k``) grows toward the
+    eigenvalue with k; it stops when ``|theta_k - theta_{k-1}| <= tol |theta_k|``,
+    the criterion of PyHessian (Yao et al. 2020). Each iteration reads two numbers on
+    the host (``alpha_k``, ``beta_k``) for the small tridiagonal matrix.
 
     Args:
         matvec: ``v [D] -> A v [D]`` for a symmetric A.
         start: ``[D]`` start vector (e.g. the last step's eigenvector).
-        tol: Stop when the Ritz residual is at most ``tol * |theta|``.
+        tol: Relative change of the estimate at which to stop.
         max_iter: At most this many products.
 
     """
     basis = [start / start.norm()]
+    previous = 0.0
     alphas: list[float] = []
     betas: list[float] = []
     for k in range(1, max_iter + 1):
@@ -69,7 +74,10 @@ def lanczos(matvec: MatVec, start: Tensor, tol: float, max_iter: int) -> TopEige
         values, vectors = _tridiagonal_eigen(alphas, betas)
         theta, y = float(values[-1]), vectors[:, -1]
         residual = abs(beta * float(y[-1]))
-        converged = residual <= tol * abs(theta) or beta <= _BREAKDOWN * abs(theta)
+        converged = (k > 1 and abs(theta - previous) <= tol * abs(theta)) or (
+            beta <= _BREAKDOWN * abs(theta)
+        )
+        previous = theta
         if converged or k == max_iter:
             ritz = stacked.T @ torch.as_tensor(y, dtype=w.dtype, device=w.device)
             return TopEigen(theta, ritz / ritz.norm(), k, converged, residual)
@@ -95,14 +103,14 @@ def power_iteration(
 ) -> TopEigen:
     """Eigenvalue of largest magnitude by power iteration (as in PyHessian).
 
-    ``x <- A x / ||A x||``, ``value = x^T A x``; stops when ``||A x - value x|| <=
-    tol * |value|``. Converges with the ratio of the two largest magnitudes, so
-    slowly when they are close, and to a negative eigenvalue if it dominates.
+    ``x <- A x / ||A x||``, ``value = x^T A x``; stops when the value changes by at
+    most ``tol * |value|``. Converges with the ratio of the two largest magnitudes,
+    so slowly when they are close, and to a negative eigenvalue if it dominates.
 
     Args:
         matvec: ``v [D] -> A v [D]`` for a symmetric A.
         start: ``[D]`` start vector.
-        tol: Relative residual to stop at.
+        tol: Relative change of the value at which to stop.
         max_iter: At most this many products.
 
     """
@@ -111,11 +119,13 @@ def power_iteration(
             f"power iteration needs max_iter >= 1, got {max_iter}."
         )
     x = start / start.norm()
+    previous = 0.0
     for k in range(1, max_iter + 1):
         ax = matvec(x)
         value = float(x @ ax)
         residual = float((ax - value * x).norm())
-        converged = residual <= tol * abs(value)
+        converged = k > 1 and abs(value - previous) <= tol * abs(value)
+        previous = value
         if converged or k == max_iter:
             return TopEigen(value, x, k, converged, residual)
         x = ax / ax.norm()

@@ -4,7 +4,7 @@ import torch
 
 from cockpit.stats.alpha import alpha_from_fit, fit_quadratic
 from tests import reference
-from tests.quantities.tracking import ALL, logged, tracked_run
+from tests.quantities.tracking import everything, logged, tracked_run
 
 
 def _expected_alpha(refs, step):
@@ -20,7 +20,7 @@ def _expected_alpha(refs, step):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
 def test_alpha_against_normal_equations(problem, tmp_path, optimizer, together):
-    quantities = ALL if together and optimizer == "sgd" else ["alpha"]
+    quantities = everything(problem) if together and optimizer == "sgd" else ["alpha"]
     run, refs = tracked_run(problem, tmp_path, quantities, steps=3, optimizer=optimizer)
     for step in range(2):
         assert logged(run, "alpha", step) == pytest.approx(

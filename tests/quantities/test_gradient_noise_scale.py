@@ -3,14 +3,16 @@ import math
 import pytest
 
 from tests import reference
-from tests.quantities.tracking import ALL, linear_cockpit, logged, tracked_run
+from tests.quantities.tracking import everything, linear_cockpit, logged, tracked_run
 from tests.reference import layers_and_total
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
 def test_noise_scale_total_and_per_layer(problem, tmp_path, together):
     name = "gradient_noise_scale"
-    run, refs = tracked_run(problem, tmp_path, ALL if together else [name], steps=3)
+    run, refs = tracked_run(
+        problem, tmp_path, everything(problem) if together else [name], steps=3
+    )
     flagged = 0
     for step, ref in enumerate(refs):
         for layer, gn in layers_and_total(ref.grads).items():

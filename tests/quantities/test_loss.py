@@ -1,11 +1,13 @@
 import pytest
 
-from tests.quantities.tracking import ALL, logged, tracked_run
+from tests.quantities.tracking import everything, logged, tracked_run
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
 def test_loss_and_its_variance(problem, tmp_path, together):
-    run, refs = tracked_run(problem, tmp_path, ALL if together else ["loss"])
+    run, refs = tracked_run(
+        problem, tmp_path, everything(problem) if together else ["loss"]
+    )
     for step, ref in enumerate(refs):
         assert logged(run, "loss", step) == pytest.approx(
             float(ref.losses.mean()), rel=1e-10

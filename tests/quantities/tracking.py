@@ -15,13 +15,29 @@ import torch
 from torch import Tensor
 
 import cockpit
+from cockpit.engines.curvature import CurvatureRequest
 from cockpit.logs import Run
 from cockpit.quantities import REGISTRY
 from tests import reference
 from tests.problems import Problem
 
-#: Every quantity (all work with plain SGD); "together" tests track all at once.
-ALL = list(REGISTRY)
+
+def _needs_curvature(quantity) -> bool:
+    request = CurvatureRequest()
+    quantity.amend_curvature(request)
+    return bool(request)
+
+
+#: Quantities that need BackPACK's second-order extensions (a chain of modules).
+SECOND_ORDER = [name for name, cls in REGISTRY.items() if _needs_curvature(cls())]
+
+
+def everything(problem: Problem) -> list[str]:
+    """Every quantity the problem's model supports; "together" tests track them all.
+
+    All work with plain SGD; the second-order ones need a chain of modules.
+    """
+    return [n for n in REGISTRY if problem.chain or n not in SECOND_ORDER]
 
 
 @dataclass
@@ -105,7 +121,9 @@ def check_per_layer_reference(
 ) -> None:
     """Track ``name`` (alone or with all others) and compare it, total and per layer,
     with the reference function of the same name on the brute-force gradients."""
-    run, refs = tracked_run(problem, logdir, ALL if together else [name])
+    run, refs = tracked_run(
+        problem, logdir, everything(problem) if together else [name]
+    )
     brute_force = getattr(reference, name)
     for step, ref in enumerate(refs):
         per_sample = reference.layers_and_total(ref.grads)

@@ -1,0 +1,138 @@
+"""``hess_max_ev`` against ``eigvalsh`` of the exact Hessian."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import cockpit
+from cockpit.exceptions import CockpitWarning, ConfigurationError
+from cockpit.quantities import HessMaxEv
+from tests.problems import PROBLEMS
+from tests.quantities.tracking import logged, tracked_run
+from tests.reference import per_sample_losses
+from tests.reference_curvature import at_step, flatten, hessian, unflatten
+
+#: Enough Lanczos steps to span the whole (tiny) parameter space: exact up to
+#: round-off, so the comparison can be tight.
+EXACT_SOLVE = HessMaxEv(tol=1e-12, max_iter=400)
+
+
+def test_top_eigenvalue(problem, tmp_path):
+    """Every problem, also the one that is not a chain of modules (no BackPACK)."""
+    run, refs = tracked_run(
+        problem, tmp_path, {"hess_max_ev": EXACT_SOLVE, "grad_norm": 1}
+    )
+    for step, ref in enumerate(refs):
+        model, loss_fn, x, y = at_step(problem, ref.params, step)
+        top = torch.linalg.eigvalsh(hessian(model, loss_fn, x, y))[-1]
+        torch.testing.assert_close(
+            torch.tensor(logged(run, "hess_max_ev", step), dtype=torch.float64),
+            top,
+            rtol=1e-8,
+            atol=1e-10,
+        )
+        assert logged(run, "hess_max_ev.converged", step) == 1.0
+        assert logged(run, "hess_max_ev.residual", step) < 1e-6 * abs(top.item())
+
+
+def test_replay_uses_the_step_dropout_mask(tmp_path):
+    """The replayed forward pass draws the same dropout mask as the user's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(5, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 3)
+    ).double()
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities={"hess_max_ev": EXACT_SOLVE},
+    )
+    x = torch.randn(6, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,))
+    state = torch.get_rng_state()
+    with ck.track():
+        loss_fn(model(x), y).backward()
+    ck.close()
+
+    def mean_loss(flat: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(model, unflatten(model, flat), (x,))
+        return per_sample_losses(loss_fn, out, y).mean()
+
+    torch.set_rng_state(state)  # the mask of the tracked step
+    top = torch.linalg.eigvalsh(
+        torch.autograd.functional.hessian(mean_loss, flatten(model))
+    )
+    got = cockpit.load(ck.run_dir).scalar("hess_max_ev").iloc[0]
+    torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), top[-1])
+
+
+def test_power_iteration(tmp_path):
+    """Power iteration finds the eigenvalue of largest magnitude (positive here)."""
+    problem = PROBLEMS[2]  # MSE: positive definite enough for power iteration
+    quantity = HessMaxEv(method="power", tol=1e-12, max_iter=5000)
+    run, refs = tracked_run(problem, tmp_path, {"hess_max_ev": quantity}, steps=1)
+    model, loss_fn, x, y = at_step(problem, refs[0].params, 0)
+    values = torch.linalg.eigvalsh(hessian(model, loss_fn, x, y))
+    assert values[-1] > -values[0]
+    torch.testing.assert_close(
+        torch.tensor(logged(run, "hess_max_ev", 0), dtype=torch.float64),
+        values[-1],
+        rtol=1e-6,
+        atol=0,
+    )
+
+
+def test_non_convergence_is_logged_and_warned_once(tmp_path):
+    problem = PROBLEMS[4]
+    quantity = HessMaxEv(max_iter=2)
+    with pytest.warns(CockpitWarning, match="did not converge in max_iter=2") as caught:
+        run, _ = tracked_run(problem, tmp_path, {"hess_max_ev": quantity}, steps=3)
+    assert len([w for w in caught if "did not converge" in str(w.message)]) == 1
+    for step in range(3):
+        assert logged(run, "hess_max_ev.converged", step) == 0.0
+        assert logged(run, "hess_max_ev.iterations", step) == 2
+    lines = (next(tmp_path.iterdir()) / "steps.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])["values"]["hess_max_ev"]
+    assert first["converged"] is False
+
+
+def test_warm_start_needs_fewer_iterations(tmp_path):
+    """At fixed parameters and batch, the second solve starts at the eigenvector."""
+    problem = PROBLEMS[0]
+    model, loss_fn = problem.make()
+    x, y = problem.batch(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities={"hess_max_ev": HessMaxEv(tol=1e-6, max_iter=100)},
+    )
+    for _ in range(2):
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+    ck.close()
+    iterations = cockpit.load(ck.run_dir).scalar("hess_max_ev.iterations")
+    assert iterations.iloc[1] < iterations.iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "arnoldi"}, "Unknown method 'arnoldi'. Choose one of: lanczos"),
+        ({"max_iter": 0}, "max_iter >= 1, got tol=0.001, max_iter=0"),
+        ({"tol": -1.0}, "tol > 0"),
+    ],
+)
+def test_bad_options(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        HessMaxEv(**kwargs)
