@@ -29,9 +29,10 @@ Problems:
 Both train with ``CrossEntropyLoss`` and plain SGD (lr 0.01, no momentum, no weight
 decay), so every quantity, ``early_stopping`` and ``cabs`` included, is defined.
 
-Configurations: ``plain`` (no Cockpit at all), each preset in ``PRESETS``, and each
-quantity in ``REGISTRY`` alone (``preset=None, quantities=[name]``), all tracked at
-every step. ``plain`` is always run, as the baseline of the ratios.
+Configurations: ``plain`` (no Cockpit at all), each preset in ``PRESETS`` with all of
+its quantities at every step (``full``'s default schedule runs the costly curvature
+quantities only every 10th step), and each quantity in ``REGISTRY`` alone
+(``preset=None, quantities=[name]``) at every step, with its default options. ``plain`` is always run, as the baseline of the ratios.
 
 Timing: every configuration's model, optimizer and Cockpit are built once (same
 initial weights, same batch sequence, so all train along the same trajectory). In
@@ -235,11 +236,13 @@ def build_run(problem: Problem, config: str, device: torch.device, logdir: str) 
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     ck = None
     if config != PLAIN:
-        kwargs: dict[str, Any] = (
-            {"preset": config}
-            if config in PRESETS
-            else {"preset": None, "quantities": [config]}
-        )
+        # Presets with every quantity at every step (``full`` by default runs its
+        # costly curvature quantities every 10th step only).
+        names = list(PRESETS[config]) if config in PRESETS else [config]
+        kwargs: dict[str, Any] = {
+            "preset": None,
+            "quantities": dict.fromkeys(names, 1),
+        }
         ck = cockpit.Cockpit(
             model,
             loss_fn,

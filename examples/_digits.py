@@ -123,7 +123,11 @@ def build_parser(description: str, lr: float) -> argparse.ArgumentParser:
         "--preset", choices=sorted(PRESETS), default="economy", help="what to track"
     )
     parser.add_argument(
-        "--every", type=int, default=1, help="track the quantities every k-th step"
+        "--every",
+        type=int,
+        default=None,
+        help="track every quantity every k-th step (default: the preset's schedules; "
+        "full runs its costly curvature quantities every 10th step)",
     )
     parser.add_argument(
         "--hist-samples",
@@ -153,7 +157,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
     """
     for flag in ("steps", "batch_size", "every", "valid_every"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.hist_samples < 0:
         parser.error("--hist-samples must be >= 0 (0: exact)")
@@ -177,7 +181,9 @@ def run(model: nn.Module, args: argparse.Namespace, name: str) -> Path:
     x_train, y_train, x_valid, y_valid = load_data()
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    schedule = cockpit.every(args.every)
+    overrides = None
+    if args.every is not None:
+        overrides = dict.fromkeys(PRESETS[args.preset], cockpit.every(args.every))
     ck = cockpit.Cockpit(
         model,
         loss_fn,
@@ -185,7 +191,7 @@ def run(model: nn.Module, args: argparse.Namespace, name: str) -> Path:
         logdir=args.logdir,
         run_name=args.run_name,
         preset=args.preset,
-        quantities=dict.fromkeys(PRESETS[args.preset], schedule),
+        quantities=overrides,
         hist_samples=args.hist_samples,
         seed=args.seed,
         config={
