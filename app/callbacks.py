@@ -1,0 +1,274 @@
+"""What the dashboard does on each poll and selection, as plain functions.
+
+Each function takes the store and the values of the components it reads, and returns
+what the components it writes should show; :func:`register` wires them to Dash. The
+tests call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import plotly.graph_objects as go
+from cockpit.app.layout import TOTAL, graph_id
+from cockpit.app.store import RunNameError, RunStore
+from cockpit.app.throttle import Throttle
+from cockpit.instruments import REGISTRY, Instrument, RunData, View
+from dash import Dash, Input, Output, State, html, no_update
+
+__all__ = ["FigureCache", "layer_options", "poll", "register", "toggle_pause", "view"]
+
+_MAX_NOTICES = 3
+
+
+def _requested(store: RunStore, search: str | None) -> tuple[list[str], list[str]]:
+    """Runs named in the page's query string (``?run=a&run=b``), and refusals."""
+    names, refused = [], []
+    for name in parse_qs((search or "").lstrip("?")).get("run", []):
+        try:
+            store.resolve(name)
+            names.append(name)
+        except RunNameError as err:
+            refused.append(str(err))
+    return names, refused
+
+
+def _messages(store: RunStore, refused: list[str]) -> list[html.Div]:
+    """One visible line per run that cannot be read or skipped something."""
+    lines = [html.Div(text, className="run-error") for text in refused]
+    for name in store.names():
+        state = store.state(name)
+        if state.error:
+            lines.append(html.Div(f"{name}: {state.error}", className="run-error"))
+        for notice in state.notices[-_MAX_NOTICES:]:
+            lines.append(html.Div(f"{name}: {notice}", className="run-notice"))
+        if len(state.notices) > _MAX_NOTICES:
+            hidden = len(state.notices) - _MAX_NOTICES
+            lines.append(
+                html.Div(f"{name}: ... and {hidden} more", className="run-notice")
+            )
+    return lines
+
+
+def _option(store: RunStore, name: str) -> dict[str, Any]:
+    state = store.state(name)
+    last = state.data.last_step
+    label = f"{name} ({state.status}, step {last})" if last is not None else name
+    if state.error:
+        label = f"⚠ {name} (cannot be read)"
+    return {"label": label, "value": name}
+
+
+def poll(
+    store: RunStore,
+    selected: list[str] | None,
+    search: str | None,
+    shown: dict[str, Any] | None = None,
+    gap_s: float = 0.0,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Read what the runs appended, and tell the page if it should redraw.
+
+    Args:
+        store: The runs.
+        selected: The current run selection; ``None`` before the first poll.
+        search: The page's query string; ``?run=NAME`` preselects runs.
+        shown: What the page was last told: ``{"version": ..., "at": seconds}``.
+        gap_s: Seconds at least between two redraws of one page (see
+            :class:`~cockpit.app.throttle.Throttle`); new data waits meanwhile.
+
+    Returns:
+        ``(data version, run options, run selection, messages, status)``; outputs
+        that need not change are ``dash.no_update``.
+
+    """
+    store.poll()
+    now = time.time()
+    shown = shown if isinstance(shown, dict) else {}
+    current = shown.get("version") == store.version
+    too_soon = now - float(shown.get("at", 0.0)) < gap_s
+    if selected is not None and (current or too_soon):
+        return no_update, no_update, no_update, no_update, no_update
+    refused: list[str] = []
+    selection: Any = no_update
+    names = store.names()
+    if selected is None:
+        requested, refused = _requested(store, search)
+        selection = requested or names[:1]
+    options = [_option(store, name) for name in names]
+    plural = "s" if len(names) != 1 else ""
+    status = f"{len(names)} run{plural}, read {time.strftime('%H:%M:%S')}"
+    version = {"version": store.version, "at": now}
+    return version, options, selection, _messages(store, refused), status
+
+
+def toggle_pause(clicks: int | None) -> tuple[bool, str]:
+    """Odd clicks pause polling: ``(interval disabled, button label)``."""
+    paused = bool(clicks) and clicks % 2 == 1
+    return paused, "Resume" if paused else "Pause"
+
+
+def view(
+    layer: str | None, first: Any, last: Any, y_scale: str | None, x_scale: str | None
+) -> View:
+    """The :class:`View` the controls describe; bad inputs fall back to defaults."""
+
+    def step(value: Any) -> int | None:
+        try:
+            return None if value in (None, "") else int(value)
+        except (TypeError, ValueError):
+            return None
+
+    scale = y_scale if y_scale in ("auto", "linear", "log") else "auto"
+    return View(
+        layer=None if layer in (None, "", TOTAL) else layer,
+        steps=(step(first), step(last)),
+        y_scale=scale,  # type: ignore[arg-type]
+        x_log=x_scale == "log",
+    )
+
+
+def layer_options(store: RunStore, selected: list[str] | None) -> list[dict[str, str]]:
+    """The whole model, then every parameter of the selected runs."""
+    names: dict[str, None] = {}
+    with store.lock:
+        for run in store.runs(selected or []):
+            parameters = run.meta.get("parameters")
+            names.update(
+                dict.fromkeys(parameters if isinstance(parameters, dict) else [])
+            )
+            names.update(
+                dict.fromkeys(run.layers("grad_norm") + run.layers("hess_trace"))
+            )
+    return [{"label": "whole model", "value": TOTAL}] + [
+        {"label": name, "value": name} for name in names
+    ]
+
+
+class FigureCache:
+    """Draws each instrument only when its data or the view changed for this page.
+
+    The key of each figure drawn is sent to the page and comes back with the next
+    request, so every open page (and a reload) gets what it lacks.
+
+    Args:
+        instruments: Instrument id -> instance, in output order.
+
+    """
+
+    def __init__(self, instruments: dict[str, Instrument]) -> None:
+        self.instruments = instruments
+
+    @staticmethod
+    def key(instrument: Instrument, runs: list[RunData], selected: View) -> str:
+        """What the figure depends on: the view and the versions of its quantities."""
+        versions = [
+            (
+                run.name,
+                id(run),
+                # A placeholder only changes when the quantity arrives.
+                [run.version_of(q) for q in instrument.watched(run)]
+                if instrument.available(run)
+                else None,
+            )
+            for run in runs
+        ]
+        return repr((selected, versions))
+
+    def figures(
+        self, runs: list[RunData], selected: View, drawn: dict[str, str] | None
+    ) -> tuple[list[go.Figure | Any], dict[str, str]]:
+        """One figure per instrument, ``dash.no_update`` where the page is current.
+
+        Args:
+            runs: The selected runs.
+            selected: The view.
+            drawn: The keys of the figures the page shows (from the last call).
+
+        Returns:
+            The figures and the new keys.
+
+        """
+        drawn = dict(drawn or {})
+        out = []
+        for instrument_id, instrument in self.instruments.items():
+            key = self.key(instrument, runs, selected)
+            if drawn.get(instrument_id) == key:
+                out.append(no_update)
+                continue
+            out.append(instrument.figure(runs, selected))
+            drawn[instrument_id] = key
+        return out, drawn
+
+
+def register(app: Dash, store: RunStore, interval_s: float = 1.0) -> None:
+    """Wire the callbacks of :func:`~cockpit.app.layout.build_layout` to ``store``.
+
+    Args:
+        app: The Dash app.
+        store: The runs.
+        interval_s: The poll interval, the shortest gap between redraws.
+
+    """
+    throttle = Throttle(interval_s)
+    _register_controls(app, store, throttle)
+    _register_figures(app, store, throttle)
+
+
+def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
+    @app.callback(
+        Output("data-version", "data"),
+        Output("run-select", "options"),
+        Output("run-select", "value"),
+        Output("run-errors", "children"),
+        Output("poll-status", "children"),
+        Input("poll-interval", "n_intervals"),
+        State("run-select", "value"),
+        State("url", "search"),
+        State("data-version", "data"),
+    )
+    def _poll(
+        _: int, selected: list[str] | None, search: str | None, shown: Any
+    ) -> Any:
+        return poll(store, selected, search, shown, throttle.gap())
+
+    @app.callback(
+        Output("poll-interval", "disabled"),
+        Output("pause-button", "children"),
+        Input("pause-button", "n_clicks"),
+    )
+    def _pause(clicks: int | None) -> tuple[bool, str]:
+        return toggle_pause(clicks)
+
+    @app.callback(
+        Output("layer-select", "options"),
+        Input("run-select", "value"),
+        Input("data-version", "data"),
+    )
+    def _layers(selected: list[str] | None, _: int) -> list[dict[str, str]]:
+        return layer_options(store, selected)
+
+
+def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
+    cache = FigureCache({key: cls() for key, cls in REGISTRY.items()})
+    outputs = [Output(graph_id(key), "figure") for key in cache.instruments]
+    controls = ["layer-select", "step-from", "step-to", "y-scale", "x-scale"]
+
+    @app.callback(
+        [*outputs, Output("figure-keys", "data")],
+        [
+            Input("data-version", "data"),
+            Input("run-select", "value"),
+            *[Input(control, "value") for control in controls],
+        ],
+        [State("figure-keys", "data")],
+    )
+    def _figures(_: int, selected: list[str] | None, *values: Any) -> list[Any]:
+        *choices, drawn = values
+        start = time.perf_counter()
+        with store.lock:
+            runs = store.runs(selected or [])
+            figures, keys = cache.figures(runs, view(*choices), drawn)
+        throttle.record(time.perf_counter() - start)
+        return [*figures, keys]

@@ -1,0 +1,62 @@
+"""The ``cockpit`` command line.
+
+Subcommands::
+
+    cockpit serve LOGDIR [--port 8050] [--host 127.0.0.1]   the live dashboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-parser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="cockpit", description="See inside deep learning training."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="live dashboard over every run under LOGDIR",
+        description="Serve the live dashboard over every run under LOGDIR. It only "
+        "reads the log files, so it can run while training writes them.",
+    )
+    serve.add_argument("logdir", metavar="LOGDIR", help="directory holding the runs")
+    serve.add_argument("--port", type=int, default=8050, help="TCP port (default 8050)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default 127.0.0.1, this machine only); the dashboard "
+        "has no authentication, so only widen it on a trusted network",
+    )
+    serve.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between reads of the log files (default 1)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cockpit`` command; returns the exit status.
+
+    Args:
+        argv: Arguments without the program name; ``None`` reads ``sys.argv``.
+
+    """
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from cockpit.app.server import serve
+
+        try:
+            serve(args.logdir, host=args.host, port=args.port, interval_s=args.interval)
+        except FileNotFoundError as err:
+            print(f"cockpit serve: {err}", file=sys.stderr)
+            return 2
+    return 0

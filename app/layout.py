@@ -1,0 +1,193 @@
+"""The dashboard's page: controls on top, then one section per instrument group.
+
+Component ids are namespaced strings (``"alpha-graph"``, ``"run-select"``) so the
+callbacks and the browser tests can find them.
+"""
+
+from __future__ import annotations
+
+from cockpit.instruments import GROUPS, REGISTRY
+from dash import dcc, html
+
+__all__ = ["TOTAL", "build_layout", "graph_id"]
+
+TOTAL = "__model__"
+"""Value of the layer selector for the whole model."""
+
+_GRID = {
+    "display": "grid",
+    "gridTemplateColumns": "repeat(auto-fill, minmax(560px, 1fr))",
+    "gap": "12px",
+}
+_CARD = {
+    "border": "1px solid #ddd",
+    "borderRadius": "6px",
+    "padding": "4px 8px 8px",
+    "background": "white",
+}
+_CONTROL = {
+    "display": "flex",
+    "flexDirection": "column",
+    "gap": "2px",
+    "minWidth": "150px",
+}
+_LABEL = {"fontSize": "12px", "color": "#555", "fontWeight": "bold"}
+
+
+def graph_id(instrument_id: str) -> str:
+    """The id of an instrument's graph, e.g. ``"alpha-graph"``."""
+    return f"{instrument_id}-graph"
+
+
+def _control(label: str, *children: object) -> html.Div:
+    return html.Div([html.Span(label, style=_LABEL), *children], style=_CONTROL)
+
+
+def _scale_controls() -> list[html.Div]:
+    return [
+        _control(
+            "y scale",
+            dcc.RadioItems(
+                id="y-scale",
+                options=[
+                    {"label": "auto", "value": "auto"},
+                    {"label": "linear", "value": "linear"},
+                    {"label": "log", "value": "log"},
+                ],
+                value="auto",
+                inline=True,
+            ),
+        ),
+        _control(
+            "x scale",
+            dcc.RadioItems(
+                id="x-scale",
+                options=[
+                    {"label": "linear", "value": "linear"},
+                    {"label": "log", "value": "log"},
+                ],
+                value="linear",
+                inline=True,
+            ),
+        ),
+    ]
+
+
+def _controls(interval_ms: int) -> html.Div:
+    return html.Div(
+        [
+            _control(
+                "Runs (overlaid)",
+                dcc.Checklist(id="run-select", options=[], value=None),
+            ),
+            _control(
+                "Layer",
+                dcc.Dropdown(
+                    id="layer-select",
+                    options=[{"label": "whole model", "value": TOTAL}],
+                    value=TOTAL,
+                    clearable=False,
+                    style={"width": "220px"},
+                ),
+            ),
+            _control(
+                "Steps (from, to)",
+                html.Div(
+                    [
+                        # debounce: redraw on Enter or leaving the field, not per key
+                        dcc.Input(
+                            id="step-from",
+                            type="number",
+                            placeholder="first",
+                            debounce=True,
+                        ),
+                        dcc.Input(
+                            id="step-to",
+                            type="number",
+                            placeholder="last",
+                            debounce=True,
+                        ),
+                    ],
+                    style={"display": "flex", "gap": "4px"},
+                ),
+            ),
+            *_scale_controls(),
+            _control(
+                "Live",
+                html.Button("Pause", id="pause-button", n_clicks=0),
+                html.Span(id="poll-status", style={"fontSize": "11px"}),
+            ),
+            dcc.Interval(id="poll-interval", interval=interval_ms, n_intervals=0),
+            dcc.Store(id="data-version", data={}),
+            dcc.Store(id="figure-keys", data={}),
+            dcc.Location(id="url", refresh=False),
+        ],
+        style={"display": "flex", "flexWrap": "wrap", "gap": "24px", "padding": "8px"},
+    )
+
+
+def _card(instrument_id: str) -> html.Div:
+    instrument = REGISTRY[instrument_id]
+    return html.Div(
+        [
+            dcc.Graph(
+                id=graph_id(instrument_id),
+                config={
+                    "displaylogo": False,
+                    "toImageButtonOptions": {
+                        "format": "png",
+                        "filename": instrument_id,
+                    },
+                },
+                style={"height": f"{instrument.height}px"},
+            ),
+            html.P(
+                instrument.how_to_read,
+                className="how-to-read",
+                style={"fontSize": "12px", "color": "#444", "margin": "2px 4px"},
+            ),
+        ],
+        id=f"{instrument_id}-card",
+        className="instrument",
+        style=_CARD,
+    )
+
+
+def build_layout(logdir: str, interval_ms: int = 1000) -> html.Div:
+    """The whole page.
+
+    Args:
+        logdir: Shown in the header.
+        interval_ms: How often the browser asks the server for new steps.
+
+    """
+    sections = [
+        html.Section(
+            [
+                html.H2(title, style={"margin": "16px 0 8px"}),
+                html.Div([_card(i) for i in ids], style=_GRID),
+            ],
+            id=f"group-{group}",
+            className="instrument-group",
+        )
+        for group, (title, ids) in GROUPS.items()
+    ]
+    return html.Div(
+        [
+            html.Div(
+                [
+                    html.H1("cockpit", style={"margin": "0 12px 0 0"}),
+                    html.Span(f"LOGDIR {logdir}", style={"color": "#555"}),
+                ],
+                style={"display": "flex", "alignItems": "baseline", "padding": "8px"},
+            ),
+            _controls(interval_ms),
+            html.Div(id="run-errors", style={"color": "#b00020", "padding": "0 8px"}),
+            *sections,
+        ],
+        style={
+            "fontFamily": "system-ui, sans-serif",
+            "background": "#f6f7f9",
+            "padding": "8px 16px",
+        },
+    )

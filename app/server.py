@@ -1,0 +1,72 @@
+"""Build and serve the Dash app over a LOGDIR."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from cockpit.app.callbacks import register
+from cockpit.app.layout import build_layout
+from cockpit.app.store import RunStore
+from dash import Dash
+
+__all__ = ["LOCAL_HOSTS", "create_app", "serve"]
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def create_app(logdir: str | os.PathLike[str], interval_s: float = 1.0) -> Dash:
+    """The dashboard over every run under ``logdir``.
+
+    Args:
+        logdir: Directory holding the run directories.
+        interval_s: Seconds between polls of the log files.
+
+    Returns:
+        The Dash app; ``app.server`` is its Flask server.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` is not a directory.
+
+    """
+    store = RunStore(logdir)
+    app = Dash(
+        __name__,
+        title="cockpit",
+        update_title=None,
+        serve_locally=True,
+    )
+    app.layout = build_layout(str(store.logdir), int(interval_s * 1000))
+    register(app, store, interval_s)
+    app.server.config["cockpit_store"] = store
+    return app
+
+
+def serve(
+    logdir: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    interval_s: float = 1.0,
+) -> None:
+    """Serve the dashboard until interrupted.
+
+    Args:
+        logdir: Directory holding the run directories.
+        host: Interface to bind; anything but the loopback exposes the runs.
+        port: TCP port.
+        interval_s: Seconds between polls of the log files.
+
+    """
+    app = create_app(logdir, interval_s)
+    if host not in LOCAL_HOSTS:
+        print(
+            f"WARNING: serving on {host}: the dashboard has no authentication; anyone "
+            f"who can reach port {port} can read every run under {logdir}.",
+            file=sys.stderr,
+        )
+    # One request per second per open page would flood the terminal.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"cockpit dashboard on http://{shown}:{port}/ (LOGDIR {logdir})", flush=True)
+    app.run(host=host, port=port, debug=False)

@@ -1,0 +1,204 @@
+"""The server's view of LOGDIR: one incremental reader and accumulated data per run.
+
+The dashboard never talks to a training process; it reads the run directories under
+LOGDIR, parsing only the bytes appended since its last poll. A run whose files cannot
+be read keeps its error message (shown next to it) and does not stop the other runs.
+Only directories under LOGDIR can be opened: a run name is a relative path without
+``..`` that resolves inside LOGDIR.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cockpit.instruments import RunData
+
+from cockpit.exceptions import CockpitError
+from cockpit.logs import LogReader
+from cockpit.logs.reader import records_to_frames
+
+__all__ = ["RunNameError", "RunState", "RunStore"]
+
+_META_FILE = "meta.json"
+_MAX_DEPTH = 3
+
+
+class RunNameError(CockpitError, ValueError):
+    """A run name that would open something outside LOGDIR, or no run at all."""
+
+
+@dataclass
+class RunState:
+    """One run as the server knows it.
+
+    Attributes:
+        name: Path relative to LOGDIR, with ``/`` separators.
+        reader: Reads the run incrementally.
+        data: Everything read so far.
+        error: Why the run cannot be read right now (``None`` if it can).
+        notices: Problems with single lines (corrupt lines, records the writer could
+            not log); the run still shows.
+        status: ``status`` from ``meta.json`` (``running``, ``finished``, ...).
+
+    """
+
+    name: str
+    reader: LogReader
+    data: RunData
+    error: str | None = None
+    notices: list[str] = field(default_factory=list)
+    status: str = "unknown"
+
+    def poll(self) -> bool:
+        """Read what is new; returns whether anything changed."""
+        before = (self.error, len(self.notices), self.data.version, self.status)
+        try:
+            meta = self.reader.meta()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                records = self.reader.read_new()
+            self.notices.extend(str(w.message) for w in caught)
+            self.notices.extend(
+                f"step {r['step']}: the writer could not log this record ({r['error']})"
+                for r in records
+                if "error" in r
+            )
+            self.data.meta = meta
+            self.status = str(meta.get("status", "unknown"))
+            if records:
+                self.data.extend(*records_to_frames(records))
+            self.error = None
+        # One damaged run must not take the dashboard down: show why, keep polling.
+        except Exception as err:
+            self.error = f"{type(err).__name__}: {err}"
+        return before != (self.error, len(self.notices), self.data.version, self.status)
+
+
+class RunStore:
+    """All runs under LOGDIR, read incrementally and safely.
+
+    Args:
+        logdir: The directory holding run directories (at most three levels deep).
+
+    Attributes:
+        logdir: The resolved LOGDIR.
+        version: Increases whenever a poll finds something new.
+        lock: Held while runs are read or drawn; the web server is threaded.
+
+    """
+
+    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+        self.logdir = Path(logdir).resolve()
+        if not self.logdir.is_dir():
+            raise FileNotFoundError(
+                f"LOGDIR {self.logdir} is not a directory; pass the directory that "
+                "holds your runs (the logdir= given to cockpit.Cockpit)."
+            )
+        self.version = 0
+        self.lock = threading.RLock()
+        self._runs: dict[str, RunState] = {}
+
+    def resolve(self, name: str) -> Path:
+        """The directory of the run called ``name``.
+
+        Raises:
+            RunNameError: If ``name`` is absolute, contains ``..``, resolves outside
+                LOGDIR, or is not a run directory.
+
+        """
+        parts = PurePosixPath(name).parts
+        if not name or "\\" in name or name.startswith("/") or Path(name).is_absolute():
+            raise RunNameError(
+                f"Refused run name {name!r}: expected a path relative to LOGDIR."
+            )
+        if ".." in parts:
+            raise RunNameError(
+                f"Refused run name {name!r}: '..' may not appear; only runs under "
+                "LOGDIR can be opened."
+            )
+        path = (self.logdir / name).resolve()
+        if not path.is_relative_to(self.logdir):
+            raise RunNameError(f"Refused run name {name!r}: it leads outside LOGDIR.")
+        if not (path / _META_FILE).is_file():
+            raise RunNameError(
+                f"No run {name!r} under {self.logdir} (no {_META_FILE} there)."
+            )
+        return path
+
+    def _discover(self) -> bool:
+        found = False
+        for meta in self._meta_files(self.logdir, _MAX_DEPTH):
+            name = meta.parent.relative_to(self.logdir).as_posix()
+            if name in self._runs or name == ".":
+                continue
+            try:
+                path = self.resolve(name)
+            except RunNameError:
+                continue
+            self._runs[name] = RunState(name, LogReader(path), RunData(name))
+            found = True
+        return found
+
+    def _meta_files(self, folder: Path, depth: int) -> list[Path]:
+        if depth == 0:
+            return []
+        metas = []
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir())
+        except OSError:
+            return []
+        for child in children:
+            if (child / _META_FILE).is_file():
+                metas.append(child / _META_FILE)
+            else:
+                metas.extend(self._meta_files(child, depth - 1))
+        return metas
+
+    def poll(self) -> bool:
+        """Find new runs and read what every run appended; whether anything changed."""
+        with self.lock:
+            changed = self._discover()
+            for state in self._runs.values():
+                changed = state.poll() or changed
+            if changed:
+                self.version += 1
+            return changed
+
+    def names(self) -> list[str]:
+        """The known runs, newest first (by start time in ``meta.json``)."""
+        with self.lock:
+            states = list(self._runs.values())
+        return [s.name for s in sorted(states, key=_start_time, reverse=True)]
+
+    def state(self, name: str) -> RunState:
+        """The state of a known run.
+
+        Raises:
+            RunNameError: If ``name`` is unsafe or not a known run.
+
+        """
+        self.resolve(name)
+        with self.lock:
+            if name not in self._runs:
+                raise RunNameError(f"No run {name!r} under {self.logdir}.")
+            return self._runs[name]
+
+    def runs(self, names: list[str]) -> list[RunData]:
+        """The data of the named runs that are known and safe, in the given order."""
+        data = []
+        for name in names:
+            try:
+                data.append(self.state(name).data)
+            except RunNameError:
+                continue
+        return data
+
+
+def _start_time(state: RunState) -> tuple[float, str]:
+    start: Any = state.data.meta.get("start_time", 0.0)
+    return (float(start) if isinstance(start, (int, float)) else 0.0, state.name)

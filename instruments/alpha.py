@@ -1,0 +1,125 @@
+"""Alpha: where each step landed in the local quadratic along it."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from cockpit.instruments._base import Instrument
+from cockpit.instruments._data import RunData
+from cockpit.instruments._figures import (
+    add_series,
+    color,
+    header,
+    hline,
+    new_figure,
+    set_axes,
+)
+from cockpit.instruments._view import View
+
+__all__ = ["AlphaGauge"]
+
+_KEY = ((-1.0, "start"), (0.0, "valley floor"), (1.0, "opposite side"))
+
+
+def _bins(values: list[np.ndarray]) -> np.ndarray:
+    """Common bins of all runs: the central 98 % of values, always covering [-1, 1]."""
+    joined = np.concatenate(values)
+    low, high = np.percentile(joined, [1, 99]) if len(joined) else (-1.0, 1.0)
+    return np.linspace(min(low, -1.5), max(high, 1.5), 41)
+
+
+class AlphaGauge(Instrument):
+    """``alpha``: its distribution (all steps vs the last 10 %) and its history."""
+
+    id = "alpha"
+    title = "Alpha (normalized step size)"
+    how_to_read = (
+        "Near 0 the step lands on the valley floor of the local quadratic; clearly "
+        "above 0 it overshoots (learning rate large for the curvature), near -1 it "
+        "barely moves. Well-tuned SGD often sits a little above 0."
+    )
+    quantities = ("alpha",)
+    log_allowed = False
+    height = 380
+
+    def draw(self, runs: list[RunData], view: View) -> go.Figure:
+        figure = new_figure(1, 2, column_widths=[0.4, 0.6], horizontal_spacing=0.1)
+        shown = [run.series("alpha").between(*view.steps).finite() for run in runs]
+        bins = _bins([s.values for s in shown])
+        top = 0.0
+        for index, (run, series) in enumerate(zip(runs, shown, strict=True)):
+            if len(series) == 0:
+                continue
+            recent = series.values[int(0.9 * len(series)) :]
+            for part, values, style in (
+                ("all steps", series.values, {"fill": "tozeroy", "dash": "solid"}),
+                ("last 10 %", recent, {"dash": "dot"}),
+            ):
+                density, _ = np.histogram(values, bins=bins, density=True)
+                top = max(top, float(density.max()))
+                figure.add_trace(
+                    go.Scatter(
+                        x=bins[:-1],
+                        y=density,
+                        line={
+                            "shape": "hv",
+                            "color": color(index),
+                            "dash": style["dash"],
+                        },
+                        fill=style.get("fill"),
+                        fillcolor=color(index, 0.15),
+                        name=f"{run.name} {part}",
+                        legendgroup=run.name,
+                    ),
+                    row=1,
+                    col=1,
+                )
+            add_series(
+                figure,
+                series,
+                view,
+                name=run.name,
+                index=index,
+                group=run.name,
+                cell=(1, 2),
+            )
+        self._parabola(figure, top or 1.0)
+        figure.update_xaxes(title_text="alpha", row=1, col=1)
+        figure.update_yaxes(title_text="density", row=1, col=1)
+        set_axes(figure, view, False, (1, 2), y_title="alpha")
+        hline(figure, 0.0, "valley floor", (1, 2))
+        newest = list(zip([r.name for r in runs], shown, strict=True))
+        figure.update_layout(title_text=header(self.title, newest))
+        return figure
+
+    @staticmethod
+    def _parabola(figure: go.Figure, top: float) -> None:
+        """The normalized parabola as a visual key, scaled to the densities."""
+        x = np.linspace(-1.3, 1.3, 53)
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=top * (x**2),
+                mode="lines",
+                line={"color": "rgba(120,120,120,0.6)", "dash": "dash"},
+                name="local quadratic",
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=[x for x, _ in _KEY],
+                y=[top * x**2 for x, _ in _KEY],
+                mode="markers+text",
+                text=[label for _, label in _KEY],
+                textposition="top center",
+                textfont={"size": 9},
+                marker={"color": "rgba(80,80,80,0.9)", "size": 7},
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )

@@ -1,0 +1,138 @@
+"""The distribution of per-sample gradient elements: the newest, and over steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from cockpit.instruments._base import Instrument
+from cockpit.instruments._data import Histogram, RunData
+from cockpit.instruments._figures import color, new_figure, set_axes
+from cockpit.instruments._view import View
+
+__all__ = ["GradHist1dGauge", "rebin"]
+
+_GRID_BINS = 64
+
+
+def in_range(hists: list[Histogram], view: View) -> list[Histogram]:
+    """The histograms whose step is inside the view's step range."""
+    low, high = view.steps
+    return [
+        h
+        for h in hists
+        if (low is None or h.step >= low) and (high is None or h.step <= high)
+    ]
+
+
+def rebin(
+    hists: list[Histogram], bins: int = _GRID_BINS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put histograms with their own (adaptive) edges onto one common grid.
+
+    Each bin's weight goes to the common bin holding its center; counts are
+    normalized per histogram to fractions.
+
+    Args:
+        hists: 1D histograms.
+        bins: Bins of the common grid.
+
+    Returns:
+        ``(edges [bins + 1], fractions [len(hists), bins])``.
+
+    """
+    low = min(float(h.edges[0]) for h in hists)
+    high = max(float(h.edges[-1]) for h in hists)
+    if not np.isfinite([low, high]).all() or high <= low:
+        low, high = low - 0.5, low + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    rows = np.zeros((len(hists), bins))
+    for i, hist in enumerate(hists):
+        counts = np.nan_to_num(hist.counts, nan=0.0)
+        centers = 0.5 * (hist.edges[:-1] + hist.edges[1:])
+        rows[i], _ = np.histogram(centers, bins=edges, weights=counts)
+        total = rows[i].sum()
+        if total > 0:
+            rows[i] /= total
+    return edges, rows
+
+
+class GradHist1dGauge(Instrument):
+    """``grad_hist_1d``: newest histogram per run and a step x bin heat map."""
+
+    id = "grad_hist_1d"
+    title = "Gradient element histogram"
+    how_to_read = (
+        "A spike at exactly 0 with thin tails signals dead units or detached "
+        "parameters; heavy or growing tails signal exploding gradients or outliers in "
+        "the data."
+    )
+    quantities = ("grad_hist_1d",)
+    log_y = True
+    height = 380
+
+    def draw(self, runs: list[RunData], view: View) -> go.Figure:
+        figure = new_figure(1, 2, column_widths=[0.4, 0.6], horizontal_spacing=0.12)
+        newest = []
+        for index, run in enumerate(runs):
+            hists = in_range(run.histograms("grad_hist_1d"), view)
+            if not hists:
+                continue
+            latest = hists[-1]
+            counts = np.nan_to_num(latest.counts, nan=0.0)
+            total = counts.sum() or 1.0
+            centers = 0.5 * (latest.edges[:-1] + latest.edges[1:])
+            figure.add_trace(
+                go.Scatter(
+                    x=centers,
+                    y=counts / total,
+                    line={"shape": "hvh", "color": color(index)},
+                    name=f"{run.name} @ {latest.step}",
+                    legendgroup=run.name,
+                ),
+                row=1,
+                col=1,
+            )
+            newest.append(f"{run.name} @ {latest.step}")
+        self._heatmap(figure, runs, view)
+        figure.update_xaxes(title_text="gradient element", row=1, col=1)
+        figure.update_yaxes(
+            type="log" if self.log_y_for(view) else "linear",
+            title_text="fraction",
+            row=1,
+            col=1,
+        )
+        figure.update_layout(
+            title_text=f"<b>{self.title}</b><br><sup>newest: {' · '.join(newest)}</sup>"
+        )
+        return figure
+
+    def _heatmap(self, figure: go.Figure, runs: list[RunData], view: View) -> None:
+        shown = [(r, in_range(r.histograms("grad_hist_1d"), view)) for r in runs]
+        run, hists = next(((r, h) for r, h in shown if h), (None, []))
+        if run is None:
+            figure.add_annotation(
+                text="no histogram in this step range",
+                xref="x2 domain",
+                yref="y2 domain",
+                x=0.5,
+                y=0.5,
+                showarrow=False,
+            )
+            return
+        edges, fractions = rebin(hists)
+        with np.errstate(divide="ignore"):
+            z = np.where(fractions > 0, np.log10(fractions), np.nan)
+        figure.add_trace(
+            go.Heatmap(
+                x=[h.step for h in hists],
+                y=0.5 * (edges[:-1] + edges[1:]),
+                z=z.T,
+                colorscale="Viridis",
+                colorbar={"title": {"text": "log10 fraction"}},
+                name=run.name,
+                hovertemplate="step %{x}, value %{y:.3g}: 10^%{z:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+        set_axes(figure, view, False, (1, 2), y_title=f"gradient element ({run.name})")

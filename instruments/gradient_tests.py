@@ -1,0 +1,160 @@
+"""The three gradient tests in one panel: nested regions and their history."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from cockpit.instruments._base import Instrument
+from cockpit.instruments._data import RunData, Series
+from cockpit.instruments._figures import (
+    add_series,
+    color,
+    fmt,
+    header,
+    hline,
+    new_figure,
+    set_axes,
+)
+from cockpit.instruments._view import View
+
+__all__ = ["GradientTestsGauge"]
+
+_TESTS = (
+    ("norm_test", "norm", "solid"),
+    ("inner_product_test", "inner product", "dash"),
+    ("orthogonality_test", "orthogonality", "dot"),
+)
+
+
+def _circle(center: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    angle = np.linspace(0, 2 * np.pi, 61)
+    return center + radius * np.cos(angle), radius * np.sin(angle)
+
+
+class GradientTestsGauge(Instrument):
+    """``norm_test``, ``inner_product_test`` and ``orthogonality_test``.
+
+    Left, the newest values drawn around the mini-batch gradient (the arrow from 0
+    to 1): the norm test as a disk around its tip, the inner-product test as a band
+    along it, the orthogonality test as a band across it. Right, their history with
+    the line at 1.
+    """
+
+    id = "gradient_tests"
+    title = "Gradient tests"
+    how_to_read = (
+        "Each value is the spread of the per-sample gradients relative to the batch "
+        "gradient: above 1 the batch is too small to trust the gradient's direction or "
+        "length (use a larger batch); far below 1 a smaller batch would do."
+    )
+    quantities = tuple(key for key, _, _ in _TESTS)
+    per_layer = True
+    log_y = True
+    height = 400
+
+    def _series(self, run: RunData, key: str, view: View) -> Series:
+        if view.layer is not None and view.layer in run.layers(key):
+            return run.series(key, view.layer)
+        return run.series(key)
+
+    def draw(self, runs: list[RunData], view: View) -> go.Figure:
+        figure = new_figure(1, 2, column_widths=[0.35, 0.65], horizontal_spacing=0.1)
+        newest: list[tuple[str, Series]] = []
+        for index, run in enumerate(runs):
+            latest = {}
+            for key, label, dash in _TESTS:
+                shown = add_series(
+                    figure,
+                    self._series(run, key, view),
+                    view,
+                    name=f"{run.name} {label}",
+                    index=index,
+                    group=run.name,
+                    cell=(1, 2),
+                    dash=dash,
+                )
+                if len(shown):
+                    latest[key] = float(shown.values[-1])
+                if key == "norm_test":
+                    newest.append((run.name, shown))
+            self._regions(figure, run.name, index, latest)
+        self._gradient_arrow(figure)
+        set_axes(figure, view, self.log_y_for(view), (1, 2), y_title="test value")
+        hline(figure, 1.0, "1: batch too small above", (1, 2))
+        title = self.title + (f" (layer {view.layer})" if view.layer else "")
+        figure.update_layout(title_text=header(title + ": norm test", newest))
+        return figure
+
+    @staticmethod
+    def _regions(
+        figure: go.Figure, name: str, index: int, latest: dict[str, float]
+    ) -> None:
+        """The newest test values as regions around the gradient's tip at (1, 0)."""
+        shapes = []
+        if "norm_test" in latest:
+            shapes.append(("norm", *_circle(1.0, latest["norm_test"]), "solid"))
+        if "inner_product_test" in latest:
+            r = latest["inner_product_test"]
+            shapes.append(
+                (
+                    "inner product",
+                    [1 - r, 1 + r, 1 + r, 1 - r, 1 - r],
+                    [-2, -2, 2, 2, -2],
+                    "dash",
+                )
+            )
+        if "orthogonality_test" in latest:
+            r = latest["orthogonality_test"]
+            shapes.append(
+                (
+                    "orthogonality",
+                    [-0.5, 2.5, 2.5, -0.5, -0.5],
+                    [-r, -r, r, r, -r],
+                    "dot",
+                )
+            )
+        for label, x, y, dash in shapes:
+            figure.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=color(index, 0.06),
+                    line={"color": color(index), "dash": dash, "width": 1},
+                    name=f"{name} {label} {fmt(latest[_key(label)])}",
+                    legendgroup=name,
+                    showlegend=False,
+                    hoverinfo="name",
+                ),
+                row=1,
+                col=1,
+            )
+
+    @staticmethod
+    def _gradient_arrow(figure: go.Figure) -> None:
+        figure.add_annotation(
+            x=1,
+            y=0,
+            ax=0,
+            ay=0,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=2,
+            arrowwidth=2,
+            arrowcolor="#333",
+            text="",
+        )
+        figure.update_xaxes(
+            range=[-0.5, 2.5], title_text="along the gradient", row=1, col=1
+        )
+        figure.update_yaxes(
+            range=[-1.5, 1.5], scaleanchor="x", title_text="across", row=1, col=1
+        )
+
+
+def _key(label: str) -> str:
+    return next(key for key, name, _ in _TESTS if name == label)

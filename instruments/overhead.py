@@ -1,0 +1,56 @@
+"""What the tracker costs: its time per step next to the whole step's time."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from cockpit.instruments._data import RunData, Series
+from cockpit.instruments._figures import fmt, header
+from cockpit.instruments._lines import LinesInstrument
+from cockpit.instruments._view import View
+
+__all__ = ["OverheadGauge"]
+
+
+class OverheadGauge(LinesInstrument):
+    """``tracker_time`` and ``step_time`` in milliseconds."""
+
+    id = "overhead"
+    title = "Tracker overhead"
+    how_to_read = (
+        "The time the tracker spent in each step next to the step's wall time: what "
+        "the instruments cost. Track expensive quantities less often if it dominates."
+    )
+    quantities = ("tracker_time", "step_time")
+    rows = (("tracker_time", "step_time"),)
+    labels = (("tracker_time", "tracker"), ("step_time", "step"))
+    log_y = True
+    unit = " ms"
+
+    def series_of(self, run: RunData, quantity: str, view: View) -> Series:
+        series = run.series(quantity)
+        return Series(series.steps, series.values * 1000.0)
+
+    def draw(self, runs: list[RunData], view: View) -> go.Figure:
+        figure = super().draw(runs, view)
+        shares = []
+        for run in runs:
+            tracker = run.series("tracker_time").between(*view.steps)
+            step = run.series("step_time").between(*view.steps)
+            _, at_tracker, at_step = np.intersect1d(
+                tracker.steps, step.steps, return_indices=True
+            )
+            ratios = tracker.values[at_tracker] / step.values[at_step]
+            if np.isfinite(ratios).any():
+                shares.append(f"{run.name} {fmt(100 * np.nanmedian(ratios))} %")
+        if shares:
+            newest = [
+                (run.name, self.series_of(run, "tracker_time", view)) for run in runs
+            ]
+            extra = "tracker share of the step (median): " + ", ".join(shares[:3])
+            newest = [(name, s.between(*view.steps).finite()) for name, s in newest]
+            figure.update_layout(
+                title_text=header(self.title, newest, self.unit, extra)
+            )
+        figure.update_yaxes(title_text="ms per step")
+        return figure

@@ -1,0 +1,184 @@
+import pytest
+from cockpit.app import callbacks
+from cockpit.app.layout import TOTAL, graph_id
+from cockpit.app.server import create_app
+from cockpit.app.store import RunStore
+from cockpit.app.throttle import Throttle
+from cockpit.instruments import PLACEHOLDER_NAME, REGISTRY, View
+from dash import no_update
+
+from tests.app.test_store import append
+from tests.instruments.synthetic import write_run
+
+
+@pytest.fixture
+def logdir(tmp_path):
+    write_run(tmp_path / "full-run", steps=6)
+    write_run(tmp_path / "economy-run", steps=4, curvature=False)
+    return tmp_path
+
+
+@pytest.fixture
+def store(logdir):
+    return RunStore(logdir)
+
+
+def find(component, component_id):
+    """The component with ``component_id`` in a layout tree."""
+    if getattr(component, "id", None) == component_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str):
+            found = find(child, component_id)
+            if found is not None:
+                return found
+    return None
+
+
+def texts(children):
+    return [child.children for child in children]
+
+
+def test_first_poll_selects_the_newest_run(store):
+    version, options, selection, messages, status = callbacks.poll(store, None, "")
+    assert version["version"] == store.version == 1
+    assert {o["value"] for o in options} == {"full-run", "economy-run"}
+    assert selection == ["economy-run"]  # written last
+    assert messages == []
+    assert status.startswith("2 runs")
+    label = next(o["label"] for o in options if o["value"] == "full-run")
+    assert label == "full-run (finished, step 5)"
+
+
+def test_later_polls_send_nothing_unless_something_changed(store, logdir):
+    shown, *_ = callbacks.poll(store, None, "")
+    assert callbacks.poll(store, ["full-run"], "", shown) == (no_update,) * 5
+    append(logdir / "full-run", 6)
+    version, options, selection, _, _ = callbacks.poll(store, ["full-run"], "", shown)
+    assert version["version"] == 2
+    assert selection is no_update
+    assert "step 6" in next(o["label"] for o in options if o["value"] == "full-run")
+
+
+def test_new_data_waits_for_the_gap(store, logdir):
+    shown, *_ = callbacks.poll(store, None, "")
+    append(logdir / "full-run", 6)
+    assert callbacks.poll(store, ["full-run"], "", shown, gap_s=60) == (no_update,) * 5
+    version, *_ = callbacks.poll(store, ["full-run"], "", {**shown, "at": 0.0}, 60)
+    assert version["version"] == 2
+
+
+def test_a_second_page_catches_up(store):
+    callbacks.poll(store, None, "")
+    version, *_ = callbacks.poll(store, ["full-run"], "", {})
+    assert version["version"] == store.version
+
+
+def test_throttle_gap():
+    throttle = Throttle(interval_s=1.0)
+    assert throttle.gap() == 1.0
+    throttle.record(0.1)
+    assert throttle.gap() == 1.0
+    for _ in range(20):
+        throttle.record(0.8)
+    assert throttle.gap() == pytest.approx(2.4, rel=1e-3)
+
+
+def test_query_string_preselects_and_refuses(store):
+    search = "?run=full-run&run=economy-run&run=../etc&run=/etc/passwd"
+    _, _, selection, messages, _ = callbacks.poll(store, None, search)
+    assert selection == ["full-run", "economy-run"]
+    shown = " ".join(texts(messages))
+    assert "Refused run name '../etc'" in shown
+    assert "Refused run name '/etc/passwd'" in shown
+
+
+def test_broken_run_is_flagged(store, logdir):
+    (logdir / "full-run" / "meta.json").write_text("{")
+    _, options, _, messages, _ = callbacks.poll(store, None, "")
+    label = next(o["label"] for o in options if o["value"] == "full-run")
+    assert label.startswith("⚠ full-run")
+    assert any("full-run: LogFormatError" in text for text in texts(messages))
+
+
+def test_many_notices_are_summarized(store, logdir):
+    with (logdir / "economy-run" / "steps.jsonl").open("a") as file:
+        file.write("garbage\n" * 5)
+    _, _, _, messages, _ = callbacks.poll(store, None, "")
+    shown = texts(messages)
+    assert len(shown) == 4
+    assert shown[-1] == "economy-run: ... and 2 more"
+
+
+def test_toggle_pause():
+    assert callbacks.toggle_pause(0) == (False, "Pause")
+    assert callbacks.toggle_pause(None) == (False, "Pause")
+    assert callbacks.toggle_pause(1) == (True, "Resume")
+    assert callbacks.toggle_pause(2) == (False, "Pause")
+
+
+def test_view_from_controls():
+    assert callbacks.view(TOTAL, None, None, "auto", "linear") == View()
+    chosen = callbacks.view("0.bias", 3, "10", "log", "log")
+    assert chosen == View(layer="0.bias", steps=(3, 10), y_scale="log", x_log=True)
+    assert callbacks.view(None, "x", "", "weird", None) == View()
+
+
+def test_layer_options(store):
+    store.poll()
+    options = callbacks.layer_options(store, ["full-run"])
+    assert options[0] == {"label": "whole model", "value": TOTAL}
+    assert [o["value"] for o in options[1:]] == [
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    ]
+    assert callbacks.layer_options(store, None) == options[:1]
+
+
+def test_figure_cache_redraws_only_what_changed(store, logdir):
+    store.poll()
+    cache = callbacks.FigureCache({key: cls() for key, cls in REGISTRY.items()})
+    runs = store.runs(["economy-run"])
+    figures, keys = cache.figures(runs, View(), None)
+    assert no_update not in figures
+    placeholder = figures[list(REGISTRY).index("hess_max_ev")]
+    assert placeholder.layout.meta == PLACEHOLDER_NAME
+    again, same = cache.figures(runs, View(), keys)
+    assert again == [no_update] * len(REGISTRY) and same == keys
+    append(logdir / "economy-run", 4, curvature=False)
+    store.poll()
+    figures, _ = cache.figures(runs, View(), keys)
+    redrawn = {
+        key for key, f in zip(REGISTRY, figures, strict=True) if f is not no_update
+    }
+    assert "loss" in redrawn and "grad_norm" in redrawn
+    assert "hess_max_ev" not in redrawn  # still no curvature: the placeholder stays
+    figures, _ = cache.figures(runs, View(y_scale="log"), keys)
+    assert no_update not in figures
+
+
+def test_a_fresh_page_gets_every_figure(store):
+    store.poll()
+    cache = callbacks.FigureCache({key: cls() for key, cls in REGISTRY.items()})
+    runs = store.runs(["full-run"])
+    cache.figures(runs, View(), None)
+    figures, _ = cache.figures(runs, View(), {})
+    assert no_update not in figures
+
+
+def test_app_layout_has_a_graph_per_instrument(logdir):
+    app = create_app(logdir)
+    layout = str(app.layout)
+    for key in REGISTRY:
+        assert graph_id(key) in layout
+    for group in ("step_size", "gradients", "curvature", "performance", "overhead"):
+        assert f"group-{group}" in layout
+    assert app.server.config["cockpit_store"].logdir == logdir.resolve()
+    graph = find(app.layout, "alpha-graph")
+    assert graph.config["toImageButtonOptions"] == {
+        "format": "png",
+        "filename": "alpha",
+    }

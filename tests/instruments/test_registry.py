@@ -1,0 +1,83 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import cockpit.instruments as instruments
+import pytest
+from cockpit.instruments import GROUPS, REGISTRY, Instrument, get
+from cockpit.instruments._presets import BOOKKEEPING, PRESETS, how_to_fill
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_each_instrument_lives_in_the_file_named_by_its_id():
+    for instrument_id, cls in REGISTRY.items():
+        assert cls.__module__ == f"cockpit.instruments.{instrument_id}"
+        assert (ROOT / "instruments" / f"{instrument_id}.py").is_file()
+
+
+def test_groups_hold_every_instrument_once():
+    grouped = [i for _, ids in GROUPS.values() for i in ids]
+    assert sorted(grouped) == sorted(REGISTRY)
+    assert list(GROUPS) == [
+        "step_size",
+        "gradients",
+        "curvature",
+        "performance",
+        "overhead",
+    ]
+
+
+def test_every_instrument_explains_how_to_read_it():
+    for cls in REGISTRY.values():
+        assert cls.title and cls.quantities
+        assert len(cls.how_to_read) > 40
+        assert "\n" not in cls.how_to_read
+
+
+def test_duplicate_ids_are_refused():
+    class Twin(Instrument):
+        id = "alpha"
+
+    with pytest.raises(ValueError, match="'alpha' is used by both AlphaGauge and Twin"):
+        instruments._register(REGISTRY["alpha"], Twin)
+
+
+def test_get_names_the_known_instruments():
+    assert get("alpha").id == "alpha"
+    with pytest.raises(
+        KeyError, match=r"Unknown instrument 'alfa'\. Choose one of: alpha"
+    ):
+        get("alfa")
+
+
+def test_presets_match_the_tracker():
+    from cockpit.quantities import PRESETS as TRACKER
+
+    economy = set(PRESETS["economy"])
+    business = economy | set(PRESETS["business"])
+    assert set(TRACKER["economy"]) == economy
+    assert set(TRACKER["business"]) == business
+    assert set(TRACKER["full"]) == business | set(PRESETS["full"])
+
+
+def test_how_to_fill_names_the_preset():
+    assert how_to_fill("hess_max_ev") == (
+        "Track it with preset='full' or quantities=['hess_max_ev']."
+    )
+    assert "preset='business'" in how_to_fill("tic_diag")
+    assert "plain SGD only" in how_to_fill("cabs")
+    assert "every tracked step" in how_to_fill(BOOKKEEPING[0])
+    assert "ck.log(val_f1=...)" in how_to_fill("val_f1")
+
+
+def test_dashboard_does_not_import_torch():
+    code = (
+        "import sys, cockpit.app, cockpit.instruments, cockpit.app.server;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'backpack'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
