@@ -1,44 +1,31 @@
 """Which preset (or option) fills which quantity: the text of missing-data placeholders.
 
-The tracker's presets live in ``cockpit.quantities``, which imports torch; the
-dashboard must not, so the mapping is repeated here and checked against the tracker by
-the tests.
+The presets come from :mod:`cockpit.presets`, plain data the tracker uses too (it
+does not import torch).
 """
 
 from __future__ import annotations
 
+from cockpit.presets import BOOKKEEPING
+from cockpit.presets import PRESETS as _TRACKER_PRESETS
+
 __all__ = ["BOOKKEEPING", "KNOWN", "PRESETS", "how_to_fill"]
 
-PRESETS: dict[str, tuple[str, ...]] = {
-    "economy": (
-        "loss",
-        "grad_norm",
-        "distance",
-        "update_size",
-        "norm_test",
-        "inner_product_test",
-        "orthogonality_test",
-        "alpha",
-        "grad_hist_1d",
-        "mean_gsnr",
-        "gradient_noise_scale",
-    ),
-    "business": ("hess_trace", "tic_diag", "tic_trace"),
-    "full": (
-        "hess_max_ev",
-        "grad_hist_2d",
-        "kfac_block",
-        "ggn_top_eigen",
-        "curvature_noise",
-    ),
-}
+
+def _added() -> dict[str, tuple[str, ...]]:
+    seen: set[str] = set()
+    added = {}
+    for preset, names in _TRACKER_PRESETS.items():
+        added[preset] = tuple(n for n in names if n not in seen)
+        seen.update(names)
+    return added
+
+
+PRESETS: dict[str, tuple[str, ...]] = _added()
 """Quantities each preset adds to the one before it."""
 
 BY_NAME = ("early_stopping", "cabs")
 """Quantities no preset holds: requested by name, plain SGD only."""
-
-BOOKKEEPING = ("lr", "batch_size", "step_time", "tracker_time")
-"""Logged at every tracked step, whatever the preset."""
 
 KNOWN = frozenset(
     [name for names in PRESETS.values() for name in names] + [*BY_NAME, *BOOKKEEPING]

@@ -36,6 +36,7 @@ from backpack.extensions.firstorder.batch_grad import (
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from cockpit.engines._savefield import take
 from cockpit.engines.curvature import CHAIN_BROKEN
 from cockpit.engines.layer_stats import (
     CHUNK_ELEMENTS,
@@ -294,10 +295,4 @@ def _run_extensions(
 
 def collect(params: dict[str, nn.Parameter]) -> dict[str, LayerStats]:
     """Take the statistics the extension left on the parameters (and remove them)."""
-    found = {}
-    for name, param in params.items():
-        stats = getattr(param, SAVEFIELD, None)
-        if stats is not None:
-            found[name] = stats
-            delattr(param, SAVEFIELD)
-    return found
+    return take(params, SAVEFIELD)

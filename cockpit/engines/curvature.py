@@ -28,6 +28,7 @@ from backpack.extensions.backprop_extension import BackpropExtension
 from torch import Tensor, nn
 
 from cockpit.engines import ggn_gram
+from cockpit.engines._savefield import take
 from cockpit.exceptions import ConfigurationError, UnsupportedModelError
 
 #: Diagonal curvature sources: option value -> (extension class, savefield).
@@ -130,23 +131,17 @@ class Curvature:
 def collect(params: dict[str, nn.Parameter], request: CurvatureRequest) -> Curvature:
     """Take the results off the parameters (and remove them)."""
     found = Curvature()
-    for kind, table, into in (
-        ("diag", DIAGONALS, found.diagonals),
-        ("kron", KRONECKER, found.kronecker),
-    ):
-        wanted = request.diagonals if kind == "diag" else request.kronecker
-        for name in wanted:
-            savefield = table[name][1]
-            into[name] = {}
-            for pname, param in params.items():
-                value = getattr(param, savefield, None)
-                if value is not None:
-                    delattr(param, savefield)
-                elif kind == "diag":  # not reached by this backward: no curvature
-                    value = param.new_zeros(param.shape).detach()
-                else:
-                    continue
-                into[name][pname] = value
+    for name in request.diagonals:
+        diagonals = take(params, DIAGONALS[name][1])
+        # A parameter this backward did not reach has no curvature.
+        found.diagonals[name] = {
+            pname: diagonals[pname]
+            if pname in diagonals
+            else param.detach().new_zeros(param.shape)
+            for pname, param in params.items()
+        }
+    for name in request.kronecker:
+        found.kronecker[name] = take(params, KRONECKER[name][1])
     if request.gram is not None:
         found.gram = ggn_gram.collect(params)
     return found

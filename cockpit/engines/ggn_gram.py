@@ -31,6 +31,8 @@ from backpack.extensions import SqrtGGNExact, SqrtGGNMC
 from backpack.extensions.module_extension import ModuleExtension
 from torch import Tensor, nn
 
+from cockpit.engines._savefield import take
+
 SAVEFIELD = "_cockpit_ggn_gram"
 
 
@@ -129,13 +131,7 @@ def gram_extension(
 
 def collect(params: dict[str, nn.Parameter]) -> dict[str, GramPart]:
     """Take the Gram parts the extension left on the parameters (and remove them)."""
-    found = {}
-    for name, param in params.items():
-        part = getattr(param, SAVEFIELD, None)
-        if part is not None:
-            found[name] = part
-            delattr(param, SAVEFIELD)
-    return found
+    return take(params, SAVEFIELD)
 
 
 def total(parts: dict[str, GramPart]) -> GramPart:

@@ -1,12 +1,14 @@
 """The quantities, their registry, and the presets.
 
 Each quantity lives in its own module named like its log key. :data:`REGISTRY` maps
-log keys to classes and refuses duplicates; :data:`PRESETS` lists the keys each preset
-turns on, with their default schedules.
+log keys to classes and refuses duplicates; :data:`PRESETS` (from
+:mod:`cockpit.presets`) lists the keys each preset turns on, with their default
+schedules.
 """
 
 from __future__ import annotations
 
+from cockpit.presets import PRESETS
 from cockpit.quantities._base import Quantity
 from cockpit.quantities.alpha import Alpha
 from cockpit.quantities.cabs import CABS
@@ -63,38 +65,5 @@ REGISTRY: dict[str, type[Quantity]] = _register(
     GgnTopEigen,
     CurvatureNoise,
 )
-
-#: Per preset, its log keys and each one's default schedule: every k-th step
-#: (QUANTITIES.md). ``full`` runs its costly curvature quantities every 10th step;
-#: ``quantities=dict.fromkeys(PRESETS["full"], 1)`` runs everything at every step.
-_ECONOMY = dict.fromkeys(
-    (
-        "loss",
-        "grad_norm",
-        "distance",
-        "update_size",
-        "norm_test",
-        "inner_product_test",
-        "orthogonality_test",
-        "alpha",
-        "grad_hist_1d",
-        "mean_gsnr",
-        "gradient_noise_scale",
-    ),
-    1,
-)
-_BUSINESS = {**_ECONOMY, "hess_trace": 1, "tic_diag": 1, "tic_trace": 1}
-PRESETS: dict[str, dict[str, int]] = {
-    "economy": _ECONOMY,
-    "business": _BUSINESS,
-    "full": {
-        **_BUSINESS,
-        "grad_hist_2d": 1,
-        "hess_max_ev": 10,
-        "kfac_block": 10,
-        "ggn_top_eigen": 10,
-        "curvature_noise": 10,
-    },
-}
 
 __all__ = ["PRESETS", "REGISTRY", "Quantity"]

@@ -7,6 +7,7 @@ from typing import Any
 from cockpit.engines.curvature import DIAGONALS, CurvatureRequest, check_choice
 from cockpit.quantities._base import Quantity
 from cockpit.schedules import Schedule
+from cockpit.stats.curvature import TIC_EPS
 
 
 class DiagonalQuantity(Quantity):
@@ -31,3 +32,28 @@ class DiagonalQuantity(Quantity):
 
     def options(self) -> dict[str, Any]:
         return {"curvature": self.curvature}
+
+
+class TicQuantity(DiagonalQuantity):
+    """A TIC variant: a curvature diagonal, the per-sample gradients, and ``eps``.
+
+    Args:
+        schedule: When it is due.
+        curvature: The curvature diagonal (see :class:`DiagonalQuantity`).
+        eps: Damping of the curvature (default 1e-7, QUANTITIES.md).
+
+    """
+
+    needs_per_sample = True
+
+    def __init__(
+        self,
+        schedule: Schedule | int = 1,
+        curvature: str = "ggn_mc",
+        eps: float = TIC_EPS,
+    ):
+        super().__init__(schedule, curvature)
+        self.eps = eps
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "eps": self.eps}

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from cockpit.quantities._context import TOTAL, StepContext
-from cockpit.quantities._diagonal import DiagonalQuantity
-from cockpit.schedules import Schedule
-from cockpit.stats.curvature import TIC_EPS, tic_diag
+from cockpit.quantities._diagonal import TicQuantity
+from cockpit.stats.curvature import tic_diag
 
 
-class TicDiag(DiagonalQuantity):
+class TicDiag(TicQuantity):
     """``sum_j M_j / (h_j + eps)`` (Thomas et al. 2020), total and per parameter.
 
     ``M_j = (1/N) sum_n g_{n,j}^2`` from the per-sample gradients, ``h`` the chosen
@@ -27,17 +24,7 @@ class TicDiag(DiagonalQuantity):
     """
 
     name = "tic_diag"
-    needs_per_sample = True
     needs_sum_sq = True
-
-    def __init__(
-        self, schedule: Schedule | int = 1, curvature: str = "ggn_mc", eps=TIC_EPS
-    ):
-        super().__init__(schedule, curvature)
-        self.eps = eps
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "eps": self.eps}
 
     def compute(self, ctx: StepContext) -> dict:
         diagonal = ctx.curvature_diagonal(self.curvature)

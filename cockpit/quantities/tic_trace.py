@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from cockpit.quantities._context import TOTAL, StepContext
-from cockpit.quantities._diagonal import DiagonalQuantity
-from cockpit.schedules import Schedule
-from cockpit.stats.curvature import TIC_EPS, tic_trace
+from cockpit.quantities._diagonal import TicQuantity
+from cockpit.stats.curvature import tic_trace
 
 
-class TicTrace(DiagonalQuantity):
+class TicTrace(TicQuantity):
     """``tr(M) / (tr(H) + eps)`` (Thomas et al. 2020), total and per parameter.
 
     ``tr(M) = (1/N) sum_n ||g_n||^2`` (per-sample norms, no element-wise moments),
@@ -27,16 +24,6 @@ class TicTrace(DiagonalQuantity):
     """
 
     name = "tic_trace"
-    needs_per_sample = True
-
-    def __init__(
-        self, schedule: Schedule | int = 1, curvature: str = "ggn_mc", eps=TIC_EPS
-    ):
-        super().__init__(schedule, curvature)
-        self.eps = eps
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "eps": self.eps}
 
     def compute(self, ctx: StepContext) -> dict:
         diagonal = ctx.curvature_diagonal(self.curvature)

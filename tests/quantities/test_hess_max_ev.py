@@ -10,7 +10,7 @@ import cockpit
 from cockpit.exceptions import CockpitWarning, ConfigurationError
 from cockpit.quantities import HessMaxEv
 from tests.problems import PROBLEMS
-from tests.quantities.tracking import logged, tracked_run
+from tests.quantities.tracking import logged, repeat_batch, tracked_run
 from tests.reference import per_sample_losses
 from tests.reference_curvature import at_step, flatten, hessian, unflatten
 
@@ -104,24 +104,9 @@ def test_non_convergence_is_logged_and_warned_once(tmp_path):
 
 def test_warm_start_needs_fewer_iterations(tmp_path):
     """At fixed parameters and batch, the second solve starts at the eigenvector."""
-    problem = PROBLEMS[0]
-    model, loss_fn = problem.make()
-    x, y = problem.batch(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities={"hess_max_ev": HessMaxEv(tol=1e-6, max_iter=100)},
-    )
-    for _ in range(2):
-        with ck.track():
-            loss_fn(model(x), y).backward()
-        optimizer.step()
-    ck.close()
-    iterations = cockpit.load(ck.run_dir).scalar("hess_max_ev.iterations")
+    quantities = {"hess_max_ev": HessMaxEv(tol=1e-6, max_iter=100)}
+    run, _ = repeat_batch(PROBLEMS[0], tmp_path, quantities, 2)
+    iterations = run.scalar("hess_max_ev.iterations")
     assert iterations.iloc[1] < iterations.iloc[0]
 
 

@@ -1,12 +1,10 @@
 """``hess_trace`` against the exact Hessian and GGN; its Monte-Carlo estimate."""
 
 import pytest
-import torch
 
-import cockpit
 from cockpit.quantities import HessTrace
 from tests.problems import PROBLEMS
-from tests.quantities.tracking import assert_per_layer, tracked_run
+from tests.quantities.tracking import assert_per_layer, repeat_batch, tracked_run
 from tests.reference_curvature import at_step, ggn, hessian, per_layer_sums
 
 EXACT = {"hessian": hessian, "ggn_exact": ggn}
@@ -44,26 +42,11 @@ def test_monte_carlo_trace_converges(tmp_path):
 
     The tolerance is 4 standard errors of the mean of T independent draws.
     """
-    problem = PROBLEMS[0]
-    model, loss_fn = problem.make()
-    x, y = problem.batch(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities=["hess_trace"],
-    )
     draws = 400
-    for _ in range(draws):
-        optimizer.zero_grad()
-        with ck.track():
-            loss_fn(model(x), y).backward()
-        optimizer.step()
-    ck.close()
-    estimates = cockpit.load(ck.run_dir).scalar("hess_trace")
+    run, (model, loss_fn, x, y) = repeat_batch(
+        PROBLEMS[0], tmp_path, ["hess_trace"], draws
+    )
+    estimates = run.scalar("hess_trace")
     exact = ggn(model, loss_fn, x, y).diagonal().sum().item()
     assert len(estimates) == draws
     assert estimates.std() > 0, "every step drew the same labels"

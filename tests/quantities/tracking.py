@@ -89,6 +89,28 @@ def tracked_run(
     return cockpit.load(ck.run_dir), refs
 
 
+def repeat_batch(problem: Problem, logdir: Path, quantities, steps: int):
+    """Track ``steps`` steps on batch 0 with SGD at learning rate 0 (fixed parameters).
+
+    Returns:
+        The loaded run, and the model, loss and batch every step used.
+
+    """
+    model, loss_fn = problem.make()
+    x, y = problem.batch(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    ck = cockpit.Cockpit(
+        model, loss_fn, optimizer, logdir=logdir, preset=None, quantities=quantities
+    )
+    for _ in range(steps):
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+    ck.close()
+    return cockpit.load(ck.run_dir), (model, loss_fn, x, y)
+
+
 def logged(run: Run, quantity: str, step: int, layer: str | None = None) -> float:
     """The one value logged for ``quantity`` (and layer) at ``step``."""
     frame = run.scalars
