@@ -402,12 +402,29 @@ def time_problem(
             for run in runs.values():
                 if run.ck is not None:
                     run.ck.close()
+        solver = {c: solver_effort(r) for c, r in runs.items() if solver_effort(r)}
     return {
         "parameters": problem.n_params,
         "batch_size": len(problem.batches[0][1]),
         "seconds": time.perf_counter() - started,
         "step_times_s": times,
         "blocks": blocks,
+        "hess_max_ev_solver": solver,
+    }
+
+
+def solver_effort(run: Run) -> dict[str, float] | None:
+    """Hessian-vector products per ``hess_max_ev`` solve and the converged share."""
+    if run.ck is None or "hess_max_ev" not in run.ck.quantities:
+        return None
+    logged = cockpit.load(run.ck.run_dir)
+    iterations = logged.scalar("hess_max_ev.iterations")
+    converged = logged.scalar("hess_max_ev.converged")
+    return {
+        "solves": len(iterations),
+        "mean_products": float(iterations.mean()),
+        "max_products": float(iterations.max()),
+        "converged_share": float(converged.mean()),
     }
 
 
@@ -579,6 +596,14 @@ def markdown_table(problem: str, timing: dict[str, Any], rows) -> str:
             f"| {fmt(row['extra_peak_mb'], '.1f')} "
             f"| {fmt(row['memory_ratio'], '.2f')} |"
         )
+    for config, effort in timing.get("hess_max_ev_solver", {}).items():
+        lines += [
+            "",
+            f"{config}: hess_max_ev used {effort['mean_products']:.1f} Hessian-vector "
+            f"products per solve on average (at most {effort['max_products']:.0f}; "
+            f"{effort['solves']} solves, {100 * effort['converged_share']:.0f}% "
+            "converged).",
+        ]
     blocks = timing["blocks"]
     repeated = sum(b["attempts"] - 1 for b in blocks)
     kept = [b for b in blocks if b["contended"]]
