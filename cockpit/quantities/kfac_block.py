@@ -12,12 +12,12 @@ from cockpit.engines.curvature import KRONECKER, CurvatureRequest, check_choice
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._context import TOTAL, StepContext
 from cockpit.schedules import Schedule
-from cockpit.stats.curvature import condition, kronecker_block
+from cockpit.stats.curvature import SINGULAR, kronecker_block
 
 _KEYS = ("max_eigenvalue", "trace", "condition")
 
 
-def _finish(names: list[str], sizes: list[int], scale: float, rtol: float):
+def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
     """Host side: eigenvalues of every factor, then each block's numbers and totals."""
 
     def finish(*factors: np.ndarray) -> dict[str, Any]:
@@ -28,16 +28,19 @@ def _finish(names: list[str], sizes: list[int], scale: float, rtol: float):
             eigs = [np.linalg.eigvalsh(f) for f in factors[start : start + size]]
             start += size
             eigs[0] = eigs[0] * scale
-            block = kronecker_block(*eigs, rtol=rtol)
+            block = kronecker_block(*eigs, eps=eps)
             for key in _KEYS:
                 out[key]["per_layer"][name] = block[key]
             tops.append(block["max_eigenvalue"])
-            lows.append(float(np.prod([e[0] for e in eigs])))
+            singular = block["condition"] is SINGULAR
+            lows.append(
+                0.0 if singular else block["max_eigenvalue"] / block["condition"]
+            )
             traces.append(block["trace"])
         top = max(tops)
         out["max_eigenvalue"][TOTAL] = top
         out["trace"][TOTAL] = float(sum(traces))
-        out["condition"][TOTAL] = condition(top, min(lows), rtol)
+        out["condition"][TOTAL] = top / min(lows) if min(lows) > 0 else SINGULAR
         return out
 
     return finish
@@ -77,10 +80,9 @@ class KfacBlock(Quantity):
     def compute(self, ctx: StepContext) -> OnHost:
         blocks = ctx.curvature.kronecker[self.kind]
         factors = [f for name in blocks for f in blocks[name]]
-        biggest = max(f.shape[0] for f in factors)
-        rtol = torch.finfo(factors[0].dtype).eps * biggest * 10
+        eps = torch.finfo(factors[0].dtype).eps
         scale = 1.0 if ctx.mean_reduction else 1.0 / ctx.batch_size
-        finish = _finish(list(blocks), [len(f) for f in blocks.values()], scale, rtol)
+        finish = _finish(list(blocks), [len(f) for f in blocks.values()], scale, eps)
         return OnHost(finish, tuple(factors))
 
 

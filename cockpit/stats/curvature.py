@@ -48,9 +48,7 @@ def tic_trace(sq_norms: Tensor, diagonal: Tensor, eps: float = TIC_EPS) -> Tenso
     return sq_norms.mean() / (diagonal.sum() + eps)
 
 
-def kronecker_block(
-    *eigenvalues: np.ndarray, rtol: float
-) -> dict[str, float | Flagged]:
+def kronecker_block(*eigenvalues: np.ndarray, eps: float) -> dict[str, float | Flagged]:
     """Top eigenvalue, trace and condition number of ``B (x) A`` (or of ``B`` alone).
 
     The eigenvalues of a Kronecker product are the products of its factors'
@@ -61,32 +59,28 @@ def kronecker_block(
 
     Args:
         *eigenvalues: Each factor's eigenvalues, ascending (``numpy.linalg.eigvalsh``).
-        rtol: Smallest eigenvalues up to ``rtol * lambda_max`` count as zero.
+        eps: Machine epsilon of the factors' dtype: a factor of size d whose smallest
+            eigenvalue is at most ``d * eps * lambda_max`` is singular up to round-off.
 
     Returns:
-        ``{"max_eigenvalue", "trace", "condition"}``; a singular block (a factor's
-        smallest eigenvalue at round-off level, e.g. fewer samples than inputs) has
-        no finite condition number and gets a :class:`Flagged` one.
+        ``{"max_eigenvalue", "trace", "condition"}``; a singular block (a singular
+        factor, e.g. fewer samples than inputs, or softmax's all-ones direction) has no
+        finite condition number and gets a :class:`Flagged` one.
 
     """
     top = float(np.prod([e[-1] for e in eigenvalues]))
-    low = float(np.prod([e[0] for e in eigenvalues]))
     trace = float(np.prod([e.sum() for e in eigenvalues]))
-    return {
-        "max_eigenvalue": top,
-        "trace": trace,
-        "condition": condition(top, low, rtol),
-    }
+    if any(e[0] <= len(e) * eps * e[-1] for e in eigenvalues) or top <= 0:
+        return {"max_eigenvalue": top, "trace": trace, "condition": SINGULAR}
+    low = float(np.prod([e[0] for e in eigenvalues]))
+    return {"max_eigenvalue": top, "trace": trace, "condition": top / low}
 
 
-def condition(top: float, low: float, rtol: float) -> float | Flagged:
-    """``top / low``, or :class:`Flagged` when ``low <= rtol * top`` (round-off)."""
-    if top <= 0 or low <= top * rtol:
-        return Flagged(
-            "singular block: its smallest eigenvalue is zero up to round-off (e.g. "
-            "fewer samples than inputs), so the condition number is infinite"
-        )
-    return top / low
+SINGULAR = Flagged(
+    "singular block: a factor's smallest eigenvalue is zero up to round-off (e.g. "
+    "fewer samples than inputs, or the softmax's all-ones direction), so the "
+    "condition number is infinite"
+)
 
 
-__all__ = ["TIC_EPS", "condition", "kronecker_block", "tic_diag", "tic_trace"]
+__all__ = ["SINGULAR", "TIC_EPS", "kronecker_block", "tic_diag", "tic_trace"]
