@@ -8,10 +8,16 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+#: Subcommands besides ``serve``: modules of ``cockpit.app``, each with
+#: ``add_parser(commands)`` (adds its sub-parser, with ``set_defaults(run=...)``) and
+#: a ``run(args) -> int`` that the parser's default points to.
+COMMAND_MODULES: tuple[str, ...] = ("report_command", "export_command")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds between reads of the log files (default 1)",
     )
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cockpit.app.{name}").add_parser(commands)
     return parser
 
 
@@ -51,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     """
     args = build_parser().parse_args(argv)
+    if hasattr(args, "run"):
+        return args.run(args)
     if args.command == "serve":
         from cockpit.app.server import serve
 

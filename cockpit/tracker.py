@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cockpit import _setup
+from cockpit import _setup, presets
 from cockpit._meta import json_safe, new_run_name
 from cockpit._record import TensorRecord
 from cockpit._step import TrackedStep, _AwaitingStep, install_step_hooks
@@ -42,11 +42,12 @@ from cockpit.exceptions import (
     UsageError,
 )
 from cockpit.logs import RunWriter
+from cockpit.logs.tensorboard import TensorBoardWriter
 from cockpit.quantities import REGISTRY
 from cockpit.quantities._context import TOTAL, StepTaken
 
 #: Keys the tracker logs besides the quantities (see ``Cockpit.bookkeeping``).
-BOOKKEEPING = frozenset({"batch_size", "lr", "step_time", "tracker_time"})
+BOOKKEEPING = frozenset(presets.BOOKKEEPING)
 
 _OPEN: weakref.WeakSet[Cockpit] = weakref.WeakSet()
 _CURRENT: weakref.ReferenceType[Cockpit] | None = None
@@ -69,6 +70,14 @@ class Cockpit:
         seed: Seed of the tracker's own random generator (histogram sampling); the
             training's random stream is never touched.
         config: Anything JSON-able to store in ``meta.json`` (hyperparameters).
+        tensorboard: Also write every record as TensorBoard event files into
+            ``<run_dir>/tensorboard/`` (``tensorboard --logdir runs``), from the
+            writer thread, with the tags of ``cockpit export``. Needs the
+            ``tensorboard`` package.
+
+    Raises:
+        ConfigurationError: If an argument cannot work, e.g. ``tensorboard=True``
+            without the ``tensorboard`` package; the message says how to fix it.
 
     """
 
@@ -85,6 +94,7 @@ class Cockpit:
         hist_samples: int = 2**20,
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
+        tensorboard: bool = False,
     ):
         self.model = model
         self.loss_fn = loss_fn
@@ -111,8 +121,10 @@ class Cockpit:
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
         name = run_name or new_run_name()
+        run_dir = Path(logdir) / name
+        mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
         self.writer = RunWriter(
-            Path(logdir) / name, self._meta(name, model, preset, absent, config)
+            run_dir, self._meta(name, model, preset, absent, config), mirror=mirror
         )
         self.step = 0
         self._last_entry: float | None = None

@@ -4,7 +4,9 @@ The training thread only enqueues; a daemon thread materializes each record (cop
 device data to the host is the record's job, the writer never imports torch), encodes
 it, appends it to ``steps.jsonl`` and flushes. It fsyncs at most every
 ``fsync_interval`` seconds while there is unsynced data, and on close, so a killed
-process loses at most the last seconds and never corrupts what was written.
+process loses at most the last seconds and never corrupts what was written. A
+``mirror`` (e.g. TensorBoard event files) gets each written record, decoded as a
+reader would see it, on the same thread.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from cockpit.logs._format import (
     FORMAT_VERSION,
     META_FILE,
     STEPS_FILE,
+    decode_line,
     encode_record,
     to_python,
 )
 
-__all__ = ["Materializable", "RunWriter"]
+__all__ = ["Materializable", "RecordMirror", "RunWriter"]
 
 _STOP = object()
 
@@ -40,6 +43,19 @@ class Materializable(Protocol):
 
     def materialize(self) -> dict[str, Any] | list[dict[str, Any]]:
         """Return the record(s) as plain Python (see ``encode_record``)."""
+
+
+class RecordMirror(Protocol):
+    """Another destination of every record, fed by the writer thread."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Take one record as ``LogReader.read_new`` would return it."""
+
+    def flush(self) -> None:
+        """Make what was taken so far visible to readers."""
+
+    def close(self) -> None:
+        """Write what is pending; called once, by the writer thread, on close."""
 
 
 def _dir_error(run_dir: Path, err: OSError) -> LogDirError:
@@ -80,6 +96,8 @@ class RunWriter:
         meta: Run description written to ``meta.json``, plus ``format_version``,
             ``status="running"`` and ``start_time`` (unless given).
         fsync_interval: Seconds between fsyncs of ``steps.jsonl`` while writing.
+        mirror: Also gets every written record (never error records); if it
+            raises, a notice says so and mirroring stops, the log goes on.
 
     Raises:
         LogDirError: If the directory cannot be created or written, or holds a run.
@@ -91,9 +109,11 @@ class RunWriter:
         run_dir: str | os.PathLike[str],
         meta: dict[str, Any],
         fsync_interval: float = 2.0,
+        mirror: RecordMirror | None = None,
     ) -> None:
         self._run_dir = Path(run_dir)
         self._fsync_interval = fsync_interval
+        self._mirror = mirror
         self._notices: list[str] = []
         self._notices_lock = threading.Lock()
         self._meta_lock = threading.Lock()
@@ -153,7 +173,7 @@ class RunWriter:
         return notices
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every record submitted so far is written.
+        """Block until every record submitted so far is written (and mirrored).
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits as long as needed.
@@ -255,8 +275,10 @@ class RunWriter:
             if item is _STOP:
                 self._sync()
                 self._file.close()
+                self._to_mirror("close")
                 return
             if isinstance(item, threading.Event):
+                self._to_mirror("flush")
                 item.set()
             elif item is not None:
                 self._write_item(item)
@@ -301,6 +323,21 @@ class RunWriter:
                 f"step {step}: non-finite values logged as null: {', '.join(unexplained)}"
             )
         self._write_line(line, step)
+        if self._mirror is not None:
+            self._to_mirror("write", decode_line(line))
+
+    def _to_mirror(self, method: str, *args: Any) -> None:
+        """Call the mirror's ``method``; if it raises, say so and stop mirroring."""
+        mirror = self._mirror
+        if mirror is None:
+            return
+        if method == "close":
+            self._mirror = None
+        try:
+            getattr(mirror, method)(*args)
+        except Exception as err:
+            self._notice(f"stopped mirroring the log to {mirror}: {err}")
+            self._mirror = None
 
     def _write_error(self, step: object, err: Exception) -> None:
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
