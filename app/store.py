@@ -9,9 +9,12 @@ Only directories under LOGDIR can be opened: a run name is a relative path witho
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,7 +23,6 @@ from cockpit.instruments import RunData
 
 from cockpit.exceptions import CockpitError
 from cockpit.logs import LogReader
-from cockpit.logs.reader import records_to_frames
 
 __all__ = ["RunNameError", "RunState", "RunStore"]
 
@@ -59,24 +61,51 @@ class RunState:
         before = (self.error, len(self.notices), self.data.version, self.status)
         try:
             meta = self.reader.meta()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                records = self.reader.read_new()
-            self.notices.extend(str(w.message) for w in caught)
-            self.notices.extend(
-                f"step {r['step']}: the writer could not log this record ({r['error']})"
-                for r in records
-                if "error" in r
-            )
             self.data.meta = meta
             self.status = str(meta.get("status", "unknown"))
-            if records:
-                self.data.extend(*records_to_frames(records))
+            with _collector_paused():
+                self._read_new()
             self.error = None
         # One damaged run must not take the dashboard down: show why, keep polling.
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
         return before != (self.error, len(self.notices), self.data.version, self.status)
+
+    def _read_new(self) -> None:
+        """Add the records appended since the last poll, and note what was skipped.
+
+        The records are freed when this returns, before the collector resumes.
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            records = self.reader.read_new()
+        self.notices.extend(str(w.message) for w in caught)
+        self.notices.extend(
+            f"step {r['step']}: the writer could not log this record ({r['error']})"
+            for r in records
+            if "error" in r
+        )
+        if records:
+            self.data.extend_records(records)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while log records are read and sorted.
+
+    Decoding a long run creates millions of dicts and lists that form no cycles and
+    are freed as soon as their numbers are sorted into columns; the collector would
+    walk all of them again and again while they pile up (a 100,000-step run: 15 s
+    to read instead of 9).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class RunStore:

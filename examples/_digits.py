@@ -1,100 +1,25 @@
-"""Shared parts of the digits examples: data, command line, and the training loop.
+"""Shared parts of the digits examples: the command line and the progress lines.
 
-The data is scikit-learn's ``load_digits`` (1797 grey 8x8 images of the digits 0-9),
-which ships with scikit-learn, so the examples run offline in seconds on a CPU.
+The data (scikit-learn's ``load_digits``, 1797 grey 8x8 images of the digits 0-9, which
+ships with scikit-learn, so the examples run offline in seconds on a CPU) and the
+tracked training loop live in ``cockpit.demo_training``, which ``cockpit demo`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
-import cockpit
+from cockpit.demo_training import Settings, run
 from cockpit.quantities import PRESETS
 
-#: Images held out for validation (the rest, 1500, are for training).
-N_VALID = 297
-#: Seed of the permutation that splits train from validation; fixed so that every
-#: run, whatever its ``--seed``, validates on the same images.
-SPLIT_SEED = 0
 #: Print a progress line every this many steps.
 PRINT_EVERY = 50
-
-
-def load_data() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The digits as float32 images in [0, 1], split into train and validation.
-
-    Returns:
-        ``x_train, y_train, x_valid, y_valid``: images of shape ``(N, 1, 8, 8)``
-        (float32) and labels of shape ``(N,)`` (int64); 1500 train, 297 valid.
-
-    """
-    digits = load_digits()
-    x = torch.as_tensor(digits.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
-    y = torch.as_tensor(digits.target, dtype=torch.int64)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    x, y = x[order], y[order]
-    return x[:-N_VALID], y[:-N_VALID], x[-N_VALID:], y[-N_VALID:]
-
-
-def batches(
-    x: Tensor, y: Tensor, batch_size: int, seed: int
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Endless shuffled mini-batches; each pass over the data is a new permutation.
-
-    Args:
-        x: Inputs, first dimension the samples.
-        y: Labels, same first dimension.
-        batch_size: Samples per batch; the last incomplete batch of a pass is dropped.
-        seed: Seed of the iterator's own generator (the global one is not touched).
-
-    Yields:
-        ``(inputs, labels)`` batches of ``batch_size`` samples.
-
-    Raises:
-        ValueError: If ``batch_size`` is not between 1 and the number of samples.
-
-    """
-    if not 1 <= batch_size <= len(y):
-        raise ValueError(f"batch_size must be in [1, {len(y)}], got {batch_size}.")
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(y), generator=generator)
-        for start in range(0, len(y) - batch_size + 1, batch_size):
-            index = order[start : start + batch_size]
-            yield x[index], y[index]
-
-
-def evaluate(
-    model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor
-) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` on ``(x, y)``, in eval mode, without grad.
-
-    Args:
-        model: The classifier; put back in training mode afterwards.
-        loss_fn: Loss with ``reduction="mean"``.
-        x: Inputs.
-        y: Labels.
-
-    Returns:
-        ``(loss, accuracy)`` as floats; accuracy in [0, 1].
-
-    """
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(x)
-            loss = loss_fn(logits, y).item()
-            accuracy = (logits.argmax(dim=1) == y).float().mean().item()
-    finally:
-        model.train()
-    return loss, accuracy
 
 
 def build_parser(description: str, lr: float) -> argparse.ArgumentParser:
@@ -165,78 +90,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--lr must be > 0")
 
 
-def run(model: nn.Module, args: argparse.Namespace, name: str) -> Path:
-    """Train ``model`` on the digits with SGD, tracked by a Cockpit; return the run dir.
+class PrintProgress:
+    """Prints the loss and validation accuracy every ``every`` steps and after the last.
 
     Args:
-        model: A classifier from ``(N, 1, 8, 8)`` images to 10 logits, freshly
-            initialized (seed the global generator before building it).
-        args: Parsed arguments of :func:`build_parser`.
-        name: The example's name, stored in the run's config.
-
-    Returns:
-        The run directory, for ``cockpit.load``.
+        steps: Steps of the run.
+        every: Steps between two lines.
 
     """
-    x_train, y_train, x_valid, y_valid = load_data()
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    overrides = None
-    if args.every is not None:
-        overrides = dict.fromkeys(PRESETS[args.preset], cockpit.every(args.every))
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=args.logdir,
-        run_name=args.run_name,
-        preset=args.preset,
-        quantities=overrides,
-        hist_samples=args.hist_samples,
-        seed=args.seed,
-        config={
-            "example": name,
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "momentum": 0.9,
-            "every": args.every,
-            "hist_samples": args.hist_samples,
-            "seed": args.seed,
-            "n_train": len(y_train),
-            "n_valid": len(y_valid),
-        },
-    )
-    data = batches(x_train, y_train, args.batch_size, args.seed)
-    print(f"{name}: {args.steps} steps, preset {args.preset}, logging to {ck.run_dir}")
-    start = time.perf_counter()
-    loss = torch.tensor(float("nan"))
-    valid_loss, valid_accuracy = float("nan"), float("nan")
-    with ck:
-        for step in range(args.steps):
-            inputs, labels = next(data)
-            optimizer.zero_grad()
-            with ck.track():
-                loss = loss_fn(model(inputs), labels)
-                loss.backward()
-            optimizer.step()
-            last = step == args.steps - 1
-            if step % args.valid_every == 0 or last:
-                valid_loss, valid_accuracy = evaluate(model, loss_fn, x_valid, y_valid)
-                ck.log(step=step, valid_loss=valid_loss, valid_accuracy=valid_accuracy)
-            if step % PRINT_EVERY == 0 or last:
-                print(
-                    f"step {step:5d}  loss {loss.item():.4f}  "
-                    f"valid accuracy {valid_accuracy:.3f}  "
-                    f"{time.perf_counter() - start:6.1f}s"
-                )
-    print(f"Run written to {ck.run_dir}")
-    print(
-        f"Final train loss {loss.item():.4f}, validation loss {valid_loss:.4f}, "
-        f"validation accuracy {valid_accuracy:.3f} after {args.steps} steps "
-        f"({time.perf_counter() - start:.1f}s)"
-    )
-    return ck.run_dir
+
+    def __init__(self, steps: int, every: int = PRINT_EVERY) -> None:
+        self.steps = steps
+        self.every = every
+        self.start = time.perf_counter()
+
+    def __call__(self, step: int, loss: Tensor, valid_accuracy: float) -> None:
+        if step % self.every == 0 or step == self.steps - 1:
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  "
+                f"valid accuracy {valid_accuracy:.3f}  "
+                f"{time.perf_counter() - self.start:6.1f}s"
+            )
 
 
 def main(
@@ -246,7 +120,7 @@ def main(
     name: str,
     lr: float,
 ) -> Path:
-    """Parse ``argv``, build the model under ``--seed``, and :func:`run` it.
+    """Parse ``argv``, build the model under ``--seed``, and train it.
 
     Args:
         build_model: Callable without arguments returning a fresh model.
@@ -263,4 +137,5 @@ def main(
     args = parser.parse_args(argv)
     check_args(parser, args)
     torch.manual_seed(args.seed)
-    return run(build_model(), args, name)
+    settings = Settings(**vars(args))
+    return run(build_model(), settings, name, PrintProgress(args.steps))

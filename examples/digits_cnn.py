@@ -6,7 +6,8 @@ training images of ``sklearn.datasets.load_digits``. It shows the tracker's per-
 statistics on convolutions: the per-layer gradient norms, the gradient tests and
 the histograms cover the ``Conv2d`` weights as well as the ``Linear`` ones. Validation
 loss and accuracy are logged every 50 steps. It needs no download and takes seconds on a
-CPU. Run from the repository root::
+CPU. The model (``build_cnn``) and the training loop are ``cockpit.demo_training``'s,
+which ``cockpit demo`` runs with the ``full`` preset. Run from the repository root::
 
     python examples/digits_cnn.py                      # 300 steps into runs/<name>
     python examples/digits_cnn.py --steps 20 --preset full --every 2
@@ -21,26 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _digits import main as run_example
-from torch import nn
+
+from cockpit.demo_training import LR, build_cnn
 
 NAME = "digits_cnn"
-LR = 0.05
-
-
-def build_model() -> nn.Module:
-    """The CNN on ``(N, 1, 8, 8)`` images, 10 logits."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 2 * 2, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -50,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         argv: Command-line arguments; ``None`` reads ``sys.argv``.
 
     """
-    return run_example(build_model, argv, (__doc__ or NAME).splitlines()[0], NAME, LR)
+    return run_example(build_cnn, argv, (__doc__ or NAME).splitlines()[0], NAME, LR)
 
 
 if __name__ == "__main__":

@@ -42,19 +42,44 @@ _PALETTE = (
     "#7f7f7f",
     "#bcbd22",
 )
-_GRID = {"gridcolor": "#ebf0f8", "zerolinecolor": "#d8dee9", "linecolor": "#d8dee9"}
-# A small white template: plotly's own ("plotly_white") is deep-copied into every
-# figure and costs more than drawing the data, once a second per panel.
-TEMPLATE = {
-    "layout": {
+_AXIS = {
+    "automargin": True,
+    "ticks": "",
+    "title": {"standoff": 15},
+    "zerolinewidth": 2,
+    "gridcolor": "#ebf0f8",
+    "zerolinecolor": "#d8dee9",
+    "linecolor": "#d8dee9",
+}
+_INK = "#2a3f5f"
+# What plotly's default template sets for these figures' traces and axes, with this
+# module's palette on a white background, built once. plotly's whole template, or any template given as a dict,
+# costs about 12 ms per figure to validate and copy (more than drawing most panels'
+# data); this one costs about 2 ms.
+TEMPLATE = go.layout.Template(
+    layout={
         "paper_bgcolor": "white",
         "plot_bgcolor": "white",
-        "font": {"color": "#2a3f5f"},
-        "xaxis": _GRID,
-        "yaxis": _GRID,
+        "font": {"color": _INK},
+        "colorway": list(_PALETTE),
+        "autotypenumbers": "strict",
+        "xaxis": _AXIS,
+        "yaxis": _AXIS,
         "hoverlabel": {"align": "left"},
-    }
-}
+        "annotationdefaults": {"arrowcolor": _INK, "arrowhead": 0, "arrowwidth": 1},
+        "shapedefaults": {"line": {"color": _INK}},
+    },
+    data={
+        "heatmap": [{"colorbar": {"outlinewidth": 0, "ticks": ""}}],
+        "bar": [
+            {
+                "marker": {"line": {"color": "#E5ECF6", "width": 0.5}},
+                "error_x": {"color": _INK},
+                "error_y": {"color": _INK},
+            }
+        ],
+    },
+)
 PLACEHOLDER_NAME = "placeholder"
 """``layout.meta`` of a placeholder figure, so callers can tell it apart."""
 

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from cockpit.app.cli import build_parser
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,8 +18,9 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci_lines
 
 
-def test_readme_example_runs_the_examples_script():
+def test_readme_main_job_is_the_demo():
     readme = (ROOT / "README.md").read_text()
     main_job = re.findall(r"^python3 -m venv .*$", readme, flags=re.MULTILINE)[0]
-    script = main_job.split()[-1]
-    assert (ROOT / script).is_file()
+    assert main_job.endswith(".venv/bin/cockpit demo")
+    assert "cockpit = cockpit.app.cli:main" in (ROOT / "setup.cfg").read_text()
+    assert build_parser().parse_args(["demo"]).command == "demo"

@@ -141,3 +141,26 @@ def test_status_follows_meta(logdir):
     store = RunStore(logdir)
     store.poll()
     assert store.state("alpha-run").status == "finished"
+
+
+def test_reading_pauses_the_garbage_collector_only_meanwhile(logdir, monkeypatch):
+    import gc
+
+    from cockpit.logs import LogReader
+
+    seen = []
+    read_new = LogReader.read_new
+
+    def spy(self):
+        seen.append(gc.isenabled())
+        return read_new(self)
+
+    monkeypatch.setattr(LogReader, "read_new", spy)
+    store = RunStore(logdir)
+    assert store.poll()
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    monkeypatch.setattr(LogReader, "read_new", lambda self: 1 / 0)
+    store.poll()
+    assert gc.isenabled()
+    assert "ZeroDivisionError" in (store.state("alpha-run").error or "")
