@@ -24,10 +24,10 @@ from cockpit.instruments._report_axes import (
     step_axis,
     subtitle,
 )
-from cockpit.instruments._series import ema, even_indices, layer_matrix
+from cockpit.instruments._series import layer_matrix
 from cockpit.instruments._view import View
 from cockpit.instruments.hess_max_ev import HessMaxEvGauge, _at
-from cockpit.instruments.loss import LossGauge, user_metrics
+from cockpit.instruments.loss import LossGauge, loss_band, user_metrics
 from cockpit.instruments.overhead import OverheadGauge
 from matplotlib.axes import Axes
 from matplotlib.figure import SubFigure
@@ -160,22 +160,12 @@ def draw_lr(cell: SubFigure, inst: LinesInstrument, run: RunData, view: View) ->
 
 
 def _band(ax: Axes, run: RunData, view: View) -> None:
-    """Moving average of the loss +- that of the per-sample standard deviation."""
-    loss = run.series("loss").between(*view.steps)
-    variance = run.series("loss.variance").between(*view.steps)
-    steps, at_loss, at_var = np.intersect1d(
-        loss.steps, variance.steps, return_indices=True
-    )
-    keep = np.isfinite(loss.values[at_loss]) & np.isfinite(variance.values[at_var])
-    if keep.sum() < 2:
+    """The loss band of the dashboard (:func:`loss_band`) as a filled area."""
+    band = loss_band(run, view)
+    if band is None:
         return
-    mean = ema(loss.values[at_loss][keep])
-    spread = ema(np.sqrt(np.maximum(variance.values[at_var][keep], 0.0)))
-    pick = even_indices(len(mean), view.max_points)
     ax.fill_between(
-        steps[keep][pick],
-        (mean - spread)[pick],
-        (mean + spread)[pick],
+        *band,
         color=COLORS[0],
         alpha=0.12,
         lw=0,

@@ -26,8 +26,15 @@ def user_metrics(run: RunData) -> list[str]:
     ]
 
 
-def _band(figure: go.Figure, run: RunData, index: int, view: View) -> None:
-    """Moving average of the loss +- that of the per-sample standard deviation."""
+def loss_band(
+    run: RunData, view: View
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Steps, and lower and upper edge of the loss +- one per-sample standard deviation.
+
+    Both the loss and the per-sample standard deviation are moving averages, thinned to
+    ``view.max_points``; ``None`` with fewer than two finite steps. The dashboard and
+    the static report draw the same band.
+    """
     loss = run.series("loss").between(*view.steps)
     variance = run.series("loss.variance").between(*view.steps)
     steps, at_loss, at_var = np.intersect1d(
@@ -35,15 +42,23 @@ def _band(figure: go.Figure, run: RunData, index: int, view: View) -> None:
     )
     keep = np.isfinite(loss.values[at_loss]) & np.isfinite(variance.values[at_var])
     if keep.sum() < 2:
-        return
+        return None
     mean = ema(loss.values[at_loss][keep])
     spread = ema(np.sqrt(np.maximum(variance.values[at_var][keep], 0.0)))
     pick = even_indices(len(mean), view.max_points)
-    x = steps[keep][pick]
+    return steps[keep][pick], (mean - spread)[pick], (mean + spread)[pick]
+
+
+def _band(figure: go.Figure, run: RunData, index: int, view: View) -> None:
+    """The loss band as a filled area in the first row."""
+    band = loss_band(run, view)
+    if band is None:
+        return
+    x, low, high = band
     figure.add_trace(
         go.Scatter(
             x=np.concatenate([x, x[::-1]]),
-            y=np.concatenate([(mean + spread)[pick], (mean - spread)[pick][::-1]]),
+            y=np.concatenate([high, low[::-1]]),
             fill="toself",
             fillcolor=color(index, 0.12),
             line={"width": 0},
