@@ -12,7 +12,6 @@ memory stays bounded however long the run.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from typing import Any
 from cockpit.instruments._data import RunData
 from tqdm import tqdm
 
-from cockpit.exceptions import CorruptLogWarning
 from cockpit.logs import LogReader
-from cockpit.logs._format import STEPS_FILE, decode_line
-from cockpit.logs.reader import records_to_frames
+from cockpit.logs._format import STEPS_FILE
+from cockpit.logs.reader import decode_or_warn, records_to_frames
 
 __all__ = ["bar", "read_chunks", "read_meta", "read_run"]
 
@@ -78,16 +76,9 @@ def read_chunks(
             shown.update(len(raw))
             if not raw.endswith(b"\n"):
                 break  # still being written
-            if not raw.strip():
-                continue
-            try:
-                records.append(decode_line(raw.decode("utf-8")))
-            except ValueError as err:
-                warnings.warn(
-                    f"Skipped corrupt line {number} of {path}: {err}",
-                    CorruptLogWarning,
-                    stacklevel=2,
-                )
+            record = decode_or_warn(raw, number, path)
+            if record is not None:
+                records.append(record)
             if len(records) >= chunk:
                 yield records
                 records = []

@@ -15,7 +15,7 @@ from cockpit.exceptions import CorruptLogWarning, LogFormatError
 from cockpit.logs._format import META_FILE, STEPS_FILE, check_version, decode_line
 from cockpit.logs._frames import records_to_frames
 
-__all__ = ["LogReader", "Run", "load", "records_to_frames"]
+__all__ = ["LogReader", "Run", "decode_or_warn", "load", "records_to_frames"]
 
 
 def _not_a_run(run_dir: Path) -> LogFormatError:
@@ -94,17 +94,28 @@ class LogReader:
         records = []
         for raw in complete.split(b"\n")[:-1]:
             self._lines_read += 1
-            if not raw.strip():
-                continue
-            try:
-                records.append(decode_line(raw.decode("utf-8")))
-            except ValueError as err:
-                warnings.warn(
-                    f"Skipped corrupt line {self._lines_read} of {path}: {err}",
-                    CorruptLogWarning,
-                    stacklevel=2,
-                )
+            record = decode_or_warn(raw, self._lines_read, path)
+            if record is not None:
+                records.append(record)
         return records
+
+
+def decode_or_warn(raw: bytes, number: int, path: Path) -> dict[str, Any] | None:
+    """Decode line ``number`` of ``path``; ``None`` for a blank or corrupt one.
+
+    A corrupt line raises a :class:`CorruptLogWarning` naming it; reading goes on.
+    """
+    if not raw.strip():
+        return None
+    try:
+        return decode_line(raw.decode("utf-8"))
+    except ValueError as err:
+        warnings.warn(
+            f"Skipped corrupt line {number} of {path}: {err}",
+            CorruptLogWarning,
+            stacklevel=3,
+        )
+        return None
 
 
 @dataclass
