@@ -24,6 +24,7 @@ class LossCapture:
         self._handle: RemovableHandle | None = None
         self.losses: list[Tensor] = []
         self.target: object = None
+        self.input_shape: torch.Size | None = None
         self.backward_reached = False
 
     def __enter__(self) -> LossCapture:
@@ -43,13 +44,14 @@ class LossCapture:
             # layers stored for the first one's backward.
             raise UsageError(
                 "loss_fn was called a second time inside one track() block. One block "
-                "is one training step with one forward pass and one loss call; "
-                "accumulating several micro-batches in one block is not supported yet."
+                "is one training step with one forward pass and one loss call. For "
+                "gradient accumulation over micro-batches, put track() around one "
+                "micro-batch per optimizer step (its statistics describe it)."
             )
         if output.requires_grad:
             output.register_hook(self._mark_backward)
         inputs, target = args[0], args[1]
-        self.target = target
+        self.target, self.input_shape = target, inputs.shape
         with torch.no_grad():
             reduction, module.reduction = module.reduction, "none"
             try:

@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from cockpit.engines.backpack_engine import SUPPORTED_LAYERS
-from cockpit.engines.curvature import CurvatureRequest, check_supported, leaf_modules
-from cockpit.exceptions import ConfigurationError, UnsupportedModelError
+from cockpit.engines.curvature import CurvatureRequest
+from cockpit.exceptions import ConfigurationError
 from cockpit.quantities import PRESETS, REGISTRY, Quantity
 
 
@@ -99,51 +98,11 @@ def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return params
 
 
-def layers_with_parameters(model: nn.Module, needing: list[str]) -> list[nn.Module]:
-    """Modules that own trainable parameters, checked against the engine.
-
-    Args:
-        model: The user's model.
-        needing: The quantities that need per-sample statistics (for the message).
+def curvature_needs(quantities: Mapping[str, Quantity]) -> dict[str, list]:
+    """Quantity name -> the BackPACK extensions its curvature needs (if any).
 
     Raises:
-        UnsupportedModelError: Naming the layer and the quantities.
-
-    """
-    layers = []
-    for name, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        if not own:
-            continue
-        if type(module) not in SUPPORTED_LAYERS:
-            hint = (
-                " In training mode BatchNorm mixes samples, so per-sample gradients "
-                "are not defined; freeze it or use GroupNorm."
-                if isinstance(module, nn.modules.batchnorm._BatchNorm)
-                else ""
-            )
-            raise UnsupportedModelError(
-                f"Layer '{name or type(model).__name__}' ({type(module).__name__}) "
-                f"has trainable parameters, but the BackPACK engine computes "
-                f"per-sample gradients only for "
-                f"{', '.join(c.__name__ for c in SUPPORTED_LAYERS)}; "
-                f"{', '.join(needing)} need them.{hint} Drop those quantities "
-                "(quantities={name: None}) or freeze this layer."
-            )
-        layers.append(module)
-    return layers
-
-
-def curvature_modules(
-    model: nn.Module, loss_fn: nn.Module, quantities: Mapping[str, Quantity]
-) -> list[nn.Module]:
-    """The modules to hook for second-order extensions: every leaf of the model.
-
-    Empty if no quantity needs curvature from BackPACK.
-
-    Raises:
-        UnsupportedModelError: If a module or the loss is outside what a needed
-            extension supports, naming both.
+        ConfigurationError: If two quantities ask for conflicting GGN factors.
 
     """
     needs, combined = {}, CurvatureRequest()
@@ -153,10 +112,7 @@ def curvature_modules(
         quantity.amend_curvature(combined)  # refuses conflicting GGN factors now
         if request:
             needs[name] = request.extensions(lambda: 1)
-    if not needs:
-        return []
-    check_supported(model, loss_fn, needs)
-    return [module for _, module in leaf_modules(model)]
+    return needs
 
 
 def plain_sgd_lr(optimizer: torch.optim.Optimizer) -> tuple[float | None, str]:

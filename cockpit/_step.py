@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from backpack import backpack, memory_cleanup
 from backpack.core.derivatives.convnd import weight_jac_t_save_memory
-from torch import Tensor
+from torch import Tensor, nn
 
 from cockpit._loss_capture import LossCapture
 from cockpit._record import TensorRecord
 from cockpit.engines import backpack_engine, curvature
-from cockpit.engines.curvature import CurvatureRequest
+from cockpit.engines.curvature import Curvature, CurvatureRequest
+from cockpit.engines.func_engine import Batch, gram_parts, refuse_batch_norm
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
+from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._context import StepContext, StepTaken
 
@@ -60,24 +62,41 @@ class TrackedStep:
         start = time.perf_counter()
         self.time = time.time()
         ck = self.ck
+        engines = ck.engines
         self._grads_before = {
             name: p.grad.detach().clone()
             for name, p in ck.params.items()
             if p.grad is not None
         }
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
-        self._replay = None
-        if any(q.needs_replay for q in self.active):
-            self._replay = self._stack.enter_context(ForwardCapture(ck.model))
-        extensions = []
+        self._request = None
         if any(q.needs_per_sample for q in self.active):
-            self._extension = backpack_engine.PerSampleStats(self._request())
-            extensions.append(self._extension)
+            self._request = self._sample_request()
         self._curvature = CurvatureRequest()
         for quantity in self.active:
             quantity.amend_curvature(self._curvature)
-        if self._curvature:
+        if self._request is not None or self._curvature:
+            for module in ck.batch_norms:
+                if module.training:
+                    refuse_batch_norm(ck.model)
+        self._backpack_curvature = (
+            bool(self._curvature) and engines.curvature == "backpack"
+        )
+        # In auto mode the BackPACK part may move to torch.func at this step.
+        func = (self._request is not None or bool(self._curvature)) and (
+            engines.engine == "auto" or bool(engines.func) or not self._backpack_curvature
+        )
+        self._replay = None
+        if func or any(q.needs_replay for q in self.active):
+            self._replay = self._stack.enter_context(ForwardCapture(ck.model))
+        extensions = []
+        if self._request is not None and engines.backpack:
+            self._extension = backpack_engine.PerSampleStats(self._request)
+            extensions.append(self._extension)
+        if self._backpack_curvature:
             extensions += self._curvature.extensions(self._losses.batch_size)
+        self._reused: set[int] = set()
+        self._broken: list[nn.Module] = []
         if extensions:
             self._extend(extensions)
         self._seconds += time.perf_counter() - start
@@ -86,20 +105,27 @@ class TrackedStep:
     def _extend(self, extensions: list) -> None:
         """Hook the modules the extensions need and open one ``backpack`` context."""
         ck = self.ck
-        if self._curvature:
+        auto = ck.engines.engine == "auto"
+        found = dict(reused=self._reused if auto else None)
+        if self._backpack_curvature:
             modules = ck.curvature_modules
             handles = backpack_engine.attach_hooks(
-                modules, True, ck.loss_fn, ck.sampling_seed
+                modules,
+                True,
+                ck.loss_fn,
+                ck.sampling_seed,
+                broken=self._broken if auto else None,
+                **found,
             )
         else:
-            modules = ck.layers
-            handles = backpack_engine.attach_hooks(modules)
+            modules = ck.engines.layers(ck.model)
+            handles = backpack_engine.attach_hooks(modules, **found)
         self._stack.callback(lambda: [h.remove() for h in handles])
         self._stack.callback(lambda: [memory_cleanup(m) for m in modules])
         self._stack.enter_context(backpack(*extensions))
         self._stack.enter_context(weight_jac_t_save_memory(True))
 
-    def _request(self) -> SampleRequest:
+    def _sample_request(self) -> SampleRequest:
         ck = self.ck
         request = SampleRequest(
             mean_reduction=ck.mean,
@@ -131,23 +157,28 @@ class TrackedStep:
     def _finish(self) -> tuple[StepContext, TensorRecord]:
         ck = self.ck
         losses = self._losses.per_sample_losses()
+        n = losses.shape[0]
+        grads = self._batch_gradients(n)
         ctx = StepContext(
             step=self.step,
             losses=losses,
-            grads=self._batch_gradients(losses.shape[0]),
+            grads=grads,
             params=ck.params,
             initial=ck.initial,
-            layers=self._layer_stats(losses.shape[0]),
+            layers=self._layer_stats(n, grads),
             plain_sgd_lr=ck.current_plain_sgd_lr(),
             mean_reduction=ck.mean,
-            curvature=curvature.collect(ck.params, self._curvature),
+            curvature=self._curvature_results(n),
             replay=self._replay,
             loss_fn=ck.loss_fn,
+            loss_input=ck.func.loss_input,
             target=self._losses.target,
             generator=ck.generator,
         )
         values = {}
         for quantity in self.active:
+            if quantity.name not in ck.quantities:  # stopped at this step
+                continue
             value = quantity.compute(ctx)
             if value is not None:
                 values[quantity.name] = value
@@ -171,15 +202,114 @@ class TrackedStep:
             grads[name] = grad.reshape(-1) * scale
         return grads
 
-    def _layer_stats(self, n: int) -> dict[str, LayerStats]:
-        if self._extension is None:
+    def _batch(self) -> Batch:
+        assert self._replay is not None
+        return Batch(
+            capture=self._replay,
+            target=self._losses.target,
+            input_shape=self._losses.input_shape,
+            seed=self.ck.sampling_seed(),
+        )
+
+    def _layer_stats(self, n: int, grads: dict[str, Tensor]) -> dict[str, LayerStats]:
+        """Per-sample statistics of every parameter, from its engine."""
+        if self._request is None:
             return {}
-        found = backpack_engine.collect(self.ck.params)
-        for name, p in self.ck.params.items():
+        ck, engines = self.ck, self.ck.engines
+        found = backpack_engine.collect(ck.params)
+        if self._reused:
+            owned = [
+                name
+                for name in engines.backpack
+                for module in engines.layers(ck.model)
+                if id(module) in self._reused
+                and any(p is ck.params[name] for p in module.parameters(False))
+            ]
+            engines.move_to_func(owned, "its module runs more than once per step")
+        if not ck.verified:
+            ck.verified = True
+            self._verify(found, grads)
+        if engines.func:
+            found.update(
+                ck.func.per_sample_stats(
+                    self._batch(), grads, self._request, list(engines.func)
+                )
+            )
+        for name, p in ck.params.items():
             if name not in found:  # not reached by this backward: zero gradients
                 zeros = torch.zeros(n, *p.shape, device=p.device, dtype=p.dtype)
-                found[name] = from_per_sample(zeros, p, self._extension.request)
-        return {name: found[name] for name in self.ck.params}
+                found[name] = from_per_sample(zeros, p, self._request)
+        return {name: found[name] for name in ck.params}
+
+    def _verify(self, found: dict[str, LayerStats], grads: dict[str, Tensor]) -> None:
+        """Check once that BackPACK's per-sample gradients add up to the gradient.
+
+        A parameter used outside its module (``F.linear(h, embedding.weight)``) or
+        in a module BackPACK did not see gets per-sample gradients from the hooked
+        call alone, whose mean is not the gradient in ``.grad``. One host
+        synchronization, at the first step with per-sample statistics.
+        """
+        engines = self.ck.engines
+        names = list(engines.backpack)
+        if not names:
+            return
+        checks = []
+        for name in names:
+            grad = grads[name]
+            if name in found:
+                mean = found[name].grad
+                error = torch.linalg.vector_norm(mean - grad)
+                scale = torch.linalg.vector_norm(grad) + torch.linalg.vector_norm(mean)
+                checks.append(error > 1e-3 * scale)
+            else:
+                checks.append(grad.abs().max() > 0)
+        wrong = [
+            n for n, bad in zip(names, torch.stack(checks).tolist(), strict=True) if bad
+        ]
+        if not wrong:
+            return
+        why = (
+            "its per-sample gradients from BackPACK's hooks do not add up to its "
+            "gradient in .grad (it is used outside its module, e.g. "
+            "F.linear(h, embedding.weight), or its module runs more than once)"
+        )
+        if engines.engine == "backpack":
+            raise UsageError(
+                f"Parameter(s) {', '.join(wrong)}: {why}, so the BackPACK engine's "
+                "statistics of them would be wrong. Use engine='auto' or "
+                "engine='torch.func'."
+            )
+        engines.move_to_func(wrong, why)
+
+    def _curvature_results(self, n: int) -> Curvature:
+        """What the due curvature quantities need, from the curvature engine."""
+        ck = self.ck
+        if not self._curvature:
+            return Curvature()
+        if self._backpack_curvature:
+            found = curvature.collect(ck.params, self._curvature)
+            if not self._broken:
+                return found
+            ck.engines.move_curvature(
+                f"BackPACK's second-order extensions found the chain of modules "
+                f"broken at {type(self._broken[0]).__name__} (a functional operation "
+                "or residual connection between modules)"
+            )
+            ck.stop_kronecker()
+        request = self._curvature
+        gram = request.gram
+        found = ck.func.curvature(
+            self._batch(),
+            request.diagonals,
+            None if gram is None else (gram.exact, gram.mc_samples, gram.samples),
+            request.probes,
+            ck.generator(next(iter(ck.params.values())).device),
+        )
+        return Curvature(
+            diagonals=found.diagonals,
+            gram=gram_parts(found.columns, n, ck.mean),
+            estimates=found.estimates,
+        )
 
 
 def install_step_hooks(

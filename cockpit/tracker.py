@@ -17,12 +17,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.metadata
+import logging
 import socket
 import sys
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from cockpit import _setup, presets
 from cockpit._meta import json_safe, new_run_name
 from cockpit._record import TensorRecord
 from cockpit._step import TrackedStep, _AwaitingStep, install_step_hooks
+from cockpit.engines.choice import LOG, assign, choose_curvature
+from cockpit.engines.curvature import leaf_modules
+from cockpit.engines.func_engine import FuncEngine
 from cockpit.exceptions import (
     AbsentQuantityWarning,
     CockpitWarning,
@@ -48,6 +52,15 @@ from cockpit.quantities._context import TOTAL, StepTaken
 
 #: Keys the tracker logs besides the quantities (see ``Cockpit.bookkeeping``).
 BOOKKEEPING = frozenset(presets.BOOKKEEPING)
+
+#: Quantities only BackPACK can compute, and why they are absent otherwise.
+KRONECKER_ONLY = {
+    "kfac_block": (
+        "Kronecker factors exist for Linear and convolution layers in a chain of "
+        "modules BackPACK supports, and curvature for this model comes from "
+        "torch.func (see the engine line of the 'cockpit' logger)"
+    )
+}
 
 _OPEN: weakref.WeakSet[Cockpit] = weakref.WeakSet()
 _CURRENT: weakref.ReferenceType[Cockpit] | None = None
@@ -74,6 +87,15 @@ class Cockpit:
             ``<run_dir>/tensorboard/`` (``tensorboard --logdir runs``), from the
             writer thread, with the tags of ``cockpit export``. Needs the
             ``tensorboard`` package.
+        engine: Where per-sample gradients and curvature come from: ``"auto"``
+            (BackPACK for the layers it supports, torch.func for the rest; see
+            :mod:`cockpit.engines.choice`), ``"backpack"`` or ``"torch.func"``.
+            The choice is logged once as a line of the ``cockpit`` logger and
+            stored in ``meta.json``.
+        loss_input: For the torch.func engine: what the loss module gets from the
+            model's output, ``fn(output) -> tensor`` with the batch dimension first
+            (e.g. ``lambda out: out.transpose(1, 2)`` or ``lambda out:
+            out.logits``); default: the output itself.
 
     Raises:
         ConfigurationError: If an argument cannot work, e.g. ``tensorboard=True``
@@ -95,6 +117,8 @@ class Cockpit:
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
         tensorboard: bool = False,
+        engine: str = "auto",
+        loss_input: Callable[[Any], torch.Tensor] | None = None,
     ):
         self.model = model
         self.loss_fn = loss_fn
@@ -108,11 +132,13 @@ class Cockpit:
         self.hist_samples = hist_samples
         self.quantities = _setup.resolve_quantities(preset, quantities)
         absent = self._drop_undefined()
-        needing = [q.name for q in self.quantities.values() if q.needs_per_sample]
-        self.layers = _setup.layers_with_parameters(model, needing) if needing else []
-        self.curvature_modules = _setup.curvature_modules(
-            model, loss_fn, self.quantities
+        self._choose_engines(engine, absent)
+        self.func = FuncEngine(
+            model, self.params, list(self.engines.func), loss_fn, self.mean, loss_input
         )
+        self.batch_norms = [
+            m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
         self.initial = {}
         if any(
             getattr(q, "needs_initial_params", False) for q in self.quantities.values()
@@ -132,7 +158,43 @@ class Cockpit:
         self._in_track = False
         self._closed = False
         self._awaiting: _AwaitingStep | None = None
+        self._stepped = True
+        self._step_hook = optimizer.register_step_post_hook(self._mark_stepped)
         _register(self)
+
+    def _choose_engines(self, engine: str, absent: dict[str, str]) -> None:
+        """Assign parameters and curvature to engines; drop what neither can do."""
+        needing = [q.name for q in self.quantities.values() if q.needs_per_sample]
+        needs = _setup.curvature_needs(self.quantities)
+        self.engines = assign(self.model, self.params, engine, needing)
+        choose_curvature(self.engines, self.model, self.loss_fn, needs)
+        self.curvature_modules = []
+        if needs and self.engines.curvature == "backpack":
+            self.curvature_modules = [m for _, m in leaf_modules(self.model)]
+        elif needs:
+            for name in [n for n in needs if n in KRONECKER_ONLY]:
+                self.drop(name, absent, KRONECKER_ONLY[name], stacklevel=4)
+        if needing or needs:
+            LOG.info(self.engines.describe())
+        self.verified = engine == "torch.func" or not needing
+
+    def drop(
+        self, name: str, absent: dict[str, str], why: str, stacklevel: int
+    ) -> None:
+        """Stop tracking ``name``, with a warning and the reason in ``meta.json``."""
+        absent[name] = why
+        self.quantities.pop(name, None)
+        warnings.warn(
+            f"'{name}' is not tracked: {why}.",
+            AbsentQuantityWarning,
+            stacklevel=stacklevel,
+        )
+
+    def stop_kronecker(self) -> None:
+        """Stop quantities only BackPACK computes, once curvature moved to torch.func."""
+        for name, why in KRONECKER_ONLY.items():
+            if name in self.quantities:
+                self.drop(name, {}, why, stacklevel=2)
 
     @property
     def run_dir(self) -> Path:
@@ -145,13 +207,8 @@ class Cockpit:
         absent = {}
         for name, quantity in list(self.quantities.items()):
             if quantity.plain_sgd_only and not self._plain_sgd:
-                absent[name] = f"defined for plain SGD only, but {why_not}"
-                del self.quantities[name]
-                warnings.warn(
-                    f"'{name}' is not tracked: it is {absent[name]}.",
-                    AbsentQuantityWarning,
-                    stacklevel=3,
-                )
+                why = f"it is defined for plain SGD only, but {why_not}"
+                self.drop(name, absent, why, stacklevel=4)
         return absent
 
     def _meta(self, name, model, preset, absent, config) -> dict[str, Any]:
@@ -181,6 +238,12 @@ class Cockpit:
                     n: q.options() for n, q in self.quantities.items() if q.options()
                 },
                 "absent": absent,
+                "engines": {
+                    "engine": self.engines.engine,
+                    "backpack": self.engines.backpack,
+                    "torch.func": self.engines.func,
+                    "curvature": self.engines.curvature,
+                },
                 "hist_samples": self.hist_samples,
                 "config": dict(config or {}),
             }
@@ -221,6 +284,7 @@ class Cockpit:
     def track(self) -> Iterator[None]:
         """Track the forward and backward pass inside the block as one step."""
         self._check_usable()
+        self._check_accumulation()
         self._warn_notices(stacklevel=3)  # user's with-line, contextlib, track
         self._submit_awaiting(None)
         now = time.perf_counter()
@@ -237,6 +301,29 @@ class Cockpit:
                 yield
         finally:
             self._in_track = False
+
+    def _mark_stepped(self, optimizer, args, kwargs) -> None:
+        self._stepped = True
+
+    def _check_accumulation(self) -> None:
+        """Refuse a second tracked block before ``optimizer.step()`` on kept gradients.
+
+        That is gradient accumulation over micro-batches: each block's statistics
+        would describe its micro-batch, not the accumulated batch the optimizer
+        steps on, so it is refused rather than logged as if it were.
+        """
+        stepped, self._stepped = self._stepped, False
+        if stepped or all(p.grad is None for p in self.params.values()):
+            return
+        raise UsageError(
+            "track() was entered again before optimizer.step(), with the gradients "
+            "of the previous block still in .grad: gradient accumulation over "
+            "micro-batches. The tracker's statistics are of one backward pass, not "
+            "of an accumulated batch, so this is not supported. Put track() around "
+            "one micro-batch per optimizer step (its statistics then describe that "
+            "micro-batch), or call optimizer.zero_grad() between the blocks if they "
+            "are separate steps."
+        )
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -317,6 +404,7 @@ class Cockpit:
             return
         self._submit_awaiting(None)
         self._closed = True
+        self._step_hook.remove()
         self.writer.close(status)
         self._warn_notices(stacklevel + 1)
         _OPEN.discard(self)
@@ -326,6 +414,31 @@ class Cockpit:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close("crashed" if exc_type is not None else "finished", stacklevel=2)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (redirections included)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_engine_lines() -> None:
+    """Print the ``cockpit`` logger's info lines on stderr unless configured."""
+    if not LOG.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
+
+
+_show_engine_lines()
 
 
 def _register(cockpit: Cockpit) -> None:

@@ -19,3 +19,20 @@ CHAIN_PROBLEMS = [p for p in PROBLEMS if p.chain]
 def chain_problem(request: pytest.FixtureRequest) -> Problem:
     """Problems whose forward pass is a chain of modules (BackPACK second order)."""
     return request.param
+
+
+#: Problems and engines for curvature against the references: BackPACK (auto on a
+#: chain of modules), torch.func chosen by auto (the other models), and torch.func
+#: forced on two models BackPACK handles too.
+CURVATURE_CASES = [
+    *[(p, "auto") for p in PROBLEMS],
+    *[(p, "torch.func") for p in PROBLEMS if p.name in ("mlp-ce-mean", "cnn-mse-sum")],
+]
+
+
+@pytest.fixture(
+    params=CURVATURE_CASES, ids=[f"{p.name}-{engine}" for p, engine in CURVATURE_CASES]
+)
+def curvature_case(request: pytest.FixtureRequest) -> tuple[Problem, str]:
+    """A problem and the ``engine=`` to track it with."""
+    return request.param

@@ -40,6 +40,10 @@ class Problem:
     #: The forward pass is a chain of modules, as BackPACK's second-order extensions
     #: need (a functional op between layers is not).
     chain: bool = True
+    #: Inputs are token ids below this vocabulary size (0: Gaussian inputs).
+    tokens: int = 0
+    #: Per-sample shape of a classification target (sequence models).
+    target_shape: tuple[int, ...] = ()
 
     def make(self) -> tuple[nn.Module, nn.Module]:
         """Fresh model (float64, seeded) and loss module."""
@@ -49,15 +53,20 @@ class Problem:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch for ``step`` (deterministic)."""
         gen = torch.Generator().manual_seed(1000 * self.seed + step)
-        x = torch.randn(
-            self.batch_size, *self.inputs, generator=gen, dtype=torch.float64
-        )
+        if self.tokens:
+            shape = (self.batch_size, *self.inputs)
+            x = torch.randint(0, self.tokens, shape, generator=gen)
+        else:
+            x = torch.randn(
+                self.batch_size, *self.inputs, generator=gen, dtype=torch.float64
+            )
         if self.regression:
             y = torch.randn(
                 self.batch_size, self.classes, generator=gen, dtype=torch.float64
             )
         else:
-            y = torch.randint(0, self.classes, (self.batch_size,), generator=gen)
+            shape = (self.batch_size, *self.target_shape)
+            y = torch.randint(0, self.classes, shape, generator=gen)
         return x, y
 
 
@@ -83,6 +92,100 @@ def _strided_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(10 * 3 * 3, 3),
     )
+
+
+class ResidualMLP(nn.Module):
+    """``x + tanh(W x)`` between two layers: BackPACK's chain of modules breaks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(5, 4)
+        self.inner = nn.Linear(4, 4)
+        self.act = nn.Tanh()
+        self.last = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        return self.last(h + self.act(self.inner(h)))
+
+
+def _layernorm_mlp() -> nn.Module:
+    norm = nn.LayerNorm(4)
+    with torch.no_grad():  # away from the identity initialization
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    return nn.Sequential(nn.Linear(5, 4), norm, nn.Tanh(), nn.Linear(4, 3))
+
+
+class TiedMLP(nn.Module):
+    """Two layers that share one weight matrix (weight tying between modules)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(5, 4)
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+        self.last = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.a(torch.tanh(self.first(x))))
+        return self.last(torch.tanh(self.b(h)))
+
+
+class ReusedMLP(nn.Module):
+    """One layer applied twice in the forward pass (a reused module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(5, 4)
+        self.twice = nn.Linear(4, 4)
+        self.last = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.twice(torch.tanh(self.first(x))))
+        return self.last(torch.tanh(self.twice(h)))
+
+
+class FunctionalTie(nn.Module):
+    """An embedding whose weight also serves as output layer through ``F.linear``.
+
+    The tie is invisible in the module structure: only the first tracked step's
+    check finds that BackPACK's per-sample gradients miss the output use.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(5, 3)
+        self.mix = nn.Linear(3, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.mix(self.embed(tokens)))
+        return nn.functional.linear(h, self.embed.weight)
+
+
+class ClassAxisSecond(nn.Module):
+    """Wraps a sequence model: ``[N, T, V] -> [N, V, T]`` for ``CrossEntropyLoss``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.inner(tokens).transpose(1, 2)
+
+
+def _transformer() -> nn.Module:
+    from examples.char_transformer import CharTransformer
+
+    model = CharTransformer(vocab=5, width=4, heads=4, layers=1, context=3)
+    with torch.no_grad():  # LayerNorm away from its identity initialization
+        for name, param in model.named_parameters():
+            if ".ln" in name or name.startswith("ln"):
+                param.uniform_(0.5, 1.5) if name.endswith("weight") else param.uniform_(
+                    -0.5, 0.5
+                )
+    return ClassAxisSecond(model)
 
 
 PROBLEMS = [
@@ -115,5 +218,37 @@ PROBLEMS = [
         (2, 3),
         3,
         chain=False,
+    ),
+    Problem("residual-ce-mean", ResidualMLP, nn.CrossEntropyLoss, (5,), 3, chain=False),
+    Problem(
+        "layernorm-ce-sum",
+        _layernorm_mlp,
+        lambda: nn.CrossEntropyLoss(reduction="sum"),
+        (5,),
+        3,
+        chain=False,
+    ),
+    Problem(
+        "tied-mse-mean", TiedMLP, nn.MSELoss, (5,), 3, regression=True, chain=False
+    ),
+    Problem("reused-ce-mean", ReusedMLP, nn.CrossEntropyLoss, (5,), 3, chain=False),
+    Problem(
+        "functional-tie-ce-mean",
+        FunctionalTie,
+        lambda: nn.CrossEntropyLoss(),
+        (),
+        5,
+        chain=False,
+        tokens=5,
+    ),
+    Problem(
+        "transformer-ce-mean",
+        _transformer,
+        nn.CrossEntropyLoss,
+        (3,),
+        5,
+        chain=False,
+        tokens=5,
+        target_shape=(3,),
     ),
 ]

@@ -101,7 +101,13 @@ def test_class_weights_with_mean_reduction_are_refused(tmp_path):
 def test_layernorm_with_per_sample_quantity_names_layer_type_and_quantity(tmp_path):
     model = WithNorm(nn.LayerNorm(6))
     with pytest.raises(UnsupportedModelError) as info:
-        make(tmp_path, model=model, preset=None, quantities=["grad_norm", "norm_test"])
+        make(
+            tmp_path,
+            model=model,
+            preset=None,
+            quantities=["grad_norm", "norm_test"],
+            engine="backpack",
+        )
     message = str(info.value)
     assert "'body.1'" in message
     assert "LayerNorm" in message
@@ -129,7 +135,12 @@ def test_batchnorm_message_mentions_batchnorm(tmp_path):
         UnsupportedModelError,
         match=r"'body\.1' \(BatchNorm1d\).*BatchNorm mixes samples",
     ):
-        make(tmp_path, model=WithNorm(nn.BatchNorm1d(6)), preset="economy")
+        make(
+            tmp_path,
+            model=WithNorm(nn.BatchNorm1d(6)),
+            preset="economy",
+            engine="backpack",
+        )
 
 
 def test_all_parameters_frozen_is_refused(tmp_path):
@@ -391,12 +402,19 @@ def test_two_loss_calls_in_one_block_are_refused(tmp_path):
     ck.close()
 
 
-def test_two_forward_passes_in_one_block_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        ("backpack", r"ran twice in one tracked step: a second"),
+        ("auto", r"loss_fn was called a second time.*one micro-batch per optimizer"),
+    ],
+)
+def test_two_forward_passes_in_one_block_are_refused(tmp_path, engine, message):
     """Two micro-batches in one block: a UsageError, not an error from BackPACK."""
-    model, loss_fn, _, ck = make(tmp_path)
+    model, loss_fn, _, ck = make(tmp_path, engine=engine)
     (x1, y1), (x2, y2) = batch(0), batch(1)
     with (
-        pytest.raises(UsageError, match=r"ran twice in one tracked step: a second"),
+        pytest.raises(UsageError, match=message),
         ck.track(),
     ):
         loss = loss_fn(model(x1), y1) + loss_fn(model(x2), y2)
@@ -584,8 +602,8 @@ def test_histogram_sampling_leaves_the_global_rng_alone(tmp_path):
     assert torch.equal(draw, draw_ref)
 
 
-def test_a_layer_reused_in_one_forward_pass_is_refused(tmp_path):
-    """Weight sharing across calls would overwrite the stored input: refuse it."""
+def test_a_layer_reused_in_one_forward_pass_is_refused_by_backpack(tmp_path):
+    """With BackPACK alone the stored input would be overwritten: refuse it."""
 
     class Twice(nn.Module):
         def __init__(self):
@@ -597,7 +615,9 @@ def test_a_layer_reused_in_one_forward_pass_is_refused(tmp_path):
 
     model, loss_fn = Twice(), nn.MSELoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, preset="economy")
+    ck = cockpit.Cockpit(
+        model, loss_fn, optimizer, logdir=tmp_path, preset="economy", engine="backpack"
+    )
     with (
         pytest.raises(UsageError, match=r"ran twice in one tracked step"),
         ck.track(),

@@ -217,6 +217,8 @@ def attach_hooks(
     keep_outputs: bool = False,
     loss_fn: nn.Module | None = None,
     sampling_seed: Callable[[], int] | None = None,
+    reused: set[int] | None = None,
+    broken: list[nn.Module] | None = None,
 ) -> list[RemovableHandle]:
     """Store the layer inputs and run the extensions on each output's gradient.
 
@@ -234,25 +236,33 @@ def attach_hooks(
         loss_fn: The loss module, hooked too (second-order extensions start there).
         sampling_seed: Seeds the random draws of Monte-Carlo extensions at the loss
             module, inside a fork of the global random state.
+        reused: If given, a module that runs twice is added to it (by ``id``) and
+            its extensions are skipped, instead of an error; the caller computes
+            its parameters' statistics otherwise.
+        broken: If given, modules where a second-order extension found the chain of
+            modules broken are appended to it, instead of an error.
 
     Raises:
         UsageError: From the forward pass, if a module runs twice in one tracked
-            step (a reused module): its stored input would be overwritten and its
-            statistics wrong.
+            step (a reused module) and ``reused`` is not given: its stored input
+            would be overwritten and its statistics wrong.
         UnsupportedModelError: From the backward pass, if a second-order extension
-            finds the chain of modules broken.
+            finds the chain of modules broken and ``broken`` is not given.
 
     """
     seen: set[int] = set()
+    skip = reused if reused is not None else set()
 
     def store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
         if id(module) in seen:
+            if reused is not None:
+                reused.add(id(module))
+                return
             raise UsageError(
                 f"{type(module).__name__} module {module} ran twice in one tracked "
                 "step: a second forward pass in the block, or a module reused inside "
-                "one. The BackPACK engine needs each hooked module to run once per "
-                "step; use one track() block per forward pass, and separate modules "
-                "(or no per-sample and curvature quantities) for weight sharing."
+                "one. engine='backpack' needs each hooked module to run once per "
+                "step; use engine='auto' or engine='torch.func' for reused modules."
             )
         seen.add(id(module))
         hook_store_io(module, inputs, output)
@@ -263,15 +273,23 @@ def attach_hooks(
             module.output = torch.empty_like(output, device="meta")
         if isinstance(output, Tensor) and output.requires_grad:
             seed = sampling_seed if module is loss_fn else None
-            output.register_hook(functools.partial(_run_extensions, module, seed))
+            output.register_hook(
+                functools.partial(_run_extensions, module, seed, skip, broken)
+            )
 
     targets = [*modules, *([loss_fn] if loss_fn is not None else [])]
     return [module.register_forward_hook(store_and_watch) for module in targets]
 
 
 def _run_extensions(
-    module: nn.Module, seed: Callable[[], int] | None, grad_output: Tensor
+    module: nn.Module,
+    seed: Callable[[], int] | None,
+    skip: set[int],
+    broken: list[nn.Module] | None,
+    grad_output: Tensor,
 ) -> None:
+    if id(module) in skip:
+        return
     try:
         if seed is None:
             hook_run_extensions(module, (None,), (grad_output,))
@@ -288,6 +306,9 @@ def _run_extensions(
     except AssertionError as error:
         if "expects a backpropagation quantity" not in str(error):
             raise
+        if broken is not None:
+            broken.append(module)
+            return
         raise UnsupportedModelError(
             CHAIN_BROKEN.format(module=module, kind=type(module).__name__)
         ) from error

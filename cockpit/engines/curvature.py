@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from backpack.extensions import KFAC, KFLR, DiagGGNExact, DiagGGNMC, DiagHessian
 from backpack.extensions.backprop_extension import BackpropExtension
@@ -77,6 +78,8 @@ class CurvatureRequest:
     diagonals: set[str] = field(default_factory=set)
     kronecker: set[str] = field(default_factory=set)
     gram: GramRequest | None = None
+    #: Hutchinson probes for the Hessian diagonal (torch.func engine).
+    probes: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.diagonals or self.kronecker or self.gram)
@@ -120,12 +123,15 @@ class Curvature:
             batch loss as BackPACK computes it (mean or sum reduction).
         kronecker: Kind -> parameter name -> factors ``[B, A]`` (weights) or ``[B]``.
         gram: Parameter name -> :class:`~cockpit.engines.ggn_gram.GramPart`.
+        estimates: Source -> how a stochastic diagonal was estimated (torch.func
+            engine's Hutchinson estimator: probes and standard error).
 
     """
 
     diagonals: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     kronecker: dict[str, dict[str, list[Tensor]]] = field(default_factory=dict)
     gram: dict[str, ggn_gram.GramPart] = field(default_factory=dict)
+    estimates: dict[str, Any] = field(default_factory=dict)
 
 
 def collect(params: dict[str, nn.Parameter], request: CurvatureRequest) -> Curvature:

@@ -59,6 +59,7 @@ class StepContext:
         curvature: What the second-order extensions gathered (if any were due).
         replay: The model's kept inputs, to replay the forward pass (if needed).
         loss_fn: The user's loss module.
+        loss_input: Maps the model's output to the loss module's input.
         target: The target the loss module was called with.
         generator: The tracker's random generator on a device.
 
@@ -76,8 +77,15 @@ class StepContext:
     curvature: Curvature = field(default_factory=Curvature)
     replay: ForwardCapture | None = None
     loss_fn: Any = None
+    loss_input: Any = None
     target: Any = None
     generator: Any = None
+
+    def replayed_loss(self) -> Tensor:
+        """The batch loss of a replayed forward pass (with graph, for Hessian products)."""
+        assert self.replay is not None
+        output = self.replay.replay()
+        return self.loss_fn(self.loss_input(output), self.target)
 
     @property
     def batch_size(self) -> int:

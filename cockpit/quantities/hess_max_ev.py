@@ -74,7 +74,7 @@ class HessMaxEv(Quantity):
 
     def compute(self, ctx: StepContext) -> dict[str, Any]:
         params = list(ctx.params.values())
-        loss = ctx.loss_fn(ctx.replay.replay(), ctx.target)
+        loss = ctx.replayed_loss()
         scale = 1.0 if ctx.mean_reduction else 1.0 / ctx.batch_size
         hvp = hvp_operator(loss, params, scale)
         result = _SOLVERS[self.method](

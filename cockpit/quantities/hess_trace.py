@@ -15,10 +15,16 @@ class HessTrace(DiagonalQuantity):
     diagonal (``curvature``: exact Hessian, exact GGN, or Monte-Carlo GGN, the
     default). The GGN equals the Hessian for a linear model and is its positive
     semi-definite part otherwise. A sum-reduced loss's curvature is divided by N.
+    Where the torch.func engine estimates the Hessian diagonal (Hutchinson), the log
+    also holds ``probes`` and ``std_error``, the standard error of the total.
     """
 
     name = "hess_trace"
 
     def compute(self, ctx: StepContext) -> dict:
         traces = {n: d.sum() for n, d in ctx.curvature_diagonal(self.curvature).items()}
-        return {TOTAL: torch.stack(list(traces.values())).sum(), "per_layer": traces}
+        value = {TOTAL: torch.stack(list(traces.values())).sum(), "per_layer": traces}
+        estimate = ctx.curvature.estimates.get(self.curvature)
+        if estimate is not None:
+            value.update(probes=estimate.probes, std_error=estimate.std_error)
+        return value

@@ -13,10 +13,16 @@ from tests.problems import PROBLEMS
 from tests.quantities.tracking import tracked_run
 
 
-def make(model, loss_fn, tmp_path, quantities):
+def make(model, loss_fn, tmp_path, quantities, engine="backpack"):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return cockpit.Cockpit(
-        model, loss_fn, optimizer, logdir=tmp_path, preset=None, quantities=quantities
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities=quantities,
+        engine=engine,
     )
 
 
@@ -47,7 +53,7 @@ def test_loss_the_extension_cannot_handle_is_named(tmp_path):
 def test_broken_chain_of_modules_is_explained(tmp_path):
     problem = next(p for p in PROBLEMS if not p.chain)  # torch.tanh in forward
     with pytest.raises(UnsupportedModelError, match="chain of modules"):
-        tracked_run(problem, tmp_path, ["hess_trace"])
+        tracked_run(problem, tmp_path, ["hess_trace"], engine="backpack")
 
 
 def test_same_source_shares_one_extension():

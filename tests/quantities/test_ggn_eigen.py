@@ -14,11 +14,14 @@ K = 3
 
 
 @pytest.mark.parametrize("samples", [None, 4], ids=["all", "first-4"])
-def test_top_eigenvalues(chain_problem, tmp_path, samples):
+def test_top_eigenvalues(curvature_case, tmp_path, samples):
+    problem, engine = curvature_case
     quantity = GgnTopEigen(k=K, exact=True, samples=samples)
-    run, refs = tracked_run(chain_problem, tmp_path, {"ggn_top_eigen": quantity})
+    run, refs = tracked_run(
+        problem, tmp_path, {"ggn_top_eigen": quantity}, engine=engine
+    )
     for step, ref in enumerate(refs):
-        model, loss_fn, x, y = at_step(chain_problem, ref.params, step)
+        model, loss_fn, x, y = at_step(problem, ref.params, step)
         used = slice(None) if samples is None else slice(0, samples)
         exact = per_sample_ggn(model, loss_fn, x, y)[used].mean(0)
         values, _ = top_eigen(exact, K)
@@ -41,15 +44,16 @@ def brute_force_noise(per_sample_ggns, grads, k):
 
 
 @pytest.mark.parametrize("samples", [None, 4], ids=["all", "first-4"])
-def test_curvature_noise(chain_problem, tmp_path, samples):
+def test_curvature_noise(curvature_case, tmp_path, samples):
+    problem, engine = curvature_case
     quantities = {
         "curvature_noise": CurvatureNoise(k=2, exact=True, samples=samples),
         "ggn_top_eigen": GgnTopEigen(k=2, exact=True, samples=samples),
         "grad_norm": 1,
     }
-    run, refs = tracked_run(chain_problem, tmp_path, quantities)
+    run, refs = tracked_run(problem, tmp_path, quantities, engine=engine)
     for step, ref in enumerate(refs):
-        model, loss_fn, x, y = at_step(chain_problem, ref.params, step)
+        model, loss_fn, x, y = at_step(problem, ref.params, step)
         used = slice(None) if samples is None else slice(0, samples)
         ggns = per_sample_ggn(model, loss_fn, x, y)[used]
         values, expected = brute_force_noise(ggns, flat(ref.grads)[used], 2)
@@ -61,8 +65,10 @@ def test_curvature_noise(chain_problem, tmp_path, samples):
         torch.testing.assert_close(expected["curvature_mean"], values)
 
 
-def test_monte_carlo_factor_runs(chain_problem, tmp_path):
-    run, _ = tracked_run(chain_problem, tmp_path, ["ggn_top_eigen", "curvature_noise"])
+def test_monte_carlo_factor_runs(curvature_case, tmp_path):
+    problem, engine = curvature_case
+    quantities = ["ggn_top_eigen", "curvature_noise"]
+    run, _ = tracked_run(problem, tmp_path, quantities, engine=engine)
     assert logged(run, "ggn_top_eigen.1", 0) >= logged(run, "ggn_top_eigen.2", 0) > 0
 
 

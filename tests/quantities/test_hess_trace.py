@@ -10,17 +10,29 @@ from tests.reference_curvature import at_step, ggn, hessian, per_layer_sums
 EXACT = {"hessian": hessian, "ggn_exact": ggn}
 
 
-@pytest.mark.parametrize("curvature", list(EXACT))
-@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
-def test_exact_trace(chain_problem, tmp_path, curvature, together):
+def check_exact_trace(problem, tmp_path, curvature, together, engine="auto"):
     quantities = {"hess_trace": HessTrace(curvature=curvature)}
     if together:  # the other curvature sources run in the same backward pass
-        quantities.update(tic_diag=1, kfac_block=1, ggn_top_eigen=1, grad_norm=1)
-    run, refs = tracked_run(chain_problem, tmp_path, quantities)
+        quantities.update(tic_diag=1, ggn_top_eigen=1, grad_norm=1)
+        if problem.chain and engine == "auto":
+            quantities.update(kfac_block=1)
+    run, refs = tracked_run(problem, tmp_path, quantities, engine=engine)
     for step, ref in enumerate(refs):
-        model, loss_fn, x, y = at_step(chain_problem, ref.params, step)
+        model, loss_fn, x, y = at_step(problem, ref.params, step)
         diagonal = EXACT[curvature](model, loss_fn, x, y).diagonal()
         assert_per_layer(run, "hess_trace", step, per_layer_sums(model, diagonal))
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
+def test_exact_hessian_trace(chain_problem, tmp_path, together):
+    """BackPACK's exact Hessian diagonal (torch.func estimates it: see below)."""
+    check_exact_trace(chain_problem, tmp_path, "hessian", together)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
+def test_exact_ggn_trace(curvature_case, tmp_path, together):
+    problem, engine = curvature_case
+    check_exact_trace(problem, tmp_path, "ggn_exact", together, engine)
 
 
 def test_hessian_differs_from_ggn_on_sigmoid_mlp(tmp_path):

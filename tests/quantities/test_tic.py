@@ -25,19 +25,28 @@ def expected_tic(model, second_moment, diagonal, kind: str) -> dict[str, torch.T
     }
 
 
-@pytest.mark.parametrize("curvature", list(EXACT))
-@pytest.mark.parametrize("kind", ["tic_diag", "tic_trace"])
-def test_tic(chain_problem, tmp_path, curvature, kind):
+def check_tic(problem, tmp_path, curvature, kind, engine="auto"):
     quantity = {"tic_diag": TicDiag, "tic_trace": TicTrace}[kind](curvature=curvature)
     # hess_trace shares the diagonal; the first-order quantities share the moments.
     quantities = {kind: quantity, "mean_gsnr": 1, "hess_trace": 1}
-    run, refs = tracked_run(chain_problem, tmp_path, quantities)
+    run, refs = tracked_run(problem, tmp_path, quantities, engine=engine)
     for step, ref in enumerate(refs):
-        model, loss_fn, x, y = at_step(chain_problem, ref.params, step)
+        model, loss_fn, x, y = at_step(problem, ref.params, step)
         diagonal = EXACT[curvature](model, loss_fn, x, y).diagonal()
         second_moment = (flat(ref.grads) ** 2).mean(0)
         expected = expected_tic(model, second_moment, diagonal, kind)
         assert_per_layer(run, kind, step, expected)
+
+
+@pytest.mark.parametrize("kind", ["tic_diag", "tic_trace"])
+def test_tic_exact_hessian(chain_problem, tmp_path, kind):
+    check_tic(chain_problem, tmp_path, "hessian", kind)
+
+
+@pytest.mark.parametrize("kind", ["tic_diag", "tic_trace"])
+def test_tic_exact_ggn(curvature_case, tmp_path, kind):
+    problem, engine = curvature_case
+    check_tic(problem, tmp_path, "ggn_exact", kind, engine)
 
 
 def test_eps_is_configurable(tmp_path):
