@@ -84,7 +84,9 @@ class TrackedStep:
         )
         # In auto mode the BackPACK part may move to torch.func at this step.
         func = (self._request is not None or bool(self._curvature)) and (
-            engines.engine == "auto" or bool(engines.func) or not self._backpack_curvature
+            engines.engine == "auto"
+            or bool(engines.func)
+            or not self._backpack_curvature
         )
         self._replay = None
         if func or any(q.needs_replay for q in self.active):
