@@ -24,10 +24,12 @@ from torch import Tensor, nn
 from cockpit._loss_capture import LossCapture
 from cockpit._record import TensorRecord
 from cockpit.engines import backpack_engine, curvature
+from cockpit.engines.choice import MODULE, REPLAY
 from cockpit.engines.curvature import Curvature, CurvatureRequest
 from cockpit.engines.func_engine import Batch, gram_parts, refuse_batch_norm
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
+from cockpit.engines.module_func import ModuleGrads
 from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._context import StepContext, StepTaken
@@ -101,6 +103,13 @@ class TrackedStep:
         self._broken: list[nn.Module] = []
         if extensions:
             self._extend(extensions)
+        self._module_grads = None
+        if self._request is not None and engines.module:
+            self._module_grads = ModuleGrads(
+                engines.module_owners(ck.model), self._losses.batch_size, ck.mean
+            )
+            handles = self._module_grads.attach()
+            self._stack.callback(lambda: [h.remove() for h in handles])
         self._seconds += time.perf_counter() - start
         return self
 
@@ -214,28 +223,42 @@ class TrackedStep:
         )
 
     def _layer_stats(self, n: int, grads: dict[str, Tensor]) -> dict[str, LayerStats]:
-        """Per-sample statistics of every parameter, from its engine."""
+        """Per-sample statistics of every parameter, from its engine.
+
+        Parameters found here to need another engine (a BackPACK layer that ran
+        twice, a module output without batch dimension, per-sample gradients that
+        do not add up to ``.grad``) get this step's statistics from the replay and
+        move for the next steps.
+        """
         if self._request is None:
             return {}
         ck, engines = self.ck, self.ck.engines
         found = backpack_engine.collect(ck.params)
+        replay = set(engines.replay)
+        if self._module_grads is not None:
+            found.update(self._module_grads.collect(ck.params, self._request))
+            failed = sorted(self._module_grads.failed)
+            engines.move(failed, REPLAY, "its module's output has no batch dimension")
+            replay.update(failed)
         if self._reused:
-            owned = [
+            reused = [
                 name
                 for name in engines.backpack
                 for module in engines.layers(ck.model)
                 if id(module) in self._reused
                 and any(p is ck.params[name] for p in module.parameters(False))
             ]
-            engines.move_to_func(owned, "its module runs more than once per step")
+            engines.move(reused, MODULE, "its module runs more than once per step")
+            replay.update(reused)
         if not ck.verified:
             ck.verified = True
-            self._verify(found, grads)
-        if engines.func:
+            replay.update(self._verify(found, grads, replay))
+        for name in replay:
+            found.pop(name, None)
+        if replay:
+            names = [name for name in ck.params if name in replay]
             found.update(
-                ck.func.per_sample_stats(
-                    self._batch(), grads, self._request, list(engines.func)
-                )
+                ck.func.per_sample_stats(self._batch(), grads, self._request, names)
             )
         for name, p in ck.params.items():
             if name not in found:  # not reached by this backward: zero gradients
@@ -243,18 +266,20 @@ class TrackedStep:
                 found[name] = from_per_sample(zeros, p, self._request)
         return {name: found[name] for name in ck.params}
 
-    def _verify(self, found: dict[str, LayerStats], grads: dict[str, Tensor]) -> None:
-        """Check once that BackPACK's per-sample gradients add up to the gradient.
+    def _verify(
+        self, found: dict[str, LayerStats], grads: dict[str, Tensor], replay: set[str]
+    ) -> list[str]:
+        """Check once that per-sample gradients from hooks add up to the gradient.
 
-        A parameter used outside its module (``F.linear(h, embedding.weight)``) or
-        in a module BackPACK did not see gets per-sample gradients from the hooked
-        call alone, whose mean is not the gradient in ``.grad``. One host
-        synchronization, at the first step with per-sample statistics.
+        A parameter used outside its modules (``F.linear(h, embedding.weight)``)
+        gets per-sample gradients from the hooked calls alone, whose mean is not the
+        gradient in ``.grad``. One host synchronization, at the first step with
+        per-sample statistics. Returns the parameters moved to the replay.
         """
         engines = self.ck.engines
-        names = list(engines.backpack)
+        names = [n for n in self.ck.params if n not in replay]
         if not names:
-            return
+            return []
         checks = []
         for name in names:
             grad = grads[name]
@@ -265,15 +290,14 @@ class TrackedStep:
                 checks.append(error > 1e-3 * scale)
             else:
                 checks.append(grad.abs().max() > 0)
-        wrong = [
-            n for n, bad in zip(names, torch.stack(checks).tolist(), strict=True) if bad
-        ]
+        flags = torch.stack(checks).tolist()
+        wrong = [n for n, bad in zip(names, flags, strict=True) if bad]
         if not wrong:
-            return
+            return []
         why = (
-            "its per-sample gradients from BackPACK's hooks do not add up to its "
-            "gradient in .grad (it is used outside its module, e.g. "
-            "F.linear(h, embedding.weight), or its module runs more than once)"
+            "its per-sample gradients from its modules' hooks do not add up to its "
+            "gradient in .grad (it is used outside its modules, e.g. "
+            "F.linear(h, embedding.weight))"
         )
         if engines.engine == "backpack":
             raise UsageError(
@@ -281,7 +305,8 @@ class TrackedStep:
                 "statistics of them would be wrong. Use engine='auto' or "
                 "engine='torch.func'."
             )
-        engines.move_to_func(wrong, why)
+        engines.move(wrong, REPLAY, why)
+        return wrong
 
     def _curvature_results(self, n: int) -> Curvature:
         """What the due curvature quantities need, from the curvature engine."""

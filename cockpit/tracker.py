@@ -134,7 +134,12 @@ class Cockpit:
         absent = self._drop_undefined()
         self._choose_engines(engine, absent)
         self.func = FuncEngine(
-            model, self.params, list(self.engines.func), loss_fn, self.mean, loss_input
+            model,
+            self.params,
+            list(self.engines.replay),
+            loss_fn,
+            self.mean,
+            loss_input,
         )
         self.batch_norms = [
             m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -238,12 +243,7 @@ class Cockpit:
                     n: q.options() for n, q in self.quantities.items() if q.options()
                 },
                 "absent": absent,
-                "engines": {
-                    "engine": self.engines.engine,
-                    "backpack": self.engines.backpack,
-                    "torch.func": self.engines.func,
-                    "curvature": self.engines.curvature,
-                },
+                "engines": self.engines.as_meta(),
                 "hist_samples": self.hist_samples,
                 "config": dict(config or {}),
             }

@@ -1,15 +1,20 @@
 """Track a small character-level transformer learning Python's own source code.
 
-A decoder-only transformer (token and position embeddings; pre-norm blocks of causal
-multi-head self-attention and a GELU MLP, each with LayerNorm and a residual
-connection; a final LayerNorm; the output layer tied to the token embedding) learns
+A decoder-only transformer (a token embedding plus fixed sinusoidal position codes;
+pre-norm blocks of causal multi-head self-attention and a GELU MLP, each with
+LayerNorm and a residual connection; a final LayerNorm; the output layer tied to the
+token embedding) learns
 to predict the next character of the Python standard library's source files, which
 ship with every Python installation, so nothing is downloaded. It is trained by Adam
 and tracked with the ``business`` preset: the first-order statistics plus the
-Hessian trace and the TIC. BackPACK cannot handle LayerNorm, the tied embedding or
-the residual connections, so the tracker's ``auto`` engine computes those
-parameters' per-sample gradients and the curvature with torch.func (the line it
-prints at the start says which engine handles what). Run from the repository
+Hessian trace and the TIC. BackPACK has no per-sample gradients for LayerNorm or a
+weight shared by two modules, and its curvature cannot pass the residual
+connections, so the tracker's ``auto`` engine uses BackPACK for the linear layers,
+torch.func on each LayerNorm's and the tied embedding's own calls, and a torch.func
+replay of the model for the curvature (the line it prints at the start says which
+engine handles what). A learned position embedding added by the model itself
+(``x + self.pos``) would need the whole-model replay for its per-sample gradients
+too, at about one more forward and backward pass per step. Run from the repository
 root::
 
     python examples/char_transformer.py                  # 300 steps into runs/<name>
@@ -88,6 +93,21 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def sinusoidal_positions(context: int, width: int) -> Tensor:
+    """``[context, width]`` fixed position codes (Vaswani et al. 2017).
+
+    Column pairs ``(2i, 2i+1)`` hold ``sin`` and ``cos`` of ``t / 10000^(2i/width)``.
+    """
+    position = torch.arange(context, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(
+        torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width)
+    )
+    codes = torch.zeros(context, width)
+    codes[:, 0::2] = torch.sin(position * frequency)
+    codes[:, 1::2] = torch.cos(position * frequency)
+    return codes
+
+
 class CharTransformer(nn.Module):
     """Decoder-only transformer from ``[N, T]`` tokens to ``[N, T, vocab]`` logits.
 
@@ -105,7 +125,7 @@ class CharTransformer(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         nn.init.normal_(self.tok.weight, std=0.02)  # also the output layer's weight
-        self.pos = nn.Parameter(torch.randn(context, width) * 0.02)
+        self.register_buffer("pos", sinusoidal_positions(context, width), False)
         self.blocks = nn.Sequential(
             *[Block(width, heads, context) for _ in range(layers)]
         )

@@ -165,14 +165,22 @@ class FunctionalTie(nn.Module):
 
 
 class ClassAxisSecond(nn.Module):
-    """Wraps a sequence model: ``[N, T, V] -> [N, V, T]`` for ``CrossEntropyLoss``."""
+    """Wraps a sequence model: ``[N, T, V] -> [N, V, T]`` for ``CrossEntropyLoss``.
 
-    def __init__(self, inner: nn.Module) -> None:
+    With ``classes``, it adds a learned bias of its own to the logits: a parameter of
+    a module with submodules, which only the whole-model replay can differentiate.
+    """
+
+    def __init__(self, inner: nn.Module, classes: int = 0) -> None:
         super().__init__()
         self.inner = inner
+        self.bias = nn.Parameter(torch.randn(classes) * 0.1) if classes else None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.inner(tokens).transpose(1, 2)
+        logits = self.inner(tokens)
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits.transpose(1, 2)
 
 
 def _transformer() -> nn.Module:
@@ -185,7 +193,7 @@ def _transformer() -> nn.Module:
                 param.uniform_(0.5, 1.5) if name.endswith("weight") else param.uniform_(
                     -0.5, 0.5
                 )
-    return ClassAxisSecond(model)
+    return ClassAxisSecond(model, classes=5)
 
 
 PROBLEMS = [

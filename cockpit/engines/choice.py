@@ -6,19 +6,29 @@ Decided once when the tracker is created (``engine=``), from the model's structu
   a layer type it does not support is refused.
 - ``"torch.func"``: the torch.func replay (:mod:`cockpit.engines.func_engine`) for
   every parameter and for curvature.
-- ``"auto"`` (default): per parameter, BackPACK if its module is a layer type the
-  BackPACK engine supports and the parameter belongs to that module alone; torch.func
-  for the rest (other layer types such as LayerNorm or attention, parameters of
-  non-leaf modules, parameters shared between modules, modules registered twice).
+- ``"auto"`` (default), per parameter, the cheapest engine that is sound:
+
+  1. BackPACK, if its module is a layer type the BackPACK engine supports and the
+     parameter belongs to that module alone;
+  2. torch.func per module (:mod:`cockpit.engines.module_func`), if it belongs to
+     leaf modules only: other layer types (LayerNorm, GroupNorm, custom layers) and
+     parameters shared between modules (weight tying), from hooks in the user's
+     backward pass;
+  3. the torch.func replay of the whole model for the rest: parameters of modules
+     with submodules (an attention module's projection, a learned position
+     embedding that the model adds itself).
+
   Curvature comes from BackPACK only if every parameter is BackPACK's and every
   module and the loss are supported by the due second-order extensions; otherwise
-  from torch.func.
+  from torch.func (:mod:`cockpit.engines.func_engine`).
 
-What module structure cannot show is checked at the first tracked steps (see
-:mod:`cockpit._step`): a module that runs twice in one forward pass, a parameter used
-outside its module (``F.linear(h, embedding.weight)``), and a forward pass that is not
-a chain of modules move the parameters concerned (or the curvature) to torch.func,
-with a line in the log of the ``cockpit`` logger.
+What module structure cannot show is checked at the tracked steps (see
+:mod:`cockpit._step`): a BackPACK layer that runs twice in one forward pass moves to
+torch.func per module; at the first step with per-sample statistics, a parameter
+whose per-sample gradients do not add up to its gradient in ``.grad`` (used outside
+its module, ``F.linear(h, embedding.weight)``) moves to the replay, as does one whose
+module's output has no batch dimension; a forward pass that is not a chain of
+modules moves curvature. Each move is one line of the ``cockpit`` logger.
 """
 
 from __future__ import annotations
@@ -40,6 +50,10 @@ ENGINES = ("auto", "backpack", "torch.func")
 LOG = logging.getLogger("cockpit")
 
 
+#: The engines of per-sample statistics, as the info line and ``meta.json`` name them.
+BACKPACK, MODULE, REPLAY = "backpack", "torch.func per module", "torch.func replay"
+
+
 @dataclass
 class Assignment:
     """The engine of every tracked parameter, and of curvature.
@@ -47,35 +61,58 @@ class Assignment:
     Attributes:
         engine: The user's choice.
         backpack: Parameter names whose per-sample statistics come from BackPACK.
-        func: Parameter name -> why torch.func computes its statistics.
+        module: Parameter name -> why its module's own calls, through torch.func,
+            give them (:mod:`cockpit.engines.module_func`).
+        replay: Parameter name -> why the whole-model torch.func replay gives them
+            (:mod:`cockpit.engines.func_engine`).
         curvature: ``"backpack"`` or ``"torch.func"``: the curvature engine.
         curvature_why: Why torch.func computes curvature (empty for BackPACK).
-        owners: Parameter name -> names of the modules that own it.
+        owners: Parameter name -> ``(module name, attribute)`` of every owner.
 
     """
 
     engine: str
     backpack: list[str] = field(default_factory=list)
-    func: dict[str, str] = field(default_factory=dict)
+    module: dict[str, str] = field(default_factory=dict)
+    replay: dict[str, str] = field(default_factory=dict)
     curvature: str = "backpack"
     curvature_why: str = ""
-    owners: dict[str, list[str]] = field(default_factory=dict)
+    owners: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def func(self) -> dict[str, str]:
+        """Every parameter torch.func handles (per module or by replay), and why."""
+        return {**self.module, **self.replay}
 
     def layers(self, model: nn.Module) -> list[nn.Module]:
         """The modules BackPACK hooks for first-order statistics."""
-        names = {owner for p in self.backpack for owner in self.owners[p]}
+        names = {owner for p in self.backpack for owner, _ in self.owners[p]}
         return [m for name, m in model.named_modules() if name in names]
 
-    def move_to_func(self, names: list[str], why: str) -> None:
-        """Hand parameters to torch.func from now on (found at a tracked step)."""
+    def module_owners(self, model: nn.Module) -> dict[nn.Module, list[tuple[str, str]]]:
+        """Module -> ``[(tracked name, attribute)]`` for the per-module engine."""
+        modules = dict(model.named_modules(remove_duplicate=False))
+        owners: dict[nn.Module, list[tuple[str, str]]] = {}
+        for name in self.module:
+            for module_name, attr in self.owners[name]:
+                owners.setdefault(modules[module_name], []).append((name, attr))
+        return owners
+
+    def move(self, names: list[str], to: str, why: str) -> None:
+        """Hand parameters to another engine from now on (found at a tracked step)."""
+        target = self.module if to == MODULE else self.replay
+        moved = []
         for name in names:
             if name in self.backpack:
                 self.backpack.remove(name)
-                self.func[name] = why
-        if names:
-            LOG.info(
-                "cockpit: torch.func from now on for %s: %s", ", ".join(names), why
-            )
+            elif name in self.module and to == REPLAY:
+                del self.module[name]
+            else:
+                continue
+            target[name] = why
+            moved.append(name)
+        if moved:
+            LOG.info("cockpit: %s from now on for %s: %s", to, ", ".join(moved), why)
 
     def move_curvature(self, why: str) -> None:
         """Compute curvature with torch.func from now on."""
@@ -91,17 +128,28 @@ class Assignment:
                 f"BackPACK for {len(self.backpack)} parameters "
                 f"({_short(self.backpack)})"
             )
-        if self.func:
-            reasons = Counter(self.func.values())
-            why = "; ".join(
-                f"{_short([n for n, r in self.func.items() if r == reason])}: {reason}"
-                for reason in reasons
-            )
-            parts.append(f"torch.func for {len(self.func)} parameters ({why})")
+        for label, chosen in ((MODULE, self.module), (REPLAY, self.replay)):
+            if chosen:
+                reasons = Counter(chosen.values())
+                why = "; ".join(
+                    f"{_short([n for n, r in chosen.items() if r == reason])}: {reason}"
+                    for reason in reasons
+                )
+                parts.append(f"{label} for {len(chosen)} parameters ({why})")
         line = f"cockpit engines (engine={self.engine!r}): " + "; ".join(parts)
         if self.curvature_why:
             line += f"; curvature by torch.func ({self.curvature_why})"
         return line
+
+    def as_meta(self) -> dict[str, object]:
+        """What ``meta.json`` stores under ``engines``."""
+        return {
+            "engine": self.engine,
+            BACKPACK: self.backpack,
+            MODULE: self.module,
+            REPLAY: self.replay,
+            "curvature": self.curvature,
+        }
 
 
 def _short(names: list[str], keep: int = 4) -> str:
@@ -109,14 +157,16 @@ def _short(names: list[str], keep: int = 4) -> str:
     return shown + (f", ... ({len(names) - keep} more)" if len(names) > keep else "")
 
 
-def _owners(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, list[str]]:
-    """Parameter name -> every module name that owns it (tying, double registration)."""
+def _owners(
+    model: nn.Module, params: dict[str, nn.Parameter]
+) -> dict[str, list[tuple[str, str]]]:
+    """Parameter name -> every (module name, attribute) that owns it."""
     by_id = {id(p): name for name, p in params.items()}
-    owners: dict[str, list[str]] = {name: [] for name in params}
+    owners: dict[str, list[tuple[str, str]]] = {name: [] for name in params}
     for module_name, module in model.named_modules(remove_duplicate=False):
-        for param in module.parameters(recurse=False):
+        for attr, param in module.named_parameters(recurse=False):
             if id(param) in by_id:
-                owners[by_id[id(param)]].append(module_name)
+                owners[by_id[id(param)]].append((module_name, attr))
     return owners
 
 
@@ -147,30 +197,36 @@ def assign(
     owners = _owners(model, params)
     result = Assignment(engine=engine, owners=owners)
     if engine == "torch.func":
-        result.func = dict.fromkeys(params, "engine='torch.func'")
+        result.replay = dict.fromkeys(params, "engine='torch.func'")
         result.curvature, result.curvature_why = "torch.func", "engine='torch.func'"
         return result
     modules = dict(model.named_modules(remove_duplicate=False))
     for name in params:
-        module_names = owners[name]
+        module_names = [m for m, _ in owners[name]]
+        kinds = {type(modules[m]) for m in module_names}
         kind = type(modules[module_names[0]])
-        if len(module_names) > 1:
-            why = f"shared by modules {', '.join(module_names)}"
-        elif kind not in SUPPORTED_LAYERS:
-            why = f"{kind.__name__} is not a BackPACK layer"
-        else:
+        leaves = all(not list(modules[m].children()) for m in module_names)
+        if len(module_names) == 1 and kind in SUPPORTED_LAYERS:
             result.backpack.append(name)
             continue
+        if len(module_names) > 1:
+            why = f"shared by modules {', '.join(module_names)}"
+        else:
+            why = f"{kind.__name__} is not a BackPACK layer"
         if engine == "backpack" and needing:
             raise UnsupportedModelError(
-                _refusal(name, module_names, kind, why, needing)
+                _refusal(name, module_names[0], kind, why, needing)
             )
-        result.func[name] = why
+        if leaves:
+            result.module[name] = why
+        else:
+            names = ", ".join(sorted(k.__name__ for k in kinds))
+            result.replay[name] = f"owned by a module with submodules ({names})"
     return result
 
 
 def _refusal(
-    name: str, module_names: list[str], kind: type, why: str, needing: list[str]
+    name: str, module_name: str, kind: type, why: str, needing: list[str]
 ) -> str:
     hint = (
         " In training mode BatchNorm mixes samples, so per-sample gradients are not "
@@ -179,7 +235,7 @@ def _refusal(
         else ""
     )
     return (
-        f"Parameter '{name}' of layer '{module_names[0] or kind.__name__}' "
+        f"Parameter '{name}' of layer '{module_name or kind.__name__}' "
         f"({kind.__name__}): {why}, and engine='backpack' computes per-sample "
         f"gradients only for unshared parameters of "
         f"{', '.join(c.__name__ for c in SUPPORTED_LAYERS)}; "
@@ -220,4 +276,13 @@ def choose_curvature(
         assignment.curvature_why = str(error).split(". It supports")[0]
 
 
-__all__ = ["ENGINES", "LOG", "Assignment", "assign", "choose_curvature"]
+__all__ = [
+    "BACKPACK",
+    "ENGINES",
+    "LOG",
+    "MODULE",
+    "REPLAY",
+    "Assignment",
+    "assign",
+    "choose_curvature",
+]

@@ -64,7 +64,7 @@ CHUNK_ELEMENTS = 2**26
 
 #: Batching-rule fallbacks of torch.func are slower, not wrong; the user cannot act
 #: on them, so they are not raised as warnings.
-_FALLBACK = "There is a performance drop because we have not yet implemented"
+FALLBACK_WARNING = "There is a performance drop because we have not yet implemented"
 
 
 @dataclass
@@ -403,7 +403,7 @@ class FuncEngine:
             warnings.catch_warnings(),
             torch.no_grad(),
         ):
-            warnings.filterwarnings("ignore", message=_FALLBACK)
+            warnings.filterwarnings("ignore", message=FALLBACK_WARNING)
             torch.manual_seed(batch.seed)
             for first in range(0, n, chunk):
                 rows = slice(first, min(first + chunk, n))

@@ -25,8 +25,9 @@ from cockpit.exceptions import (
     UsageError,
 )
 from cockpit.quantities import CurvatureNoise, GgnTopEigen, HessTrace, TicDiag, TicTrace
+from examples.char_transformer import class_axis_second
 from tests import reference
-from tests.problems import PROBLEMS, ResidualMLP
+from tests.problems import PROBLEMS, ClassAxisSecond, ResidualMLP
 from tests.quantities.tracking import (
     assert_per_layer,
     check_per_layer_reference,
@@ -114,20 +115,22 @@ def test_choice_is_said_once_and_stored(tmp_path, capfd):
     lines = [line for line in capfd.readouterr().err.splitlines() if "engines" in line]
     assert lines == [
         "cockpit engines (engine='auto'): BackPACK for 4 parameters (0.weight, "
-        "0.bias, 2.weight, 2.bias); torch.func for 2 parameters (1.weight, 1.bias: "
+        "0.bias, 2.weight, 2.bias); torch.func per module for 2 parameters (1.weight, "
+        "1.bias: "
         "LayerNorm is not a BackPACK layer); curvature by torch.func (BackPACK's "
         "second-order extensions cannot reach '1.weight')"
     ]
     engines = cockpit.load(ck.run_dir).meta["engines"]
     assert engines["backpack"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
-    assert set(engines["torch.func"]) == {"1.weight", "1.bias"}
+    assert set(engines["torch.func per module"]) == {"1.weight", "1.bias"}
+    assert engines["torch.func replay"] == {}
     assert engines["curvature"] == "torch.func"
 
 
 def test_tied_parameters_go_to_torch_func(tmp_path):
     ck = make(BY_NAME["tied-mse-mean"].make()[0], nn.MSELoss(), tmp_path, ["norm_test"])
     ck.close()
-    assert ck.engines.func == {"a.weight": "shared by modules a, b"}
+    assert ck.engines.module == {"a.weight": "shared by modules a, b"}
 
 
 def test_unknown_engine_lists_the_choices(tmp_path):
@@ -140,7 +143,7 @@ def test_functional_tie_moves_at_the_first_step(tmp_path, capfd):
     problem = BY_NAME["functional-tie-ce-mean"]
     check_per_layer_reference(problem, tmp_path, "norm_test", together=False)
     err = capfd.readouterr().err
-    assert "torch.func from now on for embed.weight" in err
+    assert "torch.func replay from now on for embed.weight" in err
     assert "do not add up to its gradient" in err
 
 
@@ -156,7 +159,10 @@ def test_reused_module_moves_to_torch_func(tmp_path, capfd):
     check_per_layer_reference(
         BY_NAME["reused-ce-mean"], tmp_path, "norm_test", together=True
     )
-    assert "its module runs more than once per step" in capfd.readouterr().err
+    assert (
+        "torch.func per module from now on for twice.weight, twice.bias: its module runs more than once"
+        in capfd.readouterr().err
+    )
 
 
 def test_broken_chain_moves_curvature_and_stops_kfac(tmp_path, capfd):
@@ -223,57 +229,64 @@ def test_small_chunks_give_the_same_statistics(tmp_path, monkeypatch):
 
 
 def test_loss_input_maps_the_output(tmp_path):
-    """A model with ``[N, T, V]`` logits, the loss on their transpose."""
+    """A model with ``[N, T, V]`` logits, the loss on their transpose: the replay
+    (curvature) applies ``loss_input`` per sample."""
     problem = BY_NAME["transformer-ce-mean"]
-    wrapped, loss_fn = problem.make()
-    model = wrapped.inner
-    batches = [problem.batch(step) for step in range(2)]
-    expected = [
-        reference.per_sample_grads(wrapped, loss_fn, x, y) for x, y in batches[:1]
-    ]
-    ck = make(
-        model,
-        loss_fn,
-        tmp_path,
-        ["norm_test"],
-        loss_input=lambda out: out.transpose(1, 2),
-    )
-    run = train(ck, model, loss_fn, batches[:1], lambda out: out.transpose(1, 2))
-    per_sample = {k.removeprefix("inner."): v for k, v in expected[0].items()}
-    assert_per_layer(
-        run,
-        "norm_test",
-        0,
-        {"total": reference.norm_test(reference.flat(per_sample))},
-    )
+    model, loss_fn = problem.make()[0].inner, nn.CrossEntropyLoss()
+    same = ClassAxisSecond(model)  # the same parameters, the transposed output
+    x, y = problem.batch(0)
+    grads = reference.per_sample_grads(same, loss_fn, x, y)
+    trace = ggn(same, loss_fn, x, y).diagonal().sum()
+    quantities = {"norm_test": 1, "hess_trace": HessTrace(curvature="ggn_exact")}
+    ck = make(model, loss_fn, tmp_path, quantities, loss_input=class_axis_second)
+    run = train(ck, model, loss_fn, [(x, y)], class_axis_second)
+    expected = reference.norm_test(reference.flat(grads))
+    assert_per_layer(run, "norm_test", 0, {"total": expected})
+    assert_per_layer(run, "hess_trace", 0, {"total": trace})
 
 
 def test_missing_loss_input_is_explained(tmp_path):
     problem = BY_NAME["transformer-ce-mean"]
-    wrapped, loss_fn = problem.make()
-    model = wrapped.inner
-    ck = make(model, loss_fn, tmp_path, ["norm_test"])
+    model, loss_fn = problem.make()[0].inner, nn.CrossEntropyLoss()
+    ck = make(model, loss_fn, tmp_path, ["hess_trace"])
     with pytest.raises(UsageError, match=r"loss_input=lambda out: out\.transpose"):
-        train(ck, model, loss_fn, [problem.batch(0)], lambda out: out.transpose(1, 2))
+        train(ck, model, loss_fn, [problem.batch(0)], class_axis_second)
+
+
+class DictOutput(nn.Module):
+    """Returns ``{"logits": ...}``; its own ``scale`` needs the whole-model replay."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(3)
+        self.scale = nn.Parameter(torch.tensor([1.0, 2.0, 0.5]))
+
+    def forward(self, x):
+        return {"logits": self.norm(x) * self.scale}
+
+
+class Logits(nn.Module):
+    """The same model and parameters, returning the logits themselves."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)["logits"]
 
 
 def test_model_returning_a_dict_needs_loss_input(tmp_path):
-    class Dict(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.norm = nn.LayerNorm(3)
-
-        def forward(self, x):
-            return {"logits": self.norm(x)}
-
-    model = Dict().double()
+    model = DictOutput().double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(4, 3, dtype=torch.float64), torch.randint(0, 3, (4,))
     ck = make(model, loss_fn, tmp_path, ["norm_test"])
+    assert ck.engines.replay == {
+        "scale": "owned by a module with submodules (DictOutput)"
+    }
     with pytest.raises(UsageError, match=r"returned a dict.*out\.logits"):
         train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
-    # The same parameters in a model that returns the logits themselves.
-    grads = reference.per_sample_grads(nn.Sequential(model.norm), loss_fn, x, y)
+    grads = reference.per_sample_grads(Logits(model), loss_fn, x, y)
     expected = reference.norm_test(reference.flat(grads))
     ck = make(
         model, loss_fn, tmp_path, ["norm_test"], loss_input=lambda out: out["logits"]
