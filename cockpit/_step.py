@@ -346,17 +346,22 @@ def install_step_hooks(
     done: Callable[[_AwaitingStep, StepTaken | None], None],
 ) -> None:
     """One-shot hooks around the next ``optimizer.step()``: snapshot, then diff."""
+    names = list(params)
+
+    def flat() -> list[Tensor]:
+        return [p.detach().reshape(-1) for p in params.values()]
 
     def before(opt, args, kwargs) -> None:
-        awaiting.before = {n: p.detach().reshape(-1).clone() for n, p in params.items()}
+        # One fused call per list (torch._foreach_*): many small parameters cost
+        # launches, not arithmetic.
+        awaiting.before = dict(zip(names, torch._foreach_mul(flat(), 1.0), strict=True))
 
     def after(opt, args, kwargs) -> None:
         for handle in awaiting.handles:
             handle.remove()
         awaiting.handles.clear()
-        delta = {
-            n: p.detach().reshape(-1) - awaiting.before[n] for n, p in params.items()
-        }
+        before = list(awaiting.before.values())
+        delta = dict(zip(names, torch._foreach_sub(flat(), before), strict=True))
         done(awaiting, StepTaken(delta=delta))
 
     awaiting.handles = [

@@ -63,14 +63,21 @@ class _LinearStats(FirstOrderModuleExtension):
 
     def weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
         start = time.perf_counter()
-        delta, x = self._delta(ext, g_out), module.input0
+        x = module.input0
         if x.dim() == 2 and ext.request.hist_budget != 0:
+            delta = self._delta(ext, g_out)
             stats = from_linear_factors(delta, x, module.weight, ext.request)
         else:
             n = x.shape[0]
-            per_sample = delta.reshape(n, -1, delta.shape[-1]).transpose(
-                1, 2
-            ) @ x.reshape(n, -1, x.shape[-1])
+            delta = g_out[0].reshape(n, -1, g_out[0].shape[-1])
+            x = x.reshape(n, -1, x.shape[-1])
+            # The per-sample scale goes on the smaller of the two factors.
+            scale = ext.scale(n)
+            if x.shape[-1] < delta.shape[-1]:
+                x = x * scale
+            else:
+                delta = delta * scale
+            per_sample = delta.transpose(1, 2) @ x
             stats = from_per_sample(per_sample, module.weight, ext.request)
         ext.seconds += time.perf_counter() - start
         return stats

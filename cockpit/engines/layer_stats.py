@@ -212,7 +212,11 @@ class ChunkReducer:
             self.sum_sq = squares if self.sum_sq is None else self.sum_sq + squares
         if self.hist:
             parts["extremes"].append(torch.stack(torch.aminmax(block)))
-            picked = block if self.positions is None else block[:, self.positions]
+            picked = (
+                block
+                if self.positions is None
+                else block.index_select(1, self.positions)
+            )
             if reused and self.positions is None:
                 picked = picked.clone()  # indexing above copies already
             parts["hist"].append(picked.reshape(-1))
@@ -300,7 +304,7 @@ def _sample_per_sample(
     if positions is None:
         stats.hist_values = flat.reshape(-1)
     else:
-        stats.hist_values = flat[:, positions].reshape(-1)
+        stats.hist_values = flat.index_select(1, positions).reshape(-1)
         stats.hist_weight = numel / positions.numel()
         values = values[positions]
     if request.with_param_values:

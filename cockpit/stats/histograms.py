@@ -56,11 +56,22 @@ def bin_index(values: Tensor, low: Tensor, high: Tensor, bins: int) -> Tensor:
     return position.long().clamp_(0, bins - 1)
 
 
-def _count(index: Tensor, weight: float, size: int, like: Tensor) -> Tensor:
-    """``[size]`` counts of each index, times ``weight``."""
-    counts = torch.zeros(size, dtype=like.dtype, device=like.device)
-    ones = torch.ones(1, dtype=like.dtype, device=like.device).expand(index.shape[0])
-    return counts.index_add_(0, index, ones).mul_(weight)
+def _count(index: Tensor, groups: list[tuple], size: int, like: Tensor) -> Tensor:
+    """``[size]`` counts of each index, each group's counts times its weight.
+
+    ``index`` holds the groups' indices one after the other. Each group counts into
+    its own row (adding a constant one, never a weight per value), and one matrix
+    product weights and sums the rows.
+    """
+    sizes = [group[0].numel() for group in groups]
+    weights = torch.tensor(
+        [float(group[-1]) for group in groups], dtype=like.dtype, device=like.device
+    )
+    counts = torch.zeros(len(sizes), size, dtype=like.dtype, device=like.device)
+    one = torch.ones(1, dtype=like.dtype, device=like.device)
+    for row, part in zip(counts, index.split(sizes), strict=True):
+        row.index_add_(0, part, one.expand(part.shape[0]))
+    return weights @ counts
 
 
 def _nan_unless_finite(counts: Tensor, *ends: Tensor) -> Tensor:
@@ -84,10 +95,9 @@ def histogram_1d(
         ``[bins]`` counts; NaN if the range is not finite.
     """
     start, stop = safe_range(low, high)
-    counts = sum(
-        _count(bin_index(values, start, stop, bins), weight, bins, values)
-        for values, weight in groups
-    )
+    values = torch.cat([v.reshape(-1) for v, _ in groups])
+    index = bin_index(values, start, stop, bins)
+    counts = _count(index, groups, bins, values)
     return _nan_unless_finite(counts, low, high)
 
 
@@ -110,15 +120,10 @@ def histogram_2d(
     """
     bx, by = bins
     x_start_stop, y_start_stop = safe_range(*x_range), safe_range(*y_range)
-    counts = sum(
-        _count(
-            bin_index(x, *x_start_stop, bx)
-            .mul_(by)
-            .add_(bin_index(y, *y_start_stop, by)),
-            weight,
-            bx * by,
-            y,
-        )
-        for x, y, weight in groups
+    x = torch.cat([x.reshape(-1) for x, _, _ in groups])
+    y = torch.cat([y.reshape(-1) for _, y, _ in groups])
+    index = (
+        bin_index(x, *x_start_stop, bx).mul_(by).add_(bin_index(y, *y_start_stop, by))
     )
+    counts = _count(index, groups, bx * by, y)
     return _nan_unless_finite(counts, *x_range, *y_range).view(bx, by)
