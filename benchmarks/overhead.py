@@ -121,7 +121,7 @@ import cockpit
 from cockpit.quantities import PRESETS, REGISTRY
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the examples' models
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "examples")]  # their models
 PLAIN = "plain"
 #: The full preset with its default schedules (costly curvature every 10th step).
 SCHEDULED = "full-scheduled"
@@ -213,7 +213,7 @@ def transformer_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def resnet_model() -> nn.Module:
-    from examples.resnet_digits import build_resnet
+    from resnet_digits import build_resnet
 
     return build_resnet()
 

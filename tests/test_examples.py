@@ -15,7 +15,7 @@ import cockpit
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-NAMES = ["digits_mlp", "digits_cnn"]
+NAMES = ["digits_mlp", "digits_cnn", "resnet_digits"]
 
 
 @pytest.fixture(params=NAMES)
@@ -71,7 +71,15 @@ def test_example_writes_a_finished_run(example, tmp_path, capsys):
     assert "Final train loss" in out.splitlines()[-1]
 
 
-def test_full_preset_every_second_step(example, tmp_path, capsys):
+@pytest.fixture(params=["digits_mlp", "digits_cnn"])
+def chain_example(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """An example whose model BackPACK's second order handles (kfac_block too)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module(request.param)
+
+
+def test_full_preset_every_second_step(chain_example, tmp_path, capsys):
+    example = chain_example
     # A small histogram sample keeps the 2D histograms cheap on a CPU.
     argv = [
         "--steps",
@@ -143,3 +151,74 @@ def test_mlp_runs_as_a_script(tmp_path):
     run_dir = Path(written[0].removeprefix("Run written to "))
     assert run_dir.parent == tmp_path
     assert cockpit.load(run_dir).meta["status"] == "finished"
+
+
+def test_resnet_business_preset_has_curvature_by_torch_func(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    module = importlib.import_module("resnet_digits")
+    argv = ["--steps", "3", "--preset", "business", "--logdir", str(tmp_path)]
+    run = cockpit.load(run_main(module, argv, capsys)[0])
+    assert run.meta["status"] == "finished"
+    engines = run.meta["engines"]
+    assert engines["curvature"] == "torch.func"
+    assert any("GroupNorm" in why for why in engines["torch.func per module"].values())
+    assert "0.weight" in engines["backpack"]
+    for name in ("hess_trace", "tic_diag", "tic_trace", "norm_test"):
+        assert steps(run, name) == [0, 1, 2], name
+    assert run.scalar("hess_trace").gt(0).all()
+
+
+TRANSFORMER_ARGS = [
+    "--steps",
+    "3",
+    "--characters",
+    "5000",
+    "--context",
+    "16",
+    "--width",
+    "16",
+    "--layers",
+    "1",
+    "--batch-size",
+    "4",
+]
+
+
+def test_char_transformer_runs_as_a_script(tmp_path):
+    """A few steps of the transformer with the business preset, warnings as errors."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "examples/char_transformer.py",
+            *TRANSFORMER_ARGS,
+            "--logdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch.func per module for" in result.stderr  # the engine line
+    (run_dir,) = tmp_path.iterdir()
+    run = cockpit.load(run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["preset"] == "business"
+    assert run.meta["absent"] == {}
+    engines = run.meta["engines"]
+    assert (
+        engines["torch.func per module"]["tok.weight"] == "shared by modules tok, head"
+    )
+    assert engines["torch.func replay"] == {}
+    assert engines["curvature"] == "torch.func"
+    for name in ("loss", "grad_norm", "norm_test", "hess_trace", "tic_diag"):
+        assert steps(run, name) == [0, 1, 2], name
+    assert run.scalar("hess_trace").gt(0).all()
+    layers = set(run.scalars.query("quantity == 'norm_test'")["layer"].dropna())
+    assert {"tok.weight", "ln.weight", "blocks.0.attn.qkv.weight"} <= layers

@@ -57,21 +57,21 @@ def bin_index(values: Tensor, low: Tensor, high: Tensor, bins: int) -> Tensor:
 
 
 def _count(index: Tensor, groups: list[tuple], size: int, like: Tensor) -> Tensor:
-    """``[size]`` counts of each index, each group's counts times its weight.
+    """``[size]`` counts of each index, each group's entries counting its weight.
 
-    ``index`` holds the groups' indices one after the other. Each group counts into
-    its own row (adding a constant one, never a weight per value), and one matrix
-    product weights and sums the rows.
+    ``index`` holds the groups' indices one after the other; each group adds its
+    weight (a one-element tensor filled on the device, expanded without copies) per
+    entry. No tensor is built from host data: on a GPU that copy would wait for the
+    device.
     """
-    sizes = [group[0].numel() for group in groups]
-    weights = torch.tensor(
-        [float(group[-1]) for group in groups], dtype=like.dtype, device=like.device
-    )
-    counts = torch.zeros(len(sizes), size, dtype=like.dtype, device=like.device)
-    one = torch.ones(1, dtype=like.dtype, device=like.device)
-    for row, part in zip(counts, index.split(sizes), strict=True):
-        row.index_add_(0, part, one.expand(part.shape[0]))
-    return weights @ counts
+    counts = torch.zeros(size, dtype=like.dtype, device=like.device)
+    parts = index.split([group[0].numel() for group in groups])
+    for part, group in zip(parts, groups, strict=True):
+        weight = torch.full(
+            (1,), float(group[-1]), dtype=like.dtype, device=like.device
+        )
+        counts.index_add_(0, part, weight.expand(part.shape[0]))
+    return counts
 
 
 def _nan_unless_finite(counts: Tensor, *ends: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from cockpit.quantities import (
     HessMaxEv,
     HessTrace,
     KfacBlock,
+    TicDiag,
     TicTrace,
 )
 
@@ -105,6 +106,72 @@ def test_cuda_statistics_match_cpu(tmp_path):
     on_cuda = train(model, "cuda", tmp_path, "cuda")
     assert list(on_cuda.scalar("alpha").index) == [0, 1]
     for quantity in COMPARED:
+        cpu, cuda = (values(run, quantity) for run in (on_cpu, on_cuda))
+        assert len(cpu) > 0
+        assert cpu[["step", "layer"]].equals(cuda[["step", "layer"]]), quantity
+        torch.testing.assert_close(
+            torch.tensor(cuda["value"].to_numpy()),
+            torch.tensor(cpu["value"].to_numpy()),
+            rtol=1e-6,
+            atol=1e-12,
+            msg=lambda m, q=quantity: f"{q}: {m}",
+        )
+
+
+#: What the torch.func engine computes on the transformer: first-order statistics
+#: (BackPACK, per module, replay) and exact curvature.
+FUNC_COMPARED = (
+    "loss",
+    "grad_norm",
+    "norm_test",
+    "mean_gsnr",
+    "hess_trace",
+    "tic_diag",
+    "ggn_top_eigen.1",
+    "curvature_noise.curvature_mean.1",
+)
+
+
+def train_transformer(device, logdir, run_name):
+    from tests.problems import PROBLEMS
+
+    problem = next(p for p in PROBLEMS if p.name == "transformer-ce-mean")
+    model, loss_fn = problem.make()
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=logdir,
+        run_name=run_name,
+        preset=None,
+        quantities={
+            "loss": 1,
+            "grad_norm": 1,
+            "norm_test": 1,
+            "mean_gsnr": 1,
+            "hess_trace": HessTrace(curvature="ggn_exact"),
+            "tic_diag": TicDiag(curvature="ggn_exact"),
+            "ggn_top_eigen": GgnTopEigen(k=2, exact=True, samples=None),
+            "curvature_noise": CurvatureNoise(k=2, exact=True, samples=None),
+        },
+    )
+    for step in range(3):
+        x, y = problem.batch(step)
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x.to(device)), y.to(device)).backward()
+        optimizer.step()
+    ck.close()
+    return cockpit.load(ck.run_dir)
+
+
+def test_cuda_torch_func_engine_matches_cpu(tmp_path):
+    on_cpu = train_transformer("cpu", tmp_path, "cpu")
+    on_cuda = train_transformer("cuda", tmp_path, "cuda")
+    assert on_cuda.meta["engines"]["torch.func replay"], "the replay must run too"
+    for quantity in FUNC_COMPARED:
         cpu, cuda = (values(run, quantity) for run in (on_cpu, on_cuda))
         assert len(cpu) > 0
         assert cpu[["step", "layer"]].equals(cuda[["step", "layer"]]), quantity
