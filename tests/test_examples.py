@@ -123,18 +123,10 @@ def test_rejects_bad_arguments(example, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_mlp_runs_as_a_script(tmp_path):
+def run_script(script: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Run an example as a script with warnings as errors; it must succeed."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-W",
-            "error",
-            "examples/digits_mlp.py",
-            "--steps",
-            "3",
-            "--logdir",
-            str(tmp_path),
-        ],
+        [sys.executable, "-W", "error", f"examples/{script}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -142,6 +134,11 @@ def test_mlp_runs_as_a_script(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_mlp_runs_as_a_script(tmp_path):
+    result = run_script("digits_mlp.py", ["--steps", "3", "--logdir", str(tmp_path)])
     written = [
         line
         for line in result.stdout.splitlines()
@@ -188,23 +185,9 @@ TRANSFORMER_ARGS = [
 
 def test_char_transformer_runs_as_a_script(tmp_path):
     """A few steps of the transformer with the business preset, warnings as errors."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-W",
-            "error",
-            "examples/char_transformer.py",
-            *TRANSFORMER_ARGS,
-            "--logdir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = run_script(
+        "char_transformer.py", [*TRANSFORMER_ARGS, "--logdir", str(tmp_path)]
     )
-    assert result.returncode == 0, result.stderr
     assert "torch.func per module for" in result.stderr  # the engine line
     (run_dir,) = tmp_path.iterdir()
     run = cockpit.load(run_dir)

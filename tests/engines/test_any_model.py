@@ -31,6 +31,7 @@ from tests.problems import PROBLEMS, ClassAxisSecond, ResidualMLP
 from tests.quantities.tracking import (
     assert_per_layer,
     check_per_layer_reference,
+    make_cockpit,
     repeat_batch,
     tracked_run,
 )
@@ -57,19 +58,6 @@ DETERMINISTIC = {
     "ggn_top_eigen": GgnTopEigen(k=2, exact=True),
     "curvature_noise": CurvatureNoise(k=2, exact=True),
 }
-
-
-def make(model, loss_fn, tmp_path, quantities, **kwargs):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities=quantities,
-        **kwargs,
-    )
 
 
 def train(ck, model, loss_fn, batches, loss_input=None):
@@ -110,7 +98,9 @@ def test_engines_agree_where_both_work(tmp_path, name):
 
 def test_choice_is_said_once_and_stored(tmp_path, capfd):
     model = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)).double()
-    ck = make(model, nn.CrossEntropyLoss(), tmp_path, ["norm_test", "hess_trace"])
+    ck = make_cockpit(
+        model, nn.CrossEntropyLoss(), tmp_path, ["norm_test", "hess_trace"]
+    )
     ck.close()
     lines = [line for line in capfd.readouterr().err.splitlines() if "engines" in line]
     assert lines == [
@@ -128,14 +118,19 @@ def test_choice_is_said_once_and_stored(tmp_path, capfd):
 
 
 def test_tied_parameters_go_to_torch_func(tmp_path):
-    ck = make(BY_NAME["tied-mse-mean"].make()[0], nn.MSELoss(), tmp_path, ["norm_test"])
+    ck = make_cockpit(
+        BY_NAME["tied-mse-mean"].make_cockpit()[0],
+        nn.MSELoss(),
+        tmp_path,
+        ["norm_test"],
+    )
     ck.close()
     assert ck.engines.module == {"a.weight": "shared by modules a, b"}
 
 
 def test_unknown_engine_lists_the_choices(tmp_path):
     with pytest.raises(ConfigurationError, match="Choose one of: auto, backpack"):
-        make(nn.Linear(2, 2), nn.MSELoss(), tmp_path, ["loss"], engine="jax")
+        make_cockpit(nn.Linear(2, 2), nn.MSELoss(), tmp_path, ["loss"], engine="jax")
 
 
 def test_functional_tie_moves_at_the_first_step(tmp_path, capfd):
@@ -148,9 +143,9 @@ def test_functional_tie_moves_at_the_first_step(tmp_path, capfd):
 
 
 def test_functional_tie_is_refused_by_the_backpack_engine(tmp_path):
-    model, loss_fn = BY_NAME["functional-tie-ce-mean"].make()
+    model, loss_fn = BY_NAME["functional-tie-ce-mean"].make_cockpit()
     x, y = BY_NAME["functional-tie-ce-mean"].batch(0)
-    ck = make(model, loss_fn, tmp_path, ["norm_test"], engine="backpack")
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"], engine="backpack")
     with pytest.raises(UsageError, match=r"embed\.weight: its per-sample gradients"):
         train(ck, model, loss_fn, [(x, y)])
 
@@ -174,7 +169,7 @@ def test_broken_chain_moves_curvature_and_stops_kfac(tmp_path, capfd):
     assert "curvature by torch.func from now on" in capfd.readouterr().err
     assert "kfac_block" not in set(run.scalars.quantity)
     for step, ref in enumerate(refs):
-        model, loss_fn = problem.make()
+        model, loss_fn = problem.make_cockpit()
         model.load_state_dict(ref.params)
         x, y = problem.batch(step)
         trace = ggn(model, loss_fn, x, y).diagonal().sum()
@@ -184,7 +179,9 @@ def test_broken_chain_moves_curvature_and_stops_kfac(tmp_path, capfd):
 def test_kfac_is_absent_where_curvature_comes_from_torch_func(tmp_path):
     model = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3))
     with pytest.warns(AbsentQuantityWarning, match="Kronecker factors exist for"):
-        ck = make(model, nn.CrossEntropyLoss(), tmp_path, ["kfac_block", "hess_trace"])
+        ck = make_cockpit(
+            model, nn.CrossEntropyLoss(), tmp_path, ["kfac_block", "hess_trace"]
+        )
     ck.close()
     assert "kfac_block" in cockpit.load(ck.run_dir).meta["absent"]
 
@@ -232,13 +229,15 @@ def test_loss_input_maps_the_output(tmp_path):
     """A model with ``[N, T, V]`` logits, the loss on their transpose: the replay
     (curvature) applies ``loss_input`` per sample."""
     problem = BY_NAME["transformer-ce-mean"]
-    model, loss_fn = problem.make()[0].inner, nn.CrossEntropyLoss()
+    model, loss_fn = problem.make_cockpit()[0].inner, nn.CrossEntropyLoss()
     same = ClassAxisSecond(model)  # the same parameters, the transposed output
     x, y = problem.batch(0)
     grads = reference.per_sample_grads(same, loss_fn, x, y)
     trace = ggn(same, loss_fn, x, y).diagonal().sum()
     quantities = {"norm_test": 1, "hess_trace": HessTrace(curvature="ggn_exact")}
-    ck = make(model, loss_fn, tmp_path, quantities, loss_input=class_axis_second)
+    ck = make_cockpit(
+        model, loss_fn, tmp_path, quantities, loss_input=class_axis_second
+    )
     run = train(ck, model, loss_fn, [(x, y)], class_axis_second)
     expected = reference.norm_test(reference.flat(grads))
     assert_per_layer(run, "norm_test", 0, {"total": expected})
@@ -247,8 +246,8 @@ def test_loss_input_maps_the_output(tmp_path):
 
 def test_missing_loss_input_is_explained(tmp_path):
     problem = BY_NAME["transformer-ce-mean"]
-    model, loss_fn = problem.make()[0].inner, nn.CrossEntropyLoss()
-    ck = make(model, loss_fn, tmp_path, ["hess_trace"])
+    model, loss_fn = problem.make_cockpit()[0].inner, nn.CrossEntropyLoss()
+    ck = make_cockpit(model, loss_fn, tmp_path, ["hess_trace"])
     with pytest.raises(UsageError, match=r"loss_input=lambda out: out\.transpose"):
         train(ck, model, loss_fn, [problem.batch(0)], class_axis_second)
 
@@ -280,7 +279,7 @@ def test_model_returning_a_dict_needs_loss_input(tmp_path):
     model = DictOutput().double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(4, 3, dtype=torch.float64), torch.randint(0, 3, (4,))
-    ck = make(model, loss_fn, tmp_path, ["norm_test"])
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
     assert ck.engines.replay == {
         "scale": "owned by a module with submodules (DictOutput)"
     }
@@ -288,7 +287,7 @@ def test_model_returning_a_dict_needs_loss_input(tmp_path):
         train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
     grads = reference.per_sample_grads(Logits(model), loss_fn, x, y)
     expected = reference.norm_test(reference.flat(grads))
-    ck = make(
+    ck = make_cockpit(
         model, loss_fn, tmp_path, ["norm_test"], loss_input=lambda out: out["logits"]
     )
     run = train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
@@ -300,21 +299,21 @@ def test_batchnorm_in_training_mode_is_refused_and_eval_mode_tracked(tmp_path):
     model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
-    ck = make(model, loss_fn, tmp_path / "train", ["norm_test"])
+    ck = make_cockpit(model, loss_fn, tmp_path / "train", ["norm_test"])
     with pytest.raises(UnsupportedModelError, match=r"'1' \(BatchNorm1d\) is in train"):
         train(ck, model, loss_fn, [(x, y)])
     model.eval()
     expected = reference.norm_test(
         reference.flat(reference.per_sample_grads(model, loss_fn, x, y))
     )
-    ck = make(model, loss_fn, tmp_path / "eval", ["norm_test"])
+    ck = make_cockpit(model, loss_fn, tmp_path / "eval", ["norm_test"])
     run = train(ck, model, loss_fn, [(x, y)])
     assert_per_layer(run, "norm_test", 0, {"total": expected})
 
 
 def test_gradient_accumulation_is_refused(tmp_path):
-    model, loss_fn = PROBLEMS[0].make()
-    ck = make(model, loss_fn, tmp_path, ["norm_test"])
+    model, loss_fn = PROBLEMS[0].make_cockpit()
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
     (x1, y1), (x2, y2) = PROBLEMS[0].batch(0), PROBLEMS[0].batch(1)
     ck.optimizer.zero_grad()
     with ck.track():
@@ -330,8 +329,8 @@ def test_gradient_accumulation_is_refused(tmp_path):
 def test_one_tracked_micro_batch_per_step_describes_that_micro_batch(tmp_path):
     """The documented way: track() around one micro-batch per optimizer step."""
     problem = PROBLEMS[0]
-    model, loss_fn = problem.make()
-    ck = make(model, loss_fn, tmp_path, ["norm_test"])
+    model, loss_fn = problem.make_cockpit()
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
     (x1, y1), (x2, y2) = problem.batch(0), problem.batch(1)
     expected = reference.norm_test(
         reference.flat(reference.per_sample_grads(model, loss_fn, x2, y2))
@@ -352,7 +351,7 @@ def test_dropout_masks_of_the_replay_leave_training_alone(tmp_path):
         nn.Linear(5, 4), nn.LayerNorm(4), nn.Dropout(0.5), nn.Linear(4, 3)
     ).double()
     loss_fn = nn.CrossEntropyLoss()
-    ck = make(model, loss_fn, tmp_path, ["norm_test"])
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
     torch.manual_seed(1)
     train(ck, model, loss_fn, [(x, y)])
@@ -366,7 +365,9 @@ def test_dropout_masks_of_the_replay_leave_training_alone(tmp_path):
 
 def test_residual_model_first_order_by_backpack_and_curvature_by_func(tmp_path):
     model = ResidualMLP()
-    ck = make(model, nn.CrossEntropyLoss(), tmp_path, ["norm_test", "hess_trace"])
+    ck = make_cockpit(
+        model, nn.CrossEntropyLoss(), tmp_path, ["norm_test", "hess_trace"]
+    )
     ck.close()
     assert ck.engines.func == {}
     assert ck.engines.curvature == "backpack"  # until the first step finds the chain

@@ -100,12 +100,9 @@ def values(run, quantity):
     return rows.reset_index(drop=True)
 
 
-def test_cuda_statistics_match_cpu(tmp_path):
-    model = tiny_cnn()
-    on_cpu = train(copy.deepcopy(model), "cpu", tmp_path, "cpu")
-    on_cuda = train(model, "cuda", tmp_path, "cuda")
-    assert list(on_cuda.scalar("alpha").index) == [0, 1]
-    for quantity in COMPARED:
+def assert_same_values(on_cpu, on_cuda, quantities) -> None:
+    """Every step's and layer's value of ``quantities`` agrees between the runs."""
+    for quantity in quantities:
         cpu, cuda = (values(run, quantity) for run in (on_cpu, on_cuda))
         assert len(cpu) > 0
         assert cpu[["step", "layer"]].equals(cuda[["step", "layer"]]), quantity
@@ -116,6 +113,14 @@ def test_cuda_statistics_match_cpu(tmp_path):
             atol=1e-12,
             msg=lambda m, q=quantity: f"{q}: {m}",
         )
+
+
+def test_cuda_statistics_match_cpu(tmp_path):
+    model = tiny_cnn()
+    on_cpu = train(copy.deepcopy(model), "cpu", tmp_path, "cpu")
+    on_cuda = train(model, "cuda", tmp_path, "cuda")
+    assert list(on_cuda.scalar("alpha").index) == [0, 1]
+    assert_same_values(on_cpu, on_cuda, COMPARED)
 
 
 #: What the torch.func engine computes on the transformer: first-order statistics
@@ -171,14 +176,4 @@ def test_cuda_torch_func_engine_matches_cpu(tmp_path):
     on_cpu = train_transformer("cpu", tmp_path, "cpu")
     on_cuda = train_transformer("cuda", tmp_path, "cuda")
     assert on_cuda.meta["engines"]["torch.func replay"], "the replay must run too"
-    for quantity in FUNC_COMPARED:
-        cpu, cuda = (values(run, quantity) for run in (on_cpu, on_cuda))
-        assert len(cpu) > 0
-        assert cpu[["step", "layer"]].equals(cuda[["step", "layer"]]), quantity
-        torch.testing.assert_close(
-            torch.tensor(cuda["value"].to_numpy()),
-            torch.tensor(cpu["value"].to_numpy()),
-            rtol=1e-6,
-            atol=1e-12,
-            msg=lambda m, q=quantity: f"{q}: {m}",
-        )
+    assert_same_values(on_cpu, on_cuda, FUNC_COMPARED)

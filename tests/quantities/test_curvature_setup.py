@@ -10,20 +10,11 @@ from cockpit.engines.curvature import CurvatureRequest
 from cockpit.exceptions import ConfigurationError, UnsupportedModelError
 from cockpit.quantities import PRESETS, HessTrace, TicDiag, TicTrace
 from tests.problems import PROBLEMS
-from tests.quantities.tracking import tracked_run
+from tests.quantities.tracking import make_cockpit, tracked_run
 
 
-def make(model, loss_fn, tmp_path, quantities, engine="backpack"):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities=quantities,
-        engine=engine,
-    )
+def make(model, loss_fn, tmp_path, quantities):
+    return make_cockpit(model, loss_fn, tmp_path, quantities, engine="backpack")
 
 
 def test_unknown_curvature_lists_the_choices():

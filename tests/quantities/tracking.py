@@ -154,6 +154,20 @@ def check_per_layer_reference(
         )
 
 
+def make_cockpit(model, loss_fn, logdir: Path, quantities, **kwargs) -> cockpit.Cockpit:
+    """A Cockpit with plain SGD (lr 0.1) tracking only ``quantities``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=logdir,
+        preset=None,
+        quantities=quantities,
+        **kwargs,
+    )
+
+
 def linear_cockpit(logdir: Path, quantities, shape: tuple[int, int], bias: bool = True):
     """A float64 ``Linear`` with MSE loss and plain SGD, tracked for ``quantities``."""
     model = torch.nn.Linear(*shape, bias=bias).double()
