@@ -119,7 +119,7 @@ def test_choice_is_said_once_and_stored(tmp_path, capfd):
 
 def test_tied_parameters_go_to_torch_func(tmp_path):
     ck = make_cockpit(
-        BY_NAME["tied-mse-mean"].make_cockpit()[0],
+        BY_NAME["tied-mse-mean"].make()[0],
         nn.MSELoss(),
         tmp_path,
         ["norm_test"],
@@ -143,7 +143,7 @@ def test_functional_tie_moves_at_the_first_step(tmp_path, capfd):
 
 
 def test_functional_tie_is_refused_by_the_backpack_engine(tmp_path):
-    model, loss_fn = BY_NAME["functional-tie-ce-mean"].make_cockpit()
+    model, loss_fn = BY_NAME["functional-tie-ce-mean"].make()
     x, y = BY_NAME["functional-tie-ce-mean"].batch(0)
     ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"], engine="backpack")
     with pytest.raises(UsageError, match=r"embed\.weight: its per-sample gradients"):
@@ -169,7 +169,7 @@ def test_broken_chain_moves_curvature_and_stops_kfac(tmp_path, capfd):
     assert "curvature by torch.func from now on" in capfd.readouterr().err
     assert "kfac_block" not in set(run.scalars.quantity)
     for step, ref in enumerate(refs):
-        model, loss_fn = problem.make_cockpit()
+        model, loss_fn = problem.make()
         model.load_state_dict(ref.params)
         x, y = problem.batch(step)
         trace = ggn(model, loss_fn, x, y).diagonal().sum()
@@ -229,7 +229,7 @@ def test_loss_input_maps_the_output(tmp_path):
     """A model with ``[N, T, V]`` logits, the loss on their transpose: the replay
     (curvature) applies ``loss_input`` per sample."""
     problem = BY_NAME["transformer-ce-mean"]
-    model, loss_fn = problem.make_cockpit()[0].inner, nn.CrossEntropyLoss()
+    model, loss_fn = problem.make()[0].inner, nn.CrossEntropyLoss()
     same = ClassAxisSecond(model)  # the same parameters, the transposed output
     x, y = problem.batch(0)
     grads = reference.per_sample_grads(same, loss_fn, x, y)
@@ -246,7 +246,7 @@ def test_loss_input_maps_the_output(tmp_path):
 
 def test_missing_loss_input_is_explained(tmp_path):
     problem = BY_NAME["transformer-ce-mean"]
-    model, loss_fn = problem.make_cockpit()[0].inner, nn.CrossEntropyLoss()
+    model, loss_fn = problem.make()[0].inner, nn.CrossEntropyLoss()
     ck = make_cockpit(model, loss_fn, tmp_path, ["hess_trace"])
     with pytest.raises(UsageError, match=r"loss_input=lambda out: out\.transpose"):
         train(ck, model, loss_fn, [problem.batch(0)], class_axis_second)
@@ -312,7 +312,7 @@ def test_batchnorm_in_training_mode_is_refused_and_eval_mode_tracked(tmp_path):
 
 
 def test_gradient_accumulation_is_refused(tmp_path):
-    model, loss_fn = PROBLEMS[0].make_cockpit()
+    model, loss_fn = PROBLEMS[0].make()
     ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
     (x1, y1), (x2, y2) = PROBLEMS[0].batch(0), PROBLEMS[0].batch(1)
     ck.optimizer.zero_grad()
@@ -329,7 +329,7 @@ def test_gradient_accumulation_is_refused(tmp_path):
 def test_one_tracked_micro_batch_per_step_describes_that_micro_batch(tmp_path):
     """The documented way: track() around one micro-batch per optimizer step."""
     problem = PROBLEMS[0]
-    model, loss_fn = problem.make_cockpit()
+    model, loss_fn = problem.make()
     ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
     (x1, y1), (x2, y2) = problem.batch(0), problem.batch(1)
     expected = reference.norm_test(
