@@ -77,10 +77,9 @@ class TrackedStep:
         self._curvature = CurvatureRequest()
         for quantity in self.active:
             quantity.amend_curvature(self._curvature)
-        if self._request is not None or self._curvature:
-            for module in ck.batch_norms:
-                if module.training:
-                    refuse_batch_norm(ck.model)
+        needs_samples = self._request is not None or bool(self._curvature)
+        if needs_samples and any(m.training for m in ck.batch_norms):
+            refuse_batch_norm(ck.model)
         self._backpack_curvature = (
             bool(self._curvature) and engines.curvature == "backpack"
         )
@@ -100,6 +99,7 @@ class TrackedStep:
         if self._backpack_curvature:
             extensions += self._curvature.extensions(self._losses.batch_size)
         self._reused: set[int] = set()
+        self._failed: dict[int, str] = {}
         self._broken: list[nn.Module] = []
         if extensions:
             self._extend(extensions)
@@ -117,7 +117,10 @@ class TrackedStep:
         """Hook the modules the extensions need and open one ``backpack`` context."""
         ck = self.ck
         auto = ck.engines.engine == "auto"
-        found = dict(reused=self._reused if auto else None)
+        found = {
+            "reused": self._reused if auto else None,
+            "failed": self._failed if auto else None,
+        }
         if self._backpack_curvature:
             modules = ck.curvature_modules
             handles = backpack_engine.attach_hooks(
@@ -238,18 +241,33 @@ class TrackedStep:
         if self._module_grads is not None:
             found.update(self._module_grads.collect(ck.params, self._request))
             failed = sorted(self._module_grads.failed)
-            engines.move(failed, REPLAY, "its module's output has no batch dimension")
+            errors = "; ".join(
+                f"{k}: {v}" for k, v in self._module_grads.errors.items()
+            )
+            why = (
+                f"torch.func could not differentiate its module per sample ({errors})"
+                if errors
+                else "its module's output has no batch dimension"
+            )
+            engines.move(failed, REPLAY, why)
             replay.update(failed)
         if self._reused:
-            reused = [
-                name
-                for name in engines.backpack
-                for module in engines.layers(ck.model)
-                if id(module) in self._reused
-                and any(p is ck.params[name] for p in module.parameters(False))
-            ]
+            reused = self._backpack_params(self._reused)
             engines.move(reused, MODULE, "its module runs more than once per step")
             replay.update(reused)
+        for module_id, error in self._failed.items():
+            broken = self._backpack_params({module_id})
+            engines.move(broken, REPLAY, f"BackPACK failed on its module ({error})")
+            replay.update(broken)
+        # A module called without the batch dimension (an embedding of arange(T))
+        # gives BackPACK T "samples": its statistics have the wrong length.
+        unbatched = [
+            name
+            for name, stats in found.items()
+            if stats.sq_norms.shape[0] != n and name not in replay
+        ]
+        engines.move(unbatched, REPLAY, "its module's input has no batch dimension")
+        replay.update(unbatched)
         if not ck.verified:
             ck.verified = True
             replay.update(self._verify(found, grads, replay))
@@ -265,6 +283,17 @@ class TrackedStep:
                 zeros = torch.zeros(n, *p.shape, device=p.device, dtype=p.dtype)
                 found[name] = from_per_sample(zeros, p, self._request)
         return {name: found[name] for name in ck.params}
+
+    def _backpack_params(self, module_ids: set[int]) -> list[str]:
+        """The BackPACK engine's parameters owned by the modules with these ids."""
+        ck = self.ck
+        return [
+            name
+            for module in ck.engines.layers(ck.model)
+            if id(module) in module_ids
+            for name in ck.engines.backpack
+            if any(p is ck.params[name] for p in module.parameters(False))
+        ]
 
     def _verify(
         self, found: dict[str, LayerStats], grads: dict[str, Tensor], replay: set[str]

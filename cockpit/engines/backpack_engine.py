@@ -226,6 +226,7 @@ def attach_hooks(
     sampling_seed: Callable[[], int] | None = None,
     reused: set[int] | None = None,
     broken: list[nn.Module] | None = None,
+    failed: dict[int, str] | None = None,
 ) -> list[RemovableHandle]:
     """Store the layer inputs and run the extensions on each output's gradient.
 
@@ -248,6 +249,10 @@ def attach_hooks(
             its parameters' statistics otherwise.
         broken: If given, modules where a second-order extension found the chain of
             modules broken are appended to it, instead of an error.
+        failed: If given, an extension that raises on a module (a call without
+            batch dimension, say an embedding of ``arange(T)``) records the error
+            here by the module's ``id`` and the backward pass goes on, instead of
+            the error stopping it.
 
     Raises:
         UsageError: From the forward pass, if a module runs twice in one tracked
@@ -281,7 +286,7 @@ def attach_hooks(
         if isinstance(output, Tensor) and output.requires_grad:
             seed = sampling_seed if module is loss_fn else None
             output.register_hook(
-                functools.partial(_run_extensions, module, seed, skip, broken)
+                functools.partial(_run_extensions, module, seed, skip, broken, failed)
             )
 
     targets = [*modules, *([loss_fn] if loss_fn is not None else [])]
@@ -293,9 +298,10 @@ def _run_extensions(
     seed: Callable[[], int] | None,
     skip: set[int],
     broken: list[nn.Module] | None,
+    failed: dict[int, str] | None,
     grad_output: Tensor,
 ) -> None:
-    if id(module) in skip:
+    if id(module) in skip or (failed is not None and id(module) in failed):
         return
     try:
         if seed is None:
@@ -310,15 +316,20 @@ def _run_extensions(
                 with torch.cuda.device(device):
                     torch.cuda.manual_seed(value)
             hook_run_extensions(module, (None,), (grad_output,))
-    except AssertionError as error:
-        if "expects a backpropagation quantity" not in str(error):
-            raise
-        if broken is not None:
+    except Exception as error:
+        chain = isinstance(error, AssertionError) and (
+            "expects a backpropagation quantity" in str(error)
+        )
+        if chain and broken is not None:
             broken.append(module)
-            return
-        raise UnsupportedModelError(
-            CHAIN_BROKEN.format(module=module, kind=type(module).__name__)
-        ) from error
+        elif chain:
+            raise UnsupportedModelError(
+                CHAIN_BROKEN.format(module=module, kind=type(module).__name__)
+            ) from error
+        elif failed is not None:
+            failed[id(module)] = f"{type(error).__name__}: {error}"
+        else:
+            raise
 
 
 def collect(params: dict[str, nn.Parameter]) -> dict[str, LayerStats]:

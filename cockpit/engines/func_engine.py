@@ -408,12 +408,23 @@ class FuncEngine:
             for first in range(0, n, chunk):
                 rows = slice(first, min(first + chunk, n))
                 block_noise = noise[rows] if noise is not None else None
-                yield (
-                    rows,
-                    batched(
+                try:
+                    block = batched(
                         variables, inputs.rows(rows), target[rows].detach(), block_noise
-                    ),
-                )
+                    )
+                except (UsageError, UnsupportedModelError):
+                    raise
+                except Exception as error:
+                    raise UnsupportedModelError(
+                        "The torch.func engine could not replay the model per sample "
+                        f"({type(error).__name__}: {error}). torch.func's vmap "
+                        "refuses data-dependent control flow (if on a tensor's "
+                        "value), .item() and in-place changes of module state in "
+                        "forward. Make the forward pass free of them, or use "
+                        "engine='backpack' or drop the per-sample and curvature "
+                        "quantities."
+                    ) from error
+                yield rows, block
 
 
 def _column_count(input_shape: torch.Size, columns: tuple | None) -> int:

@@ -55,6 +55,7 @@ class ModuleGrads:
         self.mean = mean_reduction
         self.per_sample: dict[str, Tensor] = {}
         self.failed: set[str] = set()
+        self.errors: dict[str, str] = {}
         self._inside = False
 
     def attach(self) -> list[RemovableHandle]:
@@ -92,8 +93,9 @@ class ModuleGrads:
             return
         names = self.owners[module]
         delta = grad_output.detach() * (n if self.mean else 1)
-        if type(module) is nn.LayerNorm and len(args) == 1 and not kwargs:
-            self._add(names, _layer_norm_grads(module, args[0], delta))
+        closed_form = _CLOSED_FORMS.get(type(module))
+        if closed_form is not None and len(args) == 1 and not kwargs:
+            self._add(names, closed_form(module, args[0], delta))
             return
         params = {attr: getattr(module, attr).detach() for _, attr in names}
 
@@ -117,6 +119,12 @@ class ModuleGrads:
             with warnings.catch_warnings(), torch.enable_grad():
                 warnings.filterwarnings("ignore", message=FALLBACK_WARNING)
                 grads = vmap(one)(batched, delta)
+        except Exception as error:  # never break the user's backward pass
+            # An operation torch.func cannot vectorize (or data-dependent control
+            # flow) in the module: the replay differentiates it instead.
+            self.errors[type(module).__name__] = f"{type(error).__name__}: {error}"
+            self._fail(module)
+            return
         finally:
             self._inside = False
         self._add(names, grads)
@@ -142,6 +150,22 @@ class ModuleGrads:
         return stats
 
 
+def _group_norm_grads(module: nn.GroupNorm, x: Tensor, delta: Tensor) -> dict:
+    """Per-sample gradients of ``GroupNorm``'s weight and bias, in closed form.
+
+    ``y = x_hat * w[c] + b[c]`` per channel c (axis 1), with ``x_hat`` normalized
+    per sample and group, so ``g_n(w_c) = sum delta_n * x_hat_n`` and
+    ``g_n(b_c) = sum delta_n`` over the positions (axes 2 and up).
+    """
+    summed = tuple(range(2, x.dim()))
+    grads = {"bias": delta.sum(summed) if summed else delta}
+    if module.weight is not None:
+        x_hat = nn.functional.group_norm(x, module.num_groups, eps=module.eps)
+        product = delta * x_hat
+        grads["weight"] = product.sum(summed) if summed else product
+    return grads
+
+
 def _layer_norm_grads(module: nn.LayerNorm, x: Tensor, delta: Tensor) -> dict:
     """Per-sample gradients of ``LayerNorm``'s weight and bias, in closed form.
 
@@ -157,6 +181,13 @@ def _layer_norm_grads(module: nn.LayerNorm, x: Tensor, delta: Tensor) -> dict:
         product = delta * x_hat
         grads["weight"] = product.sum(summed) if summed else product
     return grads
+
+
+#: Layers whose per-sample parameter gradients have a closed form (no ``vmap``).
+_CLOSED_FORMS: dict[type[nn.Module], Callable[[Any, Tensor, Tensor], dict]] = {
+    nn.LayerNorm: _layer_norm_grads,
+    nn.GroupNorm: _group_norm_grads,
+}
 
 
 __all__ = ["ModuleGrads"]

@@ -371,3 +371,75 @@ def test_residual_model_first_order_by_backpack_and_curvature_by_func(tmp_path):
     ck.close()
     assert ck.engines.func == {}
     assert ck.engines.curvature == "backpack"  # until the first step finds the chain
+
+
+class LearnedPositions(nn.Module):
+    """GPT-2 style: a position embedding looked up on ``arange(T)`` (no batch
+    dimension), plus a custom positional table called with an int."""
+
+    class Table(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(3, 4) * 0.1)
+
+        def forward(self, length: int) -> torch.Tensor:
+            return self.table[:length]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(5, 4)
+        self.pos = nn.Embedding(3, 4)
+        self.extra = self.Table()
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = tokens.shape[1]
+        h = self.tok(tokens) + self.pos(torch.arange(t)) + self.extra(t)
+        return self.head(torch.tanh(h)).transpose(1, 2)
+
+
+def test_parameters_without_per_sample_calls_move_to_the_replay(tmp_path, capfd):
+    """A position embedding on ``arange(T)`` (BackPACK's hooks see T "samples") and a
+    custom table called with an int (no batch dimension) both end in the replay."""
+    torch.manual_seed(0)
+    model, loss_fn = LearnedPositions().double(), nn.CrossEntropyLoss()
+    problem = BY_NAME["transformer-ce-mean"]
+    batches = [problem.batch(step) for step in range(2)]
+    expected = []
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
+    for x, y in batches:
+        grads = reference.per_sample_grads(model, loss_fn, x, y)
+        expected.append(reference.norm_test(reference.flat(grads)))
+        ck.optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        ck.optimizer.step()
+    ck.close()
+    run = cockpit.load(ck.run_dir)
+    for step, value in enumerate(expected):
+        assert_per_layer(run, "norm_test", step, {"total": value})
+    assert set(ck.engines.replay) >= {"pos.weight", "extra.table"}
+    err = capfd.readouterr().err
+    assert "torch.func replay from now on for extra.table: its module's output" in err
+    assert "for pos.weight: its module's input has no batch dimension" in err
+
+
+class Gate(nn.Module):
+    """Data-dependent control flow, which vmap refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale if bool((x > 0).any()) else x
+
+
+def test_a_model_torch_func_cannot_vectorize_is_refused_clearly(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 3), Gate()).double()
+    loss_fn = nn.CrossEntropyLoss()
+    ck = make_cockpit(model, loss_fn, tmp_path, ["norm_test"])
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.randint(0, 3, (4,))
+    with pytest.raises(UnsupportedModelError, match="data-dependent control flow"):
+        train(ck, model, loss_fn, [(x, y)])

@@ -177,3 +177,38 @@ def test_cuda_torch_func_engine_matches_cpu(tmp_path):
     on_cuda = train_transformer("cuda", tmp_path, "cuda")
     assert on_cuda.meta["engines"]["torch.func replay"], "the replay must run too"
     assert_same_values(on_cpu, on_cuda, FUNC_COMPARED)
+
+
+@pytest.mark.parametrize("preset", ["economy", "business"])
+@pytest.mark.parametrize("model_name", ["cnn", "transformer"])
+def test_tracked_steps_do_not_synchronize(tmp_path, monkeypatch, preset, model_name):
+    """After the first step (whose one-time engine check reads the device), a
+    tracked step never waits for the GPU: CUDA's sync debug mode turns any
+    synchronizing call on the training thread into an error. The writer thread,
+    which copies results to the host, is replaced by a list."""
+    from tests.problems import PROBLEMS
+
+    if model_name == "cnn":
+        model, loss_fn, data = tiny_cnn(), nn.CrossEntropyLoss(), batches(steps=4)
+    else:
+        problem = next(p for p in PROBLEMS if p.name == "transformer-ce-mean")
+        model, loss_fn = problem.make()
+        data = [problem.batch(step) for step in range(4)]
+    model = model.cuda()
+    data = [(x.cuda(), y.cuda()) for x, y in data]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, preset=preset)
+    records = []
+    monkeypatch.setattr(ck.writer, "submit", records.append)
+    for step, (x, y) in enumerate(data):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error" if step >= 1 else "default")
+        try:
+            optimizer.zero_grad()
+            with ck.track():
+                loss_fn(model(x), y).backward()
+            optimizer.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    ck.close()
+    assert len(records) >= 3
