@@ -179,6 +179,7 @@ def test_cuda_torch_func_engine_matches_cpu(tmp_path):
     assert_same_values(on_cpu, on_cuda, FUNC_COMPARED)
 
 
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")
 @pytest.mark.parametrize("preset", ["economy", "business"])
 @pytest.mark.parametrize("model_name", ["cnn", "transformer"])
 def test_tracked_steps_do_not_synchronize(tmp_path, monkeypatch, preset, model_name):
