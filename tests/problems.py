@@ -117,6 +117,16 @@ def _layernorm_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 4), norm, nn.Tanh(), nn.Linear(4, 3))
 
 
+def _groupnorm_cnn() -> nn.Module:
+    norm = nn.GroupNorm(2, 4)
+    with torch.no_grad():  # away from the identity initialization
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3), norm, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 3)
+    )
+
+
 class TiedMLP(nn.Module):
     """Two layers that share one weight matrix (weight tying between modules)."""
 
@@ -233,6 +243,14 @@ PROBLEMS = [
         _layernorm_mlp,
         lambda: nn.CrossEntropyLoss(reduction="sum"),
         (5,),
+        3,
+        chain=False,
+    ),
+    Problem(
+        "groupnorm-cnn-ce-mean",
+        _groupnorm_cnn,
+        nn.CrossEntropyLoss,
+        (2, 5, 5),
         3,
         chain=False,
     ),

@@ -150,37 +150,54 @@ class ModuleGrads:
         return stats
 
 
+def _scale_and_shift(
+    module: nn.Module,
+    delta: Tensor,
+    normalized: Callable[[], Tensor],
+    summed: tuple[int, ...],
+) -> dict[str, Tensor]:
+    """``g_n(w) = sum delta_n * x_hat_n``, ``g_n(b) = sum delta_n`` over ``summed``.
+
+    For ``y = x_hat * w + b`` with the normalized input ``x_hat`` (computed only if
+    the layer has a weight).
+    """
+
+    def reduce(values: Tensor) -> Tensor:
+        return values.sum(summed) if summed else values
+
+    grads = {"bias": reduce(delta)}
+    if module.weight is not None:
+        grads["weight"] = reduce(delta * normalized())
+    return grads
+
+
 def _group_norm_grads(module: nn.GroupNorm, x: Tensor, delta: Tensor) -> dict:
     """Per-sample gradients of ``GroupNorm``'s weight and bias, in closed form.
 
-    ``y = x_hat * w[c] + b[c]`` per channel c (axis 1), with ``x_hat`` normalized
-    per sample and group, so ``g_n(w_c) = sum delta_n * x_hat_n`` and
-    ``g_n(b_c) = sum delta_n`` over the positions (axes 2 and up).
+    ``x_hat`` is normalized per sample and group; ``w`` and ``b`` act per channel
+    (axis 1), so the sums run over the positions (axes 2 and up).
     """
-    summed = tuple(range(2, x.dim()))
-    grads = {"bias": delta.sum(summed) if summed else delta}
-    if module.weight is not None:
-        x_hat = nn.functional.group_norm(x, module.num_groups, eps=module.eps)
-        product = delta * x_hat
-        grads["weight"] = product.sum(summed) if summed else product
-    return grads
+    return _scale_and_shift(
+        module,
+        delta,
+        lambda: nn.functional.group_norm(x, module.num_groups, eps=module.eps),
+        tuple(range(2, x.dim())),
+    )
 
 
 def _layer_norm_grads(module: nn.LayerNorm, x: Tensor, delta: Tensor) -> dict:
     """Per-sample gradients of ``LayerNorm``'s weight and bias, in closed form.
 
-    ``y = x_hat * w + b`` with ``x_hat`` the input normalized over the last
-    ``len(normalized_shape)`` axes, so ``g_n(w) = sum delta_n * x_hat_n`` and
-    ``g_n(b) = sum delta_n`` over the axes between the batch and the normalized
-    ones (a handful of operations instead of a vectorized ``vjp``).
+    ``x_hat`` is normalized over the last ``len(normalized_shape)`` axes; the sums
+    run over the axes between the batch and the normalized ones (a handful of
+    operations instead of a vectorized ``vjp``).
     """
-    summed = tuple(range(1, x.dim() - len(module.normalized_shape)))
-    grads = {"bias": delta.sum(summed) if summed else delta}
-    if module.weight is not None:
-        x_hat = nn.functional.layer_norm(x, module.normalized_shape, eps=module.eps)
-        product = delta * x_hat
-        grads["weight"] = product.sum(summed) if summed else product
-    return grads
+    return _scale_and_shift(
+        module,
+        delta,
+        lambda: nn.functional.layer_norm(x, module.normalized_shape, eps=module.eps),
+        tuple(range(1, x.dim() - len(module.normalized_shape))),
+    )
 
 
 #: Layers whose per-sample parameter gradients have a closed form (no ``vmap``).
