@@ -228,10 +228,11 @@ class TrackedStep:
     def _layer_stats(self, n: int, grads: dict[str, Tensor]) -> dict[str, LayerStats]:
         """Per-sample statistics of every parameter, from its engine.
 
-        Parameters found here to need another engine (a BackPACK layer that ran
-        twice, a module output without batch dimension, per-sample gradients that
-        do not add up to ``.grad``) get this step's statistics from the replay and
-        move for the next steps.
+        Parameters found here to need another engine get this step's statistics
+        from the replay and move for the next steps: to torch.func per module if
+        their BackPACK layer ran twice or BackPACK failed on it; to the replay if
+        their module's calls have no batch dimension or their per-sample gradients
+        do not add up to ``.grad``.
         """
         if self._request is None:
             return {}
@@ -257,7 +258,7 @@ class TrackedStep:
             replay.update(reused)
         for module_id, error in self._failed.items():
             broken = self._backpack_params({module_id})
-            engines.move(broken, REPLAY, f"BackPACK failed on its module ({error})")
+            engines.move(broken, MODULE, f"BackPACK failed on its module ({error})")
             replay.update(broken)
         # A module called without the batch dimension (an embedding of arange(T))
         # gives BackPACK T "samples": its statistics have the wrong length.

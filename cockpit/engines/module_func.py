@@ -93,8 +93,13 @@ class ModuleGrads:
             return
         names = self.owners[module]
         delta = grad_output.detach() * (n if self.mean else 1)
-        closed_form = _CLOSED_FORMS.get(type(module))
-        if closed_form is not None and len(args) == 1 and not kwargs:
+        closed_form, applies = _CLOSED_FORMS.get(type(module), (None, None))
+        if (
+            closed_form is not None
+            and applies(module)
+            and len(args) == 1
+            and not kwargs
+        ):
             self._add(names, closed_form(module, args[0], delta))
             return
         params = {attr: getattr(module, attr).detach() for _, attr in names}
@@ -200,10 +205,51 @@ def _layer_norm_grads(module: nn.LayerNorm, x: Tensor, delta: Tensor) -> dict:
     )
 
 
-#: Layers whose per-sample parameter gradients have a closed form (no ``vmap``).
-_CLOSED_FORMS: dict[type[nn.Module], Callable[[Any, Tensor, Tensor], dict]] = {
-    nn.LayerNorm: _layer_norm_grads,
-    nn.GroupNorm: _group_norm_grads,
+def _linear_grads(module: nn.Linear, x: Tensor, delta: Tensor) -> dict:
+    """Per-sample gradients of a ``Linear`` layer (shared or called twice).
+
+    ``g_n(W) = sum_t delta_{n,t} x_{n,t}^T`` and ``g_n(b) = sum_t delta_{n,t}`` over
+    the positions t between the batch and the feature axis.
+    """
+    n = x.shape[0]
+    rows = delta.reshape(n, -1, delta.shape[-1])
+    grads = {"weight": rows.transpose(1, 2) @ x.reshape(n, -1, x.shape[-1])}
+    if module.bias is not None:
+        grads["bias"] = rows.sum(1)
+    return grads
+
+
+def _embedding_grads(module: nn.Embedding, tokens: Tensor, delta: Tensor) -> dict:
+    """Per-sample gradients of an ``Embedding`` (e.g. tied to an output layer).
+
+    Row v of ``g_n(W)`` sums ``delta_{n,t}`` over the positions t where sample n
+    looks up token v.
+    """
+    n, width = tokens.shape[0], delta.shape[-1]
+    index = tokens.reshape(n, -1, 1).expand(-1, -1, width)
+    grads = delta.new_zeros(n, module.num_embeddings, width)
+    return {"weight": grads.scatter_add_(1, index, delta.reshape(n, -1, width))}
+
+
+def _plain_embedding(module: nn.Module) -> bool:
+    """An embedding without the options that change its gradient."""
+    return (
+        module.padding_idx is None
+        and module.max_norm is None
+        and not module.scale_grad_by_freq
+    )
+
+
+#: Layers whose per-sample parameter gradients have a closed form (no ``vmap``),
+#: and when it applies.
+_CLOSED_FORMS: dict[
+    type[nn.Module],
+    tuple[Callable[[Any, Tensor, Tensor], dict], Callable[[nn.Module], bool]],
+] = {
+    nn.LayerNorm: (_layer_norm_grads, lambda module: True),
+    nn.GroupNorm: (_group_norm_grads, lambda module: True),
+    nn.Linear: (_linear_grads, lambda module: True),
+    nn.Embedding: (_embedding_grads, _plain_embedding),
 }
 
 
