@@ -133,14 +133,7 @@ class Cockpit:
         self.quantities = _setup.resolve_quantities(preset, quantities)
         absent = self._drop_undefined()
         self._choose_engines(engine, absent)
-        self.func = FuncEngine(
-            model,
-            self.params,
-            list(self.engines.replay),
-            loss_fn,
-            self.mean,
-            loss_input,
-        )
+        self.func = FuncEngine(model, self.params, loss_fn, self.mean, loss_input)
         self.batch_norms = [
             m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]

@@ -23,8 +23,8 @@ Decided once when the tracker is created (``engine=``), from the model's structu
   from torch.func (:mod:`cockpit.engines.func_engine`).
 
 What module structure cannot show is checked at the tracked steps (see
-:mod:`cockpit._step`): a BackPACK layer that runs twice in one forward pass moves to
-torch.func per module; at the first step with per-sample statistics, a parameter
+:mod:`cockpit._step`): a BackPACK layer that runs twice in one forward pass, or that
+BackPACK fails on, moves to torch.func per module; at the first step with per-sample statistics, a parameter
 whose per-sample gradients do not add up to its gradient in ``.grad`` (used outside
 its module, ``F.linear(h, embedding.weight)``) moves to the replay, as does one whose
 module's output has no batch dimension; a forward pass that is not a chain of

@@ -183,7 +183,6 @@ class FuncEngine:
     Args:
         model: The user's model.
         params: Every tracked parameter, by name.
-        names: The parameters this engine differentiates (the rest are constants).
         loss_fn: The loss module.
         mean_reduction: The loss averages over samples.
         loss_input: Maps the model's output to the loss module's input (default: the
@@ -195,14 +194,12 @@ class FuncEngine:
         self,
         model: nn.Module,
         params: dict[str, nn.Parameter],
-        names: list[str],
         loss_fn: nn.Module,
         mean_reduction: bool,
         loss_input: Callable[[Any], Tensor] | None = None,
     ):
         self.model = model
         self.params = params
-        self.names = list(names)
         self.losses = LossFactors(loss_fn, mean_reduction)
         self.mean = mean_reduction
         self.loss_input = loss_input or _output_itself
@@ -212,18 +209,17 @@ class FuncEngine:
         batch: Batch,
         grads: dict[str, Tensor],
         request: SampleRequest,
-        names: list[str] | None = None,
+        names: list[str],
     ) -> dict[str, LayerStats]:
-        """Per-sample statistics of the engine's parameters (or of ``names``).
+        """Per-sample statistics of the parameters ``names`` (the rest are constants).
 
         Args:
             batch: The step's kept model call and target.
             grads: Parameter name -> flat mini-batch gradient (of the mean loss).
             request: What the due quantities need.
-            names: Parameters to compute, default: the engine's.
+            names: The parameters to differentiate.
 
         """
-        names = self.names if names is None else names
         n = batch.size
         reducers = {
             name: ChunkReducer(n, grads[name], self.params[name], request)
@@ -321,11 +317,7 @@ class FuncEngine:
         }
         mean_scale = 1.0 if self.mean else 1.0 / batch.size
         spread = torch.stack(traces).detach() * mean_scale
-        std_error = (
-            spread.std(correction=1) / probes**0.5
-            if probes > 1
-            else torch.full_like(spread[0], float("nan"))
-        )
+        std_error = spread.std(correction=1) / probes**0.5  # probes >= 2
         return shaped, Estimate(probes=probes, std_error=std_error)
 
     def _chunks(
