@@ -227,6 +227,20 @@ def test_new_steps_appear_without_reload(page, server, logdir):
     screenshot(page, "live-update-loss", "#loss-card")
 
 
+def wait_quiet(page, graph: str, quiet_s: float, timeout_s: float) -> int:
+    """The graph's largest step once it has not changed for ``quiet_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    shown, since = page.evaluate(MAX_STEP, graph), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{graph} kept changing for {timeout_s} s after pausing")
+        time.sleep(0.1)
+        now = page.evaluate(MAX_STEP, graph)
+        if now != shown:
+            shown, since = now, time.monotonic()
+    return shown
+
+
 def test_pause_stops_updates(page, server):
     page.goto(server)
     wait_drawn(page, "loss")
@@ -234,10 +248,10 @@ def test_pause_stops_updates(page, server):
     page.wait_for_function(
         "() => document.querySelector('#pause-button').innerText === 'Resume'"
     )
-    time.sleep(1.2)  # a request already in flight may still land
-    frozen = page.evaluate(MAX_STEP, "loss-graph")
-    time.sleep(2.5)
-    assert page.evaluate(MAX_STEP, "loss-graph") == frozen
+    # A poll already in flight when the button was clicked may still land, and its
+    # redraw can take seconds on a loaded machine. Unpaused, the writer adds a step
+    # every 0.5 s and the page redraws every second, so no quiet spell would come.
+    frozen = wait_quiet(page, "loss-graph", quiet_s=3.0, timeout_s=20.0)
     page.click("#pause-button")
     page.wait_for_function(
         f"() => ({MAX_STEP})('loss-graph') > {frozen}", timeout=8_000
