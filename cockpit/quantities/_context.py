@@ -81,11 +81,19 @@ class StepContext:
     target: Any = None
     generator: Any = None
 
+    def replayed_loss_input(self) -> Tensor:
+        """The loss module's input from a replayed forward pass (with graph)."""
+        assert self.replay is not None
+        return self.loss_input(self.replay.replay())
+
     def replayed_loss(self) -> Tensor:
         """The batch loss of a replayed forward pass (with graph, for Hessian products)."""
-        assert self.replay is not None
-        output = self.replay.replay()
-        return self.loss_fn(self.loss_input(output), self.target)
+        return self.loss_fn(self.replayed_loss_input(), self.target)
+
+    @property
+    def mean_scale(self) -> float:
+        """``1`` for a mean-reduced loss, ``1/N`` for a summed one (mean convention)."""
+        return 1.0 if self.mean_reduction else 1.0 / self.batch_size
 
     @property
     def batch_size(self) -> int:
@@ -132,9 +140,8 @@ class StepContext:
     def curvature_diagonal(self, source: str) -> dict[str, Tensor]:
         """Parameter name -> ``[D_l]`` curvature diagonal of the mean loss ``L``."""
         if source not in self._diagonals:
-            scale = 1.0 if self.mean_reduction else 1.0 / self.batch_size
             self._diagonals[source] = {
-                name: diag.reshape(-1) * scale
+                name: diag.reshape(-1) * self.mean_scale
                 for name, diag in self.curvature.diagonals[source].items()
             }
         return self._diagonals[source]

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor
-
-from cockpit._record import Noted, OnHost
+from cockpit._record import OnHost
 from cockpit.engines.curvature import check_choice
 from cockpit.engines.hessian import hvp_operator
-from cockpit.exceptions import ConfigurationError
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._krylov import WarmStart, check_solver
 from cockpit.schedules import Schedule
-from cockpit.stats.eigen import TopEigen, lanczos, power_iteration
+from cockpit.stats.eigen import lanczos, power_iteration
 
 _SOLVERS = {"lanczos": lanczos, "power": power_iteration}
 
@@ -59,15 +56,10 @@ class HessMaxEv(Quantity):
     ):
         super().__init__(schedule)
         self.method = check_choice("method", method, _SOLVERS)
-        if not (isinstance(max_iter, int) and max_iter >= 1) or not tol > 0:
-            raise ConfigurationError(
-                f"hess_max_ev needs tol > 0 and an int max_iter >= 1, got "
-                f"tol={tol!r}, max_iter={max_iter!r}."
-            )
+        check_solver(self.name, tol, max_iter)
         self.tol = tol
         self.max_iter = max_iter
-        self._last: Tensor | None = None
-        self._warned = False
+        self._warm = WarmStart(self.name, tol)
 
     def options(self) -> dict[str, Any]:
         return {"method": self.method, "tol": self.tol, "max_iter": self.max_iter}
@@ -75,44 +67,13 @@ class HessMaxEv(Quantity):
     def compute(self, ctx: StepContext) -> dict[str, Any]:
         params = list(ctx.params.values())
         loss = ctx.replayed_loss()
-        scale = 1.0 if ctx.mean_reduction else 1.0 / ctx.batch_size
-        hvp = hvp_operator(loss, params, scale)
-        result = _SOLVERS[self.method](
-            hvp, self._start(params, ctx), self.tol, self.max_iter
-        )
-        self._last = result.vector.detach()
+        hvp = hvp_operator(loss, params, ctx.mean_scale)
+        solve = _SOLVERS[self.method]
+        result = solve(hvp, self._warm.start(params, ctx), self.tol, self.max_iter)
+        self._warm.keep(result)
         return {
-            TOTAL: OnHost(self._report(result), ()),
+            TOTAL: OnHost(lambda: self._warm.report(result, result.value), ()),
             "iterations": result.iterations,
             "converged": result.converged,
             "residual": result.residual,
         }
-
-    def _start(self, params: list[torch.nn.Parameter], ctx: StepContext) -> Tensor:
-        size = sum(p.numel() for p in params)
-        if self._last is not None and self._last.numel() == size:
-            return self._last
-        first = params[0]
-        return torch.randn(
-            size,
-            device=first.device,
-            dtype=first.dtype,
-            generator=ctx.generator(first.device),
-        )
-
-    def _report(self, result: TopEigen):
-        warn = not result.converged and not self._warned
-        self._warned |= warn
-
-        def report() -> float | Noted:
-            if not warn:
-                return result.value
-            return Noted(
-                result.value,
-                f"hess_max_ev did not converge in max_iter={result.iterations} "
-                f"iterations (tol={self.tol}); its value is logged with "
-                "converged=false, and so are later ones without a warning. Raise "
-                "max_iter or tol.",
-            )
-
-        return report

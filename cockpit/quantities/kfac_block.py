@@ -81,8 +81,8 @@ class KfacBlock(Quantity):
         blocks = ctx.curvature.kronecker[self.kind]
         factors = [f for name in blocks for f in blocks[name]]
         eps = torch.finfo(factors[0].dtype).eps
-        scale = 1.0 if ctx.mean_reduction else 1.0 / ctx.batch_size
-        finish = _finish(list(blocks), [len(f) for f in blocks.values()], scale, eps)
+        sizes = [len(f) for f in blocks.values()]
+        finish = _finish(list(blocks), sizes, ctx.mean_scale, eps)
         return OnHost(finish, tuple(factors))
 
 

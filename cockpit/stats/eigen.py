@@ -1,8 +1,9 @@
-"""Largest eigenvalue of a symmetric operator given only its matrix-vector product.
+"""Largest eigenvalues of a symmetric operator given only its matrix-vector product.
 
-Used for the Hessian's top eigenvalue (``hess_max_ev``) with Hessian-vector products;
-pure functions of ``matvec`` and a start vector, so they are tested on explicit
-matrices.
+Used for the Hessian's top eigenvalue (``hess_max_ev``) with Hessian-vector products
+and for the GGN's top eigenvalues (``ggn_top_eigen(method="lanczos")``) with
+GGN-vector products; pure functions of ``matvec`` and a start vector, so they are
+tested on explicit matrices.
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ class TopEigen:
     """Result of an iterative eigensolver.
 
     Attributes:
-        value: The estimate of the eigenvalue.
+        value: The estimate of the (largest) eigenvalue.
         vector: ``[D]`` unit vector, its eigenvector estimate.
         iterations: Matrix-vector products used.
-        converged: Whether the estimate changed by at most ``tol * |value|`` in the
-            last iteration (or the Krylov space closed: an exact eigenpair).
+        converged: Whether every estimate changed by at most ``tol * |value|`` in the
+            last iteration (or the Krylov space closed: exact eigenpairs).
         residual: ``||A x - value x||`` for the returned ``x`` (Lanczos: the exact
-            Ritz residual ``|beta_k y_k|`` of the Krylov recurrence); it bounds the
-            distance of ``value`` to *some* eigenvalue of A.
+            Ritz residual ``|beta_k y_k|`` of the Krylov recurrence, the largest of
+            the ``k`` requested); it bounds the distance of ``value`` to *some*
+            eigenvalue of A.
+        values: The ``k`` largest estimates, descending (``[value]`` for k = 1).
+        restart: ``[D]`` where the next solve on a nearby operator should start:
+            the sum of the ``k`` unit eigenvector estimates (``vector`` for k = 1),
+            so that a Krylov space from it holds all k directions at once.
 
     """
 
@@ -40,31 +46,54 @@ class TopEigen:
     iterations: int
     converged: bool
     residual: float
+    values: list[float]
+    restart: Tensor
 
 
-def lanczos(matvec: MatVec, start: Tensor, tol: float, max_iter: int) -> TopEigen:
-    """Largest (algebraic) eigenvalue by Lanczos with full re-orthogonalization.
+def lanczos(
+    matvec: MatVec,
+    start: Tensor,
+    tol: float,
+    max_iter: int,
+    k: int = 1,
+    generator: torch.Generator | None = None,
+) -> TopEigen:
+    """Largest (algebraic) eigenvalues by Lanczos with full re-orthogonalization.
 
-    The Krylov space of ``k`` products holds the best approximation of the top
-    eigenvector of degree ``k``, so Lanczos needs far fewer products than power
+    The Krylov space of ``m`` products holds the best approximation of the top
+    eigenvectors of degree ``m``, so Lanczos needs far fewer products than power
     iteration, and it targets the largest eigenvalue even when a negative one has a
-    larger magnitude. The estimate (the top Ritz value ``theta_k``) grows toward the
-    eigenvalue with k; it stops when ``|theta_k - theta_{k-1}| <= tol |theta_k|``,
-    the criterion of PyHessian (Yao et al. 2020). Each iteration reads two numbers on
-    the host (``alpha_k``, ``beta_k``) for the small tridiagonal matrix.
+    larger magnitude. The estimates (the top ``k`` Ritz values ``theta_{i,m}``) grow
+    toward the eigenvalues with m; it stops when every one moved by at most
+    ``tol |theta_{i,m}|`` in the last iteration (for k = 1 the criterion of
+    PyHessian, Yao et al. 2020), or when the Krylov space closes. Each iteration
+    reads two numbers on the host (``alpha_m``, ``beta_m``) for the small
+    tridiagonal matrix. A single start vector finds one copy of a repeated
+    eigenvalue only: the next estimate is the next distinct eigenvalue. If the
+    Krylov space closes before it holds k directions (a start vector that is
+    already an eigenvector), a random direction orthogonal to it continues the
+    search, so k estimates always come back (at most ``D``).
 
     Args:
         matvec: ``v [D] -> A v [D]`` for a symmetric A.
         start: ``[D]`` start vector (e.g. the last step's eigenvector).
-        tol: Relative change of the estimate at which to stop.
+        tol: Relative change of the estimates at which to stop.
         max_iter: At most this many products.
+        k: How many of the largest eigenvalues to estimate.
+        generator: Draws the direction after an early closure (default: one
+            seeded with 0 on ``start``'s device; never the global random state).
 
     """
+    if max_iter < k:
+        raise ConfigurationError(
+            f"lanczos needs max_iter >= {k}, got {max_iter}: each product adds one "
+            f"estimate, and k={k} are asked for."
+        )
     basis = [start / start.norm()]
-    previous = 0.0
+    previous = np.zeros(0)
     alphas: list[float] = []
     betas: list[float] = []
-    for k in range(1, max_iter + 1):
+    for m in range(1, max_iter + 1):
         w = matvec(basis[-1])
         alphas.append(float(basis[-1] @ w))
         stacked = torch.stack(basis)
@@ -72,22 +101,49 @@ def lanczos(matvec: MatVec, start: Tensor, tol: float, max_iter: int) -> TopEige
             w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
         values, vectors = _tridiagonal_eigen(alphas, betas)
-        theta, y = float(values[-1]), vectors[:, -1]
-        residual = abs(beta * float(y[-1]))
-        converged = (k > 1 and abs(theta - previous) <= tol * abs(theta)) or (
-            beta <= _BREAKDOWN * abs(theta)
+        thetas = values[::-1][:k]
+        closed = beta <= _BREAKDOWN * abs(thetas[0])
+        if closed and m < min(k, start.numel()):
+            generator = generator or torch.Generator(start.device).manual_seed(0)
+            betas.append(0.0)  # the tridiagonal matrix splits into blocks
+            basis.append(_orthogonal_direction(stacked, generator))
+            continue
+        settled = m > k and bool(
+            np.all(np.abs(thetas - previous) <= tol * np.abs(thetas))
         )
-        previous = theta
-        if converged or k == max_iter:
-            ritz = stacked.T @ torch.as_tensor(y, dtype=w.dtype, device=w.device)
-            return TopEigen(theta, ritz / ritz.norm(), k, converged, residual)
+        previous = thetas
+        if settled or closed or m == max_iter:
+            top = vectors[:, ::-1][:, :k]  # [m, k], unit columns
+            ritz = stacked.T @ torch.as_tensor(
+                top.copy(), dtype=w.dtype, device=w.device
+            )
+            residual = max(abs(beta * float(y[-1])) for y in top.T)
+            return TopEigen(
+                float(thetas[0]),
+                ritz[:, 0] / ritz[:, 0].norm(),
+                m,
+                settled or closed,
+                residual,
+                [float(t) for t in thetas],
+                ritz.sum(1),
+            )
         betas.append(beta)
         basis.append(w / beta)
-    raise ConfigurationError(f"lanczos needs max_iter >= 1, got {max_iter}.")
+    raise AssertionError("unreachable")
 
 
 #: A Krylov space that closes (``beta`` this small) holds an exact eigenvector.
 _BREAKDOWN = 1e-12
+
+
+def _orthogonal_direction(basis: Tensor, generator: torch.Generator) -> Tensor:
+    """A random unit vector orthogonal to the rows of ``basis`` (``[m, D]``)."""
+    w = torch.randn(
+        basis.shape[1], dtype=basis.dtype, device=basis.device, generator=generator
+    )
+    for _ in range(2):
+        w = w - basis.T @ (basis @ w)
+    return w / w.norm()
 
 
 def _tridiagonal_eigen(
@@ -127,7 +183,7 @@ def power_iteration(
         converged = k > 1 and abs(value - previous) <= tol * abs(value)
         previous = value
         if converged or k == max_iter:
-            return TopEigen(value, x, k, converged, residual)
+            return TopEigen(value, x, k, converged, residual, [value], x)
         x = ax / ax.norm()
     raise AssertionError("unreachable")
 

@@ -63,3 +63,74 @@ def test_max_iter_must_be_positive():
     for solver in (lanczos, power_iteration):
         with pytest.raises(ConfigurationError, match="max_iter >= 1, got 0"):
             solver(lambda v: v, start, 1e-3, 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lanczos_top_k_of_a_low_rank_positive_semidefinite_matrix(seed):
+    """A GGN-like ``V V^T`` of rank 12 in 80 dimensions: its 4 largest eigenvalues."""
+    gen = torch.Generator().manual_seed(seed)
+    factor = torch.randn(80, 12, generator=gen, dtype=torch.float64)
+    a = factor @ factor.T
+    expected = torch.linalg.eigvalsh(a).flip(0)[:4]
+    start = torch.randn(80, generator=gen, dtype=torch.float64)
+    result = lanczos(lambda v: a @ v, start, tol=1e-12, max_iter=80, k=4)
+    assert result.converged
+    assert result.iterations <= 14  # the Krylov space closes at rank + 1
+    torch.testing.assert_close(
+        torch.tensor(result.values, dtype=torch.float64), expected, rtol=1e-10, atol=0
+    )
+    assert result.value == result.values[0]
+
+
+def test_lanczos_top_k_stops_when_all_k_settle():
+    """Loose tolerance: it stops early, with estimates below the eigenvalues."""
+    a = symmetric(60, 4)
+    expected = torch.linalg.eigvalsh(a).flip(0)[:3]
+    start = torch.randn(60, dtype=torch.float64)
+    result = lanczos(lambda v: a @ v, start, tol=1e-2, max_iter=60, k=3)
+    assert result.converged and result.iterations < 60
+    got = torch.tensor(result.values, dtype=torch.float64)
+    assert torch.all(got <= expected + 1e-9)  # Ritz values interlace from below
+    assert got[0] == pytest.approx(expected[0].item(), rel=0.05)
+
+
+def test_lanczos_needs_max_iter_of_at_least_k():
+    start = torch.ones(5, dtype=torch.float64)
+    with pytest.raises(ConfigurationError, match="max_iter >= 3, got 2"):
+        lanczos(lambda v: v, start, 1e-3, 2, k=3)
+
+
+def test_lanczos_restart_holds_all_k_directions():
+    """Restarted on the same matrix, all k estimates are there after a few products."""
+    a = symmetric(60, 5)
+    expected = torch.linalg.eigvalsh(a).flip(0)[:4]
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(60, dtype=torch.float64, generator=gen)
+    first = lanczos(lambda v: a @ v, start, 1e-12, 60, 4)
+    again = lanczos(lambda v: a @ v, first.restart, 1e-6, 60, 4)
+    cold = lanczos(lambda v: a @ v, start, 1e-6, 60, 4)
+    assert again.converged and cold.converged
+    assert again.iterations <= 6 < 3 * 6 <= cold.iterations
+    torch.testing.assert_close(
+        torch.tensor(again.values, dtype=torch.float64), expected, rtol=1e-6, atol=0
+    )
+
+
+def test_lanczos_from_an_eigenvector_still_finds_k():
+    """Started on an exact eigenvector the Krylov space closes at once; a random
+    orthogonal direction goes on, drawn from the given generator only."""
+    values = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64)
+    a = torch.diag(values)
+    start = torch.zeros(6, dtype=torch.float64)
+    start[2] = 1.0  # the eigenvector of 3, not of the largest
+    state = torch.get_rng_state()
+    generator = torch.Generator().manual_seed(7)
+    result = lanczos(lambda v: a @ v, start, 1e-12, 6, 3, generator)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert result.values == pytest.approx([5.0, 4.0, 3.0], rel=1e-10)
+    assert result.converged
+
+
+def test_lanczos_of_zero_gives_k_zeros():
+    result = lanczos(lambda v: 0 * v, torch.ones(5, dtype=torch.float64), 1e-3, 5, 3)
+    assert result.values == [0.0, 0.0, 0.0] and result.converged
