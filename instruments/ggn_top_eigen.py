@@ -22,13 +22,15 @@ _SNRS = (("curvature_snr", "curvature", "circle"), ("slope_snr", "slope", "diamo
 
 
 def directions(run: RunData, prefix: str) -> list[str]:
-    """The direction labels ``"1", "2", ...`` logged under ``prefix``, in order."""
+    """The direction labels ``"1", "2", ...`` logged under ``prefix``, in order.
+
+    Other keys beside them (the Lanczos solver's ``iterations``, ...) are no
+    directions.
+    """
     found = [
         q[len(prefix) + 1 :] for q in run.quantities() if q.startswith(prefix + ".")
     ]
-    return sorted(
-        found, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)
-    )
+    return sorted((k for k in found if k.isdigit()), key=int)
 
 
 class GgnTopEigenGauge(Instrument):

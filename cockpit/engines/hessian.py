@@ -1,4 +1,4 @@
-"""Hessian-vector products of the tracked step's mini-batch loss.
+"""Hessian- and GGN-vector products of the tracked step's mini-batch loss.
 
 The user's ``loss.backward()`` frees the graph and does not build the graph of the
 gradient, which Hessian-vector products need. Rather than asking for
@@ -112,4 +112,75 @@ def hvp_operator(
     return hvp
 
 
-__all__ = ["ForwardCapture", "hvp_operator"]
+def ggn_operator(
+    output: Tensor,
+    loss_of: Callable[[Tensor], Tensor],
+    params: list[nn.Parameter],
+    scale: float,
+) -> Callable[[Tensor], Tensor]:
+    """``v [D] -> scale * J^T H_z J v [D]``: products with the GGN, matrix-free.
+
+    ``J = dz/dtheta`` is the Jacobian of the loss input ``z`` (``[*Z]``, the whole
+    batch) and ``H_z`` the Hessian of ``loss_of`` w.r.t. ``z``. ``J v`` comes from the
+    double-vjp trick: ``u -> J^T u`` is linear in ``u``, so its vjp with ``v`` is
+    ``J v``; then ``H_z (J v)`` is a Hessian-vector product at ``z`` and ``J^T (.)``
+    one more vjp. Building ``J^T u`` with graph costs one backward pass; each product
+    about three, and no ``[D, D]`` or ``[Z, D]`` matrix is ever formed.
+
+    Args:
+        output: ``z``, the replayed loss input, with graph to ``params``.
+        loss_of: ``z -> `` batch loss (the user's loss module and target).
+        params: The tracked parameters; ``v`` is their flat concatenation.
+        scale: ``1`` for a mean-reduced loss, ``1/N`` for a summed one.
+
+    """
+    probe = torch.zeros_like(output, requires_grad=True)
+    transposed = torch.autograd.grad(
+        output,
+        params,
+        grad_outputs=probe,
+        create_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    leaf = output.detach().requires_grad_()
+    with torch.enable_grad():
+        (slope,) = torch.autograd.grad(loss_of(leaf), leaf, create_graph=True)
+    sizes = [p.numel() for p in params]
+
+    def ggn(vector: Tensor) -> Tensor:
+        pieces = [
+            v.view_as(p) for v, p in zip(vector.split(sizes), params, strict=True)
+        ]
+        (forward,) = torch.autograd.grad(
+            transposed,
+            probe,
+            grad_outputs=pieces,
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        if not slope.requires_grad:  # a loss linear in z (or piecewise): H_z = 0
+            return torch.zeros_like(vector)
+        (curved,) = torch.autograd.grad(
+            slope,
+            leaf,
+            grad_outputs=forward,
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        products = torch.autograd.grad(
+            output,
+            params,
+            grad_outputs=curved,
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return torch.cat([h.reshape(-1) for h in products]) * scale
+
+    return ggn
+
+
+__all__ = ["ForwardCapture", "ggn_operator", "hvp_operator"]

@@ -137,7 +137,20 @@ FUNC_COMPARED = (
 )
 
 
-def train_transformer(device, logdir, run_name):
+def func_quantities() -> dict:
+    return {
+        "loss": 1,
+        "grad_norm": 1,
+        "norm_test": 1,
+        "mean_gsnr": 1,
+        "hess_trace": HessTrace(curvature="ggn_exact"),
+        "tic_diag": TicDiag(curvature="ggn_exact"),
+        "ggn_top_eigen": GgnTopEigen(k=2, exact=True, samples=None),
+        "curvature_noise": CurvatureNoise(k=2, exact=True, samples=None),
+    }
+
+
+def train_transformer(device, logdir, run_name, quantities=None):
     from tests.problems import PROBLEMS
 
     problem = next(p for p in PROBLEMS if p.name == "transformer-ce-mean")
@@ -151,16 +164,7 @@ def train_transformer(device, logdir, run_name):
         logdir=logdir,
         run_name=run_name,
         preset=None,
-        quantities={
-            "loss": 1,
-            "grad_norm": 1,
-            "norm_test": 1,
-            "mean_gsnr": 1,
-            "hess_trace": HessTrace(curvature="ggn_exact"),
-            "tic_diag": TicDiag(curvature="ggn_exact"),
-            "ggn_top_eigen": GgnTopEigen(k=2, exact=True, samples=None),
-            "curvature_noise": CurvatureNoise(k=2, exact=True, samples=None),
-        },
+        quantities=quantities or func_quantities(),
     )
     for step in range(3):
         x, y = problem.batch(step)
@@ -177,6 +181,20 @@ def test_cuda_torch_func_engine_matches_cpu(tmp_path):
     on_cuda = train_transformer("cuda", tmp_path, "cuda")
     assert on_cuda.meta["engines"]["torch.func replay"], "the replay must run too"
     assert_same_values(on_cpu, on_cuda, FUNC_COMPARED)
+
+
+def test_cuda_ggn_lanczos_matches_cpu(tmp_path):
+    """Matrix-free GGN eigenvalues on the transformer; the solves start from
+    different random vectors on the two devices, so they must run to convergence."""
+
+    def quantities():
+        lanczos = GgnTopEigen(k=2, method="lanczos", tol=1e-12, max_iter=400)
+        return {"loss": 1, "ggn_top_eigen": lanczos}
+
+    on_cpu = train_transformer("cpu", tmp_path, "cpu", quantities())
+    on_cuda = train_transformer("cuda", tmp_path, "cuda", quantities())
+    assert on_cuda.scalar("ggn_top_eigen.converged").all()
+    assert_same_values(on_cpu, on_cuda, ("ggn_top_eigen.1", "ggn_top_eigen.2"))
 
 
 @pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")

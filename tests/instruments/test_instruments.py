@@ -218,6 +218,16 @@ def test_ggn_top_eigen_with_and_without_curvature_noise(full):
     assert "No curvature_noise logged" in texts(figure)
 
 
+def test_ggn_top_eigen_draws_directions_not_the_solver_fields():
+    """``method="lanczos"`` also logs iterations, converged and residual."""
+    lanczos = {"1": 3.0, "2": 1.5, "10": 0.1, "iterations": 12, "converged": True}
+    run = RunData("lanczos")
+    run.extend(*records_to_frames([{"step": 0, "values": {"ggn_top_eigen": lanczos}}]))
+    figure = REGISTRY["ggn_top_eigen"]().figure([run], View())
+    lines = list(dict.fromkeys(t.name for t in figure.data if " λ" in (t.name or "")))
+    assert lines == ["lanczos λ1", "lanczos λ2", "lanczos λ10"]
+
+
 def test_loss_band_and_user_metrics(full):
     figure = REGISTRY["loss"]().figure([full], View())
     names = {t.name for t in figure.data}
