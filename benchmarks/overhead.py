@@ -43,7 +43,8 @@ Configurations: ``plain`` (no Cockpit at all), each preset in ``PRESETS`` with a
 its quantities at every step (``full``'s default schedule runs the costly curvature
 quantities only every 10th step; ``full-scheduled`` is that default, whose cost shows in
 the mean, not the median), and each quantity in ``REGISTRY`` alone
-(``preset=None, quantities=[name]``) at every step, with its default options. A
+(``preset=None, quantities=[name]``) at every step, with its default options, and
+``ggn_top_eigen/lanczos`` (``GgnTopEigen(method="lanczos")``, matrix-free). A
 configuration followed by ``/torch.func`` forces that engine (``economy/torch.func``;
 the default is ``engine="auto"``), to compare it with BackPACK on a model both
 handle. ``plain`` is always run, as the baseline of the ratios.
@@ -118,7 +119,7 @@ import torch
 from torch import nn
 
 import cockpit
-from cockpit.quantities import PRESETS, REGISTRY
+from cockpit.quantities import PRESETS, REGISTRY, GgnTopEigen
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "examples")]  # their models
@@ -126,9 +127,12 @@ PLAIN = "plain"
 #: The full preset with its default schedules (costly curvature every 10th step).
 SCHEDULED = "full-scheduled"
 FUNC = "/torch.func"
+#: Quantities with non-default options, as ``<quantity>/<variant>`` configurations.
+VARIANTS = {"ggn_top_eigen/lanczos": lambda: GgnTopEigen(method="lanczos")}
 CONFIGS = [PLAIN, *PRESETS, SCHEDULED, *REGISTRY]
 assert len(set(CONFIGS)) == len(CONFIGS), "a preset and a quantity share a name"
 DEFAULT_CONFIGS = [*CONFIGS, "economy" + FUNC, "business" + FUNC]
+CONFIGS += [*VARIANTS]
 CONFIGS += [c + FUNC for c in CONFIGS if c != PLAIN]
 PROBLEMS = ["mlp", "3c3d", "transformer", "resnet"]
 LR = 0.01
@@ -301,6 +305,9 @@ def build_run(problem: Problem, config: str, device: torch.device, logdir: str) 
         }
         if base == SCHEDULED:
             kwargs = {"preset": "full"}
+        if base in VARIANTS:
+            quantity = VARIANTS[base]()
+            kwargs["quantities"] = {quantity.name: quantity}
         ck = cockpit.Cockpit(
             model,
             loss_fn,
@@ -456,30 +463,38 @@ def time_problem(
             for run in runs.values():
                 if run.ck is not None:
                     run.ck.close()
-        solver = {c: solver_effort(r) for c, r in runs.items() if solver_effort(r)}
+        solver = {c: solver_effort(r) for c, r in runs.items()}
     return {
         "parameters": problem.n_params,
         "batch_size": len(problem.batches[0][1]),
         "seconds": time.perf_counter() - started,
         "step_times_s": times,
         "blocks": blocks,
-        "hess_max_ev_solver": solver,
+        "solver": {c: effort for c, effort in solver.items() if effort},
     }
 
 
-def solver_effort(run: Run) -> dict[str, float] | None:
-    """Hessian-vector products per ``hess_max_ev`` solve and the converged share."""
-    if run.ck is None or "hess_max_ev" not in run.ck.quantities:
-        return None
+def solver_effort(run: Run) -> dict[str, dict[str, float]]:
+    """Matrix-vector products per eigensolver solve and the converged share.
+
+    For each quantity of the run that logs its solver's ``iterations``
+    (``hess_max_ev``, ``ggn_top_eigen`` with ``method="lanczos"``).
+    """
+    if run.ck is None:
+        return {}
     logged = cockpit.load(run.ck.run_dir)
-    iterations = logged.scalar("hess_max_ev.iterations")
-    converged = logged.scalar("hess_max_ev.converged")
-    return {
-        "solves": len(iterations),
-        "mean_products": float(iterations.mean()),
-        "max_products": float(iterations.max()),
-        "converged_share": float(converged.mean()),
-    }
+    effort = {}
+    for name in ("hess_max_ev", "ggn_top_eigen"):
+        if f"{name}.iterations" not in set(logged.scalars["quantity"]):
+            continue
+        iterations = logged.scalar(f"{name}.iterations")
+        effort[name] = {
+            "solves": len(iterations),
+            "mean_products": float(iterations.mean()),
+            "max_products": float(iterations.max()),
+            "converged_share": float(logged.scalar(f"{name}.converged").mean()),
+        }
+    return effort
 
 
 # ----------------------------------------------------------------------------- memory
@@ -650,14 +665,15 @@ def markdown_table(problem: str, timing: dict[str, Any], rows) -> str:
             f"| {fmt(row['extra_peak_mb'], '.1f')} "
             f"| {fmt(row['memory_ratio'], '.2f')} |"
         )
-    for config, effort in timing.get("hess_max_ev_solver", {}).items():
-        lines += [
-            "",
-            f"{config}: hess_max_ev used {effort['mean_products']:.1f} Hessian-vector "
-            f"products per solve on average (at most {effort['max_products']:.0f}; "
-            f"{effort['solves']} solves, {100 * effort['converged_share']:.0f}% "
-            "converged).",
-        ]
+    for config, quantities in timing.get("solver", {}).items():
+        for name, effort in quantities.items():
+            lines += [
+                "",
+                f"{config}: {name} used {effort['mean_products']:.1f} matrix-vector "
+                f"products per solve on average (at most {effort['max_products']:.0f}; "
+                f"{effort['solves']} solves, {100 * effort['converged_share']:.0f}% "
+                "converged).",
+            ]
     blocks = timing["blocks"]
     repeated = sum(b["attempts"] - 1 for b in blocks)
     kept = [b for b in blocks if b["contended"]]
