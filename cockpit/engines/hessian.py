@@ -90,24 +90,10 @@ def hvp_operator(
             convention).
 
     """
-    grads = torch.autograd.grad(
-        loss, params, create_graph=True, allow_unused=True, materialize_grads=True
-    )
-    sizes = [p.numel() for p in params]
+    grads = _vjp(loss, params, None, create_graph=True)
 
     def hvp(vector: Tensor) -> Tensor:
-        pieces = [
-            v.view_as(p) for v, p in zip(vector.split(sizes), params, strict=True)
-        ]
-        products = torch.autograd.grad(
-            grads,
-            params,
-            grad_outputs=pieces,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        return torch.cat([h.reshape(-1) for h in products]) * scale
+        return _flat(_vjp(grads, params, _pieces(vector, params))) * scale
 
     return hvp
 
@@ -135,52 +121,42 @@ def ggn_operator(
 
     """
     probe = torch.zeros_like(output, requires_grad=True)
-    transposed = torch.autograd.grad(
-        output,
-        params,
-        grad_outputs=probe,
-        create_graph=True,
+    transposed = _vjp(output, params, probe, create_graph=True)
+    leaf = output.detach().requires_grad_()
+    with torch.enable_grad():
+        (slope,) = _vjp(loss_of(leaf), [leaf], None, create_graph=True)
+
+    def ggn(vector: Tensor) -> Tensor:
+        if not slope.requires_grad:  # a loss linear in z (or piecewise): H_z = 0
+            return torch.zeros_like(vector)
+        (forward,) = _vjp(transposed, [probe], _pieces(vector, params))
+        (curved,) = _vjp(slope, [leaf], forward)
+        return _flat(_vjp(output, params, curved)) * scale
+
+    return ggn
+
+
+def _vjp(outputs, inputs: list[Tensor], cotangents, create_graph: bool = False):
+    """``autograd.grad`` keeping the graph; unused inputs get zeros."""
+    return torch.autograd.grad(
+        outputs,
+        inputs,
+        grad_outputs=cotangents,
+        retain_graph=True,
+        create_graph=create_graph,
         allow_unused=True,
         materialize_grads=True,
     )
-    leaf = output.detach().requires_grad_()
-    with torch.enable_grad():
-        (slope,) = torch.autograd.grad(loss_of(leaf), leaf, create_graph=True)
+
+
+def _pieces(vector: Tensor, params: list[nn.Parameter]) -> list[Tensor]:
+    """The flat ``[D]`` vector as one tensor per parameter."""
     sizes = [p.numel() for p in params]
+    return [v.view_as(p) for v, p in zip(vector.split(sizes), params, strict=True)]
 
-    def ggn(vector: Tensor) -> Tensor:
-        pieces = [
-            v.view_as(p) for v, p in zip(vector.split(sizes), params, strict=True)
-        ]
-        (forward,) = torch.autograd.grad(
-            transposed,
-            probe,
-            grad_outputs=pieces,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        if not slope.requires_grad:  # a loss linear in z (or piecewise): H_z = 0
-            return torch.zeros_like(vector)
-        (curved,) = torch.autograd.grad(
-            slope,
-            leaf,
-            grad_outputs=forward,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        products = torch.autograd.grad(
-            output,
-            params,
-            grad_outputs=curved,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        return torch.cat([h.reshape(-1) for h in products]) * scale
 
-    return ggn
+def _flat(tensors) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 __all__ = ["ForwardCapture", "ggn_operator", "hvp_operator"]
