@@ -167,10 +167,11 @@ class FigureCache:
             (
                 run.name,
                 id(run),
-                # A placeholder only changes when the quantity arrives.
+                # A placeholder changes when the quantity arrives, or when meta.json
+                # says why it is absent.
                 [run.version_of(q) for q in instrument.watched(run)]
                 if instrument.available(run)
-                else None,
+                else instrument.missing_text([run]),
             )
             for run in runs
         ]

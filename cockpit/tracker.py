@@ -58,7 +58,8 @@ KRONECKER_ONLY = {
     "kfac_block": (
         "Kronecker factors exist for Linear and convolution layers in a chain of "
         "modules BackPACK supports, and curvature for this model comes from "
-        "torch.func (see the engine line of the 'cockpit' logger)"
+        "torch.func (see the engine line of the 'cockpit' logger, or meta.json's "
+        "engines)"
     )
 }
 
@@ -131,8 +132,8 @@ class Cockpit:
             )
         self.hist_samples = hist_samples
         self.quantities = _setup.resolve_quantities(preset, quantities)
-        absent = self._drop_undefined()
-        self._choose_engines(engine, absent)
+        self.absent = self._drop_undefined()
+        self._choose_engines(engine, self.absent)
         self.func = FuncEngine(model, self.params, loss_fn, self.mean, loss_input)
         self.batch_norms = [
             m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -148,7 +149,7 @@ class Cockpit:
         run_dir = Path(logdir) / name
         mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
         self.writer = RunWriter(
-            run_dir, self._meta(name, model, preset, absent, config), mirror=mirror
+            run_dir, self._meta(name, model, preset, self.absent, config), mirror=mirror
         )
         self.step = 0
         self._last_entry: float | None = None
@@ -192,7 +193,14 @@ class Cockpit:
         """Stop quantities only BackPACK computes, once curvature moved to torch.func."""
         for name, why in KRONECKER_ONLY.items():
             if name in self.quantities:
-                self.drop(name, {}, why, stacklevel=2)
+                self.drop(name, self.absent, why, stacklevel=2)
+                self.engines.changed = True  # meta.json's absent is written with them
+
+    def _record_moves(self) -> None:
+        """Write engine moves and quantities stopped at this step into ``meta.json``."""
+        if self.engines.changed:
+            self.engines.changed = False
+            self.writer.update_meta(engines=self.engines.as_meta(), absent=self.absent)
 
     @property
     def run_dir(self) -> Path:
@@ -294,6 +302,7 @@ class Cockpit:
                 yield
         finally:
             self._in_track = False
+            self._record_moves()
 
     def _mark_stepped(self, optimizer, args, kwargs) -> None:
         self._stepped = True

@@ -49,10 +49,28 @@ class Instrument:
         return self.quantities
 
     def missing_text(self, runs: Sequence[RunData]) -> str:
-        """The placeholder sentence for ``runs``, which lack this instrument's data."""
-        names = ", ".join(run.name for run in runs) or "the selected runs"
-        keys = " / ".join(self.quantities)
-        return f"No {keys} in {names}. {how_to_fill(self.quantities[0])}"
+        """The placeholder sentence for ``runs``, which lack this instrument's data.
+
+        A run whose ``meta.json`` names a quantity under ``absent`` (asked for, but
+        not defined for this optimizer or model) gets that reason; the others a hint
+        how to track it.
+        """
+        reasons = []
+        unasked = []
+        for run in runs:
+            absent = run.meta.get("absent") or {}
+            found = [(q, absent[q]) for q in self.quantities if q in absent]
+            if found:
+                reasons += [
+                    f"{q} is not tracked in {run.name}: {why}." for q, why in found
+                ]
+            else:
+                unasked.append(run.name)
+        if unasked or not runs:
+            names = ", ".join(unasked) or "the selected runs"
+            keys = " / ".join(self.quantities)
+            reasons.append(f"No {keys} in {names}. {how_to_fill(self.quantities[0])}")
+        return " ".join(reasons)
 
     def figure(self, runs: Sequence[RunData], view: View) -> go.Figure:
         """The panel's figure for ``runs`` (overlaid in that order) and ``view``.

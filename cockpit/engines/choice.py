@@ -68,6 +68,7 @@ class Assignment:
         curvature: ``"backpack"`` or ``"torch.func"``: the curvature engine.
         curvature_why: Why torch.func computes curvature (empty for BackPACK).
         owners: Parameter name -> ``(module name, attribute)`` of every owner.
+        changed: A move happened since the tracker last wrote ``meta.json``.
 
     """
 
@@ -78,6 +79,7 @@ class Assignment:
     curvature: str = "backpack"
     curvature_why: str = ""
     owners: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    changed: bool = False
 
     @property
     def func(self) -> dict[str, str]:
@@ -112,12 +114,14 @@ class Assignment:
             target[name] = why
             moved.append(name)
         if moved:
+            self.changed = True
             LOG.info("cockpit: %s from now on for %s: %s", to, ", ".join(moved), why)
 
     def move_curvature(self, why: str) -> None:
         """Compute curvature with torch.func from now on."""
         if self.curvature != "torch.func":
             self.curvature, self.curvature_why = "torch.func", why
+            self.changed = True
             LOG.info("cockpit: curvature by torch.func from now on: %s", why)
 
     def describe(self) -> str:
@@ -149,6 +153,7 @@ class Assignment:
             MODULE: self.module,
             REPLAY: self.replay,
             "curvature": self.curvature,
+            "curvature_why": self.curvature_why,
         }
 
 

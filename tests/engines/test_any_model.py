@@ -140,6 +140,10 @@ def test_functional_tie_moves_at_the_first_step(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "torch.func replay from now on for embed.weight" in err
     assert "do not add up to its gradient" in err
+    (run_dir,) = [d for d in tmp_path.rglob("meta.json")]
+    engines = cockpit.load(run_dir.parent).meta["engines"]
+    assert "do not add up" in engines["torch.func replay"]["embed.weight"]
+    assert "embed.weight" not in engines["backpack"]
 
 
 def test_functional_tie_is_refused_by_the_backpack_engine(tmp_path):
@@ -168,6 +172,13 @@ def test_broken_chain_moves_curvature_and_stops_kfac(tmp_path, capfd):
         run, refs = tracked_run(problem, tmp_path, quantities, steps=2)
     assert "curvature by torch.func from now on" in capfd.readouterr().err
     assert "kfac_block" not in set(run.scalars.quantity)
+    # meta.json keeps what was found while training, for the dashboard and pandas.
+    assert (
+        "curvature for this model comes from torch.func"
+        in run.meta["absent"]["kfac_block"]
+    )
+    assert run.meta["engines"]["curvature"] == "torch.func"
+    assert "chain of modules broken" in run.meta["engines"]["curvature_why"]
     for step, ref in enumerate(refs):
         model, loss_fn = problem.make()
         model.load_state_dict(ref.params)

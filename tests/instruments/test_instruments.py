@@ -112,6 +112,23 @@ def test_missing_data_of_one_run_is_noted(full, economy):
     assert "No hess_max_ev in economy-run" in texts(figure)
 
 
+def test_a_quantity_absent_by_meta_shows_its_reason():
+    """Asked for but not defined (``meta.json``'s ``absent``): the reason, no hint."""
+    why = "it is defined for plain SGD only, but the optimizer is Adam"
+    adam = RunData("adam-run", meta={"absent": {"early_stopping": why}})
+    bare = RunData("bare-run")
+    for run in (adam, bare):
+        run.extend(*records_to_frames([{"step": 0, "values": {"loss": 1.0}}]))
+    figure = REGISTRY["early_stopping"]().figure([adam], View())
+    assert is_placeholder(figure)
+    assert f"early_stopping is not tracked in adam-run: {why}." in texts(figure)
+    assert "Request it with" not in texts(figure)
+    both = REGISTRY["early_stopping"]().figure([adam, bare], View())
+    assert "not tracked in adam-run" in texts(both)
+    assert "No early_stopping in bare-run." in texts(both)
+    assert "Request it with" in texts(both)
+
+
 def test_header_shows_the_newest_value(full):
     figure = REGISTRY["loss"]().figure([full], View())
     newest = full.series("loss").values[-1]
