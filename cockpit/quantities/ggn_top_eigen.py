@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from cockpit._record import OnHost
@@ -16,8 +17,6 @@ from cockpit.stats.eigen import lanczos
 from cockpit.stats.ggn_eigen import top_eigen
 
 _METHODS = ("gram", "lanczos")
-_GRAM_DEFAULTS = {"exact": False, "mc_samples": 1, "samples": 32}
-_LANCZOS_DEFAULTS = {"tol": 1e-3, "max_iter": 30}
 
 
 class GgnTopEigen(GramQuantity):
@@ -70,7 +69,7 @@ class GgnTopEigen(GramQuantity):
         self.method = check_choice("method", method, _METHODS)
         gram = {"exact": exact, "mc_samples": mc_samples, "samples": samples}
         krylov = {"tol": tol, "max_iter": max_iter}
-        _refuse_other_options(method, gram if method == "lanczos" else krylov)
+        self._refuse_other_options(gram if method == "lanczos" else krylov)
         if method == "lanczos":
             gram["samples"] = None  # no factor: no rank bound from its columns
         super().__init__(schedule, k, **gram)
@@ -79,6 +78,19 @@ class GgnTopEigen(GramQuantity):
             self.needs_replay = True
         self.tol, self.max_iter = tol, max_iter
         self._warm = WarmStart(self.name, tol)
+
+    def _refuse_other_options(self, given: dict[str, Any]) -> None:
+        """Options of the other method must keep their defaults: they would be ignored."""
+        defaults = inspect.signature(GgnTopEigen).parameters
+        changed = {k: v for k, v in given.items() if v != defaults[k].default}
+        if changed:
+            other = "gram" if self.method == "lanczos" else "lanczos"
+            names = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+            raise ConfigurationError(
+                f"ggn_top_eigen: {names} only applies to method='{other}', but "
+                f"method='{self.method}'. Drop {', '.join(changed)}, or pass "
+                f"method='{other}'."
+            )
 
     def options(self) -> dict[str, Any]:
         if self.method == "gram":
@@ -125,17 +137,3 @@ class GgnTopEigen(GramQuantity):
             "converged": result.converged,
             "residual": result.residual,
         }
-
-
-def _refuse_other_options(method: str, given: dict[str, Any]) -> None:
-    """Options of the other method must keep their defaults: they would be ignored."""
-    defaults = _GRAM_DEFAULTS if method == "lanczos" else _LANCZOS_DEFAULTS
-    changed = {k: v for k, v in given.items() if v != defaults[k]}
-    if changed:
-        other = "gram" if method == "lanczos" else "lanczos"
-        names = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        raise ConfigurationError(
-            f"ggn_top_eigen: {names} only applies to method='{other}', but "
-            f"method='{method}'. Drop {', '.join(changed)}, or pass "
-            f"method='{other}'."
-        )
