@@ -1,0 +1,115 @@
+"""A refactoring check: every quantity's logged values, bit for bit, before and after.
+
+Records, for every problem in ``tests/problems.py``, a short run with every quantity
+of the ``full`` preset plus ``early_stopping`` and ``cabs`` due at every step (plain
+SGD, so all of them are defined), then compares two such recordings line by line.
+The JSON lines hold floats as ``repr`` (shortest round trip), so equal text is equal
+bits. Wall-clock fields (``time``, ``step_time``, ``tracker_time``) and the run's
+creation stamp are left out of the comparison.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/values_unchanged.py record /tmp/before   # old commit
+    .venv/bin/python benchmarks/values_unchanged.py record /tmp/after    # new commit
+    .venv/bin/python benchmarks/values_unchanged.py compare /tmp/before /tmp/after
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+STEPS = 4
+CLOCKS = ("step_time", "tracker_time")
+META_STAMPS = ("created", "start_time", "end_time", "host", "run_name", "versions")
+
+
+def record(out: Path) -> None:
+    import torch
+
+    import cockpit
+    from cockpit.presets import PRESETS
+    from tests.problems import PROBLEMS
+
+    quantities = {**dict.fromkeys(PRESETS["full"], 1), "early_stopping": 1, "cabs": 1}
+    for problem in PROBLEMS:
+        model, loss_fn = problem.make()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ck = cockpit.Cockpit(
+                model,
+                loss_fn,
+                optimizer,
+                logdir=out,
+                run_name=problem.name,
+                preset=None,
+                quantities=quantities,
+                loss_input=getattr(problem, "loss_input", None),
+            )
+            for step in range(STEPS):
+                x, y = problem.batch(step)
+                optimizer.zero_grad()
+                with ck.track():
+                    loss_fn(model(x), y).backward()
+                optimizer.step()
+            ck.close()
+        print(f"recorded {problem.name}")
+
+
+def _lines(run: Path) -> list[dict]:
+    lines = []
+    for line in (run / "steps.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        entry.pop("time", None)
+        for key in CLOCKS:
+            entry.get("values", {}).pop(key, None)
+        lines.append(entry)
+    return sorted(lines, key=lambda e: (e["step"], sorted(e["values"])))
+
+
+def _meta(run: Path) -> dict:
+    meta = json.loads((run / "meta.json").read_text())
+    for key in META_STAMPS:
+        meta.pop(key, None)
+    return meta
+
+
+def compare(before: Path, after: Path) -> int:
+    runs = sorted(p.name for p in before.iterdir() if p.is_dir())
+    differing = []
+    for name in runs:
+        old, new = before / name, after / name
+        if not new.is_dir():
+            differing.append(f"{name}: missing after")
+            continue
+        if _lines(old) != _lines(new):
+            differing.append(f"{name}: steps.jsonl differs")
+        if _meta(old) != _meta(new):
+            differing.append(f"{name}: meta.json differs")
+    for line in differing:
+        print(line)
+    print(f"{len(runs) - len(differing)} of {len(runs)} runs identical")
+    return 1 if differing else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("record").add_argument("out", type=Path)
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("before", type=Path)
+    cmp.add_argument("after", type=Path)
+    args = parser.parse_args()
+    if args.command == "record":
+        record(args.out)
+        return 0
+    return compare(args.before, args.after)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
