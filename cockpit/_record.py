@@ -40,6 +40,20 @@ class Noted:
 
 
 @dataclass
+class Late:
+    """A value that belongs to an earlier step (alpha is known one step later).
+
+    Attributes:
+        step: The step it is logged under.
+        value: The value (tensors, numbers, :class:`OnHost`).
+
+    """
+
+    step: int
+    value: Any
+
+
+@dataclass
 class OnHost:
     """Finish a value on the host: ``fn(*arrays)`` with the tensors as numpy arrays.
 

@@ -22,17 +22,19 @@ from backpack.core.derivatives.convnd import weight_jac_t_save_memory
 from torch import Tensor, nn
 
 from cockpit._loss_capture import LossCapture
-from cockpit._record import TensorRecord
-from cockpit.engines import backpack_engine, curvature
+from cockpit._record import Late, TensorRecord
+from cockpit.engines import backpack_engine, curvature, fill
 from cockpit.engines.choice import MODULE, REPLAY
 from cockpit.engines.curvature import Curvature, CurvatureRequest
+from cockpit.engines.eigen_solve import Replay, solve
 from cockpit.engines.func_engine import Batch, gram_parts, refuse_batch_norm
 from cockpit.engines.hessian import ForwardCapture
-from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
+from cockpit.engines.layer_stats import LayerStats, from_per_sample
 from cockpit.engines.module_func import ModuleGrads
 from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
-from cockpit.quantities._context import StepContext, StepTaken
+from cockpit.quantities._view import StepStates
+from cockpit.states import StepTaken
 
 if TYPE_CHECKING:
     from cockpit.tracker import Cockpit
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
 class _AwaitingStep:
     """A step's record that waits for ``optimizer.step()`` to add the step taken."""
 
-    ctx: StepContext
+    states: StepStates
+    layers: dict[str, LayerStats]
     record: TensorRecord
     quantities: list[Quantity]
     before: dict[str, Tensor] = field(default_factory=dict)
@@ -71,9 +74,14 @@ class TrackedStep:
             if p.grad is not None
         }
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
-        self._request = None
-        if any(q.needs_per_sample for q in self.active):
-            self._request = self._sample_request()
+        self._request = fill.sample_request(
+            self.active,
+            self.step,
+            ck.params,
+            ck.mean,
+            ck.hist_samples,
+            ck.generator,
+        )
         self._curvature = CurvatureRequest()
         for quantity in self.active:
             quantity.amend_curvature(self._curvature)
@@ -139,67 +147,82 @@ class TrackedStep:
         self._stack.enter_context(backpack(*extensions))
         self._stack.enter_context(weight_jac_t_save_memory(True))
 
-    def _sample_request(self) -> SampleRequest:
-        ck = self.ck
-        request = SampleRequest(
-            mean_reduction=ck.mean,
-            total_params=sum(p.numel() for p in ck.params.values()),
-            generator=ck.generator,
-        )
-        if any(q.needs_histogram for q in self.active):
-            request.hist_budget = ck.hist_samples
-        for quantity in self.active:
-            quantity.amend(self.step, request)
-        return request
-
     def __exit__(self, exc_type, exc, tb) -> None:
         start = time.perf_counter()
         self._stack.close()
         if exc_type is not None:
             return
-        ctx, record = self._finish()
+        states, layers, record = self._finish()
         awaiting = [q for q in self.active if q.needs_step]
         if self._extension is not None:
             self._seconds += self._extension.seconds
         self._seconds += time.perf_counter() - start
         if awaiting:
-            self.ck.await_step(_AwaitingStep(ctx, record, awaiting), self._seconds)
+            self.ck.await_step(
+                _AwaitingStep(states, layers, record, awaiting), self._seconds
+            )
         else:
             record.values["tracker_time"] = self._seconds
             self.ck.submit(record)
 
-    def _finish(self) -> tuple[StepContext, TensorRecord]:
+    def _finish(self) -> tuple[StepStates, dict[str, LayerStats], TensorRecord]:
+        """Fill the due quantities' states and finalize them into a record."""
         ck = self.ck
         losses = self._losses.per_sample_losses()
         n = losses.shape[0]
         grads = self._batch_gradients(n)
-        ctx = StepContext(
-            step=self.step,
-            losses=losses,
-            grads=grads,
-            params=ck.params,
-            initial=ck.initial,
-            layers=self._layer_stats(n, grads),
-            plain_sgd_lr=ck.current_plain_sgd_lr(),
-            mean_reduction=ck.mean,
-            curvature=self._curvature_results(n),
-            replay=self._replay,
-            loss_fn=ck.loss_fn,
-            loss_input=ck.func.loss_input,
-            target=self._losses.target,
+        layers = self._layer_stats(n, grads)
+        replicated = {
+            "params": ck.params,
+            "initial": ck.initial,
+            "lr": ck.current_plain_sgd_lr(),
+            "mean_reduction": ck.mean,
+        }
+        states = StepStates(
+            self.step,
+            fill.backward_states(
+                fill.declared(self.active),
+                losses=losses,
+                grads=grads,
+                layers=layers,
+                curvature=self._curvature_results(n),
+                replicated=replicated,
+            ),
+        )
+        live = [q for q in self.active if q.name in ck.quantities]  # some stop here
+        eigen = self._solve(live, 1.0 if ck.mean else 1.0 / n)
+        if eigen:
+            states.update({"eigen": eigen})
+        values, late = {}, []
+        for quantity in live:
+            value = quantity.finalize(states)
+            if isinstance(value, Late):
+                late.append(
+                    TensorRecord(value.step, self.time, {quantity.name: value.value})
+                )
+            elif value is not None:
+                values[quantity.name] = value
+        values.update(ck.bookkeeping(self.step, n))
+        for record in late:
+            ck.submit(record)
+        return states, layers, TensorRecord(self.step, self.time, values)
+
+    def _solve(self, quantities: list[Quantity], mean_scale: float) -> dict[str, Any]:
+        """The eigensolves the quantities ask for, on the replayed step, in order."""
+        requests = {q.name: q.eigen_request() for q in quantities}
+        requests = {name: r for name, r in requests.items() if r is not None}
+        if not requests:
+            return {}
+        ck, capture = self.ck, self._replay
+        assert capture is not None
+        replay = Replay(
+            loss_input=lambda: ck.func.loss_input(capture.replay()),
+            loss=lambda z: ck.loss_fn(z, self._losses.target),
+            params=list(ck.params.values()),
+            mean_scale=mean_scale,
             generator=ck.generator,
         )
-        values = {}
-        for quantity in self.active:
-            if quantity.name not in ck.quantities:  # stopped at this step
-                continue
-            value = quantity.compute(ctx)
-            if value is not None:
-                values[quantity.name] = value
-        values.update(ck.bookkeeping(self.step, losses.shape[0]))
-        for step, key, value in ctx.late:
-            ck.submit(TensorRecord(step, self.time, {key: value}))
-        return ctx, TensorRecord(self.step, self.time, values)
+        return {name: solve(request, replay) for name, request in requests.items()}
 
     def _batch_gradients(self, n: int) -> dict[str, Tensor]:
         """``g_l`` of the mean loss: what this block's backward added to ``.grad``."""

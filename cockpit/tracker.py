@@ -35,6 +35,7 @@ from cockpit import _setup, presets
 from cockpit._meta import json_safe, new_run_name
 from cockpit._record import TensorRecord
 from cockpit._step import TrackedStep, _AwaitingStep, install_step_hooks
+from cockpit.engines import fill
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
 from cockpit.engines.func_engine import FuncEngine
@@ -46,9 +47,10 @@ from cockpit.exceptions import (
     UsageError,
 )
 from cockpit.logs import RunWriter
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.logs.tensorboard import TensorBoardWriter
 from cockpit.quantities import REGISTRY
-from cockpit.quantities._context import TOTAL, StepTaken
+from cockpit.states import StepTaken
 
 #: Keys the tracker logs besides the quantities (see ``Cockpit.bookkeeping``).
 BOOKKEEPING = frozenset(presets.BOOKKEEPING)
@@ -139,9 +141,7 @@ class Cockpit:
             m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
         self.initial = {}
-        if any(
-            getattr(q, "needs_initial_params", False) for q in self.quantities.values()
-        ):
+        if any("initial" in q.states for q in self.quantities.values()):
             self.initial = {n: p.detach().clone() for n, p in self.params.items()}
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -274,7 +274,7 @@ class Cockpit:
             "batch_size": batch_size,
             "lr": {
                 TOTAL: lrs[0],
-                "per_layer": {f"group{i}": lr for i, lr in enumerate(lrs)},
+                PER_LAYER: {f"group{i}": lr for i, lr in enumerate(lrs)},
             },
         }
         if self._step_time is not None:
@@ -358,8 +358,13 @@ class Cockpit:
         for handle in awaiting.handles:
             handle.remove()
         if taken is not None:
+            states, step = awaiting.states, awaiting.states.step
+            keeping = [q for q in awaiting.quantities if q.keeps_for_step(step)]
+            states.update(
+                fill.step_states(fill.declared(keeping), taken, awaiting.layers)
+            )
             for quantity in awaiting.quantities:
-                value = quantity.after_step(awaiting.ctx, taken)
+                value = quantity.finalize_step(states)
                 if value is not None:
                     awaiting.record.values[quantity.name] = value
         awaiting.record.values["tracker_time"] += time.perf_counter() - start

@@ -30,6 +30,8 @@ class DiagonalQuantity(Quantity):
 
     """
 
+    states = frozenset({"losses", "diagonals", "mean_reduction"})
+
     def __init__(
         self, schedule: Schedule | int = 1, curvature: str = "ggn_mc", probes: int = 16
     ):
@@ -65,7 +67,7 @@ class TicQuantity(DiagonalQuantity):
 
     """
 
-    needs_per_sample = True
+    states = DiagonalQuantity.states | {"sq_norms"}
 
     def __init__(
         self,

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 
 from cockpit._record import OnHost
-from cockpit.engines import ggn_gram
 from cockpit.engines.curvature import CurvatureRequest, GramRequest
 from cockpit.exceptions import ConfigurationError
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
 from cockpit.stats.ggn_eigen import per_sample_scaling
 
@@ -34,6 +33,8 @@ class GramQuantity(Quantity):
         samples: Use the first ``samples`` samples of the batch (``None``: all).
 
     """
+
+    states = frozenset({"losses", "gram", "mean_reduction"})
 
     def __init__(
         self,
@@ -74,9 +75,9 @@ class GramQuantity(Quantity):
     def amend_curvature(self, request: CurvatureRequest) -> None:
         request.add_gram(self.request, self.name)
 
-    def gram_on_host(self, ctx: StepContext, finish) -> OnHost:
+    def gram_on_host(self, states: StepStates, finish) -> OnHost:
         """``finish(gram, cross, n, rtol)`` on the host, in per-sample scaling."""
-        part = ggn_gram.total(ctx.curvature.gram)
+        part = states["gram"]
         columns, n = part.gram.shape[0], part.cross.shape[0]
         if self.k > columns:
             raise ConfigurationError(
@@ -86,7 +87,7 @@ class GramQuantity(Quantity):
                 "use more samples or mc_samples."
             )
         rtol = torch.finfo(part.gram.dtype).eps * columns * 10
-        batch, mean = ctx.batch_size, ctx.mean_reduction
+        batch, mean = states.batch_size, states["mean_reduction"]
 
         def on_host(gram, cross):
             gram, cross = per_sample_scaling(gram, cross, batch, mean)

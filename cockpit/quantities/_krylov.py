@@ -7,12 +7,10 @@ first solve that reaches ``max_iter`` before it settles raises a warning.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from cockpit._record import Noted
 from cockpit.exceptions import ConfigurationError
-from cockpit.quantities._context import StepContext
 from cockpit.stats.eigen import TopEigen
 
 
@@ -39,18 +37,10 @@ class WarmStart:
         self._last: Tensor | None = None
         self._warned = False
 
-    def start(self, params: list[torch.nn.Parameter], ctx: StepContext) -> Tensor:
-        """``[D]``: the last solve's restart vector, or a random vector at first."""
-        size = sum(p.numel() for p in params)
-        if self._last is not None and self._last.numel() == size:
-            return self._last
-        first = params[0]
-        return torch.randn(
-            size,
-            device=first.device,
-            dtype=first.dtype,
-            generator=ctx.generator(first.device),
-        )
+    @property
+    def start(self) -> Tensor | None:
+        """``[D]``: the last solve's restart vector (``None`` at first: random)."""
+        return self._last
 
     def keep(self, result: TopEigen) -> None:
         """Start the next solve where this one suggests (its eigenvector estimates)."""

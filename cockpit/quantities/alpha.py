@@ -8,10 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cockpit._record import Flagged, Noted, OnHost
-from cockpit.engines.layer_stats import SampleRequest
+from cockpit._record import Flagged, Late, Noted, OnHost
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext, StepTaken
+from cockpit.quantities._view import StepStates
 from cockpit.stats.alpha import TINY_VARIANCE, alpha_from_fit, fit_quadratic
 
 _VARIANCE_NAMES = ("loss at t", "loss at t+1", "slope at t", "slope at t+1")
@@ -46,7 +45,7 @@ class _StartPoint:
     loss_variance: Tensor
     slopes: Tensor
     tau: Tensor
-    unit_step: dict[int, Tensor]
+    unit_step: dict[str, Tensor]
 
 
 class Alpha(Quantity):
@@ -54,13 +53,14 @@ class Alpha(Quantity):
 
     Due at step t, alpha needs steps t and t+1 tracked: at t the loss and per-sample
     slopes along the step ``s = theta_{t+1} - theta_t`` that ``optimizer.step()`` then
-    takes (the per-sample information of step t is kept until that step is known), at
-    t+1 the same along ``s``. The value is logged under step t.
+    takes (the states ``step_slopes``, known once that step is), at t+1 the same
+    along ``s`` (``projections`` on the unit step kept from t). The value is logged
+    under step t.
     """
 
     name = "alpha"
-    needs_per_sample = True
-    needs_step = True
+    states = frozenset({"losses", "projections"})
+    step_states = frozenset({"step", "unit_step", "step_slopes"})
 
     def __init__(self, schedule=1):
         super().__init__(schedule)
@@ -72,50 +72,38 @@ class Alpha(Quantity):
     def is_active(self, step: int) -> bool:
         return self.schedule(step) or self._ends_at(step)
 
-    def amend(self, step: int, request: SampleRequest) -> None:
-        if self.schedule(step):
-            request.keep_for_projection = True
-        if self._ends_at(step):
-            request.directions.update(self._start.unit_step)
+    def directions(self, step: int) -> dict[str, Tensor]:
+        return self._start.unit_step if self._ends_at(step) else {}
 
-    def compute(self, ctx: StepContext) -> None:
+    def finalize(self, states: StepStates) -> Late | None:
         start, self._start = self._start, None
-        if start is None or start.step != ctx.step - 1:
+        if start is None or start.step != states.step - 1:
             return None
-        slopes = torch.stack([s.projection for s in ctx.layers.values()]).sum(0)
+        slopes = torch.stack(list(states["projections"].values())).sum(0)
         observations = torch.stack(
             [
                 start.tau,
                 start.loss,
-                ctx.loss,
+                states.loss,
                 start.slopes.mean(),
                 slopes.mean(),
                 start.loss_variance,
-                ctx.loss_variance,
+                states.loss_variance,
                 start.slopes.var(correction=1),
                 slopes.var(correction=1),
             ]
         )
-        ctx.late.append((start.step, self.name, OnHost(_finish, (observations,))))
-        return None
+        return Late(start.step, OnHost(_finish, (observations,)))
 
-    def after_step(self, ctx: StepContext, taken: StepTaken) -> None:
-        if not self.schedule(ctx.step):
+    def finalize_step(self, states: StepStates) -> None:
+        if not self.schedule(states.step):
             return None
-        tau = taken.length
-        unit = {
-            n: s / tau.clamp(min=torch.finfo(s.dtype).tiny)
-            for n, s in taken.delta.items()
-        }
-        slopes = torch.stack(
-            [ctx.layers[name].project(u) for name, u in unit.items()]
-        ).sum(0)
         self._start = _StartPoint(
-            step=ctx.step,
-            loss=ctx.loss,
-            loss_variance=ctx.loss_variance,
-            slopes=slopes,
-            tau=tau,
-            unit_step={id(ctx.params[name]): u for name, u in unit.items()},
+            step=states.step,
+            loss=states.loss,
+            loss_variance=states.loss_variance,
+            slopes=torch.stack(list(states["step_slopes"].values())).sum(0),
+            tau=states["step"].length,
+            unit_step=states["unit_step"],
         )
         return None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from cockpit.logs.schema import TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.stats.batch_size import cabs
 
 
@@ -11,10 +12,10 @@ class CABS(Quantity):
     """``lr * (1/N) sum_n ||g_n - g||^2 / L`` (Balles et al. 2017, eq. 22)."""
 
     name = "cabs"
-    needs_per_sample = True
+    states = frozenset({"sample_grads", "sq_norms", "losses", "lr"})
     plain_sgd_only = True
 
-    def compute(self, ctx: StepContext) -> dict:
-        total = ctx.stats[TOTAL]
-        g2 = ctx.stats_grad_sq_norm(TOTAL)
-        return {TOTAL: cabs(ctx.plain_sgd_lr, total.sq_norms, g2, ctx.loss)}
+    def finalize(self, states: StepStates) -> dict:
+        sq_norms = states.network("sq_norms")[TOTAL]
+        g2 = states.sample_grad_sq_norms[TOTAL]
+        return {TOTAL: cabs(states["lr"], sq_norms, g2, states.loss)}

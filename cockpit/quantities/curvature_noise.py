@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cockpit.quantities._context import StepContext
 from cockpit.quantities._gram import GramQuantity
+from cockpit.quantities._view import StepStates
 from cockpit.stats.ggn_eigen import noise_summary
 
 
@@ -21,8 +21,8 @@ class CurvatureNoise(GramQuantity):
 
     name = "curvature_noise"
 
-    def compute(self, ctx: StepContext):
+    def finalize(self, states: StepStates):
         def finish(gram, cross, n, rtol):
             return noise_summary(gram, cross, n, self.k, rtol)
 
-        return self.gram_on_host(ctx, finish)
+        return self.gram_on_host(states, finish)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 
 
 class Distance(Quantity):
@@ -16,12 +17,12 @@ class Distance(Quantity):
     """
 
     name = "distance"
-    needs_initial_params = True
+    states = frozenset({"params", "initial"})
 
-    def compute(self, ctx: StepContext) -> dict:
+    def finalize(self, states: StepStates) -> dict:
         sq = {
-            name: ((param.detach() - ctx.initial[name]) ** 2).sum()
-            for name, param in ctx.params.items()
+            name: ((param.detach() - states["initial"][name]) ** 2).sum()
+            for name, param in states["params"].items()
         }
         total = torch.stack(list(sq.values())).sum().sqrt()
-        return {TOTAL: total, "per_layer": {n: v.sqrt() for n, v in sq.items()}}
+        return {TOTAL: total, PER_LAYER: {n: v.sqrt() for n, v in sq.items()}}

@@ -7,13 +7,13 @@ from typing import Any
 
 from cockpit._record import OnHost
 from cockpit.engines.curvature import CurvatureRequest, check_choice
-from cockpit.engines.hessian import ggn_operator
+from cockpit.engines.eigen_solve import EigenRequest
 from cockpit.exceptions import ConfigurationError
-from cockpit.quantities._context import StepContext
 from cockpit.quantities._gram import GramQuantity
 from cockpit.quantities._krylov import WarmStart, check_solver
+from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
-from cockpit.stats.eigen import lanczos
+from cockpit.stats.eigen import TopEigen
 from cockpit.stats.ggn_eigen import top_eigen
 
 _METHODS = ("gram", "lanczos")
@@ -75,7 +75,7 @@ class GgnTopEigen(GramQuantity):
         super().__init__(schedule, k, **gram)
         if method == "lanczos":
             check_solver(self.name, tol, max_iter, k)
-            self.needs_replay = True
+            self.states = frozenset({"eigen"})
         self.tol, self.max_iter = tol, max_iter
         self._warm = WarmStart(self.name, tol)
 
@@ -106,27 +106,24 @@ class GgnTopEigen(GramQuantity):
         if self.method == "gram":
             super().amend_curvature(request)
 
-    def compute(self, ctx: StepContext):
+    def eigen_request(self) -> EigenRequest | None:
+        if self.method == "gram":
+            return None
+        return EigenRequest(
+            "ggn", "lanczos", self.tol, self.max_iter, self.k, self._warm.start
+        )
+
+    def finalize(self, states: StepStates):
         if self.method == "lanczos":
-            return self._lanczos(ctx)
+            return self._lanczos(states["eigen"][self.name])
 
         def finish(gram, cross, n, rtol):
             values, _ = top_eigen(gram, n, self.k)
             return {str(i + 1): float(v) for i, v in enumerate(values)}
 
-        return self.gram_on_host(ctx, finish)
+        return self.gram_on_host(states, finish)
 
-    def _lanczos(self, ctx: StepContext) -> dict[str, Any]:
-        params = list(ctx.params.values())
-        products = ggn_operator(
-            ctx.replayed_loss_input(),
-            lambda z: ctx.loss_fn(z, ctx.target),
-            params,
-            ctx.mean_scale,
-        )
-        start = self._warm.start(params, ctx)
-        generator = ctx.generator(start.device)
-        result = lanczos(products, start, self.tol, self.max_iter, self.k, generator)
+    def _lanczos(self, result: TopEigen) -> dict[str, Any]:
         self._warm.keep(result)
         top = OnHost(lambda: self._warm.report(result, result.value), ())
         rest = {str(i + 1): v for i, v in enumerate(result.values[1:], start=1)}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from cockpit.logs.schema import COUNTS, EDGES, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
 from cockpit.stats.histograms import histogram_1d, safe_range
 
@@ -33,22 +34,23 @@ class GradHist1d(Quantity):
     """
 
     name = "grad_hist_1d"
-    needs_per_sample = True
-    needs_histogram = True
+    states = frozenset({"losses", "sample_grads", "low", "high", "hist"})
 
     def __init__(self, schedule: Schedule | int = 1, bins: int = 64):
         super().__init__(schedule)
         self.bins = bins
 
-    def compute(self, ctx: StepContext) -> dict:
-        total = ctx.stats[TOTAL]
-        low, high = safe_range(total.low, total.high)  # for the edges
-        groups = [(s.hist_values, s.hist_weight) for s in ctx.layers.values()]
+    def finalize(self, states: StepStates) -> dict:
+        lowest = states.network("low")[TOTAL]
+        highest = states.network("high")[TOTAL]
+        low, high = safe_range(lowest, highest)  # for the edges
+        groups = [(h.values, h.weight) for s in states["hist"].values() for h in s]
+        size = states.network("sample_grads")[TOTAL].numel()
         return {
-            "edges": bin_edges(low, high, self.bins),
-            "counts": histogram_1d(groups, total.low, total.high, self.bins),
-            "min": total.low,
-            "max": total.high,
+            EDGES: bin_edges(low, high, self.bins),
+            COUNTS: histogram_1d(groups, lowest, highest, self.bins),
+            "min": lowest,
+            "max": highest,
             "sample_size": sum(values.numel() for values, _ in groups),
-            "total": ctx.batch_size * total.grad.numel(),
+            TOTAL: states.batch_size * size,
         }

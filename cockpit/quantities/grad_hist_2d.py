@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cockpit.engines.layer_stats import LayerStats
+from cockpit.logs.schema import COUNTS, PER_LAYER, TOTAL, X_EDGES, Y_EDGES
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.quantities.grad_hist_1d import bin_edges
 from cockpit.schedules import Schedule
 from cockpit.stats.histograms import histogram_2d, safe_range
@@ -26,36 +26,40 @@ class GradHist2d(Quantity):
     """
 
     name = "grad_hist_2d"
-    needs_per_sample = True
-    needs_histogram = True
-    needs_param_values = True
+    states = frozenset({"losses", "params", "low", "high", "hist"})
 
     def __init__(self, schedule: Schedule | int = 1, bins: tuple[int, int] = (32, 32)):
         super().__init__(schedule)
         self.bins = bins
 
-    def _histogram(self, parts: list[LayerStats], theta: torch.Tensor, total: int):
+    def _histogram(
+        self, states: StepStates, names: list[str], theta: torch.Tensor, total: int
+    ) -> dict:
         theta_range = torch.aminmax(theta)
         grad_range = (
-            torch.stack([s.low for s in parts]).min(),
-            torch.stack([s.high for s in parts]).max(),
+            torch.stack([states["low"][name] for name in names]).min(),
+            torch.stack([states["high"][name] for name in names]).max(),
         )
-        groups = [(s.hist_params, s.hist_values, s.hist_weight) for s in parts]
+        samples = [h for name in names for h in states["hist"][name]]
+        groups = [(h.params, h.values, h.weight) for h in samples]
         return {
-            "x_edges": bin_edges(*safe_range(*theta_range), self.bins[0]),
-            "y_edges": bin_edges(*safe_range(*grad_range), self.bins[1]),
-            "counts": histogram_2d(groups, theta_range, grad_range, self.bins),
-            "sample_size": sum(s.hist_values.numel() for s in parts),
-            "total": total,
+            X_EDGES: bin_edges(*safe_range(*theta_range), self.bins[0]),
+            Y_EDGES: bin_edges(*safe_range(*grad_range), self.bins[1]),
+            COUNTS: histogram_2d(groups, theta_range, grad_range, self.bins),
+            "sample_size": sum(h.values.numel() for h in samples),
+            TOTAL: total,
         }
 
-    def compute(self, ctx: StepContext) -> dict:
-        n = ctx.batch_size
-        params = {name: p.detach().reshape(-1) for name, p in ctx.params.items()}
+    def finalize(self, states: StepStates) -> dict:
+        n = states.batch_size
+        params = {n: p.detach().reshape(-1) for n, p in states["params"].items()}
+        names = list(states["hist"])
         per_layer = {
-            name: self._histogram([s], params[name], n * params[name].numel())
-            for name, s in ctx.layers.items()
+            name: self._histogram(
+                states, [name], params[name], n * params[name].numel()
+            )
+            for name in names
         }
         theta = torch.cat(list(params.values()))
-        network = self._histogram(list(ctx.layers.values()), theta, n * theta.numel())
-        return {**network, "per_layer": per_layer}
+        network = self._histogram(states, names, theta, n * theta.numel())
+        return {**network, PER_LAYER: per_layer}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 
 
 class GradNorm(Quantity):
     """``||g||_2`` for the whole network and per parameter (mean-loss convention)."""
 
     name = "grad_norm"
+    states = frozenset({"grads"})
 
-    def compute(self, ctx: StepContext) -> dict:
-        norms = {name: sq.sqrt() for name, sq in ctx.grad_sq_norms.items()}
-        return {TOTAL: norms.pop(TOTAL), "per_layer": norms}
+    def finalize(self, states: StepStates) -> dict:
+        norms = {name: sq.sqrt() for name, sq in states.grad_sq_norms.items()}
+        return {TOTAL: norms.pop(TOTAL), PER_LAYER: norms}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from cockpit._record import Flagged, OnHost
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.stats.batch_size import gradient_noise_scale
 
 
@@ -23,18 +24,19 @@ class GradientNoiseScale(Quantity):
     """
 
     name = "gradient_noise_scale"
-    needs_per_sample = True
+    states = frozenset({"sample_grads", "sq_norms"})
 
-    def compute(self, ctx: StepContext) -> dict:
+    def finalize(self, states: StepStates) -> dict:
+        g2 = states.sample_grad_sq_norms
         parts = {
-            name: gradient_noise_scale(s.sq_norms, ctx.stats_grad_sq_norm(name))
-            for name, s in ctx.stats.items()
+            name: gradient_noise_scale(sq_norms, g2[name])
+            for name, sq_norms in states.network("sq_norms").items()
         }
         values = {name: OnHost(_finish, (b, g2)) for name, (b, _, g2) in parts.items()}
         _, trace_cov, true_sq_norm = parts[TOTAL]
         return {
             TOTAL: values.pop(TOTAL),
-            "per_layer": values,
+            PER_LAYER: values,
             "trace_cov": trace_cov,
             "true_grad_sq_norm": true_sq_norm,
         }

@@ -6,14 +6,14 @@ from typing import Any
 
 from cockpit._record import OnHost
 from cockpit.engines.curvature import check_choice
-from cockpit.engines.hessian import hvp_operator
+from cockpit.engines.eigen_solve import EigenRequest
+from cockpit.logs.schema import TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
 from cockpit.quantities._krylov import WarmStart, check_solver
+from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
-from cockpit.stats.eigen import lanczos, power_iteration
 
-_SOLVERS = {"lanczos": lanczos, "power": power_iteration}
+_SOLVERS = ("lanczos", "power")
 
 
 class HessMaxEv(Quantity):
@@ -45,7 +45,7 @@ class HessMaxEv(Quantity):
     """
 
     name = "hess_max_ev"
-    needs_replay = True
+    states = frozenset({"eigen"})
 
     def __init__(
         self,
@@ -64,12 +64,13 @@ class HessMaxEv(Quantity):
     def options(self) -> dict[str, Any]:
         return {"method": self.method, "tol": self.tol, "max_iter": self.max_iter}
 
-    def compute(self, ctx: StepContext) -> dict[str, Any]:
-        params = list(ctx.params.values())
-        loss = ctx.replayed_loss()
-        hvp = hvp_operator(loss, params, ctx.mean_scale)
-        solve = _SOLVERS[self.method]
-        result = solve(hvp, self._warm.start(params, ctx), self.tol, self.max_iter)
+    def eigen_request(self) -> EigenRequest:
+        return EigenRequest(
+            "hessian", self.method, self.tol, self.max_iter, start=self._warm.start
+        )
+
+    def finalize(self, states: StepStates) -> dict[str, Any]:
+        result = states["eigen"][self.name]
         self._warm.keep(result)
         return {
             TOTAL: OnHost(lambda: self._warm.report(result, result.value), ()),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._diagonal import DiagonalQuantity
+from cockpit.quantities._view import StepStates
 
 
 class HessTrace(DiagonalQuantity):
@@ -20,11 +21,13 @@ class HessTrace(DiagonalQuantity):
     """
 
     name = "hess_trace"
+    states = DiagonalQuantity.states | {"estimates"}
 
-    def compute(self, ctx: StepContext) -> dict:
-        traces = {n: d.sum() for n, d in ctx.curvature_diagonal(self.curvature).items()}
-        value = {TOTAL: torch.stack(list(traces.values())).sum(), "per_layer": traces}
-        estimate = ctx.curvature.estimates.get(self.curvature)
+    def finalize(self, states: StepStates) -> dict:
+        diagonal = states.curvature_diagonal(self.curvature)
+        traces = {n: d.sum() for n, d in diagonal.items()}
+        value = {TOTAL: torch.stack(list(traces.values())).sum(), PER_LAYER: traces}
+        estimate = states["estimates"].get(self.curvature)
         if estimate is not None:
             value.update(probes=estimate.probes, std_error=estimate.std_error)
         return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.stats.gradient_tests import inner_product_test
 
 
@@ -11,7 +11,8 @@ class InnerProductTest(Quantity):
     """Inner-product test (Bollapragada et al. 2018), total and per parameter."""
 
     name = "inner_product_test"
-    needs_per_sample = True
+    states = frozenset({"sample_grads", "sq_norms", "dots"})
 
-    def compute(self, ctx: StepContext) -> dict:
-        return ctx.per_layer(lambda s, g2: inner_product_test(s.dots, g2))
+    def finalize(self, states: StepStates) -> dict:
+        dots, g2 = states.network("dots"), states.sample_grad_sq_norms
+        return states.layered(lambda name: inner_product_test(dots[name], g2[name]))

@@ -9,8 +9,9 @@ import torch
 
 from cockpit._record import OnHost
 from cockpit.engines.curvature import KRONECKER, CurvatureRequest, check_choice
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
 from cockpit.stats.curvature import SINGULAR, kronecker_block
 
@@ -21,7 +22,7 @@ def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
     """Host side: eigenvalues of every factor, then each block's numbers and totals."""
 
     def finish(*factors: np.ndarray) -> dict[str, Any]:
-        out: dict[str, dict[str, Any]] = {k: {"per_layer": {}} for k in _KEYS}
+        out: dict[str, dict[str, Any]] = {k: {PER_LAYER: {}} for k in _KEYS}
         tops, lows, traces = [], [], []
         start = 0
         for name, size in zip(names, sizes, strict=True):
@@ -30,7 +31,7 @@ def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
             eigs[0] = eigs[0] * scale
             block = kronecker_block(*eigs, eps=eps)
             for key in _KEYS:
-                out[key]["per_layer"][name] = block[key]
+                out[key][PER_LAYER][name] = block[key]
             tops.append(block["max_eigenvalue"])
             singular = block["condition"] is SINGULAR
             lows.append(
@@ -66,6 +67,7 @@ class KfacBlock(Quantity):
     """
 
     name = "kfac_block"
+    states = frozenset({"losses", "kronecker", "mean_reduction"})
 
     def __init__(self, schedule: Schedule | int = 1, kind: str = "kfac"):
         super().__init__(schedule)
@@ -77,12 +79,12 @@ class KfacBlock(Quantity):
     def amend_curvature(self, request: CurvatureRequest) -> None:
         request.kronecker.add(self.kind)
 
-    def compute(self, ctx: StepContext) -> OnHost:
-        blocks = ctx.curvature.kronecker[self.kind]
+    def finalize(self, states: StepStates) -> OnHost:
+        blocks = states["kronecker"][self.kind]
         factors = [f for name in blocks for f in blocks[name]]
         eps = torch.finfo(factors[0].dtype).eps
         sizes = [len(f) for f in blocks.values()]
-        finish = _finish(list(blocks), sizes, ctx.mean_scale, eps)
+        finish = _finish(list(blocks), sizes, states.mean_scale, eps)
         return OnHost(finish, tuple(factors))
 
 

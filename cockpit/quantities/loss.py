@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from cockpit.logs.schema import TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.quantities._view import StepStates
 
 
 class Loss(Quantity):
@@ -14,6 +15,7 @@ class Loss(Quantity):
     """
 
     name = "loss"
+    states = frozenset({"losses"})
 
-    def compute(self, ctx: StepContext) -> dict:
-        return {TOTAL: ctx.loss, "variance": ctx.loss_variance}
+    def finalize(self, states: StepStates) -> dict:
+        return {TOTAL: states.loss, "variance": states.loss_variance}

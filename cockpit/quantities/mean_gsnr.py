@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
 from cockpit.stats.signal_to_noise import mean_gsnr
 
@@ -18,13 +18,15 @@ class MeanGSNR(Quantity):
     """
 
     name = "mean_gsnr"
-    needs_per_sample = True
-    needs_sum_sq = True
+    states = frozenset({"sample_grads", "sq_norms", "sum_sq"})
 
     def __init__(self, schedule: Schedule | int = 1, eps: float = 1e-5):
         super().__init__(schedule)
         self.eps = eps
 
-    def compute(self, ctx: StepContext) -> dict:
-        n = ctx.batch_size
-        return ctx.per_layer(lambda s, _: mean_gsnr(s.grad, s.sum_sq, n, self.eps))
+    def finalize(self, states: StepStates) -> dict:
+        n = states.batch_size
+        grads, sum_sq = states.network("sample_grads"), states.network("sum_sq")
+        return states.layered(
+            lambda name: mean_gsnr(grads[name], sum_sq[name], n, self.eps)
+        )

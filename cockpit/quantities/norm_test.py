@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.stats.gradient_tests import norm_test
 
 
@@ -11,7 +11,8 @@ class NormTest(Quantity):
     """Norm test (Byrd et al. 2012), total and per parameter; see ``stats``."""
 
     name = "norm_test"
-    needs_per_sample = True
+    states = frozenset({"sample_grads", "sq_norms"})
 
-    def compute(self, ctx: StepContext) -> dict:
-        return ctx.per_layer(lambda s, g2: norm_test(s.sq_norms, g2))
+    def finalize(self, states: StepStates) -> dict:
+        sq_norms, g2 = states.network("sq_norms"), states.sample_grad_sq_norms
+        return states.layered(lambda name: norm_test(sq_norms[name], g2[name]))

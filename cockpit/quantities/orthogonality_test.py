@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import StepContext
+from cockpit.quantities._view import StepStates
 from cockpit.stats.gradient_tests import orthogonality_test
 
 
@@ -11,7 +11,11 @@ class OrthogonalityTest(Quantity):
     """Orthogonality test (Bollapragada et al. 2018), total and per parameter."""
 
     name = "orthogonality_test"
-    needs_per_sample = True
+    states = frozenset({"sample_grads", "sq_norms", "dots"})
 
-    def compute(self, ctx: StepContext) -> dict:
-        return ctx.per_layer(lambda s, g2: orthogonality_test(s.sq_norms, s.dots, g2))
+    def finalize(self, states: StepStates) -> dict:
+        sq_norms, dots = states.network("sq_norms"), states.network("dots")
+        g2 = states.sample_grad_sq_norms
+        return states.layered(
+            lambda name: orthogonality_test(sq_norms[name], dots[name], g2[name])
+        )

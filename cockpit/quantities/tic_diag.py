@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._diagonal import TicQuantity
+from cockpit.quantities._view import StepStates
 from cockpit.stats.curvature import tic_diag
 
 
@@ -24,13 +25,13 @@ class TicDiag(TicQuantity):
     """
 
     name = "tic_diag"
-    needs_sum_sq = True
+    states = TicQuantity.states | {"sum_sq"}
 
-    def compute(self, ctx: StepContext) -> dict:
-        diagonal = ctx.curvature_diagonal(self.curvature)
-        n = ctx.batch_size
+    def finalize(self, states: StepStates) -> dict:
+        diagonal = states.curvature_diagonal(self.curvature)
+        n = states.batch_size
         values = {
-            name: tic_diag(ctx.layers[name].sum_sq, diag, n, self.eps)
+            name: tic_diag(states["sum_sq"][name], diag, n, self.eps)
             for name, diag in diagonal.items()
         }
-        return {TOTAL: torch.stack(list(values.values())).sum(), "per_layer": values}
+        return {TOTAL: torch.stack(list(values.values())).sum(), PER_LAYER: values}

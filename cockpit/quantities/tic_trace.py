@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cockpit.quantities._context import TOTAL, StepContext
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._diagonal import TicQuantity
+from cockpit.quantities._view import StepStates
 from cockpit.stats.curvature import tic_trace
 
 
@@ -25,15 +26,16 @@ class TicTrace(TicQuantity):
 
     name = "tic_trace"
 
-    def compute(self, ctx: StepContext) -> dict:
-        diagonal = ctx.curvature_diagonal(self.curvature)
+    def finalize(self, states: StepStates) -> dict:
+        diagonal = states.curvature_diagonal(self.curvature)
+        sq_norms = states.network("sq_norms")
         values = {
-            name: tic_trace(ctx.layers[name].sq_norms, diag, self.eps)
+            name: tic_trace(sq_norms[name], diag, self.eps)
             for name, diag in diagonal.items()
         }
         total = tic_trace(
-            ctx.stats[TOTAL].sq_norms,
+            sq_norms[TOTAL],
             torch.stack([d.sum() for d in diagonal.values()]),
             self.eps,
         )
-        return {TOTAL: total, "per_layer": values}
+        return {TOTAL: total, PER_LAYER: values}

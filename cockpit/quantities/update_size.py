@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._context import TOTAL, StepContext, StepTaken
+from cockpit.quantities._view import StepStates
 
 
 class UpdateSize(Quantity):
     """``||theta_{t+1} - theta_t||_2``, total and per parameter, for any optimizer."""
 
     name = "update_size"
-    needs_step = True
+    step_states = frozenset({"step"})
 
-    def after_step(self, ctx: StepContext, taken: StepTaken) -> dict:
+    def finalize_step(self, states: StepStates) -> dict:
+        taken = states["step"]
         per_layer = {name: sq.sqrt() for name, sq in taken.sq_norms.items()}
-        return {TOTAL: taken.length, "per_layer": per_layer}
+        return {TOTAL: taken.length, PER_LAYER: per_layer}

@@ -1,0 +1,125 @@
+"""Fill the states the due quantities declared, from what the engines gathered.
+
+The tracked step asks the engines for the union of the due quantities' needs
+(:func:`sample_request`, derived from the declared states), then turns their results
+into named states (:func:`backward_states`, :func:`step_states`; names and
+reductions in :mod:`cockpit.states`). Only the declared states are filled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cockpit.engines import ggn_gram
+from cockpit.engines.curvature import Curvature
+from cockpit.engines.layer_stats import LayerStats, SampleRequest
+from cockpit.quantities import Quantity
+from cockpit.states import HistSample, StepTaken
+
+__all__ = ["backward_states", "sample_request", "step_states"]
+
+#: Per-layer states read straight off :class:`LayerStats`.
+_LAYER_FIELDS = {
+    "sample_grads": "grad",
+    "sq_norms": "sq_norms",
+    "dots": "dots",
+    "sum_sq": "sum_sq",
+    "low": "low",
+    "high": "high",
+    "projections": "projection",
+}
+
+
+def declared(active: Collection[Quantity]) -> set[str]:
+    """Every state some due quantity reads, before or after ``optimizer.step()``."""
+    return {name for q in active for name in q.states | q.step_states}
+
+
+def sample_request(
+    active: Collection[Quantity],
+    step: int,
+    params: dict[str, nn.Parameter],
+    mean_reduction: bool,
+    hist_samples: int,
+    generator: Callable[[torch.device], torch.Generator],
+) -> SampleRequest | None:
+    """What the per-sample engines must gather at ``step``, or ``None`` if nothing."""
+    if not any(q.needs_per_sample for q in active):
+        return None
+    names = declared(active)
+    request = SampleRequest(
+        mean_reduction=mean_reduction,
+        sum_sq="sum_sq" in names,
+        hist_budget=hist_samples if "hist" in names else None,
+        with_param_values=any({"hist", "params"} <= q.states for q in active),
+        total_params=sum(p.numel() for p in params.values()),
+        keep_for_projection=any(q.keeps_for_step(step) for q in active),
+        generator=generator,
+    )
+    for quantity in active:
+        for name, direction in quantity.directions(step).items():
+            request.directions[id(params[name])] = direction
+    return request
+
+
+def backward_states(
+    names: set[str],
+    *,
+    losses: Tensor,
+    grads: dict[str, Tensor],
+    layers: dict[str, LayerStats],
+    curvature: Curvature,
+    replicated: dict[str, Any],
+) -> dict[str, Any]:
+    """The states ``names`` once the backward pass has run.
+
+    Args:
+        names: The states to fill.
+        losses: ``[N]`` per-sample losses.
+        grads: Parameter name -> flat gradient of the mean loss.
+        layers: Parameter name -> per-sample statistics (if gathered).
+        curvature: The second-order results (if gathered).
+        replicated: The states every piece holds alike (``params``, ``initial``,
+            ``lr``, ``mean_reduction``).
+
+    """
+    states: dict[str, Any] = {"losses": losses, "grads": grads}
+    for name, field in _LAYER_FIELDS.items():
+        if name in names:
+            states[name] = {n: getattr(s, field) for n, s in layers.items()}
+    if "hist" in names:
+        states["hist"] = {
+            n: [HistSample(s.hist_values, s.hist_params, s.hist_weight)]
+            for n, s in layers.items()
+        }
+    states.update({k: v for k, v in replicated.items() if k in names})
+    if "diagonals" in names:
+        states["diagonals"] = curvature.diagonals
+    if "estimates" in names:
+        states["estimates"] = curvature.estimates
+    if "kronecker" in names:
+        states["kronecker"] = curvature.kronecker
+    if "gram" in names and curvature.gram:
+        states["gram"] = ggn_gram.total(curvature.gram)
+    return states
+
+
+def step_states(
+    names: set[str], taken: StepTaken, layers: dict[str, LayerStats]
+) -> dict[str, Any]:
+    """The states ``names`` once ``optimizer.step()`` has taken ``taken``."""
+    states: dict[str, Any] = {"step": taken}
+    if "unit_step" in names or "step_slopes" in names:
+        tau = taken.length
+        unit = {
+            n: s / tau.clamp(min=torch.finfo(s.dtype).tiny)
+            for n, s in taken.delta.items()
+        }
+        states["unit_step"] = unit
+        if "step_slopes" in names:
+            states["step_slopes"] = {n: layers[n].project(u) for n, u in unit.items()}
+    return states

@@ -1,0 +1,203 @@
+"""Reducible states: the named per-step statistics quantities are computed from.
+
+A tracked step's engines (BackPACK, torch.func, the eigensolvers) fill *states*:
+named tensors such as the per-sample squared gradient norms ``sq_norms`` ``[N]`` per
+parameter. A quantity declares the states it needs (``Quantity.states``) and turns
+them into log values with a pure ``finalize(states)``; it never sees an engine.
+
+Each state has a reduction that says how the states of several pieces of one
+optimizer step (micro-batches, ranks) combine into the states of the whole step:
+
+======  ==========================================================================
+SUM     element-wise sum (each piece holds its share of a mean over all samples)
+MAX     element-wise maximum
+MIN     element-wise minimum
+CAT     concatenation along the sample axis (per-sample vectors, histogram samples)
+SAME    replicated: every piece holds the same value (parameters, learning rate)
+WHOLE   needs the whole batch in one process (Gram matrices, eigensolver results);
+        a split step cannot reduce it
+======  ==========================================================================
+
+:func:`reduce_states` is that one call over the pieces' states; a reduction across
+processes maps the same table onto collectives (``all_reduce`` for SUM/MAX/MIN,
+``all_gather`` for CAT). ``dots`` and ``sample_grads`` are defined against the whole
+step's gradient, so a piece fills them once that gradient is known.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cockpit.exceptions import UsageError
+
+__all__ = [
+    "SPECS",
+    "HistSample",
+    "Reduce",
+    "StateSpec",
+    "StepTaken",
+    "reduce_states",
+]
+
+
+class Reduce(enum.Enum):
+    """How the states of the pieces of one step combine (see the module docstring)."""
+
+    SUM = "sum"
+    MAX = "max"
+    MIN = "min"
+    CAT = "cat"
+    SAME = "same"
+    WHOLE = "whole"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state: its reduction, whether it holds a value per parameter, its phase.
+
+    Attributes:
+        reduce: How pieces combine.
+        per_layer: The state maps parameter names to values.
+        after_step: Known only once ``optimizer.step()`` has run.
+        doc: What it holds, with shapes (N samples, ``D_l`` entries of parameter l).
+
+    """
+
+    reduce: Reduce
+    per_layer: bool
+    after_step: bool
+    doc: str
+
+
+@dataclass(frozen=True)
+class HistSample:
+    """A uniform sample of one parameter's per-sample gradient elements.
+
+    Attributes:
+        values: ``[K]`` sampled elements ``g_{n,j}``.
+        params: ``[K]`` the parameter values at the same positions (or ``None``).
+        weight: How many elements each sampled one stands for (``N D_l / K``).
+
+    """
+
+    values: Tensor
+    params: Tensor | None
+    weight: float
+
+
+def _spec(reduce: Reduce, per_layer: bool, doc: str, after_step: bool = False):
+    return StateSpec(reduce, per_layer, after_step, doc)
+
+
+_R = Reduce
+
+#: Every state an engine can fill, by name.
+SPECS: dict[str, StateSpec] = {
+    "losses": _spec(_R.CAT, False, "[N] per-sample losses l_n"),
+    "grads": _spec(_R.SUM, True, "[D_l] gradient of the mean loss, from .grad"),
+    "sample_grads": _spec(
+        _R.SUM, True, "[D_l] mean of the per-sample gradients, from the engine"
+    ),
+    "sq_norms": _spec(_R.CAT, True, "[N] ||g_n||^2"),
+    "dots": _spec(_R.CAT, True, "[N] g_n . g (g of the whole step)"),
+    "sum_sq": _spec(_R.SUM, True, "[D_l] sum_n g_{n,j}^2"),
+    "low": _spec(_R.MIN, True, "[] smallest per-sample gradient element"),
+    "high": _spec(_R.MAX, True, "[] largest per-sample gradient element"),
+    "hist": _spec(_R.CAT, True, "list of HistSample of per-sample elements"),
+    "projections": _spec(
+        _R.CAT, True, "[N] g_n . v along the directions the quantity asked for"
+    ),
+    "params": _spec(_R.SAME, True, "the parameter values"),
+    "initial": _spec(_R.SAME, True, "the parameter values when tracking started"),
+    "lr": _spec(_R.SAME, False, "plain SGD's learning rate, or None"),
+    "mean_reduction": _spec(_R.SAME, False, "the user's loss averages over samples"),
+    "diagonals": _spec(
+        _R.SUM, False, "source -> parameter -> [D_l] curvature diagonal (BackPACK's)"
+    ),
+    "estimates": _spec(_R.WHOLE, False, "source -> Hutchinson probes and std error"),
+    "kronecker": _spec(_R.WHOLE, False, "kind -> parameter -> Kronecker factors"),
+    "gram": _spec(_R.WHOLE, False, "the GGN factor's Gram and cross matrices"),
+    "eigen": _spec(_R.WHOLE, False, "quantity -> eigensolver result"),
+    "step": _spec(_R.SAME, False, "the step the optimizer took", after_step=True),
+    "unit_step": _spec(
+        _R.SAME, True, "[D_l] the step taken divided by its length", after_step=True
+    ),
+    "step_slopes": _spec(
+        _R.CAT, True, "[N] g_n . unit_step (slopes along the step)", after_step=True
+    ),
+}
+
+
+def _reduce_values(reduce: Reduce, values: list[Any], name: str) -> Any:
+    if reduce is Reduce.SAME:
+        return values[0]
+    if reduce is Reduce.WHOLE:
+        raise UsageError(
+            f"State '{name}' needs the whole batch in one process, but this step came "
+            f"in {len(values)} pieces. Track the quantities that need it on steps "
+            "that are not split."
+        )
+    if isinstance(values[0], Mapping):
+        return {
+            key: _reduce_values(reduce, [v[key] for v in values], name)
+            for key in values[0]
+        }
+    if reduce is Reduce.CAT:
+        if isinstance(values[0], list):
+            return [item for value in values for item in value]
+        return torch.cat(values)
+    stacked = torch.stack(values)
+    if reduce is Reduce.SUM:
+        return stacked.sum(0)
+    return stacked.amax(0) if reduce is Reduce.MAX else stacked.amin(0)
+
+
+def reduce_states(pieces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Combine the states of the pieces of one step into the step's states.
+
+    Args:
+        pieces: Per piece, state name -> value (per-layer states: parameter name ->
+            value), each piece holding the same names.
+
+    Returns:
+        State name -> the reduced value, by each state's :class:`Reduce`.
+
+    Raises:
+        UsageError: If a WHOLE state comes in more than one piece.
+
+    """
+    if len(pieces) == 1:
+        return dict(pieces[0])
+    return {
+        name: _reduce_values(SPECS[name].reduce, [p[name] for p in pieces], name)
+        for name in pieces[0]
+    }
+
+
+@dataclass
+class StepTaken:
+    """The step the optimizer took: ``s = theta_{t+1} - theta_t`` per parameter.
+
+    Attributes:
+        delta: Parameter name -> flat ``s_l``.
+
+    """
+
+    delta: dict[str, Tensor]
+
+    @functools.cached_property
+    def sq_norms(self) -> dict[str, Tensor]:
+        """``||s_l||^2`` per parameter."""
+        return {name: (s**2).sum() for name, s in self.delta.items()}
+
+    @functools.cached_property
+    def length(self) -> Tensor:
+        """``tau = ||s||``."""
+        return torch.stack(list(self.sq_norms.values())).sum().sqrt()
