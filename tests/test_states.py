@@ -127,7 +127,7 @@ def test_reductions_follow_the_table():
 
 def test_a_whole_batch_state_refuses_pieces():
     pieces = [{"gram": object()}, {"gram": object()}]
-    with pytest.raises(UsageError, match="'gram' needs the whole batch.*2 pieces"):
+    with pytest.raises(UsageError, match=r"'gram' needs the whole batch.*2 pieces"):
         reduce_states(pieces)
 
 
