@@ -3,9 +3,12 @@
 Entering attaches what the due quantities need (a forward hook on the loss module;
 BackPACK's hooks and one ``backpack(...)`` context with every due extension, if a due
 quantity needs per-sample statistics or curvature; a forward pre-hook on the model if
-one replays the forward pass); exiting removes all of it, computes the quantities on
-the device and hands a :class:`~cockpit._record.TensorRecord` to the writer, right
-away or once ``optimizer.step()`` has run if a quantity needs the step.
+one replays the forward pass); exiting removes all of it, fills the due quantities' states
+on the device and finalizes them into a :class:`StepResult`: the step's
+:class:`~cockpit._record.TensorRecord`, records of earlier steps (alpha), and the
+quantities that wait for ``optimizer.step()``. The step knows nothing of the tracker:
+it receives a :class:`StepInputs` and the due quantities, and the tracker alone
+submits what it returns.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from backpack import backpack, memory_cleanup
@@ -23,25 +26,58 @@ from torch import Tensor, nn
 
 from cockpit._loss_capture import LossCapture
 from cockpit._record import Late, TensorRecord
-from cockpit.engines import backpack_engine, curvature, fill
-from cockpit.engines.choice import MODULE, REPLAY
+from cockpit.engines import backpack_engine, curvature, fill, moves
+from cockpit.engines.choice import Assignment
 from cockpit.engines.curvature import Curvature, CurvatureRequest
 from cockpit.engines.eigen_solve import Replay, solve
-from cockpit.engines.func_engine import Batch, gram_parts, refuse_batch_norm
+from cockpit.engines.func_engine import (
+    Batch,
+    FuncEngine,
+    gram_parts,
+    refuse_batch_norm,
+)
 from cockpit.engines.hessian import ForwardCapture
-from cockpit.engines.layer_stats import LayerStats, from_per_sample
+from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
-from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
 from cockpit.states import StepTaken
 
-if TYPE_CHECKING:
-    from cockpit.tracker import Cockpit
+
+@dataclass
+class StepInputs:
+    """What every tracked step needs of the tracker, built once per Cockpit.
+
+    Attributes:
+        model: The model.
+        params: Parameter name -> trainable parameter, in the tracker's order.
+        loss_fn: The user's loss module.
+        mean: The loss averages over samples (else it sums).
+        engines: The engine assignment (moves found at a step are recorded on it).
+        func: The torch.func engine (replay, curvature).
+        curvature_modules: The leaf modules BackPACK's curvature extensions hook.
+        batch_norms: The model's BatchNorm modules.
+        hist_samples: Histogram sample budget (0: exact).
+        generator: The tracker's random generator on a device.
+        sampling_seed: Draws a seed for Monte-Carlo curvature.
+
+    """
+
+    model: nn.Module
+    params: dict[str, nn.Parameter]
+    loss_fn: nn.Module
+    mean: bool
+    engines: Assignment
+    func: FuncEngine
+    curvature_modules: list[nn.Module]
+    batch_norms: list[nn.Module]
+    hist_samples: int
+    generator: Callable[[torch.device], torch.Generator]
+    sampling_seed: Callable[[], int]
 
 
 @dataclass
-class _AwaitingStep:
+class AwaitingStep:
     """A step's record that waits for ``optimizer.step()`` to add the step taken."""
 
     states: StepStates
@@ -52,13 +88,45 @@ class _AwaitingStep:
     handles: list[Any] = field(default_factory=list)
 
 
+@dataclass
+class StepResult:
+    """What a tracked step hands back to the tracker.
+
+    Attributes:
+        record: This step's record (without bookkeeping and ``tracker_time``).
+        batch_size: N.
+        late: Records of values that belong to earlier steps.
+        awaiting: The record and quantities waiting for ``optimizer.step()``.
+        seconds: The tracker's own time spent in the step.
+        curvature_moved: Curvature moved to torch.func at this step, so the
+            quantities only BackPACK computes stop.
+
+    """
+
+    record: TensorRecord
+    batch_size: int
+    late: list[TensorRecord]
+    awaiting: AwaitingStep | None
+    seconds: float
+    curvature_moved: bool = False
+
+
 class TrackedStep:
     """Context manager for one ``track()`` block whose step has due quantities."""
 
-    def __init__(self, cockpit: Cockpit, step: int, active: list[Quantity]):
-        self.ck = cockpit
+    def __init__(
+        self,
+        inputs: StepInputs,
+        step: int,
+        active: list[Quantity],
+        replicated: dict[str, Any],
+    ):
+        self.ck = inputs
         self.step = step
         self.active = active
+        self.replicated = replicated
+        self.result: StepResult | None = None
+        self._curvature_moved = False
         self._stack = contextlib.ExitStack()
         self._extension: backpack_engine.PerSampleStats | None = None
         self._seconds = 0.0
@@ -106,9 +174,7 @@ class TrackedStep:
             extensions.append(self._extension)
         if self._backpack_curvature:
             extensions += self._curvature.extensions(self._losses.batch_size)
-        self._reused: set[int] = set()
-        self._failed: dict[int, str] = {}
-        self._broken: list[nn.Module] = []
+        self._found = moves.HookFindings()
         if extensions:
             self._extend(extensions)
         self._module_grads = None
@@ -126,8 +192,8 @@ class TrackedStep:
         ck = self.ck
         auto = ck.engines.engine == "auto"
         found = {
-            "reused": self._reused if auto else None,
-            "failed": self._failed if auto else None,
+            "reused": self._found.reused if auto else None,
+            "failed": self._found.failed if auto else None,
         }
         if self._backpack_curvature:
             modules = ck.curvature_modules
@@ -136,7 +202,7 @@ class TrackedStep:
                 True,
                 ck.loss_fn,
                 ck.sampling_seed,
-                broken=self._broken if auto else None,
+                broken=self._found.broken if auto else None,
                 **found,
             )
         else:
@@ -152,32 +218,30 @@ class TrackedStep:
         self._stack.close()
         if exc_type is not None:
             return
-        states, layers, record = self._finish()
-        awaiting = [q for q in self.active if q.needs_step]
+        states, layers, record, late = self._finish()
+        waiting = [q for q in self.active if q.needs_step]
+        awaiting = AwaitingStep(states, layers, record, waiting) if waiting else None
         if self._extension is not None:
             self._seconds += self._extension.seconds
         self._seconds += time.perf_counter() - start
-        if awaiting:
-            self.ck.await_step(
-                _AwaitingStep(states, layers, record, awaiting), self._seconds
-            )
-        else:
-            record.values["tracker_time"] = self._seconds
-            self.ck.submit(record)
+        self.result = StepResult(
+            record=record,
+            batch_size=states.batch_size,
+            late=late,
+            awaiting=awaiting,
+            seconds=self._seconds,
+            curvature_moved=self._curvature_moved,
+        )
 
-    def _finish(self) -> tuple[StepStates, dict[str, LayerStats], TensorRecord]:
+    def _finish(
+        self,
+    ) -> tuple[StepStates, dict[str, LayerStats], TensorRecord, list[TensorRecord]]:
         """Fill the due quantities' states and finalize them into a record."""
         ck = self.ck
         losses = self._losses.per_sample_losses()
         n = losses.shape[0]
         grads = self._batch_gradients(n)
         layers = self._layer_stats(n, grads)
-        replicated = {
-            "params": ck.params,
-            "initial": ck.initial,
-            "lr": ck.current_plain_sgd_lr(),
-            "mean_reduction": ck.mean,
-        }
         states = StepStates(
             self.step,
             fill.backward_states(
@@ -186,10 +250,14 @@ class TrackedStep:
                 grads=grads,
                 layers=layers,
                 curvature=self._curvature_results(n),
-                replicated=replicated,
+                replicated=self.replicated,
             ),
         )
-        live = [q for q in self.active if q.name in ck.quantities]  # some stop here
+        live = [
+            q
+            for q in self.active
+            if not (self._curvature_moved and "kronecker" in q.states)
+        ]
         eigen = self._solve(live, 1.0 if ck.mean else 1.0 / n)
         if eigen:
             states.update({"eigen": eigen})
@@ -202,10 +270,7 @@ class TrackedStep:
                 )
             elif value is not None:
                 values[quantity.name] = value
-        values.update(ck.bookkeeping(self.step, n))
-        for record in late:
-            ck.submit(record)
-        return states, layers, TensorRecord(self.step, self.time, values)
+        return states, layers, TensorRecord(self.step, self.time, values), late
 
     def _solve(self, quantities: list[Quantity], mean_scale: float) -> dict[str, Any]:
         """The eigensolves the quantities ask for, on the replayed step, in order."""
@@ -249,117 +314,25 @@ class TrackedStep:
         )
 
     def _layer_stats(self, n: int, grads: dict[str, Tensor]) -> dict[str, LayerStats]:
-        """Per-sample statistics of every parameter, from its engine.
-
-        Parameters found here to need another engine get this step's statistics
-        from the replay and move for the next steps: to torch.func per module if
-        their BackPACK layer ran twice or BackPACK failed on it; to the replay if
-        their module's calls have no batch dimension or their per-sample gradients
-        do not add up to ``.grad``.
-        """
+        """Per-sample statistics of every parameter (engine moves: ``moves``)."""
         if self._request is None:
             return {}
-        ck, engines = self.ck, self.ck.engines
-        found = backpack_engine.collect(ck.params)
-        replay = set(engines.replay)
-        if self._module_grads is not None:
-            found.update(self._module_grads.collect(ck.params, self._request))
-            failed = sorted(self._module_grads.failed)
-            errors = "; ".join(
-                f"{k}: {v}" for k, v in self._module_grads.errors.items()
-            )
-            why = (
-                f"torch.func could not differentiate its module per sample ({errors})"
-                if errors
-                else "its module's output has no batch dimension"
-            )
-            engines.move(failed, REPLAY, why)
-            replay.update(failed)
-        if self._reused:
-            reused = self._backpack_params(self._reused)
-            engines.move(reused, MODULE, "its module runs more than once per step")
-            replay.update(reused)
-        for module_id, error in self._failed.items():
-            broken = self._backpack_params({module_id})
-            engines.move(broken, MODULE, f"BackPACK failed on its module ({error})")
-            replay.update(broken)
-        # A module called without the batch dimension (an embedding of arange(T))
-        # gives BackPACK T "samples": its statistics have the wrong length.
-        unbatched = [
-            name
-            for name, stats in found.items()
-            if stats.sq_norms.shape[0] != n and name not in replay
-        ]
-        engines.move(unbatched, REPLAY, "its module's input has no batch dimension")
-        replay.update(unbatched)
-        if not ck.verified:
-            ck.verified = True
-            replay.update(self._verify(found, grads, replay))
-        for name in replay:
-            found.pop(name, None)
-        if replay:
-            names = [name for name in ck.params if name in replay]
-            found.update(
-                ck.func.per_sample_stats(self._batch(), grads, self._request, names)
-            )
-        for name, p in ck.params.items():
-            if name not in found:  # not reached by this backward: zero gradients
-                zeros = torch.zeros(n, *p.shape, device=p.device, dtype=p.dtype)
-                found[name] = from_per_sample(zeros, p, self._request)
-        return {name: found[name] for name in ck.params}
+        ck, request = self.ck, self._request
 
-    def _backpack_params(self, module_ids: set[int]) -> list[str]:
-        """The BackPACK engine's parameters owned by the modules with these ids."""
-        ck = self.ck
-        return [
-            name
-            for module in ck.engines.layers(ck.model)
-            if id(module) in module_ids
-            for name in ck.engines.backpack
-            if any(p is ck.params[name] for p in module.parameters(False))
-        ]
+        def replay(names: list[str]) -> dict[str, LayerStats]:
+            return ck.func.per_sample_stats(self._batch(), grads, request, names)
 
-    def _verify(
-        self, found: dict[str, LayerStats], grads: dict[str, Tensor], replay: set[str]
-    ) -> list[str]:
-        """Check once that per-sample gradients from hooks add up to the gradient.
-
-        A parameter used outside its modules (``F.linear(h, embedding.weight)``)
-        gets per-sample gradients from the hooked calls alone, whose mean is not the
-        gradient in ``.grad``. One host synchronization, at the first step with
-        per-sample statistics. Returns the parameters moved to the replay.
-        """
-        engines = self.ck.engines
-        names = [n for n in self.ck.params if n not in replay]
-        if not names:
-            return []
-        checks = []
-        for name in names:
-            grad = grads[name]
-            if name in found:
-                mean = found[name].grad
-                error = torch.linalg.vector_norm(mean - grad)
-                scale = torch.linalg.vector_norm(grad) + torch.linalg.vector_norm(mean)
-                checks.append(error > 1e-3 * scale)
-            else:
-                checks.append(grad.abs().max() > 0)
-        flags = torch.stack(checks).tolist()
-        wrong = [n for n, bad in zip(names, flags, strict=True) if bad]
-        if not wrong:
-            return []
-        why = (
-            "its per-sample gradients from its modules' hooks do not add up to its "
-            "gradient in .grad (it is used outside its modules, e.g. "
-            "F.linear(h, embedding.weight))"
+        return moves.layer_stats(
+            ck.model,
+            ck.params,
+            ck.engines,
+            request,
+            n,
+            grads,
+            self._module_grads,
+            self._found,
+            replay,
         )
-        if engines.engine == "backpack":
-            raise UsageError(
-                f"Parameter(s) {', '.join(wrong)}: {why}, so the BackPACK engine's "
-                "statistics of them would be wrong. Use engine='auto' or "
-                "engine='torch.func'."
-            )
-        engines.move(wrong, REPLAY, why)
-        return wrong
 
     def _curvature_results(self, n: int) -> Curvature:
         """What the due curvature quantities need, from the curvature engine."""
@@ -368,14 +341,14 @@ class TrackedStep:
             return Curvature()
         if self._backpack_curvature:
             found = curvature.collect(ck.params, self._curvature)
-            if not self._broken:
+            if not self._found.broken:
                 return found
             ck.engines.move_curvature(
                 f"BackPACK's second-order extensions found the chain of modules "
-                f"broken at {type(self._broken[0]).__name__} (a functional operation "
-                "or residual connection between modules)"
+                f"broken at {type(self._found.broken[0]).__name__} (a functional "
+                "operation or residual connection between modules)"
             )
-            ck.stop_kronecker()
+            self._curvature_moved = True
         request = self._curvature
         gram = request.gram
         found = ck.func.curvature(
@@ -395,8 +368,8 @@ class TrackedStep:
 def install_step_hooks(
     optimizer: torch.optim.Optimizer,
     params: dict[str, torch.nn.Parameter],
-    awaiting: _AwaitingStep,
-    done: Callable[[_AwaitingStep, StepTaken | None], None],
+    awaiting: AwaitingStep,
+    done: Callable[[AwaitingStep, StepTaken | None], None],
 ) -> None:
     """One-shot hooks around the next ``optimizer.step()``: snapshot, then diff."""
     names = list(params)
@@ -423,4 +396,4 @@ def install_step_hooks(
     ]
 
 
-__all__ = ["TrackedStep", "install_step_hooks"]
+__all__ = ["StepInputs", "StepResult", "TrackedStep", "install_step_hooks"]

@@ -34,7 +34,13 @@ from torch import nn
 from cockpit import _setup, presets
 from cockpit._meta import json_safe, new_run_name
 from cockpit._record import TensorRecord
-from cockpit._step import TrackedStep, _AwaitingStep, install_step_hooks
+from cockpit._step import (
+    AwaitingStep,
+    StepInputs,
+    StepResult,
+    TrackedStep,
+    install_step_hooks,
+)
 from cockpit.engines import fill
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
@@ -145,6 +151,19 @@ class Cockpit:
             self.initial = {n: p.detach().clone() for n, p in self.params.items()}
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._inputs = StepInputs(
+            model=model,
+            params=self.params,
+            loss_fn=loss_fn,
+            mean=self.mean,
+            engines=self.engines,
+            func=self.func,
+            curvature_modules=self.curvature_modules,
+            batch_norms=self.batch_norms,
+            hist_samples=hist_samples,
+            generator=self.generator,
+            sampling_seed=self.sampling_seed,
+        )
         name = run_name or new_run_name()
         run_dir = Path(logdir) / name
         mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
@@ -156,7 +175,7 @@ class Cockpit:
         self._step_time: float | None = None
         self._in_track = False
         self._closed = False
-        self._awaiting: _AwaitingStep | None = None
+        self._awaiting: AwaitingStep | None = None
         self._stepped = True
         self._step_hook = optimizer.register_step_post_hook(self._mark_stepped)
         _register(self)
@@ -175,7 +194,7 @@ class Cockpit:
                 self.drop(name, absent, KRONECKER_ONLY[name], stacklevel=4)
         if needing or needs:
             LOG.info(self.engines.describe())
-        self.verified = engine == "torch.func" or not needing
+        self.engines.verified = engine == "torch.func" or not needing
 
     def drop(
         self, name: str, absent: dict[str, str], why: str, stacklevel: int
@@ -298,8 +317,11 @@ class Cockpit:
             if not active:
                 yield
                 return
-            with TrackedStep(self, step, active):
+            tracked = TrackedStep(self._inputs, step, active, self._replicated())
+            with tracked:
                 yield
+            assert tracked.result is not None
+            self._take(step, tracked.result)
         finally:
             self._in_track = False
             self._record_moves()
@@ -339,11 +361,33 @@ class Cockpit:
                 "Close the outer block before opening the next."
             )
 
+    def _replicated(self) -> dict[str, Any]:
+        """The states every piece of a step holds alike (``cockpit.states``)."""
+        return {
+            "params": self.params,
+            "initial": self.initial,
+            "lr": self.current_plain_sgd_lr(),
+            "mean_reduction": self.mean,
+        }
+
+    def _take(self, step: int, result: StepResult) -> None:
+        """Submit a tracked step's records, or wait for ``optimizer.step()``."""
+        if result.curvature_moved:
+            self.stop_kronecker()
+        for record in result.late:
+            self.submit(record)
+        result.record.values.update(self.bookkeeping(step, result.batch_size))
+        if result.awaiting is not None:
+            self.await_step(result.awaiting, result.seconds)
+        else:
+            result.record.values["tracker_time"] = result.seconds
+            self.submit(result.record)
+
     def submit(self, record: TensorRecord) -> None:
         """Hand a record to the background writer."""
         self.writer.submit(record)
 
-    def await_step(self, awaiting: _AwaitingStep, seconds: float) -> None:
+    def await_step(self, awaiting: AwaitingStep, seconds: float) -> None:
         """Finish the step's record after the next ``optimizer.step()``."""
         awaiting.record.values["tracker_time"] = seconds
         self._awaiting = awaiting

@@ -69,6 +69,8 @@ class Assignment:
         curvature_why: Why torch.func computes curvature (empty for BackPACK).
         owners: Parameter name -> ``(module name, attribute)`` of every owner.
         changed: A move happened since the tracker last wrote ``meta.json``.
+        verified: The per-sample gradients from hooks were checked once against
+            ``.grad`` (:func:`cockpit.engines.moves.layer_stats`).
 
     """
 
@@ -80,6 +82,7 @@ class Assignment:
     curvature_why: str = ""
     owners: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     changed: bool = False
+    verified: bool = False
 
     @property
     def func(self) -> dict[str, str]:
