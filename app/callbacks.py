@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import plotly.graph_objects as go
-from cockpit.app.layout import TOTAL, graph_id
+from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
 from cockpit.instruments import REGISTRY, Instrument, RunData, View
@@ -122,7 +122,7 @@ def view(
 
     scale = y_scale if y_scale in ("auto", "linear", "log") else "auto"
     return View(
-        layer=None if layer in (None, "", TOTAL) else layer,
+        layer=None if layer in (None, "", WHOLE_MODEL) else layer,
         steps=(step(first), step(last)),
         y_scale=scale,  # type: ignore[arg-type]
         x_log=x_scale == "log",
@@ -141,7 +141,7 @@ def layer_options(store: RunStore, selected: list[str] | None) -> list[dict[str,
             names.update(
                 dict.fromkeys(run.layers("grad_norm") + run.layers("hess_trace"))
             )
-    return [{"label": "whole model", "value": TOTAL}] + [
+    return [{"label": "whole model", "value": WHOLE_MODEL}] + [
         {"label": name, "value": name} for name in names
     ]
 

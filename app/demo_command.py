@@ -27,6 +27,8 @@ from types import FrameType
 
 from cockpit.app.server import serve
 
+from cockpit.logs.schema import META_FILE
+
 __all__ = ["DEMO_STEPS", "add_parser", "run"]
 
 #: Training steps by default: a few minutes of live viewing on a 2-core CPU.
@@ -217,7 +219,7 @@ def _wait_for_run(run_dir: Path, trainer: subprocess.Popen[bytes]) -> bool:
 
     Serving only then lets the dashboard select the new run on the first page load.
     """
-    while not (run_dir / "meta.json").is_file():
+    while not (run_dir / META_FILE).is_file():
         if trainer.poll() is not None:
             return False
         time.sleep(0.1)

@@ -51,16 +51,18 @@ def _target(out_dir: Path, name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Export the run; returns the exit status (2 for a bad run or OUT_DIR)."""
-    from cockpit.instruments._reading import read_chunks, read_meta
+    from cockpit.instruments._reading import read_chunks
 
+    from cockpit.logs import LogReader
     from cockpit.logs.tensorboard import TensorBoardWriter
 
     try:
-        meta = read_meta(args.run_dir)
+        reader = LogReader(args.run_dir)
+        meta = reader.meta()
         name = str(meta.get("run_name") or Path(args.run_dir).name)
         writer = TensorBoardWriter(_target(Path(args.tensorboard), name))
         try:
-            for records in read_chunks(args.run_dir, progress=True):
+            for records in read_chunks(reader, progress=True):
                 for record in records:
                     writer.write(record)
         finally:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from cockpit.instruments import GROUPS, REGISTRY
 from dash import dcc, html
 
-__all__ = ["TOTAL", "build_layout", "graph_id"]
+__all__ = ["WHOLE_MODEL", "build_layout", "graph_id"]
 
-TOTAL = "__model__"
-"""Value of the layer selector for the whole model."""
+WHOLE_MODEL = "__model__"
+"""Value of the layer selector that shows the whole model's values (layer ``None``)."""
 
 _GRID = {
     "display": "grid",
@@ -84,8 +84,8 @@ def _controls(interval_ms: int) -> html.Div:
                 "Layer",
                 dcc.Dropdown(
                     id="layer-select",
-                    options=[{"label": "whole model", "value": TOTAL}],
-                    value=TOTAL,
+                    options=[{"label": "whole model", "value": WHOLE_MODEL}],
+                    value=WHOLE_MODEL,
                     clearable=False,
                     style={"width": "220px"},
                 ),

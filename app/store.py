@@ -23,10 +23,10 @@ from cockpit.instruments import RunData
 
 from cockpit.exceptions import CockpitError
 from cockpit.logs import LogReader
+from cockpit.logs.schema import ERROR, META_FILE, STEP
 
 __all__ = ["RunNameError", "RunState", "RunStore"]
 
-_META_FILE = "meta.json"
 _MAX_DEPTH = 3
 
 
@@ -81,9 +81,9 @@ class RunState:
             records = self.reader.read_new()
         self.notices.extend(str(w.message) for w in caught)
         self.notices.extend(
-            f"step {r['step']}: the writer could not log this record ({r['error']})"
+            f"step {r[STEP]}: the writer could not log this record ({r[ERROR]})"
             for r in records
-            if "error" in r
+            if ERROR in r
         )
         if records:
             self.data.extend_records(records)
@@ -153,9 +153,9 @@ class RunStore:
         path = (self.logdir / name).resolve()
         if not path.is_relative_to(self.logdir):
             raise RunNameError(f"Refused run name {name!r}: it leads outside LOGDIR.")
-        if not (path / _META_FILE).is_file():
+        if not (path / META_FILE).is_file():
             raise RunNameError(
-                f"No run {name!r} under {self.logdir} (no {_META_FILE} there)."
+                f"No run {name!r} under {self.logdir} (no {META_FILE} there)."
             )
         return path
 
@@ -182,8 +182,8 @@ class RunStore:
         except OSError:
             return []
         for child in children:
-            if (child / _META_FILE).is_file():
-                metas.append(child / _META_FILE)
+            if (child / META_FILE).is_file():
+                metas.append(child / META_FILE)
             else:
                 metas.extend(self._meta_files(child, depth - 1))
         return metas

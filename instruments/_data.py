@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from cockpit.instruments._records import flatten
 
 from cockpit.logs import Run
+from cockpit.logs.flatten import flatten_columns
 
 __all__ = ["Histogram", "RunData", "Series"]
 
@@ -154,7 +154,7 @@ class RunData:
         histograms: pd.DataFrame | None = None,
         meta: dict[str, Any] | None = None,
     ) -> RunData:
-        """Build from the frames of ``cockpit.logs.records_to_frames``."""
+        """Build from the frames of ``cockpit.logs.flatten.records_to_frames``."""
         data = cls(name, meta)
         data.extend(scalars, histograms)
         return data
@@ -180,13 +180,13 @@ class RunData:
         The same as ``extend(*records_to_frames(records))``, without the frames:
         about six times faster, which counts when a long run is opened.
         """
-        columns, histograms = flatten(records)
+        columns, histograms = flatten_columns(records)
         for (quantity, layer), (steps, values) in columns.items():
             chunk = Series(np.asarray(steps, dtype=np.int64), np.asarray(values))
             self._chunks[(quantity, layer)].append(chunk)
             self._merged.pop((quantity, layer), None)
             self._touch(quantity, layer, max(steps))
-        for step, quantity, layer, edges, y_edges, counts in histograms:
+        for step, quantity, layer, edges, y_edges, counts, *_ in histograms:
             self._add_histogram(step, quantity, layer, edges, y_edges, counts)
 
     def _touch(self, quantity: str, layer: str | None, step: int) -> None:

@@ -1,7 +1,8 @@
 """The log format, shared by the writer and the reader.
 
-A run is a directory holding :data:`META_FILE` (one JSON object, rewritten atomically)
-and :data:`STEPS_FILE` (one JSON object per line, appended). A line looks like::
+A run is a directory holding ``meta.json`` (one JSON object, rewritten atomically)
+and ``steps.jsonl`` (one JSON object per line, appended); ``cockpit.logs.schema``
+names their keys. A line looks like::
 
     {"step":12,"time":1700000000.0,"values":{"loss":null,"grad_norm":{"total":3.1}},
      "nonfinite":["loss"]}
@@ -26,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from cockpit.exceptions import LogFormatError
+from cockpit.logs.schema import META_FILE, NONFINITE, STEP, VALUES
 
 FORMAT_VERSION = "1.0"
-META_FILE = "meta.json"
-STEPS_FILE = "steps.jsonl"
 
 _SEPARATORS = (",", ":")
 _NUMBER_TYPES = frozenset({int, float})
@@ -162,14 +162,14 @@ def _numbers(value: list[int | float], path: str, nonfinite: list[str]) -> list[
 def _check_record(record: object) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"A log record must be a dict, got {type(record).__name__}.")
-    step = record.get("step")
+    step = record.get(STEP)
     if not isinstance(step, (int, np.integer)) or isinstance(step, (bool, np.bool_)):
-        raise ValueError(f"A log record needs an integer 'step', got {step!r}.")
-    if not isinstance(record.get("values", {}), dict):
-        raise ValueError("A log record's 'values' must be a dict.")
-    previous = record.get("nonfinite", [])
+        raise ValueError(f"A log record needs an integer {STEP!r}, got {step!r}.")
+    if not isinstance(record.get(VALUES, {}), dict):
+        raise ValueError(f"A log record's {VALUES!r} must be a dict.")
+    previous = record.get(NONFINITE, [])
     if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
-        raise ValueError("A log record's 'nonfinite' must be a list of strings.")
+        raise ValueError(f"A log record's {NONFINITE!r} must be a list of strings.")
 
 
 def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
@@ -195,18 +195,18 @@ def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
     outside: list[str] = []
     line: dict[str, Any] = {}
     for key, value in record.items():
-        if key == "values":
+        if key == VALUES:
             line[key] = to_python(value, "", found)
-        elif key != "nonfinite":
+        elif key != NONFINITE:
             line[key] = to_python(value, key, outside)
     if outside:
         raise ValueError(
-            f"Non-finite number outside 'values' at {', '.join(outside)}; only "
+            f"Non-finite number outside {VALUES!r} at {', '.join(outside)}; only "
             "logged values may be non-finite."
         )
-    merged = list(dict.fromkeys([*record.get("nonfinite", []), *found]))
+    merged = list(dict.fromkeys([*record.get(NONFINITE, []), *found]))
     if merged:
-        line["nonfinite"] = merged
+        line[NONFINITE] = merged
     return json.dumps(line, allow_nan=False, separators=_SEPARATORS), found
 
 
@@ -227,7 +227,7 @@ def decode_line(line: str) -> dict[str, Any]:
     record = json.loads(line)
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    step = record.get("step")
+    step = record.get(STEP)
     if not isinstance(step, int) or isinstance(step, bool):
-        raise ValueError(f"expected an integer 'step', got {step!r}")
+        raise ValueError(f"expected an integer {STEP!r}, got {step!r}")
     return record

@@ -1,10 +1,18 @@
-"""Read run directories: incrementally for live views, or whole into pandas."""
+"""Read run directories: incrementally for live views, or whole into pandas.
+
+:class:`LogReader` is the one reader of ``steps.jsonl``: it reads from a byte offset
+on, so a live view parses only what was appended; it leaves a last line without its
+newline (still being written, or the writer died mid-line) for a later call, skips a
+corrupt line with a :class:`CorruptLogWarning` and goes on, and refuses a run in a
+newer major format version.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +20,11 @@ from typing import Any
 import pandas as pd
 
 from cockpit.exceptions import CorruptLogWarning, LogFormatError
-from cockpit.logs._format import META_FILE, STEPS_FILE, check_version, decode_line
-from cockpit.logs._frames import records_to_frames
+from cockpit.logs._format import check_version, decode_line
+from cockpit.logs.flatten import records_to_frames
+from cockpit.logs.schema import ERROR, META_FILE, STEPS_FILE
 
-__all__ = ["LogReader", "Run", "decode_or_warn", "load", "records_to_frames"]
+__all__ = ["LogReader", "Run", "load", "records_to_frames"]
 
 
 def _not_a_run(run_dir: Path) -> LogFormatError:
@@ -75,32 +84,64 @@ class LogReader:
         check_version(meta, self.run_dir)
         return meta
 
-    def read_new(self) -> list[dict[str, Any]]:
-        """Return the records completed since the last call, in file order.
+    def unread_bytes(self) -> int:
+        """Bytes of ``steps.jsonl`` after :attr:`offset`; 0 if there is no such file."""
+        try:
+            return max((self.run_dir / STEPS_FILE).stat().st_size - self.offset, 0)
+        except FileNotFoundError:
+            return 0
 
-        A last line without its newline is still being written (or the writer died
-        mid-line): it is left for a later call. A complete line that cannot be decoded
-        is skipped with a :class:`CorruptLogWarning`.
+    def read_new(self) -> list[dict[str, Any]]:
+        """Return the records completed since the last call, in file order."""
+        return [record for chunk in self.chunks() for record in chunk]
+
+    def chunks(
+        self, size: int | None = None, progress: Callable[[int], object] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The records completed since the last call, ``size`` at a time.
+
+        :attr:`offset` moves on as lines are read, so a loop stopped early goes on
+        where it stopped at the next call.
+
+        Args:
+            size: Records per chunk; ``None`` for one chunk of all of them.
+            progress: Called with the bytes read for each chunk.
+
+        Yields:
+            Lists of decoded records, in file order; none if nothing is new.
+
         """
         path = self.run_dir / STEPS_FILE
         try:
-            with path.open("rb") as file:
-                file.seek(self.offset)
-                data = file.read()
+            file = path.open("rb")
         except FileNotFoundError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        records = []
-        for raw in complete.split(b"\n")[:-1]:
-            self._lines_read += 1
-            record = decode_or_warn(raw, self._lines_read, path)
-            if record is not None:
-                records.append(record)
-        return records
+            return
+        records: list[dict[str, Any]] = []
+        read = 0
+        with file:
+            file.seek(self.offset)
+            for raw in file:
+                if not raw.endswith(b"\n"):
+                    break  # still being written: left for a later call
+                self.offset += len(raw)
+                self._lines_read += 1
+                read += len(raw)
+                record = _decode_or_warn(raw, self._lines_read, path)
+                if record is not None:
+                    records.append(record)
+                if size is not None and len(records) >= size:
+                    if progress is not None:
+                        progress(read)
+                    read = 0
+                    yield records
+                    records = []
+        if progress is not None and read:
+            progress(read)
+        if records:
+            yield records
 
 
-def decode_or_warn(raw: bytes, number: int, path: Path) -> dict[str, Any] | None:
+def _decode_or_warn(raw: bytes, number: int, path: Path) -> dict[str, Any] | None:
     """Decode line ``number`` of ``path``; ``None`` for a blank or corrupt one.
 
     A corrupt line raises a :class:`CorruptLogWarning` naming it; reading goes on.
@@ -113,7 +154,7 @@ def decode_or_warn(raw: bytes, number: int, path: Path) -> dict[str, Any] | None
         warnings.warn(
             f"Skipped corrupt line {number} of {path}: {err}",
             CorruptLogWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
 
@@ -129,7 +170,7 @@ class Run:
             total over the model.
         histograms: Columns ``step, quantity, layer, edges, y_edges, counts,
             sample_size, total``; ``y_edges`` is ``None`` for 1D histograms.
-        errors: Records the writer could not log, each with an ``"error"`` string.
+        errors: Records the writer could not log, each with an ``ERROR`` string.
 
     """
 
@@ -192,5 +233,5 @@ def load(run_dir: str | os.PathLike[str]) -> Run:
     meta = reader.meta()
     records = reader.read_new()
     scalars, histograms = records_to_frames(records)
-    errors = [record for record in records if "error" in record]
+    errors = [record for record in records if ERROR in record]
     return Run(Path(run_dir), meta, scalars, histograms, errors)

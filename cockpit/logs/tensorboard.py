@@ -2,7 +2,7 @@
 
 Both write through :class:`TensorBoardWriter`, so a run exported after training and
 one mirrored while it trained hold the same events. A record is flattened exactly as
-``cockpit.load`` flattens it (``records_to_frames``), and each row gets a tag:
+``cockpit.load`` flattens it (``cockpit.logs.flatten``), and each row gets a tag:
 
 - the quantity's dotted path with ``/`` separators: ``loss``, ``loss/variance``,
   ``kfac_block/condition/0.weight``;
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from cockpit.exceptions import ConfigurationError
-from cockpit.logs._frames import _Rows
+from cockpit.logs.flatten import flatten_rows
+from cockpit.logs.schema import TIME
 
 __all__ = ["TOTAL_TAG", "HistogramPoint", "ScalarPoint", "TensorBoardWriter", "points"]
 
@@ -71,17 +72,11 @@ def points(record: dict[str, Any]) -> tuple[list[ScalarPoint], list[HistogramPoi
         ``(scalars, histograms)``; both empty for an error record.
 
     """
-    if "error" in record or not isinstance(record.get("values"), dict):
-        return [], []
-    rows = _Rows()
-    for quantity, value in record["values"].items():
-        rows.add_value(record["step"], quantity, value)
-    layered = {
-        row[1] for row in [*rows.scalars, *rows.histograms] if row[2] is not None
-    }
+    rows, hists = flatten_rows([record])
+    layered = {row[1] for row in [*rows, *hists] if row[2] is not None}
     scalars = [
         ScalarPoint(_tag(quantity, layer, layered), step, float(value))
-        for step, quantity, layer, value in rows.scalars
+        for step, quantity, layer, value in rows
     ]
     histograms = [
         HistogramPoint(
@@ -90,7 +85,7 @@ def points(record: dict[str, Any]) -> tuple[list[ScalarPoint], list[HistogramPoi
             np.asarray(edges, dtype=float),
             np.nan_to_num(np.asarray(counts, dtype=float), nan=0.0),
         )
-        for step, quantity, layer, edges, y_edges, counts, *_ in rows.histograms
+        for step, quantity, layer, edges, y_edges, counts, *_ in hists
         if y_edges is None and edges is not None and counts is not None
     ]
     return scalars, histograms
@@ -146,7 +141,7 @@ class TensorBoardWriter:
             self._writer = self._files.EventFileWriter(
                 os.fspath(self.logdir), flush_secs=self._flush_secs
             )
-        wall_time = float(record.get("time") or 0.0)
+        wall_time = float(record.get(TIME) or 0.0)
         for point in scalars:
             value = self._summaries.Summary.Value(
                 tag=point.tag, simple_value=point.value

@@ -24,13 +24,16 @@ from types import TracebackType
 from typing import IO, Any, Protocol
 
 from cockpit.exceptions import LogDirError
-from cockpit.logs._format import (
-    FORMAT_VERSION,
+from cockpit.logs._format import FORMAT_VERSION, decode_line, encode_record, to_python
+from cockpit.logs.schema import (
+    ERROR,
     META_FILE,
+    NOTES,
+    NOTICES,
+    STEP,
     STEPS_FILE,
-    decode_line,
-    encode_record,
-    to_python,
+    TIME,
+    VALUES,
 )
 
 __all__ = ["Materializable", "RecordMirror", "RunWriter"]
@@ -304,11 +307,11 @@ class RunWriter:
             self._write_record(record)
 
     def _write_record(self, record: Any) -> None:
-        step = record.get("step") if isinstance(record, dict) else None
+        step = record.get(STEP) if isinstance(record, dict) else None
         try:
-            if isinstance(record, dict) and "notices" in record:
+            if isinstance(record, dict) and NOTICES in record:
                 record = dict(record)
-                notices = record.pop("notices")
+                notices = record.pop(NOTICES)
                 for text in notices if isinstance(notices, list) else [notices]:
                     self._notice(str(text))
             line, nonfinite = encode_record(record)
@@ -316,7 +319,7 @@ class RunWriter:
             self._write_error(step, err)
             return
         # A value whose record explains it (``notes``) is expected, not alarming.
-        explained = record.get("notes", {}) if isinstance(record, dict) else {}
+        explained = record.get(NOTES, {}) if isinstance(record, dict) else {}
         unexplained = [path for path in nonfinite if path not in explained]
         if unexplained:
             self._notice(
@@ -349,7 +352,7 @@ class RunWriter:
             "wrote an error record instead"
         )
         line, _ = encode_record(
-            {"step": number, "time": time.time(), "values": {}, "error": error}
+            {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}
         )
         self._write_line(line, number)
 

@@ -1,6 +1,6 @@
 import pytest
 from cockpit.app import callbacks
-from cockpit.app.layout import TOTAL, graph_id
+from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.server import create_app
 from cockpit.app.store import RunStore
 from cockpit.app.throttle import Throttle
@@ -119,7 +119,7 @@ def test_toggle_pause():
 
 
 def test_view_from_controls():
-    assert callbacks.view(TOTAL, None, None, "auto", "linear") == View()
+    assert callbacks.view(WHOLE_MODEL, None, None, "auto", "linear") == View()
     chosen = callbacks.view("0.bias", 3, "10", "log", "log")
     assert chosen == View(layer="0.bias", steps=(3, 10), y_scale="log", x_log=True)
     assert callbacks.view(None, "x", "", "weird", None) == View()
@@ -128,7 +128,7 @@ def test_view_from_controls():
 def test_layer_options(store):
     store.poll()
     options = callbacks.layer_options(store, ["full-run"])
-    assert options[0] == {"label": "whole model", "value": TOTAL}
+    assert options[0] == {"label": "whole model", "value": WHOLE_MODEL}
     assert [o["value"] for o in options[1:]] == [
         "0.weight",
         "0.bias",

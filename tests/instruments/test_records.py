@@ -1,10 +1,14 @@
-"""``RunData.extend_records`` gives what ``extend(*records_to_frames(...))`` gives."""
+"""``RunData.extend_records`` gives what ``extend(*records_to_frames(...))`` gives.
+
+The first sorts the flattener's columns into series, the second groups its rows
+through pandas frames; they must agree.
+"""
 
 import numpy as np
 import pytest
 from cockpit.instruments import RunData
 
-from cockpit.logs.reader import records_to_frames
+from cockpit.logs.flatten import records_to_frames
 from tests.instruments.synthetic import _through_json, records
 
 EDGE_CASES = [
