@@ -41,8 +41,6 @@ class Quantity:
     needs_initial_params: ClassVar[bool] = False
     #: Needs the step the optimizer took (parameters before and after its step()).
     needs_step: ClassVar[bool] = False
-    #: Defined only for plain SGD; the reason it is absent otherwise is logged once.
-    plain_sgd_only: ClassVar[bool] = False
     #: Needs the model's inputs kept, to replay the forward pass (Hessian products).
     needs_replay: ClassVar[bool] = False
 

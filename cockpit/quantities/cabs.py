@@ -12,7 +12,6 @@ class CABS(Quantity):
 
     name = "cabs"
     needs_per_sample = True
-    plain_sgd_only = True
 
     def compute(self, ctx: StepContext) -> dict:
         total = ctx.stats[TOTAL]

@@ -20,7 +20,6 @@ class EarlyStopping(Quantity):
     name = "early_stopping"
     needs_per_sample = True
     needs_sum_sq = True
-    plain_sgd_only = True
 
     def __init__(self, schedule: Schedule | int = 1, eps: float = 1e-5):
         super().__init__(schedule)
