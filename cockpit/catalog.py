@@ -3,9 +3,9 @@
 One :class:`Entry` per key the tracker logs, the quantities and the bookkeeping keys
 (``lr``, ``batch_size``, ``step_time``, ``tracker_time``): the preset it enters and
 its default schedule there, the constraint under which it is defined, the dashboard
-group and instrument that show it, its title and its one-line reading. The presets
-(:mod:`cockpit.presets`), the tracker's reasons for absent quantities, the dashboard's
-groups and instruments, the report and the placeholders are derived from it.
+group and instrument that show it, its title and its one-line reading. Derived from
+it: the presets and the placeholders' hints (:mod:`cockpit.presets`), the tracker's
+reasons for absent quantities, the dashboard's groups and instruments, and the report.
 
 :data:`CATALOGUE` is in the dashboard's order: group by group, instrument by
 instrument. Adding a quantity is one entry here; its instrument, if new, is one file
@@ -17,19 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "BOOKKEEPING",
     "CATALOGUE",
     "ENTRIES",
     "GROUPS",
     "KRONECKER",
     "PLAIN_SGD",
-    "PRESETS",
     "PRESET_NAMES",
     "Constraint",
     "Entry",
-    "how_to_fill",
     "keys_with",
-    "panels",
 ]
 
 
@@ -353,55 +349,6 @@ ENTRIES: dict[str, Entry] = _by_key(CATALOGUE)
 """Log key -> its entry."""
 
 
-def _presets() -> dict[str, dict[str, int]]:
-    presets: dict[str, dict[str, int]] = {}
-    held: dict[str, int] = {}
-    for name in PRESET_NAMES:
-        held = {**held, **{e.key: e.every for e in CATALOGUE if e.preset == name}}
-        presets[name] = held
-    return presets
-
-
-PRESETS: dict[str, dict[str, int]] = _presets()
-"""Per preset, its log keys and each one's default schedule: every k-th step.
-
-``full`` runs its costly curvature quantities every 10th step;
-``quantities=dict.fromkeys(PRESETS["full"], 1)`` runs everything at every step.
-"""
-
-BOOKKEEPING = tuple(e.key for e in CATALOGUE if e.bookkeeping)
-"""Keys the tracker logs at every tracked step besides the quantities."""
-
-
 def keys_with(constraint: Constraint) -> tuple[str, ...]:
     """The log keys defined only where ``constraint`` holds."""
     return tuple(e.key for e in CATALOGUE if e.only == constraint)
-
-
-def panels() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Group id -> (title, instrument ids), in the dashboard's order."""
-    ids: dict[str, dict[str, None]] = {group: {} for group in GROUPS}
-    for entry in CATALOGUE:
-        ids[entry.group][entry.instrument] = None
-    return {group: (GROUPS[group], tuple(ids[group])) for group in GROUPS}
-
-
-def how_to_fill(key: str) -> str:
-    """One sentence saying how to get ``key`` into a run's log.
-
-    Args:
-        key: A log key, e.g. ``"hess_max_ev"``; any other is a metric the user logs.
-
-    Returns:
-        E.g. ``"Track it with preset='full' or quantities=['hess_max_ev']."``.
-
-    """
-    entry = ENTRIES.get(key)
-    if entry is None:
-        return f"Log it yourself with ck.log({key}=...)."
-    if entry.bookkeeping:
-        return "Logged at every tracked step; none tracked yet."
-    if entry.preset is not None:
-        return f"Track it with preset='{entry.preset}' or quantities=['{key}']."
-    where = f" ({entry.only.label})" if entry.only else ""
-    return f"Request it with quantities=['{key}']{where}."
