@@ -217,9 +217,9 @@ def _report_regions(ax: Axes, latest: dict[str, tuple[float, str, str]]) -> None
     }
     for key, shape in shapes.items():
         if key in latest:
-            r, color, dash = latest[key]
+            r, edge, dash = latest[key]
             patch = shape(r)
-            patch.set(ec=color, fc=to_rgba(color, 0.08), ls=dash, lw=1.2)
+            patch.set(ec=edge, fc=to_rgba(edge, 0.08), ls=dash, lw=1.2)
             ax.add_patch(patch)
     ax.add_patch(
         FancyArrow(
