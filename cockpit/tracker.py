@@ -41,6 +41,7 @@ from cockpit._step import (
     TrackedStep,
     install_step_hooks,
 )
+from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
 from cockpit.engines import fill
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
@@ -62,14 +63,7 @@ from cockpit.states import StepTaken
 BOOKKEEPING = frozenset(presets.BOOKKEEPING)
 
 #: Quantities only BackPACK can compute, and why they are absent otherwise.
-KRONECKER_ONLY = {
-    "kfac_block": (
-        "Kronecker factors exist for Linear and convolution layers in a chain of "
-        "modules BackPACK supports, and curvature for this model comes from "
-        "torch.func (see the engine line of the 'cockpit' logger, or meta.json's "
-        "engines)"
-    )
-}
+KRONECKER_ONLY = dict.fromkeys(keys_with(KRONECKER), KRONECKER.reason)
 
 _OPEN: weakref.WeakSet[Cockpit] = weakref.WeakSet()
 _CURRENT: weakref.ReferenceType[Cockpit] | None = None
@@ -230,9 +224,9 @@ class Cockpit:
         lr, why_not = _setup.plain_sgd_lr(self.optimizer)
         self._plain_sgd = lr is not None
         absent = {}
-        for name, quantity in list(self.quantities.items()):
-            if quantity.plain_sgd_only and not self._plain_sgd:
-                why = f"it is defined for plain SGD only, but {why_not}"
+        for name in list(self.quantities):
+            if name in keys_with(PLAIN_SGD) and not self._plain_sgd:
+                why = f"{PLAIN_SGD.reason}, but {why_not}"
                 self.drop(name, absent, why, stacklevel=4)
         return absent
 

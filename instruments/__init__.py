@@ -3,9 +3,12 @@
 Each instrument is a small class (``alpha.py`` defines :class:`AlphaGauge`) whose
 :meth:`~Instrument.figure` takes the selected runs as :class:`RunData` and a
 :class:`View` (layer, step range, scales) and returns a ``plotly`` figure, or a
-placeholder naming the quantity and preset that would fill it. :data:`REGISTRY` maps
-instrument ids to classes; :data:`GROUPS` orders them into the dashboard's sections.
-Nothing here imports torch.
+placeholder naming the quantity and preset that would fill it; its
+:meth:`~Instrument.draw_report` draws the same panel into the static report.
+:data:`GROUPS` orders the instruments into the dashboard's sections and
+:data:`REGISTRY` maps their ids to classes, both from the quantity catalogue
+(:mod:`cockpit.catalog`): a new instrument is its file and its quantities' entries
+there. Nothing here imports torch.
 
 Example::
 
@@ -18,27 +21,14 @@ Example::
 
 from __future__ import annotations
 
+import importlib
+
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import Histogram, RunData, Series
 from cockpit.instruments._figures import PLACEHOLDER_NAME
 from cockpit.instruments._view import View
-from cockpit.instruments.alpha import AlphaGauge
-from cockpit.instruments.distance import DistanceGauge
-from cockpit.instruments.early_stopping import EarlyStoppingGauge
-from cockpit.instruments.ggn_top_eigen import GgnTopEigenGauge
-from cockpit.instruments.grad_hist_1d import GradHist1dGauge
-from cockpit.instruments.grad_hist_2d import GradHist2dGauge
-from cockpit.instruments.grad_norm import GradNormGauge
-from cockpit.instruments.gradient_noise_scale import GradientNoiseScaleGauge
-from cockpit.instruments.gradient_tests import GradientTestsGauge
-from cockpit.instruments.hess_max_ev import HessMaxEvGauge
-from cockpit.instruments.hess_trace import HessTraceGauge
-from cockpit.instruments.kfac_block import KfacBlockGauge
-from cockpit.instruments.loss import LossGauge
-from cockpit.instruments.lr import LearningRateGauge
-from cockpit.instruments.mean_gsnr import MeanGsnrGauge
-from cockpit.instruments.overhead import OverheadGauge
-from cockpit.instruments.tic import TicGauge
+
+from cockpit import catalog
 
 __all__ = [
     "GROUPS",
@@ -51,6 +41,38 @@ __all__ = [
     "View",
     "get",
 ]
+
+
+def _groups() -> dict[str, tuple[str, tuple[str, ...]]]:
+    ids: dict[str, dict[str, None]] = {group: {} for group in catalog.GROUPS}
+    for entry in catalog.CATALOGUE:
+        ids[entry.group][entry.instrument] = None
+    return {
+        group: (title, tuple(ids[group])) for group, title in catalog.GROUPS.items()
+    }
+
+
+GROUPS: dict[str, tuple[str, tuple[str, ...]]] = _groups()
+"""Group id -> (title, instrument ids), in the catalogue's (the dashboard's) order."""
+
+
+def _load(instrument_id: str) -> type[Instrument]:
+    """The instrument class that ``instruments/<instrument_id>.py`` defines."""
+    module = importlib.import_module(f"{__name__}.{instrument_id}")
+    found = [
+        cls
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and issubclass(cls, Instrument)
+        and vars(cls).get("id") == instrument_id
+    ]
+    if len(found) != 1:
+        raise ImportError(
+            f"The catalogue names the instrument {instrument_id!r}, so "
+            f"{module.__name__} must define one Instrument subclass with id = "
+            f"{instrument_id!r}; found {len(found)}."
+        )
+    return found[0]
 
 
 def _register(*classes: type[Instrument]) -> dict[str, type[Instrument]]:
@@ -66,47 +88,9 @@ def _register(*classes: type[Instrument]) -> dict[str, type[Instrument]]:
 
 
 REGISTRY: dict[str, type[Instrument]] = _register(
-    AlphaGauge,
-    DistanceGauge,
-    LearningRateGauge,
-    GradNormGauge,
-    GradientTestsGauge,
-    GradHist1dGauge,
-    GradHist2dGauge,
-    MeanGsnrGauge,
-    GradientNoiseScaleGauge,
-    HessMaxEvGauge,
-    HessTraceGauge,
-    TicGauge,
-    KfacBlockGauge,
-    GgnTopEigenGauge,
-    LossGauge,
-    EarlyStoppingGauge,
-    OverheadGauge,
+    *(_load(i) for _, ids in GROUPS.values() for i in ids)
 )
-"""Instrument id -> class."""
-
-GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "step_size": ("Step size", ("alpha", "distance", "lr")),
-    "gradients": (
-        "Gradients",
-        (
-            "grad_norm",
-            "gradient_tests",
-            "grad_hist_1d",
-            "grad_hist_2d",
-            "mean_gsnr",
-            "gradient_noise_scale",
-        ),
-    ),
-    "curvature": (
-        "Curvature",
-        ("hess_max_ev", "hess_trace", "tic", "kfac_block", "ggn_top_eigen"),
-    ),
-    "performance": ("Performance", ("loss", "early_stopping")),
-    "overhead": ("Overhead", ("overhead",)),
-}
-"""Group id -> (title, instrument ids), in the dashboard's order."""
+"""Instrument id -> class, in the dashboard's order."""
 
 
 def get(instrument_id: str) -> Instrument:

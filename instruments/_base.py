@@ -1,15 +1,23 @@
-"""The instrument contract: runs and a view in, one plotly figure out."""
+"""The instrument contract: runs and a view in, one plotly figure out.
+
+And for the static report, one run and a view in, a matplotlib drawing out.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import plotly.graph_objects as go
 from cockpit.instruments._data import RunData
 from cockpit.instruments._figures import finish, placeholder
-from cockpit.instruments._presets import how_to_fill
 from cockpit.instruments._view import View
+
+from cockpit.catalog import ENTRIES
+from cockpit.presets import how_to_fill
+
+if TYPE_CHECKING:  # matplotlib loads only when a report is drawn
+    from matplotlib.figure import SubFigure
 
 __all__ = ["Instrument", "View"]
 
@@ -17,13 +25,16 @@ __all__ = ["Instrument", "View"]
 class Instrument:
     """Base class of the dashboard's panels.
 
-    Subclasses set the class attributes and implement :meth:`draw`; :meth:`figure`
-    adds the placeholder for runs without data and the common styling.
+    Subclasses set the class attributes and implement :meth:`draw` (the dashboard's
+    plotly figure) and :meth:`draw_report` (the static report's matplotlib cell);
+    :meth:`figure` adds the placeholder for runs without data and the common styling.
+    The dashboard group comes from the quantity catalogue (:mod:`cockpit.catalog`).
 
     Attributes:
-        id: Registry key and file stem, e.g. ``"alpha"``.
-        title: Panel title.
-        how_to_read: One sentence on what to look for.
+        id: Registry key and file stem, e.g. ``"alpha"``; the instrument of its
+            quantities in the catalogue.
+        title: Panel title; default the title of the catalogue entry named ``id``.
+        how_to_read: One sentence on what to look for; default that entry's reading.
         quantities: The log keys shown; a run with none of them gets a placeholder.
         per_layer: Whether the layer selection applies.
         log_y: Default y scale.
@@ -39,6 +50,13 @@ class Instrument:
     log_y: ClassVar[bool] = False
     log_allowed: ClassVar[bool] = True
     height: ClassVar[int] = 340
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        entry = ENTRIES.get(vars(cls).get("id", ""))
+        if entry is not None:
+            cls.title = vars(cls).get("title", entry.title)
+            cls.how_to_read = vars(cls).get("how_to_read", entry.reading)
 
     def available(self, run: RunData) -> bool:
         """Whether ``run`` logged any quantity this instrument shows."""
@@ -103,6 +121,17 @@ class Instrument:
         Args:
             runs: The selected runs, in color order.
             view: The user's selection.
+
+        """
+        raise NotImplementedError
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """Draw ``run`` into its cell of the static report; only called with data.
+
+        Args:
+            cell: The panel's subfigure; title and caption are drawn around it.
+            run: The run, which logged some of :attr:`quantities`.
+            view: Step range and scales.
 
         """
         raise NotImplementedError

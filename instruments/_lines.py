@@ -1,8 +1,12 @@
-"""A generic instrument: quantities over steps, one subplot per row of quantities."""
+"""A generic instrument: quantities over steps, one subplot per row of quantities.
+
+The dashboard's plotly figure and the report's matplotlib cell read what to draw
+(rows, labels, reference lines, scales) from the same class attributes.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,8 +19,25 @@ from cockpit.instruments._figures import (
     new_figure,
     set_axes,
 )
+from cockpit.instruments._report_axes import (
+    COLORS,
+    STYLES,
+    heatmap,
+    legend,
+    newest_text,
+    note,
+    plot_series,
+    reference,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._series import layer_matrix
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import SubFigure
 
 __all__ = ["LayerMapInstrument", "LinesInstrument"]
 
@@ -106,6 +127,50 @@ class LinesInstrument(Instrument):
         figure.update_layout(title_text=header(title, newest, self.unit))
         return figure
 
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        axes, first = self.report_rows(cell, run, view)
+        subtitle(axes[0], newest_text(first, self.unit))
+
+    def report_rows(
+        self, cell: SubFigure, run: RunData, view: View
+    ) -> tuple[list[Axes], Series]:
+        """One matplotlib axes per row of :attr:`rows`, drawn.
+
+        Returns:
+            The axes, and the first quantity's series as drawn.
+
+        """
+        axes = list(cell.subplots(len(self.rows), 1, sharex=True, squeeze=False)[:, 0])
+        first = self._plot_rows(axes, run, view)
+        step_axis(axes[-1], view)
+        return axes, first
+
+    def _plot_rows(self, axes: list[Axes], run: RunData, view: View) -> Series:
+        """Draw :attr:`rows` into ``axes``; the first quantity's series."""
+        first = Series(np.empty(0, np.int64), np.empty(0))
+        colors = iter(COLORS)
+        for ax, quantities in zip(axes, self.rows, strict=True):
+            for style, quantity in zip(STYLES, quantities, strict=False):
+                shown = plot_series(
+                    ax,
+                    self.series_of(run, quantity, view),
+                    view,
+                    label=self.label(quantity),
+                    color=next(colors),
+                    style=style,
+                    smooth=self.smooth,
+                )
+                if quantity == self.rows[0][0]:
+                    first = shown
+            if len(quantities) > 1:
+                legend(ax)
+            else:
+                ax.set_ylabel(self.label(quantities[0]), fontsize=8)
+            if self.reference is not None:
+                reference(ax, *self.reference)
+            set_log_y(ax, self.log_y_for(view))
+        return first
+
 
 class LayerMapInstrument(LinesInstrument):
     """Lines of the total (or selected layer) above a layer x step heat map.
@@ -166,3 +231,27 @@ class LayerMapInstrument(LinesInstrument):
         set_axes(figure, view, False, (2, 1), y_title=f"layer ({run.name})")
         figure.update_yaxes(type="category", row=2, col=1)
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The lines above a layer x step heat map (each bucket's maximum)."""
+        top, bottom = cell.subplots(2, 1, sharex=True, height_ratios=[1.2, 1])
+        subtitle(top, newest_text(self._plot_rows([top], run, view)))
+        quantity = self.rows[0][0]
+        layers = run.layers(quantity)
+        step_axis(bottom, view)
+        if not layers:
+            note(bottom, f"no per-layer {quantity} logged")
+            return
+        steps, matrix = layer_matrix(
+            [run.series(quantity, name) for name in layers], view
+        )
+        # Buckets without a tracked step (a sparse schedule) would be blank stripes.
+        tracked = np.isfinite(matrix).any(axis=0)
+        steps, matrix = steps[tracked], matrix[:, tracked]
+        finite = matrix[np.isfinite(matrix)]
+        log = self.log_y_for(view) and bool(np.all(finite > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.log10(matrix) if log else matrix
+        heatmap(
+            cell, bottom, steps, layers, z, "log10" if log else self.label(quantity)
+        )

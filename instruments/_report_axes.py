@@ -8,21 +8,26 @@ color bar. Nothing here touches pyplot, so no display or global state is involve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cockpit.instruments._data import Series
 from cockpit.instruments._figures import fmt
 from cockpit.instruments._series import ema, even_indices, extreme_indices
 from cockpit.instruments._view import View
-from matplotlib.axes import Axes
-from matplotlib.figure import SubFigure
+
+if (
+    TYPE_CHECKING
+):  # the instruments import this module; the dashboard needs no matplotlib
+    from matplotlib.axes import Axes
+    from matplotlib.figure import SubFigure
 
 __all__ = [
     "COLORS",
     "STYLES",
     "heatmap",
     "legend",
-    "newest",
+    "newest_text",
     "note",
     "plot_series",
     "reference",
@@ -96,7 +101,7 @@ def legend(ax: Axes) -> None:
         ax.legend(fontsize=7)
 
 
-def newest(shown: Series, unit: str = "", label: str = "") -> str:
+def newest_text(shown: Series, unit: str = "", label: str = "") -> str:
     """``"newest 0.1234 @ 58"`` for the last point of ``shown``, or ``""``."""
     if len(shown) == 0:
         return ""

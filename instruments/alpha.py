@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
@@ -14,7 +16,19 @@ from cockpit.instruments._figures import (
     new_figure,
     set_axes,
 )
+from cockpit.instruments._report_axes import (
+    COLORS,
+    legend,
+    newest_text,
+    plot_series,
+    reference,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["AlphaGauge"]
 
@@ -32,12 +46,6 @@ class AlphaGauge(Instrument):
     """``alpha``: its distribution (all steps vs the last 10 %) and its history."""
 
     id = "alpha"
-    title = "Alpha (normalized step size)"
-    how_to_read = (
-        "Near 0 the step lands on the valley floor of the local quadratic; clearly "
-        "above 0 it overshoots (learning rate large for the curvature), near -1 it "
-        "barely moves. Well-tuned SGD often sits a little above 0."
-    )
     quantities = ("alpha",)
     log_allowed = False
     height = 380
@@ -91,6 +99,46 @@ class AlphaGauge(Instrument):
         newest = list(zip([r.name for r in runs], shown, strict=True))
         figure.update_layout(title_text=header(self.title, newest))
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """Densities (all steps, last 10 %) over the parabola key; the history."""
+        left, right = cell.subplots(1, 2, width_ratios=[2, 3])
+        series = run.series("alpha").between(*view.steps).finite()
+        bins = _bins([series.values])
+        top = 0.0
+        recent = series.values[int(0.9 * len(series)) :]
+        for part, values, style in (
+            ("all steps", series.values, "-"),
+            ("last 10 %", recent, ":"),
+        ):
+            if len(values) == 0:
+                continue
+            with np.errstate(invalid="ignore"):  # no value inside the bins: NaN
+                density, _ = np.histogram(values, bins=bins, density=True)
+            top = max(top, float(np.nanmax(density, initial=0.0)))
+            left.stairs(density, bins, ls=style, color=COLORS[0], lw=1.4, label=part)
+        top = top or 1.0
+        x = np.linspace(-1.3, 1.3, 53)
+        left.plot(x, top * x**2, ls="--", color="0.55", lw=1, label="local quadratic")
+        for position, label in _KEY:
+            left.plot(position, top * position**2, "o", color="0.3", ms=4)
+            left.annotate(
+                label,
+                (position, top * position**2),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+        left.set_ylim(0, 1.9 * top)
+        left.set_xlabel("alpha")
+        left.set_ylabel("density", fontsize=8)
+        legend(left)
+        shown = plot_series(right, run.series("alpha"), view)
+        reference(right, 0.0, "valley floor")
+        right.set_ylabel("alpha", fontsize=8)
+        step_axis(right, view)
+        subtitle(right, newest_text(shown))
 
     @staticmethod
     def _parabola(figure: go.Figure, top: float) -> None:

@@ -11,11 +11,6 @@ class EarlyStoppingGauge(LinesInstrument):
     """``early_stopping`` with its decision line at 0."""
 
     id = "early_stopping"
-    title = "Early stopping"
-    how_to_read = (
-        "Above 0 the gradient cannot be told apart from noise at this batch size: more "
-        "training on this data mostly fits noise, so consider stopping."
-    )
     quantities = ("early_stopping",)
     rows = (("early_stopping",),)
     labels = (("early_stopping", "criterion"),)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData, Series
@@ -13,7 +15,24 @@ from cockpit.instruments._figures import (
     new_figure,
     set_axes,
 )
+from cockpit.instruments._report_axes import (
+    COLORS,
+    STYLES,
+    legend,
+    newest_text,
+    note,
+    plot_series,
+    reference,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
+
+from cockpit.presets import how_to_fill
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["GgnTopEigenGauge"]
 
@@ -43,11 +62,6 @@ class GgnTopEigenGauge(Instrument):
 
     id = "ggn_top_eigen"
     title = "Curvature directions and their noise"
-    how_to_read = (
-        "Directions with high curvature but an SNR below 1 are where second-order steps "
-        "or aggressive learning rates cannot be trusted at this batch size: the noise "
-        "that makes Newton-type methods fragile."
-    )
     quantities = ("ggn_top_eigen", "curvature_noise")
     log_y = True
     height = 480
@@ -84,9 +98,9 @@ class GgnTopEigenGauge(Instrument):
         )
         hline(figure, 1.0, "SNR 1", (2, 1))
         if not any(run.has("curvature_noise") for run in runs):
+            hint = how_to_fill("curvature_noise")
             figure.add_annotation(
-                text="No curvature_noise logged: track it with preset='full' or "
-                "quantities=['curvature_noise'].",
+                text=f"No curvature_noise logged: {hint[0].lower()}{hint[1:]}",
                 xref="x2 domain",
                 yref="y2 domain",
                 x=0.5,
@@ -95,6 +109,53 @@ class GgnTopEigenGauge(Instrument):
             )
         figure.update_layout(title_text=header(self.title + ": λ1", newest))
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The top GGN eigenvalues over steps; the newest SNRs along each direction."""
+        top, bottom = cell.subplots(2, 1, height_ratios=[3, 2])
+        first = None
+        for line_color, style, k in zip(
+            COLORS, STYLES, directions(run, "ggn_top_eigen"), strict=False
+        ):
+            shown = plot_series(
+                top,
+                run.series(f"ggn_top_eigen.{k}"),
+                view,
+                label=f"λ{k}",
+                color=line_color,
+                style=style,
+            )
+            first = first if first is not None else shown
+        top.set_ylabel("GGN eigenvalue", fontsize=8)
+        set_log_y(top, self.log_y_for(view))
+        legend(top)
+        step_axis(top, view)
+        subtitle(top, newest_text(first, label="λ1") if first is not None else "")
+        for line_color, (key, label, symbol) in zip(COLORS, _SNRS, strict=False):
+            prefix = f"curvature_noise.{key}"
+            series = [
+                (k, run.series(f"{prefix}.{k}").between(*view.steps))
+                for k in directions(run, prefix)
+            ]
+            latest = [(k, s.values[-1]) for k, s in series if len(s)]
+            marker = "o" if symbol == "circle" else "D"
+            bottom.plot(
+                [k for k, _ in latest],
+                [v for _, v in latest],
+                marker,
+                color=line_color,
+                ms=6,
+                label=f"{label} SNR",
+            )
+        bottom.set_xlabel("direction", fontsize=8)
+        bottom.set_ylabel("SNR", fontsize=8)
+        if run.has("curvature_noise"):
+            reference(bottom, 1.0, "SNR 1")
+            set_log_y(bottom, self.log_y_for(view))
+            legend(bottom)
+            subtitle(bottom, "newest SNR per direction")
+        else:
+            note(bottom, f"No curvature_noise logged. {how_to_fill('curvature_noise')}")
 
     @staticmethod
     def _snrs(figure: go.Figure, run: RunData, index: int, view: View) -> None:

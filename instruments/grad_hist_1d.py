@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import Histogram, RunData
 from cockpit.instruments._figures import color, new_figure, set_axes
+from cockpit.instruments._report_axes import (
+    COLORS,
+    heatmap,
+    note,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
 
-__all__ = ["GradHist1dGauge", "rebin"]
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
+
+__all__ = ["GradHist1dGauge", "in_range", "rebin"]
 
 _GRID_BINS = 64
 
@@ -60,12 +72,6 @@ class GradHist1dGauge(Instrument):
     """``grad_hist_1d``: newest histogram per run and a step x bin heat map."""
 
     id = "grad_hist_1d"
-    title = "Gradient element histogram"
-    how_to_read = (
-        "A spike at exactly 0 with thin tails signals dead units or detached "
-        "parameters; heavy or growing tails signal exploding gradients or outliers in "
-        "the data."
-    )
     quantities = ("grad_hist_1d",)
     log_y = True
     height = 380
@@ -136,3 +142,32 @@ class GradHist1dGauge(Instrument):
             col=2,
         )
         set_axes(figure, view, False, (1, 2), y_title=f"gradient element ({run.name})")
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The newest histogram, and all of them as a step x bin heat map."""
+        left, right = cell.subplots(1, 2, width_ratios=[2, 3])
+        hists = in_range(run.histograms("grad_hist_1d"), view)
+        step_axis(right, view)
+        if not hists:
+            note(left, "no histogram in this step range")
+            return
+        latest = hists[-1]
+        counts = np.nan_to_num(latest.counts, nan=0.0)
+        left.stairs(
+            counts / (counts.sum() or 1.0),
+            latest.edges,
+            color=COLORS[0],
+            fill=True,
+            alpha=0.6,
+        )
+        left.set_xlabel("gradient element", fontsize=8)
+        left.set_ylabel("fraction", fontsize=8)
+        if self.log_y_for(view) and counts.any():
+            left.set_yscale("log")
+        subtitle(left, f"step {latest.step}")
+        edges, fractions = rebin(hists)
+        with np.errstate(divide="ignore"):
+            z = np.where(fractions > 0, np.log10(fractions), np.nan)
+        steps = np.array([h.step for h in hists])
+        heatmap(cell, right, steps, edges, z.T, "log10 fraction")
+        right.set_ylabel("gradient element", fontsize=8)

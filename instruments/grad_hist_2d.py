@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import Histogram, RunData
 from cockpit.instruments._figures import new_figure
+from cockpit.instruments._report_axes import COLORS, heatmap, note, subtitle
 from cockpit.instruments._view import View
 from cockpit.instruments.grad_hist_1d import in_range
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["GradHist2dGauge"]
 
@@ -21,11 +27,6 @@ class GradHist2dGauge(Instrument):
     """
 
     id = "grad_hist_2d"
-    title = "Parameter vs gradient density"
-    how_to_read = (
-        "Large gradients on parameters near zero, or parameters piling up at large "
-        "magnitudes, point to the weights that drive instability."
-    )
     quantities = ("grad_hist_2d",)
     per_layer = True
     log_y = True
@@ -59,6 +60,48 @@ class GradHist2dGauge(Instrument):
             bargap=0,
         )
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The newest 2D density with both marginals, whole model or the layer."""
+        grid = cell.add_gridspec(2, 2, width_ratios=[4, 1], height_ratios=[1, 4])
+        main = cell.add_subplot(grid[1, 0])
+        above = cell.add_subplot(grid[0, 0], sharex=main)
+        beside = cell.add_subplot(grid[1, 1], sharey=main)
+        corner = cell.add_subplot(grid[0, 1])
+        corner.axis("off")
+        hists = in_range(run.histograms("grad_hist_2d", view.layer), view) or in_range(
+            run.histograms("grad_hist_2d"), view
+        )
+        if not hists:
+            note(main, "no 2D histogram in this step range")
+            return
+        hist = hists[-1]
+        counts = np.nan_to_num(hist.counts, nan=0.0)
+        y_edges = (
+            hist.y_edges if hist.y_edges is not None else np.arange(counts.shape[1] + 1)
+        )
+        log = self.log_y_for(view)
+        with np.errstate(divide="ignore"):
+            z = np.where(counts > 0, np.log10(counts), np.nan) if log else counts
+        heatmap(
+            cell,
+            main,
+            0.5 * (hist.edges[:-1] + hist.edges[1:]),
+            y_edges,
+            z.T,
+            "log10 count" if log else "count",
+            cax=corner.inset_axes((0.05, 0.55, 0.9, 0.18)),
+        )
+        marginal = {"fill": True, "color": COLORS[0], "alpha": 0.6}
+        above.stairs(counts.sum(axis=1), hist.edges, **marginal)
+        beside.stairs(counts.sum(axis=0), y_edges, orientation="horizontal", **marginal)
+        # The marginals' count axes: their shape matters, not their numbers.
+        above.tick_params(labelbottom=False, labelleft=False, left=False)
+        beside.tick_params(labelbottom=False, labelleft=False, bottom=False)
+        main.set_xlabel("parameter value", fontsize=8)
+        main.set_ylabel("gradient element", fontsize=8)
+        where = "whole model" if view.layer is None else f"layer {view.layer}"
+        subtitle(above, f"{where}, step {hist.step}")
 
 
 def _density(figure: go.Figure, hist: Histogram, name: str, log: bool) -> None:

@@ -11,12 +11,6 @@ class GradNormGauge(LayerMapInstrument):
     """``grad_norm``: the total (or selected layer) above a layer x step heat map."""
 
     id = "grad_norm"
-    title = "Gradient norm"
-    how_to_read = (
-        "A norm that stays small while the updates are small suggests a flat region "
-        "rather than a bad learning rate; one layer exploding or stuck at zero names "
-        "the layer at fault."
-    )
     quantities = ("grad_norm",)
     rows = (("grad_norm",),)
     labels = (("grad_norm", "gradient norm"),)

@@ -12,11 +12,6 @@ class GradientNoiseScaleGauge(LinesInstrument):
 
     id = "gradient_noise_scale"
     title = "Batch size advice"
-    how_to_read = (
-        "A batch far below the noise scale spends its steps on noise; far above it "
-        "wastes compute (the critical batch size tracks the noise scale). Steps where "
-        "noise swamps the signal are left out."
-    )
     quantities = ("gradient_noise_scale", "cabs")
     rows = (("gradient_noise_scale", "cabs", "batch_size"),)
     labels = (

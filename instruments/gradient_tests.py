@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
@@ -15,7 +17,21 @@ from cockpit.instruments._figures import (
     new_figure,
     set_axes,
 )
+from cockpit.instruments._report_axes import (
+    COLORS,
+    legend,
+    newest_text,
+    plot_series,
+    reference,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import SubFigure
 
 __all__ = ["GradientTestsGauge"]
 
@@ -24,6 +40,7 @@ _TESTS = (
     ("inner_product_test", "inner product", "dash"),
     ("orthogonality_test", "orthogonality", "dot"),
 )
+_MPL_DASH = {"solid": "-", "dash": "--", "dot": ":"}
 
 
 def _circle(center: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +101,33 @@ class GradientTestsGauge(Instrument):
         title = self.title + (f" (layer {view.layer})" if view.layer else "")
         figure.update_layout(title_text=header(title + ": norm test", newest))
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The newest test values as regions around the gradient; their history."""
+        left, right = cell.subplots(1, 2, width_ratios=[1, 2])
+        latest: dict[str, tuple[float, str, str]] = {}
+        first = None
+        for line_color, (key, label, dash) in zip(COLORS, _TESTS, strict=False):
+            layer = view.layer if view.layer in run.layers(key) else None
+            shown = plot_series(
+                right,
+                run.series(key, layer),
+                view,
+                label=label,
+                color=line_color,
+                style=_MPL_DASH[dash],
+            )
+            first = first if first is not None else shown
+            if len(shown):
+                latest[key] = (float(shown.values[-1]), line_color, _MPL_DASH[dash])
+        _report_regions(left, latest)
+        reference(right, 1.0, "1: batch too small above")
+        right.set_ylabel("test value", fontsize=8)
+        set_log_y(right, self.log_y_for(view))
+        legend(right)
+        step_axis(right, view)
+        text = newest_text(first, label="norm test") if first is not None else ""
+        subtitle(right, text)
 
     @staticmethod
     def _regions(
@@ -158,3 +202,35 @@ class GradientTestsGauge(Instrument):
 
 def _key(label: str) -> str:
     return next(key for key, name, _ in _TESTS if name == label)
+
+
+def _report_regions(ax: Axes, latest: dict[str, tuple[float, str, str]]) -> None:
+    """Norm test: disk around the gradient's tip; inner product: band along; orth.: across."""
+    # Imported here: matplotlib loads only when a report is drawn.
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Circle, FancyArrow, Rectangle
+
+    shapes = {
+        "norm_test": lambda r: Circle((1, 0), r),
+        "inner_product_test": lambda r: Rectangle((1 - r, -2), 2 * r, 4),
+        "orthogonality_test": lambda r: Rectangle((-0.5, -r), 3, 2 * r),
+    }
+    for key, shape in shapes.items():
+        if key in latest:
+            r, edge, dash = latest[key]
+            patch = shape(r)
+            patch.set(ec=edge, fc=to_rgba(edge, 0.08), ls=dash, lw=1.2)
+            ax.add_patch(patch)
+    ax.add_patch(
+        FancyArrow(
+            0, 0, 0.92, 0, width=0.02, head_width=0.12, head_length=0.08, color="#333"
+        )
+    )
+    ax.set_xlim(-0.5, 2.5)
+    ax.set_ylim(-1.5, 1.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("along the gradient", fontsize=8)
+    ax.set_ylabel("across", fontsize=8)
+    ax.set_title(
+        "newest, around the batch gradient", loc="left", fontsize=8, color="0.35"
+    )

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import add_series, header, set_axes
+from cockpit.instruments._report_axes import (
+    COLORS,
+    legend,
+    newest_text,
+    note,
+    plot_series,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["HessMaxEvGauge"]
 
@@ -26,12 +41,6 @@ class HessMaxEvGauge(Instrument):
     """``hess_max_ev`` with ``2 / lr`` and the non-converged estimates marked."""
 
     id = "hess_max_ev"
-    title = "Hessian top eigenvalue"
-    how_to_read = (
-        "The sharpest direction of the loss surface: for plain gradient descent a top "
-        "eigenvalue above 2/lr is unstable, and training at the edge of stability "
-        "hovers near that line. Crosses mark estimates that did not converge."
-    )
     quantities = ("hess_max_ev",)
     log_y = True  # the eigenvalue and 2/lr are often orders of magnitude apart
 
@@ -69,6 +78,42 @@ class HessMaxEvGauge(Instrument):
         set_axes(figure, view, self.log_y_for(view), y_title="top eigenvalue")
         figure.update_layout(title_text=header(self.title, newest))
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The top eigenvalue against ``2 / lr``; crosses mark unconverged estimates."""
+        ax = cell.subplots()
+        shown = plot_series(ax, run.series("hess_max_ev"), view, label="top eigenvalue")
+        lr = run.series("lr").between(*view.steps).finite()
+        if len(shown) and len(lr) and np.all(lr.values > 0):
+            limit = Series(lr.steps, 2.0 / lr.values)
+            plot_series(
+                ax,
+                limit,
+                view,
+                label="2 / lr",
+                color=COLORS[1],
+                style="--",
+                smooth=False,
+            )
+        converged = _at(run.series("hess_max_ev.converged"), shown.steps)
+        bad = converged == 0
+        if bad.any():
+            ax.plot(
+                shown.steps[bad],
+                shown.values[bad],
+                ls="none",
+                marker="x",
+                ms=6,
+                color="#d00000",
+                label="not converged",
+            )
+        legend(ax)
+        ax.set_ylabel("top eigenvalue", fontsize=8)
+        set_log_y(ax, self.log_y_for(view))
+        step_axis(ax, view)
+        subtitle(ax, newest_text(shown))
+        if len(shown) == 0:
+            note(ax, "no finite hess_max_ev in this step range")
 
     @staticmethod
     def _unconverged(figure: go.Figure, run: RunData, shown: Series) -> None:

@@ -11,12 +11,6 @@ class HessTraceGauge(LayerMapInstrument):
     """``hess_trace``: the total (or selected layer) above a layer x step heat map."""
 
     id = "hess_trace"
-    title = "Hessian trace"
-    how_to_read = (
-        "The total curvature: rising means a narrower valley, and the per-layer map "
-        "shows where the curvature lives; with the top eigenvalue it gives a rough "
-        "picture of the conditioning."
-    )
     quantities = ("hess_trace",)
     rows = (("hess_trace",),)
     labels = (("hess_trace", "trace"),)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import add_series, color, header, new_figure, set_axes
+from cockpit.instruments._report_axes import (
+    COLORS,
+    newest_text,
+    note,
+    plot_series,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["KfacBlockGauge"]
 
@@ -35,11 +49,6 @@ class KfacBlockGauge(Instrument):
     """
 
     id = "kfac_block"
-    title = "Layer stiffness (KFAC blocks)"
-    how_to_read = (
-        "The stiffest and worst-conditioned layers are where one learning rate for all "
-        "layers hurts most: candidates for per-layer learning rates or normalization."
-    )
     quantities = ("kfac_block",)
     per_layer = True
     log_y = True
@@ -76,6 +85,38 @@ class KfacBlockGauge(Instrument):
         set_axes(figure, view, log, (2, 1), y_title=f"top eigenvalue ({where})")
         figure.update_layout(title_text=header(self.title, newest), barmode="group")
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """Per layer the newest top eigenvalue and condition number; the top over steps."""
+        grid = cell.add_gridspec(2, 2, height_ratios=[1, 1])
+        log = self.log_y_for(view)
+        for col, (quantity, title) in enumerate(
+            ((_TOP, "top eigenvalue"), (_CONDITION, "condition number (x: singular)"))
+        ):
+            ax = cell.add_subplot(grid[0, col])
+            layers, values = _latest(run, quantity, view)
+            subtitle(ax, title)
+            if not layers:
+                note(ax, f"no per-layer {quantity} logged")
+                continue
+            positions = np.arange(len(layers))
+            heights = np.nan_to_num(values, nan=0.0)
+            ax.bar(positions, heights, color=COLORS[0], alpha=0.8)
+            singular = np.isnan(values)
+            ax.plot(
+                positions[singular], np.ones(singular.sum()), "x", color=COLORS[1], ms=7
+            )
+            ax.set_xticks(positions, layers, rotation=60, ha="right", fontsize=6)
+            if log and np.any(values[~singular] > 0):
+                ax.set_yscale("log")
+        history = cell.add_subplot(grid[1, :])
+        layer = view.layer if view.layer in run.layers(_TOP) else None
+        shown = plot_series(history, run.series(_TOP, layer), view)
+        history.set_ylabel("top eigenvalue", fontsize=8)
+        set_log_y(history, log)
+        step_axis(history, view)
+        where = "whole model" if layer is None else layer
+        subtitle(history, newest_text(shown, label=where))
 
     @staticmethod
     def _bars(

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import add_series, color, header, set_axes
-from cockpit.instruments._presets import KNOWN
+from cockpit.instruments._report_axes import (
+    COLORS,
+    STYLES,
+    legend,
+    newest_text,
+    plot_series,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._series import ema, even_indices
 from cockpit.instruments._view import View
 from plotly.subplots import make_subplots
+
+from cockpit.catalog import ENTRIES
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import SubFigure
 
 __all__ = ["LossGauge", "user_metrics"]
 
@@ -22,7 +39,7 @@ def user_metrics(run: RunData) -> list[str]:
     return [
         q
         for q in run.quantities()
-        if q.split(".", 1)[0] not in KNOWN and not run.layers(q)
+        if q.split(".", 1)[0] not in ENTRIES and not run.layers(q)
     ]
 
 
@@ -81,12 +98,6 @@ class LossGauge(Instrument):
     """
 
     id = "loss"
-    title = "Loss"
-    how_to_read = (
-        "The mini-batch loss with the spread of the per-sample losses around it, next "
-        "to what you logged yourself: a validation loss that rises while the training "
-        "loss falls means overfitting."
-    )
     quantities = ("loss",)
     height = 440
 
@@ -135,3 +146,48 @@ class LossGauge(Instrument):
             set_axes(figure, view, self.log_y_for(view), (2, 1), y_title="your metrics")
         figure.update_layout(title_text=header(self.title, newest))
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The loss with its per-sample band; the user's metrics as logged."""
+        metrics = user_metrics(run)
+        others = [m for m in metrics if "loss" not in m]
+        rows = 2 if others else 1
+        axes = list(cell.subplots(rows, 1, sharex=True, squeeze=False)[:, 0])
+        _report_band(axes[0], run, view)
+        shown = plot_series(axes[0], run.series("loss"), view, label="loss")
+        for line_color, style, name in zip(
+            COLORS[1:] * 4, STYLES[1:] * 4, metrics, strict=False
+        ):
+            ax = axes[0] if "loss" in name else axes[1]
+            plot_series(
+                ax,
+                run.series(name),
+                view,
+                label=name,
+                color=line_color,
+                style=style,
+                smooth=False,  # sparse, and already averaged over a data set
+                markers=True,
+            )
+        axes[0].set_ylabel("loss", fontsize=8)
+        for ax in axes:
+            set_log_y(ax, self.log_y_for(view))
+            legend(ax)
+        if others:
+            axes[1].set_ylabel("your metrics", fontsize=8)
+        step_axis(axes[-1], view)
+        subtitle(axes[0], newest_text(shown))
+
+
+def _report_band(ax: Axes, run: RunData, view: View) -> None:
+    """The loss band of the dashboard (:func:`loss_band`) as a filled area."""
+    band = loss_band(run, view)
+    if band is None:
+        return
+    ax.fill_between(
+        *band,
+        color=COLORS[0],
+        alpha=0.12,
+        lw=0,
+        label="per-sample spread",
+    )

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import plotly.graph_objects as go
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import add_series, header, set_axes
 from cockpit.instruments._lines import LinesInstrument
+from cockpit.instruments._report_axes import (
+    COLORS,
+    STYLES,
+    legend,
+    newest_text,
+    plot_series,
+    set_log_y,
+    step_axis,
+    subtitle,
+)
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["LearningRateGauge"]
 
@@ -17,11 +32,6 @@ class LearningRateGauge(LinesInstrument):
     """``lr``: one exact line per parameter group (the total if there is one group)."""
 
     id = "lr"
-    title = "Learning rate"
-    how_to_read = (
-        "The schedule as the optimizer applied it: read the other panels' changes "
-        "against its warm-ups, decays and restarts."
-    )
     quantities = ("lr",)
     rows = (("lr",),)
     smooth = False
@@ -52,3 +62,26 @@ class LearningRateGauge(LinesInstrument):
         set_axes(figure, view, self.log_y_for(view), y_title="learning rate")
         figure.update_layout(title_text=header(self.title, newest))
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """The learning rate, one exact line per parameter group if there are several."""
+        ax = cell.subplots()
+        groups = run.layers("lr")
+        parts = [(g, run.series("lr", g)) for g in groups] if len(groups) > 1 else []
+        for color, style, (group, series) in zip(
+            COLORS, STYLES, parts or [("", run.series("lr"))], strict=False
+        ):
+            plot_series(
+                ax,
+                series,
+                view,
+                label=group or None,
+                color=color,
+                style=style,
+                smooth=False,
+            )
+        legend(ax)
+        ax.set_ylabel("learning rate", fontsize=8)
+        set_log_y(ax, self.log_y_for(view))
+        step_axis(ax, view)
+        subtitle(ax, newest_text(run.series("lr").between(*view.steps).finite()))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import fmt, header
 from cockpit.instruments._lines import LinesInstrument
+from cockpit.instruments._report_axes import newest_text, subtitle
 from cockpit.instruments._view import View
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["OverheadGauge"]
 
@@ -54,3 +60,26 @@ class OverheadGauge(LinesInstrument):
             )
         figure.update_yaxes(title_text="ms per step")
         return figure
+
+    def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
+        """Tracker and step time in ms, and the tracker's median share of the step."""
+        axes, first = self.report_rows(cell, run, view)
+        axes[0].set_ylabel("ms per step", fontsize=8)
+        subtitle(axes[0], newest_text(first, self.unit) + _tracker_share(run, view))
+
+
+def _tracker_share(run: RunData, view: View) -> str:
+    """The median share of the step that the tracker took, as in the dashboard."""
+    tracker = run.series("tracker_time").between(*view.steps)
+    step = run.series("step_time").between(*view.steps)
+    _, at_tracker, at_step = np.intersect1d(
+        tracker.steps, step.steps, return_indices=True
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = tracker.values[at_tracker] / step.values[at_step]
+    ratios = ratios[np.isfinite(ratios)]
+    return (
+        f"; tracker share (median) {fmt(100 * np.median(ratios))} %"
+        if len(ratios)
+        else ""
+    )

@@ -2,10 +2,10 @@
 
 For papers and machines without a browser (``cockpit report RUN_DIR -o cockpit.png``):
 the dashboard's groups in its order (step size, gradients, curvature, performance,
-overhead), each panel with its title, the newest value, and the same one-line "how to
-read it" as the dashboard, taken from the instrument class. A panel whose quantity the
-run did not log shows the dashboard's placeholder text naming the quantity and the
-preset that fills it. Figures are drawn without pyplot on matplotlib's Agg canvas, so
+overhead), each panel drawn by its instrument's ``draw_report`` with its title, the
+newest value, and the same one-line "how to read it" as the dashboard, taken from the
+instrument class. A panel whose quantity the run did not log shows the dashboard's
+placeholder text naming the quantity and the preset that fills it. Figures are drawn without pyplot on matplotlib's Agg canvas, so
 no display is needed.
 
 Example::
@@ -20,37 +20,18 @@ from __future__ import annotations
 import io
 import os
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import matplotlib as mpl
 from cockpit.instruments import GROUPS, REGISTRY
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData
 from cockpit.instruments._reading import bar, read_run
-from cockpit.instruments._report_lines import (
-    draw_hess_max_ev,
-    draw_layer_map,
-    draw_lines,
-    draw_loss,
-    draw_lr,
-    draw_overhead,
-)
-from cockpit.instruments._report_shapes import (
-    draw_alpha,
-    draw_ggn_top_eigen,
-    draw_grad_hist_1d,
-    draw_grad_hist_2d,
-    draw_gradient_tests,
-    draw_kfac_block,
-)
 from cockpit.instruments._view import View
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, SubFigure
 
 __all__ = [
-    "DRAWERS",
     "FORMATS",
     "check_output",
     "report_figure",
@@ -60,29 +41,6 @@ __all__ = [
 
 FORMATS = ("png", "pdf", "svg")
 """Output formats, chosen by the file extension."""
-
-Drawer = Callable[[SubFigure, Any, RunData, View], None]
-
-DRAWERS: dict[str, Drawer] = {
-    "alpha": draw_alpha,
-    "distance": draw_lines,
-    "lr": draw_lr,
-    "grad_norm": draw_layer_map,
-    "gradient_tests": draw_gradient_tests,
-    "grad_hist_1d": draw_grad_hist_1d,
-    "grad_hist_2d": draw_grad_hist_2d,
-    "mean_gsnr": draw_lines,
-    "gradient_noise_scale": draw_lines,
-    "hess_max_ev": draw_hess_max_ev,
-    "hess_trace": draw_layer_map,
-    "tic": draw_lines,
-    "kfac_block": draw_kfac_block,
-    "ggn_top_eigen": draw_ggn_top_eigen,
-    "loss": draw_loss,
-    "early_stopping": draw_lines,
-    "overhead": draw_overhead,
-}
-"""Instrument id -> the function drawing it into a cell of the report."""
 
 _COLUMNS = 3
 _CELL_WIDTH = 6.2  # inches
@@ -149,7 +107,7 @@ def _cell(
         color="0.3",
     )
     if inst.available(run):
-        DRAWERS[inst.id](cell, inst, run, view)
+        inst.draw_report(cell, run, view)
     else:
         _placeholder(cell, inst.missing_text([run]), width)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cockpit.instruments._lines import LinesInstrument
 
+from cockpit.catalog import ENTRIES
+
 __all__ = ["TicGauge"]
 
 
@@ -12,11 +14,7 @@ class TicGauge(LinesInstrument):
 
     id = "tic"
     title = "TIC (gradient noise relative to curvature)"
-    how_to_read = (
-        "Gradient noise measured against curvature; near a minimum it has been proposed "
-        "as an estimate of the generalization gap, so compare runs late in training, "
-        "not early."
-    )
+    how_to_read = ENTRIES["tic_diag"].reading
     quantities = ("tic_diag", "tic_trace")
     rows = (("tic_diag",), ("tic_trace",))
     labels = (("tic_diag", "TIC (diagonal)"), ("tic_trace", "TIC (trace)"))

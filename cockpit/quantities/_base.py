@@ -47,8 +47,6 @@ class Quantity:
     states: frozenset[str] = frozenset()
     #: The states :meth:`finalize_step` reads, known after ``optimizer.step()``.
     step_states: frozenset[str] = frozenset()
-    #: Defined only for plain SGD; the reason it is absent otherwise is logged once.
-    plain_sgd_only: ClassVar[bool] = False
 
     def __init__(self, schedule: Schedule | int = 1):
         self.schedule = as_schedule(schedule, self.name)

@@ -13,7 +13,6 @@ class CABS(Quantity):
 
     name = "cabs"
     states = frozenset({"sample_grads", "sq_norms", "losses", "lr"})
-    plain_sgd_only = True
 
     def finalize(self, states: StepStates) -> dict:
         sq_norms = states.network("sq_norms")[TOTAL]

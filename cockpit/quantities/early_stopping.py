@@ -19,7 +19,6 @@ class EarlyStopping(Quantity):
 
     name = "early_stopping"
     states = frozenset({"sample_grads", "sq_norms", "sum_sq"})
-    plain_sgd_only = True
 
     def __init__(self, schedule: Schedule | int = 1, eps: float = 1e-5):
         super().__init__(schedule)

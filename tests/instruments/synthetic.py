@@ -143,12 +143,12 @@ def run_data(name: str, steps: int = 60, seed: int = 0, curvature: bool = True):
     from cockpit.instruments import RunData
 
     scalars, histograms = records_to_frames(
-        _through_json(records(steps, seed, curvature))
+        through_json(records(steps, seed, curvature))
     )
     return RunData.from_frames(name, scalars, histograms)
 
 
-def _through_json(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def through_json(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records as a reader returns them (non-finite values as ``None``)."""
     from cockpit.logs._format import decode_line, encode_record
 

@@ -9,7 +9,7 @@ import pytest
 from cockpit.instruments import RunData
 
 from cockpit.logs.flatten import records_to_frames
-from tests.instruments.synthetic import _through_json, records
+from tests.instruments.synthetic import records, through_json
 
 EDGE_CASES = [
     {
@@ -74,7 +74,7 @@ def assert_same(fast: RunData, slow: RunData) -> None:
 
 @pytest.mark.parametrize("curvature", [True, False])
 def test_synthetic_runs_match(curvature):
-    items = _through_json(records(25, seed=1, curvature=curvature))
+    items = through_json(records(25, seed=1, curvature=curvature))
     assert_same(*both(items))
 
 
@@ -88,7 +88,7 @@ def test_edge_cases_match():
 
 
 def test_extending_in_chunks_matches_one_chunk():
-    items = _through_json(records(12, curvature=False))
+    items = through_json(records(12, curvature=False))
     fast, slow = RunData("fast"), RunData("slow")
     for start in range(0, len(items), 5):
         fast.extend_records(items[start : start + 5])

@@ -1,0 +1,354 @@
+"""The quantity catalogue: every log key described once, importable without torch.
+
+One :class:`Entry` per key the tracker logs, the quantities and the bookkeeping keys
+(``lr``, ``batch_size``, ``step_time``, ``tracker_time``): the preset it enters and
+its default schedule there, the constraint under which it is defined, the dashboard
+group and instrument that show it, its title and its one-line reading. Derived from
+it: the presets and the placeholders' hints (:mod:`cockpit.presets`), the tracker's
+reasons for absent quantities, the dashboard's groups and instruments, and the report.
+
+:data:`CATALOGUE` is in the dashboard's order: group by group, instrument by
+instrument. Adding a quantity is one entry here; its instrument, if new, is one file
+``instruments/<instrument>.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CATALOGUE",
+    "ENTRIES",
+    "GROUPS",
+    "KRONECKER",
+    "PLAIN_SGD",
+    "PRESET_NAMES",
+    "Constraint",
+    "Entry",
+    "keys_with",
+]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Where a quantity is defined; elsewhere the tracker leaves it out.
+
+    Attributes:
+        label: Short form for hints, e.g. ``"plain SGD only"``.
+        reason: Why it is absent elsewhere: the start of the sentence written into
+            ``meta.json``'s ``absent`` and the warning.
+
+    """
+
+    label: str
+    reason: str
+
+
+PLAIN_SGD = Constraint("plain SGD only", "it is defined for plain SGD only")
+"""Needs the learning rate of plain SGD (no momentum, weight decay, ...)."""
+
+KRONECKER = Constraint(
+    "Kronecker-factored layers only",
+    "Kronecker factors exist for Linear and convolution layers in a chain of modules "
+    "BackPACK supports, and curvature for this model comes from torch.func (see the "
+    "engine line of the 'cockpit' logger, or meta.json's engines)",
+)
+"""Needs BackPACK's Kronecker factors, so curvature from BackPACK."""
+
+PRESET_NAMES = ("economy", "business", "full")
+"""The presets, each holding everything of the ones before it."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log key.
+
+    Attributes:
+        key: The log key, e.g. ``"hess_max_ev"``.
+        group: Id of the dashboard group (a key of :data:`GROUPS`).
+        instrument: Id of the instrument showing it (``instruments/<id>.py``).
+        title: Its name for people.
+        reading: One line on what its values say.
+        preset: The first preset holding it (the later ones hold it too); ``None``
+            where it must be requested by name, or is bookkeeping.
+        every: Its default schedule in the presets: every k-th step.
+        only: Where it is defined, if not everywhere.
+        bookkeeping: Logged by the tracker at every tracked step, not a quantity.
+
+    """
+
+    key: str
+    group: str
+    instrument: str
+    title: str
+    reading: str
+    preset: str | None = None
+    every: int = 1
+    only: Constraint | None = None
+    bookkeeping: bool = False
+
+
+GROUPS = {
+    "step_size": "Step size",
+    "gradients": "Gradients",
+    "curvature": "Curvature",
+    "performance": "Performance",
+    "overhead": "Overhead",
+}
+"""Group id -> title, in the dashboard's order."""
+
+
+def _gradient_test(where: str, what: str) -> str:
+    return (
+        f"The spread of the per-sample gradients {where} the batch gradient, relative "
+        f"to its length: above 1 the batch is too small to trust {what} (use a larger "
+        "batch); far below 1 a smaller batch would do."
+    )
+
+
+_TIC = (
+    "Gradient noise measured against curvature; near a minimum it has been proposed as "
+    "an estimate of the generalization gap, so compare runs late in training, not "
+    "early."
+)
+_DIRECTIONS = (
+    "Directions with high curvature but an SNR below 1 are where second-order steps or "
+    "aggressive learning rates cannot be trusted at this batch size: the noise that "
+    "makes Newton-type methods fragile."
+)
+
+CATALOGUE: tuple[Entry, ...] = (
+    Entry(
+        "alpha",
+        "step_size",
+        "alpha",
+        "Alpha (normalized step size)",
+        "Near 0 the step lands on the valley floor of the local quadratic; clearly "
+        "above 0 it overshoots (learning rate large for the curvature), near -1 it "
+        "barely moves. Well-tuned SGD often sits a little above 0.",
+        preset="economy",
+    ),
+    Entry(
+        "distance",
+        "step_size",
+        "distance",
+        "Distance from the initialization",
+        "Steady growth is normal; growth while the loss stalls hints at drifting "
+        "(often a learning rate too large).",
+        preset="economy",
+    ),
+    Entry(
+        "update_size",
+        "step_size",
+        "distance",
+        "Update size",
+        "The length of each step: update sizes that collapse mean training has "
+        "stopped moving.",
+        preset="economy",
+    ),
+    Entry(
+        "lr",
+        "step_size",
+        "lr",
+        "Learning rate",
+        "The schedule as the optimizer applied it: read the other panels' changes "
+        "against its warm-ups, decays and restarts.",
+        bookkeeping=True,
+    ),
+    Entry(
+        "grad_norm",
+        "gradients",
+        "grad_norm",
+        "Gradient norm",
+        "A norm that stays small while the updates are small suggests a flat region "
+        "rather than a bad learning rate; one layer exploding or stuck at zero names "
+        "the layer at fault.",
+        preset="economy",
+    ),
+    Entry(
+        "norm_test",
+        "gradients",
+        "gradient_tests",
+        "Norm test",
+        _gradient_test("around", "the gradient"),
+        preset="economy",
+    ),
+    Entry(
+        "inner_product_test",
+        "gradients",
+        "gradient_tests",
+        "Inner-product test",
+        _gradient_test("along", "the gradient's length"),
+        preset="economy",
+    ),
+    Entry(
+        "orthogonality_test",
+        "gradients",
+        "gradient_tests",
+        "Orthogonality test",
+        _gradient_test("across", "the gradient's direction"),
+        preset="economy",
+    ),
+    Entry(
+        "grad_hist_1d",
+        "gradients",
+        "grad_hist_1d",
+        "Gradient element histogram",
+        "A spike at exactly 0 with thin tails signals dead units or detached "
+        "parameters; heavy or growing tails signal exploding gradients or outliers in "
+        "the data.",
+        preset="economy",
+    ),
+    Entry(
+        "grad_hist_2d",
+        "gradients",
+        "grad_hist_2d",
+        "Parameter vs gradient density",
+        "Large gradients on parameters near zero, or parameters piling up at large "
+        "magnitudes, point to the weights that drive instability.",
+        preset="full",
+    ),
+    Entry(
+        "mean_gsnr",
+        "gradients",
+        "mean_gsnr",
+        "Gradient signal-to-noise ratio",
+        "Higher means the per-sample gradients agree; a collapse means the mini-batch "
+        "gradient is mostly noise (a larger GSNR has been linked to better "
+        "generalization).",
+        preset="economy",
+    ),
+    Entry(
+        "gradient_noise_scale",
+        "gradients",
+        "gradient_noise_scale",
+        "Gradient noise scale",
+        "A batch far below the noise scale spends its steps on noise; far above it "
+        "wastes compute (the critical batch size tracks the noise scale). Steps where "
+        "noise swamps the signal are left out.",
+        preset="economy",
+    ),
+    Entry(
+        "cabs",
+        "gradients",
+        "gradient_noise_scale",
+        "CABS batch size",
+        "The batch size CABS suggests for plain SGD at this learning rate, to compare "
+        "with the batch size used.",
+        only=PLAIN_SGD,
+    ),
+    Entry(
+        "batch_size",
+        "gradients",
+        "gradient_noise_scale",
+        "Batch size",
+        "The batch size used, to compare with the noise scale and CABS.",
+        bookkeeping=True,
+    ),
+    Entry(
+        "hess_max_ev",
+        "curvature",
+        "hess_max_ev",
+        "Hessian top eigenvalue",
+        "The sharpest direction of the loss surface: for plain gradient descent a top "
+        "eigenvalue above 2/lr is unstable, and training at the edge of stability "
+        "hovers near that line. Crosses mark estimates that did not converge.",
+        preset="full",
+        every=10,
+    ),
+    Entry(
+        "hess_trace",
+        "curvature",
+        "hess_trace",
+        "Hessian trace",
+        "The total curvature: rising means a narrower valley, and the per-layer map "
+        "shows where the curvature lives; with the top eigenvalue it gives a rough "
+        "picture of the conditioning.",
+        preset="business",
+    ),
+    Entry("tic_diag", "curvature", "tic", "TIC (diagonal)", _TIC, preset="business"),
+    Entry("tic_trace", "curvature", "tic", "TIC (trace)", _TIC, preset="business"),
+    Entry(
+        "kfac_block",
+        "curvature",
+        "kfac_block",
+        "Layer stiffness (KFAC blocks)",
+        "The stiffest and worst-conditioned layers are where one learning rate for all "
+        "layers hurts most: candidates for per-layer learning rates or normalization.",
+        preset="full",
+        every=10,
+        only=KRONECKER,
+    ),
+    Entry(
+        "ggn_top_eigen",
+        "curvature",
+        "ggn_top_eigen",
+        "Top GGN eigenvalues",
+        _DIRECTIONS,
+        preset="full",
+        every=10,
+    ),
+    Entry(
+        "curvature_noise",
+        "curvature",
+        "ggn_top_eigen",
+        "Curvature and slope noise along the top GGN directions",
+        _DIRECTIONS,
+        preset="full",
+        every=10,
+    ),
+    Entry(
+        "loss",
+        "performance",
+        "loss",
+        "Loss",
+        "The mini-batch loss with the spread of the per-sample losses around it, next "
+        "to what you logged yourself: a validation loss that rises while the training "
+        "loss falls means overfitting.",
+        preset="economy",
+    ),
+    Entry(
+        "early_stopping",
+        "performance",
+        "early_stopping",
+        "Early stopping",
+        "Above 0 the gradient cannot be told apart from noise at this batch size: more "
+        "training on this data mostly fits noise, so consider stopping.",
+        only=PLAIN_SGD,
+    ),
+    Entry(
+        "step_time",
+        "overhead",
+        "overhead",
+        "Step time",
+        "The wall time of each tracked step, to read the tracker's time against.",
+        bookkeeping=True,
+    ),
+    Entry(
+        "tracker_time",
+        "overhead",
+        "overhead",
+        "Tracker time",
+        "The time the tracker spent in each step: what the instruments cost.",
+        bookkeeping=True,
+    ),
+)
+"""Every log key, in the dashboard's order."""
+
+
+def _by_key(entries: tuple[Entry, ...]) -> dict[str, Entry]:
+    found: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.key in found:
+            raise ValueError(f"The catalogue describes '{entry.key}' twice.")
+        found[entry.key] = entry
+    return found
+
+
+ENTRIES: dict[str, Entry] = _by_key(CATALOGUE)
+"""Log key -> its entry."""
+
+
+def keys_with(constraint: Constraint) -> tuple[str, ...]:
+    """The log keys defined only where ``constraint`` holds."""
+    return tuple(e.key for e in CATALOGUE if e.only == constraint)
