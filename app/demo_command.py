@@ -1,6 +1,6 @@
 """``cockpit demo``: train a small CNN in the background and watch it live.
 
-The training runs in a subprocess, ``python -m cockpit.demo_training``: a CNN on
+The training runs in a subprocess, ``python -m cockpit.zoo.demo``: a CNN on
 scikit-learn's digits with the ``full`` preset (the costly curvature quantities every
 10th step), because the dashboard never imports torch. It writes to ``--logdir`` or a
 temporary directory (removed on exit); once the run exists the dashboard serves that
@@ -183,7 +183,7 @@ def _start_training(logdir: Path, name: str, steps: int) -> subprocess.Popen[byt
     command = [
         sys.executable,
         "-m",
-        "cockpit.demo_training",
+        "cockpit.zoo.demo",
         "--logdir",
         str(logdir),
         "--run-name",

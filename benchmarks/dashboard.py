@@ -5,8 +5,8 @@ Run from the repository root (about 2 minutes on an idle 2-core CPU)::
     .venv/bin/python benchmarks/dashboard.py
     .venv/bin/python benchmarks/dashboard.py --steps 10000 --appends 5   # quicker
 
-Records: real ones. The digits CNN of ``cockpit demo`` (``cockpit.demo_training``)
-trains ``--template-steps`` steps with the ``economy`` preset (every quantity at every
+Records: real ones. The digits CNN of ``cockpit demo``
+(``cockpit.zoo.models.digits_cnn``) trains ``--template-steps`` steps with the ``economy`` preset (every quantity at every
 step: the preset for long runs; ``full`` adds 2D histograms of 9 x 1024 counts per
 step). Its log lines are the templates; longer runs repeat them with shifted steps,
 written by the real ``RunWriter``, so every line is what the tracker writes.
@@ -84,14 +84,15 @@ def log(message: str) -> None:
 def template_records(steps: int, folder: Path) -> tuple[list[dict[str, Any]], dict]:
     """Train the demo CNN with the economy preset; its records and ``meta.json``."""
     import torch
+    from cockpit.zoo.models import digits_cnn
+    from cockpit.zoo.training import Settings, run
 
-    from cockpit.demo_training import Settings, build_cnn, run
     from cockpit.logs import LogReader
 
     torch.manual_seed(0)
     settings = Settings(str(folder), "template", steps, valid_every=10)
     with contextlib.redirect_stdout(io.StringIO()):
-        run_dir = run(build_cnn(), settings, "digits_cnn", lambda *_: None)
+        run_dir = run(digits_cnn(), settings, "digits_cnn", lambda *_: None)
     reader = LogReader(run_dir)
     return reader.read_new(), reader.meta()
 

@@ -1,8 +1,9 @@
 """Shared parts of the digits examples: the command line and the progress lines.
 
 The data (scikit-learn's ``load_digits``, 1797 grey 8x8 images of the digits 0-9, which
-ships with scikit-learn, so the examples run offline in seconds on a CPU) and the
-tracked training loop live in ``cockpit.demo_training``, which ``cockpit demo`` runs.
+ships with scikit-learn, so the examples run offline in seconds on a CPU), the models
+and the tracked training loop live in ``cockpit.zoo``, whose loop ``cockpit demo`` runs
+too.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from cockpit.zoo.training import Settings, run
 from torch import Tensor, nn
 
-from cockpit.demo_training import Settings, run
 from cockpit.quantities import PRESETS
 
 #: Print a progress line every this many steps.

@@ -3,8 +3,8 @@
 A decoder-only transformer (a token embedding plus fixed sinusoidal position codes;
 pre-norm blocks of causal multi-head self-attention and a GELU MLP, each with
 LayerNorm and a residual connection; a final LayerNorm; the output layer tied to the
-token embedding) learns
-to predict the next character of the Python standard library's source files, which
+token embedding; ``cockpit.zoo.models.CharTransformer``) learns to predict the next
+character of the Python standard library's source files (``cockpit.zoo.text``), which
 ship with every Python installation, so nothing is downloaded. It is trained by Adam
 and tracked with the ``business`` preset: the first-order statistics plus the
 Hessian trace and the TIC. BackPACK has no per-sample gradients for LayerNorm or a
@@ -29,142 +29,19 @@ with ``loss_input=``.
 from __future__ import annotations
 
 import argparse
-import math
-import sysconfig
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from cockpit.zoo.models import CharTransformer, class_axis_second
+from cockpit.zoo.text import ALPHABET, load_text, windows
+from torch import nn
 
 import cockpit
 from cockpit.quantities import PRESETS
 
 NAME = "char_transformer"
-
-#: Characters the model knows; anything else in the text becomes "?".
-ALPHABET = "\n\t" + "".join(chr(c) for c in range(32, 127))
-
-
-def class_axis_second(logits: Tensor) -> Tensor:
-    """``[N, T, V] -> [N, V, T]``: what ``CrossEntropyLoss`` takes for sequences."""
-    return logits.transpose(1, 2)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position t sees positions up to t."""
-
-    def __init__(self, width: int, heads: int, context: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-        mask = torch.ones(context, context, dtype=torch.bool).tril()
-        self.register_buffer("mask", mask, persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        n, t, width = x.shape
-        q, k, v = (
-            self.qkv(x)
-            .view(n, t, 3, self.heads, width // self.heads)
-            .permute(2, 0, 3, 1, 4)
-        )
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-        scores = scores.masked_fill(~self.mask[:t, :t], float("-inf"))
-        mixed = scores.softmax(-1) @ v  # [N, heads, T, width / heads]
-        return self.proj(mixed.transpose(1, 2).reshape(n, t, width))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
-
-    def __init__(self, width: int, heads: int, context: int):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(width)
-        self.attn = CausalSelfAttention(width, heads, context)
-        self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-def sinusoidal_positions(context: int, width: int) -> Tensor:
-    """``[context, width]`` fixed position codes (Vaswani et al. 2017).
-
-    Column pairs ``(2i, 2i+1)`` hold ``sin`` and ``cos`` of ``t / 10000^(2i/width)``.
-    """
-    position = torch.arange(context, dtype=torch.float32).unsqueeze(1)
-    frequency = torch.exp(
-        torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width)
-    )
-    codes = torch.zeros(context, width)
-    codes[:, 0::2] = torch.sin(position * frequency)
-    codes[:, 1::2] = torch.cos(position * frequency)
-    return codes
-
-
-class CharTransformer(nn.Module):
-    """Decoder-only transformer from ``[N, T]`` tokens to ``[N, T, vocab]`` logits.
-
-    The output layer shares its weight with the token embedding (weight tying).
-    """
-
-    def __init__(
-        self,
-        vocab: int,
-        width: int = 64,
-        heads: int = 4,
-        layers: int = 2,
-        context: int = 64,
-    ):
-        super().__init__()
-        self.tok = nn.Embedding(vocab, width)
-        nn.init.normal_(self.tok.weight, std=0.02)  # also the output layer's weight
-        self.register_buffer("pos", sinusoidal_positions(context, width), False)
-        self.blocks = nn.Sequential(
-            *[Block(width, heads, context) for _ in range(layers)]
-        )
-        self.ln = nn.LayerNorm(width)
-        self.head = nn.Linear(width, vocab, bias=False)
-        self.head.weight = self.tok.weight
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        x = self.tok(tokens) + self.pos[: tokens.shape[1]]
-        return self.head(self.ln(self.blocks(x)))
-
-
-def load_text(characters: int) -> Tensor:
-    """The first ``characters`` characters of the standard library's ``*.py`` files.
-
-    Files are taken in name order from the running Python's ``stdlib`` directory,
-    so the text is the same for the same Python version.
-    """
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    index = {c: i for i, c in enumerate(ALPHABET)}
-    unknown = index["?"]
-    codes: list[int] = []
-    for path in sorted(stdlib.glob("*.py")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        codes.extend(index.get(c, unknown) for c in text)
-        if len(codes) >= characters:
-            break
-    if len(codes) < 2:
-        raise RuntimeError(f"No Python sources found under {stdlib}.")
-    return torch.tensor(codes[:characters])
-
-
-def batches(text: Tensor, batch_size: int, context: int, seed: int):
-    """Endless random windows: inputs ``[N, T]`` and next characters ``[N, T]``."""
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        starts = torch.randint(len(text) - context - 1, (batch_size,), generator=gen)
-        windows = torch.stack([text[s : s + context + 1] for s in starts.tolist()])
-        yield windows[:, :-1], windows[:, 1:]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     print(f"{NAME}: {args.steps} steps, preset {args.preset}, logging to {ck.run_dir}")
     start = time.perf_counter()
     loss = torch.tensor(float("nan"))
-    data = batches(text, args.batch_size, args.context, args.seed)
+    data = windows(text, args.batch_size, args.context, args.seed)
     with ck:
         for step in range(args.steps):
             inputs, targets = next(data)

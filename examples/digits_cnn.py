@@ -6,8 +6,8 @@ training images of ``sklearn.datasets.load_digits``. It shows the tracker's per-
 statistics on convolutions: the per-layer gradient norms, the gradient tests and
 the histograms cover the ``Conv2d`` weights as well as the ``Linear`` ones. Validation
 loss and accuracy are logged every 50 steps. It needs no download and takes seconds on a
-CPU. The model (``build_cnn``) and the training loop are ``cockpit.demo_training``'s,
-which ``cockpit demo`` runs with the ``full`` preset. Run from the repository root::
+CPU. The model (``cockpit.zoo.models.digits_cnn``) and the training loop
+(``cockpit.zoo.training``) are the ones ``cockpit demo`` runs with the ``full`` preset. Run from the repository root::
 
     python examples/digits_cnn.py                      # 300 steps into runs/<name>
     python examples/digits_cnn.py --steps 20 --preset full --every 2
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _digits import main as run_example
-
-from cockpit.demo_training import LR, build_cnn
+from cockpit.zoo.models import digits_cnn
+from cockpit.zoo.training import LR
 
 NAME = "digits_cnn"
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         argv: Command-line arguments; ``None`` reads ``sys.argv``.
 
     """
-    return run_example(build_cnn, argv, (__doc__ or NAME).splitlines()[0], NAME, LR)
+    return run_example(digits_cnn, argv, (__doc__ or NAME).splitlines()[0], NAME, LR)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ additions break the chain of modules that BackPACK's second-order extensions nee
 and BackPACK has no per-sample gradients for GroupNorm: the tracker's ``auto`` engine
 keeps BackPACK for the convolutions' and the linear layer's per-sample gradients and
 uses torch.func for GroupNorm and for the curvature (the line it prints at the start
-says which engine handles what). Runs offline in seconds on a CPU. Run from the
-repository root::
+says which engine handles what). The model is ``cockpit.zoo.models.resnet_digits``.
+Runs offline in seconds on a CPU. Run from the repository root::
 
     python examples/resnet_digits.py                         # 300 steps, economy
     python examples/resnet_digits.py --steps 100 --preset business
@@ -22,46 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _digits import main as run_example
-from torch import Tensor, nn
+from cockpit.zoo.models import resnet_digits
 
 NAME = "resnet_digits"
 LR = 0.05
-
-
-class ResidualBlock(nn.Module):
-    """Pre-activation residual block; a strided 1x1 convolution when the shape changes."""
-
-    def __init__(self, channels_in: int, channels_out: int, stride: int = 1):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.GroupNorm(4, channels_in),
-            nn.ReLU(),
-            nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1),
-            nn.GroupNorm(4, channels_out),
-            nn.ReLU(),
-            nn.Conv2d(channels_out, channels_out, 3, padding=1),
-        )
-        self.skip = (
-            nn.Identity()
-            if channels_in == channels_out and stride == 1
-            else nn.Conv2d(channels_in, channels_out, 1, stride=stride)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.skip(x) + self.body(x)
-
-
-def build_resnet() -> nn.Module:
-    """The residual network on ``(N, 1, 8, 8)`` images: about 20,000 parameters."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        ResidualBlock(16, 16),
-        ResidualBlock(16, 32, stride=2),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(32, 10),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -71,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         argv: Command-line arguments; ``None`` reads ``sys.argv``.
 
     """
-    return run_example(build_resnet, argv, (__doc__ or NAME).splitlines()[0], NAME, LR)
+    return run_example(resnet_digits, argv, (__doc__ or NAME).splitlines()[0], NAME, LR)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from cockpit.zoo.models import CharTransformer
 from torch import nn
 
 
@@ -194,8 +195,6 @@ class ClassAxisSecond(nn.Module):
 
 
 def _transformer() -> nn.Module:
-    from examples.char_transformer import CharTransformer
-
     model = CharTransformer(vocab=5, width=4, heads=4, layers=1, context=3)
     with torch.no_grad():  # LayerNorm away from its identity initialization
         for name, param in model.named_parameters():

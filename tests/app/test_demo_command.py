@@ -146,7 +146,7 @@ class Demo:
                 command = (stat.parent / "cmdline").read_bytes()
             except (OSError, IndexError, ValueError):
                 continue
-            if parent == self.process.pid and b"cockpit.demo_training" in command:
+            if parent == self.process.pid and b"cockpit.zoo.demo" in command:
                 return int(stat.parent.name)
         raise AssertionError(f"no training subprocess:\n{self.output}")
 

@@ -1,0 +1,101 @@
+"""The configurations: plain training, each preset, each quantity, and their variants.
+
+A configuration is a name; :func:`build_run` turns it into a model, an SGD optimizer
+and a Cockpit (none for :data:`PLAIN`). ``overhead.py``'s docstring describes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import cockpit
+from _overhead.problems import Batches, Problem
+from cockpit.quantities import PRESETS, REGISTRY, GgnTopEigen
+
+PLAIN = "plain"
+#: The full preset with its default schedules (costly curvature every 10th step).
+SCHEDULED = "full-scheduled"
+FUNC = "/torch.func"
+#: Quantities with non-default options, as ``<quantity>/<variant>`` configurations.
+VARIANTS = {"ggn_top_eigen/lanczos": lambda: GgnTopEigen(method="lanczos")}
+CONFIGS = [PLAIN, *PRESETS, SCHEDULED, *REGISTRY]
+assert len(set(CONFIGS)) == len(CONFIGS), "a preset and a quantity share a name"
+DEFAULT_CONFIGS = [*CONFIGS, "economy" + FUNC, "business" + FUNC]
+CONFIGS += [*VARIANTS]
+CONFIGS += [c + FUNC for c in CONFIGS if c != PLAIN]
+#: Plain SGD (no momentum, no weight decay), so that every quantity is defined.
+LR = 0.01
+
+
+@dataclass
+class Run:
+    """One configuration's training: model, optimizer, Cockpit (None for plain)."""
+
+    config: str
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    ck: cockpit.Cockpit | None
+    loss_input: Callable[[Tensor], Tensor] | None = None
+    batch_index: int = 0
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        out = self.model(x)
+        return self.loss_fn(out if self.loss_input is None else self.loss_input(out), y)
+
+    def step(self, batches: Batches) -> None:
+        """One training step on the next batch of the pool (tracked unless plain)."""
+        x, y = batches[self.batch_index % len(batches)]
+        self.batch_index += 1
+        self.optimizer.zero_grad()
+        if self.ck is None:
+            self.loss(x, y).backward()
+        else:
+            with self.ck.track():
+                self.loss(x, y).backward()
+        self.optimizer.step()
+
+    def flush(self) -> None:
+        """Wait until the Cockpit's writer has written everything submitted."""
+        if self.ck is not None:
+            self.ck.writer.flush()
+
+
+def _tracking(config: str) -> dict[str, Any]:
+    """The Cockpit's ``preset`` and ``quantities`` for a configuration but plain."""
+    base = config.removesuffix(FUNC)
+    if base == SCHEDULED:
+        return {"preset": "full"}
+    if base in VARIANTS:
+        quantity = VARIANTS[base]()
+        return {"preset": None, "quantities": {quantity.name: quantity}}
+    # Presets with every quantity at every step (``full`` by default runs its
+    # costly curvature quantities every 10th step only).
+    names = list(PRESETS[base]) if base in PRESETS else [base]
+    return {"preset": None, "quantities": dict.fromkeys(names, 1)}
+
+
+def build_run(problem: Problem, config: str, device: torch.device, logdir: str) -> Run:
+    """A fresh model with the problem's initial weights, its optimizer and Cockpit."""
+    model = problem.make_model().to(device)
+    model.load_state_dict(problem.initial)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    ck = None
+    if config != PLAIN:
+        ck = cockpit.Cockpit(
+            model,
+            loss_fn,
+            optimizer,
+            logdir=logdir,
+            run_name=f"{problem.name}-{config.replace('/', '-')}",
+            engine="torch.func" if config.endswith(FUNC) else "auto",
+            loss_input=problem.loss_input,
+            **_tracking(config),
+        )
+    return Run(config, model, loss_fn, optimizer, ck, problem.loss_input)
