@@ -12,11 +12,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, html, no_update
+
 from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
 from cockpit.instruments import REGISTRY, Instrument, RunData, View
-from dash import Dash, Input, Output, State, html, no_update
 
 __all__ = ["FigureCache", "layer_options", "poll", "register", "toggle_pause", "view"]
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from types import FrameType
 
 from cockpit.app.server import serve
-
 from cockpit.logs.schema import META_FILE
 
 __all__ = ["DEMO_STEPS", "add_parser", "run"]

@@ -52,7 +52,6 @@ def _target(out_dir: Path, name: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Export the run; returns the exit status (2 for a bad run or OUT_DIR)."""
     from cockpit.instruments._reading import read_chunks
-
     from cockpit.logs import LogReader
     from cockpit.logs.tensorboard import TensorBoardWriter
 

@@ -6,8 +6,9 @@ callbacks and the browser tests can find them.
 
 from __future__ import annotations
 
-from cockpit.instruments import GROUPS, REGISTRY
 from dash import dcc, html
+
+from cockpit.instruments import GROUPS, REGISTRY
 
 __all__ = ["WHOLE_MODEL", "build_layout", "graph_id"]
 

@@ -6,10 +6,11 @@ import logging
 import os
 import sys
 
+from dash import Dash
+
 from cockpit.app.callbacks import register
 from cockpit.app.layout import build_layout
 from cockpit.app.store import RunStore
-from dash import Dash
 
 __all__ = ["LOCAL_HOSTS", "create_app", "serve"]
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cockpit.instruments import RunData
-
 from cockpit.exceptions import CockpitError
+from cockpit.instruments import RunData
 from cockpit.logs import LogReader
 from cockpit.logs.schema import ERROR, META_FILE, STEP
 

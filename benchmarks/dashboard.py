@@ -84,10 +84,10 @@ def log(message: str) -> None:
 def template_records(steps: int, folder: Path) -> tuple[list[dict[str, Any]], dict]:
     """Train the demo CNN with the economy preset; its records and ``meta.json``."""
     import torch
-    from cockpit.zoo.models import digits_cnn
-    from cockpit.zoo.training import Settings, run
 
     from cockpit.logs import LogReader
+    from cockpit.zoo.models import digits_cnn
+    from cockpit.zoo.training import Settings, run
 
     torch.manual_seed(0)
     settings = Settings(str(folder), "template", steps, valid_every=10)
@@ -239,7 +239,6 @@ def phases(run_dir: Path) -> dict[str, float]:
     The collector is paused meanwhile, as the server's store pauses it.
     """
     from cockpit.instruments import RunData
-
     from cockpit.logs import LogReader
 
     gc.disable()
@@ -261,7 +260,6 @@ def serve_long_run(logdir: Path, repeats: int) -> dict[str, Any]:
     step, appended to ``steps.jsonl`` for the live case.
     """
     from cockpit.app import create_app
-
     from cockpit.logs._format import encode_record
 
     app = create_app(logdir)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from cockpit.zoo.training import Settings, run
 from torch import Tensor, nn
 
 from cockpit.quantities import PRESETS
+from cockpit.zoo.training import Settings, run
 
 #: Print a progress line every this many steps.
 PRINT_EVERY = 50

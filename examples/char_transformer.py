@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from cockpit.zoo.models import CharTransformer, class_axis_second
-from cockpit.zoo.text import ALPHABET, load_text, windows
 from torch import nn
 
 import cockpit
 from cockpit.quantities import PRESETS
+from cockpit.zoo.models import CharTransformer, class_axis_second
+from cockpit.zoo.text import ALPHABET, load_text, windows
 
 NAME = "char_transformer"
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _digits import main as run_example
+
 from cockpit.zoo.models import digits_cnn
 from cockpit.zoo.training import LR
 

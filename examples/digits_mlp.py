@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _digits import main as run_example
+
 from cockpit.zoo.models import digits_mlp
 
 NAME = "digits_mlp"

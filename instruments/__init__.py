@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import importlib
 
+from cockpit import catalog
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import Histogram, RunData, Series
 from cockpit.instruments._figures import PLACEHOLDER_NAME
 from cockpit.instruments._view import View
-
-from cockpit import catalog
 
 __all__ = [
     "GROUPS",

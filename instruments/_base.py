@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import plotly.graph_objects as go
+
+from cockpit.catalog import ENTRIES
 from cockpit.instruments._data import RunData
 from cockpit.instruments._figures import finish, placeholder
 from cockpit.instruments._view import View
-
-from cockpit.catalog import ENTRIES
 from cockpit.presets import how_to_fill
 
 if TYPE_CHECKING:  # matplotlib loads only when a report is drawn

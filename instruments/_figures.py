@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
 from cockpit.instruments._data import Series
 from cockpit.instruments._series import ema, even_indices, extreme_indices
 from cockpit.instruments._view import View
-from plotly.subplots import make_subplots
 
 __all__ = [
     "PLACEHOLDER_NAME",

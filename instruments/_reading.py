@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cockpit.instruments._data import RunData
 from tqdm import tqdm
 
+from cockpit.instruments._data import RunData
 from cockpit.logs import LogReader
 
 __all__ = ["bar", "read_chunks", "read_run"]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from cockpit.instruments._data import Series
 from cockpit.instruments._figures import fmt
 from cockpit.instruments._series import ema, even_indices, extreme_indices

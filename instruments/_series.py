@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
 from cockpit.instruments._data import Series
 from cockpit.instruments._view import View
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
+
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData
 from cockpit.instruments._figures import (

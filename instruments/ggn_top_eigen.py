@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
+
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import (
@@ -28,7 +29,6 @@ from cockpit.instruments._report_axes import (
     subtitle,
 )
 from cockpit.instruments._view import View
-
 from cockpit.presets import how_to_fill
 
 if TYPE_CHECKING:

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from cockpit.catalog import ENTRIES
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import add_series, color, header, set_axes
@@ -21,9 +24,6 @@ from cockpit.instruments._report_axes import (
 )
 from cockpit.instruments._series import ema, even_indices
 from cockpit.instruments._view import View
-from plotly.subplots import make_subplots
-
-from cockpit.catalog import ENTRIES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
+
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import add_series, header, set_axes
 from cockpit.instruments._lines import LinesInstrument

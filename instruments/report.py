@@ -23,13 +23,14 @@ import textwrap
 from pathlib import Path
 
 import matplotlib as mpl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure, SubFigure
+
 from cockpit.instruments import GROUPS, REGISTRY
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData
 from cockpit.instruments._reading import bar, read_run
 from cockpit.instruments._view import View
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure, SubFigure
 
 __all__ = [
     "FORMATS",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cockpit.instruments._lines import LinesInstrument
-
 from cockpit.catalog import ENTRIES
+from cockpit.instruments._lines import LinesInstrument
 
 __all__ = ["TicGauge"]
 

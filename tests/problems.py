@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from cockpit.zoo.models import CharTransformer
 from torch import nn
+
+from cockpit.zoo.models import CharTransformer
 
 
 class SequenceMLP(nn.Module):

@@ -3,10 +3,10 @@
 import subprocess
 import sys
 
-import cockpit.instruments as instruments
 import numpy as np
 import pytest
 
+import cockpit.instruments as instruments
 from cockpit import catalog, quantities, tracker
 from cockpit.catalog import CATALOGUE, ENTRIES, GROUPS, KRONECKER, PLAIN_SGD
 from cockpit.presets import BOOKKEEPING, PRESETS

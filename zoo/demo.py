@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 import torch
-from cockpit.zoo.models import digits_cnn
-from cockpit.zoo.training import Settings, run
 from torch import Tensor
 from tqdm import tqdm
+
+from cockpit.zoo.models import digits_cnn
+from cockpit.zoo.training import Settings, run
 
 __all__ = ["BarProgress", "main"]
 

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from cockpit.zoo.digits import batches, train_valid
 from torch import Tensor, nn
 
 import cockpit
 from cockpit.quantities import PRESETS
+from cockpit.zoo.digits import batches, train_valid
 
 __all__ = ["LR", "Progress", "Settings", "evaluate", "run"]
 

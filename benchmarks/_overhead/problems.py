@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
+
 from cockpit.zoo import models
 from cockpit.zoo.digits import digits
 from cockpit.zoo.text import ALPHABET, load_text, windows
-from torch import Tensor, nn
 
 SEED = 0
 

@@ -1,12 +1,12 @@
 import pytest
+from dash import no_update
+
 from cockpit.app import callbacks
 from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.server import create_app
 from cockpit.app.store import RunStore
 from cockpit.app.throttle import Throttle
 from cockpit.instruments import PLACEHOLDER_NAME, REGISTRY, View
-from dash import no_update
-
 from tests.app.test_store import append
 from tests.instruments.synthetic import write_run
 

@@ -1,9 +1,9 @@
 import importlib.metadata
 
 import pytest
-from cockpit.app import cli
 from dash import Dash
 
+from cockpit.app import cli
 from tests.instruments.synthetic import write_run
 
 

@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cockpit.app import demo_command
 
+from cockpit.app import demo_command
 from tests.app import test_browser as browser_tests
 from tests.app.test_browser import (
     ARGS,

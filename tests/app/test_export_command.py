@@ -3,7 +3,6 @@
 import math
 
 import pytest
-from cockpit.app import cli
 from tensorboard.backend.event_processing.event_accumulator import (
     HISTOGRAMS,
     SCALARS,
@@ -11,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 )
 
 import cockpit
+from cockpit.app import cli
 from tests.instruments.synthetic import LAYERS, write_run
 
 

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-from cockpit.app import cli
 
+from cockpit.app import cli
 from tests.instruments.synthetic import write_run
 
 

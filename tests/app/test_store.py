@@ -2,8 +2,8 @@ import json
 import os
 
 import pytest
-from cockpit.app.store import RunNameError, RunStore
 
+from cockpit.app.store import RunNameError, RunStore
 from tests.instruments.synthetic import step_records, write_run
 
 

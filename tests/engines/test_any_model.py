@@ -14,7 +14,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from cockpit.zoo.models import class_axis_second
 from torch import nn
 
 import cockpit
@@ -26,6 +25,7 @@ from cockpit.exceptions import (
     UsageError,
 )
 from cockpit.quantities import CurvatureNoise, GgnTopEigen, HessTrace, TicDiag, TicTrace
+from cockpit.zoo.models import class_axis_second
 from tests import reference
 from tests.problems import PROBLEMS, ClassAxisSecond, ResidualMLP
 from tests.quantities.tracking import (

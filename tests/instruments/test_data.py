@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
-from cockpit.instruments import RunData
 
+from cockpit.instruments import RunData
 from cockpit.logs.reader import records_to_frames
 from tests.instruments.synthetic import LAYERS, run_data, step_records
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from cockpit.instruments import GROUPS, PLACEHOLDER_NAME, REGISTRY, RunData, View
 
+from cockpit.instruments import GROUPS, PLACEHOLDER_NAME, REGISTRY, RunData, View
 from cockpit.logs.reader import records_to_frames
 from tests.instruments.synthetic import run_data
 

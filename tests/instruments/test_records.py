@@ -6,8 +6,8 @@ through pandas frames; they must agree.
 
 import numpy as np
 import pytest
-from cockpit.instruments import RunData
 
+from cockpit.instruments import RunData
 from cockpit.logs.flatten import records_to_frames
 from tests.instruments.synthetic import records, through_json
 

@@ -2,10 +2,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cockpit.instruments as instruments
 import pytest
-from cockpit.instruments import GROUPS, REGISTRY, Instrument, get
 
+import cockpit.instruments as instruments
+from cockpit.instruments import GROUPS, REGISTRY, Instrument, get
 from cockpit.presets import BOOKKEEPING, how_to_fill
 
 ROOT = Path(__file__).resolve().parents[2]

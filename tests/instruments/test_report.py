@@ -7,6 +7,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.text import Text
+
+from cockpit.exceptions import CorruptLogWarning, LogFormatError
 from cockpit.instruments import GROUPS, REGISTRY, Instrument
 from cockpit.instruments._reading import read_run
 from cockpit.instruments.report import (
@@ -16,9 +19,6 @@ from cockpit.instruments.report import (
     save,
     write_report,
 )
-from matplotlib.text import Text
-
-from cockpit.exceptions import CorruptLogWarning, LogFormatError
 from cockpit.logs import RunWriter
 from tests.instruments.synthetic import run_data, write_run
 

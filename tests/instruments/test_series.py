@@ -1,4 +1,5 @@
 import numpy as np
+
 from cockpit.instruments._series import ema, ema_span, even_indices, extreme_indices
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from cockpit.zoo import models
 from cockpit.zoo.digits import N_VALID, digits, train_valid
 from cockpit.zoo.text import ALPHABET, load_text, windows
