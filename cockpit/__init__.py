@@ -24,7 +24,7 @@ __all__ = [
 
 _LAZY = {
     "Cockpit": "cockpit.tracker",
-    "track": "cockpit.tracker",
+    "track": "cockpit._open_runs",
     "every": "cockpit.schedules",
     "log_spaced": "cockpit.schedules",
     "load": "cockpit.logs",
@@ -33,9 +33,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from cockpit._open_runs import track
     from cockpit.logs import LogReader, Run, load
     from cockpit.schedules import every, log_spaced
-    from cockpit.tracker import Cockpit, track
+    from cockpit.tracker import Cockpit
 
 
 def __getattr__(name: str) -> Any:

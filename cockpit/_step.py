@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from backpack.core.derivatives.convnd import weight_jac_t_save_memory
 from torch import Tensor, nn
 
 from cockpit._loss_capture import LossCapture
+from cockpit._optimizer_step import AwaitingStep
 from cockpit._record import Late, TensorRecord
 from cockpit.engines import backpack_engine, curvature, fill, moves
 from cockpit.engines.choice import Assignment
@@ -41,7 +42,6 @@ from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
-from cockpit.states import StepTaken
 
 
 @dataclass
@@ -74,18 +74,6 @@ class StepInputs:
     hist_samples: int
     generator: Callable[[torch.device], torch.Generator]
     sampling_seed: Callable[[], int]
-
-
-@dataclass
-class AwaitingStep:
-    """A step's record that waits for ``optimizer.step()`` to add the step taken."""
-
-    states: StepStates
-    layers: dict[str, LayerStats]
-    record: TensorRecord
-    quantities: list[Quantity]
-    before: dict[str, Tensor] = field(default_factory=dict)
-    handles: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -365,35 +353,4 @@ class TrackedStep:
         )
 
 
-def install_step_hooks(
-    optimizer: torch.optim.Optimizer,
-    params: dict[str, torch.nn.Parameter],
-    awaiting: AwaitingStep,
-    done: Callable[[AwaitingStep, StepTaken | None], None],
-) -> None:
-    """One-shot hooks around the next ``optimizer.step()``: snapshot, then diff."""
-    names = list(params)
-
-    def flat() -> list[Tensor]:
-        return [p.detach().reshape(-1) for p in params.values()]
-
-    def before(opt, args, kwargs) -> None:
-        # One fused call per list (torch._foreach_*): many small parameters cost
-        # launches, not arithmetic.
-        awaiting.before = dict(zip(names, torch._foreach_mul(flat(), 1.0), strict=True))
-
-    def after(opt, args, kwargs) -> None:
-        for handle in awaiting.handles:
-            handle.remove()
-        awaiting.handles.clear()
-        before = list(awaiting.before.values())
-        delta = dict(zip(names, torch._foreach_sub(flat(), before), strict=True))
-        done(awaiting, StepTaken(delta=delta))
-
-    awaiting.handles = [
-        optimizer.register_step_pre_hook(before),
-        optimizer.register_step_post_hook(after),
-    ]
-
-
-__all__ = ["StepInputs", "StepResult", "TrackedStep", "install_step_hooks"]
+__all__ = ["StepInputs", "StepResult", "TrackedStep"]

@@ -14,17 +14,11 @@ See DESIGN.md, "The training-loop contract". A minimal loop::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import importlib.metadata
-import logging
-import socket
-import sys
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +26,16 @@ import torch
 from torch import nn
 
 from cockpit import _setup, presets
-from cockpit._meta import json_safe, new_run_name
+from cockpit._meta import new_run_name, run_meta
+from cockpit._open_runs import register, unregister
+from cockpit._optimizer_step import OptimizerWatch
 from cockpit._record import TensorRecord
 from cockpit._step import (
-    AwaitingStep,
     StepInputs,
     StepResult,
     TrackedStep,
-    install_step_hooks,
 )
 from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
-from cockpit.engines import fill
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
 from cockpit.engines.func_engine import FuncEngine
@@ -57,7 +50,6 @@ from cockpit.logs import RunWriter
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.logs.tensorboard import TensorBoardWriter
 from cockpit.quantities import REGISTRY
-from cockpit.states import StepTaken
 
 #: Keys the tracker logs besides the quantities (see ``Cockpit.bookkeeping``).
 BOOKKEEPING = frozenset(presets.BOOKKEEPING)
@@ -162,17 +154,29 @@ class Cockpit:
         run_dir = Path(logdir) / name
         mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
         self.writer = RunWriter(
-            run_dir, self._meta(name, model, preset, self.absent, config), mirror=mirror
+            run_dir,
+            run_meta(
+                name=name,
+                model=model,
+                params=self.params,
+                loss=(loss_fn, self.mean),
+                optimizer=optimizer,
+                preset=preset,
+                quantities=self.quantities,
+                absent=self.absent,
+                engines=self.engines.as_meta(),
+                hist_samples=hist_samples,
+                config=config,
+            ),
+            mirror=mirror,
         )
         self.step = 0
         self._last_entry: float | None = None
         self._step_time: float | None = None
         self._in_track = False
         self._closed = False
-        self._awaiting: AwaitingStep | None = None
-        self._stepped = True
-        self._step_hook = optimizer.register_step_post_hook(self._mark_stepped)
-        _register(self)
+        self._watch = OptimizerWatch(optimizer, self.params, self.submit)
+        register(self)
 
     def _choose_engines(self, engine: str, absent: dict[str, str]) -> None:
         """Assign parameters and curvature to engines; drop what neither can do."""
@@ -230,39 +234,6 @@ class Cockpit:
                 self.drop(name, absent, why, stacklevel=4)
         return absent
 
-    def _meta(self, name, model, preset, absent, config) -> dict[str, Any]:
-        return json_safe(
-            {
-                "run_name": name,
-                "created": datetime.now(timezone.utc).isoformat(),
-                "host": socket.gethostname(),
-                "versions": {
-                    "torch": torch.__version__,
-                    "backpack": importlib.metadata.version("backpack-for-pytorch"),
-                    "python": sys.version.split()[0],
-                },
-                "model": type(model).__name__,
-                "parameters": {n: list(p.shape) for n, p in self.params.items()},
-                "frozen": [
-                    n for n, p in model.named_parameters() if not p.requires_grad
-                ],
-                "loss": {"type": type(self.loss_fn).__name__, "mean": self.mean},
-                "optimizer": {
-                    "type": type(self.optimizer).__name__,
-                    "defaults": self.optimizer.defaults,
-                },
-                "preset": preset,
-                "quantities": {n: repr(q.schedule) for n, q in self.quantities.items()},
-                "options": {
-                    n: q.options() for n, q in self.quantities.items() if q.options()
-                },
-                "absent": absent,
-                "engines": self.engines.as_meta(),
-                "hist_samples": self.hist_samples,
-                "config": dict(config or {}),
-            }
-        )
-
     def generator(self, device: torch.device) -> torch.Generator:
         """The tracker's own random generator on ``device``."""
         if device not in self._generators:
@@ -298,9 +269,9 @@ class Cockpit:
     def track(self) -> Iterator[None]:
         """Track the forward and backward pass inside the block as one step."""
         self._check_usable()
-        self._check_accumulation()
+        self._watch.check_accumulation()
         self._warn_notices(stacklevel=3)  # user's with-line, contextlib, track
-        self._submit_awaiting(None)
+        self._watch.flush()
         now = time.perf_counter()
         self._step_time = None if self._last_entry is None else now - self._last_entry
         self._last_entry = now
@@ -319,29 +290,6 @@ class Cockpit:
         finally:
             self._in_track = False
             self._record_moves()
-
-    def _mark_stepped(self, optimizer, args, kwargs) -> None:
-        self._stepped = True
-
-    def _check_accumulation(self) -> None:
-        """Refuse a second tracked block before ``optimizer.step()`` on kept gradients.
-
-        That is gradient accumulation over micro-batches: each block's statistics
-        would describe its micro-batch, not the accumulated batch the optimizer
-        steps on, so it is refused rather than logged as if it were.
-        """
-        stepped, self._stepped = self._stepped, False
-        if stepped or all(p.grad is None for p in self.params.values()):
-            return
-        raise UsageError(
-            "track() was entered again before optimizer.step(), with the gradients "
-            "of the previous block still in .grad: gradient accumulation over "
-            "micro-batches. The tracker's statistics are of one backward pass, not "
-            "of an accumulated batch, so this is not supported. Put track() around "
-            "one micro-batch per optimizer step (its statistics then describe that "
-            "micro-batch), or call optimizer.zero_grad() between the blocks if they "
-            "are separate steps."
-        )
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -372,7 +320,7 @@ class Cockpit:
             self.submit(record)
         result.record.values.update(self.bookkeeping(step, result.batch_size))
         if result.awaiting is not None:
-            self.await_step(result.awaiting, result.seconds)
+            self._watch.wait(result.awaiting, result.seconds)
         else:
             result.record.values["tracker_time"] = result.seconds
             self.submit(result.record)
@@ -380,33 +328,6 @@ class Cockpit:
     def submit(self, record: TensorRecord) -> None:
         """Hand a record to the background writer."""
         self.writer.submit(record)
-
-    def await_step(self, awaiting: AwaitingStep, seconds: float) -> None:
-        """Finish the step's record after the next ``optimizer.step()``."""
-        awaiting.record.values["tracker_time"] = seconds
-        self._awaiting = awaiting
-        install_step_hooks(self.optimizer, self.params, awaiting, self._submit_awaiting)
-
-    def _submit_awaiting(self, awaiting=None, taken: StepTaken | None = None) -> None:
-        awaiting = awaiting or self._awaiting
-        if awaiting is None or awaiting is not self._awaiting:
-            return
-        self._awaiting = None
-        start = time.perf_counter()
-        for handle in awaiting.handles:
-            handle.remove()
-        if taken is not None:
-            states, step = awaiting.states, awaiting.states.step
-            keeping = [q for q in awaiting.quantities if q.keeps_for_step(step)]
-            states.update(
-                fill.step_states(fill.declared(keeping), taken, awaiting.layers)
-            )
-            for quantity in awaiting.quantities:
-                value = quantity.finalize_step(states)
-                if value is not None:
-                    awaiting.record.values[quantity.name] = value
-        awaiting.record.values["tracker_time"] += time.perf_counter() - start
-        self.submit(awaiting.record)
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Add user metrics (validation loss, accuracy, ...) to the log at ``step``.
@@ -447,73 +368,14 @@ class Cockpit:
     def _close(self, status: str, stacklevel: int) -> None:
         if self._closed:
             return
-        self._submit_awaiting(None)
+        self._watch.close()
         self._closed = True
-        self._step_hook.remove()
         self.writer.close(status)
         self._warn_notices(stacklevel + 1)
-        _OPEN.discard(self)
+        unregister(self)
 
     def __enter__(self) -> Cockpit:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close("crashed" if exc_type is not None else "finished", stacklevel=2)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (redirections included)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _show_engine_lines() -> None:
-    """Print the ``cockpit`` logger's info lines on stderr unless configured."""
-    if not LOG.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        LOG.addHandler(handler)
-        LOG.setLevel(logging.INFO)
-        LOG.propagate = False
-
-
-_show_engine_lines()
-
-
-def _register(cockpit: Cockpit) -> None:
-    global _CURRENT
-    _CURRENT = weakref.ref(cockpit)
-    _OPEN.add(cockpit)
-
-
-def track(cockpit: Cockpit | None = None) -> contextlib.AbstractContextManager[None]:
-    """``track()`` on ``cockpit`` or, by default, the most recently created Cockpit."""
-    if cockpit is None:
-        cockpit = _CURRENT() if _CURRENT is not None else None
-        if cockpit is None:
-            raise UsageError(
-                "cockpit.track() found no Cockpit: create one first with "
-                "cockpit.Cockpit(model, loss_fn, optimizer, logdir=...)."
-            )
-    return cockpit.track()
-
-
-def _close_all(status: str) -> None:
-    for cockpit in list(_OPEN):
-        with contextlib.suppress(Exception):
-            cockpit.close(status)
-
-
-def _excepthook(exc_type, exc, tb, _previous=sys.excepthook) -> None:
-    _close_all("crashed")
-    _previous(exc_type, exc, tb)
-
-
-sys.excepthook = _excepthook
-atexit.register(_close_all, "finished")

@@ -1,0 +1,153 @@
+"""Around ``optimizer.step()``: records waiting for the step taken, one step per block.
+
+Quantities with ``step_states`` (``update_size``, ``alpha``) need the step the
+optimizer takes after a tracked block. The block's record then waits in an
+:class:`AwaitingStep`; one-shot hooks snapshot the parameters before the next
+``optimizer.step()`` and diff them after it, the step states are filled
+(:func:`cockpit.engines.fill.step_states`) and the quantities' ``finalize_step``
+completes the record. A record whose step never comes (the next block starts, or the
+run closes) is submitted as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cockpit._record import TensorRecord
+from cockpit.engines import fill
+from cockpit.engines.layer_stats import LayerStats
+from cockpit.exceptions import UsageError
+from cockpit.quantities import Quantity
+from cockpit.quantities._view import StepStates
+from cockpit.states import StepTaken
+
+__all__ = ["AwaitingStep", "OptimizerWatch"]
+
+
+@dataclass
+class AwaitingStep:
+    """A step's record that waits for ``optimizer.step()`` to add the step taken."""
+
+    states: StepStates
+    layers: dict[str, LayerStats]
+    record: TensorRecord
+    quantities: list[Quantity]
+    before: dict[str, Tensor] = field(default_factory=dict)
+    handles: list[Any] = field(default_factory=list)
+
+
+class OptimizerWatch:
+    """Watches the optimizer's steps for one Cockpit.
+
+    Args:
+        optimizer: The user's optimizer.
+        params: Parameter name -> tracked parameter.
+        submit: Hands a finished record to the writer.
+
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: dict[str, nn.Parameter],
+        submit: Callable[[TensorRecord], None],
+    ):
+        self.optimizer, self.params, self._submit = optimizer, params, submit
+        self._awaiting: AwaitingStep | None = None
+        self._stepped = True
+        self._hook = optimizer.register_step_post_hook(self._mark_stepped)
+
+    def _mark_stepped(self, optimizer, args, kwargs) -> None:
+        self._stepped = True
+
+    def check_accumulation(self) -> None:
+        """Refuse a second tracked block before ``optimizer.step()`` on kept gradients.
+
+        That is gradient accumulation over micro-batches: each block's statistics
+        would describe its micro-batch, not the accumulated batch the optimizer
+        steps on, so it is refused rather than logged as if it were.
+        """
+        stepped, self._stepped = self._stepped, False
+        if stepped or all(p.grad is None for p in self.params.values()):
+            return
+        raise UsageError(
+            "track() was entered again before optimizer.step(), with the gradients "
+            "of the previous block still in .grad: gradient accumulation over "
+            "micro-batches. The tracker's statistics are of one backward pass, not "
+            "of an accumulated batch, so this is not supported. Put track() around "
+            "one micro-batch per optimizer step (its statistics then describe that "
+            "micro-batch), or call optimizer.zero_grad() between the blocks if they "
+            "are separate steps."
+        )
+
+    def wait(self, awaiting: AwaitingStep, seconds: float) -> None:
+        """Finish ``awaiting``'s record after the next ``optimizer.step()``."""
+        awaiting.record.values["tracker_time"] = seconds
+        self._awaiting = awaiting
+        _install_hooks(self.optimizer, self.params, awaiting, self.flush)
+
+    def flush(
+        self, awaiting: AwaitingStep | None = None, taken: StepTaken | None = None
+    ) -> None:
+        """Submit the waiting record, completed with the step ``taken`` if known."""
+        awaiting = awaiting or self._awaiting
+        if awaiting is None or awaiting is not self._awaiting:
+            return
+        self._awaiting = None
+        start = time.perf_counter()
+        for handle in awaiting.handles:
+            handle.remove()
+        if taken is not None:
+            states, step = awaiting.states, awaiting.states.step
+            keeping = [q for q in awaiting.quantities if q.keeps_for_step(step)]
+            states.update(
+                fill.step_states(fill.declared(keeping), taken, awaiting.layers)
+            )
+            for quantity in awaiting.quantities:
+                value = quantity.finalize_step(states)
+                if value is not None:
+                    awaiting.record.values[quantity.name] = value
+        awaiting.record.values["tracker_time"] += time.perf_counter() - start
+        self._submit(awaiting.record)
+
+    def close(self) -> None:
+        """Submit what waits and stop watching."""
+        self.flush()
+        self._hook.remove()
+
+
+def _install_hooks(
+    optimizer: torch.optim.Optimizer,
+    params: dict[str, nn.Parameter],
+    awaiting: AwaitingStep,
+    done: Callable[[AwaitingStep, StepTaken | None], None],
+) -> None:
+    """One-shot hooks around the next ``optimizer.step()``: snapshot, then diff."""
+    names = list(params)
+
+    def flat() -> list[Tensor]:
+        return [p.detach().reshape(-1) for p in params.values()]
+
+    def before(opt, args, kwargs) -> None:
+        # One fused call per list (torch._foreach_*): many small parameters cost
+        # launches, not arithmetic.
+        awaiting.before = dict(zip(names, torch._foreach_mul(flat(), 1.0), strict=True))
+
+    def after(opt, args, kwargs) -> None:
+        for handle in awaiting.handles:
+            handle.remove()
+        awaiting.handles.clear()
+        before = list(awaiting.before.values())
+        delta = dict(zip(names, torch._foreach_sub(flat(), before), strict=True))
+        done(awaiting, StepTaken(delta=delta))
+
+    awaiting.handles = [
+        optimizer.register_step_pre_hook(before),
+        optimizer.register_step_post_hook(after),
+    ]
