@@ -6,14 +6,13 @@ it, appends it to ``steps.jsonl`` and flushes. It fsyncs at most every
 ``fsync_interval`` seconds while there is unsynced data, and on close, so a killed
 process loses at most the last seconds and never corrupts what was written. A
 ``mirror`` (e.g. TensorBoard event files) gets each written record, decoded as a
-reader would see it, on the same thread.
+reader would see it, on the same thread (:mod:`cockpit.logs._appender`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import numbers
 import os
 import queue
 import tempfile
@@ -21,24 +20,14 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from cockpit.exceptions import LogDirError
-from cockpit.logs._format import FORMAT_VERSION, decode_line, encode_record, to_python
-from cockpit.logs.schema import (
-    ERROR,
-    META_FILE,
-    NOTES,
-    NOTICES,
-    STEP,
-    STEPS_FILE,
-    TIME,
-    VALUES,
-)
+from cockpit.logs._appender import STOP, StepsAppender, dir_error, open_steps
+from cockpit.logs._format import FORMAT_VERSION, to_python
+from cockpit.logs.schema import META_FILE, STEPS_FILE
 
 __all__ = ["Materializable", "RecordMirror", "RunWriter"]
-
-_STOP = object()
 
 
 class Materializable(Protocol):
@@ -59,36 +48,6 @@ class RecordMirror(Protocol):
 
     def close(self) -> None:
         """Write what is pending; called once, by the writer thread, on close."""
-
-
-def _dir_error(run_dir: Path, err: OSError) -> LogDirError:
-    return LogDirError(
-        f"Cannot write the run directory {run_dir}: {err}. Choose a writable log "
-        "directory (--logdir on the command line, logdir= in Python)."
-    )
-
-
-def _open_steps(run_dir: Path) -> IO[str]:
-    """Create the run directory and open a new ``steps.jsonl`` for appending."""
-    if (run_dir / STEPS_FILE).exists() or (run_dir / META_FILE).exists():
-        raise LogDirError(
-            f"The run {run_dir} already exists. Choose another run name, or delete "
-            "the old run directory."
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes given the same run name never interleave their lines.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-        fd = os.open(run_dir / STEPS_FILE, flags, 0o644)
-    except FileExistsError as err:
-        if run_dir.is_dir():
-            raise LogDirError(
-                f"The run {run_dir} already exists. Choose another run name."
-            ) from err
-        raise _dir_error(run_dir, err) from err
-    except OSError as err:
-        raise _dir_error(run_dir, err) from err
-    return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
 
 class RunWriter:
@@ -115,8 +74,6 @@ class RunWriter:
         mirror: RecordMirror | None = None,
     ) -> None:
         self._run_dir = Path(run_dir)
-        self._fsync_interval = fsync_interval
-        self._mirror = mirror
         self._notices: list[str] = []
         self._notices_lock = threading.Lock()
         self._meta_lock = threading.Lock()
@@ -129,15 +86,20 @@ class RunWriter:
             "format_version": FORMAT_VERSION,
             "status": "running",
         }
-        self._file = _open_steps(self._run_dir)
+        file = open_steps(self._run_dir)
         try:
             self._write_meta()
         except LogDirError:
-            self._file.close()
+            file.close()
             (self._run_dir / STEPS_FILE).unlink(missing_ok=True)
             raise
+        appender = StepsAppender(
+            self._run_dir, file, self._queue, fsync_interval, mirror, self._notice
+        )
         self._thread = threading.Thread(
-            target=self._run, name=f"cockpit-writer:{self._run_dir.name}", daemon=True
+            target=appender.run,
+            name=f"cockpit-writer:{self._run_dir.name}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -220,7 +182,7 @@ class RunWriter:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         self._thread.join()
         self.update_meta(status=status, end_time=time.time())
 
@@ -258,107 +220,8 @@ class RunWriter:
         except OSError as err:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
-            raise _dir_error(self._run_dir, err) from err
+            raise dir_error(self._run_dir, err) from err
 
     def _notice(self, text: str) -> None:
         with self._notices_lock:
             self._notices.append(text)
-
-    def _run(self) -> None:
-        last_sync = time.monotonic()
-        dirty = False
-        while True:
-            wait = None
-            if dirty:
-                wait = max(0.0, last_sync + self._fsync_interval - time.monotonic())
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                self._sync()
-                self._file.close()
-                self._to_mirror("close")
-                return
-            if isinstance(item, threading.Event):
-                self._to_mirror("flush")
-                item.set()
-            elif item is not None:
-                self._write_item(item)
-                dirty = True
-            if dirty and time.monotonic() - last_sync >= self._fsync_interval:
-                self._sync()
-                last_sync, dirty = time.monotonic(), False
-
-    def _sync(self) -> None:
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as err:
-            self._notice(f"could not fsync {self._run_dir / STEPS_FILE}: {err}")
-
-    def _write_item(self, item: Any) -> None:
-        try:
-            records = item.materialize() if hasattr(item, "materialize") else item
-        except Exception as err:
-            self._write_error(getattr(item, "step", None), err)
-            return
-        for record in records if isinstance(records, list) else [records]:
-            self._write_record(record)
-
-    def _write_record(self, record: Any) -> None:
-        step = record.get(STEP) if isinstance(record, dict) else None
-        try:
-            if isinstance(record, dict) and NOTICES in record:
-                record = dict(record)
-                notices = record.pop(NOTICES)
-                for text in notices if isinstance(notices, list) else [notices]:
-                    self._notice(str(text))
-            line, nonfinite = encode_record(record)
-        except Exception as err:
-            self._write_error(step, err)
-            return
-        # A value whose record explains it (``notes``) is expected, not alarming.
-        explained = record.get(NOTES, {}) if isinstance(record, dict) else {}
-        unexplained = [path for path in nonfinite if path not in explained]
-        if unexplained:
-            self._notice(
-                f"step {step}: non-finite values logged as null: {', '.join(unexplained)}"
-            )
-        self._write_line(line, step)
-        if self._mirror is not None:
-            self._to_mirror("write", decode_line(line))
-
-    def _to_mirror(self, method: str, *args: Any) -> None:
-        """Call the mirror's ``method``; if it raises, say so and stop mirroring."""
-        mirror = self._mirror
-        if mirror is None:
-            return
-        if method == "close":
-            self._mirror = None
-        try:
-            getattr(mirror, method)(*args)
-        except Exception as err:
-            self._notice(f"stopped mirroring the log to {mirror}: {err}")
-            self._mirror = None
-
-    def _write_error(self, step: object, err: Exception) -> None:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            step = -1
-        number = int(step)
-        error = f"{type(err).__name__}: {err}"
-        self._notice(
-            f"step {number}: could not log the record ({error}); "
-            "wrote an error record instead"
-        )
-        line, _ = encode_record(
-            {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}
-        )
-        self._write_line(line, number)
-
-    def _write_line(self, line: str, step: object) -> None:
-        try:
-            self._file.write(line + "\n")
-            self._file.flush()
-        except OSError as err:
-            self._notice(f"step {step}: could not write to {self._run_dir}: {err}")

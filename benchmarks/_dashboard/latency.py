@@ -1,0 +1,99 @@
+"""(a) Latency: from a step's line in ``steps.jsonl`` to its point drawn in Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from _dashboard.records import repeated, write_run
+from _dashboard.report import log, summary
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# The largest step in the loss plot's drawn data (plotly decodes typed arrays there).
+MAX_STEP = """() => {
+    const gd = document.querySelector('#loss-graph .js-plotly-plot');
+    if (!gd || !gd._fullData) return -1;
+    const xs = gd._fullData.filter(t => t.type === 'scatter' && t.x)
+        .flatMap(t => Array.from(t.x, Number));
+    return xs.length ? Math.max(...xs) : -1;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"cockpit serve exited with {server.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"cockpit serve did not answer at {url}")
+
+
+def latency(templates, meta, period: int, args, logdir: Path) -> dict:
+    """(a): seconds from a step's line in ``steps.jsonl`` to its point drawn."""
+    from playwright.sync_api import sync_playwright
+
+    total = args.latency_steps + args.appends
+    records = repeated(templates, period, total)
+    first = [r for r in records if r["step"] < args.latency_steps]
+    later = [r for r in records if r["step"] >= args.latency_steps]
+    writer = write_run(logdir / "live", meta, first, close=False)
+    port = free_port()
+    command = [sys.executable, "-m", "cockpit.app", "serve", str(logdir)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}/"
+    rng = random.Random(0)
+    seconds = []
+    try:
+        wait_until_up(url, server)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=BROWSER_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            shown = f"({MAX_STEP})() >= {args.latency_steps - 1}"
+            page.wait_for_function(f"() => {shown}", timeout=120_000)
+            for step in range(args.latency_steps, total):
+                time.sleep(rng.uniform(0.3, 1.3))
+                for record in [r for r in later if r["step"] == step]:
+                    writer.submit(record)
+                writer.flush()
+                start = time.perf_counter()
+                page.wait_for_function(
+                    f"() => ({MAX_STEP})() >= {step}", timeout=60_000
+                )
+                seconds.append(time.perf_counter() - start)
+                log(f"  latency of step {step}: {seconds[-1]:.2f} s")
+            browser_version = browser.version
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait()
+        writer.close()
+    return {**summary(seconds), "seconds": seconds, "chromium": browser_version}

@@ -1,0 +1,138 @@
+"""Per-sample gradients reduced a chunk of samples at a time.
+
+Same statistics as :func:`cockpit.engines.layer_stats.from_per_sample`, for producers
+that never hold all ``[N, D_l]`` per-sample gradients at once: the torch.func replay
+and the BackPACK engine's convolutions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
+
+__all__ = ["ChunkReducer", "from_chunks"]
+
+
+class ChunkReducer:
+    """Reduce per-sample gradients that arrive a chunk of samples at a time.
+
+    Same statistics as :func:`~cockpit.engines.layer_stats.from_per_sample`, but
+    only one ``[chunk, D_l]`` block needs to exist at any time: :meth:`add` reduces
+    each block as it comes, and :meth:`finish` assembles the :class:`LayerStats`.
+    ``g_n . g`` needs the mini-batch gradient up front (``grad``).
+
+    Args:
+        n: Batch size N.
+        grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
+        param: The parameter.
+        request: What to compute.
+
+    """
+
+    def __init__(self, n: int, grad: Tensor, param: Tensor, request: SampleRequest):
+        self.n, self.grad, self.param, self.request = n, grad, param, request
+        self.direction = request.directions.get(id(param))
+        self.hist = request.hist_budget is not None
+        self.positions = (
+            draw_positions(request, n, grad.numel(), grad.device) if self.hist else None
+        )
+        self.parts: dict[str, list[Tensor]] = {
+            "sq": [],
+            "dots": [],
+            "proj": [],
+            "hist": [],
+            "extremes": [],
+        }
+        self.sum_sq: Tensor | None = None
+
+    def add(self, block: Tensor, reused: bool = False) -> None:
+        """Reduce ``block`` ``[c, D_l]``, the next c samples' gradients.
+
+        Args:
+            block: The per-sample gradients.
+            reused: The caller overwrites ``block`` later (copy what is kept).
+
+        """
+        parts = self.parts
+        parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
+        parts["dots"].append(block @ self.grad)
+        if self.direction is not None:
+            parts["proj"].append(block @ self.direction)
+        if self.request.sum_sq:
+            squares = block.square().sum(0)
+            self.sum_sq = squares if self.sum_sq is None else self.sum_sq + squares
+        if self.hist:
+            parts["extremes"].append(torch.stack(torch.aminmax(block)))
+            picked = (
+                block
+                if self.positions is None
+                else block.index_select(1, self.positions)
+            )
+            if reused and self.positions is None:
+                picked = picked.clone()  # indexing above copies already
+            parts["hist"].append(picked.reshape(-1))
+
+    def finish(self, project: Callable[[Tensor], Tensor] | None) -> LayerStats:
+        """The statistics of all blocks added.
+
+        Args:
+            project: ``v [D_l] -> [N]``, ``g_n . v`` for a direction known only
+                later (needed if the request keeps projections).
+
+        """
+        parts, request = self.parts, self.request
+        stats = LayerStats(
+            grad=self.grad,
+            sq_norms=torch.cat(parts["sq"]),
+            dots=torch.cat(parts["dots"]),
+        )
+        stats.sum_sq = self.sum_sq
+        if self.direction is not None:
+            stats.projection = torch.cat(parts["proj"])
+        if self.hist:
+            low_high = torch.stack(parts["extremes"])
+            stats.low, stats.high = low_high[:, 0].min(), low_high[:, 1].max()
+            stats.hist_values = torch.cat(parts["hist"])
+            values = self.param.detach().reshape(-1)
+            if self.positions is not None:
+                stats.hist_weight = self.grad.numel() / self.positions.numel()
+                values = values[self.positions]
+            if request.with_param_values:
+                stats.hist_params = values.repeat(self.n)
+        if request.keep_for_projection:
+            stats.project = project
+        return stats
+
+
+def from_chunks(
+    per_sample: Callable[[slice], Tensor],
+    project: Callable[[Tensor], Tensor],
+    n: int,
+    chunk: int,
+    grad: Tensor,
+    param: Tensor,
+    request: SampleRequest,
+) -> LayerStats:
+    """Reduce per-sample gradients that ``per_sample`` produces block by block.
+
+    Args:
+        per_sample: ``rows -> [len(rows), D_l]`` per-sample gradients of those samples
+            (it may reuse one buffer for every block).
+        project: ``v [D_l] -> [N]``, ``g_n . v`` without the blocks (for later use).
+        n: Batch size N.
+        chunk: Samples per block.
+        grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
+        param: The parameter.
+        request: What to compute.
+
+    Returns:
+        The layer's statistics.
+    """
+    reducer = ChunkReducer(n, grad, param, request)
+    for first in range(0, n, chunk):
+        reducer.add(per_sample(slice(first, first + chunk)), reused=True)
+    return reducer.finish(project)

@@ -1,0 +1,121 @@
+"""What a step asks of each layer, what a layer gives back, and where histograms look.
+
+:class:`SampleRequest` says which statistics the due quantities need;
+:class:`LayerStats` holds one parameter tensor's; :func:`sample_positions` and
+:func:`draw_positions` choose the parameter positions of the histogram sample, which
+every route of :mod:`cockpit.engines.layer_stats` shares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MIN_LAYER_SAMPLES",
+    "LayerStats",
+    "SampleRequest",
+    "draw_positions",
+    "sample_positions",
+]
+
+#: Fewest histogram samples a layer gets when the budget is split by layer size, so
+#: that per-layer 2D histograms of small layers are not empty.
+MIN_LAYER_SAMPLES = 1024
+
+
+@dataclass
+class SampleRequest:
+    """What the due quantities need from each layer at this step.
+
+    Attributes:
+        mean_reduction: The loss averages over samples (scale per-sample gradients by N).
+        sum_sq: Compute ``sum_n g_{n,j}^2`` (GSNR, early stopping).
+        hist_budget: Histogram sample size for the whole network; ``None``: no
+            histogram; ``0``: exact (every element, costly).
+        with_param_values: Also collect the parameter value of each sampled element.
+        total_params: D, the number of tracked parameters (splits the budget).
+        directions: Per parameter, a flat direction ``v`` to project on now
+            (``g_n . v``), e.g. the last step taken (alpha).
+        keep_for_projection: Keep what is needed to project on a direction known only
+            after ``optimizer.step()`` (alpha's start point).
+        generator: Random generator for the histogram sample (never the global one:
+            tracking must not change the training's random stream).
+
+    """
+
+    mean_reduction: bool
+    sum_sq: bool = False
+    hist_budget: int | None = None
+    with_param_values: bool = False
+    total_params: int = 1
+    directions: dict[int, Tensor] = field(default_factory=dict)
+    keep_for_projection: bool = False
+    generator: Callable[[torch.device], torch.Generator] | None = None
+
+
+@dataclass
+class LayerStats:
+    """Sufficient statistics of one parameter tensor's per-sample gradients.
+
+    Attributes:
+        grad: ``[D_l]``, the mini-batch gradient ``g = (1/N) sum_n g_n``.
+        sq_norms: ``[N]``, ``||g_n||^2``.
+        dots: ``[N]``, ``g_n . g`` (this layer's g).
+        low: ``[]``, smallest per-sample gradient element (with histograms).
+        high: ``[]``, largest per-sample gradient element (with histograms).
+        sum_sq: ``[D_l]``, ``sum_n g_{n,j}^2``, if requested.
+        projection: ``[N]``, ``g_n . v`` for the requested direction v, if any.
+        project: ``v [D_l] -> [N]``, ``g_n . v`` for a direction known later.
+        hist_values: ``[K]``, uniformly sampled per-sample gradient elements.
+        hist_params: ``[K]``, the parameter values at the same positions.
+        hist_weight: How many elements each sampled one stands for (``N D_l / K``).
+
+    """
+
+    grad: Tensor
+    sq_norms: Tensor
+    dots: Tensor
+    low: Tensor | None = None
+    high: Tensor | None = None
+    sum_sq: Tensor | None = None
+    projection: Tensor | None = None
+    project: Callable[[Tensor], Tensor] | None = None
+    hist_values: Tensor | None = None
+    hist_params: Tensor | None = None
+    hist_weight: float = 1.0
+
+
+def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
+    """How many parameter positions of a layer the histogram sample takes.
+
+    The sample takes all N per-sample values at each of ``m`` parameter positions
+    drawn uniformly (with replacement), so every per-sample element has the same
+    chance to be in it; only ``m`` random numbers are drawn and the gathers read whole
+    columns. The budget (in elements) is split across layers in proportion to their
+    size, at least :data:`MIN_LAYER_SAMPLES` elements per layer. Budget 0 (exact)
+    takes every position, and so does a share of half the positions or more
+    (gathering that many costs more than taking all).
+    """
+    assert request.hist_budget is not None
+    if request.hist_budget == 0:
+        return numel
+    share = math.ceil(request.hist_budget * numel / request.total_params)
+    positions = math.ceil(max(share, MIN_LAYER_SAMPLES) / n)
+    return numel if 2 * positions >= numel else positions
+
+
+def draw_positions(
+    request: SampleRequest, n: int, numel: int, device: torch.device
+) -> Tensor | None:
+    """``[m]`` uniformly drawn parameter positions, or ``None`` for all of them."""
+    m = sample_positions(request, n, numel)
+    if m == numel:
+        return None
+    assert request.generator is not None
+    gen = request.generator(device)
+    return torch.randint(numel, (m,), generator=gen, device=device)
