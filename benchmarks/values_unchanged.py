@@ -12,6 +12,15 @@ Run from the repository root::
     .venv/bin/python benchmarks/values_unchanged.py record /tmp/before   # old commit
     .venv/bin/python benchmarks/values_unchanged.py record /tmp/after    # new commit
     .venv/bin/python benchmarks/values_unchanged.py compare /tmp/before /tmp/after
+
+A commit that adds a quantity to the ``full`` preset adds its key to every run, so the
+recordings differ by that key alone if nothing else changed. ``--new KEY [KEY ...]``
+drops those keys from the *after* recording (the values in ``steps.jsonl``, and the
+entries of ``meta.json``'s ``quantities`` and ``options``) before comparing, so what
+remains must still be identical::
+
+    .venv/bin/python benchmarks/values_unchanged.py compare /tmp/before /tmp/after \
+        --new param_norm
 """
 
 from __future__ import annotations
@@ -60,39 +69,47 @@ def record(out: Path) -> None:
         print(f"recorded {problem.name}")
 
 
-def _lines(run: Path) -> list[dict]:
+def _lines(run: Path, new: tuple[str, ...] = ()) -> list[dict]:
     lines = []
     for line in (run / "steps.jsonl").read_text().splitlines():
         entry = json.loads(line)
         entry.pop("time", None)
-        for key in CLOCKS:
+        for key in (*CLOCKS, *new):
             entry.get("values", {}).pop(key, None)
+        if new and not entry.get("values"):
+            continue  # a record that held only new keys (a late one)
         lines.append(entry)
     return sorted(lines, key=lambda e: (e["step"], sorted(e["values"])))
 
 
-def _meta(run: Path) -> dict:
+def _meta(run: Path, new: tuple[str, ...] = ()) -> dict:
     meta = json.loads((run / "meta.json").read_text())
     for key in META_STAMPS:
         meta.pop(key, None)
+    for section in ("quantities", "options"):
+        for key in new:
+            meta.get(section, {}).pop(key, None)
     return meta
 
 
-def compare(before: Path, after: Path) -> int:
+def compare(before: Path, after: Path, new: tuple[str, ...] = ()) -> int:
+    """Compare two recordings run by run; ``new`` keys are dropped from ``after``."""
     runs = sorted(p.name for p in before.iterdir() if p.is_dir())
     differing = []
     for name in runs:
-        old, new = before / name, after / name
-        if not new.is_dir():
+        old, fresh = before / name, after / name
+        if not fresh.is_dir():
             differing.append(f"{name}: missing after")
             continue
-        if _lines(old) != _lines(new):
+        if _lines(old) != _lines(fresh, new):
             differing.append(f"{name}: steps.jsonl differs")
-        if _meta(old) != _meta(new):
+        if _meta(old) != _meta(fresh, new):
             differing.append(f"{name}: meta.json differs")
     for line in differing:
         print(line)
-    print(f"{len(runs) - len(differing)} of {len(runs)} runs identical")
+    # A run may differ in both files: count runs, not lines.
+    identical = len(runs) - len({line.split(":")[0] for line in differing})
+    print(f"{identical} of {len(runs)} runs identical")
     return 1 if differing else 0
 
 
@@ -103,11 +120,18 @@ def main() -> int:
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
+    cmp.add_argument(
+        "--new",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="log keys added on purpose: dropped from AFTER before comparing",
+    )
     args = parser.parse_args()
     if args.command == "record":
         record(args.out)
         return 0
-    return compare(args.before, args.after)
+    return compare(args.before, args.after, tuple(args.new))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,16 @@ CATALOGUE: tuple[Entry, ...] = (
         preset="economy",
     ),
     Entry(
+        "param_norm",
+        "step_size",
+        "param_norm",
+        "Parameter norm",
+        "Weight growth: without weight decay the norms usually grow steadily, with "
+        "strong weight decay they shrink; compare the layers to see which ones grow "
+        "or collapse.",
+        preset="full",
+    ),
+    Entry(
         "lr",
         "step_size",
         "lr",

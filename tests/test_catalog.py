@@ -71,6 +71,7 @@ def test_presets_are_the_ones_users_know():
     business = {**economy, "hess_trace": 1, "tic_diag": 1, "tic_trace": 1}
     full = {
         **business,
+        "param_norm": 1,
         "grad_hist_2d": 1,
         "hess_max_ev": 10,
         "kfac_block": 10,

@@ -104,6 +104,7 @@ def step_records(
         "grad_norm": _per_layer(1.0 + decay + 0.1 * rng.uniform(), rng),
         "distance": _per_layer(0.1 * math.sqrt(step + 1), rng),
         "update_size": _per_layer(0.01 * (1 + decay), rng),
+        "param_norm": _per_layer(3.0 + 0.05 * step, rng),
         "norm_test": _per_layer(0.5 + rng.uniform(), rng),
         "inner_product_test": _per_layer(0.2 + 0.2 * rng.uniform(), rng),
         "orthogonality_test": _per_layer(0.4 + rng.uniform(), rng),

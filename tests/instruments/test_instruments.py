@@ -7,6 +7,7 @@ import pytest
 
 from cockpit.instruments import GROUPS, PLACEHOLDER_NAME, REGISTRY, RunData, View
 from cockpit.logs.reader import records_to_frames
+from cockpit.presets import how_to_fill
 from tests.instruments.synthetic import run_data
 
 CURVATURE = GROUPS["curvature"][1]
@@ -65,6 +66,18 @@ def test_curvature_placeholder_names_quantity_and_preset(instrument_id, economy)
     assert "economy-run" in text
     preset = "business" if instrument_id in ("hess_trace", "tic") else "full"
     assert f"preset='{preset}'" in text
+
+
+@pytest.mark.parametrize("instrument_id", IDS)
+def test_every_placeholder_says_how_to_fill_it(instrument_id):
+    bare = RunData("bare-run")  # started, nothing logged yet
+    instrument = REGISTRY[instrument_id]()
+    figure = instrument.figure([bare], View())
+    assert is_placeholder(figure)
+    assert len(figure.data) == 0
+    text = texts(figure)
+    assert f"No {' / '.join(instrument.quantities)} in bare-run." in text
+    assert how_to_fill(instrument.quantities[0]) in text
 
 
 def test_early_stopping_placeholder_says_it_is_requested_by_name():
