@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from backpack import backpack, memory_cleanup
 from backpack.core.derivatives.convnd import weight_jac_t_save_memory
-from torch import Tensor, nn
+from torch import Tensor
 
 from cockpit._loss_capture import LossCapture
 from cockpit._optimizer_step import AwaitingStep
 from cockpit._record import Late, TensorRecord
+from cockpit._step_io import StepInputs, StepResult
 from cockpit.engines import backpack_engine, curvature, fill, moves
-from cockpit.engines.choice import Assignment
 from cockpit.engines.curvature import Curvature, CurvatureRequest
 from cockpit.engines.eigen_solve import Replay, solve
 from cockpit.engines.func_engine import (
     Batch,
-    FuncEngine,
     gram_parts,
     refuse_batch_norm,
 )
@@ -42,61 +39,6 @@ from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
-
-
-@dataclass
-class StepInputs:
-    """What every tracked step needs of the tracker, built once per Cockpit.
-
-    Attributes:
-        model: The model.
-        params: Parameter name -> trainable parameter, in the tracker's order.
-        loss_fn: The user's loss module.
-        mean: The loss averages over samples (else it sums).
-        engines: The engine assignment (moves found at a step are recorded on it).
-        func: The torch.func engine (replay, curvature).
-        curvature_modules: The leaf modules BackPACK's curvature extensions hook.
-        batch_norms: The model's BatchNorm modules.
-        hist_samples: Histogram sample budget (0: exact).
-        generator: The tracker's random generator on a device.
-        sampling_seed: Draws a seed for Monte-Carlo curvature.
-
-    """
-
-    model: nn.Module
-    params: dict[str, nn.Parameter]
-    loss_fn: nn.Module
-    mean: bool
-    engines: Assignment
-    func: FuncEngine
-    curvature_modules: list[nn.Module]
-    batch_norms: list[nn.Module]
-    hist_samples: int
-    generator: Callable[[torch.device], torch.Generator]
-    sampling_seed: Callable[[], int]
-
-
-@dataclass
-class StepResult:
-    """What a tracked step hands back to the tracker.
-
-    Attributes:
-        record: This step's record (without bookkeeping and ``tracker_time``).
-        batch_size: N.
-        late: Records of values that belong to earlier steps.
-        awaiting: The record and quantities waiting for ``optimizer.step()``.
-        seconds: The tracker's own time spent in the step.
-        curvature_moved: Curvature moved to torch.func at this step, so the
-            quantities only BackPACK computes stop.
-
-    """
-
-    record: TensorRecord
-    batch_size: int
-    late: list[TensorRecord]
-    awaiting: AwaitingStep | None
-    seconds: float
-    curvature_moved: bool = False
 
 
 class TrackedStep:
@@ -353,4 +295,4 @@ class TrackedStep:
         )
 
 
-__all__ = ["StepInputs", "StepResult", "TrackedStep"]
+__all__ = ["TrackedStep"]

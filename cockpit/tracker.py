@@ -10,6 +10,12 @@ See DESIGN.md, "The training-loop contract". A minimal loop::
             loss.backward()
         optimizer.step()
     ck.close()
+
+This module stays one file above the usual ~300 lines on purpose: :class:`Cockpit` is
+the whole public training-loop API, and its docstring alone documents every argument.
+The step itself (:mod:`cockpit._step`), the records waiting for ``optimizer.step()``
+(:mod:`cockpit._optimizer_step`), ``meta.json`` (:mod:`cockpit._meta`) and the open
+runs behind :func:`cockpit.track` (:mod:`cockpit._open_runs`) live elsewhere.
 """
 
 from __future__ import annotations
@@ -30,11 +36,8 @@ from cockpit._meta import new_run_name, run_meta
 from cockpit._open_runs import register, unregister
 from cockpit._optimizer_step import OptimizerWatch
 from cockpit._record import TensorRecord
-from cockpit._step import (
-    StepInputs,
-    StepResult,
-    TrackedStep,
-)
+from cockpit._step import TrackedStep
+from cockpit._step_io import StepInputs, StepResult
 from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
