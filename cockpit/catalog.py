@@ -15,6 +15,9 @@ instrument. Adding a quantity is one entry in its table,
 
 from __future__ import annotations
 
+import importlib
+from typing import TypeVar
+
 from cockpit._catalogue_entries import CATALOGUE
 from cockpit._catalogue_types import KRONECKER, PLAIN_SGD, Constraint, Entry
 
@@ -28,6 +31,7 @@ __all__ = [
     "Constraint",
     "Entry",
     "keys_with",
+    "named_class",
 ]
 
 PRESET_NAMES = ("economy", "business", "full")
@@ -59,3 +63,33 @@ ENTRIES: dict[str, Entry] = _by_key(CATALOGUE)
 def keys_with(constraint: Constraint) -> tuple[str, ...]:
     """The log keys defined only where ``constraint`` holds."""
     return tuple(e.key for e in CATALOGUE if e.only == constraint)
+
+
+_T = TypeVar("_T", bound=type)
+
+
+def named_class(package: str, key: str, base: _T, attr: str, what: str) -> _T:
+    """The one subclass of ``base`` in ``<package>.<key>`` whose ``attr`` is ``key``.
+
+    How the registries find what the catalogue names: a quantity in
+    ``cockpit/quantities/<key>.py`` (``name``), an instrument in
+    ``instruments/<id>.py`` (``id``).
+
+    Raises:
+        ImportError: If the module defines no such class, or more than one.
+
+    """
+    module = importlib.import_module(f"{package}.{key}")
+    found = [
+        cls
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and issubclass(cls, base)
+        and vars(cls).get(attr) == key
+    ]
+    if len(found) != 1:
+        raise ImportError(
+            f"The catalogue names the {what} {key!r}, so {module.__name__} must define "
+            f"one {base.__name__} subclass with {attr} = {key!r}; found {len(found)}."
+        )
+    return found[0]

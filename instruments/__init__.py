@@ -21,8 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-
 from cockpit import catalog
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import Histogram, RunData, Series
@@ -57,21 +55,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = _groups()
 
 def _load(instrument_id: str) -> type[Instrument]:
     """The instrument class that ``instruments/<instrument_id>.py`` defines."""
-    module = importlib.import_module(f"{__name__}.{instrument_id}")
-    found = [
-        cls
-        for cls in vars(module).values()
-        if isinstance(cls, type)
-        and issubclass(cls, Instrument)
-        and vars(cls).get("id") == instrument_id
-    ]
-    if len(found) != 1:
-        raise ImportError(
-            f"The catalogue names the instrument {instrument_id!r}, so "
-            f"{module.__name__} must define one Instrument subclass with id = "
-            f"{instrument_id!r}; found {len(found)}."
-        )
-    return found[0]
+    return catalog.named_class(__name__, instrument_id, Instrument, "id", "instrument")
 
 
 def _register(*classes: type[Instrument]) -> dict[str, type[Instrument]]:

@@ -9,9 +9,7 @@ lists the keys each preset turns on, with their default schedules.
 
 from __future__ import annotations
 
-import importlib
-
-from cockpit.catalog import CATALOGUE
+from cockpit.catalog import CATALOGUE, named_class
 from cockpit.presets import PRESETS
 from cockpit.quantities._base import Quantity
 
@@ -20,20 +18,7 @@ __all__ = ["PRESETS", "REGISTRY", "Quantity"]
 
 def _load(key: str) -> type[Quantity]:
     """The quantity class that ``cockpit/quantities/<key>.py`` defines."""
-    module = importlib.import_module(f"{__name__}.{key}")
-    found = [
-        cls
-        for cls in vars(module).values()
-        if isinstance(cls, type)
-        and issubclass(cls, Quantity)
-        and vars(cls).get("name") == key
-    ]
-    if len(found) != 1:
-        raise ImportError(
-            f"The catalogue names the quantity {key!r}, so {module.__name__} must "
-            f"define one Quantity subclass with name = {key!r}; found {len(found)}."
-        )
-    return found[0]
+    return named_class(__name__, key, Quantity, "name", "quantity")
 
 
 REGISTRY: dict[str, type[Quantity]] = {
