@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from cockpit.engines.loss_factors import batch_normalizer, per_sample_losses
 from cockpit.exceptions import UsageError
 
 
@@ -14,7 +15,9 @@ class LossCapture:
 
     ``l_n`` is the sample's element-wise loss averaged over its non-batch elements for
     a mean-reduced loss and summed for a sum-reduced one, so that the user's loss is
-    ``mean_n l_n`` or ``sum_n l_n``. Recomputed under ``no_grad`` on detached inputs:
+    ``mean_n l_n`` or ``sum_n l_n``; a loss that divides by something else (ignored
+    targets) is normalized to match
+    (:func:`~cockpit.engines.loss_factors.per_sample_losses`). Recomputed under ``no_grad`` on detached inputs:
     the user's loss value and graph are untouched.
     """
 
@@ -58,8 +61,8 @@ class LossCapture:
                 elementwise = module.forward(inputs.detach(), target)
             finally:
                 module.reduction = reduction
-        per_sample = elementwise.reshape(elementwise.shape[0], -1)
-        self.losses.append(per_sample.mean(1) if self._mean else per_sample.sum(1))
+        normalizer = batch_normalizer(module, target) if self._mean else None
+        self.losses.append(per_sample_losses(elementwise, self._mean, normalizer))
 
     def batch_size(self) -> int:
         """N of the loss call in the block (once it has happened)."""

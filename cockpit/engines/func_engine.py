@@ -202,6 +202,7 @@ class FuncEngine:
 
         """
         target = batch.target
+        self.losses.prepare(target, batch.size)
         n = batch.size if samples is None else samples
         inputs = ReplayInputs(batch.capture, batch.size)
         differentiated = set(names)

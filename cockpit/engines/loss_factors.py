@@ -33,6 +33,51 @@ from cockpit.exceptions import UnsupportedModelError
 FACTORED_LOSSES = (nn.CrossEntropyLoss, nn.MSELoss, nn.BCEWithLogitsLoss)
 
 
+def batch_normalizer(loss_fn: nn.Module, target: object) -> Tensor | None:
+    """``Z``, the count a mean-reduced loss divides its summed elements by, if special.
+
+    ``CrossEntropyLoss`` and ``NLLLoss`` with class-index targets average over the
+    elements whose target is not ``ignore_index``: ``L = sum_{n,e} loss_{n,e} / Z``
+    with ``Z`` the number of kept elements. ``None`` for every other loss. (Class
+    weights with ``reduction="mean"`` are refused when the Cockpit is created.)
+    """
+    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return None
+    if loss_fn.reduction != "mean" or not isinstance(target, Tensor):
+        return None
+    if target.is_floating_point():  # class probabilities: averaged over samples
+        return None
+    return (target != loss_fn.ignore_index).sum()
+
+
+def per_sample_losses(
+    elementwise: Tensor, mean: bool, normalizer: Tensor | None
+) -> Tensor:
+    """``[N]`` per-sample losses ``l_n`` whose mean (or sum) is the user's loss.
+
+    A summed loss: ``l_n = sum_e loss_{n,e}``. A mean-reduced one: ``l_n = mean_e
+    loss_{n,e}``, or, where the loss divides by the count ``Z`` of targets it does not
+    ignore (:func:`batch_normalizer`), ``l_n = N sum_e loss_{n,e} / Z``, so that
+    ``mean_n l_n = L`` holds exactly. Where no target is ignored the two agree, and the
+    first is used (chosen on the device: no host synchronization).
+
+    Args:
+        elementwise: ``[N, ...]``, the unreduced loss.
+        mean: The loss is mean-reduced.
+        normalizer: ``Z`` of the batch, or ``None``.
+
+    """
+    n = elementwise.shape[0]
+    per_sample = elementwise.reshape(n, -1)
+    if not mean:
+        return per_sample.sum(1)
+    plain = per_sample.mean(1)
+    if normalizer is None:
+        return plain
+    normalized = per_sample.sum(1) * (n / normalizer.to(per_sample.dtype))
+    return torch.where(normalizer == per_sample.numel(), plain, normalized)
+
+
 class LossFactors:
     """Per-sample loss and GGN factor columns of one loss module.
 
@@ -45,6 +90,20 @@ class LossFactors:
     def __init__(self, loss_fn: nn.Module, mean_reduction: bool):
         self.loss_fn = loss_fn
         self.mean = mean_reduction
+        self._kept: tuple[Tensor, Tensor, int] | None = None
+
+    def prepare(self, target: object, batch_size: int) -> None:
+        """Take the batch's count of targets not ignored, for the replay.
+
+        Per-sample losses of the replay, one sample at a time, then equal those of
+        :func:`per_sample_losses` on the whole batch.
+        """
+        z = batch_normalizer(self.loss_fn, target) if self.mean else None
+        if z is None:
+            self._kept = None
+            return
+        assert isinstance(target, Tensor)  # batch_normalizer checked it
+        self._kept = (z == target.numel(), z, batch_size)
 
     def sample_loss(self, f: Tensor, target: Tensor) -> Tensor:
         """``l_n`` of one sample: ``f`` and ``target`` have batch dimension 1."""
@@ -54,7 +113,13 @@ class LossFactors:
             elementwise = loss_fn.forward(f, target)
         finally:
             loss_fn.reduction = reduction
-        return elementwise.mean() if self.mean else elementwise.sum()
+        if not self.mean:
+            return elementwise.sum()
+        if self._kept is None:
+            return elementwise.mean()
+        plain, z, n = self._kept
+        scale = n / z.to(elementwise.dtype)
+        return torch.where(plain, elementwise.mean(), elementwise.sum() * scale)
 
     def check_factored(self, why: str) -> None:
         """Refuse a loss whose Hessian factor is not known here, naming ``why``."""
