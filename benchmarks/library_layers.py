@@ -19,6 +19,7 @@ is the GPT-2 called with ``position_ids`` that carry the batch dimension
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import sys
@@ -34,8 +35,7 @@ BATCH, LENGTH, VOCAB = 16, 16, 50
 
 
 def build(name: str) -> nn.Module:
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig
-    from transformers import LlamaForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     if name.startswith("gpt2"):
@@ -63,20 +63,12 @@ def step_fn(name: str, model: nn.Module, loss_fn: nn.Module, optimizer, ck=None)
 
     def one() -> None:
         optimizer.zero_grad()
-        with ck.track() if ck is not None else _nothing():
+        with ck.track() if ck is not None else contextlib.nullcontext():
             logits = model(tokens, **kwargs).logits
             loss_fn(logits.transpose(1, 2), tokens).backward()
         optimizer.step()
 
     return one
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
 
 
 def timed(one, steps: int, warmup: int) -> float:
