@@ -35,7 +35,12 @@ from torch.utils.hooks import RemovableHandle
 from cockpit.engines._summed_factors import from_summed_factors
 from cockpit.engines.closed_forms import Factors, closed_form
 from cockpit.engines.func_engine import FALLBACK_WARNING
-from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
+from cockpit.engines.layer_stats import (
+    LayerStats,
+    SampleRequest,
+    from_per_sample,
+    widen,
+)
 
 
 class ModuleGrads:
@@ -62,6 +67,7 @@ class ModuleGrads:
         self.per_sample: dict[str, Tensor | Factors] = {}
         self.failed: set[str] = set()
         self.errors: dict[str, str] = {}
+        self.rounding: dict[str, float] = {}
         self._inside = False
 
     def attach(self) -> list[RemovableHandle]:
@@ -98,7 +104,21 @@ class ModuleGrads:
             self._fail(module)
             return
         names = self.owners[module]
-        delta = grad_output.detach() * (n if self.mean else 1)
+        # Under autocast: the statistics in the parameters' dtype (not bfloat16).
+        dtype = getattr(module, names[0][1]).dtype
+        keys = [k for k, v in [*enumerate(args), *kwargs.items()] if _floating(v)]
+        values = [args[k] if isinstance(k, int) else kwargs[k] for k in keys]
+        (delta, *values), rounding = widen([grad_output.detach(), *values], dtype)
+        for key, value in zip(keys, values, strict=True):
+            if isinstance(key, int):
+                args = (*args[:key], value, *args[key + 1 :])
+            else:
+                kwargs = {**kwargs, key: value}
+            if key in batched:
+                batched[key] = value
+        for name, _ in names:
+            self.rounding[name] = max(self.rounding.get(name, 0.0), rounding)
+        delta = delta * (n if self.mean else 1)
         function = closed_form(module)
         if function is not None and len(args) == 1 and not kwargs:
             self._add(names, function(module, args[0], delta))
@@ -166,8 +186,14 @@ class ModuleGrads:
             for name, grads in self.per_sample.items()
             if name not in self.failed
         }
+        for name, layer in stats.items():
+            layer.rounding = self.rounding.get(name, 0.0)
         self.per_sample = {}
         return stats
+
+
+def _floating(value: object) -> bool:
+    return isinstance(value, Tensor) and value.is_floating_point()
 
 
 def _dense(grad: Tensor | Factors) -> Tensor:
