@@ -21,6 +21,7 @@ __all__ = [
     "SampleRequest",
     "draw_positions",
     "sample_positions",
+    "widen",
 ]
 
 #: Fewest histogram samples a layer gets when the budget is split by layer size, so
@@ -74,6 +75,9 @@ class LayerStats:
         hist_values: ``[K]``, uniformly sampled per-sample gradient elements.
         hist_params: ``[K]``, the parameter values at the same positions.
         hist_weight: How many elements each sampled one stands for (``N D_l / K``).
+        rounding: Machine epsilon of the narrower dtype the layer's inputs or output
+            gradients had (bfloat16 or float16 under autocast; the statistics are
+            computed in the parameter's dtype from those values), 0 if none was.
 
     """
 
@@ -88,6 +92,7 @@ class LayerStats:
     hist_values: Tensor | None = None
     hist_params: Tensor | None = None
     hist_weight: float = 1.0
+    rounding: float = 0.0
 
 
 def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
@@ -119,3 +124,27 @@ def draw_positions(
     assert request.generator is not None
     gen = request.generator(device)
     return torch.randint(numel, (m,), generator=gen, device=device)
+
+
+def widen(tensors: list[Tensor], dtype: torch.dtype) -> tuple[list[Tensor], float]:
+    """Floating tensors cast to ``dtype`` (a parameter's), and the rounding they had.
+
+    Under autocast a layer's inputs and output gradients may be bfloat16 or float16
+    while its parameter is float32: the per-sample statistics are computed in the
+    parameter's dtype from the narrower values.
+
+    Returns:
+        The tensors (integer ones unchanged) and the largest machine epsilon among
+        the floating dtypes narrower than ``dtype`` (0 if none).
+    """
+    precision = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    rounding = max(
+        (
+            torch.finfo(t.dtype).eps
+            for t in tensors
+            if t.is_floating_point() and torch.finfo(t.dtype).eps > precision
+        ),
+        default=0.0,
+    )
+    cast = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
+    return cast, rounding

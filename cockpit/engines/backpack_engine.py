@@ -7,6 +7,8 @@ so per-sample gradients live for one layer at a time. ``Linear`` layers on 2D in
 use the outer-product factorization and never form per-sample gradients; other layers
 use BackPACK's ``BatchGrad`` module extensions (inside
 ``weight_jac_t_save_memory``, which roughly halves its cost for convolutions).
+Under autocast, inputs and output gradients are cast to the parameter's dtype first
+(:func:`~cockpit.engines.layer_stats.widen`).
 
 Hooks are attached only for tracked steps (:func:`attach_hooks`, from
 :mod:`cockpit.engines._backpack_hooks`) and removed after, so untracked steps run the
@@ -42,6 +44,7 @@ from cockpit.engines.layer_stats import (
     from_chunks,
     from_linear_factors,
     from_per_sample,
+    widen,
 )
 
 __all__ = [
@@ -61,19 +64,15 @@ class _LinearStats(FirstOrderModuleExtension):
     def __init__(self) -> None:
         super().__init__(params=["bias", "weight"])
 
-    @staticmethod
-    def _delta(ext: PerSampleStats, g_out: tuple[Tensor, ...]) -> Tensor:
-        return g_out[0] * ext.scale(g_out[0].shape[0])
-
     def weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
         start = time.perf_counter()
-        x = module.input0
+        (x, out), rounding = widen([module.input0, g_out[0]], module.weight.dtype)
         if x.dim() == 2 and ext.request.hist_budget != 0:
-            delta = self._delta(ext, g_out)
+            delta = out * ext.scale(out.shape[0])
             stats = from_linear_factors(delta, x, module.weight, ext.request)
         else:
             n = x.shape[0]
-            delta = g_out[0].reshape(n, -1, g_out[0].shape[-1])
+            delta = out.reshape(n, -1, out.shape[-1])
             x = x.reshape(n, -1, x.shape[-1])
             # The per-sample scale goes on the smaller of the two factors.
             scale = ext.scale(n)
@@ -83,14 +82,17 @@ class _LinearStats(FirstOrderModuleExtension):
                 delta = delta * scale
             per_sample = delta.transpose(1, 2) @ x
             stats = from_per_sample(per_sample, module.weight, ext.request)
+        stats.rounding = rounding
         ext.seconds += time.perf_counter() - start
         return stats
 
     def bias(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
         start = time.perf_counter()
-        delta = self._delta(ext, g_out)
+        (out,), rounding = widen([g_out[0]], module.bias.dtype)
+        delta = out * ext.scale(out.shape[0])
         per_sample = delta.reshape(delta.shape[0], -1, delta.shape[-1]).sum(1)
         stats = from_per_sample(per_sample, module.bias, ext.request)
+        stats.rounding = rounding
         ext.seconds += time.perf_counter() - start
         return stats
 
@@ -107,12 +109,19 @@ class _BatchGradStats(FirstOrderModuleExtension):
     def _make(self, name: str):
         def reduce(ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
             start = time.perf_counter()
+            param = getattr(module, name)
+            kept = module.input0
+            (module.input0, out), rounding = widen([kept, g_out[0]], param.dtype)
             # Scale the small output gradient, not the large per-sample result.
-            scaled = (g_out[0] * ext.scale(g_out[0].shape[0]),)
-            per_sample = getattr(self._batch_grad, name)(
-                ext, module, g_inp, scaled, bp_quantities
-            )
-            stats = from_per_sample(per_sample, getattr(module, name), ext.request)
+            scaled = (out * ext.scale(out.shape[0]),)
+            try:
+                per_sample = getattr(self._batch_grad, name)(
+                    ext, module, g_inp, scaled, bp_quantities
+                )
+            finally:
+                module.input0 = kept
+            stats = from_per_sample(per_sample, param, ext.request)
+            stats.rounding = rounding
             ext.seconds += time.perf_counter() - start
             return stats
 
@@ -146,8 +155,9 @@ class _Conv2dStats(_BatchGradStats):
         if module.groups != 1 or positions > 2 * d_out:
             return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
         start = time.perf_counter()
+        weight = module.weight
         # Detached: the projection may run after backward with grad mode on.
-        x, weight = module.input0.detach(), module.weight
+        (x, delta), rounding = widen([module.input0.detach(), delta], weight.dtype)
         geometry = {
             "stride": module.stride,
             "padding": module.padding,
@@ -174,6 +184,7 @@ class _Conv2dStats(_BatchGradStats):
         stats = from_chunks(
             per_sample, project, n, chunk, grad.reshape(-1), weight, ext.request
         )
+        stats.rounding = rounding
         ext.seconds += time.perf_counter() - start
         return stats
 

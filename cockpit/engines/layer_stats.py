@@ -29,6 +29,7 @@ from cockpit.engines._sample_request import (
     SampleRequest,
     draw_positions,
     sample_positions,
+    widen,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "from_linear_factors",
     "from_per_sample",
     "sample_positions",
+    "widen",
 ]
 
 #: Elements per temporary chunk: small enough that the allocator reuses the memory

@@ -9,6 +9,10 @@ pass; ``vmap`` over samples of ``vjp`` through ``functional_call(module, ...)`` 
 gives ``[N, *shape]`` for every parameter of the module, with no second pass through
 the model. Contributions of several calls add up, which makes shared parameters
 (weight tying between modules) and modules that run several times exact.
+Layers with a closed form (:mod:`cockpit.engines.closed_forms`: the norms, ``Linear``,
+``Embedding``, Hugging Face's ``Conv1D`` and RMSNorms) skip the ``vmap``; those whose
+gradient is a sum of outer products keep its factors, and their statistics come from
+:func:`~cockpit.engines._summed_factors.from_summed_factors`.
 
 This needs every call's output to carry the batch dimension: a module called on
 inputs without it (a position embedding on ``arange(T)``) cannot split its gradient
@@ -28,8 +32,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 from torch.utils.hooks import RemovableHandle
 
+from cockpit.engines._summed_factors import from_summed_factors
+from cockpit.engines.closed_forms import Factors, closed_form
 from cockpit.engines.func_engine import FALLBACK_WARNING
-from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
+from cockpit.engines.layer_stats import (
+    LayerStats,
+    SampleRequest,
+    from_per_sample,
+    widen,
+)
 
 
 class ModuleGrads:
@@ -53,9 +64,10 @@ class ModuleGrads:
         self.owners = owners
         self.batch_size = batch_size
         self.mean = mean_reduction
-        self.per_sample: dict[str, Tensor] = {}
+        self.per_sample: dict[str, Tensor | Factors] = {}
         self.failed: set[str] = set()
         self.errors: dict[str, str] = {}
+        self.rounding: dict[str, float] = {}
         self._inside = False
 
     def attach(self) -> list[RemovableHandle]:
@@ -92,15 +104,24 @@ class ModuleGrads:
             self._fail(module)
             return
         names = self.owners[module]
-        delta = grad_output.detach() * (n if self.mean else 1)
-        closed_form, applies = _CLOSED_FORMS.get(type(module), (None, None))
-        if (
-            closed_form is not None
-            and applies(module)
-            and len(args) == 1
-            and not kwargs
-        ):
-            self._add(names, closed_form(module, args[0], delta))
+        # Under autocast: the statistics in the parameters' dtype (not bfloat16).
+        dtype = getattr(module, names[0][1]).dtype
+        keys = [k for k, v in [*enumerate(args), *kwargs.items()] if _floating(v)]
+        values = [args[k] if isinstance(k, int) else kwargs[k] for k in keys]
+        (delta, *values), rounding = widen([grad_output.detach(), *values], dtype)
+        for key, value in zip(keys, values, strict=True):
+            if isinstance(key, int):
+                args = (*args[:key], value, *args[key + 1 :])
+            else:
+                kwargs = {**kwargs, key: value}
+            if key in batched:
+                batched[key] = value
+        for name, _ in names:
+            self.rounding[name] = max(self.rounding.get(name, 0.0), rounding)
+        delta = delta * (n if self.mean else 1)
+        function = closed_form(module)
+        if function is not None and len(args) == 1 and not kwargs:
+            self._add(names, function(module, args[0], delta))
             return
         params = {attr: getattr(module, attr).detach() for _, attr in names}
 
@@ -134,123 +155,49 @@ class ModuleGrads:
             self._inside = False
         self._add(names, grads)
 
-    def _add(self, names: list[tuple[str, str]], grads: dict[str, Tensor]) -> None:
-        """Add one call's per-sample gradients (by attribute) to the sums."""
+    def _add(self, names: list[tuple[str, str]], grads: dict) -> None:
+        """Add one call's per-sample gradients (by attribute) to the sums.
+
+        Factors of several calls are concatenated along their position axis
+        (``sum_t`` runs over the positions of every call).
+        """
         for name, attr in names:
-            grad = grads[attr]
-            self.per_sample[name] = (
-                grad if name not in self.per_sample else self.per_sample[name] + grad
-            )
+            grad, before = grads[attr], self.per_sample.get(name)
+            if before is None:
+                self.per_sample[name] = grad
+            elif isinstance(grad, Factors) and isinstance(before, Factors):
+                self.per_sample[name] = Factors(
+                    torch.cat([before.left, grad.left], 1),
+                    torch.cat([before.right, grad.right], 1),
+                )
+            else:
+                self.per_sample[name] = _dense(before) + _dense(grad)
 
     def collect(
         self, params: dict[str, nn.Parameter], request: SampleRequest
     ) -> dict[str, LayerStats]:
         """Reduce the accumulated per-sample gradients (of every call) per parameter."""
         stats = {
-            name: from_per_sample(grads, params[name], request)
+            name: (
+                from_summed_factors(grads.left, grads.right, params[name], request)
+                if isinstance(grads, Factors)
+                else from_per_sample(grads, params[name], request)
+            )
             for name, grads in self.per_sample.items()
             if name not in self.failed
         }
+        for name, layer in stats.items():
+            layer.rounding = self.rounding.get(name, 0.0)
         self.per_sample = {}
         return stats
 
 
-def _scale_and_shift(
-    module: nn.Module,
-    delta: Tensor,
-    normalized: Callable[[], Tensor],
-    summed: tuple[int, ...],
-) -> dict[str, Tensor]:
-    """``g_n(w) = sum delta_n * x_hat_n``, ``g_n(b) = sum delta_n`` over ``summed``.
-
-    For ``y = x_hat * w + b`` with the normalized input ``x_hat`` (computed only if
-    the layer has a weight).
-    """
-
-    def reduce(values: Tensor) -> Tensor:
-        return values.sum(summed) if summed else values
-
-    grads = {"bias": reduce(delta)}
-    if module.weight is not None:
-        grads["weight"] = reduce(delta * normalized())
-    return grads
+def _floating(value: object) -> bool:
+    return isinstance(value, Tensor) and value.is_floating_point()
 
 
-def _group_norm_grads(module: nn.GroupNorm, x: Tensor, delta: Tensor) -> dict:
-    """Per-sample gradients of ``GroupNorm``'s weight and bias, in closed form.
-
-    ``x_hat`` is normalized per sample and group; ``w`` and ``b`` act per channel
-    (axis 1), so the sums run over the positions (axes 2 and up).
-    """
-    return _scale_and_shift(
-        module,
-        delta,
-        lambda: nn.functional.group_norm(x, module.num_groups, eps=module.eps),
-        tuple(range(2, x.dim())),
-    )
-
-
-def _layer_norm_grads(module: nn.LayerNorm, x: Tensor, delta: Tensor) -> dict:
-    """Per-sample gradients of ``LayerNorm``'s weight and bias, in closed form.
-
-    ``x_hat`` is normalized over the last ``len(normalized_shape)`` axes; the sums
-    run over the axes between the batch and the normalized ones (a handful of
-    operations instead of a vectorized ``vjp``).
-    """
-    return _scale_and_shift(
-        module,
-        delta,
-        lambda: nn.functional.layer_norm(x, module.normalized_shape, eps=module.eps),
-        tuple(range(1, x.dim() - len(module.normalized_shape))),
-    )
-
-
-def _linear_grads(module: nn.Linear, x: Tensor, delta: Tensor) -> dict:
-    """Per-sample gradients of a ``Linear`` layer (shared or called twice).
-
-    ``g_n(W) = sum_t delta_{n,t} x_{n,t}^T`` and ``g_n(b) = sum_t delta_{n,t}`` over
-    the positions t between the batch and the feature axis.
-    """
-    n = x.shape[0]
-    rows = delta.reshape(n, -1, delta.shape[-1])
-    grads = {"weight": rows.transpose(1, 2) @ x.reshape(n, -1, x.shape[-1])}
-    if module.bias is not None:
-        grads["bias"] = rows.sum(1)
-    return grads
-
-
-def _embedding_grads(module: nn.Embedding, tokens: Tensor, delta: Tensor) -> dict:
-    """Per-sample gradients of an ``Embedding`` (e.g. tied to an output layer).
-
-    Row v of ``g_n(W)`` sums ``delta_{n,t}`` over the positions t where sample n
-    looks up token v.
-    """
-    n, width = tokens.shape[0], delta.shape[-1]
-    index = tokens.reshape(n, -1, 1).expand(-1, -1, width)
-    grads = delta.new_zeros(n, module.num_embeddings, width)
-    return {"weight": grads.scatter_add_(1, index, delta.reshape(n, -1, width))}
-
-
-def _plain_embedding(module: nn.Module) -> bool:
-    """An embedding without the options that change its gradient."""
-    return (
-        module.padding_idx is None
-        and module.max_norm is None
-        and not module.scale_grad_by_freq
-    )
-
-
-#: Layers whose per-sample parameter gradients have a closed form (no ``vmap``),
-#: and when it applies.
-_CLOSED_FORMS: dict[
-    type[nn.Module],
-    tuple[Callable[[Any, Tensor, Tensor], dict], Callable[[nn.Module], bool]],
-] = {
-    nn.LayerNorm: (_layer_norm_grads, lambda module: True),
-    nn.GroupNorm: (_group_norm_grads, lambda module: True),
-    nn.Linear: (_linear_grads, lambda module: True),
-    nn.Embedding: (_embedding_grads, _plain_embedding),
-}
+def _dense(grad: Tensor | Factors) -> Tensor:
+    return grad.dense() if isinstance(grad, Factors) else grad
 
 
 __all__ = ["ModuleGrads"]
