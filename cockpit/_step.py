@@ -29,11 +29,7 @@ from cockpit._step_io import StepInputs, StepResult
 from cockpit.engines import backpack_engine, curvature, fill, moves
 from cockpit.engines.curvature import Curvature, CurvatureRequest
 from cockpit.engines.eigen_solve import Replay, solve
-from cockpit.engines.func_engine import (
-    Batch,
-    gram_parts,
-    refuse_batch_norm,
-)
+from cockpit.engines.func_engine import Batch, gram_parts
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
@@ -85,7 +81,7 @@ class TrackedStep:
             quantity.amend_curvature(self._curvature)
         needs_samples = self._request is not None or bool(self._curvature)
         if needs_samples and any(m.training for m in ck.batch_norms):
-            refuse_batch_norm(ck.model)
+            self._curvature_moved = moves.couple(ck.model, engines)
         self._backpack_curvature = (
             bool(self._curvature) and engines.curvature == "backpack"
         )
@@ -250,7 +246,16 @@ class TrackedStep:
         ck, request = self.ck, self._request
 
         def replay(names: list[str]) -> dict[str, LayerStats]:
-            return ck.func.per_sample_stats(self._batch(), grads, request, names)
+            batch = [name for name in names if name in ck.engines.batch]
+            stats = ck.batch_replay.per_sample_stats(
+                self._batch(), grads, request, batch
+            )
+            rest = [name for name in names if name not in ck.engines.batch]
+            if rest:
+                stats.update(
+                    ck.func.per_sample_stats(self._batch(), grads, request, rest)
+                )
+            return stats
 
         return moves.layer_stats(
             ck.model,
@@ -281,7 +286,8 @@ class TrackedStep:
             self._curvature_moved = True
         request = self._curvature
         gram = request.gram
-        found = ck.func.curvature(
+        engine = ck.batch_replay if ck.engines.batch else ck.func
+        found = engine.curvature(
             self._batch(),
             request.diagonals,
             None if gram is None else (gram.exact, gram.mc_samples, gram.samples),

@@ -10,8 +10,10 @@ Semantics of the replay:
   training's random stream is untouched, but the per-sample gradients see other
   dropout masks than the step did (they are statistics of the same model, with
   dropout noise of their own).
-- BatchNorm in training mode mixes samples, so per-sample gradients are not defined:
-  refused (:func:`refuse_batch_norm`).
+- BatchNorm in training mode couples the samples, so a per-sample replay cannot
+  see the step: such a model goes to the batch replay
+  (:mod:`cockpit.engines.batch_replay`), found by :func:`batch_norm_in_training`;
+  ``engine="backpack"`` refuses it (:func:`refuse_batch_norm`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cockpit.exceptions import UnsupportedModelError, UsageError
 __all__ = [
     "Batch",
     "ReplayInputs",
+    "batch_norm_in_training",
     "output_itself",
     "refuse_batch_norm",
     "replay_failure",
@@ -35,17 +38,26 @@ __all__ = [
 
 
 def refuse_batch_norm(model: nn.Module) -> None:
-    """Refuse BatchNorm layers in training mode: per-sample gradients need none."""
+    """Refuse BatchNorm in training mode for ``engine="backpack"`` (samples coupled)."""
+    why = batch_norm_in_training(model)
+    if why is not None:
+        raise UnsupportedModelError(
+            f"{why}: each sample's loss depends on the other samples, and BackPACK's "
+            "per-sample gradients miss that coupling. Use engine='auto', which "
+            "computes g_n = d l_n / d theta through the whole batch (the batch "
+            "replay), or put BatchNorm layers in eval mode while tracking."
+        )
+
+
+def batch_norm_in_training(model: nn.Module) -> str | None:
+    """Why the model's samples are coupled (a BatchNorm in training mode), or None."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
-            raise UnsupportedModelError(
-                f"Module '{name}' ({type(module).__name__}) is in training mode: it "
-                "normalizes with the statistics of the whole batch, so each sample's "
-                "loss depends on the other samples and per-sample gradients are not "
-                "defined. Put BatchNorm layers in eval mode while tracking "
-                "(module.eval()), use GroupNorm or LayerNorm, or drop the per-sample "
-                "and curvature quantities."
+            return (
+                f"Module '{name}' ({type(module).__name__}) is in training mode and "
+                "normalizes with the statistics of the whole batch"
             )
+    return None
 
 
 @dataclass

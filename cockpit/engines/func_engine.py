@@ -22,7 +22,9 @@ several times, parameters used outside their module, and any layer type.
 
 The exact Hessian's diagonal, which has no such factor, is Hutchinson's estimate
 (:mod:`cockpit.engines._func_curvature`). What the replay sees (parameters, dropout,
-BatchNorm) is said in :mod:`cockpit.engines._func_batch`.
+BatchNorm) is said in :mod:`cockpit.engines._func_batch`; models whose samples are
+coupled (BatchNorm in training mode) or that ``vmap`` cannot replay per sample (RNNs)
+go to :mod:`cockpit.engines.batch_replay` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from torch.func import functional_call, vjp, vmap
 from cockpit.engines._func_batch import (
     Batch,
     ReplayInputs,
+    batch_norm_in_training,
     output_itself,
     refuse_batch_norm,
     replay_failure,
@@ -293,6 +296,7 @@ __all__ = [
     "Estimate",
     "FuncCurvature",
     "FuncEngine",
+    "batch_norm_in_training",
     "gram_parts",
     "refuse_batch_norm",
 ]

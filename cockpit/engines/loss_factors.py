@@ -56,6 +56,17 @@ class LossFactors:
             loss_fn.reduction = reduction
         return elementwise.mean() if self.mean else elementwise.sum()
 
+    def batch_losses(self, f: Tensor, target: Tensor) -> Tensor:
+        """``[N]`` per-sample losses ``l_n`` of the whole batch's loss input ``f``."""
+        loss_fn = self.loss_fn
+        reduction, loss_fn.reduction = loss_fn.reduction, "none"
+        try:
+            elementwise = loss_fn.forward(f, target)
+        finally:
+            loss_fn.reduction = reduction
+        per_sample = elementwise.reshape(f.shape[0], -1)
+        return per_sample.mean(1) if self.mean else per_sample.sum(1)
+
     def check_factored(self, why: str) -> None:
         """Refuse a loss whose Hessian factor is not known here, naming ``why``."""
         loss_fn = self.loss_fn
