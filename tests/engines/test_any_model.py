@@ -305,14 +305,19 @@ def test_model_returning_a_dict_needs_loss_input(tmp_path):
     assert_per_layer(run, "norm_test", 0, {"total": expected})
 
 
-def test_batchnorm_in_training_mode_is_refused_and_eval_mode_tracked(tmp_path):
+def test_batchnorm_in_training_mode_is_tracked_through_the_batch_and_eval_mode_too(
+    tmp_path,
+):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
+    coupled = reference.norm_test(
+        reference.flat(reference.batch_coupled_grads(model, loss_fn, x, y))
+    )
     ck = make_cockpit(model, loss_fn, tmp_path / "train", ["norm_test"])
-    with pytest.raises(UnsupportedModelError, match=r"'1' \(BatchNorm1d\) is in train"):
-        train(ck, model, loss_fn, [(x, y)])
+    run = train(ck, model, loss_fn, [(x, y)])
+    assert_per_layer(run, "norm_test", 0, {"total": coupled})
     model.eval()
     expected = reference.norm_test(
         reference.flat(reference.per_sample_grads(model, loss_fn, x, y))
