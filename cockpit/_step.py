@@ -166,6 +166,8 @@ class TrackedStep:
         ck = self.ck
         losses = self._losses.per_sample_losses()
         n = losses.shape[0]
+        if self._replay is not None:
+            ck.func.adopt(self._replay.output, self._losses.input_shape)
         grads = self._batch_gradients(n)
         layers = self._layer_stats(n, grads)
         states = StepStates(

@@ -18,6 +18,7 @@ Semantics of the replay:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ __all__ = [
     "Batch",
     "ReplayInputs",
     "batch_norm_in_training",
+    "choose_field",
+    "output_fields",
     "output_itself",
     "refuse_batch_norm",
     "replay_failure",
@@ -134,6 +137,52 @@ def output_itself(output: Any) -> Tensor:
             "e.g. loss_input=lambda out: out.logits."
         )
     return output
+
+
+def output_fields(output: Any) -> dict[Any, torch.Size] | None:
+    """Key or index -> shape of each tensor in a dict, ``ModelOutput`` or tuple output.
+
+    None for a tensor output (the loss input is the output itself by default).
+    """
+    if isinstance(output, Tensor):
+        return None
+    items = output.items() if isinstance(output, Mapping) else enumerate(output)
+    return {k: v.shape for k, v in items if isinstance(v, Tensor)}
+
+
+def choose_field(
+    fields: dict[Any, torch.Size], input_shape: torch.Size
+) -> Callable[[Any], Tensor]:
+    """The loss input of a structured output when only one choice fits.
+
+    Unambiguous means: exactly one tensor field has the loss input's shape (taken as
+    it is); or none has, and exactly one field ``f`` of at least three dimensions
+    has ``f.transpose(1, 2)`` of that shape (a sequence model's ``[N, T, C]`` logits
+    for a loss that wants the class axis second). Anything else (two candidates, a
+    reshape to ``[N * T, C]``, which changes what a sample is) needs ``loss_input``.
+
+    Raises:
+        UsageError: Naming every field with its shape.
+
+    """
+    same = [k for k, shape in fields.items() if shape == input_shape]
+    if len(same) == 1:
+        return lambda out, key=same[0]: out[key]
+    swapped = [
+        k
+        for k, shape in fields.items()
+        if len(shape) >= 3 and (shape[0], shape[2], shape[1], *shape[3:]) == input_shape
+    ]
+    if not same and len(swapped) == 1:
+        return lambda out, key=swapped[0]: out[key].transpose(1, 2)
+    seen = ", ".join(f"{k!r}: {list(shape)}" for k, shape in fields.items())
+    raise UsageError(
+        f"The model returned several outputs ({seen or 'no tensors'}) and the loss "
+        f"module got a tensor of shape {list(input_shape)}; the tracker cannot tell "
+        "which output (or which view of it) that was. Pass Cockpit(..., "
+        "loss_input=fn) with fn(output) -> the loss module's input, e.g. "
+        "loss_input=lambda out: out.logits."
+    )
 
 
 def replay_failure(error: Exception) -> UnsupportedModelError:

@@ -74,6 +74,8 @@ class BatchReplay:
             names: The parameters to differentiate.
 
         """
+        if not names:
+            return {}
         n = batch.size
         z = self._loss_input(batch)
         losses = self.func.losses.batch_losses(z, batch.target)  # [N], with graph

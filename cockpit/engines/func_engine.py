@@ -41,6 +41,8 @@ from cockpit.engines._func_batch import (
     Batch,
     ReplayInputs,
     batch_norm_in_training,
+    choose_field,
+    output_fields,
     output_itself,
     refuse_batch_norm,
     replay_failure,
@@ -91,6 +93,13 @@ class FuncEngine:
         self.losses = LossFactors(loss_fn, mean_reduction)
         self.mean = mean_reduction
         self.loss_input = loss_input or output_itself
+        self.automatic = loss_input is None
+
+    def adopt(self, output: Any, input_shape: torch.Size) -> None:
+        """Choose the loss input of a structured output once (``choose_field``)."""
+        fields = output_fields(output) if self.automatic else None
+        if fields is not None:
+            self.loss_input, self.automatic = choose_field(fields, input_shape), False
 
     def per_sample_stats(
         self,

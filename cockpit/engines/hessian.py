@@ -35,17 +35,24 @@ class ForwardCapture:
         self.args: tuple[Any, ...] | None = None
         self.kwargs: dict[str, Any] = {}
         self.rng: dict[str, Tensor] = {}
-        self._handle: RemovableHandle | None = None
+        self.output: Any = None
+        self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> ForwardCapture:
-        self._handle = self.model.register_forward_pre_hook(
-            self._keep, with_kwargs=True
-        )
+        model = self.model
+        self._handles = [
+            model.register_forward_pre_hook(self._keep, with_kwargs=True),
+            model.register_forward_hook(self._keep_output),
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._handle is not None
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
+
+    def _keep_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self.output is None:  # what the model returned (shapes read, not values)
+            self.output = output
 
     def _keep(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.args is not None:

@@ -286,7 +286,7 @@ class Logits(nn.Module):
         return self.inner(x)["logits"]
 
 
-def test_model_returning_a_dict_needs_loss_input(tmp_path):
+def test_model_returning_a_dict_is_understood_without_loss_input(tmp_path):
     model = DictOutput().double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(4, 3, dtype=torch.float64), torch.randint(0, 3, (4,))
@@ -294,10 +294,10 @@ def test_model_returning_a_dict_needs_loss_input(tmp_path):
     assert ck.engines.replay == {
         "scale": "owned by a module with submodules (DictOutput)"
     }
-    with pytest.raises(UsageError, match=r"returned a dict.*out\.logits"):
-        train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
     grads = reference.per_sample_grads(Logits(model), loss_fn, x, y)
     expected = reference.norm_test(reference.flat(grads))
+    run = train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
+    assert_per_layer(run, "norm_test", 0, {"total": expected})
     ck = make_cockpit(
         model, loss_fn, tmp_path, ["norm_test"], loss_input=lambda out: out["logits"]
     )
