@@ -9,6 +9,7 @@ what is refused.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pandas as pd
@@ -294,10 +295,12 @@ def test_model_returning_a_dict_is_understood_without_loss_input(tmp_path):
     assert ck.engines.replay == {
         "scale": "owned by a module with submodules (DictOutput)"
     }
+    twin = copy.deepcopy(model)
     grads = reference.per_sample_grads(Logits(model), loss_fn, x, y)
     expected = reference.norm_test(reference.flat(grads))
     run = train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
     assert_per_layer(run, "norm_test", 0, {"total": expected})
+    model = twin  # with loss_input given: the same values
     ck = make_cockpit(
         model, loss_fn, tmp_path, ["norm_test"], loss_input=lambda out: out["logits"]
     )
