@@ -248,15 +248,16 @@ class TrackedStep:
         ck, request = self.ck, self._request
 
         def replay(names: list[str]) -> dict[str, LayerStats]:
-            batch = [name for name in names if name in ck.engines.batch]
-            stats = ck.batch_replay.per_sample_stats(
-                self._batch(), grads, request, batch
-            )
-            rest = [name for name in names if name not in ck.engines.batch]
-            if rest:
-                stats.update(
-                    ck.func.per_sample_stats(self._batch(), grads, request, rest)
-                )
+            stats: dict[str, LayerStats] = {}
+            # One _batch() per engine used: each draws a seed of the tracker's stream.
+            for engine, chosen in (
+                (ck.batch_replay, [n for n in names if n in ck.engines.batch]),
+                (ck.func, [n for n in names if n not in ck.engines.batch]),
+            ):
+                if chosen:
+                    stats.update(
+                        engine.per_sample_stats(self._batch(), grads, request, chosen)
+                    )
             return stats
 
         return moves.layer_stats(

@@ -176,16 +176,17 @@ class Assignment:
         return line
 
     def as_meta(self) -> dict[str, object]:
-        """What ``meta.json`` stores under ``engines``."""
-        return {
+        """What ``meta.json`` stores under ``engines`` (``batch replay`` if used)."""
+        meta: dict[str, object] = {
             "engine": self.engine,
             BACKPACK: self.backpack,
             MODULE: self.module,
             REPLAY: self.replay,
-            BATCH: self.batch,
-            "curvature": self.curvature,
-            "curvature_why": self.curvature_why,
         }
+        if self.batch:
+            meta[BATCH] = self.batch
+        meta.update(curvature=self.curvature, curvature_why=self.curvature_why)
+        return meta
 
 
 def _short(names: list[str], keep: int = 4) -> str:
