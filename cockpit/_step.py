@@ -29,11 +29,7 @@ from cockpit._step_io import StepInputs, StepResult
 from cockpit.engines import backpack_engine, curvature, fill, moves
 from cockpit.engines.curvature import Curvature, CurvatureRequest
 from cockpit.engines.eigen_solve import Replay, solve
-from cockpit.engines.func_engine import (
-    Batch,
-    gram_parts,
-    refuse_batch_norm,
-)
+from cockpit.engines.func_engine import Batch, gram_parts
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
@@ -85,7 +81,7 @@ class TrackedStep:
             quantity.amend_curvature(self._curvature)
         needs_samples = self._request is not None or bool(self._curvature)
         if needs_samples and any(m.training for m in ck.batch_norms):
-            refuse_batch_norm(ck.model)
+            self._curvature_moved = moves.couple(ck.model, engines)
         self._backpack_curvature = (
             bool(self._curvature) and engines.curvature == "backpack"
         )
@@ -170,6 +166,8 @@ class TrackedStep:
         ck = self.ck
         losses = self._losses.per_sample_losses()
         n = losses.shape[0]
+        if self._replay is not None:
+            ck.func.adopt(self._replay.output, self._losses.input_shape)
         grads = self._batch_gradients(n)
         layers = self._layer_stats(n, grads)
         states = StepStates(
@@ -250,7 +248,17 @@ class TrackedStep:
         ck, request = self.ck, self._request
 
         def replay(names: list[str]) -> dict[str, LayerStats]:
-            return ck.func.per_sample_stats(self._batch(), grads, request, names)
+            stats: dict[str, LayerStats] = {}
+            # One _batch() per engine used: each draws a seed of the tracker's stream.
+            for engine, chosen in (
+                (ck.batch_replay, [n for n in names if n in ck.engines.batch]),
+                (ck.func, [n for n in names if n not in ck.engines.batch]),
+            ):
+                if chosen:
+                    stats.update(
+                        engine.per_sample_stats(self._batch(), grads, request, chosen)
+                    )
+            return stats
 
         return moves.layer_stats(
             ck.model,
@@ -281,7 +289,8 @@ class TrackedStep:
             self._curvature_moved = True
         request = self._curvature
         gram = request.gram
-        found = ck.func.curvature(
+        engine = ck.batch_replay if ck.engines.batch else ck.func
+        found = engine.curvature(
             self._batch(),
             request.diagonals,
             None if gram is None else (gram.exact, gram.mc_samples, gram.samples),

@@ -10,6 +10,7 @@ from torch import nn
 
 from cockpit._optimizer_step import AwaitingStep
 from cockpit._record import TensorRecord
+from cockpit.engines.batch_replay import BatchReplay
 from cockpit.engines.choice import Assignment
 from cockpit.engines.func_engine import FuncEngine
 
@@ -27,6 +28,7 @@ class StepInputs:
         mean: The loss averages over samples (else it sums).
         engines: The engine assignment (moves found at a step are recorded on it).
         func: The torch.func engine (replay, curvature).
+        batch_replay: The batch replay (coupled samples, recurrent layers).
         curvature_modules: The leaf modules BackPACK's curvature extensions hook.
         batch_norms: The model's BatchNorm modules.
         hist_samples: Histogram sample budget (0: exact).
@@ -41,6 +43,7 @@ class StepInputs:
     mean: bool
     engines: Assignment
     func: FuncEngine
+    batch_replay: BatchReplay
     curvature_modules: list[nn.Module]
     batch_norms: list[nn.Module]
     hist_samples: int

@@ -39,9 +39,10 @@ from cockpit._record import TensorRecord
 from cockpit._step import TrackedStep
 from cockpit._step_io import StepInputs, StepResult
 from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
+from cockpit.engines.batch_replay import BatchReplay
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
-from cockpit.engines.func_engine import FuncEngine
+from cockpit.engines.func_engine import FuncEngine, batch_norm_in_training
 from cockpit.exceptions import (
     AbsentQuantityWarning,
     CockpitWarning,
@@ -147,6 +148,7 @@ class Cockpit:
             mean=self.mean,
             engines=self.engines,
             func=self.func,
+            batch_replay=BatchReplay(self.func),
             curvature_modules=self.curvature_modules,
             batch_norms=self.batch_norms,
             hist_samples=hist_samples,
@@ -187,6 +189,9 @@ class Cockpit:
         needs = _setup.curvature_needs(self.quantities)
         self.engines = assign(self.model, self.params, engine, needing)
         choose_curvature(self.engines, self.model, self.loss_fn, needs)
+        coupled = batch_norm_in_training(self.model)
+        if coupled and engine != "backpack" and (needing or needs):
+            self.engines.couple(coupled, announce=False)
         self.curvature_modules = []
         if needs and self.engines.curvature == "backpack":
             self.curvature_modules = [m for _, m in leaf_modules(self.model)]

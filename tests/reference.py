@@ -7,6 +7,8 @@ them with the textbook formula of QUANTITIES.md.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
@@ -117,3 +119,27 @@ def alpha(tau: float, losses: list[Tensor], slopes: list[Tensor]) -> float:
     if c[2] <= 0:
         return -1.0
     return float(tau / (-c[1] / (2 * c[2])) - 1)
+
+
+def batch_coupled_grads(
+    model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor
+) -> dict[str, Tensor]:
+    """``{name: [N, *shape]}``: ``g_n = d l_n / d theta`` through the whole batch.
+
+    One forward pass of the whole batch (BatchNorm in training mode normalizes with
+    its statistics), then one ``autograd.grad`` of each ``l_n`` on that graph. Runs
+    on a copy of the model, so its running statistics are left alone. Without
+    coupling between samples (or for a recurrent model), these are the per-sample
+    gradients of a loop over samples.
+    """
+    model = copy.deepcopy(model)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    losses = per_sample_losses(loss_fn, model(x), y)
+    rows = []
+    for n in range(x.shape[0]):
+        rows.append(
+            torch.autograd.grad(losses[n], list(params.values()), retain_graph=True)
+        )
+    return {
+        name: torch.stack([row[i] for row in rows]) for i, name in enumerate(params)
+    }

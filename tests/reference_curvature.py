@@ -9,6 +9,8 @@ parameter vector; the GGN from per-sample Jacobians of the model output
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev
@@ -104,3 +106,29 @@ def per_layer_sums(model: nn.Module, values: Tensor) -> dict[str, Tensor]:
     """``{name: sum of values over the parameter's entries}`` plus ``"total"``."""
     sums = {name: values[piece].sum() for name, piece in layout(model).items()}
     return {**sums, "total": values.sum()}
+
+
+def batch_coupled_ggn(
+    model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor
+) -> Tensor:
+    """``[D, D]`` GGN ``J^T H_z J`` of the mean loss through the whole batch.
+
+    ``J`` is the Jacobian of the whole batch's output (BatchNorm in training mode
+    couples the samples, so sample n's output depends on every sample), ``H_z`` the
+    mean loss's Hessian w.r.t. that output. Runs on a copy of the model.
+    """
+    model = copy.deepcopy(model)
+    flat = flatten(model)
+
+    def output(p: Tensor) -> Tensor:
+        return functional_call(model, unflatten(model, p), (x,)).reshape(-1)
+
+    jac = torch.autograd.functional.jacobian(output, flat)  # [N C, D]
+    with torch.no_grad():
+        out = functional_call(model, unflatten(model, flat), (x,))
+
+    def mean_loss(f: Tensor) -> Tensor:
+        return per_sample_losses(loss_fn, f.view(out.shape), y).mean()
+
+    loss_hessian = torch.autograd.functional.hessian(mean_loss, out.reshape(-1))
+    return jac.T @ loss_hessian @ jac

@@ -133,7 +133,7 @@ def test_layernorm_without_per_sample_quantities_is_tracked(tmp_path):
 def test_batchnorm_message_mentions_batchnorm(tmp_path):
     with pytest.raises(
         UnsupportedModelError,
-        match=r"'body\.1' \(BatchNorm1d\).*BatchNorm mixes samples",
+        match=r"'body\.1' \(BatchNorm1d\).*BatchNorm couples the samples.*engine='auto'",
     ):
         make(
             tmp_path,

@@ -42,6 +42,19 @@ def cnn() -> nn.Module:
     )
 
 
+def bn_cnn() -> nn.Module:
+    """BatchNorm in training mode: the batch replay; its running statistics are
+    compared too."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3, bias=False),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, CLASSES),
+    )
+
+
 class ResidualNorm(nn.Module):
     """LayerNorm, a residual connection and dropout: the torch.func engine's case."""
 
@@ -59,8 +72,8 @@ class ResidualNorm(nn.Module):
         return self.out(h)
 
 
-INPUT_SHAPES = {"mlp": (6,), "cnn": (2, 5, 5), "residual": (6,)}
-MODELS = {"mlp": mlp, "cnn": cnn, "residual": ResidualNorm}
+INPUT_SHAPES = {"mlp": (6,), "cnn": (2, 5, 5), "residual": (6,), "bn-cnn": (2, 5, 5)}
+MODELS = {"mlp": mlp, "cnn": cnn, "residual": ResidualNorm, "bn-cnn": bn_cnn}
 
 
 @dataclass
@@ -119,13 +132,17 @@ def make_data(model_name: str, loss_name: str, seed: int = 1):
 
 
 def snapshot(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-    return {
+    """Parameters with their gradients, and buffers (BatchNorm's running statistics)."""
+    state: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {
         name: (
             p.detach().clone(),
             None if p.grad is None else p.grad.detach().clone(),
         )
         for name, p in model.named_parameters()
     }
+    for name, buffer in model.named_buffers():
+        state[f"buffer {name}"] = (buffer.detach().clone(), None)
+    return state
 
 
 def train(
@@ -192,11 +209,11 @@ def assert_bit_identical(tracked, untracked):
 def full_tracking(tmp_path, case: OptimizerCase, model_name: str) -> dict:
     """Every quantity of ``full`` at every step (curvature included).
 
-    The residual model's curvature comes from torch.func, where ``kfac_block`` is
-    not defined.
+    The residual and BatchNorm models' curvature comes from torch.func, where
+    ``kfac_block`` is not defined.
     """
     quantities = dict.fromkeys(PRESETS["full"], 1)
-    if model_name == "residual":
+    if model_name in ("residual", "bn-cnn"):
         del quantities["kfac_block"]
     if case.plain_sgd:
         quantities.update(early_stopping=1, cabs=1)

@@ -10,12 +10,15 @@ Semantics of the replay:
   training's random stream is untouched, but the per-sample gradients see other
   dropout masks than the step did (they are statistics of the same model, with
   dropout noise of their own).
-- BatchNorm in training mode mixes samples, so per-sample gradients are not defined:
-  refused (:func:`refuse_batch_norm`).
+- BatchNorm in training mode couples the samples, so a per-sample replay cannot
+  see the step: such a model goes to the batch replay
+  (:mod:`cockpit.engines.batch_replay`), found by :func:`batch_norm_in_training`;
+  ``engine="backpack"`` refuses it (:func:`refuse_batch_norm`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,9 @@ from cockpit.exceptions import UnsupportedModelError, UsageError
 __all__ = [
     "Batch",
     "ReplayInputs",
+    "batch_norm_in_training",
+    "choose_field",
+    "output_fields",
     "output_itself",
     "refuse_batch_norm",
     "replay_failure",
@@ -35,17 +41,26 @@ __all__ = [
 
 
 def refuse_batch_norm(model: nn.Module) -> None:
-    """Refuse BatchNorm layers in training mode: per-sample gradients need none."""
+    """Refuse BatchNorm in training mode for ``engine="backpack"`` (samples coupled)."""
+    why = batch_norm_in_training(model)
+    if why is not None:
+        raise UnsupportedModelError(
+            f"{why}: each sample's loss depends on the other samples, and BackPACK's "
+            "per-sample gradients miss that coupling. Use engine='auto', which "
+            "computes g_n = d l_n / d theta through the whole batch (the batch "
+            "replay), or put BatchNorm layers in eval mode while tracking."
+        )
+
+
+def batch_norm_in_training(model: nn.Module) -> str | None:
+    """Why the model's samples are coupled (a BatchNorm in training mode), or None."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
-            raise UnsupportedModelError(
-                f"Module '{name}' ({type(module).__name__}) is in training mode: it "
-                "normalizes with the statistics of the whole batch, so each sample's "
-                "loss depends on the other samples and per-sample gradients are not "
-                "defined. Put BatchNorm layers in eval mode while tracking "
-                "(module.eval()), use GroupNorm or LayerNorm, or drop the per-sample "
-                "and curvature quantities."
+            return (
+                f"Module '{name}' ({type(module).__name__}) is in training mode and "
+                "normalizes with the statistics of the whole batch"
             )
+    return None
 
 
 @dataclass
@@ -122,6 +137,52 @@ def output_itself(output: Any) -> Tensor:
             "e.g. loss_input=lambda out: out.logits."
         )
     return output
+
+
+def output_fields(output: Any) -> dict[Any, torch.Size] | None:
+    """Key or index -> shape of each tensor in a dict, ``ModelOutput`` or tuple output.
+
+    None for a tensor output (the loss input is the output itself by default).
+    """
+    if isinstance(output, Tensor):
+        return None
+    items = output.items() if isinstance(output, Mapping) else enumerate(output)
+    return {k: v.shape for k, v in items if isinstance(v, Tensor)}
+
+
+def choose_field(
+    fields: dict[Any, torch.Size], input_shape: torch.Size
+) -> Callable[[Any], Tensor]:
+    """The loss input of a structured output when only one choice fits.
+
+    Unambiguous means: exactly one tensor field has the loss input's shape (taken as
+    it is); or none has, and exactly one field ``f`` of at least three dimensions
+    has ``f.transpose(1, 2)`` of that shape (a sequence model's ``[N, T, C]`` logits
+    for a loss that wants the class axis second). Anything else (two candidates, a
+    reshape to ``[N * T, C]``, which changes what a sample is) needs ``loss_input``.
+
+    Raises:
+        UsageError: Naming every field with its shape.
+
+    """
+    same = [k for k, shape in fields.items() if shape == input_shape]
+    if len(same) == 1:
+        return lambda out, key=same[0]: out[key]
+    swapped = [
+        k
+        for k, shape in fields.items()
+        if len(shape) >= 3 and (shape[0], shape[2], shape[1], *shape[3:]) == input_shape
+    ]
+    if not same and len(swapped) == 1:
+        return lambda out, key=swapped[0]: out[key].transpose(1, 2)
+    seen = ", ".join(f"{k!r}: {list(shape)}" for k, shape in fields.items())
+    raise UsageError(
+        f"The model returned several outputs ({seen or 'no tensors'}) and the loss "
+        f"module got a tensor of shape {list(input_shape)}; the tracker cannot tell "
+        "which output (or which view of it) that was. Pass Cockpit(..., "
+        "loss_input=fn) with fn(output) -> the loss module's input, e.g. "
+        "loss_input=lambda out: out.logits."
+    )
 
 
 def replay_failure(error: Exception) -> UnsupportedModelError:

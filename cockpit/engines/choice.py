@@ -16,7 +16,11 @@ Decided once when the tracker is created (``engine=``), from the model's structu
      backward pass;
   3. the torch.func replay of the whole model for the rest: parameters of modules
      with submodules (an attention module's projection, a learned position
-     embedding that the model adds itself).
+     embedding that the model adds itself);
+  4. the batch replay (:mod:`cockpit.engines.batch_replay`) for recurrent layers
+     (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``), which ``vmap`` cannot replay per sample,
+     and for every parameter of a model with a BatchNorm layer in training mode
+     (:meth:`Assignment.couple`), whose samples are coupled.
 
   Curvature comes from BackPACK only if every parameter is BackPACK's and every
   module and the loss are supported by the due second-order extensions; otherwise
@@ -52,6 +56,7 @@ LOG = logging.getLogger("cockpit")
 
 #: The engines of per-sample statistics, as the info line and ``meta.json`` name them.
 BACKPACK, MODULE, REPLAY = "backpack", "torch.func per module", "torch.func replay"
+BATCH = "batch replay"
 
 
 @dataclass
@@ -65,6 +70,8 @@ class Assignment:
             give them (:mod:`cockpit.engines.module_func`).
         replay: Parameter name -> why the whole-model torch.func replay gives them
             (:mod:`cockpit.engines.func_engine`).
+        batch: Parameter name -> why the batch replay gives them
+            (:mod:`cockpit.engines.batch_replay`).
         curvature: ``"backpack"`` or ``"torch.func"``: the curvature engine.
         curvature_why: Why torch.func computes curvature (empty for BackPACK).
         owners: Parameter name -> ``(module name, attribute)`` of every owner.
@@ -78,6 +85,7 @@ class Assignment:
     backpack: list[str] = field(default_factory=list)
     module: dict[str, str] = field(default_factory=dict)
     replay: dict[str, str] = field(default_factory=dict)
+    batch: dict[str, str] = field(default_factory=dict)
     curvature: str = "backpack"
     curvature_why: str = ""
     owners: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -86,8 +94,8 @@ class Assignment:
 
     @property
     def func(self) -> dict[str, str]:
-        """Every parameter torch.func handles (per module or by replay), and why."""
-        return {**self.module, **self.replay}
+        """Every parameter BackPACK does not handle, and why."""
+        return {**self.module, **self.replay, **self.batch}
 
     def layers(self, model: nn.Module) -> list[nn.Module]:
         """The modules BackPACK hooks for first-order statistics."""
@@ -120,6 +128,24 @@ class Assignment:
             self.changed = True
             LOG.info("cockpit: %s from now on for %s: %s", to, ", ".join(moved), why)
 
+    def couple(self, why: str, announce: bool = True) -> None:
+        """Move every parameter and curvature to the batch replay (samples coupled).
+
+        Args:
+            why: What couples the samples (said in the engine line and meta.json).
+            announce: Log the move and rewrite ``meta.json`` (a move at a step).
+
+        """
+        moving = {*self.backpack, *self.module, *self.replay}
+        names = [name for name in self.owners if name in moving]  # tracker's order
+        self.backpack, self.module, self.replay = [], {}, {}
+        self.batch.update(dict.fromkeys(names, why))
+        self.verified = True  # rows of the Jacobian add up to .grad by construction
+        self.curvature, self.curvature_why = "torch.func", why
+        if announce:
+            self.changed = True
+            LOG.info("cockpit: %s from now on for every parameter: %s", BATCH, why)
+
     def move_curvature(self, why: str) -> None:
         """Compute curvature with torch.func from now on."""
         if self.curvature != "torch.func":
@@ -135,7 +161,8 @@ class Assignment:
                 f"BackPACK for {len(self.backpack)} parameters "
                 f"({_short(self.backpack)})"
             )
-        for label, chosen in ((MODULE, self.module), (REPLAY, self.replay)):
+        engines = ((MODULE, self.module), (REPLAY, self.replay), (BATCH, self.batch))
+        for label, chosen in engines:
             if chosen:
                 reasons = Counter(chosen.values())
                 why = "; ".join(
@@ -149,15 +176,17 @@ class Assignment:
         return line
 
     def as_meta(self) -> dict[str, object]:
-        """What ``meta.json`` stores under ``engines``."""
-        return {
+        """What ``meta.json`` stores under ``engines`` (``batch replay`` if used)."""
+        meta: dict[str, object] = {
             "engine": self.engine,
             BACKPACK: self.backpack,
             MODULE: self.module,
             REPLAY: self.replay,
-            "curvature": self.curvature,
-            "curvature_why": self.curvature_why,
         }
+        if self.batch:
+            meta[BATCH] = self.batch
+        meta.update(curvature=self.curvature, curvature_why=self.curvature_why)
+        return meta
 
 
 def _short(names: list[str], keep: int = 4) -> str:
@@ -204,16 +233,24 @@ def assign(
         )
     owners = _owners(model, params)
     result = Assignment(engine=engine, owners=owners)
+    modules = dict(model.named_modules(remove_duplicate=False))
     if engine == "torch.func":
         result.replay = dict.fromkeys(params, "engine='torch.func'")
         result.curvature, result.curvature_why = "torch.func", "engine='torch.func'"
-        return result
-    modules = dict(model.named_modules(remove_duplicate=False))
     for name in params:
         module_names = [m for m, _ in owners[name]]
         kinds = {type(modules[m]) for m in module_names}
         kind = type(modules[module_names[0]])
         leaves = all(not list(modules[m].children()) for m in module_names)
+        if issubclass(kind, nn.RNNBase) and engine != "backpack":
+            result.replay.pop(name, None)
+            result.batch[name] = (
+                f"{kind.__name__} cannot be replayed per sample by vmap (it updates "
+                "its hidden state in place)"
+            )
+            continue
+        if engine == "torch.func":
+            continue
         if len(module_names) == 1 and kind in SUPPORTED_LAYERS:
             result.backpack.append(name)
             continue
@@ -237,8 +274,9 @@ def _refusal(
     name: str, module_name: str, kind: type, why: str, needing: list[str]
 ) -> str:
     hint = (
-        " In training mode BatchNorm mixes samples, so per-sample gradients are not "
-        "defined; freeze it or use GroupNorm."
+        " In training mode BatchNorm couples the samples, so BackPACK's per-sample "
+        "gradients would miss the coupling; engine='auto' computes them through the "
+        "whole batch (the batch replay)."
         if issubclass(kind, nn.modules.batchnorm._BatchNorm)
         else ""
     )
@@ -286,6 +324,7 @@ def choose_curvature(
 
 __all__ = [
     "BACKPACK",
+    "BATCH",
     "ENGINES",
     "LOG",
     "MODULE",

@@ -22,7 +22,9 @@ several times, parameters used outside their module, and any layer type.
 
 The exact Hessian's diagonal, which has no such factor, is Hutchinson's estimate
 (:mod:`cockpit.engines._func_curvature`). What the replay sees (parameters, dropout,
-BatchNorm) is said in :mod:`cockpit.engines._func_batch`.
+BatchNorm) is said in :mod:`cockpit.engines._func_batch`; models whose samples are
+coupled (BatchNorm in training mode) or that ``vmap`` cannot replay per sample (RNNs)
+go to :mod:`cockpit.engines.batch_replay` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from torch.func import functional_call, vjp, vmap
 from cockpit.engines._func_batch import (
     Batch,
     ReplayInputs,
+    batch_norm_in_training,
+    choose_field,
+    output_fields,
     output_itself,
     refuse_batch_norm,
     replay_failure,
@@ -88,6 +93,13 @@ class FuncEngine:
         self.losses = LossFactors(loss_fn, mean_reduction)
         self.mean = mean_reduction
         self.loss_input = loss_input or output_itself
+        self.automatic = loss_input is None
+
+    def adopt(self, output: Any, input_shape: torch.Size) -> None:
+        """Choose the loss input of a structured output once (``choose_field``)."""
+        fields = output_fields(output) if self.automatic else None
+        if fields is not None:
+            self.loss_input, self.automatic = choose_field(fields, input_shape), False
 
     def per_sample_stats(
         self,
@@ -294,6 +306,7 @@ __all__ = [
     "Estimate",
     "FuncCurvature",
     "FuncEngine",
+    "batch_norm_in_training",
     "gram_parts",
     "refuse_batch_norm",
 ]

@@ -5,8 +5,9 @@ gradient, which Hessian-vector products need. Rather than asking for
 ``create_graph=True``, the tracker re-runs the forward pass itself on a due step: a
 forward pre-hook on the model (:class:`ForwardCapture`) keeps the model's inputs and
 the random state at the start of the block; after the block, :func:`hvp_operator`
-replays the forward pass with the same random state (the same dropout masks), restores
-the model's buffers afterwards (BatchNorm's running statistics), and differentiates
+replays the forward pass with the same random state (the same dropout masks), on
+copies of the model's buffers (BatchNorm's running statistics stay as the step left
+them), and differentiates
 twice. Cost: one forward pass and one backward pass with graph, then one Hessian-vector
 product (about two backward passes) per eigensolver iteration; the extra graph lives
 only while the eigensolver runs. The training's random stream and buffers end up
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.utils.hooks import RemovableHandle
 
 from cockpit.exceptions import UsageError
@@ -33,17 +35,24 @@ class ForwardCapture:
         self.args: tuple[Any, ...] | None = None
         self.kwargs: dict[str, Any] = {}
         self.rng: dict[str, Tensor] = {}
-        self._handle: RemovableHandle | None = None
+        self.output: Any = None
+        self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> ForwardCapture:
-        self._handle = self.model.register_forward_pre_hook(
-            self._keep, with_kwargs=True
-        )
+        model = self.model
+        self._handles = [
+            model.register_forward_pre_hook(self._keep, with_kwargs=True),
+            model.register_forward_hook(self._keep_output),
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._handle is not None
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
+
+    def _keep_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self.output is None:  # what the model returned (shapes read, not values)
+            self.output = output
 
     def _keep(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.args is not None:
@@ -61,16 +70,15 @@ class ForwardCapture:
                 "inside the track() block. Call the model given to Cockpit inside it."
             )
         devices = [torch.device(k) for k in self.rng if k != "cpu"]
-        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        # The forward runs on copies of the buffers: BatchNorm's running statistics
+        # move in the copies, and the model's own buffers are never written, so the
+        # graph (which saved them) stays valid for the backward passes to come.
+        copies = {n: b.clone() for n, b in self.model.named_buffers()}
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             torch.set_rng_state(self.rng["cpu"])
             for device in devices:
                 torch.cuda.set_rng_state(self.rng[str(device)], device)
-            output = self.model(*self.args, **self.kwargs)
-        with torch.no_grad():
-            for name, buffer in self.model.named_buffers():
-                buffer.copy_(buffers[name])
-        return output
+            return functional_call(self.model, copies, self.args, self.kwargs)
 
 
 def _cuda_devices(args: tuple, kwargs: dict) -> list[torch.device]:

@@ -121,6 +121,17 @@ class LossFactors:
         scale = n / z.to(elementwise.dtype)
         return torch.where(plain, elementwise.mean(), elementwise.sum() * scale)
 
+    def batch_losses(self, f: Tensor, target: Tensor) -> Tensor:
+        """``[N]`` per-sample losses ``l_n`` of the whole batch's loss input ``f``."""
+        loss_fn = self.loss_fn
+        reduction, loss_fn.reduction = loss_fn.reduction, "none"
+        try:
+            elementwise = loss_fn.forward(f, target)
+        finally:
+            loss_fn.reduction = reduction
+        normalizer = batch_normalizer(loss_fn, target) if self.mean else None
+        return per_sample_losses(elementwise, self.mean, normalizer)
+
     def check_factored(self, why: str) -> None:
         """Refuse a loss whose Hessian factor is not known here, naming ``why``."""
         loss_fn = self.loss_fn

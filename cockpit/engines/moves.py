@@ -5,7 +5,8 @@ what they found, and parameters move to another engine from then on
 (:meth:`~cockpit.engines.choice.Assignment.move`): to torch.func per module if their
 BackPACK layer ran twice or BackPACK failed on it; to the replay if their module's
 calls have no batch dimension, if the per-module engine failed, or if their
-per-sample gradients do not add up to ``.grad``. The parameters that move get this
+per-sample gradients do not add up to ``.grad``; every parameter to the batch replay
+if a BatchNorm layer is in training mode (:func:`couple`). The parameters that move get this
 step's statistics from the replay, so no step is lost.
 """
 
@@ -19,11 +20,12 @@ from torch import Tensor, nn
 
 from cockpit.engines import backpack_engine
 from cockpit.engines.choice import MODULE, REPLAY, Assignment
+from cockpit.engines.func_engine import batch_norm_in_training, refuse_batch_norm
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
 from cockpit.engines.module_func import ModuleGrads
 from cockpit.exceptions import UsageError
 
-__all__ = ["HookFindings", "layer_stats"]
+__all__ = ["HookFindings", "couple", "layer_stats"]
 
 
 @dataclass
@@ -40,6 +42,24 @@ class HookFindings:
     reused: set[int] = field(default_factory=set)
     failed: dict[int, str] = field(default_factory=dict)
     broken: list[nn.Module] = field(default_factory=list)
+
+
+def couple(model: nn.Module, engines: Assignment) -> bool:
+    """Move everything to the batch replay if a BatchNorm trains at this step.
+
+    Called at a step with per-sample statistics or curvature. A model put into
+    training mode after the tracker was created moves here (``engine="backpack"``
+    refuses it). Returns whether curvature left BackPACK (``kfac_block`` stops).
+    """
+    why = batch_norm_in_training(model)
+    if why is None:
+        return False
+    if engines.engine == "backpack":
+        refuse_batch_norm(model)
+    was = engines.curvature
+    if engines.backpack or engines.module or engines.replay or was == "backpack":
+        engines.couple(why)
+    return was == "backpack"
 
 
 def layer_stats(
@@ -68,7 +88,7 @@ def layer_stats(
 
     """
     found = backpack_engine.collect(params)
-    moved = set(engines.replay)
+    moved = set(engines.replay) | set(engines.batch)
     if module_grads is not None:
         found.update(module_grads.collect(params, request))
         failed = sorted(module_grads.failed)

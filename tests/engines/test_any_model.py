@@ -9,6 +9,7 @@ what is refused.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pandas as pd
@@ -286,7 +287,7 @@ class Logits(nn.Module):
         return self.inner(x)["logits"]
 
 
-def test_model_returning_a_dict_needs_loss_input(tmp_path):
+def test_model_returning_a_dict_is_understood_without_loss_input(tmp_path):
     model = DictOutput().double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(4, 3, dtype=torch.float64), torch.randint(0, 3, (4,))
@@ -294,10 +295,12 @@ def test_model_returning_a_dict_needs_loss_input(tmp_path):
     assert ck.engines.replay == {
         "scale": "owned by a module with submodules (DictOutput)"
     }
-    with pytest.raises(UsageError, match=r"returned a dict.*out\.logits"):
-        train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
+    twin = copy.deepcopy(model)
     grads = reference.per_sample_grads(Logits(model), loss_fn, x, y)
     expected = reference.norm_test(reference.flat(grads))
+    run = train(ck, model, loss_fn, [(x, y)], lambda out: out["logits"])
+    assert_per_layer(run, "norm_test", 0, {"total": expected})
+    model = twin  # with loss_input given: the same values
     ck = make_cockpit(
         model, loss_fn, tmp_path, ["norm_test"], loss_input=lambda out: out["logits"]
     )
@@ -305,14 +308,19 @@ def test_model_returning_a_dict_needs_loss_input(tmp_path):
     assert_per_layer(run, "norm_test", 0, {"total": expected})
 
 
-def test_batchnorm_in_training_mode_is_refused_and_eval_mode_tracked(tmp_path):
+def test_batchnorm_in_training_mode_is_tracked_through_the_batch_and_eval_mode_too(
+    tmp_path,
+):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
+    coupled = reference.norm_test(
+        reference.flat(reference.batch_coupled_grads(model, loss_fn, x, y))
+    )
     ck = make_cockpit(model, loss_fn, tmp_path / "train", ["norm_test"])
-    with pytest.raises(UnsupportedModelError, match=r"'1' \(BatchNorm1d\) is in train"):
-        train(ck, model, loss_fn, [(x, y)])
+    run = train(ck, model, loss_fn, [(x, y)])
+    assert_per_layer(run, "norm_test", 0, {"total": coupled})
     model.eval()
     expected = reference.norm_test(
         reference.flat(reference.per_sample_grads(model, loss_fn, x, y))

@@ -1,0 +1,224 @@
+"""Batch replay: per-sample gradients as rows of the per-sample losses' Jacobian.
+
+For models whose samples are coupled in the forward pass (BatchNorm in training mode)
+or that ``vmap`` cannot replay one sample at a time (``nn.LSTM``, ``nn.GRU``), the
+per-sample gradient is defined through the whole batch's forward pass::
+
+    g_n = d l_n / d theta,   l = [l_1, ..., l_N] = losses(model(X)),
+
+the gradient of sample n's loss as a function of the parameters, with every other
+sample's input held fixed but not its activations: through BatchNorm's batch
+statistics, ``l_n`` depends on theta via all samples. Then ``(1/N) sum_n g_n`` is the
+gradient of the mean loss, i.e. ``.grad`` exactly, so every identity of the
+first-order quantities holds. Without coupling, ``g_n`` is the usual per-sample
+gradient.
+
+The engine replays the step's forward pass once on the whole batch with the step's
+random state (the same dropout masks) and restores the buffers afterwards
+(:class:`~cockpit.engines.hessian.ForwardCapture`), then pulls batches of cotangents
+back through that one graph (``torch.autograd.grad(..., is_grads_batched=True)``,
+``vmap`` over the backward): for a chunk of c samples the cotangents ``e_n`` of ``l``
+``[c, N]`` give the Jacobian rows ``g_n`` ``[c, D]``. Cost: one more forward pass of
+the batch plus N / c batched backward passes (each about c backward passes of the
+batch), so O(N^2) sample-backwards in all, against O(N) for the per-sample engines.
+
+The GGN of the batch loss is ``J^T H_z J`` with ``J = dz/dtheta`` the Jacobian of the
+whole loss input ``z`` ``[N, *Z]`` and ``H_z`` block-diagonal over samples, so its
+factor columns are ``J^T c_nk`` for cotangents ``c_nk`` zero except at sample n, where
+they are the loss factor's columns (:mod:`cockpit.engines.loss_factors`): the GGN
+diagonal and its Gram matrix (ViViT) follow exactly, at K times the cost of the
+gradients (K columns per sample). The Hessian's diagonal is Hutchinson's estimate on
+the whole batch, as in :mod:`cockpit.engines.func_engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from cockpit.engines.func_engine import CHUNK_ELEMENTS, Batch, FuncCurvature, FuncEngine
+from cockpit.engines.layer_stats import ChunkReducer, LayerStats, SampleRequest
+from cockpit.exceptions import UsageError
+
+__all__ = ["BatchReplay"]
+
+
+class BatchReplay:
+    """Per-sample statistics and curvature from one replay of the whole batch.
+
+    Args:
+        func: The torch.func engine: its parameters, loss and ``loss_input`` are
+            shared, and it estimates the Hessian diagonal on the whole batch.
+
+    """
+
+    def __init__(self, func: FuncEngine):
+        self.func = func
+
+    def per_sample_stats(
+        self,
+        batch: Batch,
+        grads: dict[str, Tensor],
+        request: SampleRequest,
+        names: list[str],
+    ) -> dict[str, LayerStats]:
+        """Statistics of ``g_n = d l_n / d theta`` for the parameters ``names``.
+
+        Args:
+            batch: The step's kept model call and target.
+            grads: Parameter name -> ``[D_l]`` gradient of the mean loss.
+            request: What the due quantities need.
+            names: The parameters to differentiate.
+
+        """
+        if not names:
+            return {}
+        n = batch.size
+        z = self._loss_input(batch)
+        losses = self.func.losses.batch_losses(z, batch.target)  # [N], with graph
+        reducers = {
+            name: ChunkReducer(n, grads[name], self.func.params[name], request)
+            for name in names
+        }
+        kept: dict[str, list[Tensor]] = {name: [] for name in names}
+        eye = torch.eye(n, device=z.device, dtype=z.dtype)
+        chunk = self._chunk(names, n, per_sample=1, cotangent_size=n)
+        for first in range(0, n, chunk):
+            rows = self._rows(losses, names, eye[first : first + chunk])
+            for name in names:
+                reducers[name].add(rows[name])
+                if request.keep_for_projection:
+                    kept[name].append(rows[name])
+        return {
+            name: reducers[name].finish(
+                torch.cat(kept[name]).__matmul__
+                if request.keep_for_projection
+                else None
+            )
+            for name in names
+        }
+
+    def curvature(
+        self,
+        batch: Batch,
+        diagonals: set[str],
+        gram: tuple[bool, int, int | None] | None,
+        probes: int,
+        generator: torch.Generator,
+    ) -> FuncCurvature:
+        """The due curvature of all tracked parameters, exact in the coupled sense.
+
+        Same arguments and results as
+        :meth:`~cockpit.engines.func_engine.FuncEngine.curvature`.
+        """
+        func = self.func
+        found = FuncCurvature()
+        if "hessian" in diagonals:  # Hutchinson on the whole batch already
+            found = func.curvature(batch, {"hessian"}, None, probes, generator)
+        names = list(func.params)
+        n = batch.size
+        scale = 1.0 / n if func.mean else 1.0
+        for source, exact in (("ggn_mc", False), ("ggn_exact", True)):
+            if source not in diagonals:
+                continue
+            func.losses.check_factored(f"curvature='{source}'")
+            sums = {name: torch.zeros_like(func.params[name]) for name in names}
+            spec = ("exact",) if exact else ("mc", 1, generator)
+            for block in self._columns(batch, names, spec, n, with_grad=False):
+                for name in names:
+                    sums[name] += block[name].square().sum((0, 1)).view_as(sums[name])
+            found.diagonals[source] = {k: v * scale for k, v in sums.items()}
+        if gram is not None:
+            func.losses.check_factored("ggn_top_eigen and curvature_noise")
+            exact, mc_samples, samples = gram
+            used = n if samples is None else min(samples, n)
+            spec = ("exact",) if exact else ("mc", mc_samples, generator)
+            parts: dict[str, list[Tensor]] = {name: [] for name in names}
+            for block in self._columns(batch, names, spec, used, with_grad=True):
+                for name in names:
+                    parts[name].append(block[name])
+            found.columns = {name: torch.cat(parts[name]) for name in names}
+        return found
+
+    def _columns(
+        self, batch: Batch, names: list[str], spec: tuple, used: int, with_grad: bool
+    ) -> Iterator[dict[str, Tensor]]:
+        """``J^T c_nk`` for the first ``used`` samples, by chunks: ``{name: [c, K, D_l]}``.
+
+        Args:
+            batch: The step's kept model call and target.
+            names: The parameters to differentiate.
+            spec: ``("exact",)`` or ``("mc", M, generator)``: the loss factor's columns.
+            used: Number of samples (the first ones).
+            with_grad: Put the gradient column ``d l_n / d z_n`` first.
+
+        """
+        losses = self.func.losses
+        z = self._loss_input(batch)
+        leaf = z.detach().unsqueeze(1)  # [N, 1, *Z]: one sample per vmap slice
+        target = batch.target.detach().unsqueeze(1)
+        if spec[0] == "exact":
+            columns = vmap(losses.exact_columns)(leaf, target)
+        else:
+            _, count, generator = spec
+            noise = losses.draw(losses.noise_shape(z.shape, count), z, generator)
+            columns = vmap(losses.mc_columns)(leaf, target, noise)
+        if with_grad:
+            losses.prepare(batch.target, z.shape[0])
+            slopes = vmap(grad(losses.sample_loss))(leaf, target)
+            columns = torch.cat([slopes.unsqueeze(1), columns], dim=1)
+        columns = columns.squeeze(2)[:used]  # [used, K, *Z]
+        n, k = z.shape[0], columns.shape[1]
+        chunk = self._chunk(names, n, per_sample=k, cotangent_size=z.numel())
+        for first in range(0, used, chunk):
+            block = columns[first : first + chunk]
+            c = block.shape[0]
+            cotangents = z.new_zeros(c, k, *z.shape)
+            samples = torch.arange(first, first + c, device=z.device)
+            cotangents[torch.arange(c, device=z.device), :, samples] = block
+            rows = self._rows(z, names, cotangents.flatten(0, 1))
+            yield {name: rows[name].view(c, k, -1) for name in names}
+
+    def _loss_input(self, batch: Batch) -> Tensor:
+        """``z`` ``[N, *Z]``: the loss input of the replayed batch, with graph."""
+        z = self.func.loss_input(batch.capture.replay())
+        if z.shape != batch.input_shape:
+            raise UsageError(
+                f"The loss module got an input of shape {list(batch.input_shape)}, "
+                f"but the replayed model's output (through loss_input) has shape "
+                f"{list(z.shape)}. Pass Cockpit(..., loss_input=fn) with fn(output) "
+                "-> the loss module's input, e.g. lambda out: out.transpose(1, 2)."
+            )
+        return z
+
+    def _chunk(self, names: list[str], n: int, per_sample: int, cotangent_size: int):
+        """Samples per batched backward: ``[c K, D]`` rows and cotangents bounded."""
+        width = sum(self.func.params[name].numel() for name in names)
+        largest = max(width, cotangent_size)
+        return max(1, min(n, CHUNK_ELEMENTS // max(1, per_sample * largest)))
+
+    def _rows(
+        self, outputs: Tensor, names: list[str], cotangents: Tensor
+    ) -> dict[str, Tensor]:
+        """``[m, D_l]`` per parameter: the vjps of ``outputs`` with ``m`` cotangents."""
+        params: list[nn.Parameter] = [self.func.params[name] for name in names]
+        pulled = torch.autograd.grad(
+            outputs,
+            params,
+            grad_outputs=cotangents,
+            retain_graph=True,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        m = cotangents.shape[0]
+        return {
+            name: (
+                g.reshape(m, -1)
+                if g is not None
+                else p.new_zeros(m, p.numel()).detach()
+            )
+            for name, g, p in zip(names, pulled, params, strict=True)
+        }
