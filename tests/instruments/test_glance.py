@@ -161,3 +161,20 @@ def test_moving_average_of_a_sparse_quantity_sits_on_its_logged_steps():
     cell = report_cell("hess_max_ev", run)
     line = next(x for x in cell.axes[0].lines if x.get_gid() == "moving average")
     assert list(line.get_xdata()) == list(steps)
+
+
+def test_gradient_heat_map_keeps_a_shrinking_distribution_visible():
+    """Gradients 1000 times smaller at the end still fill the heat map's height."""
+    rng = np.random.default_rng(3)
+    run = RunData("r")
+    for step in range(40):
+        values = rng.standard_t(3, 4000) * 10.0 ** (-step / 13)
+        counts, edges = np.histogram(values, bins=32)
+        run._add_histogram(step, "grad_hist_1d", None, edges, None, counts)
+    figure = REGISTRY["grad_hist_1d"]().figure([run], View())
+    heat = next(t for t in figure.data if t.type == "heatmap")
+    z = np.asarray(heat.z, dtype=float)  # [bins, steps]
+    filled = np.isfinite(z).sum(axis=0)
+    assert filled[-1] >= 0.5 * filled[0] > 0
+    assert min(heat.y) >= -1 and max(heat.y) <= 1
+    assert "scaled per step" in figure.layout.title.text
