@@ -1,8 +1,9 @@
 """``cockpit demo``: train a small CNN in the background and watch it live.
 
 The training runs in a subprocess, ``python -m cockpit.zoo.demo``: a CNN on
-scikit-learn's digits with the ``full`` preset (the costly curvature quantities every
-10th step), because the dashboard never imports torch. It writes to ``--logdir`` or a
+scikit-learn's digits with plain SGD, the ``full`` preset (the costly curvature
+quantities every 10th step) and ``early_stopping`` and ``cabs`` (plain SGD only), so
+every instrument has data, because the dashboard never imports torch. It writes to ``--logdir`` or a
 temporary directory (removed on exit); once the run exists the dashboard serves that
 directory, and it keeps serving after training ends. Ctrl-C (or SIGTERM) stops the
 training cleanly, so its run is closed, and then the dashboard.
@@ -62,7 +63,8 @@ def add_parser(
         "demo",
         help="train a small CNN in the background and watch it live",
         description="Train a small CNN on scikit-learn's digits in the background, "
-        "tracked with the full preset, and serve the live dashboard on its log. "
+        "with plain SGD, tracked with the full preset plus early stopping and CABS, "
+        "and serve the live dashboard on its log. "
         "Ctrl-C stops the training and the dashboard.",
     )
     demo.add_argument(

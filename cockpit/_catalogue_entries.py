@@ -196,7 +196,8 @@ CATALOGUE: tuple[Entry, ...] = (
         "curvature",
         "kfac_block",
         "Layer stiffness (KFAC blocks)",
-        "The stiffest and worst-conditioned layers are where one learning rate for all "
+        "The stiffest and worst-conditioned layers (condition over the nonzero "
+        "spectrum: most blocks are singular) are where one learning rate for all "
         "layers hurts most: candidates for per-layer learning rates or normalization.",
         preset="full",
         every=10,

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from cockpit.instruments._bulk import bulk_limits, padded
 from cockpit.instruments._data import Series
 from cockpit.instruments._series import ema, even_indices, extreme_indices
 from cockpit.instruments._theme import TEMPLATE, color
@@ -26,6 +27,7 @@ __all__ = [
     "color",
     "finish",
     "fmt",
+    "follow_bulk",
     "header",
     "hline",
     "new_figure",
@@ -35,6 +37,8 @@ __all__ = [
 
 PLACEHOLDER_NAME = "placeholder"
 """``layout.meta`` of a placeholder figure, so callers can tell it apart."""
+AVERAGE = "moving average"
+"""``meta`` of a moving average's trace: it follows the values, it sets no range."""
 
 
 def fmt(value: float | None) -> str:
@@ -119,7 +123,15 @@ def add_series(
     keep = even_indices(len(shown), view.max_points)
     average = ema(shown.values)[keep]
     figure.add_trace(
-        _trace(shown.steps[keep], average, name, group, mode="lines", line=line),
+        _trace(
+            shown.steps[keep],
+            average,
+            name,
+            group,
+            mode="lines",
+            line=line,
+            meta=AVERAGE,
+        ),
         **where,
     )
     return shown
@@ -193,6 +205,113 @@ def set_axes(
             **where,
         )
     figure.update_yaxes(type="log" if log_y else "linear", title_text=y_title, **where)
+    if log_y:
+        figure.update_yaxes(tickformat=LOG_TICKS, **where)
+    follow_bulk(figure, log_y, cell)
+
+
+LOG_TICKS = "~s"
+"""Tick labels of log axes: SI prefixes on every tick (``2m``, ``5m``, ``10m``).
+
+Without a format plotly labels the ticks between decades with their first digit
+alone (a bare ``5`` or ``2``), which reads as a value.
+"""
+
+
+def _y_ref(figure: go.Figure, cell: tuple[int, int] | None) -> str:
+    """The y-axis reference (``"y"``, ``"y3"``) of traces in ``cell``."""
+    if cell is None:
+        return "y"
+    name = figure.get_subplot(*cell).yaxis.plotly_name
+    return "y" + name.removeprefix("yaxis")
+
+
+def follow_bulk(
+    figure: go.Figure, log_y: bool, cell: tuple[int, int] | None = None
+) -> None:
+    """Fit a value axis to the bulk of its data and mark the far outliers at its edge.
+
+    Call it once the (sub)plot's traces and reference lines are drawn. Every line
+    and point of the cell but the moving averages (which an outlier drags along)
+    counts, and its reference lines stay inside the range
+    (:func:`cockpit.instruments._bulk.bulk_limits`). Each point outside is drawn
+    as a triangle at the edge it lies beyond, in its trace's color, with its value
+    in the hover. Without far outliers the axis is left to plotly's autorange.
+
+    Args:
+        figure: The figure.
+        log_y: Whether the y-axis is logarithmic.
+        cell: ``(row, col)`` of a subplot.
+
+    """
+    ref = _y_ref(figure, cell)
+    traces = [
+        t
+        for t in figure.data
+        if isinstance(t, go.Scatter)
+        and (t.yaxis or "y") == ref
+        and t.y is not None
+        and t.meta != AVERAGE
+    ]
+    if not traces:
+        return
+    references = [s.y0 for s in figure.layout.shapes if s.yref == ref and s.y0 == s.y1]
+    values = [np.asarray(t.y, dtype=float) for t in traces]
+    limits = bulk_limits(np.concatenate(values), log_y)
+    if limits is None:
+        return
+    low = min([limits[0], *references])
+    high = max([limits[1], *references])
+    bottom, top = padded(low, high, log_y)
+    figure.update_yaxes(
+        range=[bottom, top], autorange=False, **_cell(*(cell or (None, None)))
+    )
+    edges = (10**bottom, 10**top) if log_y else (bottom, top)
+    for trace, y in zip(traces, values, strict=True):
+        if "markers" in (trace.mode or ""):
+            _mark_outliers(figure, trace, y, (low, high), edges, cell)
+
+
+def _opaque(css: str | None) -> str | None:
+    """``rgba(r,g,b,a)`` without its transparency: an outlier mark stands out."""
+    if css is None or not css.startswith("rgba("):
+        return css
+    return css.rsplit(",", 1)[0].replace("rgba(", "rgb(") + ")"
+
+
+def _mark_outliers(
+    figure: go.Figure,
+    trace: go.Scatter,
+    y: np.ndarray,
+    limits: tuple[float, float],
+    edges: tuple[float, float],
+    cell: tuple[int, int] | None,
+) -> None:
+    """Triangles at the axis edges for the points of ``trace`` outside ``limits``."""
+    x = np.asarray(trace.x)
+    tint = _opaque(trace.marker.color or trace.line.color)
+    for beyond, edge, symbol in (
+        (y < limits[0], edges[0], "triangle-down"),
+        (y > limits[1], edges[1], "triangle-up"),
+    ):
+        if not beyond.any():
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=x[beyond],
+                y=np.full(int(beyond.sum()), edge),
+                customdata=y[beyond],
+                mode="markers",
+                marker={"symbol": symbol, "size": 9, "color": tint},
+                cliponaxis=False,
+                name=f"{trace.name} outside the axis",
+                legendgroup=trace.legendgroup,
+                showlegend=False,
+                hovertemplate="step %{x}: %{customdata:.4g} (off the axis)"
+                "<extra>" + str(trace.name) + "</extra>",
+            ),
+            **_cell(*(cell or (None, None))),
+        )
 
 
 def finish(figure: go.Figure, height: int, note: str | None = None) -> go.Figure:

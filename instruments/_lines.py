@@ -99,6 +99,7 @@ class LinesInstrument(Instrument):
         figure, cells = self.layout()
         multi = sum(map(len, self.rows)) > 1
         newest: list[tuple[str, Series]] = []
+        drawn: set[str] = set()
         for index, run in enumerate(runs):
             for cell, quantities in zip(cells, self.rows, strict=True):
                 for dash, quantity in zip(_DASHES, quantities, strict=False):
@@ -117,13 +118,17 @@ class LinesInstrument(Instrument):
                     )
                     if quantity == self.rows[0][0]:
                         newest.append((run.name, shown))
+                    if len(shown):
+                        drawn.add(quantity)
         for row, (cell, quantities) in enumerate(zip(cells, self.rows, strict=True)):
-            y_title = " / ".join(self.label(q) for q in quantities)
+            # Name only what is drawn: no "CABS" on the axis of a run without it.
+            named = [q for q in quantities if q in drawn] or quantities
+            y_title = " / ".join(self.label(q) for q in named)
             bottom = row == len(self.rows) - 1 and not self.below
             log = self.log_y_for(view)
-            set_axes(figure, view, log, cell, y_title=y_title, x_title=bottom)
             if self.reference is not None:
                 hline(figure, self.reference[0], self.reference[1], cell)
+            set_axes(figure, view, log, cell, y_title=y_title, x_title=bottom)
         title = self.title + self.layer_note(runs, view)
         figure.update_layout(title_text=header(title, newest, self.unit))
         return figure

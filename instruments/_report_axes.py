@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cockpit.instruments._bulk import bulk_limits, padded
 from cockpit.instruments._data import Series
 from cockpit.instruments._figures import fmt
 from cockpit.instruments._series import ema, even_indices, extreme_indices
@@ -26,6 +27,7 @@ if (
 __all__ = [
     "COLORS",
     "STYLES",
+    "follow_bulk",
     "heatmap",
     "legend",
     "newest_text",
@@ -42,6 +44,8 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
 STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 """Line styles telling apart the quantities (or directions) of a panel."""
 _GRAY = "0.35"
+AVERAGE = "moving average"
+"""``gid`` of a moving average's line: it follows the values, it sets no limits."""
 
 
 def plot_series(
@@ -92,7 +96,15 @@ def plot_series(
     ax.plot(steps, values, ls="none", marker=".", ms=3, color=color, alpha=0.3)
     keep = even_indices(len(shown), view.max_points)
     average = ema(shown.values)[keep]
-    ax.plot(shown.steps[keep], average, ls=style, lw=1.6, color=color, label=label)
+    ax.plot(
+        shown.steps[keep],
+        average,
+        ls=style,
+        lw=1.6,
+        color=color,
+        label=label,
+        gid=AVERAGE,
+    )
     return shown
 
 
@@ -138,13 +150,64 @@ def set_log_y(ax: Axes, log: bool) -> None:
     """A log y-axis if ``log`` and the drawn lines' positive values span a decade.
 
     Over a narrower range a log axis looks like a linear one, but labels every minor
-    tick (``9.95 x 10^-1``); the linear axis reads better on paper.
+    tick (``9.95 x 10^-1``); the linear axis reads better on paper. Then the limits
+    follow the bulk of the values (:func:`follow_bulk`).
     """
     values = [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines]
     joined = np.concatenate(values) if values else np.empty(0)
     positive = joined[np.isfinite(joined) & (joined > 0)]
     if log and len(positive) and positive.max() >= 10 * positive.min():
         ax.set_yscale("log")
+    follow_bulk(ax)
+
+
+def follow_bulk(ax: Axes) -> None:
+    """Fit the y-axis to the bulk of the drawn values; mark far outliers at its edge.
+
+    Call it once the lines, points and reference lines are drawn and the scale is
+    set. Every line but the moving averages (which an outlier drags along) counts,
+    and reference lines stay inside the range
+    (:func:`cockpit.instruments._bulk.bulk_limits`); each point outside is drawn as
+    a triangle at the edge it lies beyond, in its color. Without far outliers the
+    limits stay matplotlib's.
+    """
+    log = ax.get_yscale() == "log"
+    lines = [line for line in ax.lines if line.get_gid() != AVERAGE]
+    values = [np.asarray(line.get_ydata(), dtype=float) for line in lines]
+    if not values:
+        return
+    limits = bulk_limits(np.concatenate(values), log)
+    if limits is None:
+        return
+    # Reference lines span the axes: x in axes coordinates, y in data.
+    references = [
+        float(y[0])
+        for line, y in zip(lines, values, strict=True)
+        if line.get_transform() is not line.axes.transData and len(y)
+    ]
+    low = min([limits[0], *references])
+    high = max([limits[1], *references])
+    bottom, top = padded(low, high, log)
+    edges = (10**bottom, 10**top) if log else (bottom, top)
+    ax.set_ylim(*edges)
+    for line, y in zip(lines, values, strict=True):
+        if line.get_marker() in ("None", None, "") or line.get_linestyle() != "None":
+            continue
+        x = np.asarray(line.get_xdata(), dtype=float)
+        for beyond, edge, marker in (
+            (y < low, edges[0], "v"),
+            (y > high, edges[1], "^"),
+        ):
+            if beyond.any():
+                ax.plot(
+                    x[beyond],
+                    np.full(int(beyond.sum()), edge),
+                    ls="none",
+                    marker=marker,
+                    ms=5,
+                    color=line.get_color(),
+                    clip_on=False,
+                )
 
 
 def step_axis(ax: Axes, view: View, label: bool = True) -> None:

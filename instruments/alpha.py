@@ -19,7 +19,7 @@ from cockpit.instruments._figures import (
 )
 from cockpit.instruments._report_axes import (
     COLORS,
-    legend,
+    follow_bulk,
     newest_text,
     plot_series,
     reference,
@@ -34,12 +34,20 @@ if TYPE_CHECKING:
 __all__ = ["AlphaGauge"]
 
 _KEY = ((-1.0, "start"), (0.0, "valley floor"), (1.0, "opposite side"))
+"""The parabola's marked points; their labels sit outside them, so they never meet:
+"start" to the left, "opposite side" to the right, "valley floor" above its point."""
+_PLOTLY_PLACES = ("top left", "top center", "top right")
+_REPORT_PLACES = (("right", -3), ("center", 0), ("left", 3))
 
 
 def _bins(values: list[np.ndarray]) -> np.ndarray:
-    """Common bins of all runs: the central 98 % of values, always covering [-1, 1]."""
+    """Common bins of all runs: the central 90 % of values, always covering [-1.5, 1.5].
+
+    Alpha is heavy-tailed (a step that lands near a kink of the loss can give -2500);
+    wider bins would squeeze the parabola of the key and the bulk into one bin.
+    """
     joined = np.concatenate(values)
-    low, high = np.percentile(joined, [1, 99]) if len(joined) else (-1.0, 1.0)
+    low, high = np.percentile(joined, [5, 95]) if len(joined) else (-1.0, 1.0)
     return np.linspace(min(low, -1.5), max(high, 1.5), 41)
 
 
@@ -95,8 +103,8 @@ class AlphaGauge(Instrument):
         self._parabola(figure, top or 1.0)
         figure.update_xaxes(title_text="alpha", row=1, col=1)
         figure.update_yaxes(title_text="density", row=1, col=1)
-        set_axes(figure, view, False, (1, 2), y_title="alpha")
         hline(figure, 0.0, "valley floor", (1, 2))
+        set_axes(figure, view, False, (1, 2), y_title="alpha")
         newest = list(zip([r.name for r in runs], shown, strict=True))
         figure.update_layout(title_text=header(self.title, newest))
         return figure
@@ -121,22 +129,23 @@ class AlphaGauge(Instrument):
         top = top or 1.0
         x = np.linspace(-1.3, 1.3, 53)
         left.plot(x, top * x**2, ls="--", color="0.55", lw=1, label="local quadratic")
-        for position, label in _KEY:
+        for (position, label), (ha, dx) in zip(_KEY, _REPORT_PLACES, strict=True):
             left.plot(position, top * position**2, "o", color="0.3", ms=4)
             left.annotate(
                 label,
                 (position, top * position**2),
-                xytext=(0, 4),
+                xytext=(dx, 4),
                 textcoords="offset points",
-                ha="center",
+                ha=ha,
                 fontsize=7,
             )
         left.set_ylim(0, 1.9 * top)
         left.set_xlabel("alpha")
         left.set_ylabel("density", fontsize=8)
-        legend(left)
+        left.legend(fontsize=7, loc="upper left")  # above the key's labels
         shown = plot_series(right, run.series("alpha"), view)
         reference(right, 0.0, "valley floor")
+        follow_bulk(right)
         right.set_ylabel("alpha", fontsize=8)
         step_axis(right, view)
         subtitle(right, newest_text(shown))
@@ -163,8 +172,9 @@ class AlphaGauge(Instrument):
                 y=[top * x**2 for x, _ in _KEY],
                 mode="markers+text",
                 text=[label for _, label in _KEY],
-                textposition="top center",
+                textposition=list(_PLOTLY_PLACES),
                 textfont={"size": 9},
+                cliponaxis=False,
                 marker={"color": "rgba(80,80,80,0.9)", "size": 7},
                 showlegend=False,
                 hoverinfo="skip",

@@ -97,8 +97,8 @@ class GradientTestsGauge(Instrument):
                     newest.append((run.name, shown))
             self._regions(figure, run.name, index, latest)
         self._gradient_arrow(figure)
-        set_axes(figure, view, self.log_y_for(view), (1, 2), y_title="test value")
         hline(figure, 1.0, "1: batch too small above", (1, 2))
+        set_axes(figure, view, self.log_y_for(view), (1, 2), y_title="test value")
         title = self.title + (f" (layer {view.layer})" if view.layer else "")
         figure.update_layout(title_text=header(title + ": norm test", newest))
         return figure

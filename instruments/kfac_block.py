@@ -28,6 +28,20 @@ __all__ = ["KfacBlockGauge"]
 
 _TOP = "kfac_block.max_eigenvalue"
 _CONDITION = "kfac_block.condition"
+_NONZERO = "kfac_block.nonzero_condition"
+_NONZERO_TITLE = "condition, nonzero spectrum (x: none)"
+_OLD_TITLE = "condition number (x: singular)"
+
+
+def _condition(run: RunData) -> tuple[str, str]:
+    """The condition key to show and its title.
+
+    Nearly every block is singular (softmax's all-ones direction, dead units), so
+    the plain condition number is almost always infinite; the one over the nonzero
+    spectrum carries the information. Logs written before it existed show the
+    plain one.
+    """
+    return (_NONZERO, _NONZERO_TITLE) if run.has(_NONZERO) else (_CONDITION, _OLD_TITLE)
 
 
 def _latest(run: RunData, quantity: str, view: View) -> tuple[list[str], np.ndarray]:
@@ -45,8 +59,9 @@ class KfacBlockGauge(Instrument):
     """``kfac_block``: per layer, the newest top eigenvalue and condition number.
 
     Bars per layer (runs side by side), and below the top eigenvalue of the
-    selected layer (or the whole model) over steps. A NaN condition number
-    (a singular factor) is drawn as a cross at 1.
+    selected layer (or the whole model) over steps. The condition number is the
+    one over the nonzero spectrum (``nonzero_condition``); a NaN one is drawn as
+    a cross at 1.
     """
 
     id = "kfac_block"
@@ -60,13 +75,13 @@ class KfacBlockGauge(Instrument):
             2,
             2,
             specs=[[{}, {}], [{"colspan": 2}, None]],
-            subplot_titles=("top eigenvalue", "condition number (x: singular)", ""),
+            subplot_titles=("top eigenvalue", _condition(runs[0])[1], ""),
             vertical_spacing=0.18,
             horizontal_spacing=0.1,
         )
         newest: list[tuple[str, Series]] = []
         for index, run in enumerate(runs):
-            for col, quantity in ((1, _TOP), (2, _CONDITION)):
+            for col, quantity in ((1, _TOP), (2, _condition(run)[0])):
                 self._bars(figure, run, index, quantity, col, view)
             layer = view.layer if view.layer in run.layers(_TOP) else None
             shown = add_series(
@@ -92,7 +107,7 @@ class KfacBlockGauge(Instrument):
         grid = cell.add_gridspec(2, 2, height_ratios=[1, 1])
         log = self.log_y_for(view)
         for col, (quantity, title) in enumerate(
-            ((_TOP, "top eigenvalue"), (_CONDITION, "condition number (x: singular)"))
+            ((_TOP, "top eigenvalue"), _condition(run))
         ):
             ax = cell.add_subplot(grid[0, col])
             layers, values = _latest(run, quantity, view)
@@ -142,7 +157,7 @@ class KfacBlockGauge(Instrument):
         singular = [
             layer for layer, v in zip(layers, values, strict=True) if np.isnan(v)
         ]
-        if quantity == _CONDITION and singular:
+        if quantity != _TOP and singular:
             figure.add_trace(
                 go.Scatter(
                     x=singular,
@@ -152,7 +167,7 @@ class KfacBlockGauge(Instrument):
                     name=f"{run.name} singular",
                     legendgroup=run.name,
                     showlegend=False,
-                    hovertemplate="%{x}: singular (infinite condition number)"
+                    hovertemplate="%{x}: no finite condition number"
                     "<extra>" + run.name + "</extra>",
                 ),
                 row=1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import plotly.graph_objects as go
 
 from cockpit.instruments._data import RunData, Series
@@ -38,6 +39,27 @@ class LearningRateGauge(LinesInstrument):
     smooth = False
     log_y = True
 
+    def log_for(self, runs: list[RunData], view: View) -> bool:
+        """A log axis only for a schedule that spans a decade, unless asked for.
+
+        A constant learning rate on a log axis is one line among decade ticks (and
+        the report, :func:`~cockpit.instruments._report_axes.set_log_y`, draws it
+        linear anyway).
+        """
+        if view.y_scale != "auto":
+            return self.log_y_for(view)
+        values = [
+            series.between(*view.steps).finite().values
+            for run in runs
+            for series in [
+                run.series("lr"),
+                *(run.series("lr", g) for g in run.layers("lr")),
+            ]
+        ]
+        joined = np.concatenate(values) if values else np.empty(0)
+        positive = joined[joined > 0]
+        return bool(len(positive)) and positive.max() >= 10 * positive.min()
+
     def draw(self, runs: list[RunData], view: View) -> go.Figure:
         figure = go.Figure()
         newest: list[tuple[str, Series]] = []
@@ -60,7 +82,7 @@ class LearningRateGauge(LinesInstrument):
                     smooth=False,
                 )
             newest.append((run.name, run.series("lr").between(*view.steps).finite()))
-        set_axes(figure, view, self.log_y_for(view), y_title="learning rate")
+        set_axes(figure, view, self.log_for(runs, view), y_title="learning rate")
         figure.update_layout(title_text=header(self.title, newest))
         return figure
 

@@ -1,9 +1,12 @@
-"""What ``cockpit demo`` runs: the digits CNN with the ``full`` preset and a progress bar.
+"""What ``cockpit demo`` runs: the digits CNN with every quantity and a progress bar.
 
 ``cockpit demo`` starts this module in a subprocess (``python -m cockpit.zoo.demo``),
 because the dashboard never imports torch. It trains
 :func:`cockpit.zoo.models.digits_cnn` on scikit-learn's digits with
 :func:`cockpit.zoo.training.run`, writing to ``--logdir``, and shows a ``tqdm`` bar.
+Every instrument has data: the ``full`` preset plus ``early_stopping`` and ``cabs``,
+which are defined for plain SGD only, so the demo trains with plain SGD
+(no momentum).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from tqdm import tqdm
 from cockpit.zoo.models import digits_cnn
 from cockpit.zoo.training import Settings, run
 
-__all__ = ["BarProgress", "main"]
+__all__ = ["DEMO_EXTRA", "BarProgress", "main"]
+
+#: Requested by name on top of ``full``, so that every instrument has data.
+DEMO_EXTRA = ("early_stopping", "cabs")
 
 
 class BarProgress:
@@ -87,7 +93,14 @@ def _parse(argv: Sequence[str] | None) -> Settings:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    return Settings(args.logdir, args.run_name, args.steps, preset="full")
+    return Settings(
+        args.logdir,
+        args.run_name,
+        args.steps,
+        preset="full",
+        momentum=0.0,
+        extra=DEMO_EXTRA,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The tracked training on the digits that the demo and the digits examples share.
 
 :func:`run` trains a classifier on :func:`cockpit.zoo.digits.train_valid` with SGD
-(momentum 0.9), tracked by a :class:`cockpit.Cockpit`, and logs the validation loss
-and accuracy next to the tracker's quantities.
+(momentum 0.9 by default), tracked by a :class:`cockpit.Cockpit`, and logs the
+validation loss and accuracy next to the tracker's quantities.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cockpit.zoo.digits import batches, train_valid
 
 __all__ = ["LR", "Progress", "Settings", "evaluate", "run"]
 
-#: SGD learning rate of the digits CNN (momentum 0.9).
+#: SGD learning rate of the digits CNN (with momentum 0.9; the demo's plain SGD too).
 LR = 0.05
 
 Progress = Callable[[int, Tensor, float], None]
@@ -36,6 +36,8 @@ class Settings:
     every quantity every k-th step instead of the preset's schedules;
     ``hist_samples=0`` makes the histograms exact; ``seed`` seeds the tracker and the
     batch order; validation runs every ``valid_every`` steps and after the last.
+    ``momentum=0`` is plain SGD, which ``extra`` quantities such as
+    ``early_stopping`` and ``cabs`` (requested by name, every step) need.
     """
 
     logdir: str = "runs"
@@ -48,6 +50,8 @@ class Settings:
     hist_samples: int = 2**20
     seed: int = 0
     valid_every: int = 50
+    momentum: float = 0.9
+    extra: tuple[str, ...] = ()
 
 
 def evaluate(
@@ -86,12 +90,13 @@ def _tracker(
     hyperparameters = {
         key: value
         for key, value in asdict(settings).items()
-        if key not in ("logdir", "run_name", "preset")
+        if key not in ("logdir", "run_name", "preset", "momentum", "extra")
     }
-    overrides = None
+    overrides: dict[str, object] = dict.fromkeys(settings.extra, 1)
     if settings.every is not None:
         schedule = cockpit.every(settings.every)
-        overrides = dict.fromkeys(PRESETS[settings.preset], schedule)
+        keys = [*PRESETS[settings.preset], *settings.extra]
+        overrides = dict.fromkeys(keys, schedule)
     return cockpit.Cockpit(
         model,
         loss_fn,
@@ -99,10 +104,10 @@ def _tracker(
         logdir=settings.logdir,
         run_name=settings.run_name,
         preset=settings.preset,
-        quantities=overrides,
+        quantities=overrides or None,
         hist_samples=settings.hist_samples,
         seed=settings.seed,
-        config={**hyperparameters, "momentum": 0.9, **config},
+        config={**hyperparameters, "momentum": settings.momentum, **config},
     )
 
 
@@ -122,7 +127,9 @@ def run(model: nn.Module, settings: Settings, name: str, progress: Progress) -> 
     """
     x_train, y_train, x_valid, y_valid = train_valid()
     loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=settings.momentum
+    )
     sizes = {"example": name, "n_train": len(y_train), "n_valid": len(y_valid)}
     ck = _tracker(model, loss_fn, optimizer, settings, sizes)
     data = batches(x_train, y_train, settings.batch_size, settings.seed)

@@ -7,15 +7,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from cockpit._record import OnHost
+from cockpit._record import Flagged, OnHost
 from cockpit.engines.curvature import KRONECKER, CurvatureRequest, check_choice
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
-from cockpit.stats.curvature import SINGULAR, kronecker_block
+from cockpit.stats.curvature import SINGULAR, ZERO_BLOCK, kronecker_block
 
-_KEYS = ("max_eigenvalue", "trace", "condition")
+_KEYS = ("max_eigenvalue", "trace", "condition", "nonzero_condition")
+
+
+def _lowest(top: float, condition: float | Flagged) -> float:
+    """The smallest eigenvalue behind ``condition`` (0 if it is flagged)."""
+    return 0.0 if isinstance(condition, Flagged) else top / condition
 
 
 def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
@@ -23,7 +28,7 @@ def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
 
     def finish(*factors: np.ndarray) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {k: {PER_LAYER: {}} for k in _KEYS}
-        tops, lows, traces = [], [], []
+        tops, lows, nonzeros, traces = [], [], [], []
         start = 0
         for name, size in zip(names, sizes, strict=True):
             eigs = [np.linalg.eigvalsh(f) for f in factors[start : start + size]]
@@ -32,16 +37,19 @@ def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
             block = kronecker_block(*eigs, eps=eps)
             for key in _KEYS:
                 out[key][PER_LAYER][name] = block[key]
-            tops.append(block["max_eigenvalue"])
-            singular = block["condition"] is SINGULAR
-            lows.append(
-                0.0 if singular else block["max_eigenvalue"] / block["condition"]
-            )
+            top = block["max_eigenvalue"]
+            tops.append(top)
+            lows.append(_lowest(top, block["condition"]))
+            nonzeros.append(_lowest(top, block["nonzero_condition"]))
             traces.append(block["trace"])
         top = max(tops)
         out["max_eigenvalue"][TOTAL] = top
         out["trace"][TOTAL] = float(sum(traces))
         out["condition"][TOTAL] = top / min(lows) if min(lows) > 0 else SINGULAR
+        positive = [low for low in nonzeros if low > 0]
+        out["nonzero_condition"][TOTAL] = (
+            top / min(positive) if positive else ZERO_BLOCK
+        )
         return out
 
     return finish
@@ -58,7 +66,10 @@ class KfacBlock(Quantity):
     on the host (:func:`cockpit.stats.curvature.kronecker_block`), never from the
     product. Totals are of the block-diagonal matrix of all blocks: the largest top
     eigenvalue, the summed trace, and largest over smallest eigenvalue. A singular
-    block's condition number is logged as non-finite with the reason.
+    block's condition number is logged as non-finite with the reason; most blocks
+    are singular, so ``nonzero_condition`` is the condition over the nonzero
+    spectrum (eigenvalues of a factor below ``d * eps`` times its largest count as
+    zero; the total is over every block's nonzero eigenvalues).
 
     Args:
         schedule: When it is due.

@@ -49,7 +49,7 @@ def tic_trace(sq_norms: Tensor, diagonal: Tensor, eps: float = TIC_EPS) -> Tenso
 
 
 def kronecker_block(*eigenvalues: np.ndarray, eps: float) -> dict[str, float | Flagged]:
-    """Top eigenvalue, trace and condition number of ``B (x) A`` (or of ``B`` alone).
+    """Top eigenvalue, trace and condition numbers of ``B (x) A`` (or of ``B`` alone).
 
     The eigenvalues of a Kronecker product are the products of its factors'
     eigenvalues, so for positive semi-definite factors
@@ -57,23 +57,48 @@ def kronecker_block(*eigenvalues: np.ndarray, eps: float) -> dict[str, float | F
     ``cond = lambda_max / prod_i min(eig_i)``; the ``D_l x D_l`` block is never formed
     (KFAC: Martens & Grosse 2015; Hessian backpropagation: Dangel et al. 2020).
 
+    Most blocks are singular (a factor of a softmax output has the all-ones null
+    direction, dead units and fewer samples than inputs leave null directions too),
+    so ``cond`` is mostly infinite. ``nonzero_condition`` is the condition over the
+    nonzero spectrum, ``lambda_max / lambda_min+``: the null space of ``B (x) A`` is
+    spanned by the null directions of either factor, so its smallest nonzero
+    eigenvalue is ``prod_i min+(eig_i)``, each factor's smallest eigenvalue above
+    its round-off level ``d * eps * max(eig_i)`` (``numpy.linalg.matrix_rank``'s).
+
     Args:
         *eigenvalues: Each factor's eigenvalues, ascending (``numpy.linalg.eigvalsh``).
         eps: Machine epsilon of the factors' dtype: a factor of size d whose smallest
             eigenvalue is at most ``d * eps * lambda_max`` is singular up to round-off.
 
     Returns:
-        ``{"max_eigenvalue", "trace", "condition"}``; a singular block (a singular
-        factor, e.g. fewer samples than inputs, or softmax's all-ones direction) has no
-        finite condition number and gets a :class:`Flagged` one.
+        ``{"max_eigenvalue", "trace", "condition", "nonzero_condition"}``; a singular
+        block (a singular factor, e.g. fewer samples than inputs, or softmax's
+        all-ones direction) has no finite condition number and gets a
+        :class:`Flagged` one; a zero block has no nonzero spectrum either, and gets
+        :data:`ZERO_BLOCK` for ``nonzero_condition``.
 
     """
     top = float(np.prod([e[-1] for e in eigenvalues]))
     trace = float(np.prod([e.sum() for e in eigenvalues]))
-    if any(e[0] <= len(e) * eps * e[-1] for e in eigenvalues) or top <= 0:
-        return {"max_eigenvalue": top, "trace": trace, "condition": SINGULAR}
+    if top <= 0 or any(e[-1] <= 0 for e in eigenvalues):
+        return {
+            "max_eigenvalue": top,
+            "trace": trace,
+            "condition": SINGULAR,
+            "nonzero_condition": ZERO_BLOCK,
+        }
+    floors = [len(e) * eps * e[-1] for e in eigenvalues]
+    nonzero = float(
+        np.prod([e[e > floor][0] for e, floor in zip(eigenvalues, floors, strict=True)])
+    )
+    singular = any(e[0] <= floor for e, floor in zip(eigenvalues, floors, strict=True))
     low = float(np.prod([e[0] for e in eigenvalues]))
-    return {"max_eigenvalue": top, "trace": trace, "condition": top / low}
+    return {
+        "max_eigenvalue": top,
+        "trace": trace,
+        "condition": SINGULAR if singular else top / low,
+        "nonzero_condition": top / nonzero,
+    }
 
 
 SINGULAR = Flagged(
@@ -83,4 +108,17 @@ SINGULAR = Flagged(
 )
 
 
-__all__ = ["SINGULAR", "TIC_EPS", "kronecker_block", "tic_diag", "tic_trace"]
+ZERO_BLOCK = Flagged(
+    "zero block: every eigenvalue is zero (e.g. a layer no gradient reaches), so "
+    "there is no condition number"
+)
+
+
+__all__ = [
+    "SINGULAR",
+    "TIC_EPS",
+    "ZERO_BLOCK",
+    "kronecker_block",
+    "tic_diag",
+    "tic_trace",
+]

@@ -232,6 +232,12 @@ def test_demo_trains_serves_and_keeps_serving(tmp_path):
     assert gone(trainer)
     assert "digits_cnn: 30 steps, preset full" in demo.output
     assert lines(run_dir) >= 30
+    # Every instrument has data: plain SGD, so early stopping and CABS are defined.
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert not meta.get("absent"), meta.get("absent")
+    records = (run_dir / "steps.jsonl").read_text().splitlines()
+    logged = {key for line in records for key in json.loads(line)["values"]}
+    assert {"early_stopping", "cabs"} <= logged
 
 
 @needs_proc

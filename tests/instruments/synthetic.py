@@ -3,7 +3,8 @@
 Keys and shapes follow what the tracker writes (``examples/digits_cnn.py --preset
 full``) and, for the curvature quantities, the keys agreed for them: ``hess_max_ev``
 with ``iterations``/``converged``/``residual``, ``kfac_block`` with
-``max_eigenvalue``/``trace``/``condition`` (NaN condition = singular),
+``max_eigenvalue``/``trace``/``condition`` (NaN condition = singular)/
+``nonzero_condition``,
 ``ggn_top_eigen`` by direction ``"1"``, ``"2"``, ... and ``curvature_noise``.
 """
 
@@ -76,6 +77,10 @@ def curvature_values(step: int, rng: np.random.Generator) -> dict[str, Any]:
             "max_eigenvalue": _per_layer(top, rng),
             "trace": _per_layer(3 * top, rng),
             "condition": condition,
+            "nonzero_condition": {
+                "total": 800.0,
+                "per_layer": {name: 100.0 * (i + 1) for i, name in enumerate(LAYERS)},
+            },
         },
         "ggn_top_eigen": {str(k): top / k for k in range(1, TOP_K + 1)},
         "curvature_noise": {

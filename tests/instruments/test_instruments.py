@@ -227,10 +227,10 @@ def test_hess_max_ev_marks_unconverged_and_stability_line(full):
     assert limit.y[-1] == pytest.approx(40.0)
 
 
-def test_kfac_block_marks_singular_layers(full):
+def test_kfac_block_bars_the_condition_over_the_nonzero_spectrum(full):
     figure = REGISTRY["kfac_block"]().figure([full], View())
-    singular = next(t for t in figure.data if t.name == "full-run singular")
-    assert list(singular.x) == ["0.bias"]
+    condition = next(t for t in figure.data if t.name == "full-run nonzero_condition")
+    assert list(condition.y) == [100.0, 200.0, 300.0, 400.0]
     bars = [t for t in figure.data if isinstance(t, go.Bar)]
     assert len(bars) == 2
 

@@ -37,12 +37,15 @@ def kflr_factors(problem, params, step) -> dict[str, list[torch.Tensor]]:
 
 
 def block_numbers(factors: list[torch.Tensor], scale: float) -> tuple[float, ...]:
-    """Top eigenvalue, trace, smallest eigenvalue of the explicit Kronecker product."""
+    """Top eigenvalue, trace, smallest and smallest nonzero eigenvalue of the
+    explicit Kronecker product (nonzero: above 1e-10 times the top, in float64)."""
     block = factors[0] * scale
     for factor in factors[1:]:
         block = torch.kron(block, factor)
     values = torch.linalg.eigvalsh(block)
-    return values[-1].item(), block.trace().item(), values[0].item()
+    top = values[-1].item()
+    nonzero = values[values > 1e-10 * top].min().item()
+    return top, block.trace().item(), values[0].item(), nonzero
 
 
 @pytest.mark.parametrize("problem", EXTENDABLE, ids=[p.name for p in EXTENDABLE])
@@ -52,7 +55,7 @@ def test_reduction_matches_explicit_kronecker_product(problem, tmp_path):
         factors = kflr_factors(problem, ref.params, step)
         scale = 1.0 if problem.loss().reduction == "mean" else 1 / problem.batch_size
         numbers = {n: block_numbers(f, scale) for n, f in factors.items()}
-        for name, (top, trace, low) in numbers.items():
+        for name, (top, trace, low, nonzero) in numbers.items():
             got_top = logged(run, "kfac_block.max_eigenvalue", step, name)
             assert got_top == pytest.approx(top, rel=1e-7)
             got_trace = logged(run, "kfac_block.trace", step, name)
@@ -62,13 +65,19 @@ def test_reduction_matches_explicit_kronecker_product(problem, tmp_path):
                 assert math.isnan(got_condition)
             else:
                 assert got_condition == pytest.approx(top / low, rel=1e-5)
-        tops = [top for top, _, _ in numbers.values()]
+            got_nonzero = logged(run, "kfac_block.nonzero_condition", step, name)
+            assert got_nonzero == pytest.approx(top / nonzero, rel=1e-5)
+        tops = [top for top, *_ in numbers.values()]
         assert logged(run, "kfac_block.max_eigenvalue", step) == pytest.approx(
             max(tops), rel=1e-7
         )
-        traces = [trace for _, trace, _ in numbers.values()]
+        traces = [trace for _, trace, *_ in numbers.values()]
         assert logged(run, "kfac_block.trace", step) == pytest.approx(
             sum(traces), rel=1e-7
+        )
+        nonzeros = [nonzero for *_, nonzero in numbers.values()]
+        assert logged(run, "kfac_block.nonzero_condition", step) == pytest.approx(
+            max(tops) / min(nonzeros), rel=1e-5
         )
 
 
@@ -90,10 +99,15 @@ def test_one_sample_kflr_is_the_exact_ggn_block(problem, tmp_path):
 
 
 def test_singular_block_has_no_condition_number_and_says_why(tmp_path):
-    """One sample: ``A = x x^T`` has rank one, so the condition number is infinite."""
+    """One sample: ``A = x x^T`` has rank one, so the condition number is infinite;
+    over the nonzero spectrum it is finite, and the explicit product's."""
     single = dataclasses.replace(MLPS[0], batch_size=1)
-    run, _ = tracked_run(single, tmp_path, {"kfac_block": KfacBlock(kind="kflr")})
+    run, refs = tracked_run(single, tmp_path, {"kfac_block": KfacBlock(kind="kflr")})
     assert math.isnan(logged(run, "kfac_block.condition", 0, "0.weight"))
+    factors = kflr_factors(single, refs[0].params, 0)["0.weight"]
+    top, _, _, nonzero = block_numbers(factors, 1.0)
+    got = logged(run, "kfac_block.nonzero_condition", 0, "0.weight")
+    assert got == pytest.approx(top / nonzero, rel=1e-5)
     record = json.loads(
         (next(tmp_path.iterdir()) / "steps.jsonl").read_text().split("\n")[0]
     )
