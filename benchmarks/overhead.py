@@ -36,6 +36,18 @@ Problems (models from ``cockpit.zoo.models``, built in ``_overhead/problems.py``
   ``examples/resnet_digits.py`` (about 20,000 parameters) on the digits as 1x8x8
   images, batch 64.
 
+Library models (only with ``--problems``; they need the ``test`` extra's torchvision
+and transformers, and are built with random weights, nothing downloaded):
+
+* ``resnet18``: torchvision's ``resnet18(num_classes=10)`` (11.2 M parameters,
+  BatchNorm in training mode) on the 3x32x32 noise images, batch 32.
+* ``gpt2``: Hugging Face ``GPT2LMHeadModel`` from a config (4 layers, 4 heads, width
+  128, context 64, 256 tokens; about 0.83 M parameters) on the text windows, batch
+  16; the loss takes ``out.logits.transpose(1, 2)``.
+* ``vit``: torchvision's ``VisionTransformer`` (32x32 images, 4x4 patches, 4 layers, 4
+  heads, width 128, MLP 256, 10 classes; about 0.55 M parameters) on the noise images,
+  batch 32.
+
 All train with ``CrossEntropyLoss`` and plain SGD (lr 0.01, no momentum, no weight
 decay), so every quantity, ``early_stopping`` and ``cabs`` included, is defined.
 The transformer and the residual network need the torch.func engine for some
@@ -109,7 +121,7 @@ from typing import Any
 import torch
 from _overhead.configs import CONFIGS, DEFAULT_CONFIGS, LR, PLAIN
 from _overhead.memory import MEMORY_STEPS, measure_memory, memory_child
-from _overhead.problems import PROBLEMS, SEED
+from _overhead.problems import DEFAULT_PROBLEMS, PROBLEMS, SEED
 from _overhead.report import (
     environment,
     log,
@@ -127,7 +139,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Configurations: " + ", ".join(CONFIGS),
     )
-    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=PROBLEMS)
+    parser.add_argument(
+        "--problems", nargs="+", choices=PROBLEMS, default=DEFAULT_PROBLEMS
+    )
     parser.add_argument(
         "--configs",
         nargs="+",

@@ -41,7 +41,7 @@ class Run:
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     ck: cockpit.Cockpit | None
-    loss_input: Callable[[Tensor], Tensor] | None = None
+    loss_input: Callable[[Any], Tensor] | None = None
     batch_index: int = 0
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:

@@ -1,7 +1,10 @@
-"""The benchmark's problems: a model from ``cockpit.zoo.models`` and a fixed pool of batches.
+"""The benchmark's problems: a model and a fixed pool of batches.
 
-Every problem's model is built once under :data:`SEED`; each configuration then loads
-the same initial weights, so all of them train along the same trajectory.
+The models come from ``cockpit.zoo.models``, and for the library problems from
+torchvision and Hugging Face ``transformers`` (built from a constructor or a config,
+random weights, nothing downloaded). Every problem's model is built once under
+:data:`SEED`; each configuration then loads the same initial weights, so all of them
+train along the same trajectory.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +24,7 @@ from cockpit.zoo.text import ALPHABET, load_text, windows
 SEED = 0
 
 Batches = list[tuple[Tensor, Tensor]]
-LossInput = Callable[[Tensor], Tensor]
+LossInput = Callable[[Any], Tensor]
 
 
 def digit_batches(batch: int = 64) -> Batches:
@@ -32,16 +36,21 @@ def digit_batches(batch: int = 64) -> Batches:
     ]
 
 
-def noise_batches() -> Batches:
-    """4 batches of 128 standard normal ``[3, 32, 32]`` images with random labels."""
+def noise_batches(batch: int = 128) -> Batches:
+    """4 batches of standard normal ``[3, 32, 32]`` images with random labels."""
     gen = torch.Generator().manual_seed(SEED)
     return [
         (
-            torch.randn(128, 3, 32, 32, generator=gen),
-            torch.randint(0, 10, (128,), generator=gen),
+            torch.randn(batch, 3, 32, 32, generator=gen),
+            torch.randint(0, 10, (batch,), generator=gen),
         )
         for _ in range(4)
     ]
+
+
+def small_noise_batches() -> Batches:
+    """:func:`noise_batches` of 32 images."""
+    return noise_batches(32)
 
 
 def transformer() -> nn.Module:
@@ -51,10 +60,63 @@ def transformer() -> nn.Module:
     )
 
 
-def text_batches() -> Batches:
-    """4 batches of 32 windows of 64 characters of the standard library's source."""
-    batches = windows(load_text(200_000), batch_size=32, context=64, seed=SEED)
+def text_batches(batch: int = 32) -> Batches:
+    """4 batches of windows of 64 characters of the standard library's source."""
+    batches = windows(load_text(200_000), batch_size=batch, context=64, seed=SEED)
     return [next(batches) for _ in range(4)]
+
+
+def small_text_batches() -> Batches:
+    """:func:`text_batches` of 16 windows."""
+    return text_batches(16)
+
+
+def resnet18() -> nn.Module:
+    """torchvision's ResNet-18 with BatchNorm (11 M parameters), 10 classes."""
+    from torchvision.models import resnet18
+
+    return resnet18(weights=None, num_classes=10)
+
+
+def gpt2() -> nn.Module:
+    """Hugging Face GPT-2 from a config: 4 layers, 4 heads, width 128, context 64,
+    256 tokens (the characters' codes), dropout off."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        vocab_size=256,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def lm_logits(out: Any) -> Tensor:
+    """A Hugging Face LM's ``[N, T, V]`` logits as ``[N, V, T]`` for the loss."""
+    return out.logits.transpose(1, 2)
+
+
+def vit() -> nn.Module:
+    """torchvision's VisionTransformer: 32x32 images in 4x4 patches, 4 layers, 4
+    heads, width 128, MLP 256, 10 classes."""
+    from torchvision.models import VisionTransformer
+
+    return VisionTransformer(
+        image_size=32,
+        patch_size=4,
+        num_layers=4,
+        num_heads=4,
+        hidden_dim=128,
+        mlp_dim=256,
+        num_classes=10,
+    )
 
 
 #: Problem name: (model builder, batch pool, loss input).
@@ -65,8 +127,13 @@ FACTORIES: dict[
     "3c3d": (models.cnn_3c3d, noise_batches, None),
     "transformer": (transformer, text_batches, models.class_axis_second),
     "resnet": (models.resnet_digits, digit_batches, None),
+    "resnet18": (resnet18, small_noise_batches, None),
+    "gpt2": (gpt2, small_text_batches, lm_logits),
+    "vit": (vit, small_noise_batches, None),
 }
 PROBLEMS = list(FACTORIES)
+#: Run without ``--problems``: the library problems need the test extra's frameworks.
+DEFAULT_PROBLEMS = ["mlp", "3c3d", "transformer", "resnet"]
 
 
 @dataclass
