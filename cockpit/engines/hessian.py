@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.hooks import RemovableHandle
 
 from cockpit.exceptions import UsageError
@@ -74,7 +75,14 @@ class ForwardCapture:
         # move in the copies, and the model's own buffers are never written, so the
         # graph (which saved them) stays valid for the backward passes to come.
         copies = {n: b.clone() for n, b in self.model.named_buffers()}
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        # Fused attention kernels (flash, memory-efficient) have no second
+        # derivative; Hessian- and GGN-vector products need one, so the replay
+        # computes scaled_dot_product_attention with the exact math kernel.
+        with (
+            torch.random.fork_rng(devices=devices),
+            torch.enable_grad(),
+            sdpa_kernel(SDPBackend.MATH),
+        ):
             torch.set_rng_state(self.rng["cpu"])
             for device in devices:
                 torch.cuda.set_rng_state(self.rng[str(device)], device)
