@@ -53,6 +53,7 @@ class TrackedStep:
         self.replicated = replicated
         self.result: StepResult | None = None
         self._curvature_moved = False
+        self._unsolvable: dict[str, str] = {}
         self._stack = contextlib.ExitStack()
         self._extension: backpack_engine.PerSampleStats | None = None
         self._seconds = 0.0
@@ -157,6 +158,7 @@ class TrackedStep:
             awaiting=awaiting,
             seconds=self._seconds,
             curvature_moved=self._curvature_moved,
+            unsolvable=self._unsolvable,
         )
 
     def _finish(
@@ -187,6 +189,7 @@ class TrackedStep:
             if not (self._curvature_moved and "kronecker" in q.states)
         ]
         eigen = self._solve(live, 1.0 if ck.mean else 1.0 / n)
+        live = [q for q in live if q.name not in self._unsolvable]
         if eigen:
             states.update({"eigen": eigen})
         values, late = {}, []
@@ -215,7 +218,18 @@ class TrackedStep:
             mean_scale=mean_scale,
             generator=ck.generator,
         )
-        return {name: solve(request, replay) for name, request in requests.items()}
+        results = {}
+        for name, request in requests.items():
+            try:
+                results[name] = solve(request, replay)
+            except (RuntimeError, NotImplementedError) as error:
+                # e.g. "derivative for aten::hardsigmoid_backward is not
+                # implemented": the model has no second derivative to multiply by.
+                self._unsolvable[name] = (
+                    "its Hessian- or GGN-vector products failed on this model "
+                    f"({type(error).__name__}: {str(error).splitlines()[0]})"
+                )
+        return results
 
     def _batch_gradients(self, n: int) -> dict[str, Tensor]:
         """``g_l`` of the mean loss: what this block's backward added to ``.grad``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -63,6 +63,8 @@ class StepResult:
         seconds: The tracker's own time spent in the step.
         curvature_moved: Curvature moved to torch.func at this step, so the
             quantities only BackPACK computes stop.
+        unsolvable: Quantities whose eigensolve failed on this model, and why; they
+            stop.
 
     """
 
@@ -72,3 +74,4 @@ class StepResult:
     awaiting: AwaitingStep | None
     seconds: float
     curvature_moved: bool = False
+    unsolvable: dict[str, str] = field(default_factory=dict)

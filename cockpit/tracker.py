@@ -324,6 +324,9 @@ class Cockpit:
         """Submit a tracked step's records, or wait for ``optimizer.step()``."""
         if result.curvature_moved:
             self.stop_kronecker()
+        for name, why in result.unsolvable.items():
+            self.drop(name, self.absent, why, stacklevel=4)
+            self.engines.changed = True  # meta.json's absent is written with them
         for record in result.late:
             self.submit(record)
         result.record.values.update(self.bookkeeping(step, result.batch_size))

@@ -7,6 +7,8 @@ first solve that reaches ``max_iter`` before it settles raises a warning.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 from cockpit._record import Noted
@@ -48,8 +50,8 @@ class WarmStart:
 
     def report(self, result: TopEigen, value: float) -> float | Noted:
         """``value``, noted with a warning if this is the first capped solve."""
-        if result.converged or self._warned:
-            return value
+        if result.converged or self._warned or not math.isfinite(value):
+            return value  # a NaN is logged as non-finite, with its own warning
         self._warned = True
         return Noted(
             value,

@@ -8,6 +8,7 @@ tested on explicit matrices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,6 +101,8 @@ def lanczos(
         for _ in range(2):  # twice keeps the basis orthogonal to working precision
             w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
+        if not (math.isfinite(alphas[-1]) and math.isfinite(beta)):
+            return _nonfinite(start, m, k)
         values, vectors = _tridiagonal_eigen(alphas, betas)
         thetas = values[::-1][:k]
         closed = beta <= _BREAKDOWN * abs(thetas[0])
@@ -146,6 +149,17 @@ def _orthogonal_direction(basis: Tensor, generator: torch.Generator) -> Tensor:
     return w / w.norm()
 
 
+def _nonfinite(start: Tensor, iterations: int, k: int) -> TopEigen:
+    """The result when a product is not finite (a NaN in the model or the batch).
+
+    The estimates are NaN (logged as non-finite, never a crash), and the next solve
+    starts where this one did.
+    """
+    nan = float("nan")
+    unit = start / start.norm()
+    return TopEigen(nan, unit, iterations, False, nan, [nan] * k, start)
+
+
 def _tridiagonal_eigen(
     alphas: list[float], betas: list[float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +193,8 @@ def power_iteration(
     for k in range(1, max_iter + 1):
         ax = matvec(x)
         value = float(x @ ax)
+        if not math.isfinite(value):
+            return _nonfinite(start, k, 1)
         residual = float((ax - value * x).norm())
         converged = k > 1 and abs(value - previous) <= tol * abs(value)
         previous = value

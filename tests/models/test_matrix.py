@@ -19,12 +19,14 @@ environment without it.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 import cockpit
+from cockpit.exceptions import AbsentQuantityWarning
 from cockpit.logs import Run
 from cockpit.quantities import PRESETS
 from tests import reference
@@ -68,6 +70,19 @@ def train(case: Case, model: nn.Module, batches, ck_kwargs: dict | None) -> Run 
         ck = cockpit.Cockpit(
             model, loss_fn, optimizer, loss_input=case.loss_input, **ck_kwargs
         )
+    with warnings.catch_warnings():
+        # A quantity a model cannot have (no second derivative of hardsigmoid for
+        # hess_max_ev) is announced by this warning; the test reads its reason in
+        # meta.json's absent instead.
+        warnings.simplefilter("ignore", AbsentQuantityWarning)
+        _steps(case, model, ck, loss_fn, optimizer, batches)
+    if ck is None:
+        return None
+    ck.close()
+    return cockpit.load(ck.run_dir)
+
+
+def _steps(case: Case, model, ck, loss_fn, optimizer, batches) -> None:
     for batch in batches:
         optimizer.zero_grad()
         if ck is None:
@@ -76,10 +91,6 @@ def train(case: Case, model: nn.Module, batches, ck_kwargs: dict | None) -> Run 
             with ck.track():
                 case.loss_of(loss_fn, batch.forward(model), batch.target).backward()
         optimizer.step()
-    if ck is None:
-        return None
-    ck.close()
-    return cockpit.load(ck.run_dir)
 
 
 def test_case_is_what_it_says(case):

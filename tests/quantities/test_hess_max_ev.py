@@ -1,13 +1,20 @@
 """``hess_max_ev`` against ``eigvalsh`` of the exact Hessian."""
 
+import contextlib
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import cockpit
-from cockpit.exceptions import CockpitWarning, ConfigurationError
+from cockpit.exceptions import (
+    AbsentQuantityWarning,
+    CockpitWarning,
+    ConfigurationError,
+    NonFiniteWarning,
+)
 from cockpit.quantities import HessMaxEv
 from tests.problems import PROBLEMS
 from tests.quantities.tracking import logged, repeat_batch, tracked_run
@@ -121,3 +128,56 @@ def test_warm_start_needs_fewer_iterations(tmp_path):
 def test_bad_options(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         HessMaxEv(**kwargs)
+
+
+def test_a_model_without_second_derivative_loses_only_hess_max_ev(tmp_path):
+    """Hardsigmoid has no double backward: hess_max_ev stops with its reason."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Hardsigmoid(), nn.Linear(5, 3))
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities=["hess_max_ev", "grad_norm"],
+    )
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    for step in range(3):
+        optimizer.zero_grad()
+        first = step == 0
+        warns = (
+            pytest.warns(AbsentQuantityWarning) if first else contextlib.nullcontext()
+        )
+        with warns, ck.track():
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+    ck.close()
+    run = cockpit.load(ck.run_dir)
+    assert "hardsigmoid" in run.meta["absent"]["hess_max_ev"]
+    assert "hess_max_ev" not in run.scalars.quantity.unique()
+    assert run.scalar("grad_norm").index.tolist() == [0, 1, 2]
+
+
+def test_a_nan_batch_logs_hess_max_ev_as_nonfinite(tmp_path):
+    problem = PROBLEMS[0]
+    model, loss_fn = problem.make()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities=["hess_max_ev"],
+    )
+    x, y = problem.batch(0)
+    optimizer.zero_grad()
+    with pytest.warns(NonFiniteWarning):
+        with ck.track():
+            loss_fn(model(x * float("nan")), y).backward()
+        ck.close()
+    run = cockpit.load(ck.run_dir)
+    assert np.isnan(run.scalar("hess_max_ev").iloc[0])
