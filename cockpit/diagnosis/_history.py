@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from cockpit.logs.flatten import flatten_rows
 from cockpit.logs.schema import ERROR, NONFINITE, STEP
 
-__all__ = ["History", "median"]
+__all__ = ["History", "first_step_where", "median"]
 
 Key = tuple[str, str | None]
 """``(quantity, layer)``; layer ``None`` is the whole model's value."""
@@ -25,6 +26,13 @@ def median(values: list[float]) -> float:
     """The median of the finite ``values``; NaN if there are none."""
     finite = [v for v in values if math.isfinite(v)]
     return statistics.median(finite) if finite else math.nan
+
+
+def first_step_where(
+    pairs: list[tuple[int, float]], holds: Callable[[float], bool]
+) -> int:
+    """The first step of ``pairs`` whose value ``holds``; else the first step."""
+    return next((step for step, value in pairs if holds(value)), pairs[0][0])
 
 
 class History:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cockpit.diagnosis._history import History, median
+from cockpit.diagnosis._history import History, first_step_where, median
 from cockpit.diagnosis._rule import Finding, New, Rule, window
 
 __all__ = [
@@ -38,23 +38,29 @@ class _Trend(Rule):
         n = window(t, "trend_window")
         if history.records < 2 * n:
             return []
-        ratios = {}
+        ratios, firsts = {}, []
         for layer in _series(history):
-            baseline = median(history.first("grad_norm", layer))
-            if len(history.first("grad_norm", layer)) < n or not baseline > 0:
+            first = history.first("grad_norm", layer)[:n]
+            baseline = median(first)
+            if len(first) < n or not baseline > 0:
                 continue
             ratio = history.window_median("grad_norm", n, layer) / baseline
             if math.isfinite(ratio) and self.tripped(ratio, t):
                 ratios[layer] = ratio
+                pairs = history.last_steps("grad_norm", layer, n)
+                firsts.append(
+                    first_step_where(
+                        pairs, lambda v, b=baseline: self.tripped(v / b, t)
+                    )
+                )
         if not ratios:
             return []
         worst = max(ratios, key=lambda k: abs(math.log(ratios[k])))
         layers = tuple(layer for layer in ratios if layer is not None)
-        steps = history.last_steps("grad_norm", n=n)
         return [
             Finding(
                 step=new.step,
-                first_step=steps[0][0],
+                first_step=min(firsts),
                 explanation=(
                     f"The gradient norm {self.direction}: the median of the last {n} "
                     f"records is {ratios[worst]:.3g} times that of the first {n} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cockpit.diagnosis._history import History, median
+from cockpit.diagnosis._history import History, first_step_where, median
 from cockpit.diagnosis._rule import Finding, New, Rule, window
 
 __all__ = ["LossAtChance", "NonFinite", "Plateau", "classes"]
@@ -114,11 +114,13 @@ class LossAtChance(Rule):
         )
         if not (loss >= t["chance_fraction"] * chance and alive and not dead):
             return []
-        steps = history.last_steps("loss", n=n)
+        level = t["chance_fraction"] * chance
         return [
             Finding(
                 step=new.step,
-                first_step=steps[0][0],
+                first_step=first_step_where(
+                    history.last_steps("loss", n=n), lambda v: v >= level
+                ),
                 explanation=(
                     f"The median loss of the last {n} records, {loss:.3g}, is at "
                     f"chance level log({c}) = {chance:.3g} while the gradients are "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cockpit.diagnosis._history import History, median
+from cockpit.diagnosis._history import History, first_step_where, median
 from cockpit.diagnosis._rule import Finding, New, Rule, window
 
 __all__ = ["EarlyStopping", "SmallBatch", "TrackerOverhead"]
@@ -55,7 +55,10 @@ class SmallBatch(Rule):
                 "or a smaller learning rate."
             )
         key = max(over, key=over.__getitem__)
-        first = [s for k in over for s, _ in history.last_steps(k, n=n)[:1]]
+        first = [
+            first_step_where(history.last_steps(k, n=n), lambda v: v > t["tests_limit"])
+            for k in over
+        ]
         return [
             Finding(
                 step=new.step,
@@ -98,7 +101,9 @@ class EarlyStopping(Rule):
         return [
             Finding(
                 step=new.step,
-                first_step=history.last_steps("early_stopping", n=n)[0][0],
+                first_step=first_step_where(
+                    history.last_steps("early_stopping", n=n), lambda v: v > 0
+                ),
                 explanation=(
                     f"The early-stopping criterion's median over the last {n} records "
                     f"is {value:.3g} > 0: the gradient is indistinguishable from noise."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cockpit.diagnosis._history import History
+from cockpit.diagnosis._history import History, first_step_where
 from cockpit.diagnosis._rule import Finding, New, Rule, window
 
 __all__ = ["AlphaOvershoot", "AlphaSmall", "EdgeOfStability", "stability_limit"]
@@ -36,7 +36,9 @@ class AlphaOvershoot(_Alpha):
         return [
             Finding(
                 step=new.step,
-                first_step=history.last_steps("alpha", n=n)[0][0],
+                first_step=first_step_where(
+                    history.last_steps("alpha", n=n), lambda v: v > t["alpha_high"]
+                ),
                 explanation=(
                     f"The median alpha of the last {n} steps is {alpha:.3g}: the steps "
                     "overshoot the valley of the local quadratic, landing higher on the "
@@ -60,7 +62,9 @@ class AlphaSmall(_Alpha):
         return [
             Finding(
                 step=new.step,
-                first_step=history.last_steps("alpha", n=n)[0][0],
+                first_step=first_step_where(
+                    history.last_steps("alpha", n=n), lambda v: v < t["alpha_low"]
+                ),
                 explanation=(
                     f"The median alpha of the last {n} steps is {alpha:.3g}, near -1: "
                     "each step covers a tiny part of the way to the valley's floor."
