@@ -45,7 +45,8 @@ class _Trend(Rule):
             if len(first) < n or not baseline > 0:
                 continue
             ratio = history.window_median("grad_norm", n, layer) / baseline
-            if math.isfinite(ratio) and self.tripped(ratio, t):
+            # A layer stuck at exactly 0 is dead_layer's finding, not a trend.
+            if ratio > 0 and math.isfinite(ratio) and self.tripped(ratio, t):
                 ratios[layer] = ratio
                 pairs = history.last_steps("grad_norm", layer, n)
                 firsts.append(

@@ -108,11 +108,12 @@ class LossAtChance(Rule):
         chance = math.log(c)
         grads = history.last("grad_norm", n=n)
         alive = bool(grads) and all(math.isfinite(g) and g > 0 for g in grads)
-        dead = any(
-            all(v == 0 for v in history.last("grad_norm", layer, n))
+        # Healthy gradients: no layer stuck at 0 for most of the window.
+        alive &= all(
+            median(history.last("grad_norm", layer, n)) > 0
             for layer in history.layers("grad_norm")
         )
-        if not (loss >= t["chance_fraction"] * chance and alive and not dead):
+        if not (loss >= t["chance_fraction"] * chance and alive):
             return []
         level = t["chance_fraction"] * chance
         return [
