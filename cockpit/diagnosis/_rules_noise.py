@@ -31,21 +31,27 @@ class SmallBatch(Rule):
     relative to its length; the tests' own threshold is 1 (norm test, Byrd et al.
     2012; inner-product and orthogonality tests, Bollapragada et al. 2018). The rule
     fires when the median of any of them over ``tests_window`` records exceeds
-    ``tests_limit``, and suggests a batch size from the gradient noise scale or CABS
-    where they were logged.
+    ``tests_limit``, or when the median gradient noise scale is ``noise_scale_ratio``
+    times the batch size or more (McCandlish et al. 2018: below the noise scale,
+    steps are noise-dominated). For very small batches the tests saturate near 1 (two
+    nearly orthogonal per-sample gradients give 1), so the noise scale is the
+    evidence there. It suggests a batch size from the noise scale or CABS.
     """
 
     name = "small_batch"
     instrument = "gradient_tests"
-    watches = _TESTS
+    watches = (*_TESTS, "gradient_noise_scale")
 
     def check(self, history: History, new: New, t: dict[str, float]) -> list[Finding]:
         n = window(t, "tests_window")
         medians = {key: history.window_median(key, n) for key in _TESTS}
         over = {k: v for k, v in medians.items() if v > t["tests_limit"]}
+        batch = history.last("batch_size")
+        scale = history.window_median("gradient_noise_scale", n)
+        if batch and batch[-1] > 0 and scale / batch[-1] >= t["noise_scale_ratio"]:
+            over["gradient_noise_scale"] = scale
         if not over:
             return []
-        batch = history.last("batch_size")
         now = f" (now {batch[-1]:.0f})" if batch and math.isfinite(batch[-1]) else ""
         found = suggested_batch(history, n)
         advice = "Use a larger batch, or average more steps (a smaller learning rate)."
@@ -55,18 +61,22 @@ class SmallBatch(Rule):
                 "or a smaller learning rate."
             )
         key = max(over, key=over.__getitem__)
-        first = [
-            first_step_where(history.last_steps(k, n=n), lambda v: v > t["tests_limit"])
-            for k in over
-        ]
+        first = [history.last_steps(k, n=n)[0][0] for k in over]
+        if "gradient_noise_scale" in over:
+            key = "gradient_noise_scale"
         return [
             Finding(
                 step=new.step,
                 first_step=min(first),
                 explanation=(
                     f"The {key.replace('_', ' ')}'s median over the last {n} records is "
-                    f"{over[key]:.3g} (1 is the test's threshold): the batch's "
-                    "gradient is mostly noise."
+                    f"{over[key]:.3g}"
+                    + (
+                        f", {over[key] / batch[-1]:.3g} times the batch size"
+                        if key == "gradient_noise_scale"
+                        else " (1 is the test's threshold)"
+                    )
+                    + ": the batch's gradient is mostly noise."
                 ),
                 suggestion=advice,
                 evidence={f"median_{k}": v for k, v in over.items()},

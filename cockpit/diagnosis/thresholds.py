@@ -90,6 +90,13 @@ THRESHOLDS: dict[str, Threshold] = {
         "Bollapragada et al. 2018), but near a minimum every batch exceeds it as the "
         "gradient shrinks, so only a clear excess is an alert.",
     ),
+    "noise_scale_ratio": Threshold(
+        4.0,
+        "small_batch",
+        "Median gradient noise scale over the batch size from which the batch is too "
+        "small (McCandlish et al. 2018); healthy digits runs at batch 64 stay below "
+        "about 2.5, a batch of 2 reaches 4 to 11.",
+    ),
     "plateau_window": Threshold(
         40,
         "plateau",

@@ -233,3 +233,25 @@ def test_loss_at_chance_after_the_first_window():
     assert "loss_at_chance" not in rules(chance(80, w2=0.0))  # a dead layer instead
     mse = {**META, "loss": {"type": "MSELoss", "mean": True}}
     assert rules(chance(80), meta=mse) == {}
+
+
+def test_small_batch_from_the_noise_scale_alone():
+    records = [
+        record(
+            i, norm_test=layered(1.0), gradient_noise_scale=layered(12.0), batch_size=2
+        )
+        for i in range(20)
+    ]
+    alert = rules(records)["small_batch"]
+    assert "6 times the batch size" in alert.explanation
+    assert "about 12 (now 2)" in alert.suggestion
+    healthy = [
+        record(
+            i,
+            norm_test=layered(1.0),
+            gradient_noise_scale=layered(150.0),
+            batch_size=64,
+        )
+        for i in range(20)
+    ]
+    assert rules(healthy) == {}
