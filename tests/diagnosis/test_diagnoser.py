@@ -74,3 +74,14 @@ def test_alert_round_trip_and_severity_order():
     assert Alert.from_dict(alert.to_dict()) == alert
     assert alert.where() == "steps 0-24"
     assert at_least("error", "warning") and not at_least("info", "warning")
+
+
+def test_readme_lists_every_rule():
+    from pathlib import Path
+
+    from cockpit.diagnosis import RULES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Diagnosis", 1)[1].split("\n## ", 1)[0]
+    for rule in RULES:
+        assert f"| `{rule.name}` |" in section, rule.name
