@@ -91,11 +91,11 @@ THRESHOLDS: dict[str, Threshold] = {
         "gradient shrinks, so only a clear excess is an alert.",
     ),
     "noise_scale_ratio": Threshold(
-        4.0,
+        8.0,
         "small_batch",
         "Median gradient noise scale over the batch size from which the batch is too "
-        "small (McCandlish et al. 2018); healthy digits runs at batch 64 stay below "
-        "about 2.5, a batch of 2 reaches 4 to 11.",
+        "small (McCandlish et al. 2018). Near the initialization the noise scale of the "
+        "digits runs is 3 to 6 times their batch of 64; a batch of 2 reaches 11.",
     ),
     "plateau_window": Threshold(
         40,

@@ -28,7 +28,7 @@ EXPECTED = {
         "vanishing_gradients",
         "plateau",
     },
-    "plateau": {"plateau", "alpha_small"},
+    "plateau": {"plateau"},
 }
 
 

@@ -238,13 +238,13 @@ def test_loss_at_chance_after_the_first_window():
 def test_small_batch_from_the_noise_scale_alone():
     records = [
         record(
-            i, norm_test=layered(1.0), gradient_noise_scale=layered(12.0), batch_size=2
+            i, norm_test=layered(1.0), gradient_noise_scale=layered(24.0), batch_size=2
         )
         for i in range(20)
     ]
     alert = rules(records)["small_batch"]
-    assert "6 times the batch size" in alert.explanation
-    assert "about 12 (now 2)" in alert.suggestion
+    assert "12 times the batch size" in alert.explanation
+    assert "about 24 (now 2)" in alert.suggestion
     healthy = [
         record(
             i,
