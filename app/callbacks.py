@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, html, no_update
 
+from cockpit.app.alerts_summary import alert_summary
 from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
@@ -173,6 +174,7 @@ class FigureCache:
                 [run.version_of(q) for q in instrument.watched(run)]
                 if instrument.available(run)
                 else instrument.missing_text([run]),
+                [a.steps for a in instrument.alerts([run])],
             )
             for run in runs
         ]
@@ -242,6 +244,15 @@ def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
     )
     def _pause(clicks: int | None) -> tuple[bool, str]:
         return toggle_pause(clicks)
+
+    @app.callback(
+        Output("alerts-summary", "children"),
+        Input("run-select", "value"),
+        Input("data-version", "data"),
+    )
+    def _alerts(selected: list[str] | None, _: Any) -> list[html.Div]:
+        with store.lock:
+            return alert_summary(store, selected)
 
     @app.callback(
         Output("layer-select", "options"),

@@ -6,6 +6,7 @@ Subcommands::
     cockpit demo [--steps N] [--logdir DIR] [--port 8050]   train the digits CNN, watch it
     cockpit report RUN_DIR -o cockpit.png [--dpi 150]       a static matplotlib report
     cockpit export RUN_DIR --tensorboard OUT_DIR            TensorBoard event files
+    cockpit check RUN_DIR... [--fail-on error] [--format table]   diagnosis, exit status
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: Subcommands besides ``serve``: modules of ``cockpit.app``, each with
 #: ``add_parser(commands)`` (adds its sub-parser, with ``set_defaults(run=...)``) and
 #: a ``run(args) -> int`` that the parser's default points to.
-COMMAND_MODULES: tuple[str, ...] = ("demo_command", "report_command", "export_command")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo_command",
+    "report_command",
+    "export_command",
+    "check_command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -184,6 +184,10 @@ def build_layout(logdir: str, interval_ms: int = 1000) -> html.Div:
             ),
             _controls(interval_ms),
             html.Div(id="run-errors", style={"color": "#b00020", "padding": "0 8px"}),
+            html.Div(
+                id="alerts-summary",
+                style={"padding": "4px 8px", "background": "white", "margin": "4px 0"},
+            ),
             *sections,
         ],
         style={

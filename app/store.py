@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cockpit.diagnosis import Diagnoser
 from cockpit.exceptions import CockpitError
 from cockpit.instruments import RunData
 from cockpit.logs import LogReader
@@ -45,6 +46,8 @@ class RunState:
         notices: Problems with single lines (corrupt lines, records the writer could
             not log); the run still shows.
         status: ``status`` from ``meta.json`` (``running``, ``finished``, ...).
+        diagnoser: Checks each record once, as it is read; its alerts are
+            ``data.alerts``.
 
     """
 
@@ -54,6 +57,7 @@ class RunState:
     error: str | None = None
     notices: list[str] = field(default_factory=list)
     status: str = "unknown"
+    diagnoser: Diagnoser = field(default_factory=Diagnoser)
 
     def poll(self) -> bool:
         """Read what is new; returns whether anything changed."""
@@ -61,6 +65,8 @@ class RunState:
         try:
             meta = self.reader.meta()
             self.data.meta = meta
+            self.diagnoser.meta = meta
+            self.diagnoser.run = self.name
             self.status = str(meta.get("status", "unknown"))
             with _collector_paused():
                 self._read_new()
@@ -86,6 +92,8 @@ class RunState:
         )
         if records:
             self.data.extend_records(records)
+            self.diagnoser.feed(records)
+            self.data.alerts = self.diagnoser.alerts
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from cockpit._record import TensorRecord
 from cockpit._step import TrackedStep
 from cockpit._step_io import StepInputs, StepResult
 from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
+from cockpit.diagnosis import Alert
 from cockpit.engines.batch_replay import BatchReplay
 from cockpit.engines.choice import LOG, assign, choose_curvature
 from cockpit.engines.curvature import leaf_modules
@@ -96,6 +97,10 @@ class Cockpit:
             (e.g. ``lambda out: out.transpose(1, 2)`` or ``lambda out:
             out.logits``); default: the output itself.
 
+        on_alert: Called with each new ``cockpit.diagnosis.Alert`` as the log's
+            records raise it, on the writer thread (never blocking training; what it
+            raises becomes a warning). Set a flag there to stop the loop early.
+
     Raises:
         ConfigurationError: If an argument cannot work, e.g. ``tensorboard=True``
             without the ``tensorboard`` package; the message says how to fix it.
@@ -118,6 +123,7 @@ class Cockpit:
         tensorboard: bool = False,
         engine: str = "auto",
         loss_input: Callable[[Any], torch.Tensor] | None = None,
+        on_alert: Callable[[Alert], object] | None = None,
     ):
         self.model = model
         self.loss_fn = loss_fn
@@ -174,6 +180,7 @@ class Cockpit:
                 config=config,
             ),
             mirror=mirror,
+            on_alert=on_alert,
         )
         self.step = 0
         self._last_entry: float | None = None

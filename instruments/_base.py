@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import plotly.graph_objects as go
 
 from cockpit.catalog import ENTRIES
+from cockpit.diagnosis import Alert
+from cockpit.instruments._alerts import mark_alerts
 from cockpit.instruments._data import RunData
 from cockpit.instruments._figures import finish, placeholder
 from cockpit.instruments._view import View
@@ -27,7 +29,8 @@ class Instrument:
 
     Subclasses set the class attributes and implement :meth:`draw` (the dashboard's
     plotly figure) and :meth:`draw_report` (the static report's matplotlib cell);
-    :meth:`figure` adds the placeholder for runs without data and the common styling.
+    :meth:`figure` adds the placeholder for runs without data, the markers of the
+    diagnosis alerts that link to the panel, and the common styling.
     The dashboard group comes from the quantity catalogue (:mod:`cockpit.catalog`).
 
     Attributes:
@@ -107,9 +110,13 @@ class Instrument:
         missing = [run for run in runs if not self.available(run)]
         if len(missing) == len(runs):
             return placeholder(self.title, self.missing_text(missing), self.height)
-        figure = self.draw(list(runs), view)
+        figure = mark_alerts(self.draw(list(runs), view), self.alerts(runs))
         note = self.missing_text(missing) if missing else None
         return finish(figure, self.height, note)
+
+    def alerts(self, runs: Sequence[RunData]) -> list[Alert]:
+        """The diagnosis alerts of ``runs`` that link to this panel."""
+        return [a for run in runs for a in run.alerts if a.instrument == self.id]
 
     def log_y_for(self, view: View) -> bool:
         """Whether this instrument's value axes are logarithmic under ``view``."""

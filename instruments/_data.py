@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cockpit.diagnosis import Alert
 from cockpit.logs import Run
 from cockpit.logs.flatten import flatten_columns
 
@@ -129,6 +130,9 @@ class RunData:
         name: The run's name.
         meta: Content of ``meta.json``.
         version: Increases whenever rows are added.
+        alerts: The diagnosis's alerts (``cockpit.diagnosis``), set by whoever reads
+            the run (the dashboard's store, the report); each panel marks those
+            that link to it.
 
     """
 
@@ -145,6 +149,7 @@ class RunData:
         self._layers: dict[str, list[str]] = defaultdict(list)
         self._versions: dict[str, int] = defaultdict(int)
         self._last_step: int | None = None
+        self.alerts: list[Alert] = []
 
     @classmethod
     def from_frames(

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cockpit.diagnosis import Diagnoser
 from cockpit.instruments._data import RunData
 from cockpit.logs import LogReader
 
@@ -54,7 +55,7 @@ def read_chunks(
 
 
 def read_run(run_dir: str | os.PathLike[str], progress: bool = False) -> RunData:
-    """A whole run as :class:`RunData`, read chunk by chunk.
+    """A whole run as :class:`RunData`, read chunk by chunk, with its diagnosis.
 
     Args:
         run_dir: The run directory.
@@ -67,6 +68,9 @@ def read_run(run_dir: str | os.PathLike[str], progress: bool = False) -> RunData
     reader = LogReader(run_dir)
     meta = reader.meta()
     data = RunData(str(meta.get("run_name") or Path(run_dir).name), meta)
+    diagnoser = Diagnoser(meta, run=data.name)
     for records in read_chunks(reader, progress):
         data.extend_records(records)
+        diagnoser.feed(records)
+    data.alerts = diagnoser.alerts
     return data

@@ -30,6 +30,7 @@ from cockpit.instruments import GROUPS, REGISTRY
 from cockpit.instruments._base import Instrument
 from cockpit.instruments._data import RunData
 from cockpit.instruments._reading import bar, read_run
+from cockpit.instruments._report_alerts import diagnosis_height, draw_diagnosis
 from cockpit.instruments._view import View
 
 __all__ = [
@@ -136,7 +137,7 @@ def _header(figure: Figure, run: RunData) -> None:
 def report_figure(
     run: RunData, view: View | None = None, progress: bool = False
 ) -> Figure:
-    """Every instrument of ``run`` drawn into one figure.
+    """Every instrument of ``run`` drawn into one figure, below its diagnosis.
 
     Args:
         run: The run.
@@ -150,15 +151,19 @@ def report_figure(
     view = view or View(max_points=4000)
     rows = layout()
     heights = [_CELL_HEIGHT + _GROUP_TITLE * any(s[2] for s in row) for row in rows]
+    heights = [diagnosis_height(run), *heights]
     figure = Figure(
         figsize=(_COLUMNS * _CELL_WIDTH, _HEADER + sum(heights)), layout="constrained"
     )
     FigureCanvasAgg(figure)
     _header(figure, run)
-    subfigures = figure.subfigures(len(rows), 1, height_ratios=heights, squeeze=False)
+    subfigures = figure.subfigures(
+        len(heights), 1, height_ratios=heights, squeeze=False
+    )
+    draw_diagnosis(subfigures[0, 0], run)
     total = sum(len(cells) for row in rows for _, cells, _ in row)
     with bar(total, "drawing", progress, "panel") as shown:
-        for row, sub in zip(rows, subfigures[:, 0], strict=True):
+        for row, sub in zip(rows, subfigures[1:, 0], strict=True):
             width = _COLUMNS * _CELL_WIDTH / sum(len(cells) for _, cells, _ in row)
             ratios = [len(cells) for _, cells, _ in row]
             segments = sub.subfigures(1, len(row), width_ratios=ratios, squeeze=False)

@@ -82,6 +82,8 @@ class StepsAppender:
         fsync_interval: Seconds between fsyncs while writing.
         mirror: Also gets every written record; dropped after it raises.
         notice: Takes a notice for the user.
+        watch: Called with every written record, decoded as a reader sees it
+            (the diagnosis); must not raise.
 
     """
 
@@ -93,6 +95,7 @@ class StepsAppender:
         fsync_interval: float,
         mirror: RecordMirror | None,
         notice: Callable[[str], None],
+        watch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._run_dir = run_dir
         self._file = file
@@ -100,6 +103,7 @@ class StepsAppender:
         self._fsync_interval = fsync_interval
         self._mirror = mirror
         self._notice = notice
+        self._watch = watch
 
     def run(self) -> None:
         """Drain the queue until :data:`STOP`: the writer thread's target."""
@@ -164,8 +168,11 @@ class StepsAppender:
                 f"step {step}: non-finite values logged as null: {', '.join(unexplained)}"
             )
         self._write_line(line, step)
-        if self._mirror is not None:
-            self._to_mirror("write", decode_line(line))
+        if self._mirror is not None or self._watch is not None:
+            decoded = decode_line(line)
+            self._to_mirror("write", decoded)
+            if self._watch is not None:
+                self._watch(decoded)
 
     def _to_mirror(self, method: str, *args: Any) -> None:
         """Call the mirror's ``method``; if it raises, say so and stop mirroring."""

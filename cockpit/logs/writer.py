@@ -18,6 +18,7 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -60,6 +61,9 @@ class RunWriter:
         fsync_interval: Seconds between fsyncs of ``steps.jsonl`` while writing.
         mirror: Also gets every written record (never error records); if it
             raises, a notice says so and mirroring stops, the log goes on.
+        on_alert: Called on the writer thread with each new diagnosis alert
+            (``cockpit.diagnosis.Alert``) as the written records raise them; what
+            it raises becomes a notice, never an exception.
 
     Raises:
         LogDirError: If the directory cannot be created or written, or holds a run.
@@ -72,6 +76,7 @@ class RunWriter:
         meta: dict[str, Any],
         fsync_interval: float = 2.0,
         mirror: RecordMirror | None = None,
+        on_alert: Callable[[Any], object] | None = None,
     ) -> None:
         self._run_dir = Path(run_dir)
         self._notices: list[str] = []
@@ -93,8 +98,15 @@ class RunWriter:
             file.close()
             (self._run_dir / STEPS_FILE).unlink(missing_ok=True)
             raise
+        watch = None if on_alert is None else self._alert_watch(on_alert)
         appender = StepsAppender(
-            self._run_dir, file, self._queue, fsync_interval, mirror, self._notice
+            self._run_dir,
+            file,
+            self._queue,
+            fsync_interval,
+            mirror,
+            self._notice,
+            watch,
         )
         self._thread = threading.Thread(
             target=appender.run,
@@ -221,6 +233,34 @@ class RunWriter:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             raise dir_error(self._run_dir, err) from err
+
+    def _alert_watch(
+        self, on_alert: Callable[[Any], object]
+    ) -> Callable[[dict[str, Any]], None]:
+        """A function that feeds each written record to a diagnoser (writer thread)."""
+        # Imported here: cockpit.diagnosis reads the log format of this package.
+        from cockpit.diagnosis import Diagnoser
+
+        diagnoser = Diagnoser(self.meta, run=self._run_dir.name)
+
+        def watch(record: dict[str, Any]) -> None:
+            try:
+                alerts = diagnoser.feed([record])
+            except Exception as err:
+                self._notice(
+                    f"the diagnosis failed on step {record.get('step')}: {err}"
+                )
+                return
+            for alert in alerts:
+                try:
+                    on_alert(alert)
+                except Exception as err:
+                    self._notice(
+                        f"on_alert raised {type(err).__name__}: {err} (for the alert "
+                        f"{alert.rule} at {alert.where()}); training goes on"
+                    )
+
+        return watch
 
     def _notice(self, text: str) -> None:
         with self._notices_lock:
