@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from cockpit.exceptions import LogFormatError
 from cockpit.logs.schema import META_FILE, NONFINITE, STEP, VALUES
@@ -210,7 +212,7 @@ def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
     return json.dumps(line, allow_nan=False, separators=_SEPARATORS), found
 
 
-def decode_line(line: str) -> dict[str, Any]:
+def decode_line(line: str | bytes) -> dict[str, Any]:
     """Decode one line of ``steps.jsonl``.
 
     Args:
@@ -220,14 +222,25 @@ def decode_line(line: str) -> dict[str, Any]:
         The record.
 
     Raises:
-        ValueError: If the line is not JSON, not an object, or has no integer
-            ``"step"``.
+        ValueError: If the line is not UTF-8 JSON, not an object, has no integer
+            ``"step"`` (in the int64 range), nests deeper than 1024 levels, or holds a number beyond the
+            range of a double (``1e999999`` is refused, not read as infinity).
 
     """
-    record = json.loads(line)
+    record = orjson.loads(line)
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     step = record.get(STEP)
     if not isinstance(step, int) or isinstance(step, bool):
-        raise ValueError(f"expected an integer {STEP!r}, got {step!r}")
+        raise ValueError(f"expected an integer {STEP!r}, got {short_repr(step)}")
+    if not -(2**63) <= step < 2**63:
+        raise ValueError(f"{STEP!r} {short_repr(step)} is out of the int64 range")
     return record
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)``, cut to a few dozen characters for error messages."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = 40
+    short.maxlist = short.maxdict = 4
+    return short.repr(value)

@@ -116,7 +116,7 @@ def test_decode_round_trips_encode():
 @pytest.mark.parametrize(
     ("line", "match"),
     [
-        ('{"step": 1', "Expecting"),
+        ('{"step": 1', "unexpected end of data"),
         ("[1, 2]", "JSON object"),
         ('{"values": {}}', "integer 'step'"),
         ('{"step": "3"}', "integer 'step'"),
