@@ -27,6 +27,10 @@ def _text(value: object) -> bool:
     return isinstance(value, str)
 
 
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
 def _time(value: object) -> bool:
     return (
         isinstance(value, (int, float))
@@ -55,8 +59,8 @@ def _object(value: object) -> bool:
 _FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "run_name": (_text, "a string"),
     "status": (_text, "a string"),
-    "preset": (_text, "a string"),
-    "model": (_text, "a string"),
+    "preset": (_text_or_none, "a string or null"),
+    "model": (_text_or_none, "a string or null"),
     "start_time": (_time, "seconds since the epoch, from 0 to 1e11"),
     "end_time": (_time, "seconds since the epoch, from 0 to 1e11"),
     "absent": (_texts, "an object of quantity -> reason strings"),
