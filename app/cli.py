@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    cockpit serve LOGDIR [--port 8050] [--host 127.0.0.1]   the live dashboard
+    cockpit serve LOGDIR [--port 8050] [--host H] [--auth U:P]  the live dashboard
     cockpit demo [--steps N] [--logdir DIR] [--port 8050]   train the digits CNN, watch it
     cockpit report RUN_DIR -o cockpit.png [--dpi 150]       a static matplotlib report
     cockpit export RUN_DIR --tensorboard OUT_DIR            TensorBoard event files
@@ -46,8 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host",
         default="127.0.0.1",
-        help="interface to bind (default 127.0.0.1, this machine only); the dashboard "
-        "has no authentication, so only widen it on a trusted network",
+        help="interface to bind (default 127.0.0.1, this machine only); widen it "
+        "only with --auth or on a trusted network",
+    )
+    serve.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help="require HTTP basic authentication for every request (default: the "
+        "COCKPIT_AUTH environment variable, else none)",
     )
     serve.add_argument(
         "--interval",
@@ -71,11 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "run"):
         return args.run(args)
     if args.command == "serve":
+        from cockpit.app.auth import credentials_from
         from cockpit.app.server import serve
 
         try:
-            serve(args.logdir, host=args.host, port=args.port, interval_s=args.interval)
-        except FileNotFoundError as err:
+            auth = credentials_from(args.auth)
+            serve(args.logdir, args.host, args.port, args.interval, auth)
+        except (FileNotFoundError, ValueError) as err:
             print(f"cockpit serve: {err}", file=sys.stderr)
             return 2
     return 0

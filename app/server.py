@@ -8,6 +8,7 @@ import sys
 
 from dash import Dash
 
+from cockpit.app.auth import require_basic_auth
 from cockpit.app.callbacks import register
 from cockpit.app.layout import build_layout
 from cockpit.app.store import RunStore
@@ -17,12 +18,18 @@ __all__ = ["LOCAL_HOSTS", "create_app", "serve"]
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def create_app(logdir: str | os.PathLike[str], interval_s: float = 1.0) -> Dash:
+def create_app(
+    logdir: str | os.PathLike[str],
+    interval_s: float = 1.0,
+    auth: tuple[str, str] | None = None,
+) -> Dash:
     """The dashboard over every run under ``logdir``.
 
     Args:
         logdir: Directory holding the run directories.
         interval_s: Seconds between polls of the log files.
+        auth: ``(user, password)`` that every request must carry (HTTP basic
+            authentication); ``None``: no authentication.
 
     Returns:
         The Dash app; ``app.server`` is its Flask server.
@@ -41,6 +48,8 @@ def create_app(logdir: str | os.PathLike[str], interval_s: float = 1.0) -> Dash:
     app.layout = build_layout(str(store.logdir), int(interval_s * 1000))
     register(app, store, interval_s)
     app.server.config["cockpit_store"] = store
+    if auth is not None:
+        require_basic_auth(app.server, *auth)
     return app
 
 
@@ -49,6 +58,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8050,
     interval_s: float = 1.0,
+    auth: tuple[str, str] | None = None,
 ) -> None:
     """Serve the dashboard until interrupted.
 
@@ -57,13 +67,20 @@ def serve(
         host: Interface to bind; anything but the loopback exposes the runs.
         port: TCP port.
         interval_s: Seconds between polls of the log files.
+        auth: As for :func:`create_app`.
 
     """
-    app = create_app(logdir, interval_s)
-    if host not in LOCAL_HOSTS:
+    app = create_app(logdir, interval_s, auth)
+    if host not in LOCAL_HOSTS and auth is None:
         print(
-            f"WARNING: serving on {host}: the dashboard has no authentication; anyone "
-            f"who can reach port {port} can read every run under {logdir}.",
+            f"WARNING: serving on {host} without --auth: anyone who can reach port "
+            f"{port} can read every run under {logdir}.",
+            file=sys.stderr,
+        )
+    elif host not in LOCAL_HOSTS:
+        print(
+            "WARNING: --auth sends the password unencrypted over HTTP; put the "
+            "dashboard behind an HTTPS proxy or an SSH tunnel.",
             file=sys.stderr,
         )
     # One request per second per open page would flood the terminal.

@@ -4,7 +4,9 @@ The dashboard never talks to a training process; it reads the run directories un
 LOGDIR, parsing only the bytes appended since its last poll. A run whose files cannot
 be read keeps its error message (shown next to it) and does not stop the other runs.
 Only directories under LOGDIR can be opened: a run name is a relative path without
-``..`` that resolves inside LOGDIR.
+``..`` that resolves inside LOGDIR, and a run's files that are symbolic links leading
+outside LOGDIR are refused. A poll reads at most :data:`POLL_BYTES` of each run, so
+opening a long run never holds up the others: it fills in over several polls.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import gc
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +30,9 @@ from cockpit.logs.schema import ERROR, META_FILE, STEP
 __all__ = ["RunNameError", "RunState", "RunStore"]
 
 _MAX_DEPTH = 3
+#: Bytes of ``steps.jsonl`` one poll reads per run, at most (plus one line): about
+#: a second's work, so a long or hostile run cannot stall the other runs' panels.
+POLL_BYTES = 64 * 2**20
 
 
 class RunNameError(CockpitError, ValueError):
@@ -60,10 +65,13 @@ class RunState:
     diagnoser: Diagnoser = field(default_factory=Diagnoser)
 
     def poll(self) -> bool:
-        """Read what is new; returns whether anything changed."""
+        """Read what is new (up to :data:`POLL_BYTES`); whether anything changed."""
         before = (self.error, len(self.notices), self.data.version, self.status)
         try:
-            meta = self.reader.meta()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                meta = self.reader.meta()
+            self._note(str(w.message) for w in caught)
             self.data.meta = meta
             self.diagnoser.meta = meta
             self.diagnoser.run = self.name
@@ -83,8 +91,8 @@ class RunState:
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            records = self.reader.read_new()
-        self.notices.extend(str(w.message) for w in caught)
+            records = self.reader.read_new(POLL_BYTES)
+        self._note(str(w.message) for w in caught)
         self.notices.extend(
             f"step {r[STEP]}: the writer could not log this record ({r[ERROR]})"
             for r in records
@@ -94,6 +102,12 @@ class RunState:
             self.data.extend_records(records)
             self.diagnoser.feed(records)
             self.data.alerts = self.diagnoser.alerts
+
+    def _note(self, messages: Iterable[str]) -> None:
+        """Add notices not shown yet (``meta.json``'s come again at every poll)."""
+        for message in messages:
+            if message not in self.notices:
+                self.notices.append(message)
 
 
 @contextlib.contextmanager
@@ -176,7 +190,8 @@ class RunStore:
                 path = self.resolve(name)
             except RunNameError:
                 continue
-            self._runs[name] = RunState(name, LogReader(path), RunData(name))
+            reader = LogReader(path, root=self.logdir)
+            self._runs[name] = RunState(name, reader, RunData(name))
             found = True
         return found
 
@@ -236,5 +251,6 @@ class RunStore:
 
 
 def _start_time(state: RunState) -> tuple[float, str]:
+    """The sort key of :meth:`RunStore.names`; the reader checked ``start_time``."""
     start: Any = state.data.meta.get("start_time", 0.0)
     return (float(start) if isinstance(start, (int, float)) else 0.0, state.name)

@@ -113,9 +113,24 @@ def _layer(value: Any) -> str | None:
 
 
 def _array(value: Any) -> np.ndarray | None:
+    """``value`` as a float array; ``None`` if it is missing or not numbers."""
     if value is None:
         return None
-    return np.asarray(value, dtype=float)
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError, OverflowError):  # a damaged log: left out
+        return None
+
+
+def _fits(edges: np.ndarray, y_edges: np.ndarray | None, counts: np.ndarray) -> bool:
+    """Whether the histogram's edges and counts have matching shapes."""
+    if edges.ndim != 1 or counts.ndim != (1 if y_edges is None else 2):
+        return False
+    if y_edges is not None and (
+        y_edges.ndim != 1 or len(y_edges) != counts.shape[1] + 1
+    ):
+        return False
+    return len(edges) == counts.shape[0] + 1
 
 
 class RunData:
@@ -232,10 +247,10 @@ class RunData:
         y_edges: Any,
         counts: Any,
     ) -> None:
-        counts, edges = _array(counts), _array(edges)
-        if counts is None or edges is None:
+        counts, edges, y_array = _array(counts), _array(edges), _array(y_edges)
+        if counts is None or edges is None or not _fits(edges, y_array, counts):
             return
-        hist = Histogram(step, edges, _array(y_edges), counts)
+        hist = Histogram(step, edges, y_array, counts)
         self._hists.setdefault((quantity, layer), _Thinned(self._hist_cap)).add(hist)
         self._touch(quantity, layer, step)
 

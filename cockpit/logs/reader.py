@@ -3,28 +3,38 @@
 :class:`LogReader` is the one reader of ``steps.jsonl``: it reads from a byte offset
 on, so a live view parses only what was appended; it leaves a last line without its
 newline (still being written, or the writer died mid-line) for a later call, skips a
-corrupt line with a :class:`CorruptLogWarning` and goes on, and refuses a run in a
-newer major format version.
+corrupt line (not JSON, invalid UTF-8, nested too deep, a number out of range, longer
+than :data:`MAX_LINE_BYTES`) with a :class:`CorruptLogWarning` naming its line number,
+and goes on, and refuses a run in a newer major format version. Its offset moves only
+past lines whose records it has handed out, so an error never loses valid steps.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import orjson
 import pandas as pd
 
 from cockpit.exceptions import CorruptLogWarning, LogFormatError
 from cockpit.logs._format import check_version, decode_line
+from cockpit.logs._meta_fields import checked_meta
 from cockpit.logs.flatten import records_to_frames
 from cockpit.logs.schema import ERROR, META_FILE, STEPS_FILE
 
-__all__ = ["LogReader", "Run", "load", "records_to_frames"]
+__all__ = ["MAX_LINE_BYTES", "LogReader", "Run", "load", "records_to_frames"]
+
+#: Longest line of ``steps.jsonl`` decoded; longer ones are skipped with a warning,
+#: read in blocks and never held whole. A step of the ``full`` preset on a model of
+#: a million parameters takes a few kilobytes; decoding a line takes about ten
+#: times its length in memory.
+MAX_LINE_BYTES = 16 * 2**20
+_BLOCK = 2**20
 
 
 def _not_a_run(run_dir: Path) -> LogFormatError:
@@ -43,6 +53,9 @@ class LogReader:
 
     Args:
         run_dir: The run directory.
+        root: If given, the run's files must lie under it: a symbolic link leading
+            elsewhere is refused, not followed (the dashboard passes its LOGDIR).
+        max_line_bytes: Longest line decoded (:data:`MAX_LINE_BYTES`).
 
     Attributes:
         run_dir: The run directory.
@@ -50,13 +63,38 @@ class LogReader:
 
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.offset = 0
+        self._root = None if root is None else Path(root).resolve()
+        self._max_line = max_line_bytes
         self._lines_read = 0
 
+    def _file(self, name: str) -> Path:
+        """The path to open for the run's file ``name``, checked against ``root``.
+
+        Raises:
+            LogFormatError: If it is a directory, or leads outside ``root``.
+
+        """
+        path = self.run_dir / name
+        resolved = path.resolve()
+        if self._root is not None and not resolved.is_relative_to(self._root):
+            raise LogFormatError(
+                f"Refused {path}: it is a symbolic link leading outside "
+                f"{self._root}; only files under it are read."
+            )
+        if resolved.is_dir():
+            raise LogFormatError(f"{path} is a directory, expected a file.")
+        return resolved
+
     def meta(self) -> dict[str, Any]:
-        """Read ``meta.json``.
+        """Read ``meta.json``; fields readers use that have a wrong type are dropped.
 
         Raises:
             LogFormatError: If it is missing, not a JSON object, or in a newer major
@@ -65,13 +103,13 @@ class LogReader:
         """
         path = self.run_dir / META_FILE
         try:
-            text = path.read_text(encoding="utf-8")
+            text = self._file(META_FILE).read_bytes()
         except FileNotFoundError:
             raise _not_a_run(self.run_dir) from None
         except OSError as err:
-            raise LogFormatError(f"Cannot read {path}: {err}.") from err
+            raise LogFormatError(f"Cannot read {path}: {err.strerror}.") from None
         try:
-            meta = json.loads(text)
+            meta = orjson.loads(text)
         except ValueError as err:
             raise LogFormatError(
                 f"{path} is not valid JSON ({err}); the run directory is damaged."
@@ -82,7 +120,7 @@ class LogReader:
                 "directory is damaged."
             )
         check_version(meta, self.run_dir)
-        return meta
+        return checked_meta(meta, self.run_dir)
 
     def unread_bytes(self) -> int:
         """Bytes of ``steps.jsonl`` after :attr:`offset`; 0 if there is no such file."""
@@ -91,72 +129,150 @@ class LogReader:
         except FileNotFoundError:
             return 0
 
-    def read_new(self) -> list[dict[str, Any]]:
-        """Return the records completed since the last call, in file order."""
-        return [record for chunk in self.chunks() for record in chunk]
+    def read_new(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
+        """Return the records completed since the last call, in file order.
+
+        Args:
+            max_bytes: Stop after the line that reaches this many bytes read; the
+                rest waits for the next call. ``None``: read to the end.
+
+        """
+        return [
+            record for chunk in self.chunks(max_bytes=max_bytes) for record in chunk
+        ]
 
     def chunks(
-        self, size: int | None = None, progress: Callable[[int], object] | None = None
+        self,
+        size: int | None = None,
+        progress: Callable[[int], object] | None = None,
+        max_bytes: int | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """The records completed since the last call, ``size`` at a time.
 
-        :attr:`offset` moves on as lines are read, so a loop stopped early goes on
-        where it stopped at the next call.
+        :attr:`offset` moves on as chunks are handed out, so a loop stopped early
+        goes on where it stopped at the next call.
 
         Args:
             size: Records per chunk; ``None`` for one chunk of all of them.
             progress: Called with the bytes read for each chunk.
+            max_bytes: As for :meth:`read_new`.
 
         Yields:
             Lists of decoded records, in file order; none if nothing is new.
 
+        Raises:
+            LogFormatError: If ``steps.jsonl`` is a directory or (with ``root``)
+                leads outside it.
+
         """
-        path = self.run_dir / STEPS_FILE
         try:
-            file = path.open("rb")
+            file = self._file(STEPS_FILE).open("rb")
         except FileNotFoundError:
             return
-        records: list[dict[str, Any]] = []
-        read = 0
         with file:
             file.seek(self.offset)
-            for raw in file:
-                if not raw.endswith(b"\n"):
+            name = str(self.run_dir / STEPS_FILE)
+            yield from self._chunks(file, name, size, progress, max_bytes)
+
+    def _chunks(
+        self,
+        file: BinaryIO,
+        name: str,
+        size: int | None,
+        progress: Callable[[int], object] | None,
+        max_bytes: int | None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        records: list[dict[str, Any]] = []
+        start = offset = self.offset
+        lines, read = self._lines_read, 0
+        corrupt = _Corrupt(name)
+        while max_bytes is None or offset - start < max_bytes:
+            raw = file.readline(self._max_line + 1)
+            length = len(raw)
+            if not raw.endswith(b"\n"):
+                if length <= self._max_line:
                     break  # still being written: left for a later call
-                self.offset += len(raw)
-                self._lines_read += 1
-                read += len(raw)
-                record = _decode_or_warn(raw, self._lines_read, path)
-                if record is not None:
-                    records.append(record)
-                if size is not None and len(records) >= size:
-                    if progress is not None:
-                        progress(read)
-                    read = 0
-                    yield records
-                    records = []
+                length += _skip_line(file)
+                if length == len(raw):
+                    break  # a long line still being written
+            lines += 1
+            offset += length
+            read += length
+            if length > self._max_line:
+                corrupt.add(
+                    lines, f"{length:,} bytes, over the limit of {self._max_line:,}"
+                )
+            elif raw.strip():
+                try:
+                    records.append(decode_line(raw))
+                except (ValueError, RecursionError) as err:
+                    corrupt.add(lines, str(err))
+            if size is not None and len(records) >= size:
+                self.offset, self._lines_read = offset, lines
+                if progress is not None:
+                    progress(read)
+                yield records
+                records, read = [], 0
+        self.offset, self._lines_read = offset, lines
+        corrupt.summarize()
         if progress is not None and read:
             progress(read)
         if records:
             yield records
 
 
-def _decode_or_warn(raw: bytes, number: int, path: Path) -> dict[str, Any] | None:
-    """Decode line ``number`` of ``path``; ``None`` for a blank or corrupt one.
+def _skip_line(file: BinaryIO) -> int:
+    """Read on to the end of the current line in blocks; bytes read (0 at its end).
 
-    A corrupt line raises a :class:`CorruptLogWarning` naming it; reading goes on.
+    If the file ends before the newline, the file position is where it was.
     """
-    if not raw.strip():
-        return None
-    try:
-        return decode_line(raw.decode("utf-8"))
-    except ValueError as err:
-        warnings.warn(
-            f"Skipped corrupt line {number} of {path}: {err}",
-            CorruptLogWarning,
-            stacklevel=4,
-        )
-        return None
+    start = file.tell()
+    skipped = 0
+    while block := file.read(_BLOCK):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            file.seek(start + skipped + newline + 1)
+            return skipped + newline + 1
+        skipped += len(block)
+    file.seek(start)
+    return 0
+
+
+class _Corrupt:
+    """Warns of the first corrupt lines of one read, then only counts them.
+
+    A :class:`CorruptLogWarning` for each of the first :data:`_WARNED` (line number
+    and why), then one for the rest: a log of a million bad lines costs one summary,
+    not a million messages.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.warned = 0
+        self.unwarned: list[int] = []  # the first and the last line not warned of
+        self.count = 0
+
+    def add(self, number: int, problem: str) -> None:
+        if self.warned < _WARNED:
+            self.warned += 1
+            _warn(f"Skipped corrupt line {number} of {self.path}: {problem}")
+            return
+        self.count += 1
+        self.unwarned = [self.unwarned[0] if self.unwarned else number, number]
+
+    def summarize(self) -> None:
+        if self.count:
+            _warn(
+                f"Skipped {self.count} more corrupt lines of {self.path}, lines "
+                f"{self.unwarned[0]} to {self.unwarned[-1]}."
+            )
+
+
+_WARNED = 20
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CorruptLogWarning, stacklevel=6)
 
 
 @dataclass

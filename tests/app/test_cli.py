@@ -29,7 +29,26 @@ def test_other_hosts_are_warned_about(tmp_path, ran, capsys):
     )
     assert ran == [{"host": "0.0.0.0", "port": 9000, "debug": False}]
     _, err = capsys.readouterr()
-    assert "WARNING: serving on 0.0.0.0: the dashboard has no authentication" in err
+    assert "WARNING: serving on 0.0.0.0 without --auth: anyone who can reach" in err
+
+
+def test_auth_is_required_of_every_request_and_its_clear_text_warned_about(
+    tmp_path, ran, capsys, monkeypatch
+):
+    apps = []
+    monkeypatch.setattr(Dash, "run", lambda self, **kwargs: apps.append(self))
+    argv = ["serve", str(tmp_path), "--host", "0.0.0.0", "--auth", "ada:pw"]
+    assert cli.main(argv) == 0
+    _, err = capsys.readouterr()
+    assert "--auth sends the password unencrypted" in err
+    assert "without --auth" not in err
+    assert apps[0].server.test_client().get("/").status_code == 401
+
+
+def test_malformed_auth_is_an_error(tmp_path, ran, capsys):
+    assert cli.main(["serve", str(tmp_path), "--auth", "nopassword"]) == 2
+    assert ran == []
+    assert "expected --auth USER:PASSWORD" in capsys.readouterr().err
 
 
 def test_missing_logdir_is_an_error(tmp_path, ran, capsys):

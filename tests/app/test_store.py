@@ -151,16 +151,16 @@ def test_reading_pauses_the_garbage_collector_only_meanwhile(logdir, monkeypatch
     seen = []
     read_new = LogReader.read_new
 
-    def spy(self):
+    def spy(self, max_bytes=None):
         seen.append(gc.isenabled())
-        return read_new(self)
+        return read_new(self, max_bytes)
 
     monkeypatch.setattr(LogReader, "read_new", spy)
     store = RunStore(logdir)
     assert store.poll()
     assert seen and not any(seen)
     assert gc.isenabled()
-    monkeypatch.setattr(LogReader, "read_new", lambda self: 1 / 0)
+    monkeypatch.setattr(LogReader, "read_new", lambda self, max_bytes=None: 1 / 0)
     store.poll()
     assert gc.isenabled()
     assert "ZeroDivisionError" in (store.state("alpha-run").error or "")

@@ -7,6 +7,7 @@ import pytest
 from cockpit.exceptions import LogFormatError
 from cockpit.logs import FORMAT_VERSION
 from cockpit.logs._format import check_version, decode_line, encode_record
+from cockpit.logs.flatten import flatten_rows
 
 
 def test_encode_is_one_compact_json_line():
@@ -116,7 +117,7 @@ def test_decode_round_trips_encode():
 @pytest.mark.parametrize(
     ("line", "match"),
     [
-        ('{"step": 1', "Expecting"),
+        ('{"step": 1', "unexpected end of data"),
         ("[1, 2]", "JSON object"),
         ('{"values": {}}', "integer 'step'"),
         ('{"step": "3"}', "integer 'step'"),
@@ -145,3 +146,41 @@ def test_check_version_refuses_newer_major(tmp_path):
 def test_check_version_refuses_missing_or_malformed(tmp_path, version):
     with pytest.raises(LogFormatError, match="no valid 'format_version'"):
         check_version({"format_version": version}, tmp_path)
+
+
+def test_values_are_written_short_and_float32_comes_back_exactly():
+    rng = np.random.default_rng(0)
+    values32 = rng.standard_normal(1000).astype(np.float32)
+    record = {"step": 0, "time": 1700000000.123456, "values": {"v": values32}}
+    line, _ = encode_record(record)
+    decoded = decode_line(line)
+    np.testing.assert_array_equal(
+        np.asarray(decoded["values"]["v"], dtype=np.float32), values32
+    )
+    assert decoded["time"] == 1700000000.123456  # outside "values": untouched
+    assert len(line) < 13 * 1000  # 17 digits took about 20 bytes a number
+
+
+def test_histogram_counts_are_integers_with_the_same_sum_and_shared_edges_go():
+    counts = [[1.4, 2.6], [0.5, 0.5]]
+    hist = {
+        "x_edges": [0.0, 0.5, 1.0],
+        "y_edges": [0.0, 1.0, 2.0],
+        "counts": counts,
+        "per_layer": {
+            "w": {
+                "x_edges": [0.0, 0.5, 1.0],
+                "y_edges": [0.0, 2.0, 4.0],
+                "counts": counts,
+            }
+        },
+    }
+    line, _ = encode_record({"step": 0, "values": {"h": hist}})
+    written = decode_line(line)["values"]["h"]
+    assert written["counts"] == [[1, 3], [1, 0]]
+    assert written["per_layer"]["w"] == {
+        "y_edges": [0.0, 2.0, 4.0],
+        "counts": [[1, 3], [1, 0]],
+    }
+    (_, histograms) = flatten_rows([{"step": 0, "values": {"h": written}}])
+    assert histograms[1][3] == [0.0, 0.5, 1.0]  # the whole model's x edges

@@ -1,0 +1,126 @@
+"""Cold open of a long run: its size, ``cockpit.load`` and the dashboard's first poll.
+
+Run from the repository root (the first call trains the templates and writes the run,
+about 2 minutes on a 2-core CPU; later calls reuse it)::
+
+    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed
+    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 10000  # quicker
+    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --full-steps 20
+
+The run: the digits CNN of ``cockpit demo`` trains ``--template-steps`` steps with the
+``economy`` preset; its log lines, repeated with shifted steps, are written by the real
+``RunWriter`` into ``DIR/economy-<steps>`` (as ``benchmarks/dashboard.py`` does), so
+every line is what this checkout's writer writes. ``--full-steps N`` also trains N
+steps with the ``full`` preset and reports its bytes per step.
+
+Measured, each in a fresh process (``VmHWM`` of ``/proc/self/status``: peak resident
+memory of that process, imports included; ``import`` is the peak after the imports alone):
+
+* ``load``: ``cockpit.load(run)``, the pandas frames.
+* ``store``: the dashboard's first poll, ``RunStore(DIR).poll()`` until the run is
+  read whole (the store reads a bounded number of bytes per run and poll).
+
+Output: one JSON object per measurement on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _dashboard.records import repeated, template_records, write_run
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` would keep the
+    peak of the parent it was forked from, which trained the templates)."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+
+def child(what: str, path: Path) -> dict:
+    """Time one cold read of ``path`` in this (fresh) process."""
+    if what == "load":
+        import cockpit.logs  # pandas and the reader, before the clock
+
+        imported = _peak_mb()
+        start = time.perf_counter()
+        run = cockpit.load(path)
+        seconds = time.perf_counter() - start
+        rows = len(run.scalars)
+    else:
+        from cockpit.app.store import RunStore
+
+        imported = _peak_mb()
+        start = time.perf_counter()
+        store = RunStore(path.parent)
+        polls = 1
+        while store.poll():
+            polls += 1
+        seconds = time.perf_counter() - start
+        rows = polls
+    return {
+        "what": what,
+        "seconds": round(seconds, 2),
+        "peak_mb": round(_peak_mb()),
+        "import_peak_mb": round(imported),
+        "rows_or_polls": rows,
+    }
+
+
+def make_run(folder: Path, steps: int, template_steps: int) -> Path:
+    """Write the ``steps``-step economy run under ``folder`` unless it is there."""
+    run_dir = folder / "long" / f"economy-{steps}"
+    if (run_dir / "steps.jsonl").is_file():
+        return run_dir
+    (folder / "template").mkdir(parents=True, exist_ok=True)
+    templates, meta = template_records(template_steps, folder / "template")
+    write_run(run_dir, meta, repeated(templates, template_steps, steps))
+    return run_dir
+
+
+def full_step_bytes(folder: Path, steps: int) -> dict:
+    """Train ``steps`` steps with the ``full`` preset; the log's bytes per step."""
+    import torch
+
+    from cockpit.zoo.models import digits_cnn
+    from cockpit.zoo.training import Settings, run
+
+    torch.manual_seed(0)
+    settings = Settings(str(folder), "full", steps, preset="full", valid_every=10)
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_dir = Path(run(digits_cnn(), settings, "digits_cnn", lambda *_: None))
+    size = (run_dir / "steps.jsonl").stat().st_size
+    return {"what": "full", "steps": steps, "bytes_per_step": round(size / steps)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="where the run is (or goes)")
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--template-steps", type=int, default=50)
+    parser.add_argument("--full-steps", type=int, default=0)
+    parser.add_argument("--child", choices=("load", "store"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.folder)))
+        return
+    run_dir = make_run(args.folder, args.steps, args.template_steps)
+    size = (run_dir / "steps.jsonl").stat().st_size
+    print(json.dumps({"run": str(run_dir), "mb": round(size / 1e6, 1)}), flush=True)
+    for what in ("load", "store"):
+        command = [sys.executable, __file__, str(run_dir), "--child", what]
+        print(subprocess.check_output(command, text=True).strip(), flush=True)
+    if args.full_steps:
+        print(json.dumps(full_step_bytes(args.folder / "full", args.full_steps)))
+
+
+if __name__ == "__main__":
+    main()
