@@ -9,9 +9,10 @@ names their keys. A line looks like::
 
 JSON has no NaN or infinity, so non-finite numbers under ``"values"`` are written as
 ``null`` and their dotted paths (relative to ``"values"``) listed in ``"nonfinite"``.
-Numbers under ``"values"`` are written short (:func:`compact`): floats with
-:data:`FLOAT_DIGITS` significant digits, histogram counts as integers, and a per-layer
-histogram leaves out edges equal to the whole model's (readers take those).
+Histograms under ``"values"`` are written short (:func:`compact`): counts as integers,
+and a per-layer histogram leaves out edges equal to the whole model's (readers take
+those). Floats keep their shortest exact representation: a float64 model's
+statistics are float64, and rounding them would lose what they are checked to.
 Path syntax: dict keys joined by ``.``, list indices as ``[i]``, e.g.
 ``grad_norm.per_layer.0.weight`` or ``grad_hist_1d.counts[3]``.
 
@@ -45,9 +46,6 @@ from cockpit.logs.schema import (
 )
 
 FORMAT_VERSION = "1.0"
-#: Significant digits of a float under ``"values"``: every float32 (what the tracker
-#: computes in) comes back exactly, in about half the bytes of a float64's 17.
-FLOAT_DIGITS = 9
 _EDGE_KEYS = (EDGES, X_EDGES, Y_EDGES)
 _EXACT_INTEGERS = 2.0**53
 
@@ -180,9 +178,9 @@ def _numbers(value: list[int | float], path: str, nonfinite: list[str]) -> list[
 
 
 def compact(value: Any) -> Any:
-    """Shorter numbers for a record's converted ``"values"``, as the log writes them.
+    """Shorter histograms for a record's converted ``"values"``, as the log writes them.
 
-    Floats get :data:`FLOAT_DIGITS` significant digits. Histogram counts (a
+    Histogram counts (a
     :data:`COUNTS` list) are rounded to integers: they are estimated from samples
     that each count as at least one value, so the rounding error (under 1; the
     largest remainders round up, keeping the sum) is below the estimate's
@@ -196,8 +194,6 @@ def compact(value: Any) -> Any:
         The compacted copy.
 
     """
-    if type(value) is float:
-        return float(f"{value:.{FLOAT_DIGITS}g}")
     if isinstance(value, list):
         return [compact(item) for item in value]
     if not isinstance(value, dict):

@@ -17,11 +17,6 @@ from tests.quantities.tracking import (
 )
 
 
-def _edges(logged):
-    """The tracker's float32 edges: the log's 9 significant digits give them back."""
-    return np.asarray(logged, dtype=np.float32).astype(np.float64)
-
-
 def _clipped(values, edges):
     """Values on the edges' range: tracker and reference round the extremes apart."""
     return np.clip(values, edges[0], edges[-1])
@@ -41,7 +36,7 @@ def test_exact_1d_histogram(problem, tmp_path, together):
     for step, ref in enumerate(refs):
         row = rows[rows.step == step].iloc[0]
         values, _ = _all_elements(ref)
-        edges = _edges(row.edges)
+        edges = np.asarray(row.edges)
         assert edges[0] == pytest.approx(values.min()) and edges[-1] == pytest.approx(
             values.max()
         )
@@ -57,20 +52,18 @@ def test_exact_2d_histogram_total_and_per_layer(problem, tmp_path):
     rows = histogram_rows(run, "grad_hist_2d")
     gradients, params = _all_elements(refs[0])
     total = rows[rows.layer.isna()].iloc[0]
-    x_edges, y_edges = _edges(total.edges), _edges(total.y_edges)
     expected, _, _ = np.histogram2d(
-        params, _clipped(gradients, y_edges), bins=[x_edges, y_edges]
+        params, _clipped(gradients, total.y_edges), bins=[total.edges, total.y_edges]
     )
     np.testing.assert_allclose(total.counts, expected)
     n = next(iter(refs[0].grads.values())).shape[0]
     for name, grads in refs[0].grads.items():
         row = rows[rows.layer == name].iloc[0]
         layer_params = refs[0].params[name].reshape(-1).repeat(n).numpy()
-        x_edges, y_edges = _edges(row.edges), _edges(row.y_edges)
         expected, _, _ = np.histogram2d(
             layer_params,
-            _clipped(grads.reshape(-1).numpy(), y_edges),
-            bins=[x_edges, y_edges],
+            _clipped(grads.reshape(-1).numpy(), row.y_edges),
+            bins=[row.edges, row.y_edges],
         )
         np.testing.assert_allclose(row.counts, expected)
 
@@ -120,7 +113,7 @@ def test_subsampled_histogram_estimates_exact_counts(tmp_path):
     assert budget <= row.sample_size < 1.1 * budget
     assert row.edges[0] == pytest.approx(values.min())
     assert row.edges[-1] == pytest.approx(values.max())
-    edges = _edges(row.edges)
+    edges = np.asarray(row.edges)
     exact, _ = np.histogram(_clipped(values, edges), bins=edges)
     estimate = np.asarray(row.counts)
     assert estimate.sum() == pytest.approx(values.size, rel=1e-9)
