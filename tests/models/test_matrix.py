@@ -131,6 +131,12 @@ def test_trains_with_tracking_unchanged(case, config, tmp_path):
         assert logged_steps(run, quantity) == set(range(last)), quantity
 
 
+#: The orthogonality test subtracts ``(g_n . g)^2 / ||g||^2`` from ``||g_n||^2``; where
+#: the per-sample gradients are nearly parallel to g (a classifier's output bias) the
+#: difference is roundoff of size eps ||g_n||^2, and its square root ~1e-8 in float64.
+ATOL = {"orthogonality_test": 1e-7}
+
+
 def check_first_order(
     run: Run, step: int, grads: dict[str, Tensor], rtol: float
 ) -> None:
@@ -151,7 +157,7 @@ def check_first_order(
                 torch.tensor(got, dtype=torch.float64),
                 formula(g),
                 rtol=rtol,
-                atol=1e-10,
+                atol=ATOL.get(name, 1e-10),
                 msg=lambda m, layer=layer, name=name: (
                     f"{name}[{layer}], step {step}: {m}"
                 ),
