@@ -141,6 +141,8 @@ class StepsAppender:
                     last_sync = time.monotonic()
             except Exception as err:  # a dead writer thread would hang flush()
                 self._notices.add(f"cockpit's log writer: {type(err).__name__}: {err}")
+                if item is STOP:
+                    return
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, threading.Event):
@@ -159,8 +161,8 @@ class StepsAppender:
             )
         try:
             os.close(self._fd)
-        except OSError as err:
-            self._fail(f"could not close {self._path}: {err}", self._unsynced)
+        except OSError as err:  # after a good fsync: what was written is on disk
+            self._notices.add(f"could not close {self._path}: {err}")
         self._to_mirror("close")
 
     def _sync(self) -> None:
@@ -169,7 +171,8 @@ class StepsAppender:
         try:
             os.fsync(self._fd)
         except OSError as err:
-            self._fail(f"could not fsync {self._path}: {err}", self._unsynced)
+            error = f"could not fsync {self._path}: {err}"
+            self._fail(error, self._unsynced, "may not be on disk")
         self._unsynced = []
 
     def _unlinked(self) -> bool:
@@ -199,8 +202,10 @@ class StepsAppender:
             self.deleted = True
             self._fail(f"the run directory {self._run_dir} was deleted", [step])
 
-    def _fail(self, error: str, steps: list[Any]) -> None:
-        """End the log at an I/O fault: say so once; ``steps`` are not written."""
+    def _fail(
+        self, error: str, steps: list[Any], what: str = "are not written"
+    ) -> None:
+        """End the log at an I/O fault: say so once; ``steps`` are lost."""
         if self.lost is not None:
             return
         self.lost = {"records": 0, "first_step": None, "last_step": None}
@@ -208,8 +213,8 @@ class StepsAppender:
         for step in steps:
             self._lose(step)
         self._notices.add(
-            f"{error}; records from step {self.lost['first_step']} on are not "
-            "written, training goes on (meta.json counts them)"
+            f"{error}; records from step {self.lost['first_step']} on {what}, "
+            "training goes on (meta.json counts them)"
         )
 
     def _lose(self, step: object) -> None:
