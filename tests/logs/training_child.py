@@ -5,7 +5,9 @@ Importing torch takes seconds; a kill test needs dozens of fresh training proces
 JSON line on stdin, forks a child that runs :func:`train` with the line's arguments.
 For each child it prints ``{"pid": ...}`` when the child is started and ``{"pid": ...,
 "exit": ...}`` when it ended (``exit``: the exit code, or minus the signal that killed
-it). The server starts no thread before forking, so the children are sound.
+it). The server trains two warm-up steps first (the first step's one-time setup takes
+seconds); that run's writer thread has ended before the first fork, so the children
+are sound.
 
 A child appends the number of each step it completed (``optimizer.step()`` done) to
 ``progress`` and, when it ends by itself, writes what it saw (exceptions out of
