@@ -2,7 +2,12 @@
 
 ``cockpit.track()`` works on the most recently created Cockpit (like ``wandb.log``).
 Every open Cockpit is closed as ``finished`` at interpreter exit and as ``crashed``
-when an exception ends the program, so its log says how the run ended. The
+when an exception ends the program, so its log says how the run ended. SIGTERM (a
+batch scheduler's stop, ``kill``) marks every open run ``terminated`` after writing
+what is queued (2 s at most), then ends the process as SIGTERM always did: the handler
+is installed when a Cockpit is created in the main thread, and only if SIGTERM has its
+default action, so a handler of the user's is never replaced. SIGKILL leaves
+``running``. The
 ``cockpit`` logger's info lines (which engine handles which parameter) go to stderr
 unless the user configured that logger.
 """
@@ -12,9 +17,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
 from cockpit.engines.choice import LOG
 from cockpit.exceptions import UsageError
@@ -23,6 +31,8 @@ __all__ = ["register", "track", "unregister"]
 
 
 class _Trackable(Protocol):
+    writer: Any
+
     def track(self) -> contextlib.AbstractContextManager[None]: ...
 
     def close(self, status: str = ...) -> None: ...
@@ -37,6 +47,11 @@ def register(cockpit: _Trackable) -> None:
     global _CURRENT
     _CURRENT = weakref.ref(cockpit)
     _OPEN.add(cockpit)
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def unregister(cockpit: _Trackable) -> None:
@@ -60,6 +75,15 @@ def _close_all(status: str) -> None:
     for cockpit in list(_OPEN):
         with contextlib.suppress(Exception):
             cockpit.close(status)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Mark the open runs ``terminated``, then end the process as SIGTERM does."""
+    for cockpit in list(_OPEN):
+        with contextlib.suppress(Exception):
+            cockpit.writer.terminate("terminated")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _excepthook(exc_type, exc, tb, _previous=sys.excepthook) -> None:

@@ -1,14 +1,21 @@
 """The writer thread's side of a run: ``steps.jsonl`` appended, synced and mirrored.
 
 :class:`StepsAppender` drains the queue that :class:`~cockpit.logs.writer.RunWriter`
-fills: it materializes each record, encodes it, appends the line and flushes, fsyncs
-at most every ``fsync_interval`` seconds while there is unsynced data, and hands each
-written record to the mirror. What goes wrong becomes a notice, never an exception on
-the training thread.
+fills: it materializes each record, encodes it, appends the line with one unbuffered
+``write`` (nothing is held back to be written later), fsyncs at most every
+``fsync_interval`` seconds while there is unsynced data, and hands each written record
+to the mirror. What goes wrong becomes a notice, never an exception on the training
+thread, and the thread itself never dies of one.
+
+An I/O fault (a full disk, a file size limit, a vanished run directory) ends the log:
+a line cut short is cut off again, one notice names the error and the first step not
+written, and every later record is dropped and counted (:attr:`StepsAppender.lost`),
+so the log is exactly the steps before the fault, and training goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import queue
@@ -16,10 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from cockpit.exceptions import LogDirError
 from cockpit.logs._format import decode_line, encode_record
+from cockpit.logs._notices import Notices
 from cockpit.logs.schema import (
     ERROR,
     META_FILE,
@@ -48,8 +56,8 @@ def dir_error(run_dir: Path, err: OSError) -> LogDirError:
     )
 
 
-def open_steps(run_dir: Path) -> IO[str]:
-    """Create the run directory and open a new ``steps.jsonl`` for appending."""
+def open_steps(run_dir: Path) -> int:
+    """Create the run directory and open a new ``steps.jsonl``; returns the fd."""
     if (run_dir / STEPS_FILE).exists() or (run_dir / META_FILE).exists():
         raise LogDirError(
             f"The run {run_dir} already exists. Choose another run name, or delete "
@@ -68,7 +76,7 @@ def open_steps(run_dir: Path) -> IO[str]:
         raise dir_error(run_dir, err) from err
     except OSError as err:
         raise dir_error(run_dir, err) from err
-    return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+    return fd
 
 
 class StepsAppender:
@@ -76,68 +84,151 @@ class StepsAppender:
 
     Args:
         run_dir: The run directory.
-        file: ``steps.jsonl``, open for appending (see :func:`open_steps`).
+        fd: ``steps.jsonl``, open for appending (see :func:`open_steps`).
         items: Records, objects with ``materialize()``, flush events and
             :data:`STOP`.
         fsync_interval: Seconds between fsyncs while writing.
         mirror: Also gets every written record; dropped after it raises.
-        notice: Takes a notice for the user.
+        notices: Takes the notices for the user.
         watch: Called with every written record, decoded as a reader sees it
             (the diagnosis); must not raise.
+
+    Attributes:
+        lost: ``None``, or after a fault ``{"records", "first_step", "last_step",
+            "error"}``: the records not written, for ``meta.json``.
+        deleted: Whether the run directory was found deleted.
 
     """
 
     def __init__(
         self,
         run_dir: Path,
-        file: IO[str],
+        fd: int,
         items: queue.SimpleQueue[Any],
         fsync_interval: float,
         mirror: RecordMirror | None,
-        notice: Callable[[str], None],
+        notices: Notices,
         watch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._run_dir = run_dir
-        self._file = file
+        self._path = run_dir / STEPS_FILE
+        self._fd = fd
+        self._size = 0
+        self._unsynced: list[Any] = []  # steps of the records since the last fsync
         self._queue = items
         self._fsync_interval = fsync_interval
         self._mirror = mirror
-        self._notice = notice
+        self._notices = notices
         self._watch = watch
+        self.lost: dict[str, Any] | None = None
+        self.deleted = False
 
     def run(self) -> None:
         """Drain the queue until :data:`STOP`: the writer thread's target."""
         last_sync = time.monotonic()
-        dirty = False
         while True:
             wait = None
-            if dirty:
+            if self._unsynced:
                 wait = max(0.0, last_sync + self._fsync_interval - time.monotonic())
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
                 item = None
-            if item is STOP:
-                self._sync()
-                self._file.close()
-                self._to_mirror("close")
-                return
-            if isinstance(item, threading.Event):
-                self._to_mirror("flush")
-                item.set()
-            elif item is not None:
-                self._write_item(item)
-                dirty = True
-            if dirty and time.monotonic() - last_sync >= self._fsync_interval:
-                self._sync()
-                last_sync, dirty = time.monotonic(), False
+            try:
+                if item is STOP:
+                    self._stop()
+                    return
+                self._handle(item)
+                if self._unsynced and (
+                    time.monotonic() - last_sync >= self._fsync_interval
+                ):
+                    self._sync()
+                    last_sync = time.monotonic()
+            except Exception as err:  # a dead writer thread would hang flush()
+                self._notices.add(f"cockpit's log writer: {type(err).__name__}: {err}")
+                if item is STOP:
+                    return
+
+    def _handle(self, item: Any) -> None:
+        if isinstance(item, threading.Event):
+            self._to_mirror("flush")
+            item.set()
+        elif item is not None:
+            self._write_item(item)
+
+    def _stop(self) -> None:
+        self._sync()
+        if self.lost is None and self._unlinked():
+            self.deleted = True
+            self._notices.add(
+                f"the run directory {self._run_dir} was deleted while training; "
+                "its log is gone"
+            )
+        try:
+            os.close(self._fd)
+        except OSError as err:  # after a good fsync: what was written is on disk
+            self._notices.add(f"could not close {self._path}: {err}")
+        self._to_mirror("close")
 
     def _sync(self) -> None:
+        if not self._unsynced or self.lost is not None:
+            return
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
         except OSError as err:
-            self._notice(f"could not fsync {self._run_dir / STEPS_FILE}: {err}")
+            error = f"could not fsync {self._path}: {err}"
+            self._fail(error, self._unsynced, "may not be on disk")
+        self._unsynced = []
+
+    def _unlinked(self) -> bool:
+        try:
+            return os.fstat(self._fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def _write_line(self, line: str, step: object) -> None:
+        if self.lost is not None:
+            self._lose(step)
+            return
+        data = (line + "\n").encode("utf-8")
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as err:
+            if written:  # cut the partial line off again, so the next line is whole
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+            self._fail(f"could not write {self._path}: {err}", [step])
+            return
+        self._size += len(data)
+        self._unsynced.append(step)
+        if self._unlinked():
+            self.deleted = True
+            self._fail(f"the run directory {self._run_dir} was deleted", [step])
+
+    def _fail(
+        self, error: str, steps: list[Any], what: str = "are not written"
+    ) -> None:
+        """End the log at an I/O fault: say so once; ``steps`` are lost."""
+        if self.lost is not None:
+            return
+        self.lost = {"records": 0, "first_step": None, "last_step": None}
+        self.lost["error"] = error
+        for step in steps:
+            self._lose(step)
+        self._notices.add(
+            f"{error}; records from step {self.lost['first_step']} on {what}, "
+            "training goes on (meta.json counts them)"
+        )
+
+    def _lose(self, step: object) -> None:
+        assert self.lost is not None
+        self.lost["records"] += 1
+        if isinstance(step, numbers.Integral) and not isinstance(step, bool):
+            first, last = self.lost["first_step"], self.lost["last_step"]
+            self.lost["first_step"] = step if first is None else min(first, step)
+            self.lost["last_step"] = step if last is None else max(last, step)
 
     def _write_item(self, item: Any) -> None:
         try:
@@ -155,7 +246,7 @@ class StepsAppender:
                 record = dict(record)
                 notices = record.pop(NOTICES)
                 for text in notices if isinstance(notices, list) else [notices]:
-                    self._notice(str(text))
+                    self._notices.once(str(text))
             line, nonfinite = encode_record(record)
         except Exception as err:
             self._write_error(step, err)
@@ -164,9 +255,7 @@ class StepsAppender:
         explained = record.get(NOTES, {}) if isinstance(record, dict) else {}
         unexplained = [path for path in nonfinite if path not in explained]
         if unexplained:
-            self._notice(
-                f"step {step}: non-finite values logged as null: {', '.join(unexplained)}"
-            )
+            self._notices.nonfinite(step, unexplained)
         self._write_line(line, step)
         if self._mirror is not None or self._watch is not None:
             decoded = decode_line(line)
@@ -184,7 +273,7 @@ class StepsAppender:
         try:
             getattr(mirror, method)(*args)
         except Exception as err:
-            self._notice(f"stopped mirroring the log to {mirror}: {err}")
+            self._notices.add(f"stopped mirroring the log to {mirror}: {err}")
             self._mirror = None
 
     def _write_error(self, step: object, err: Exception) -> None:
@@ -192,7 +281,7 @@ class StepsAppender:
             step = -1
         number = int(step)
         error = f"{type(err).__name__}: {err}"
-        self._notice(
+        self._notices.once(
             f"step {number}: could not log the record ({error}); "
             "wrote an error record instead"
         )
@@ -200,10 +289,3 @@ class StepsAppender:
             {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}
         )
         self._write_line(line, number)
-
-    def _write_line(self, line: str, step: object) -> None:
-        try:
-            self._file.write(line + "\n")
-            self._file.flush()
-        except OSError as err:
-            self._notice(f"step {step}: could not write to {self._run_dir}: {err}")

@@ -2,15 +2,24 @@
 
 The training thread only enqueues; a daemon thread materializes each record (copying
 device data to the host is the record's job, the writer never imports torch), encodes
-it, appends it to ``steps.jsonl`` and flushes. It fsyncs at most every
+it and appends it to ``steps.jsonl`` with one unbuffered write. It fsyncs at most every
 ``fsync_interval`` seconds while there is unsynced data, and on close, so a killed
-process loses at most the last seconds and never corrupts what was written. A
+process loses at most the records still queued and never corrupts what was written. A
 ``mirror`` (e.g. TensorBoard event files) gets each written record, decoded as a
 reader would see it, on the same thread (:mod:`cockpit.logs._appender`).
+
+Only opening a run raises; once it is open, an I/O fault (full disk, read-only or
+vanished directory) becomes one notice and the counts in ``meta.json``, never an
+exception in the training loop. The status in ``meta.json``: ``running``, then
+``finished`` (every record reached ``steps.jsonl``), ``incomplete`` (the training
+finished but records were lost to a fault, counted under ``lost``), ``crashed`` (an
+exception ended it) or ``terminated`` (SIGTERM, see :mod:`cockpit._open_runs`); a
+killed process leaves ``running``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -26,6 +35,7 @@ from typing import Any, Protocol
 from cockpit.exceptions import LogDirError
 from cockpit.logs._appender import STOP, StepsAppender, dir_error, open_steps
 from cockpit.logs._format import FORMAT_VERSION, to_python
+from cockpit.logs._notices import Notices
 from cockpit.logs.schema import META_FILE, STEPS_FILE
 
 __all__ = ["Materializable", "RecordMirror", "RunWriter"]
@@ -79,8 +89,8 @@ class RunWriter:
         on_alert: Callable[[Any], object] | None = None,
     ) -> None:
         self._run_dir = Path(run_dir)
-        self._notices: list[str] = []
-        self._notices_lock = threading.Lock()
+        self._notices = Notices()
+        self._meta_failed = False
         self._meta_lock = threading.Lock()
         self._submit_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -91,25 +101,19 @@ class RunWriter:
             "format_version": FORMAT_VERSION,
             "status": "running",
         }
-        file = open_steps(self._run_dir)
+        fd = open_steps(self._run_dir)
         try:
             self._write_meta()
         except LogDirError:
-            file.close()
+            os.close(fd)
             (self._run_dir / STEPS_FILE).unlink(missing_ok=True)
             raise
         watch = None if on_alert is None else self._alert_watch(on_alert)
-        appender = StepsAppender(
-            self._run_dir,
-            file,
-            self._queue,
-            fsync_interval,
-            mirror,
-            self._notice,
-            watch,
+        self._appender = StepsAppender(
+            self._run_dir, fd, self._queue, fsync_interval, mirror, self._notices, watch
         )
         self._thread = threading.Thread(
-            target=appender.run,
+            target=self._appender.run,
             name=f"cockpit-writer:{self._run_dir.name}",
             daemon=True,
         )
@@ -145,9 +149,7 @@ class RunWriter:
 
     def drain_notices(self) -> list[str]:
         """Return and clear the notices gathered by the writer thread."""
-        with self._notices_lock:
-            notices, self._notices = self._notices, []
-        return notices
+        return self._notices.drain()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record submitted so far is written (and mirrored).
@@ -172,18 +174,29 @@ class RunWriter:
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into ``meta.json``, replacing the file atomically.
 
-        Raises:
-            LogDirError: If ``meta.json`` cannot be written.
-
+        Never raises: if ``meta.json`` cannot be written, the first such failure
+        becomes a notice and the file keeps what it last held.
         """
         with self._meta_lock:
             self._meta.update(fields)
-            self._write_meta_locked()
+            try:
+                self._write_meta_locked()
+            except LogDirError as err:
+                if not self._meta_failed:
+                    self._meta_failed = True
+                    self._notice(
+                        f"could not write {self._run_dir / META_FILE}: "
+                        f"{err.__cause__}; it keeps what it last held"
+                    )
 
     def close(self, status: str = "finished") -> None:
         """Write everything, fsync, stop the thread and record ``status``.
 
-        Idempotent: later calls do nothing.
+        Idempotent: later calls do nothing. Never raises for I/O faults. The counts
+        of non-finite values and repeated notices go to ``meta.json``
+        (``nonfinite_counts``, ``repeated_notices``) with a summary notice; records
+        lost to a fault go under ``lost``, and turn ``"finished"`` into
+        ``"incomplete"``.
 
         Args:
             status: Final status in ``meta.json``, e.g. ``"finished"`` or
@@ -196,7 +209,39 @@ class RunWriter:
             self._closed = True
             self._queue.put(STOP)
         self._thread.join()
-        self.update_meta(status=status, end_time=time.time())
+        for line in self._notices.summary():
+            self._notice(line)
+        fields = {"status": status, "end_time": time.time(), **self._notices.meta()}
+        if self._appender.lost is not None:
+            fields["lost"] = self._appender.lost
+            if status == "finished":
+                fields["status"] = "incomplete"
+        if self._appender.deleted:  # said already; nowhere to write meta.json
+            with self._meta_lock:
+                self._meta.update(fields)
+            return
+        self.update_meta(**fields)
+
+    def terminate(self, status: str = "terminated", timeout: float = 2.0) -> None:
+        """From a signal handler: write what is queued and record ``status``.
+
+        Waits at most ``timeout`` seconds for the queue and for ``meta.json``; takes
+        no lock the interrupted training thread may hold. The process is to end
+        right after: the writer is not closed.
+        """
+        if self._closed:
+            return
+        done = threading.Event()
+        self._queue.put(done)  # SimpleQueue.put is safe in a signal handler
+        done.wait(timeout)
+        locked = self._meta_lock.acquire(timeout=timeout)
+        try:
+            self._meta.update(status=status, end_time=time.time())
+            with contextlib.suppress(LogDirError):
+                self._write_meta_locked()
+        finally:
+            if locked:
+                self._meta_lock.release()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -263,5 +308,4 @@ class RunWriter:
         return watch
 
     def _notice(self, text: str) -> None:
-        with self._notices_lock:
-            self._notices.append(text)
+        self._notices.add(text)
