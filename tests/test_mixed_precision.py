@@ -117,6 +117,8 @@ def test_compiled_model_is_tracked_and_training_unchanged(tmp_path):
             grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
             optimizer.step()
             history.append((loss.detach(), snapshot(net)))
+        if ck is not None:
+            ck.close()  # the writer thread has written every record
         runs.append((history, grads, ck))
     for (loss, state), (loss_ref, state_ref) in zip(
         runs[0][0], runs[1][0], strict=True
