@@ -6,7 +6,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from cockpit.engines.loss_factors import batch_normalizer, per_sample_losses
+from cockpit.engines.loss_factors import (
+    batch_normalizer,
+    per_sample_losses,
+    unreduced,
+)
 from cockpit.exceptions import UsageError
 
 
@@ -56,11 +60,7 @@ class LossCapture:
         inputs, target = args[0], args[1]
         self.target, self.input_shape = target, inputs.shape
         with torch.no_grad():
-            reduction, module.reduction = module.reduction, "none"
-            try:
-                elementwise = module.forward(inputs.detach(), target)
-            finally:
-                module.reduction = reduction
+            elementwise = unreduced(module, inputs.detach(), target)
         normalizer = batch_normalizer(module, target) if self._mean else None
         self.losses.append(per_sample_losses(elementwise, self._mean, normalizer))
 

@@ -33,6 +33,19 @@ from cockpit.exceptions import UnsupportedModelError
 FACTORED_LOSSES = (nn.CrossEntropyLoss, nn.MSELoss, nn.BCEWithLogitsLoss)
 
 
+def unreduced(loss_fn: nn.Module, f: Tensor, target: object) -> Tensor:
+    """The loss module's element-wise loss ``[N, ...]`` (``reduction="none"``).
+
+    The module itself computes it, with its own options (``ignore_index``,
+    ``label_smoothing``, ...), its reduction switched off for the call.
+    """
+    reduction, loss_fn.reduction = loss_fn.reduction, "none"
+    try:
+        return loss_fn.forward(f, target)
+    finally:
+        loss_fn.reduction = reduction
+
+
 def batch_normalizer(loss_fn: nn.Module, target: object) -> Tensor | None:
     """``Z``, the count a mean-reduced loss divides its summed elements by, if special.
 
@@ -107,12 +120,7 @@ class LossFactors:
 
     def sample_loss(self, f: Tensor, target: Tensor) -> Tensor:
         """``l_n`` of one sample: ``f`` and ``target`` have batch dimension 1."""
-        loss_fn = self.loss_fn
-        reduction, loss_fn.reduction = loss_fn.reduction, "none"
-        try:
-            elementwise = loss_fn.forward(f, target)
-        finally:
-            loss_fn.reduction = reduction
+        elementwise = unreduced(self.loss_fn, f, target)
         if not self.mean:
             return elementwise.sum()
         if self._kept is None:
@@ -123,13 +131,8 @@ class LossFactors:
 
     def batch_losses(self, f: Tensor, target: Tensor) -> Tensor:
         """``[N]`` per-sample losses ``l_n`` of the whole batch's loss input ``f``."""
-        loss_fn = self.loss_fn
-        reduction, loss_fn.reduction = loss_fn.reduction, "none"
-        try:
-            elementwise = loss_fn.forward(f, target)
-        finally:
-            loss_fn.reduction = reduction
-        normalizer = batch_normalizer(loss_fn, target) if self.mean else None
+        elementwise = unreduced(self.loss_fn, f, target)
+        normalizer = batch_normalizer(self.loss_fn, target) if self.mean else None
         return per_sample_losses(elementwise, self.mean, normalizer)
 
     def check_factored(self, why: str) -> None:
