@@ -7,14 +7,14 @@ and the BackPACK engine's convolutions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
 
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
-__all__ = ["ChunkReducer", "from_chunks"]
+__all__ = ["ChunkReducer", "from_blocks", "from_chunks"]
 
 
 class ChunkReducer:
@@ -136,3 +136,41 @@ def from_chunks(
     for first in range(0, n, chunk):
         reducer.add(per_sample(slice(first, first + chunk)), reused=True)
     return reducer.finish(project)
+
+
+def from_blocks(
+    blocks: Iterable[dict[str, Tensor]],
+    n: int,
+    grads: dict[str, Tensor],
+    params: dict[str, Tensor],
+    request: SampleRequest,
+) -> dict[str, LayerStats]:
+    """Reduce several parameters' per-sample gradients arriving in sample blocks.
+
+    Args:
+        blocks: Per block of consecutive samples, parameter name -> ``[c, D_l]``
+            per-sample gradients (the replays' chunks).
+        n: Batch size N.
+        grads: Parameter name -> ``[D_l]``, the mini-batch gradient.
+        params: Parameter name -> parameter, for the names to reduce.
+        request: What to compute.
+
+    Returns:
+        Parameter name -> statistics. With ``request.keep_for_projection`` the
+        blocks are kept (``[N, D_l]`` per parameter) to project later directions.
+    """
+    reducers = {
+        name: ChunkReducer(n, grads[name], p, request) for name, p in params.items()
+    }
+    kept: dict[str, list[Tensor]] = {name: [] for name in params}
+    for block in blocks:
+        for name, reducer in reducers.items():
+            reducer.add(block[name])
+            if request.keep_for_projection:
+                kept[name].append(block[name])
+    return {
+        name: reducer.finish(
+            torch.cat(kept[name]).__matmul__ if request.keep_for_projection else None
+        )
+        for name, reducer in reducers.items()
+    }

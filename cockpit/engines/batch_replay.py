@@ -39,8 +39,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from cockpit.engines._chunk_reducer import from_blocks
 from cockpit.engines.func_engine import CHUNK_ELEMENTS, Batch, FuncCurvature, FuncEngine
-from cockpit.engines.layer_stats import ChunkReducer, LayerStats, SampleRequest
+from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.exceptions import UsageError
 
 __all__ = ["BatchReplay"]
@@ -79,27 +80,14 @@ class BatchReplay:
         n = batch.size
         z = self._loss_input(batch)
         losses = self.func.losses.batch_losses(z, batch.target)  # [N], with graph
-        reducers = {
-            name: ChunkReducer(n, grads[name], self.func.params[name], request)
-            for name in names
-        }
-        kept: dict[str, list[Tensor]] = {name: [] for name in names}
-        eye = torch.eye(n, device=z.device, dtype=z.dtype)
         chunk = self._chunk(names, n, per_sample=1, cotangent_size=n)
-        for first in range(0, n, chunk):
-            rows = self._rows(losses, names, eye[first : first + chunk])
-            for name in names:
-                reducers[name].add(rows[name])
-                if request.keep_for_projection:
-                    kept[name].append(rows[name])
-        return {
-            name: reducers[name].finish(
-                torch.cat(kept[name]).__matmul__
-                if request.keep_for_projection
-                else None
-            )
-            for name in names
-        }
+        eye = torch.eye(n, device=z.device, dtype=z.dtype)
+        blocks = (
+            self._rows(losses, names, eye[first : first + chunk])
+            for first in range(0, n, chunk)
+        )
+        params = {name: self.func.params[name] for name in names}
+        return from_blocks(blocks, n, grads, params, request)
 
     def curvature(
         self,

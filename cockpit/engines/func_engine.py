@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from cockpit.engines._chunk_reducer import from_blocks
 from cockpit.engines._func_batch import (
     Batch,
     ReplayInputs,
@@ -53,7 +54,7 @@ from cockpit.engines._func_curvature import (
     gram_parts,
     hutchinson,
 )
-from cockpit.engines.layer_stats import ChunkReducer, LayerStats, SampleRequest
+from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.engines.loss_factors import LossFactors
 from cockpit.exceptions import UnsupportedModelError, UsageError
 
@@ -117,23 +118,15 @@ class FuncEngine:
             names: The parameters to differentiate.
 
         """
-        n = batch.size
-        reducers = {
-            name: ChunkReducer(n, grads[name], self.params[name], request)
-            for name in names
-        }
-        kept: dict[str, list[Tensor]] = {name: [] for name in names}
-        for _, block in self._chunks(batch, names, columns=None):
-            for name in names:
-                flat = block[name][:, 0].reshape(block[name].shape[0], -1)
-                reducers[name].add(flat)
-                if request.keep_for_projection:
-                    kept[name].append(flat)
-        stats = {}
-        for name in names:
-            project = _projector(kept[name]) if request.keep_for_projection else None
-            stats[name] = reducers[name].finish(project)
-        return stats
+        blocks = (
+            {
+                name: block[name][:, 0].reshape(block[name].shape[0], -1)
+                for name in names
+            }
+            for _, block in self._chunks(batch, names, columns=None)
+        )
+        params = {name: self.params[name] for name in names}
+        return from_blocks(blocks, batch.size, grads, params, request)
 
     def curvature(
         self,
@@ -293,11 +286,6 @@ def _column_count(input_shape: torch.Size, columns: tuple | None) -> int:
     if columns[0] == "mc":
         return columns[1]
     return max(1, input_shape[1:].numel())
-
-
-def _projector(blocks: list[Tensor]) -> Callable[[Tensor], Tensor]:
-    per_sample = torch.cat(blocks)
-    return per_sample.__matmul__
 
 
 __all__ = [
