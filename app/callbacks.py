@@ -12,9 +12,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import plotly.graph_objects as go
-from dash import Dash, Input, Output, State, html, no_update
+from dash import ALL, Dash, Input, Output, State, ctx, html, no_update
+from dash.exceptions import PreventUpdate
 
-from cockpit.app.alerts_summary import alert_summary
+from cockpit.app.alerts_summary import ALERT_LINK, alert_summary, linked_range
 from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
@@ -253,6 +254,18 @@ def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
     def _alerts(selected: list[str] | None, _: Any) -> list[html.Div]:
         with store.lock:
             return alert_summary(store, selected)
+
+    @app.callback(
+        Output("step-from", "value"),
+        Output("step-to", "value"),
+        Input({"type": ALERT_LINK, "index": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def _zoom_to_alert(clicks: list[int | None]) -> tuple[int, int]:
+        # A redrawn summary fires this with n_clicks 0: only a real click zooms.
+        if not ctx.triggered_id or not ctx.triggered[0]["value"]:
+            raise PreventUpdate
+        return linked_range(ctx.triggered_id)
 
     @app.callback(
         Output("layer-select", "options"),

@@ -7,7 +7,14 @@ import json
 import sys
 import textwrap
 
-from cockpit.diagnosis import SEVERITIES, Alert, at_least, diagnose
+from cockpit.diagnosis import (
+    SEVERITIES,
+    Alert,
+    at_least,
+    diagnose,
+    headline,
+    newest_first,
+)
 from cockpit.exceptions import LogFormatError
 
 __all__ = ["add_parser", "format_table", "run"]
@@ -22,8 +29,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "check",
         help="diagnose runs: print their alerts, exit 1 on warnings or errors",
         description="Run the diagnosis rules over each run's log and print what they "
-        "found. The exit status is 1 if any alert of --fail-on severity or worse was "
-        "found, 2 if a run cannot be read, else 0.",
+        "found. The exit status is 1 if an alert of --fail-on severity or worse still "
+        "holds at the end of the log (alerts that ended, such as a plateau training "
+        "left, are listed but do not fail; non-finite values never end), 2 if a run "
+        "cannot be read, else 0.",
     )
     parser.add_argument(
         "run_dirs", metavar="RUN_DIR", nargs="+", help="run directories"
@@ -44,11 +53,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def format_table(run: str, alerts: list[Alert]) -> str:
-    """One run's diagnosis as text: ``healthy``, or one block per alert."""
-    if not alerts:
-        return f"{run}: healthy (no alerts)"
-    lines = [f"{run}: {len(alerts)} alert{'s' if len(alerts) > 1 else ''}"]
-    for alert in sorted(alerts, key=lambda a: -a.last_step):
+    """One run's diagnosis as text: its headline, then one block per alert."""
+    lines = [f"{run}: {headline(alerts)}"]
+    for alert in newest_first(alerts):
         layers = f" [{', '.join(alert.layers)}]" if alert.layers else ""
         lines.append(
             f"  {alert.severity.upper():8s}{alert.rule} ({alert.where()}){layers}"
@@ -76,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(format_table(name, alerts) for name, alerts in found.items()))
     failing = any(
-        at_least(a.severity, args.fail_on) for alerts in found.values() for a in alerts
+        a.ongoing and at_least(a.severity, args.fail_on)
+        for alerts in found.values()
+        for a in alerts
     )
     return FAILED if failing else 0

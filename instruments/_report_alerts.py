@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
+from cockpit.diagnosis import headline, newest_first
 from cockpit.instruments._alerts import COLORS
 from cockpit.instruments._data import RunData
 
@@ -16,20 +17,24 @@ __all__ = ["alert_lines", "diagnosis_height", "draw_diagnosis"]
 _LINE = 0.22  # inches per text line
 _TITLE = 0.45
 _WIDTH = 190  # characters per line across the report's width
+_GREEN, _RED, _GREY = "#2e7d32", "#c62828", "#8a8a8a"
 
 
 def alert_lines(run: RunData) -> list[tuple[str, str]]:
-    """``(text, color)`` lines of the section, newest alert first."""
-    if not run.alerts:
-        return [("Healthy: no diagnosis rule raised an alert.", "#2e7d32")]
-    lines = []
-    for alert in sorted(run.alerts, key=lambda a: (-a.last_step, -a.first_step)):
+    """``(text, color)`` lines of the section: the headline, then newest alerts first.
+
+    Ended alerts are grey: history, not a current problem.
+    """
+    healthy = not any(a.ongoing for a in run.alerts)
+    lines = [(headline(run.alerts).capitalize() + ".", _GREEN if healthy else _RED)]
+    for alert in newest_first(run.alerts):
         layers = f" [{', '.join(alert.layers)}]" if alert.layers else ""
         text = (
             f"{alert.severity.upper()} {alert.rule} ({alert.where()}){layers}: "
             f"{alert.explanation} Try: {alert.suggestion} (panel: {alert.instrument})"
         )
         color = COLORS.get(alert.severity, COLORS["warning"])
+        color = color if alert.ongoing else _GREY
         lines += [(line, color) for line in textwrap.wrap(text, _WIDTH)]
     return lines
 

@@ -16,11 +16,23 @@ Example::
 A live run is checked incrementally: feed a :class:`Diagnoser` the records that
 ``LogReader.read_new()`` returns; it reads each record once and keeps a bounded
 window of each series.
+
+An alert *ends* when its rule checks a newer record and no longer finds the
+condition (``Alert.ongoing`` is then ``False``): a plateau during a slow start that
+training later left is history, not a current problem. Non-finite values never end.
+The dashboard's summary, ``cockpit check --fail-on`` and the report's headline count
+the ongoing alerts; ended ones stay listed.
 """
 
 from __future__ import annotations
 
-from cockpit.diagnosis._alert import SEVERITIES, Alert, at_least
+from cockpit.diagnosis._alert import (
+    SEVERITIES,
+    Alert,
+    at_least,
+    headline,
+    newest_first,
+)
 from cockpit.diagnosis._diagnoser import RULES, Diagnoser, diagnose
 from cockpit.diagnosis._rule import Finding, New, Rule
 from cockpit.diagnosis.thresholds import THRESHOLDS, Threshold
@@ -37,4 +49,6 @@ __all__ = [
     "Threshold",
     "at_least",
     "diagnose",
+    "headline",
+    "newest_first",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["SEVERITIES", "Alert", "at_least"]
+__all__ = ["SEVERITIES", "Alert", "at_least", "headline", "newest_first"]
 
 #: The severities, mildest first.
 SEVERITIES = ("info", "warning", "error")
@@ -31,6 +31,10 @@ class Alert:
         layers: The parameters concerned (qualified names), if the rule is per layer.
         evidence: The numbers the rule read, by name.
         run: The run's name, where known.
+        ongoing: The condition still held at the newest record its rule checked;
+            ``False`` once a later record was checked and the condition no longer
+            held (the alert *ended*; it stays listed as history). Lasting rules
+            (non-finite values) never end.
 
     """
 
@@ -44,6 +48,7 @@ class Alert:
     layers: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
+    ongoing: bool = True
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -62,7 +67,30 @@ class Alert:
         return cls(**{**data, "layers": tuple(data.get("layers", ()))})
 
     def where(self) -> str:
-        """``"step 30"`` or ``"steps 30-120"``."""
+        """``"step 30"`` or ``"steps 30-120"``, with ``", ended"`` once it ended."""
         if self.first_step == self.last_step:
-            return f"step {self.first_step}"
-        return f"steps {self.first_step}-{self.last_step}"
+            steps = f"step {self.first_step}"
+        else:
+            steps = f"steps {self.first_step}-{self.last_step}"
+        return steps if self.ongoing else f"{steps}, ended"
+
+
+def newest_first(alerts: list[Alert]) -> list[Alert]:
+    """Ongoing alerts before ended ones, each group by newest last step."""
+    return sorted(alerts, key=lambda a: (not a.ongoing, -a.last_step, -a.first_step))
+
+
+def headline(alerts: list[Alert]) -> str:
+    """A run's state in words, from its ongoing and ended alerts.
+
+    ``"healthy (no alerts)"``, ``"healthy now (2 earlier alerts ended)"`` or
+    ``"2 alerts holding, 1 ended"``.
+    """
+    holding = sum(a.ongoing for a in alerts)
+    ended = len(alerts) - holding
+    if not alerts:
+        return "healthy (no alerts)"
+    if not holding:
+        return f"healthy now ({ended} earlier alert{'s' * (ended > 1)} ended)"
+    text = f"{holding} alert{'s' * (holding > 1)} holding"
+    return f"{text}, {ended} ended" if ended else text

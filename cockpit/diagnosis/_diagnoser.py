@@ -72,6 +72,7 @@ class Diagnoser:
         self._history = History(dict(meta or {}), keep=longest, baseline=longest)
         self._rules = [rule() for rule in RULES]
         self._alerts: dict[tuple[str, str], Alert] = {}
+        self._checked: dict[str, int] = {}
         self.run = run
 
     @property
@@ -85,7 +86,16 @@ class Diagnoser:
 
     @property
     def alerts(self) -> list[Alert]:
-        """Every alert so far, by first step (each with its newest last step)."""
+        """Every alert so far, by first step (each with its newest last step).
+
+        An alert is ``ongoing`` while its rule found the condition at the newest
+        record it checked; lasting rules' alerts always are.
+        """
+        lasting = {rule.name for rule in self._rules if rule.lasting}
+        for alert in self._alerts.values():
+            alert.ongoing = alert.rule in lasting or (
+                alert.last_step >= self._checked.get(alert.rule, alert.last_step)
+            )
         return sorted(self._alerts.values(), key=lambda a: (a.first_step, a.rule))
 
     def feed(self, records: Iterable[dict[str, Any]]) -> list[Alert]:
@@ -103,6 +113,7 @@ class Diagnoser:
             for rule in self._rules:
                 if rule.watches and not quantities.intersection(rule.watches):
                     continue
+                self._checked[rule.name] = new.step
                 for finding in rule.check(self._history, new, self._t):
                     alert = self._take(rule, finding)
                     if alert is not None:

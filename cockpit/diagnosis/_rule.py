@@ -64,6 +64,9 @@ class Rule:
         instrument: The dashboard panel the alerts link to.
         watches: Log keys whose arrival triggers :meth:`check`; ``()`` checks every
             record.
+        lasting: Its alerts never end: once the condition held, the run stays
+            affected (a NaN parameter stays NaN). Other alerts end when the rule
+            checks a newer record and no longer finds the condition.
 
     """
 
@@ -71,6 +74,7 @@ class Rule:
     severity: ClassVar[str] = "warning"
     instrument: ClassVar[str]
     watches: ClassVar[tuple[str, ...]] = ()
+    lasting: ClassVar[bool] = False
 
     def check(self, history: History, new: New, t: dict[str, float]) -> list[Finding]:
         """The findings after ``new`` was added to ``history``.

@@ -24,6 +24,7 @@ class NonFinite(Rule):
     severity = "error"
     instrument = "loss"
     watches = ("loss", "grad_norm")
+    lasting = True
 
     def check(self, history: History, new: New, t: dict[str, float]) -> list[Finding]:
         paths = [p for p in new.nonfinite if p.split(".")[0] in self.watches]

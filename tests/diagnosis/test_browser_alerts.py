@@ -64,6 +64,7 @@ def test_failing_run_shows_its_alert_at_the_top(tmp_path):
             assert "nonfinite" in alert.inner_text()
             assert "steps 20-29" in alert.inner_text()
             assert alert.locator("a").get_attribute("href") == "#loss-card"
+            assert "steps 15-34" in alert.locator("a").inner_text()
             page.wait_for_function(
                 "() => [...document.querySelectorAll('#loss-graph .shapelayer path, "
                 "#loss-graph .layer-below .shapelayer path')].length > 0",
@@ -72,6 +73,12 @@ def test_failing_run_shows_its_alert_at_the_top(tmp_path):
             screenshot(page, "diagnosis-failing-run")
             alert.locator("a").click()
             page.wait_for_function("() => location.hash === '#loss-card'")
+            # The link also sets the page's step range to the alert's steps.
+            page.wait_for_function(
+                "() => document.querySelector('#step-from').value === '15' && "
+                "document.querySelector('#step-to').value === '34'",
+                timeout=30_000,
+            )
             screenshot(page, "diagnosis-loss-panel")
             browser.close()
     finally:

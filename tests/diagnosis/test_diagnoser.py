@@ -85,3 +85,27 @@ def test_readme_lists_every_rule():
     section = readme.split("## Diagnosis", 1)[1].split("\n## ", 1)[0]
     for rule in RULES:
         assert f"| `{rule.name}` |" in section, rule.name
+
+
+def test_an_alert_ends_when_its_rule_no_longer_finds_the_condition():
+    alphas = [3.0] * 20 + [0.1] * 30
+    diagnoser = Diagnoser(META)
+    diagnoser.feed(record(i, alpha=a) for i, a in enumerate(alphas[:25]))
+    (alert,) = diagnoser.alerts
+    assert alert.rule == "alpha_overshoot" and alert.ongoing
+    diagnoser.feed(record(i, alpha=a) for i, a in enumerate(alphas[25:], start=25))
+    (alert,) = diagnoser.alerts
+    assert not alert.ongoing and alert.last_step < 49
+    assert alert.where().endswith(", ended")
+    # The condition comes back: the same alert holds again.
+    diagnoser.feed(record(i, alpha=3.0) for i in range(50, 80))
+    (alert,) = diagnoser.alerts
+    assert alert.ongoing and alert.last_step == 79
+
+
+def test_non_finite_alerts_never_end():
+    records = run_records()[:15] + [
+        record(i, loss={"total": 1.0}, grad_norm=layered(1.0)) for i in range(15, 30)
+    ]
+    alert = next(a for a in diagnose(records, meta=META) if a.rule == "nonfinite")
+    assert alert.steps == (12, 14) and alert.ongoing

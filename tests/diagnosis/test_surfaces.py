@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from cockpit.app import callbacks
-from cockpit.app.alerts_summary import alert_summary
+from cockpit.app.alerts_summary import ALERT_LINK, alert_summary, linked_range
 from cockpit.app.cli import main
 from cockpit.app.store import RunStore
 from cockpit.diagnosis import Alert
@@ -52,12 +52,32 @@ def test_summary_lists_alerts_and_links_to_the_panel(logdir):
     store = RunStore(logdir)
     store.poll()
     good, bad = alert_summary(store, ["good", "bad"])
-    assert good.children == "good: healthy (no alerts)"
+    (good_title,) = good.children
+    assert good_title.children == "good: healthy (no alerts)"
     title, alert = bad.children
-    assert title.children == "bad: 1 alert(s)"
+    assert title.children == "bad: 1 alert holding"
     link = alert.children[-1]
     assert link.href == "#loss-card"
+    # The link carries the alert's steps with a margin of 5 (10% of 3 is less).
+    assert linked_range(link.id) == (3, 16)
+    assert link.id["type"] == ALERT_LINK
     assert "(steps 8-11)" in alert.children[2].children
+
+
+def test_ended_alerts_are_folded_and_do_not_make_a_run_unhealthy(tmp_path):
+    # alpha overshoots on steps 0-19 (median over the window above 1), then the
+    # steps shrink: the alert ends, the run is healthy now.
+    alphas = [3.0] * 20 + [0.1] * 30
+    write(tmp_path / "recovered", [record(i, alpha=a) for i, a in enumerate(alphas)])
+    store = RunStore(tmp_path)
+    store.poll()
+    (block,) = alert_summary(store, ["recovered"])
+    title, folded = block.children
+    assert title.children == "recovered: healthy now (1 earlier alert ended)"
+    summary, alert = folded.children
+    assert summary.children == "1 ended"
+    assert "ended)" in alert.children[2].children
+    assert "alert-ended" in alert.className
 
 
 def test_the_store_diagnoses_only_new_records(logdir):
@@ -118,11 +138,21 @@ def test_fail_on_warning_fails_on_warnings_only(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_check_passes_a_run_whose_alerts_ended(tmp_path, capsys):
+    alphas = [3.0] * 20 + [0.1] * 30
+    write(tmp_path / "recovered", [record(i, alpha=a) for i, a in enumerate(alphas)])
+    assert main(["check", str(tmp_path / "recovered"), "--fail-on", "warning"]) == 0
+    out = capsys.readouterr().out
+    assert "healthy now (1 earlier alert ended)" in out
+    assert "alpha_overshoot (steps 0-" in out and ", ended)" in out
+
+
 def test_report_lists_the_alerts(logdir):
     bad = read_run(logdir / "bad")
     assert [a.rule for a in bad.alerts] == ["nonfinite"]
     lines = alert_lines(bad)
-    assert lines[0][0].startswith("ERROR nonfinite (steps 8-11)")
+    assert lines[0][0] == "1 alert holding."
+    assert lines[1][0].startswith("ERROR nonfinite (steps 8-11)")
     assert "Healthy" in alert_lines(read_run(logdir / "good"))[0][0]
     assert alert_lines(RunData("empty")) == alert_lines(read_run(logdir / "good"))
 
