@@ -48,6 +48,7 @@ def run_meta(
     engines: dict[str, Any],
     hist_samples: int,
     config: Mapping[str, Any] | None,
+    grad_scaler: bool = False,
 ) -> dict[str, Any]:
     """The run's ``meta.json`` as the tracker writes it when the run starts.
 
@@ -63,6 +64,7 @@ def run_meta(
         engines: The engine assignment as ``meta.json`` stores it.
         hist_samples: The histogram sample budget.
         config: The user's hyperparameters.
+        grad_scaler: The loss is scaled by a ``GradScaler`` before ``backward()``.
 
     """
     loss_fn, mean = loss
@@ -91,5 +93,6 @@ def run_meta(
             "engines": engines,
             "hist_samples": hist_samples,
             "config": dict(config or {}),
+            "grad_scaler": grad_scaler,
         }
     )

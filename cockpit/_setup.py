@@ -86,6 +86,17 @@ def check_loss(loss_fn: object) -> bool:
     return reduction == "mean"
 
 
+def check_grad_scaler(scaler: object) -> None:
+    """Refuse a ``grad_scaler`` that is not a ``torch.amp.GradScaler`` (or ``None``)."""
+    if scaler is None or isinstance(scaler, torch.amp.GradScaler):
+        return
+    raise ConfigurationError(
+        "grad_scaler must be the torch.amp.GradScaler (or torch.cuda.amp.GradScaler) "
+        f"whose scale(loss) is backpropagated, got {type(scaler).__name__}. Pass "
+        "grad_scaler=scaler, or leave it out if the loss is not scaled."
+    )
+
+
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Parameters that require grad, by qualified name; frozen ones are not tracked."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}

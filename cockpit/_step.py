@@ -33,6 +33,7 @@ from cockpit.engines.func_engine import Batch, gram_parts
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
+from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
 
@@ -170,6 +171,7 @@ class TrackedStep:
         n = losses.shape[0]
         if self._replay is not None:
             ck.func.adopt(self._replay.output, self._losses.input_shape)
+        self._inverse_scale = inverse_loss_scale(ck.grad_scaler)
         grads = self._batch_gradients(n)
         layers = self._layer_stats(n, grads)
         states = StepStates(
@@ -244,6 +246,8 @@ class TrackedStep:
             if name in self._grads_before:
                 grad = grad - self._grads_before[name]
             grads[name] = grad.reshape(-1) * scale
+            if self._inverse_scale is not None:
+                grads[name] = grads[name] * self._inverse_scale.to(grad.dtype)
         return grads
 
     def _batch(self) -> Batch:
@@ -284,6 +288,7 @@ class TrackedStep:
             self._module_grads,
             self._found,
             replay,
+            self._inverse_scale,
         )
 
     def _curvature_results(self, n: int) -> Curvature:
@@ -318,4 +323,23 @@ class TrackedStep:
         )
 
 
-__all__ = ["TrackedStep"]
+def inverse_loss_scale(scaler: Any) -> Tensor | None:
+    """``[]`` 1/S of a ``GradScaler`` that scaled this step's loss by S, else ``None``.
+
+    Read as the scaler's device tensor (no host synchronization). ``None`` when no
+    scaler was given or it is disabled (``enabled=False``, or float16 on a machine
+    without CUDA). Raises ``UsageError`` if the scaler never scaled a loss.
+    """
+    if scaler is None or not scaler.is_enabled():
+        return None
+    scale = getattr(scaler, "_scale", None)
+    if scale is None:
+        raise UsageError(
+            "Cockpit(grad_scaler=...) was given a GradScaler that has not scaled a "
+            "loss in this track() block. Call scaler.scale(loss).backward() inside "
+            "`with ck.track():`, or drop grad_scaler if the loss is not scaled."
+        )
+    return scale.double().reciprocal()
+
+
+__all__ = ["TrackedStep", "inverse_loss_scale"]

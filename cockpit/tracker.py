@@ -100,6 +100,12 @@ class Cockpit:
         on_alert: Called with each new ``cockpit.diagnosis.Alert`` as the log's
             records raise it, on the writer thread (never blocking training; what it
             raises becomes a warning). Set a flag there to stop the loop early.
+        grad_scaler: The ``torch.amp.GradScaler`` whose ``scale(loss)`` is
+            backpropagated, for float16 mixed precision. The statistics are then
+            of the unscaled gradients (its scale is read as a device tensor, with
+            no host synchronization), and ``meta.json`` says a scaler was used, so
+            a step the scaler skipped for non-finite gradients is logged with them
+            (``nonfinite``) but is not diagnosed as a broken run.
 
     Raises:
         ConfigurationError: If an argument cannot work, e.g. ``tensorboard=True``
@@ -124,12 +130,14 @@ class Cockpit:
         engine: str = "auto",
         loss_input: Callable[[Any], torch.Tensor] | None = None,
         on_alert: Callable[[Alert], object] | None = None,
+        grad_scaler: Any = None,
     ):
         self.model = model
         self.loss_fn = loss_fn
         self.mean = _setup.check_loss(loss_fn)
         self.params = _setup.trainable_parameters(model)
         self.optimizer = optimizer
+        _setup.check_grad_scaler(grad_scaler)
         if not isinstance(hist_samples, int) or hist_samples < 0:
             raise ConfigurationError(
                 f"hist_samples must be an int >= 0 (0 = exact), got {hist_samples!r}."
@@ -137,7 +145,11 @@ class Cockpit:
         self.hist_samples = hist_samples
         self.quantities = _setup.resolve_quantities(preset, quantities)
         self.absent = self._drop_undefined()
-        self._choose_engines(engine, self.absent)
+        self._choose_engines(
+            engine,
+            self.absent,
+            scaled=grad_scaler is not None and grad_scaler.is_enabled(),
+        )
         self.func = FuncEngine(model, self.params, loss_fn, self.mean, loss_input)
         self.batch_norms = [
             m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -160,6 +172,7 @@ class Cockpit:
             hist_samples=hist_samples,
             generator=self.generator,
             sampling_seed=self.sampling_seed,
+            grad_scaler=grad_scaler,
         )
         name = run_name or new_run_name()
         run_dir = Path(logdir) / name
@@ -178,6 +191,7 @@ class Cockpit:
                 engines=self.engines.as_meta(),
                 hist_samples=hist_samples,
                 config=config,
+                grad_scaler=grad_scaler is not None,
             ),
             mirror=mirror,
             on_alert=on_alert,
@@ -190,12 +204,32 @@ class Cockpit:
         self._watch = OptimizerWatch(optimizer, self.params, self.submit)
         register(self)
 
-    def _choose_engines(self, engine: str, absent: dict[str, str]) -> None:
-        """Assign parameters and curvature to engines; drop what neither can do."""
+    def _choose_engines(
+        self, engine: str, absent: dict[str, str], scaled: bool
+    ) -> None:
+        """Assign parameters and curvature to engines; drop what neither can do.
+
+        A scaled loss (``scaled``: a ``GradScaler``) multiplies the loss module's
+        output before ``backward()``; BackPACK's second-order extensions need the
+        backward to start at the loss module, so curvature then comes from
+        torch.func, which differentiates the unscaled loss.
+        """
         needing = [q.name for q in self.quantities.values() if q.needs_per_sample]
         needs = _setup.curvature_needs(self.quantities)
         self.engines = assign(self.model, self.params, engine, needing)
         choose_curvature(self.engines, self.model, self.loss_fn, needs)
+        if scaled and needs and self.engines.curvature == "backpack":
+            if engine == "backpack":
+                raise ConfigurationError(
+                    "engine='backpack' cannot compute curvature of a loss scaled by a "
+                    "GradScaler: BackPACK's second-order extensions start the backward "
+                    "pass at the loss module. Use engine='auto', or leave the "
+                    "curvature quantities out."
+                )
+            self.engines.curvature = "torch.func"
+            self.engines.curvature_why = (
+                "the loss is scaled by a GradScaler after the loss module"
+            )
         coupled = batch_norm_in_training(self.model)
         if coupled and engine != "backpack" and (needing or needs):
             self.engines.couple(coupled, announce=False)

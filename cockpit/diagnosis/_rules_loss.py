@@ -17,7 +17,10 @@ class NonFinite(Rule):
 
     Reads the record's ``nonfinite`` paths (and ``null`` values) of ``loss`` and
     ``grad_norm``; names the first layer in the model's order whose gradient is not
-    finite. One alert from the first such step to the newest.
+    finite. One alert from the first such step to the newest. In a run with a
+    ``GradScaler`` (``meta.json``'s ``grad_scaler``), non-finite gradients with a
+    finite loss are the scaler's overflow: it skips that step and lowers its scale,
+    so they raise nothing.
     """
 
     name = "nonfinite"
@@ -42,6 +45,8 @@ class NonFinite(Rule):
             "grad_norm" in new.quantities and _nan(history.last("grad_norm"))
         )
         if not (loss_bad or layers or total_bad):
+            return []
+        if history.meta.get("grad_scaler") and not loss_bad:
             return []
         what = "the loss" if loss_bad else "the gradient"
         first = (
