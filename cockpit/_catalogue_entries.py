@@ -60,6 +60,16 @@ CATALOGUE: tuple[Entry, ...] = (
         preset="economy",
     ),
     Entry(
+        "input_scale",
+        "step_size",
+        "input_scale",
+        "Input scale",
+        "Root mean square of the model's input elements: near 1 or below for "
+        "normalized inputs; far above (images fed as 0-255 pixels) the inputs were "
+        "left unnormalized, and the first layer's gradients are inflated.",
+        preset="economy",
+    ),
+    Entry(
         "param_norm",
         "step_size",
         "param_norm",

@@ -22,6 +22,7 @@ from backpack import backpack, memory_cleanup
 from backpack.core.derivatives.convnd import weight_jac_t_save_memory
 from torch import Tensor
 
+from cockpit._input_capture import InputMoments
 from cockpit._loss_capture import LossCapture
 from cockpit._optimizer_step import AwaitingStep
 from cockpit._record import Late, TensorRecord
@@ -70,6 +71,9 @@ class TrackedStep:
             if p.grad is not None
         }
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
+        self._input = None
+        if "input_moments" in fill.declared(self.active):
+            self._input = self._stack.enter_context(InputMoments(ck.model))
         self._request = fill.sample_request(
             self.active,
             self.step,
@@ -185,6 +189,8 @@ class TrackedStep:
                 replicated=self.replicated,
             ),
         )
+        if self._input is not None:
+            states.update(self._input.states())
         live = [
             q
             for q in self.active

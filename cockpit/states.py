@@ -114,6 +114,12 @@ SPECS: dict[str, StateSpec] = {
     "projections": _spec(
         _R.CAT, True, "[N] g_n . v along the directions the quantity asked for"
     ),
+    "input_moments": _spec(
+        _R.SUM,
+        False,
+        "[3] count, sum and sum of squares of the model input's elements (float64)",
+    ),
+    "input_absmax": _spec(_R.MAX, False, "[] largest |element| of the model input"),
     "params": _spec(_R.SAME, True, "the parameter values"),
     "initial": _spec(_R.SAME, True, "the parameter values when tracking started"),
     "lr": _spec(_R.SAME, False, "plain SGD's learning rate, or None"),

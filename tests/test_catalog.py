@@ -58,6 +58,7 @@ def test_presets_are_the_ones_users_know():
             "grad_norm",
             "distance",
             "update_size",
+            "input_scale",
             "norm_test",
             "inner_product_test",
             "orthogonality_test",

@@ -148,25 +148,59 @@ class DeadLayer(Rule):
 
 
 class UnnormalizedInputs(Rule):
-    """The first layer's gradient elements are far larger than the other layers'.
+    """The inputs are far from normalized: their scale, or the first layer's gradients.
 
-    Evidence: ``grad_norm.per_layer`` and the parameter shapes in ``meta.json``. The
-    gradient of a first layer ``W x`` scales with its inputs ``x``; with inputs in
-    [0, 255] instead of about [-1, 1] its root-mean-square gradient element
-    (``norm / sqrt(numel)``) dwarfs every other weight layer's. The ratio to the
-    median of the other weight layers (two or more dimensions) is read over
-    ``input_window`` records.
+    Two readings, over ``input_window`` records, the first that holds:
+
+    - ``input_scale`` (economy): the median root mean square of the input elements
+      above ``input_rms``. Normalized inputs have an RMS near 1 or below; digits fed
+      as 0-16 pixels have about 7.7, 0-255 images about 100.
+    - ``grad_norm.per_layer`` and the parameter shapes in ``meta.json``, for runs
+      without ``input_scale``: the first weight layer's root-mean-square gradient
+      element (``norm / sqrt(numel)``) over the median of the other weight layers'
+      above ``input_ratio`` (the gradient of ``W x`` scales with ``x``). In a ReLU
+      network every later layer grows with the inputs too, so this reading is the
+      weaker one.
     """
 
     name = "unnormalized_inputs"
-    instrument = "grad_norm"
-    watches = ("grad_norm",)
+    instrument = "input_scale"
+    watches = ("grad_norm", "input_scale")
 
     def check(self, history: History, new: New, t: dict[str, float]) -> list[Finding]:
+        n = window(t, "input_window")
+        if history.count("input_scale") >= n:
+            return self._by_input_scale(history, new, t, n)
+        return self._by_gradients(history, new, t, n)
+
+    def _by_input_scale(
+        self, history: History, new: New, t: dict[str, float], n: int
+    ) -> list[Finding]:
+        rms = history.window_median("input_scale", n)
+        if not rms > t["input_rms"]:
+            return []
+        steps = history.last_steps("input_scale", None, n)
+        return [
+            Finding(
+                step=new.step,
+                first_step=steps[0][0],
+                explanation=(
+                    f"The model's input elements have a root mean square of {rms:.3g} "
+                    "(median over the window); normalized inputs are near 1 or "
+                    "below. Unnormalized inputs inflate the first layer's gradients "
+                    "and make the learning rate hard to tune."
+                ),
+                suggestion=_NORMALIZE,
+                evidence={"input_rms": rms},
+            )
+        ]
+
+    def _by_gradients(
+        self, history: History, new: New, t: dict[str, float], n: int
+    ) -> list[Finding]:
         shapes = history.meta.get("parameters") or {}
         logged = set(history.layers("grad_norm"))
         weights = [k for k, s in shapes.items() if len(s) >= 2 and k in logged]
-        n = window(t, "input_window")
         if len(weights) < 2 or history.count("grad_norm", weights[0]) < n:
             return []
         rms = {
@@ -188,11 +222,14 @@ class UnnormalizedInputs(Rule):
                     f"{ratio:.3g} times larger (root mean square) than the other "
                     "weight layers': its inputs are likely not normalized."
                 ),
-                suggestion=(
-                    "Scale the inputs to zero mean and unit variance (or to [0, 1]), "
-                    "e.g. torchvision's Normalize, before the first layer."
-                ),
+                suggestion=_NORMALIZE,
                 layers=(weights[0],),
                 evidence={"rms_ratio": ratio},
             )
         ]
+
+
+_NORMALIZE = (
+    "Scale the inputs to zero mean and unit variance (or to [0, 1]), e.g. "
+    "torchvision's Normalize, before the first layer."
+)

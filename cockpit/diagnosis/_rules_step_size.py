@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cockpit.diagnosis._history import History, first_step_where
+from cockpit.diagnosis._history import History, first_step_where, median
 from cockpit.diagnosis._rule import Finding, New, Rule, window
 
 __all__ = ["AlphaOvershoot", "AlphaSmall", "EdgeOfStability", "stability_limit"]
@@ -112,6 +112,12 @@ class EdgeOfStability(Rule):
     is ``2 (1 + beta)``; with Adam and other adaptive optimizers it does not apply
     directly, and the rule stays silent. Read at each record with ``hess_max_ev``;
     the learning rate is the largest of the parameter groups'.
+
+    Gradient descent and SGD sharpen until ``lr * lambda_max`` reaches about 2 and
+    then keep training there while the loss falls (Cohen et al. 2021): that regime
+    is not a fault. So the rule speaks only when the loss rises as well: over the
+    last ``eos_loss_window`` losses (at least 4), the newer half's median is more
+    than ``1 + eos_loss_rise`` times the older half's.
     """
 
     name = "edge_of_stability"
@@ -131,6 +137,13 @@ class EdgeOfStability(Rule):
         above = product > bound
         if not above and product < t["eos_fraction"] * bound:
             return []
+        losses = history.last("loss", n=window(t, "eos_loss_window"))
+        if len(losses) < 4:
+            return []
+        half = len(losses) // 2
+        older, newer = median(losses[:half]), median(losses[half:])
+        if not newer > (1 + t["eos_loss_rise"]) * older:
+            return []
         where = "above" if above else "approaching"
         return [
             Finding(
@@ -140,13 +153,21 @@ class EdgeOfStability(Rule):
                 severity="error" if above else "warning",
                 explanation=(
                     f"lr x top Hessian eigenvalue = {lr:.3g} x {top[-1]:.3g} = "
-                    f"{product:.3g}, {where} the stability limit of {why}: along the "
-                    "sharpest direction the steps overshoot."
+                    f"{product:.3g}, {where} the stability limit of {why}, and the "
+                    f"loss rises (median {newer:.3g} over the newer half of "
+                    f"the window, {older:.3g} before): along the sharpest direction "
+                    "the steps overshoot."
                 ),
                 suggestion=(
                     "Lower the learning rate below "
                     f"{bound / top[-1]:.3g} (= limit / eigenvalue), or warm it up."
                 ),
-                evidence={"lr": lr, "hess_max_ev": top[-1], "product": product},
+                evidence={
+                    "lr": lr,
+                    "hess_max_ev": top[-1],
+                    "product": product,
+                    "loss_before": older,
+                    "loss_after": newer,
+                },
             )
         ]

@@ -79,6 +79,20 @@ THRESHOLDS: dict[str, Threshold] = {
         "2 (1 + beta) with heavy-ball momentum beta) from which it is 'approaching'. "
         "Cohen et al. 2021: gradient descent trains at the edge of stability, 2/lr.",
     ),
+    "eos_loss_window": Threshold(
+        40,
+        "edge_of_stability",
+        "Records of the loss (at most; at least 4) whose halves' medians are "
+        "compared: SGD trains at the edge of stability while the loss falls (Cohen "
+        "et al. 2021), which is not a fault, so the rule speaks only when it rises.",
+    ),
+    "eos_loss_rise": Threshold(
+        0.5,
+        "edge_of_stability",
+        "Relative rise of the loss (newer half's median over the older half's, "
+        "minus 1) from which the steps are unstable, not merely at the edge: well "
+        "above the noise of a median of mini-batch losses.",
+    ),
     "tests_window": Threshold(
         20, "small_batch", "Records of the gradient tests whose median is read."
     ),
@@ -140,6 +154,13 @@ THRESHOLDS: dict[str, Threshold] = {
         10,
         "unnormalized_inputs",
         "Records of the per-layer gradient norms whose median ratio is read.",
+    ),
+    "input_rms": Threshold(
+        4.0,
+        "unnormalized_inputs",
+        "Median root mean square of the input elements (input_scale) above which the "
+        "inputs are not normalized: normalized data is near 1 or below, digits as "
+        "0-16 pixels about 7.7, 0-255 images about 100.",
     ),
     "input_ratio": Threshold(
         20.0,

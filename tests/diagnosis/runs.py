@@ -129,9 +129,7 @@ def train(recipe: Recipe, logdir: Path, name: str) -> Path:
     return ck.run_dir
 
 
-#: The runs of the tests, by name. The unnormalized-inputs run (pixels 0-16) is not
-#: among them: in a ReLU MLP without normalization every layer's gradient grows with
-#: the inputs, so the per-layer evidence of ``unnormalized_inputs`` stays flat.
+#: The runs of the tests, by name.
 RECIPES: dict[str, Recipe] = {
     "healthy_mlp": Recipe(steps=60),
     "healthy_cnn": Recipe(model="cnn", steps=40),
@@ -144,4 +142,5 @@ RECIPES: dict[str, Recipe] = {
     "shuffled_labels": Recipe(shuffled_labels=True, steps=100),
     "dead_relus": Recipe(dead_bias=-100.0, steps=40),
     "plateau": Recipe(lr=1e-4, momentum=0.0, steps=60),
+    "raw_inputs": Recipe(model="cnn", raw_inputs=True, steps=40),
 }

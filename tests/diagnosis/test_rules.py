@@ -109,10 +109,14 @@ def test_alpha(value, rule):
     assert rules(series("alpha", [0.3] * 30)) == {}  # a little above 0 is healthy
 
 
-def eos(top: float, meta: dict, lr: float = 0.1) -> dict:
-    return rules(
-        [record(0, lr=layered(lr), hess_max_ev={"total": top, "iterations": 3})], meta
+def eos(top: float, meta: dict, lr: float = 0.1, losses=None) -> dict:
+    """Records of ``losses`` (default: doubling after 20), then ``hess_max_ev``."""
+    losses = [1.0] * 20 + [2.0] * 20 if losses is None else losses
+    out = [record(i, loss={"total": v}) for i, v in enumerate(losses)]
+    top_record = record(
+        len(out), lr=layered(lr), hess_max_ev={"total": top, "iterations": 3}
     )
+    return rules([*out, top_record], meta)
 
 
 def test_edge_of_stability_for_plain_sgd():
@@ -125,6 +129,19 @@ def test_edge_of_stability_for_plain_sgd():
         approaching.severity == "warning" and "approaching" in approaching.explanation
     )
     assert eos(10.0, META) == {}
+
+
+def test_edge_of_stability_is_no_fault_while_the_loss_falls():
+    falling = [1.0 - 0.01 * i for i in range(40)]
+    assert eos(25.0, META, losses=falling) == {}
+    # Flat, or a rise within the noise of mini-batch losses: no fault.
+    assert eos(25.0, META, losses=[1.0] * 40) == {}
+    assert eos(25.0, META, losses=[1.0] * 20 + [1.4] * 20) == {}
+    # Fewer than 4 losses: the trend is unknown, nothing is said.
+    assert eos(25.0, META, losses=[1.0, 5.0, 9.0]) == {}
+    above = eos(25.0, META, losses=[2.3] * 5 + [6.0] * 6)["edge_of_stability"]
+    assert above.evidence["loss_after"] == 6.0
+    assert above.evidence["loss_before"] == 2.3
 
 
 def test_edge_of_stability_limit_follows_the_optimizer():

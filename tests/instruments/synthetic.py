@@ -110,6 +110,12 @@ def step_records(
         "distance": _per_layer(0.1 * math.sqrt(step + 1), rng),
         "update_size": _per_layer(0.01 * (1 + decay), rng),
         "param_norm": _per_layer(3.0 + 0.05 * step, rng),
+        "input_scale": {
+            "total": 0.9 + 0.05 * rng.uniform(),
+            "mean": 0.1,
+            "std": 0.9,
+            "absmax": 3.0,
+        },
         "norm_test": _per_layer(0.5 + rng.uniform(), rng),
         "inner_product_test": _per_layer(0.2 + 0.2 * rng.uniform(), rng),
         "orthogonality_test": _per_layer(0.4 + rng.uniform(), rng),
