@@ -5,7 +5,7 @@ from __future__ import annotations
 from dash import html
 
 from cockpit.app.store import RunNameError, RunStore
-from cockpit.diagnosis import Alert, headline, newest_first
+from cockpit.diagnosis import Alert, headline, is_holding, newest_first
 from cockpit.instruments import REGISTRY
 from cockpit.instruments._alerts import COLORS
 
@@ -91,7 +91,7 @@ def alert_summary(store: RunStore, selected: list[str] | None) -> list[html.Div]
         index += len(rows)
         holding = rows[: sum(a.ongoing for a in ordered)]
         ended = rows[len(holding) :]
-        healthy = not holding
+        healthy = not any(is_holding(a) for a in alerts)
         children: list = [
             html.Div(
                 f"{name}: {headline(alerts)}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
-from cockpit.diagnosis import headline, newest_first
+from cockpit.diagnosis import headline, is_holding, newest_first
 from cockpit.instruments._alerts import COLORS
 from cockpit.instruments._data import RunData
 
@@ -25,7 +25,7 @@ def alert_lines(run: RunData) -> list[tuple[str, str]]:
 
     Ended alerts are grey: history, not a current problem.
     """
-    healthy = not any(a.ongoing for a in run.alerts)
+    healthy = not any(is_holding(a) for a in run.alerts)
     lines = [(headline(run.alerts).capitalize() + ".", _GREEN if healthy else _RED)]
     for alert in newest_first(run.alerts):
         layers = f" [{', '.join(alert.layers)}]" if alert.layers else ""

@@ -21,7 +21,8 @@ An alert *ends* when its rule checks a newer record and no longer finds the
 condition (``Alert.ongoing`` is then ``False``): a plateau during a slow start that
 training later left is history, not a current problem. Non-finite values never end.
 The dashboard's summary, ``cockpit check --fail-on`` and the report's headline count
-the ongoing alerts; ended ones stay listed.
+the ongoing warnings and errors; ongoing info alerts are notes, ended ones stay
+listed as history.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cockpit.diagnosis._alert import (
     Alert,
     at_least,
     headline,
+    is_holding,
     newest_first,
 )
 from cockpit.diagnosis._diagnoser import RULES, Diagnoser, diagnose
@@ -50,5 +52,6 @@ __all__ = [
     "at_least",
     "diagnose",
     "headline",
+    "is_holding",
     "newest_first",
 ]

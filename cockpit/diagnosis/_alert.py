@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["SEVERITIES", "Alert", "at_least", "headline", "newest_first"]
+__all__ = [
+    "SEVERITIES",
+    "Alert",
+    "at_least",
+    "headline",
+    "is_holding",
+    "newest_first",
+]
 
 #: The severities, mildest first.
 SEVERITIES = ("info", "warning", "error")
@@ -80,17 +87,25 @@ def newest_first(alerts: list[Alert]) -> list[Alert]:
     return sorted(alerts, key=lambda a: (not a.ongoing, -a.last_step, -a.first_step))
 
 
-def headline(alerts: list[Alert]) -> str:
-    """A run's state in words, from its ongoing and ended alerts.
+def is_holding(alert: Alert) -> bool:
+    """An ongoing warning or error: what makes a run unhealthy (info is a note)."""
+    return alert.ongoing and alert.severity != "info"
 
-    ``"healthy (no alerts)"``, ``"healthy now (2 earlier alerts ended)"`` or
-    ``"2 alerts holding, 1 ended"``.
+
+def headline(alerts: list[Alert]) -> str:
+    """A run's state in words: ongoing warnings and errors, notes, ended alerts.
+
+    ``"healthy (no alerts)"``, ``"healthy (1 note, 2 ended)"`` or ``"2 alerts
+    holding, 1 note, 1 ended"``. Info alerts are notes: they never make a run
+    unhealthy.
     """
-    holding = sum(a.ongoing for a in alerts)
-    ended = len(alerts) - holding
     if not alerts:
         return "healthy (no alerts)"
+    holding = sum(is_holding(a) for a in alerts)
+    notes = sum(a.ongoing and a.severity == "info" for a in alerts)
+    ended = sum(not a.ongoing for a in alerts)
+    parts = [f"{notes} note{'s' * (notes > 1)}"] * bool(notes)
+    parts += [f"{ended} ended"] * bool(ended)
     if not holding:
-        return f"healthy now ({ended} earlier alert{'s' * (ended > 1)} ended)"
-    text = f"{holding} alert{'s' * (holding > 1)} holding"
-    return f"{text}, {ended} ended" if ended else text
+        return f"healthy ({', '.join(parts)})"
+    return ", ".join([f"{holding} alert{'s' * (holding > 1)} holding", *parts])

@@ -73,7 +73,7 @@ def test_ended_alerts_are_folded_and_do_not_make_a_run_unhealthy(tmp_path):
     store.poll()
     (block,) = alert_summary(store, ["recovered"])
     title, folded = block.children
-    assert title.children == "recovered: healthy now (1 earlier alert ended)"
+    assert title.children == "recovered: healthy (1 ended)"
     summary, alert = folded.children
     assert summary.children == "1 ended"
     assert "ended)" in alert.children[2].children
@@ -143,7 +143,7 @@ def test_check_passes_a_run_whose_alerts_ended(tmp_path, capsys):
     write(tmp_path / "recovered", [record(i, alpha=a) for i, a in enumerate(alphas)])
     assert main(["check", str(tmp_path / "recovered"), "--fail-on", "warning"]) == 0
     out = capsys.readouterr().out
-    assert "healthy now (1 earlier alert ended)" in out
+    assert "healthy (1 ended)" in out
     assert "alpha_overshoot (steps 0-" in out and ", ended)" in out
 
 
