@@ -205,3 +205,13 @@ def test_char_transformer_runs_as_a_script(tmp_path):
     assert run.scalar("hess_trace").gt(0).all()
     layers = set(run.scalars.query("quantity == 'norm_test'")["layer"].dropna())
     assert {"tok.weight", "ln.weight", "blocks.0.attn.qkv.weight"} <= layers
+
+
+def test_example_runs_are_healthy(example, tmp_path, capsys):
+    """60 steps of each example raise no warning or error (notes may be logged)."""
+    from cockpit.diagnosis import diagnose, is_holding
+
+    argv = ["--steps", "60", "--valid-every", "60", "--logdir", str(tmp_path)]
+    run_dir, _ = run_main(example, argv, capsys)
+    holding = [a for a in diagnose(run_dir) if is_holding(a)]
+    assert holding == []
