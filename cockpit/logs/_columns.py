@@ -438,7 +438,8 @@ def _groups(table: pa.Table) -> list[tuple[Key, np.ndarray]]:
     quantities = quantity.dictionary.to_pylist()
     layers = [*layer.dictionary.to_pylist(), None]
     width = len(layers)
-    codes = quantity.indices.to_numpy().astype(np.int64) * width
+    wide = np.int64 if len(quantities) * width >= 2**31 else np.int32
+    codes = quantity.indices.to_numpy().astype(wide) * width
     codes += layer.indices.fill_null(width - 1).to_numpy()
     if codes.max() < 2**16:  # a stable sort of 16-bit integers is a radix sort
         codes = codes.astype(np.uint16)

@@ -8,30 +8,16 @@ the setup and the skip without chromium).
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
 
 from cockpit.logs import RunWriter
-from tests.app.test_browser import (
-    ARGS,
-    CHROMIUM,
-    DRAWN,
-    LEGEND_GROUPS,
-    ROOT,
-    cockpit_command,
-    free_port,
-    stop,
-    wait_until_up,
-)
+from tests.app import test_browser
+from tests.app.test_browser import ARGS, CHROMIUM, DRAWN, LEGEND_GROUPS, serving
 from tests.instruments.synthetic import records
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="browser tests need Debian's chromium at /usr/bin/chromium "
-    "(apt-get install -y chromium)",
-)
+pytestmark = test_browser.pytestmark
 
 RATES = (0.1, 0.03, 0.01, 0.003, 0.001)
 SEEDS = range(20)
@@ -55,19 +41,8 @@ def server(tmp_path_factory):
         with RunWriter(logdir / name(lr, seed), meta) as writer:
             for record in steps:
                 writer.submit(record)
-    port = free_port()
-    serve = subprocess.Popen(
-        [*cockpit_command(), "serve", str(logdir), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_up(url, serve)
+    with serving(logdir) as url:
         yield url
-    finally:
-        stop(serve)
 
 
 @pytest.fixture
