@@ -52,7 +52,7 @@ from cockpit.logs.flatten import (
     ScalarRow,
     flatten_rows,
 )
-from cockpit.logs.schema import ERROR, STEPS_FILE
+from cockpit.logs.schema import ERROR, STEP, STEPS_FILE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -267,11 +267,11 @@ def _open(pa: Any, reader: LogReader, start: int, end: int) -> Segment | None:
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
         meta = table.schema.metadata or {}
-        if meta.get(b"cockpit_columns") != _VERSION:
+        if meta.get(b"cockpit_columns") != _VERSION or not _well_formed(pa, table):
             return None
         if int(meta[b"crc32"]) != _crc(reader.run_dir / STEPS_FILE, end):
             return None
-        return Segment(
+        segment = Segment(
             start,
             end,
             int(meta[b"lines"]),
@@ -282,6 +282,32 @@ def _open(pa: Any, reader: LogReader, start: int, end: int) -> Segment | None:
         )
     except (OSError, ValueError, KeyError, pa.ArrowException):
         return None
+    lists = (
+        isinstance(segment.errors, list)
+        and all(
+            isinstance(r, dict) and STEP in r and ERROR in r for r in segment.errors
+        )
+        and isinstance(segment.warnings, list)
+        and all(isinstance(w, str) for w in segment.warnings)
+    )
+    rows = 0 <= segment.scalar_rows <= table.num_rows
+    return segment if lists and rows and segment.lines >= 0 else None
+
+
+def _well_formed(pa: Any, table: pa.Table) -> bool:
+    """Whether ``table`` has the columns and types :func:`_table` writes."""
+    types = pa.types
+    checks = {
+        "step": types.is_int64,
+        "quantity": lambda t: types.is_dictionary(t) and types.is_string(t.value_type),
+        "layer": lambda t: types.is_dictionary(t) and types.is_string(t.value_type),
+        "value": types.is_float64,
+        "histogram": types.is_binary,
+    }
+    schema = table.schema
+    return schema.names == list(checks) and all(
+        check(schema.field(name).type) for name, check in checks.items()
+    )
 
 
 def read_segments(reader: LogReader, max_bytes: int | None = None) -> list[Segment]:

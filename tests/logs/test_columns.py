@@ -191,3 +191,39 @@ def test_a_cache_written_while_training_covers_only_whole_lines(tmp_path):
     ]
     assert (start, (run_dir / "steps.jsonl").read_bytes()[end - 1 : end]) == (0, b"\n")
     writer.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"columns": {"step": ["not", "ints"]}},
+        {"metadata": {b"errors": b'"a string, not records"'}},
+        {"metadata": {b"warnings": b"[1, 2]"}},
+        {"metadata": {b"scalar_rows": b"99999999"}},
+    ],
+)
+def test_segments_of_the_wrong_shape_are_ignored(tmp_path, damage):
+    """A segment whose checksum matches but whose content is not what readers write
+    (crafted, or from another version) is read from the JSON instead."""
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    run_dir = tmp_path / "run"
+    write(run_dir, range(10))
+    load(run_dir)
+    (path,) = (run_dir / _columns.COLUMNS_DIR).glob("*.arrow")
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    for name, values in damage.get("columns", {}).items():
+        column = pa.array(values + [values[-1]] * (table.num_rows - len(values)))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    meta = {**table.schema.metadata, **damage.get("metadata", {})}
+    table = table.replace_schema_metadata(meta)
+    path.unlink()
+    with (
+        pa.OSFile(str(path), "wb") as file,
+        pa.ipc.new_file(file, table.schema) as sink,
+    ):
+        sink.write_table(table)
+    run = load(run_dir)
+    assert_same(run, run_dir)
+    assert run.errors == []
