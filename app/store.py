@@ -143,9 +143,12 @@ class RunState:
             records = self.reader.read_new(POLL_BYTES)
         warned = [str(w.message) for w in caught]
         self._note(warned)
-        write_segment(self.reader, start, lines, records, warned)
+        # A long read's numbers are sorted once, into the cache, and taken from it.
+        segment = write_segment(self.reader, start, lines, records, warned)
         self._note_errors(records)
-        if records:
+        if segment is not None:
+            self.data.extend_columns(*segment_columns(segment))
+        elif records:
             self.data.extend_records(records)
         if self.diagnosed == start:
             self._diagnose(records, self.reader.offset)

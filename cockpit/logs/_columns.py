@@ -194,7 +194,7 @@ def write_segment(
     start_lines: int,
     records: list[dict[str, Any]],
     warned: list[str],
-) -> bool:
+) -> Segment | None:
     """Keep what ``reader`` decoded from ``start`` to its offset, if worth a file.
 
     Args:
@@ -205,32 +205,32 @@ def write_segment(
         warned: The corrupt-line warnings the read gave.
 
     Returns:
-        Whether a segment was written; never raises for a directory that cannot
-        be written.
+        The segment written (its table in memory), or ``None`` if none was: too
+        short a read, no ``pyarrow``, or a run directory that cannot be written
+        (never an exception).
 
     """
     pa = _pyarrow()
     end = reader.offset
     if pa is None or end - start < MIN_SEGMENT_BYTES:
-        return False
+        return None
     folder = _folder(reader)
     try:
-        crc = _crc(reader.run_dir / STEPS_FILE, end)
-        scalars, histograms = flatten_rows(records)
-        table = _table(pa, scalars, histograms)
-        metadata = {
-            b"cockpit_columns": _VERSION,
-            b"crc32": str(crc).encode(),
-            b"lines": str(reader.lines).encode(),
-            b"scalar_rows": str(table.num_rows - len(histograms)).encode(),
-            b"start_lines": str(start_lines).encode(),
-            b"errors": orjson.dumps([r for r in records if ERROR in r]),
-            b"warnings": orjson.dumps(warned),
-        }
-        table = table.replace_schema_metadata(metadata)
         folder.mkdir(exist_ok=True)
         if reader.root is not None and not folder.resolve().is_relative_to(reader.root):
-            return False
+            return None
+        scalars, histograms = flatten_rows(records)
+        errors = [r for r in records if ERROR in r]
+        metadata = {
+            b"cockpit_columns": _VERSION,
+            b"crc32": str(_crc(reader.run_dir / STEPS_FILE, end)).encode(),
+            b"lines": str(reader.lines).encode(),
+            b"scalar_rows": str(len(scalars)).encode(),
+            b"start_lines": str(start_lines).encode(),
+            b"errors": orjson.dumps(errors),
+            b"warnings": orjson.dumps(warned),
+        }
+        table = _table(pa, scalars, histograms).replace_schema_metadata(metadata)
         fd, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with (
@@ -243,8 +243,8 @@ def write_segment(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
     except (OSError, ValueError, pa.ArrowException):
-        return False
-    return True
+        return None
+    return Segment(start, end, reader.lines, table, len(scalars), errors, warned)
 
 
 def _ranges(folder: Path) -> dict[int, list[int]]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cockpit.app.store import RunStore
-from cockpit.logs import _columns
+from cockpit.instruments import RunData
+from cockpit.logs import LogReader, _columns
 from cockpit.logs._format import encode_record
 from tests.instruments.synthetic import step_records, write_run
 
@@ -53,22 +54,31 @@ def assert_same_data(cached, decoded):
                 np.testing.assert_array_equal(x.edges, y.edges)
 
 
+def from_json(run_dir):
+    """The run's data sorted from the decoded JSON lines, never from a cache."""
+    data = RunData(run_dir.name)
+    data.extend_records(LogReader(run_dir).read_new())
+    return data
+
+
 def test_a_second_store_reads_the_cache_with_the_same_data_and_alerts(tmp_path):
     logdir = tmp_path / "logs"
     write_run(logdir / "run", steps=40)
     append(logdir / "run", range(40, 45), nonfinite_loss={42})
-    first = RunStore(logdir)
+    reference = from_json(logdir / "run")
+    first = RunStore(logdir)  # decodes the JSON, writes the cache, reads it back
     first.poll()
     assert list((logdir / "run" / _columns.COLUMNS_DIR).glob("*.arrow"))
     decoded = first.state("run")
+    assert_same_data(decoded.data, reference)
     assert decoded.diagnosed == decoded.reader.offset
     assert decoded.data.alerts, "the NaN loss raises an alert"
 
-    second = RunStore(logdir)
+    second = RunStore(logdir)  # maps the cache
     second.poll()
     state = second.state("run")
     assert state.reader.offset == decoded.reader.offset
-    assert_same_data(state.data, decoded.data)
+    assert_same_data(state.data, reference)
     state = caught_up(second, "run")
     assert [(a.rule, a.first_step, a.last_step) for a in state.data.alerts] == [
         (a.rule, a.first_step, a.last_step) for a in decoded.data.alerts
