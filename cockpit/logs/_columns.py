@@ -440,25 +440,35 @@ def segment_columns(
     """A segment's numbers by quantity and layer, as ``flatten_columns`` sorts them.
 
     Returns:
-        ``(columns, histograms)``: ``(steps, values)`` arrays and the histograms of
-        each ``(quantity, layer)``, in the order the keys first appear.
+        ``(columns, histograms)``: ``(steps, values)`` arrays (views of one sorted
+        copy of the segment's numbers) and the histograms of each
+        ``(quantity, layer)``, in the order the keys first appear.
 
     """
     scalars, histograms = segment.scalars(), segment.histograms()
-    step, value = scalars["step"].to_numpy(), scalars["value"].to_numpy()
-    columns = {key: (step[rows], value[rows]) for key, rows in _groups(scalars)}
+    order, groups = _groups(scalars)
+    step = np.take(scalars["step"].to_numpy(), order)
+    value = np.take(scalars["value"].to_numpy(), order)
+    columns = {key: (step[rows], value[rows]) for key, rows in groups}
+    order, groups = _groups(histograms)
     step = histograms["step"].to_numpy()
     blobs = histograms["histogram"].combine_chunks()
     return columns, {
-        key: HistogramColumn(step[rows], blobs, rows)
-        for key, rows in _groups(histograms)
+        key: HistogramColumn(step[order[rows]], blobs, order[rows])
+        for key, rows in groups
     }
 
 
-def _groups(table: pa.Table) -> list[tuple[Key, np.ndarray]]:
-    """``((quantity, layer), row indices)`` of ``table``, by first appearance."""
+def _groups(table: pa.Table) -> tuple[np.ndarray, list[tuple[Key, slice]]]:
+    """The rows of ``table`` sorted by ``(quantity, layer)``, record order kept within.
+
+    Returns:
+        ``(order, groups)``: the row indices in that order, and each key's slice of
+        them, the keys in the order they first appear.
+
+    """
     if not table.num_rows:
-        return []
+        return np.empty(0, np.int64), []
     quantity = table["quantity"].combine_chunks()
     layer = table["layer"].combine_chunks()
     quantities = quantity.dictionary.to_pylist()
@@ -472,10 +482,11 @@ def _groups(table: pa.Table) -> list[tuple[Key, np.ndarray]]:
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes)
     present = np.flatnonzero(counts)
-    groups = np.split(order, np.cumsum(counts[present])[:-1])
+    ends = np.cumsum(counts[present]).tolist()
+    starts = [0, *ends[:-1]]
     named = [
-        ((quantities[code // width], layers[code % width]), rows)
-        for code, rows in zip(present.tolist(), groups, strict=True)
+        ((quantities[code // width], layers[code % width]), slice(start, end))
+        for code, start, end in zip(present.tolist(), starts, ends, strict=True)
     ]
-    named.sort(key=lambda item: item[1][0])
-    return named
+    named.sort(key=lambda item: order[item[1].start])
+    return order, named
