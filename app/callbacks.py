@@ -16,12 +16,22 @@ from dash import ALL, Dash, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from cockpit.app.alerts_summary import ALERT_LINK, alert_summary, linked_range
-from cockpit.app.layout import WHOLE_MODEL, graph_id
+from cockpit.app.compare import compare_figure, quantity_options
+from cockpit.app.layout import COMPARE_GRAPH, WHOLE_MODEL, graph_id
+from cockpit.app.run_filter import RunFilter
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
 from cockpit.instruments import REGISTRY, Instrument, RunData, View
 
-__all__ = ["FigureCache", "layer_options", "poll", "register", "toggle_pause", "view"]
+__all__ = [
+    "FigureCache",
+    "layer_options",
+    "poll",
+    "register",
+    "run_options",
+    "toggle_pause",
+    "view",
+]
 
 _MAX_NOTICES = 3
 
@@ -59,9 +69,40 @@ def _option(store: RunStore, name: str) -> dict[str, Any]:
     state = store.state(name)
     last = state.data.last_step
     label = f"{name} ({state.status}, step {last})" if last is not None else name
+    if last is None and state.status != "unknown":
+        label = f"{name} ({state.status})"
     if state.error:
         label = f"⚠ {name} (cannot be read)"
     return {"label": label, "value": name}
+
+
+def run_options(
+    store: RunStore, selected: list[str] | None, text: str | None
+) -> tuple[list[dict[str, Any]], str]:
+    """The run list: the selected runs, then the others that match the filter.
+
+    Args:
+        store: The runs.
+        selected: The current selection.
+        text: The filter (:class:`~cockpit.app.run_filter.RunFilter`): words of
+            the name and ``key=value`` pairs of the config.
+
+    Returns:
+        ``(options, count)``: the checklist's options, and a line saying how many
+        runs match.
+
+    """
+    wanted = RunFilter.parse(text)
+    chosen = list(selected or [])
+    with store.lock:
+        names = store.names()
+        matching = [
+            name for name in names if wanted.matches(name, store.state(name).data.meta)
+        ]
+        shown = chosen + [name for name in matching if name not in chosen]
+        options = [_option(store, name) for name in shown if name in names]
+    count = f"{len(matching)} of {len(names)} runs match" if text else ""
+    return options, count
 
 
 def poll(
@@ -70,8 +111,12 @@ def poll(
     search: str | None,
     shown: dict[str, Any] | None = None,
     gap_s: float = 0.0,
-) -> tuple[Any, Any, Any, Any, Any]:
-    """Read what the runs appended, and tell the page if it should redraw.
+) -> tuple[Any, Any, Any, Any]:
+    """Read what the selected runs appended, and tell the page if it should redraw.
+
+    Runs that are not selected are listed from their ``meta.json`` alone; their
+    steps are read once they are selected (lazy loading: a sweep of a hundred runs
+    costs what the runs shown cost).
 
     Args:
         store: The runs.
@@ -82,28 +127,28 @@ def poll(
             :class:`~cockpit.app.throttle.Throttle`); new data waits meanwhile.
 
     Returns:
-        ``(data version, run options, run selection, messages, status)``; outputs
-        that need not change are ``dash.no_update``.
+        ``(data version, run selection, messages, status)``; outputs that need not
+        change are ``dash.no_update``.
 
     """
-    store.poll()
+    refused: list[str] = []
+    selection: Any = no_update
+    if selected is None:
+        store.poll(shown=[])
+        requested, refused = _requested(store, search)
+        selection = requested or store.names()[:1]
+    store.poll(shown=selection if selected is None else selected)
     now = time.time()
     shown = shown if isinstance(shown, dict) else {}
     current = shown.get("version") == store.version
     too_soon = now - float(shown.get("at", 0.0)) < gap_s
     if selected is not None and (current or too_soon):
-        return no_update, no_update, no_update, no_update, no_update
-    refused: list[str] = []
-    selection: Any = no_update
+        return no_update, no_update, no_update, no_update
     names = store.names()
-    if selected is None:
-        requested, refused = _requested(store, search)
-        selection = requested or names[:1]
-    options = [_option(store, name) for name in names]
     plural = "s" if len(names) != 1 else ""
     status = f"{len(names)} run{plural}, read {time.strftime('%H:%M:%S')}"
     version = {"version": store.version, "at": now}
-    return version, options, selection, _messages(store, refused), status
+    return version, selection, _messages(store, refused), status
 
 
 def toggle_pause(clicks: int | None) -> tuple[bool, str]:
@@ -224,7 +269,6 @@ def register(app: Dash, store: RunStore, interval_s: float = 1.0) -> None:
 def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
     @app.callback(
         Output("data-version", "data"),
-        Output("run-select", "options"),
         Output("run-select", "value"),
         Output("run-errors", "children"),
         Output("poll-status", "children"),
@@ -237,6 +281,16 @@ def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
         _: int, selected: list[str] | None, search: str | None, shown: Any
     ) -> Any:
         return poll(store, selected, search, shown, throttle.gap())
+
+    @app.callback(
+        Output("run-select", "options"),
+        Output("run-count", "children"),
+        Input("run-filter", "value"),
+        Input("data-version", "data"),
+        State("run-select", "value"),
+    )
+    def _run_list(text: str | None, _: Any, selected: list[str] | None) -> Any:
+        return run_options(store, selected, text)
 
     @app.callback(
         Output("poll-interval", "disabled"),
@@ -293,8 +347,27 @@ def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
     def _figures(_: int, selected: list[str] | None, *values: Any) -> list[Any]:
         *choices, drawn = values
         start = time.perf_counter()
+        store.open(selected or [])
         with store.lock:
             runs = store.runs(selected or [])
             figures, keys = cache.figures(runs, view(*choices), drawn)
         throttle.record(time.perf_counter() - start)
         return [*figures, keys]
+
+    @app.callback(
+        Output(COMPARE_GRAPH, "figure"),
+        Output("compare-quantity", "options"),
+        Input("data-version", "data"),
+        Input("run-select", "value"),
+        Input("compare-quantity", "value"),
+        *[Input(control, "value") for control in controls],
+    )
+    def _compare(
+        _: Any, selected: list[str] | None, quantity: str | None, *choices: Any
+    ) -> Any:
+        store.open(selected or [])
+        with store.lock:
+            runs = store.runs(selected or [])
+            return compare_figure(runs, quantity, view(*choices)), quantity_options(
+                runs
+            )

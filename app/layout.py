@@ -10,10 +10,12 @@ from dash import dcc, html
 
 from cockpit.instruments import GROUPS, REGISTRY
 
-__all__ = ["WHOLE_MODEL", "build_layout", "graph_id"]
+__all__ = ["COMPARE_GRAPH", "WHOLE_MODEL", "build_layout", "graph_id"]
 
 WHOLE_MODEL = "__model__"
 """Value of the layer selector that shows the whole model's values (layer ``None``)."""
+COMPARE_GRAPH = "compare-graph"
+"""The id of the comparison view's graph (``cockpit.app.compare``)."""
 
 _GRID = {
     "display": "grid",
@@ -74,13 +76,59 @@ def _scale_controls() -> list[html.Div]:
     ]
 
 
+def _run_list() -> html.Div:
+    """The runs: a filter, then a scrolling checklist (selected runs first)."""
+    return _control(
+        "Runs (overlaid)",
+        dcc.Input(
+            id="run-filter",
+            type="text",
+            placeholder="filter: name words, key=value of config",
+            debounce=True,
+            style={"width": "300px"},
+        ),
+        html.Span(id="run-count", style={"fontSize": "11px", "color": "#555"}),
+        dcc.Checklist(
+            id="run-select",
+            options=[],
+            value=None,
+            style={"maxHeight": "160px", "overflowY": "auto", "minWidth": "300px"},
+            labelStyle={"display": "block", "whiteSpace": "nowrap"},
+        ),
+    )
+
+
+def _compare_section() -> html.Section:
+    """One quantity of every selected run in one panel (``cockpit.app.compare``)."""
+    return html.Section(
+        [
+            html.H2("Compare runs", style={"margin": "16px 0 8px"}),
+            html.Div(
+                [
+                    dcc.Dropdown(
+                        id="compare-quantity",
+                        options=[{"label": "loss", "value": "loss"}],
+                        value="loss",
+                        clearable=False,
+                        style={"width": "320px", "marginBottom": "6px"},
+                    ),
+                    dcc.Graph(
+                        id=COMPARE_GRAPH,
+                        config={"displaylogo": False},
+                        style={"height": "420px"},
+                    ),
+                ],
+                style=_CARD,
+            ),
+        ],
+        id="group-compare",
+    )
+
+
 def _controls(interval_ms: int) -> html.Div:
     return html.Div(
         [
-            _control(
-                "Runs (overlaid)",
-                dcc.Checklist(id="run-select", options=[], value=None),
-            ),
+            _run_list(),
             _control(
                 "Layer",
                 dcc.Dropdown(
@@ -188,6 +236,7 @@ def build_layout(logdir: str, interval_ms: int = 1000) -> html.Div:
                 id="alerts-summary",
                 style={"padding": "4px 8px", "background": "white", "margin": "4px 0"},
             ),
+            _compare_section(),
             *sections,
         ],
         style={

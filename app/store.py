@@ -16,7 +16,7 @@ import gc
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +25,7 @@ from cockpit.diagnosis import Diagnoser
 from cockpit.exceptions import CockpitError
 from cockpit.instruments import RunData
 from cockpit.logs import LogReader
+from cockpit.logs._columns import read_segments, segment_columns, write_segment
 from cockpit.logs.schema import ERROR, META_FILE, STEP
 
 __all__ = ["RunNameError", "RunState", "RunStore"]
@@ -33,6 +34,9 @@ _MAX_DEPTH = 3
 #: Bytes of ``steps.jsonl`` one poll reads per run, at most (plus one line): about
 #: a second's work, so a long or hostile run cannot stall the other runs' panels.
 POLL_BYTES = 64 * 2**20
+#: Bytes of ``steps.jsonl`` one poll takes from the columnar cache, at most: mapping
+#: them costs about a fiftieth of decoding the JSON.
+SEGMENT_BYTES = 16 * POLL_BYTES
 
 
 class RunNameError(CockpitError, ValueError):
@@ -53,6 +57,11 @@ class RunState:
         status: ``status`` from ``meta.json`` (``running``, ``finished``, ...).
         diagnoser: Checks each record once, as it is read; its alerts are
             ``data.alerts``.
+        lock: Held while the run is read or drawn (the store's).
+        opened: Whether ``steps.jsonl`` has been read (runs are read once shown).
+        diagnosed: Bytes of ``steps.jsonl`` whose records the diagnoser has seen;
+            behind :attr:`reader`'s offset while it catches up with records the
+            columnar cache gave (:meth:`_diagnose_cached`).
 
     """
 
@@ -63,10 +72,20 @@ class RunState:
     notices: list[str] = field(default_factory=list)
     status: str = "unknown"
     diagnoser: Diagnoser = field(default_factory=Diagnoser)
+    lock: Any = field(default_factory=threading.RLock, repr=False)
+    diagnosed: int = 0
+    opened: bool = False
+    _catching_up: threading.Thread | None = field(default=None, repr=False)
 
-    def poll(self) -> bool:
-        """Read what is new (up to :data:`POLL_BYTES`); whether anything changed."""
-        before = (self.error, len(self.notices), self.data.version, self.status)
+    def poll(self, steps: bool = True) -> bool:
+        """Read what is new (up to :data:`POLL_BYTES`); whether anything changed.
+
+        Args:
+            steps: Read ``steps.jsonl`` too; ``False`` reads ``meta.json`` alone
+                (a run listed but not shown: its name, status and config).
+
+        """
+        before = self._seen()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -76,38 +95,105 @@ class RunState:
             self.diagnoser.meta = meta
             self.diagnoser.run = self.name
             self.status = str(meta.get("status", "unknown"))
-            with _collector_paused():
-                self._read_new()
+            if steps:
+                with _collector_paused():
+                    self._read_cached()
+                    self._read_new()
+                self.opened = True
             self.error = None
         # One damaged run must not take the dashboard down: show why, keep polling.
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
-        return before != (self.error, len(self.notices), self.data.version, self.status)
+        return before != self._seen()
+
+    def _seen(self) -> tuple[Any, ...]:
+        return (
+            self.error,
+            len(self.notices),
+            self.data.version,
+            self.status,
+            self.diagnosed,
+        )
+
+    def _read_cached(self) -> None:
+        """Add what the columnar cache holds from the reader's offset on.
+
+        The diagnoser gets those records later, from the JSON, on another thread.
+        """
+        segments = read_segments(self.reader, SEGMENT_BYTES)
+        for segment in segments:
+            self._note(segment.warnings)
+            self._note_errors(segment.errors)
+            self.data.extend_columns(*segment_columns(segment))
+        if segments and self._catching_up is None:
+            self._catching_up = threading.Thread(
+                target=self._diagnose_cached, name=f"diagnose:{self.name}", daemon=True
+            )
+            self._catching_up.start()
 
     def _read_new(self) -> None:
         """Add the records appended since the last poll, and note what was skipped.
 
-        The records are freed when this returns, before the collector resumes.
+        What one poll decodes of a long run goes to the columnar cache. The records
+        are freed when this returns, before the collector resumes.
         """
+        start, lines = self.reader.offset, self.reader.lines
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             records = self.reader.read_new(POLL_BYTES)
-        self._note(str(w.message) for w in caught)
-        self.notices.extend(
-            f"step {r[STEP]}: the writer could not log this record ({r[ERROR]})"
-            for r in records
-            if ERROR in r
-        )
-        if records:
+        warned = [str(w.message) for w in caught]
+        self._note(warned)
+        # A long read's numbers are sorted once, into the cache, and taken from it.
+        segment = write_segment(self.reader, start, lines, records, warned)
+        self._note_errors(records)
+        if segment is not None:
+            self.data.extend_columns(*segment_columns(segment))
+        elif records:
             self.data.extend_records(records)
+        if self.diagnosed == start:
+            self._diagnose(records, self.reader.offset)
+
+    def _diagnose(self, records: list[dict[str, Any]], offset: int) -> None:
+        if records:
             self.diagnoser.feed(records)
             self.data.alerts = self.diagnoser.alerts
+        self.diagnosed = offset
+
+    def _diagnose_cached(self) -> None:
+        """Feed the diagnoser the records it has not seen, in order.
+
+        A background thread, until the diagnoser is as far as the reader: the
+        panels show meanwhile, and the alerts follow.
+        """
+        behind = LogReader(self.reader.run_dir, root=self.reader.root, quiet=True)
+        while True:
+            with self.lock:
+                gap = self.reader.offset - self.diagnosed
+                if gap <= 0:
+                    self._catching_up = None
+                    return
+                behind.skip_to(self.diagnosed, 0)
+            try:
+                records = behind.read_new(min(gap, POLL_BYTES))
+            except Exception:  # the run's poll shows what is wrong with its files
+                with self.lock:
+                    self._catching_up = None
+                return
+            with self.lock:
+                self._diagnose(records, behind.offset)
 
     def _note(self, messages: Iterable[str]) -> None:
         """Add notices not shown yet (``meta.json``'s come again at every poll)."""
         for message in messages:
             if message not in self.notices:
                 self.notices.append(message)
+
+    def _note_errors(self, records: list[dict[str, Any]]) -> None:
+        self.notices.extend(
+            f"step {r[STEP]}: the writer could not log this record ({r[ERROR]})"
+            for r in records
+            if ERROR in r
+        )
 
 
 @contextlib.contextmanager
@@ -191,7 +277,7 @@ class RunStore:
             except RunNameError:
                 continue
             reader = LogReader(path, root=self.logdir)
-            self._runs[name] = RunState(name, reader, RunData(name))
+            self._runs[name] = RunState(name, reader, RunData(name), lock=self.lock)
             found = True
         return found
 
@@ -210,15 +296,34 @@ class RunStore:
                 metas.extend(self._meta_files(child, depth - 1))
         return metas
 
-    def poll(self) -> bool:
-        """Find new runs and read what every run appended; whether anything changed."""
+    def poll(self, shown: Collection[str] | None = None) -> bool:
+        """Find new runs and read what they appended; whether anything changed.
+
+        Args:
+            shown: The runs whose steps to read; the others' ``meta.json`` alone is
+                read, so a hundred runs cost a hundred small files per poll until
+                selected. ``None``: every run.
+
+        """
         with self.lock:
             changed = self._discover()
             for state in self._runs.values():
-                changed = state.poll() or changed
+                steps = shown is None or state.name in shown
+                changed = state.poll(steps) or changed
             if changed:
                 self.version += 1
             return changed
+
+    def open(self, names: Iterable[str]) -> None:
+        """Read the named runs that have not been read yet (just selected)."""
+        with self.lock:
+            changed = False
+            for name in names:
+                state = self._runs.get(name)
+                if state is not None and not state.opened:
+                    changed = state.poll() or changed
+            if changed:
+                self.version += 1
 
     def names(self) -> list[str]:
         """The known runs, newest first (by start time in ``meta.json``)."""

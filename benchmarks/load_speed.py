@@ -14,11 +14,19 @@ every line is what this checkout's writer writes. ``--full-steps N`` also trains
 steps with the ``full`` preset and reports its bytes per step.
 
 Measured, each in a fresh process (``VmHWM`` of ``/proc/self/status``: peak resident
-memory of that process, imports included; ``import`` is the peak after the imports alone):
+memory of that process, imports included; ``import`` is the peak after the imports alone),
+in this order:
 
-* ``load``: ``cockpit.load(run)``, the pandas frames.
-* ``store``: the dashboard's first poll, ``RunStore(DIR).poll()`` until the run is
-  read whole (the store reads a bounded number of bytes per run and poll).
+* ``store``, first open: the dashboard's polls, ``RunStore(DIR).poll()`` until the
+  run is read whole (the store reads a bounded number of bytes per run and poll),
+  with no columnar cache (``RUN/.columns``, removed first): it decodes the JSON and
+  writes the cache as it goes.
+* ``load``, first open: ``cockpit.load(run)``, the pandas frames, with no cache (removed
+  again); it decodes the JSON and writes the cache.
+* ``load`` and ``store`` again: the cold open of a run that has its cache, each in a
+  fresh process. ``load`` builds ``Run.histograms`` on first use; ``load+hist`` also
+  asks for it. The dashboard's diagnosis of cached records goes on in the
+  background afterwards, not timed.
 
 Output: one JSON object per measurement on stdout.
 """
@@ -30,6 +38,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -47,12 +56,14 @@ def _peak_mb() -> float:
 
 def child(what: str, path: Path) -> dict:
     """Time one cold read of ``path`` in this (fresh) process."""
-    if what == "load":
+    if what.startswith("load"):
         import cockpit.logs  # pandas and the reader, before the clock
 
         imported = _peak_mb()
         start = time.perf_counter()
         run = cockpit.load(path)
+        if what == "load+hist":
+            run.histograms  # noqa: B018 (built on first use)
         seconds = time.perf_counter() - start
         rows = len(run.scalars)
     else:
@@ -61,8 +72,11 @@ def child(what: str, path: Path) -> dict:
         imported = _peak_mb()
         start = time.perf_counter()
         store = RunStore(path.parent)
-        polls = 1
-        while store.poll():
+        polls = 0
+        state = None
+        while state is None or state.reader.unread_bytes():
+            store.poll()
+            state = store.state(path.name)
             polls += 1
         seconds = time.perf_counter() - start
         rows = polls
@@ -72,7 +86,12 @@ def child(what: str, path: Path) -> dict:
         "peak_mb": round(_peak_mb()),
         "import_peak_mb": round(imported),
         "rows_or_polls": rows,
+        "cached_mb": round(_cache_bytes(path) / 1e6, 1),
     }
+
+
+def _cache_bytes(run_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (run_dir / ".columns").glob("*.arrow"))
 
 
 def make_run(folder: Path, steps: int, template_steps: int) -> Path:
@@ -107,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--template-steps", type=int, default=50)
     parser.add_argument("--full-steps", type=int, default=0)
-    parser.add_argument("--child", choices=("load", "store"), help=argparse.SUPPRESS)
+    parser.add_argument("--cached-only", action="store_true", help="skip first opens")
+    parser.add_argument(
+        "--child", choices=("load", "load+hist", "store"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.folder)))
@@ -115,9 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = make_run(args.folder, args.steps, args.template_steps)
     size = (run_dir / "steps.jsonl").stat().st_size
     print(json.dumps({"run": str(run_dir), "mb": round(size / 1e6, 1)}), flush=True)
-    for what in ("load", "store"):
+    first = [] if args.cached_only else ["store", "load"]
+    for what, uncached in [(w, True) for w in first] + [
+        (w, False) for w in ("load", "load+hist", "store")
+    ]:
+        if uncached:
+            shutil.rmtree(run_dir / ".columns", ignore_errors=True)
         command = [sys.executable, __file__, str(run_dir), "--child", what]
-        print(subprocess.check_output(command, text=True).strip(), flush=True)
+        result = json.loads(subprocess.check_output(command, text=True))
+        print(json.dumps({**result, "first_open": uncached}), flush=True)
     if args.full_steps:
         print(json.dumps(full_step_bytes(args.folder / "full", args.full_steps)))
 

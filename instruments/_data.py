@@ -11,6 +11,7 @@ run of 100,000 steps does not hold 100,000 copies of a 2D histogram.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import pandas as pd
 
 from cockpit.diagnosis import Alert
 from cockpit.logs import Run
+from cockpit.logs._columns import HistogramColumn
 from cockpit.logs.flatten import flatten_columns
 
 __all__ = ["Histogram", "RunData", "Series"]
@@ -90,13 +92,31 @@ class _Thinned:
         self.latest: Histogram | None = None
 
     def add(self, item: Histogram) -> None:
-        if self.seen % self.stride == 0:
-            self.items.append(item)
-            if len(self.items) > self.cap:
-                self.items = self.items[::2]
-                self.stride *= 2
-        self.seen += 1
-        self.latest = item
+        self.add_many(1, lambda _: item)
+
+    def add_many(self, count: int, make: Callable[[int], Histogram | None]) -> None:
+        """Add ``count`` items, building only those kept and the newest.
+
+        ``make(i)`` gives the i-th, or ``None`` for one to leave out (a damaged
+        histogram).
+        """
+        last_index, last_item = -1, None
+        for index in range(count):
+            if self.seen % self.stride == 0:
+                item = make(index)
+                if item is None:
+                    continue
+                last_index, last_item = index, item
+                self.items.append(item)
+                if len(self.items) > self.cap:
+                    self.items = self.items[::2]
+                    self.stride *= 2
+            self.seen += 1
+        for index in reversed(range(count)):
+            newest = last_item if index == last_index else make(index)
+            if newest is not None:
+                self.latest = newest
+                return
 
     def all(self) -> list[Histogram]:
         if self.latest is None or (self.items and self.items[-1] is self.latest):
@@ -131,6 +151,14 @@ def _fits(edges: np.ndarray, y_edges: np.ndarray | None, counts: np.ndarray) -> 
     ):
         return False
     return len(edges) == counts.shape[0] + 1
+
+
+def _histogram(step: int, edges: Any, y_edges: Any, counts: Any) -> Histogram | None:
+    """The logged lists as a :class:`Histogram`; ``None`` if they do not fit."""
+    counts, edges, y_array = _array(counts), _array(edges), _array(y_edges)
+    if counts is None or edges is None or not _fits(edges, y_array, counts):
+        return None
+    return Histogram(step, edges, y_array, counts)
 
 
 class RunData:
@@ -202,12 +230,46 @@ class RunData:
         """
         columns, histograms = flatten_columns(records)
         for (quantity, layer), (steps, values) in columns.items():
-            chunk = Series(np.asarray(steps, dtype=np.int64), np.asarray(values))
-            self._chunks[(quantity, layer)].append(chunk)
-            self._merged.pop((quantity, layer), None)
-            self._touch(quantity, layer, max(steps))
+            self._add_column(quantity, layer, steps, values)
         for step, quantity, layer, edges, y_edges, counts, *_ in histograms:
             self._add_histogram(step, quantity, layer, edges, y_edges, counts)
+
+    def extend_columns(
+        self,
+        columns: dict[_Key, tuple[np.ndarray, np.ndarray]],
+        histograms: dict[_Key, HistogramColumn],
+    ) -> None:
+        """Add numbers and histograms already sorted by quantity and layer.
+
+        Args:
+            columns: ``(quantity, layer) -> (steps, values)``, as
+                ``cockpit.logs._columns.segment_columns`` returns them.
+            histograms: ``(quantity, layer) ->`` histograms decoded on demand:
+                only those kept after thinning are.
+
+        """
+        for (quantity, layer), (steps, values) in columns.items():
+            self._add_column(quantity, layer, steps, values)
+        for (quantity, layer), column in histograms.items():
+            if not len(column.steps):
+                continue
+
+            def make(index: int, column: HistogramColumn = column) -> Histogram | None:
+                return _histogram(int(column.steps[index]), *column.row(index))
+
+            thinned = self._hists.setdefault(
+                (quantity, layer), _Thinned(self._hist_cap)
+            )
+            thinned.add_many(len(column.steps), make)
+            self._touch(quantity, layer, int(column.steps.max()))
+
+    def _add_column(
+        self, quantity: str, layer: str | None, steps: Any, values: Any
+    ) -> None:
+        chunk = Series(np.asarray(steps, dtype=np.int64), np.asarray(values, float))
+        self._chunks[(quantity, layer)].append(chunk)
+        self._merged.pop((quantity, layer), None)
+        self._touch(quantity, layer, int(chunk.steps.max()))
 
     def _touch(self, quantity: str, layer: str | None, step: int) -> None:
         self._versions[quantity.split(".", 1)[0]] += 1
@@ -247,10 +309,9 @@ class RunData:
         y_edges: Any,
         counts: Any,
     ) -> None:
-        counts, edges, y_array = _array(counts), _array(edges), _array(y_edges)
-        if counts is None or edges is None or not _fits(edges, y_array, counts):
+        hist = _histogram(step, edges, y_edges, counts)
+        if hist is None:
             return
-        hist = Histogram(step, edges, y_array, counts)
         self._hists.setdefault((quantity, layer), _Thinned(self._hist_cap)).add(hist)
         self._touch(quantity, layer, step)
 

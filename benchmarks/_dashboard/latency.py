@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from _dashboard.records import repeated, write_run
 from _dashboard.report import log, summary
@@ -54,29 +56,15 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60) -> No
 
 def latency(templates, meta, period: int, args, logdir: Path) -> dict:
     """(a): seconds from a step's line in ``steps.jsonl`` to its point drawn."""
-    from playwright.sync_api import sync_playwright
-
     total = args.latency_steps + args.appends
     records = repeated(templates, period, total)
     first = [r for r in records if r["step"] < args.latency_steps]
     later = [r for r in records if r["step"] >= args.latency_steps]
     writer = write_run(logdir / "live", meta, first, close=False)
-    port = free_port()
-    command = [sys.executable, "-m", "cockpit.app", "serve", str(logdir)]
-    server = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}/"
     rng = random.Random(0)
     seconds = []
     try:
-        wait_until_up(url, server)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=BROWSER_ARGS
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
+        with dashboard_page(logdir) as (page, browser, _):
             shown = f"({MAX_STEP})() >= {args.latency_steps - 1}"
             page.wait_for_function(f"() => {shown}", timeout=120_000)
             for step in range(args.latency_steps, total):
@@ -91,9 +79,37 @@ def latency(templates, meta, period: int, args, logdir: Path) -> dict:
                 seconds.append(time.perf_counter() - start)
                 log(f"  latency of step {step}: {seconds[-1]:.2f} s")
             browser_version = browser.version
+    finally:
+        writer.close()
+    return {**summary(seconds), "seconds": seconds, "chromium": browser_version}
+
+
+@contextlib.contextmanager
+def dashboard_page(logdir: Path, goto: bool = True) -> Iterator[tuple[Any, Any, str]]:
+    """``cockpit serve logdir``, and a headless Chromium page on it.
+
+    Yields ``(page, browser, address)``; the page has opened the address unless
+    ``goto`` is false.
+    """
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    command = [sys.executable, "-m", "cockpit.app", "serve", str(logdir)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, server)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=BROWSER_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            if goto:
+                page.goto(url)
+            yield page, browser, url
             browser.close()
     finally:
         server.terminate()
         server.wait()
-        writer.close()
-    return {**summary(seconds), "seconds": seconds, "chromium": browser_version}

@@ -22,6 +22,7 @@ import orjson
 import pandas as pd
 
 from cockpit.exceptions import CorruptLogWarning, LogFormatError
+from cockpit.logs import _columns
 from cockpit.logs._format import check_version, decode_line
 from cockpit.logs._meta_fields import checked_meta
 from cockpit.logs.flatten import records_to_frames
@@ -56,9 +57,12 @@ class LogReader:
         root: If given, the run's files must lie under it: a symbolic link leading
             elsewhere is refused, not followed (the dashboard passes its LOGDIR).
         max_line_bytes: Longest line decoded (:data:`MAX_LINE_BYTES`).
+        quiet: Skip corrupt lines without a warning (for a second reader of lines
+            whose warnings were given already).
 
     Attributes:
         run_dir: The run directory.
+        root: The resolved ``root``, or ``None``.
         offset: Bytes of ``steps.jsonl`` consumed so far; only complete lines count.
 
     """
@@ -68,12 +72,27 @@ class LogReader:
         run_dir: str | os.PathLike[str],
         root: str | os.PathLike[str] | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        quiet: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.offset = 0
-        self._root = None if root is None else Path(root).resolve()
+        self.root = None if root is None else Path(root).resolve()
         self._max_line = max_line_bytes
         self._lines_read = 0
+        self._quiet = quiet
+
+    @property
+    def lines(self) -> int:
+        """Lines of ``steps.jsonl`` consumed so far (numbering corrupt lines)."""
+        return self._lines_read
+
+    def skip_to(self, offset: int, lines: int) -> None:
+        """Go on reading at byte ``offset``, the end of line ``lines``.
+
+        For a reader that has the records before ``offset`` from elsewhere (the
+        columnar cache, ``cockpit.logs._columns``).
+        """
+        self.offset, self._lines_read = offset, lines
 
     def _file(self, name: str) -> Path:
         """The path to open for the run's file ``name``, checked against ``root``.
@@ -84,10 +103,10 @@ class LogReader:
         """
         path = self.run_dir / name
         resolved = path.resolve()
-        if self._root is not None and not resolved.is_relative_to(self._root):
+        if self.root is not None and not resolved.is_relative_to(self.root):
             raise LogFormatError(
                 f"Refused {path}: it is a symbolic link leading outside "
-                f"{self._root}; only files under it are read."
+                f"{self.root}; only files under it are read."
             )
         if resolved.is_dir():
             raise LogFormatError(f"{path} is a directory, expected a file.")
@@ -185,7 +204,7 @@ class LogReader:
         records: list[dict[str, Any]] = []
         start = offset = self.offset
         lines, read = self._lines_read, 0
-        corrupt = _Corrupt(name)
+        corrupt = _Corrupt(name, self._quiet)
         while max_bytes is None or offset - start < max_bytes:
             raw = file.readline(self._max_line + 1)
             length = len(raw)
@@ -246,13 +265,16 @@ class _Corrupt:
     not a million messages.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, quiet: bool = False) -> None:
         self.path = path
+        self.quiet = quiet
         self.warned = 0
         self.unwarned: list[int] = []  # the first and the last line not warned of
         self.count = 0
 
     def add(self, number: int, problem: str) -> None:
+        if self.quiet:
+            return
         if self.warned < _WARNED:
             self.warned += 1
             _warn(f"Skipped corrupt line {number} of {self.path}: {problem}")
@@ -285,7 +307,9 @@ class Run:
         scalars: Columns ``step, quantity, layer, value``; layer ``None`` is the
             total over the model.
         histograms: Columns ``step, quantity, layer, edges, y_edges, counts,
-            sample_size, total``; ``y_edges`` is ``None`` for 1D histograms.
+            sample_size, total``; ``y_edges`` is ``None`` for 1D histograms. Built
+            on first use where the columnar cache holds them (their lists are most
+            of a long run's memory).
         errors: Records the writer could not log, each with an ``ERROR`` string.
 
     """
@@ -293,8 +317,15 @@ class Run:
     path: Path
     meta: dict[str, Any]
     scalars: pd.DataFrame
-    histograms: pd.DataFrame
+    _histograms: pd.DataFrame | Callable[[], pd.DataFrame] = field(repr=False)
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def histograms(self) -> pd.DataFrame:
+        """The histogram frame (see the class's attributes)."""
+        if callable(self._histograms):
+            self._histograms = self._histograms()
+        return self._histograms
 
     def scalar(self, quantity: str, layer: str | None = None) -> pd.Series:
         """Values of one quantity by step.
@@ -334,6 +365,10 @@ class Run:
 def load(run_dir: str | os.PathLike[str]) -> Run:
     """Read a whole run directory into pandas.
 
+    The columnar cache (``cockpit.logs._columns``) gives the records it covers, and
+    what this call decodes from the JSON lines after it is kept in the cache for the
+    next call (where ``pyarrow`` is installed and the run directory is writable).
+
     Args:
         run_dir: One run directory, e.g. ``runs/<name>``.
 
@@ -347,7 +382,42 @@ def load(run_dir: str | os.PathLike[str]) -> Run:
     """
     reader = LogReader(run_dir)
     meta = reader.meta()
-    records = reader.read_new()
+    segments = _columns.read_segments(reader)
+    for segment in segments:
+        for message in segment.warnings:
+            _warn(message)
+    start, start_lines = reader.offset, reader.lines
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = reader.read_new()
+    warned = [str(w.message) for w in caught if w.category is CorruptLogWarning]
+    for caught_warning in caught:
+        warnings.warn_explicit(
+            caught_warning.message,
+            caught_warning.category,
+            caught_warning.filename,
+            caught_warning.lineno,
+        )
+    _columns.write_segment(reader, start, start_lines, records, warned)
     scalars, histograms = records_to_frames(records)
-    errors = [record for record in records if ERROR in record]
-    return Run(Path(run_dir), meta, scalars, histograms, errors)
+    errors = [e for s in segments for e in s.errors]
+    errors += [record for record in records if ERROR in record]
+    if not segments:
+        return Run(Path(run_dir), meta, scalars, histograms, errors)
+    tables = [segment.histograms() for segment in segments]
+    return Run(
+        Path(run_dir),
+        meta,
+        _joined(_columns.segment_scalars(segments), scalars),
+        lambda: _joined(_columns.segment_histograms(tables), histograms),
+        errors,
+    )
+
+
+def _joined(cached: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The cached rows, then the new ones, with the new frame's column types."""
+    if new.empty:
+        return cached.astype(new.dtypes.to_dict()) if cached.empty else cached
+    if cached.empty:
+        return new
+    return pd.concat([cached, new], ignore_index=True)

@@ -7,6 +7,7 @@ subprocess) serves LOGDIR; the tests look at what the page shows. Screenshots go
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,6 +106,24 @@ def last_step(run_dir: Path) -> int:
     return max(json.loads(line)["step"] for line in lines if line.endswith("}"))
 
 
+@contextlib.contextmanager
+def serving(logdir: Path, log: Any = subprocess.DEVNULL) -> Iterator[str]:
+    """``cockpit serve logdir`` in a subprocess, up; its address."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [*cockpit_command(), "serve", str(logdir), "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, serve)
+        yield url
+    finally:
+        stop(serve)
+
+
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("logdir")
@@ -121,20 +142,11 @@ def server(logdir, tmp_path_factory):
         cwd=ROOT,
         env=env,
     )
-    port = free_port()
     log = (tmp_path_factory.mktemp("server") / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [*cockpit_command(), "serve", str(logdir), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until_up(url, serve)
-        yield url
+        with serving(logdir, log) as url:
+            yield url
     finally:
-        stop(serve)
         stop(writer)
         log.close()
 

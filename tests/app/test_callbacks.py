@@ -40,33 +40,47 @@ def texts(children):
     return [child.children for child in children]
 
 
-def test_first_poll_selects_the_newest_run(store):
-    version, options, selection, messages, status = callbacks.poll(store, None, "")
-    assert version["version"] == store.version == 1
-    assert {o["value"] for o in options} == {"full-run", "economy-run"}
+def test_first_poll_selects_the_newest_run_and_reads_only_it(store):
+    version, selection, messages, status = callbacks.poll(store, None, "")
+    assert version["version"] == store.version
     assert selection == ["economy-run"]  # written last
     assert messages == []
     assert status.startswith("2 runs")
-    label = next(o["label"] for o in options if o["value"] == "full-run")
-    assert label == "full-run (finished, step 5)"
+    assert store.state("economy-run").opened
+    assert not store.state("full-run").opened  # listed from meta.json alone
+    options, count = callbacks.run_options(store, selection, "")
+    assert [o["value"] for o in options] == ["economy-run", "full-run"]
+    labels = [o["label"] for o in options]
+    assert labels == ["economy-run (finished, step 3)", "full-run (finished)"]
+    assert count == ""
 
 
 def test_later_polls_send_nothing_unless_something_changed(store, logdir):
     shown, *_ = callbacks.poll(store, None, "")
-    assert callbacks.poll(store, ["full-run"], "", shown) == (no_update,) * 5
-    append(logdir / "full-run", 6)
-    version, options, selection, _, _ = callbacks.poll(store, ["full-run"], "", shown)
-    assert version["version"] == 2
+    assert callbacks.poll(store, ["economy-run"], "", shown) == (no_update,) * 4
+    append(logdir / "economy-run", 4, curvature=False)
+    version, selection, _, _ = callbacks.poll(store, ["economy-run"], "", shown)
+    assert version["version"] > shown["version"]
     assert selection is no_update
-    assert "step 6" in next(o["label"] for o in options if o["value"] == "full-run")
+    options, _ = callbacks.run_options(store, ["economy-run"], None)
+    assert "step 4" in options[0]["label"]
+
+
+def test_selecting_a_run_reads_it(store, logdir):
+    shown, *_ = callbacks.poll(store, None, "")
+    version, *_ = callbacks.poll(store, ["full-run"], "", shown)
+    assert version["version"] > shown["version"]
+    assert store.state("full-run").data.last_step == 5
 
 
 def test_new_data_waits_for_the_gap(store, logdir):
     shown, *_ = callbacks.poll(store, None, "")
-    append(logdir / "full-run", 6)
-    assert callbacks.poll(store, ["full-run"], "", shown, gap_s=60) == (no_update,) * 5
-    version, *_ = callbacks.poll(store, ["full-run"], "", {**shown, "at": 0.0}, 60)
-    assert version["version"] == 2
+    append(logdir / "economy-run", 4, curvature=False)
+    assert (
+        callbacks.poll(store, ["economy-run"], "", shown, gap_s=60) == (no_update,) * 4
+    )
+    version, *_ = callbacks.poll(store, ["economy-run"], "", {**shown, "at": 0.0}, 60)
+    assert version["version"] > shown["version"]
 
 
 def test_a_second_page_catches_up(store):
@@ -87,7 +101,7 @@ def test_throttle_gap():
 
 def test_query_string_preselects_and_refuses(store):
     search = "?run=full-run&run=economy-run&run=../etc&run=/etc/passwd"
-    _, _, selection, messages, _ = callbacks.poll(store, None, search)
+    _, selection, messages, _ = callbacks.poll(store, None, search)
     assert selection == ["full-run", "economy-run"]
     shown = " ".join(texts(messages))
     assert "Refused run name '../etc'" in shown
@@ -96,7 +110,8 @@ def test_query_string_preselects_and_refuses(store):
 
 def test_broken_run_is_flagged(store, logdir):
     (logdir / "full-run" / "meta.json").write_text("{")
-    _, options, _, messages, _ = callbacks.poll(store, None, "")
+    _, selection, messages, _ = callbacks.poll(store, None, "")
+    options, _ = callbacks.run_options(store, selection, None)
     label = next(o["label"] for o in options if o["value"] == "full-run")
     assert label.startswith("⚠ full-run")
     assert any("full-run: LogFormatError" in text for text in texts(messages))
@@ -105,7 +120,7 @@ def test_broken_run_is_flagged(store, logdir):
 def test_many_notices_are_summarized(store, logdir):
     with (logdir / "economy-run" / "steps.jsonl").open("a") as file:
         file.write("garbage\n" * 5)
-    _, _, _, messages, _ = callbacks.poll(store, None, "")
+    _, _, messages, _ = callbacks.poll(store, None, "")
     shown = texts(messages)
     assert len(shown) == 4
     assert shown[-1] == "economy-run: ... and 2 more"

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from cockpit.logs import RunWriter
-from tests.app.test_browser import (
-    ARGS,
-    CHROMIUM,
-    ROOT,
-    cockpit_command,
-    free_port,
-    screenshot,
-    stop,
-    wait_until_up,
-)
+from tests.app.test_browser import ARGS, CHROMIUM, screenshot, serving
 from tests.instruments.synthetic import records
 
 pytestmark = pytest.mark.skipif(
@@ -42,17 +31,9 @@ def test_failing_run_shows_its_alert_at_the_top(tmp_path):
     from playwright.sync_api import sync_playwright
 
     write_failing_run(tmp_path / "failing")
-    port = free_port()
     log = (tmp_path / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [*cockpit_command(), "serve", str(tmp_path), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/?run=failing"
-    try:
-        wait_until_up(url, serve)
+    with log, serving(tmp_path, log) as address:
+        url = f"{address}?run=failing"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=ARGS
@@ -81,6 +62,3 @@ def test_failing_run_shows_its_alert_at_the_top(tmp_path):
             )
             screenshot(page, "diagnosis-loss-panel")
             browser.close()
-    finally:
-        stop(serve)
-        log.close()
