@@ -48,6 +48,7 @@ def run_meta(
     engines: dict[str, Any],
     hist_samples: int,
     config: Mapping[str, Any] | None,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's ``meta.json`` as the tracker writes it when the run starts.
 
@@ -63,6 +64,7 @@ def run_meta(
         engines: The engine assignment as ``meta.json`` stores it.
         hist_samples: The histogram sample budget.
         config: The user's hyperparameters.
+        budget: The overhead budget's plan (``BudgetControl.as_meta``), if any.
 
     """
     loss_fn, mean = loss
@@ -91,5 +93,6 @@ def run_meta(
             "engines": engines,
             "hist_samples": hist_samples,
             "config": dict(config or {}),
+            "budget": budget,
         }
     )

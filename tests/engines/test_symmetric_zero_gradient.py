@@ -31,7 +31,12 @@ def test_key_bias_stays_with_its_engine(tmp_path):
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ck = cockpit.Cockpit(
-        model, loss_fn, optimizer, logdir=tmp_path, preset=None, quantities=["norm_test"]
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities=["norm_test"],
     )
     x, y = torch.randn(6, 5, 4), torch.randint(0, 3, (6,))
     optimizer.zero_grad()

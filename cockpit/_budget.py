@@ -1,0 +1,232 @@
+"""The overhead budget at work: measure wall time, plan intervals, schedule quantities.
+
+``Cockpit(budget=0.05)`` hands its budgeted quantities a :class:`BudgetSchedule`
+each, which asks one :class:`BudgetControl` whether the quantity is due. The control
+measures nothing on the device: the tracker reports each step's wall time (from one
+``track()`` entry to the next, the same clock as ``step_time``) and which quantities
+it tracked, and the control compares tracked steps with untracked ones.
+
+The run in phases (steps counted by ``track()`` blocks):
+
+1. Step 0 tracks every budgeted quantity, so every panel has a first value.
+2. Calibration: for each quantity an untracked step, then a step tracking it alone.
+   Untracked steps give the plain step's time (median); each probe gives that
+   quantity's extra seconds alone, which :func:`cockpit.budget.attribute` splits into
+   the cost model.
+3. From then on the plan of :func:`cockpit.budget.plan`, repeating every
+   ``P = lcm(ladder)`` steps; the last step of each period is left untracked as a
+   reference for the plain step. After every period the control re-plans: it
+   compares the measured extra time of the tracked steps (medians per set of tracked
+   quantities) with what the cost model predicted, scales the costs by the ratio
+   and plans again, so the plan follows costs that change.
+
+The measured share ``(sum of step times - n * plain step) / sum of step times`` of the
+last period is logged as ``overhead_share`` at each tracked step; the plan, the costs
+and the shares are in ``meta.json`` under ``budget``, rewritten at each re-plan.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cockpit.budget import LADDER, Costs, allowed_seconds, attribute, mean_cost, plan
+from cockpit.exceptions import ConfigurationError
+
+__all__ = ["DEFAULT_BUDGET", "BudgetControl", "BudgetSchedule", "check_budget"]
+
+#: The budget of a Cockpit given neither a preset nor quantities.
+DEFAULT_BUDGET = 0.05
+#: Recent untracked steps whose median is the plain step's time.
+_BASELINE_STEPS = 25
+#: Recent probes of a quantity alone whose median is its cost.
+_PROBES = 9
+
+
+def check_budget(budget: object) -> float:
+    """``budget`` as a float in (0, 1), or a :class:`ConfigurationError`."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise ConfigurationError(
+            f"budget must be a number in (0, 1), the tracker's share of the wall "
+            f"time, got {type(budget).__name__}: {budget!r}. E.g. budget=0.05."
+        )
+    if not 0.0 < budget < 1.0:
+        raise ConfigurationError(
+            f"budget must be in (0, 1), the tracker's share of the wall time, got "
+            f"{budget!r}. E.g. budget=0.05 for at most 5 %; pass preset=... without "
+            "a budget to track at fixed intervals."
+        )
+    return float(budget)
+
+
+class BudgetSchedule:
+    """A budgeted quantity's schedule: due when the control's plan says so."""
+
+    def __init__(self, control: BudgetControl, name: str):
+        self.control = control
+        self.name = name
+
+    def __call__(self, step: int) -> bool:
+        return self.name in self.control.due(step)
+
+    def __repr__(self) -> str:
+        return f"budget({self.control.budget:g})"
+
+
+class BudgetControl:
+    """Plans the budgeted quantities' intervals from the steps' measured wall time.
+
+    Args:
+        budget: The tracker's allowed share of the wall time, in (0, 1).
+        uses: Budgeted quantity -> the engines it needs (``"per_sample"``,
+            ``"curvature"``), in the order to calibrate them.
+        rank: Quantity -> informativeness rank (0 best), see :func:`plan`.
+        ladder: The intervals to choose from.
+
+    """
+
+    def __init__(
+        self,
+        budget: float,
+        uses: Mapping[str, frozenset[str]],
+        rank: Mapping[str, int],
+        ladder: tuple[int, ...] = LADDER,
+    ):
+        self.budget = budget
+        self.uses = dict(uses)
+        self.rank = dict(rank)
+        self.ladder = ladder
+        self.period = max(ladder) if all(max(ladder) % k == 0 for k in ladder) else 0
+        assert self.period, "the ladder's intervals must divide its largest"
+        names = list(uses)
+        self.calibration = [frozenset(names)]
+        for name in names:
+            self.calibration += [frozenset(), frozenset({name})]
+        self.calibration.append(frozenset())
+        self.start = len(self.calibration)
+        self.intervals = dict.fromkeys(names, max(ladder))
+        self.costs: Costs | None = None
+        self.scale = 1.0
+        self.plain_seconds: float | None = None
+        self.measured_share: float | None = None
+        self.planned_share: float | None = None
+        self.planned_at: int | None = None
+        self.over_budget = False
+        self.changed = False
+        self._baseline: deque[float] = deque(maxlen=_BASELINE_STEPS)
+        self._alone: dict[str, deque[float]] = defaultdict(
+            lambda: deque(maxlen=_PROBES)
+        )
+        self._window: list[tuple[float, frozenset[str]]] = []
+        self._tracked_counts: dict[str, int] = defaultdict(int)
+        self._due_counts: dict[str, int] = defaultdict(int)
+
+    def schedule(self, name: str) -> BudgetSchedule:
+        """The schedule the quantity ``name`` gets."""
+        return BudgetSchedule(self, name)
+
+    def due(self, step: int) -> frozenset[str]:
+        """The budgeted quantities due at ``step``."""
+        if step < self.start:
+            return self.calibration[step]
+        offset = step - self.start
+        if offset % self.period == self.period - 1:
+            return frozenset()  # the reference step: plain training
+        return frozenset(q for q, k in self.intervals.items() if offset % k == 0)
+
+    def forget(self, name: str) -> None:
+        """Stop planning for ``name`` (the tracker dropped it)."""
+        self.uses.pop(name, None)
+        self.intervals.pop(name, None)
+        self._alone.pop(name, None)
+
+    def observe(self, step: int, seconds: float, tracked: Iterable[str]) -> None:
+        """Take step ``step``'s wall time and the quantities tracked in it.
+
+        Host arithmetic only, called by the tracker at the next ``track()`` entry;
+        re-plans when the calibration or a period has just ended.
+        """
+        tracked = frozenset(q for q in tracked if q in self.uses)
+        for q in tracked:
+            self._tracked_counts[q] += 1
+        for q in self.due(step) & tracked:
+            self._due_counts[q] += 1
+        if not tracked:
+            self._baseline.append(seconds)
+        if len(tracked) == 1 and step > 0:
+            self._alone[next(iter(tracked))].append(seconds)
+        if step >= self.start:
+            self._window.append((seconds, tracked))
+        following = step + 1 - self.start
+        if following >= 0 and following % self.period == 0:
+            self._replan(step + 1)
+
+    def _replan(self, at: int) -> None:
+        if not self._baseline or not self.uses:
+            return
+        plain = statistics.median(self._baseline)
+        self.plain_seconds = plain
+        known = {q: statistics.median(s) - plain for q, s in self._alone.items() if s}
+        worst = max(known.values(), default=0.0)
+        alone = {q: known.get(q, worst) for q in self.uses}
+        costs = attribute(alone, self.uses)
+        spans = {
+            q: min(max(round(self._tracked_counts[q] / n), 1), 2)
+            for q, n in self._due_counts.items()
+            if n and q in self.uses
+        }
+        self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
+        if self._window:
+            self._correct(plain)
+        scaled = self.costs.scaled(self.scale)
+        self.intervals = plan(scaled, plain, self.budget, self.rank, self.ladder)
+        planned = mean_cost(scaled, self.intervals, self.ladder)
+        self.planned_share = planned / (plain + planned) if plain + planned else 0.0
+        self.over_budget = planned > allowed_seconds(self.budget, plain)
+        self.planned_at = at
+        self.changed = True
+
+    def _correct(self, plain: float) -> None:
+        """Scale the costs by measured / predicted over the period just ended."""
+        assert self.costs is not None
+        total = sum(seconds for seconds, _ in self._window)
+        extra = total - plain * len(self._window)
+        self.measured_share = extra / total if total > 0 else None
+        by_set: dict[frozenset[str], list[float]] = defaultdict(list)
+        for seconds, tracked in self._window:
+            if tracked:
+                by_set[tracked].append(seconds - plain)
+        measured = sum(len(s) * statistics.median(s) for s in by_set.values())
+        predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
+        if predicted > 0 and measured > 0:
+            self.scale = min(max(measured / predicted, 0.1), 10.0)
+        self._window = []
+
+    def as_meta(self) -> dict[str, Any]:
+        """The plan and what it rests on, for ``meta.json``'s ``budget``."""
+        costs = self.costs
+        return {
+            "budget": self.budget,
+            "ladder": list(self.ladder),
+            "calibration_steps": self.start,
+            "planned_at": self.planned_at,
+            "intervals": dict(self.intervals),
+            "plain_step_ms": _ms(self.plain_seconds),
+            "cost_scale": self.scale,
+            "costs_ms": None
+            if costs is None
+            else {
+                "fixed": _ms(costs.fixed),
+                "engine": {e: _ms(c) for e, c in costs.engine.items()},
+                "own": {q: _ms(c) for q, c in costs.own.items()},
+            },
+            "planned_share": self.planned_share,
+            "measured_share": self.measured_share,
+            "over_budget": self.over_budget,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000.0 * seconds, 3)
