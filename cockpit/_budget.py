@@ -9,10 +9,13 @@ it tracked, and the control compares tracked steps with untracked ones.
 The run in phases (steps counted by ``track()`` blocks):
 
 1. Step 0 tracks every budgeted quantity, so every panel has a first value.
-2. Calibration: for each quantity an untracked step, then a step tracking it alone.
-   Untracked steps give the plain step's time (median); each probe gives that
-   quantity's extra seconds alone, which :func:`cockpit.budget.attribute` splits into
-   the cost model.
+2. Calibration: pairs of an untracked step and a probe step. The probes track each
+   quantity that needs no engine alone (they are cheap, or as the eigensolves
+   costly on their own) and the quantities needing the same engines together (one
+   per-sample pass serves all of them, so probing them one by one would cost that
+   pass many times over). Untracked steps give the plain step's time (median); the
+   probes' extra seconds are split into the cost model by
+   :func:`cockpit.budget.attribute`.
 3. From then on the plan of :func:`cockpit.budget.plan`, repeating every
    ``P = lcm(ladder)`` steps; the last step of each period is left untracked as a
    reference for the plain step. After every period the control re-plans: it
@@ -102,9 +105,10 @@ class BudgetControl:
         assert self.period, "the ladder's intervals must divide its largest"
         names = list(uses)
         self.calibration = [frozenset(names)]
-        for name in names:
-            self.calibration += [frozenset(), frozenset({name})]
+        for probe in _probes(uses):
+            self.calibration += [frozenset(), probe]
         self.calibration.append(frozenset())
+        self._probe_sets = set(self.calibration[1:])
         self.start = len(self.calibration)
         self.intervals = dict.fromkeys(names, max(ladder))
         self.costs: Costs | None = None
@@ -116,7 +120,7 @@ class BudgetControl:
         self.over_budget = False
         self.changed = False
         self._baseline: deque[float] = deque(maxlen=_BASELINE_STEPS)
-        self._alone: dict[str, deque[float]] = defaultdict(
+        self._probes: dict[frozenset[str], deque[float]] = defaultdict(
             lambda: deque(maxlen=_PROBES)
         )
         self._window: list[tuple[float, frozenset[str]]] = []
@@ -140,7 +144,10 @@ class BudgetControl:
         """Stop planning for ``name`` (the tracker dropped it)."""
         self.uses.pop(name, None)
         self.intervals.pop(name, None)
-        self._alone.pop(name, None)
+        self._probes = defaultdict(
+            self._probes.default_factory,
+            {s: c for s, c in self._probes.items() if name not in s},
+        )
 
     def observe(self, step: int, seconds: float, tracked: Iterable[str]) -> None:
         """Take step ``step``'s wall time and the quantities tracked in it.
@@ -155,8 +162,8 @@ class BudgetControl:
             self._due_counts[q] += 1
         if not tracked:
             self._baseline.append(seconds)
-        if len(tracked) == 1 and step > 0:
-            self._alone[next(iter(tracked))].append(seconds)
+        if step > 0 and (len(tracked) == 1 or tracked in self._probe_sets):
+            self._probes[tracked].append(seconds)
         if step >= self.start:
             self._window.append((seconds, tracked))
         following = step + 1 - self.start
@@ -168,10 +175,8 @@ class BudgetControl:
             return
         plain = statistics.median(self._baseline)
         self.plain_seconds = plain
-        known = {q: statistics.median(s) - plain for q, s in self._alone.items() if s}
-        worst = max(known.values(), default=0.0)
-        alone = {q: known.get(q, worst) for q in self.uses}
-        costs = attribute(alone, self.uses)
+        probes = {s: statistics.median(c) - plain for s, c in self._probes.items() if c}
+        costs = attribute(probes, self.uses)
         spans = {
             q: min(max(round(self._tracked_counts[q] / n), 1), 2)
             for q, n in self._due_counts.items()
@@ -226,6 +231,14 @@ class BudgetControl:
             "measured_share": self.measured_share,
             "over_budget": self.over_budget,
         }
+
+
+def _probes(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
+    """Each quantity needing no engine alone, the others grouped by their engines."""
+    groups: dict[frozenset[str], set[str]] = defaultdict(set)
+    for name, engines in uses.items():
+        groups[engines if engines else frozenset({name})].add(name)
+    return [frozenset(members) for members in groups.values()]
 
 
 def _ms(seconds: float | None) -> float | None:

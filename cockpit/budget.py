@@ -77,30 +77,44 @@ class Costs:
         )
 
 
-def attribute(alone: Mapping[str, float], uses: Mapping[str, frozenset[str]]) -> Costs:
-    """Split the costs of quantities measured one at a time into the cost model.
+def attribute(
+    probes: Mapping[frozenset[str], float], uses: Mapping[str, frozenset[str]]
+) -> Costs:
+    """Split the measured costs of probe steps into the cost model.
 
-    ``alone[q]`` is the extra wall time of a step tracking ``q`` alone. The cheapest
-    quantity that needs no engine sets ``fixed``; the cheapest that needs exactly the
-    engine ``e`` sets ``engine[e]`` (its own work is taken as nil: an upper bound of
-    the engine's share); every quantity keeps the rest as ``own``. Negative
-    differences (measurement noise) become 0.
+    ``probes[S]`` is the extra wall time of a step tracking exactly the set ``S``. The
+    cheapest single quantity that needs no engine sets ``fixed``. Then the probes in
+    order of how many engines they need, cheapest first: the first probe needing an
+    engine not yet priced sets its cost to the probe's cost minus ``fixed`` and the
+    engines already priced (split evenly if it brings several), so the engines'
+    costs include the work of the quantities probed with them. A quantity probed
+    alone keeps the rest as ``own``; one probed only in a group has ``own`` 0.
+    Negative differences (measurement noise) become 0.
 
     Args:
-        alone: Quantity -> seconds of a step tracking it alone.
+        probes: Set of tracked quantities -> seconds of a step tracking exactly it.
         uses: Quantity -> the engines it needs.
 
     """
-    plain = [alone[q] for q in alone if not uses.get(q)]
-    fixed = max(min(plain), 0.0) if plain else 0.0
-    engine = {}
-    for name in sorted(set().union(*uses.values()) if uses else ()):
-        single = [alone[q] for q in alone if uses.get(q) == frozenset({name})]
-        engine[name] = max(min(single) - fixed, 0.0) if single else 0.0
-    own = {
-        q: max(cost - fixed - sum(engine[e] for e in uses.get(q, ())), 0.0)
-        for q, cost in alone.items()
-    }
+
+    def engines_of(tracked: frozenset[str]) -> frozenset[str]:
+        return frozenset().union(*(uses.get(q, frozenset()) for q in tracked))
+
+    free = [c for s, c in probes.items() if len(s) == 1 and not engines_of(s)]
+    fixed = max(min(free), 0.0) if free else 0.0
+    engine: dict[str, float] = {}
+    order = sorted(probes.items(), key=lambda p: (len(engines_of(p[0])), p[1]))
+    for tracked, cost in order:
+        needed = engines_of(tracked)
+        new = sorted(needed - engine.keys())
+        if new:
+            rest = cost - fixed - sum(engine[e] for e in needed & engine.keys())
+            engine.update(dict.fromkeys(new, max(rest, 0.0) / len(new)))
+    own = {}
+    for q in uses:
+        alone = probes.get(frozenset({q}))
+        paid = fixed + sum(engine.get(e, 0.0) for e in uses[q])
+        own[q] = 0.0 if alone is None else max(alone - paid, 0.0)
     return Costs(fixed, engine, own, dict(uses))
 
 
