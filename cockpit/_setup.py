@@ -93,13 +93,7 @@ def budget_control(
     fixed = set()
     if isinstance(quantities, Mapping):
         fixed = {n for n, s in quantities.items() if not isinstance(s, Quantity)}
-    curvature = curvature_needs(chosen)
-    uses = {
-        name: frozenset({"per_sample"} if q.needs_per_sample else set())
-        | frozenset({"curvature"} if name in curvature else set())
-        for name, q in chosen.items()
-        if name not in fixed
-    }
+    uses = engine_uses({n: q for n, q in chosen.items() if n not in fixed})
     ranks = {
         name: PRESET_NAMES.index(ENTRIES[name].preset)
         if ENTRIES[name].preset
@@ -110,6 +104,16 @@ def budget_control(
     for name in uses:
         chosen[name].schedule = control.schedule(name)
     return control
+
+
+def engine_uses(chosen: Mapping[str, Quantity]) -> dict[str, frozenset[str]]:
+    """Quantity -> the engines whose work it shares: ``per_sample``, ``curvature``."""
+    curvature = curvature_needs(chosen)
+    return {
+        name: frozenset({"per_sample"} if q.needs_per_sample else set())
+        | frozenset({"curvature"} if name in curvature else set())
+        for name, q in chosen.items()
+    }
 
 
 def check_loss(loss_fn: object) -> bool:

@@ -1,0 +1,343 @@
+"""What each quantity and engine costs on a model: ``cockpit.profile`` and its CLI.
+
+:func:`profile` trains copies of the model for a few steps per configuration, each
+from the same weights on the same batches with plain SGD (so every quantity is
+defined): plain training, each quantity alone at every step, the quantities sharing
+an engine together, and each preset at every step. A configuration's time is the
+median wall time of its steps, each timed around ``zero_grad``, forward, backward,
+``optimizer.step()`` and the writer's work for the step (``torch.cuda.synchronize``
+on a GPU); its memory the peak during the steps above what was held before them
+(``max_memory_allocated`` on a GPU; on the CPU the resident set's high-water mark,
+``VmHWM`` after resetting it through ``/proc/self/clear_refs``, where Linux allows).
+
+The engines' rows come from the same split as the overhead budget's
+(:func:`cockpit.budget.attribute`): the cheapest probe needing an engine prices it.
+:func:`profile_script` runs a user's script up to its first ``track()`` block and
+profiles the model, loss and batch found there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import runpy
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cockpit import _setup
+from cockpit.budget import attribute
+from cockpit.catalog import ENTRIES
+from cockpit.exceptions import CockpitWarning, UsageError
+from cockpit.quantities import PRESETS, REGISTRY
+from cockpit.tracker import Cockpit
+
+__all__ = ["ProfileRow", "format_table", "profile", "profile_script", "to_json"]
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class ProfileRow:
+    """One configuration's cost.
+
+    Attributes:
+        kind: ``"plain"``, ``"quantity"``, ``"engine"``, ``"group"`` or ``"preset"``.
+        name: The quantity, engine, preset; a group's quantities joined by ``+``.
+        ms: Median wall time per step (``plain``), or the extra over plain.
+        ratio: Step time over plain's (1 for ``plain``; ``None`` for engines).
+        extra_mb: Peak memory during the steps above what was held before them,
+            minus plain's (MB = 10^6 bytes); ``None`` where not measured.
+        note: Why a quantity is absent, or which engines it needs.
+
+    """
+
+    kind: str
+    name: str
+    ms: float
+    ratio: float | None
+    extra_mb: float | None
+    note: str = ""
+
+
+def _peak_above_now(device: torch.device) -> Callable[[], float | None]:
+    """Start a peak measurement: a function reading the peak bytes above now.
+
+    It reads ``None`` where the peak cannot be measured (no ``/proc``).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device)
+        return lambda: float(torch.cuda.max_memory_allocated(device) - held)
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current VmRSS
+    except OSError:
+        return lambda: None
+    held = _status_bytes("VmRSS")
+
+    def read() -> float | None:
+        peak = _status_bytes("VmHWM")
+        return None if peak is None or held is None else peak - held
+
+    return read
+
+
+def _status_bytes(field: str) -> float | None:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return 1024.0 * int(line.split()[1])
+    return None
+
+
+def _run(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batches: Sequence[Batch],
+    tracking: dict[str, Any] | None,
+    loss_input: Callable[[Any], Tensor] | None,
+    steps: int,
+    warmup: int,
+) -> tuple[float, float | None, str]:
+    """Median seconds per step, peak bytes, and absent quantities' reasons."""
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    device = next(model.parameters()).device
+    to_loss = loss_input or (lambda out: out)
+    quiet = logging.getLogger("cockpit")
+    level, quiet.level = quiet.level, logging.WARNING  # no engine line per copy
+    with tempfile.TemporaryDirectory() as logdir, warnings.catch_warnings():
+        warnings.simplefilter("ignore", CockpitWarning)
+        ck = None
+        if tracking is not None:
+            ck = Cockpit(model, loss_fn, optimizer, logdir=logdir, **tracking)
+        times, read_peak = [], None
+        for index in range(warmup + steps):
+            if index == warmup:
+                read_peak = _peak_above_now(device)
+            x, y = batches[index % len(batches)]
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            with ck.track() if ck else contextlib.nullcontext():
+                loss_fn(to_loss(model(x)), y).backward()
+            optimizer.step()
+            if ck:
+                ck.writer.flush()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= warmup:
+                times.append(time.perf_counter() - start)
+        peak = read_peak() if read_peak else None
+        absent = "; ".join(f"{k}: {why}" for k, why in ck.absent.items()) if ck else ""
+        if ck:
+            ck.close()
+    quiet.level = level
+    return statistics.median(times), peak, absent
+
+
+def profile(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batches: Sequence[Batch],
+    *,
+    quantities: Sequence[str] | None = None,
+    loss_input: Callable[[Any], Tensor] | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    engine: str = "auto",
+) -> list[ProfileRow]:
+    """Time and memory of every quantity, engine and preset on ``model``.
+
+    Args:
+        model: The model, on its device; it is copied, never trained.
+        loss_fn: The loss module (``reduction`` ``"mean"`` or ``"sum"``).
+        batches: ``(inputs, targets)`` pairs on the model's device, used in turn.
+        quantities: The quantities to profile; default: all of them.
+        loss_input: What the loss gets from the model's output (see ``Cockpit``).
+        steps: Timed steps per configuration (the median is reported).
+        warmup: Untimed steps per configuration before them.
+        engine: The tracker's ``engine`` argument.
+
+    Returns:
+        Rows: plain, each quantity alone, each engine, each group of quantities
+        sharing engines, each preset.
+
+    """
+    if steps < 1 or warmup < 0 or not batches:
+        raise UsageError(
+            f"profile needs steps >= 1, warmup >= 0 and batches; got steps={steps}, "
+            f"warmup={warmup}, {len(batches)} batches."
+        )
+    names = list(quantities or REGISTRY)
+    _setup.resolve_quantities(None, names)  # unknown names fail here, clearly
+
+    def measure(tracking: dict[str, Any] | None) -> tuple[float, float | None, str]:
+        if tracking is not None:
+            tracking = {"engine": engine, "loss_input": loss_input, **tracking}
+        return _run(model, loss_fn, batches, tracking, loss_input, steps, warmup)
+
+    plain_s, plain_peak, _ = measure(None)
+
+    def row(kind: str, name: str, seconds: float, peak: float | None, note: str):
+        extra = None if peak is None or plain_peak is None else peak - plain_peak
+        return ProfileRow(
+            kind,
+            name,
+            1000.0 * (seconds - plain_s),
+            seconds / plain_s,
+            None if extra is None else extra / 1e6,
+            note,
+        )
+
+    rows = [ProfileRow("plain", "plain", 1000.0 * plain_s, 1.0, 0.0)]
+    uses = _setup.engine_uses({name: REGISTRY[name]() for name in names})
+    probes: dict[frozenset[str], float] = {}
+    for name in names:
+        seconds, peak, absent = measure({"quantities": [name]})
+        probes[frozenset({name})] = seconds - plain_s
+        note = absent or ", ".join(sorted(uses[name])) or "no engine"
+        rows.append(row("quantity", name, seconds, peak, note))
+    groups: dict[frozenset[str], list[str]] = {}
+    for name in names:
+        if uses[name]:
+            groups.setdefault(uses[name], []).append(name)
+    for engines, members in groups.items():
+        if len(members) > 1:
+            seconds, peak, absent = measure({"quantities": members})
+            probes[frozenset(members)] = seconds - plain_s
+            note = f"together: {', '.join(sorted(engines))}"
+            rows.append(row("group", "+".join(members), seconds, peak, note))
+    costs = attribute(probes, uses)
+    for engine_name, seconds in costs.engine.items():
+        rows.append(
+            ProfileRow(
+                "engine", engine_name, 1000.0 * seconds, None, None, "cheapest probe"
+            )
+        )
+    for preset, held in PRESETS.items():
+        if set(held) <= set(names):
+            chosen = dict.fromkeys(held, 1)
+            seconds, peak, absent = measure({"quantities": chosen})
+            rows.append(row("preset", preset, seconds, peak, "every step"))
+    return rows
+
+
+class _Captured(Exception):  # noqa: N818 - not an error: the script is done
+    """Raised out of the script's first ``track()`` block with what it used."""
+
+    def __init__(self, ck: Cockpit, batch: Batch):
+        super().__init__("captured")
+        self.ck = ck
+        self.batch = batch
+
+
+@contextlib.contextmanager
+def _capturing() -> Iterator[None]:
+    """Make ``Cockpit.track`` run its first block plainly, then stop the script."""
+    original = Cockpit.track
+
+    @contextlib.contextmanager
+    def track(ck: Cockpit) -> Iterator[None]:
+        seen: dict[str, Any] = {}
+
+        def inputs(module, args):
+            seen.setdefault("x", args[0] if len(args) == 1 else None)
+
+        def target(module, args):
+            seen.setdefault("y", args[1] if len(args) > 1 else None)
+
+        handles = [
+            ck.model.register_forward_pre_hook(inputs),
+            ck.loss_fn.register_forward_pre_hook(target),
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+        if seen.get("x") is None or seen.get("y") is None:
+            raise UsageError(
+                "cockpit profile needs the model called with one input tensor and "
+                "the loss module with (output, target) inside the first track() "
+                "block; found neither pattern. Call cockpit.profile(...) yourself "
+                "with your batches instead."
+            )
+        raise _Captured(ck, (seen["x"].detach(), seen["y"].detach()))
+
+    Cockpit.track = track  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Cockpit.track = original  # type: ignore[method-assign]
+
+
+def profile_script(
+    script: str | Path, argv: Sequence[str] = (), **options: Any
+) -> list[ProfileRow]:
+    """Run ``script`` until its first ``track()`` block, then :func:`profile` it.
+
+    The script runs as ``__main__`` with ``sys.argv = [script, *argv]``; its first
+    ``Cockpit``'s model, loss module and ``loss_input`` and the block's batch are
+    profiled, and the script stops there.
+
+    Raises:
+        UsageError: If the script ends without a ``track()`` block.
+
+    """
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        with _capturing():
+            runpy.run_path(str(script), run_name="__main__")
+    except _Captured as found:
+        ck = found.ck
+        loss_input = None if ck.func.automatic else ck.func.loss_input
+        ck.close()
+        return profile(
+            ck.model, ck.loss_fn, [found.batch], loss_input=loss_input, **options
+        )
+    finally:
+        sys.argv = saved
+    raise UsageError(
+        f"{script} ended without a track() block of a cockpit.Cockpit, so there was "
+        "nothing to profile. Profile a script whose loop tracks its steps."
+    )
+
+
+def to_json(rows: list[ProfileRow]) -> str:
+    """The rows as one JSON object ``{"rows": [...]}``."""
+    return json.dumps({"rows": [asdict(r) for r in rows]}, indent=2)
+
+
+def format_table(rows: list[ProfileRow]) -> str:
+    """The rows as a plain text table, titles from the quantity catalogue."""
+    header = f"{'kind':9s}{'name':44s}{'ms/step':>10s}{'x plain':>9s}{'+MB':>9s}  note"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        memory = "" if r.extra_mb is None else f"{r.extra_mb:.1f}"
+        title = ENTRIES[r.name].title if r.name in ENTRIES else ""
+        name = (
+            f"{r.name} ({title})" if title and len(r.name) + len(title) < 40 else r.name
+        )
+        lines.append(
+            f"{r.kind:9s}{name[:43]:44s}{r.ms:10.2f}{ratio:>9s}{memory:>9s}  {r.note}"
+        )
+    lines.append(
+        "ms/step: plain's step, else the extra over plain; engines: the cheapest "
+        "probe needing them."
+    )
+    return "\n".join(lines)
