@@ -15,7 +15,7 @@ __all__ = ["add_parser", "run"]
 
 #: The benchmark problems of ``cockpit.zoo.problems`` (kept here so that building
 #: the parser does not import torch).
-PROBLEMS = ("mlp", "3c3d", "transformer", "resnet")
+PROBLEMS = ("mlp", "3c3d", "transformer", "resnet", "tiny")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +33,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--problem", choices=PROBLEMS, help="a benchmark problem")
     parser.add_argument(
-        "script_args", nargs=argparse.REMAINDER, metavar="ARGS", help="SCRIPT's args"
+        "script_args",
+        nargs=argparse.REMAINDER,
+        metavar="ARGS",
+        help="SCRIPT's arguments; everything after SCRIPT goes to it, so give the "
+        "options before SCRIPT",
     )
     parser.add_argument("--quantities", nargs="+", metavar="KEY", help="default: all")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")

@@ -68,7 +68,18 @@ def text_batches(batch: int = 32) -> Batches:
     return [next(batches) for _ in range(4)]
 
 
-#: Problem name: (model builder, batch pool, loss input); see ``benchmarks/overhead.py``.
+def tiny_mlp() -> nn.Module:
+    """64 -> 8 -> ReLU -> 10 on flattened digits (610 parameters): for quick checks."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+
+
+def tiny_batches() -> Batches:
+    """2 batches of 16 digits."""
+    return digit_batches(16)[:2]
+
+
+#: Problem name: (model builder, batch pool, loss input); see ``benchmarks/overhead.py``
+#: (``tiny`` is for quick checks and tests only).
 PROBLEMS: dict[
     str, tuple[Callable[[], nn.Module], Callable[[], Batches], LossInput | None]
 ] = {
@@ -76,4 +87,5 @@ PROBLEMS: dict[
     "3c3d": (models.cnn_3c3d, noise_batches, None),
     "transformer": (transformer, text_batches, models.class_axis_second),
     "resnet": (models.resnet_digits, digit_batches, None),
+    "tiny": (tiny_mlp, tiny_batches, None),
 }
