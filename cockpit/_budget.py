@@ -23,9 +23,11 @@ The run in phases (steps counted by ``track()`` blocks):
    quantities) with what the cost model predicted, scales the costs by the ratio
    and plans again, so the plan follows costs that change.
 
-The measured share ``(sum of step times - n * plain step) / sum of step times`` of the
-last period is logged as ``overhead_share`` at each tracked step; the plan, the costs
-and the shares are in ``meta.json`` under ``budget``, rewritten at each re-plan.
+The measured share of the last period, ``extra / (n * plain step + extra)`` with
+``extra`` the tracked steps' time beyond the plain step (medians per set of tracked
+quantities), is logged as ``overhead_share`` at each tracked step; the plan, the
+costs and the shares are in ``meta.json`` under ``budget``, rewritten at each
+re-plan.
 """
 
 from __future__ import annotations
@@ -194,16 +196,20 @@ class BudgetControl:
         self.changed = True
 
     def _correct(self, plain: float) -> None:
-        """Scale the costs by measured / predicted over the period just ended."""
+        """Measure the period just ended; scale the costs by measured / predicted.
+
+        The extra time of the period is, per set of tracked quantities, the median
+        of its steps' times minus the plain step's, times their count: a slow step of
+        the user's own (a validation pass) is an outlier there, not overhead.
+        """
         assert self.costs is not None
-        total = sum(seconds for seconds, _ in self._window)
-        extra = total - plain * len(self._window)
-        self.measured_share = extra / total if total > 0 else None
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
         for seconds, tracked in self._window:
             if tracked:
                 by_set[tracked].append(seconds - plain)
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
+        total = plain * len(self._window) + measured
+        self.measured_share = measured / total if total > 0 else None
         predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
         if predicted > 0 and measured > 0:
             self.scale = min(max(measured / predicted, 0.1), 10.0)

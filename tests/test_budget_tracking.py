@@ -65,6 +65,7 @@ def test_control_calibrates_plans_and_corrects_from_wall_times():
     steps = range(control.start, control.start + 50)
     due = [control.due(step) for step in steps]
     window = drive(control, steps, doubled)
+    # Untracked steps took exactly the plain second, so no median hides anything.
     expected = (sum(window) - 50 * 1.0) / sum(window)
     assert control.measured_share == pytest.approx(expected)
     # The scaled model reproduces the extra time the period measured.
@@ -75,6 +76,22 @@ def test_control_calibrates_plans_and_corrects_from_wall_times():
     assert control.intervals == {"loss": 1, "grad_norm": 50, "norm_test": 50}
     # The last step of each period is left untracked, as the plain reference.
     assert control.due(control.start + 49) == frozenset()
+
+
+def test_a_slow_step_of_the_users_own_is_not_overhead():
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    drive(control, range(control.start), lambda tracked: 0.01 * bool(tracked))
+    # Every tracked step costs 0.01 s: all three every step fit 0.0526 s per step.
+    assert set(control.intervals.values()) == {1}
+    slow = control.start + 3
+    seconds = iter(range(control.start, control.start + 50))
+
+    def validating(tracked):  # step `slow` also runs 30 s of validation
+        return 0.01 * bool(tracked) + (30.0 if next(seconds) == slow else 0.0)
+
+    drive(control, range(control.start, control.start + 50), validating)
+    # 49 tracked steps of 0.01 s (the median ignores the slow one), 1 reference step.
+    assert control.measured_share == pytest.approx(0.49 / (50 + 0.49))
 
 
 def mlp() -> nn.Module:
