@@ -40,7 +40,13 @@ from typing import Any
 from cockpit.budget import LADDER, Costs, allowed_seconds, attribute, mean_cost, plan
 from cockpit.exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_BUDGET", "BudgetControl", "BudgetSchedule", "check_budget"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "BudgetControl",
+    "BudgetSchedule",
+    "check_budget",
+    "probe_sets",
+]
 
 #: The budget of a Cockpit given neither a preset nor quantities.
 DEFAULT_BUDGET = 0.05
@@ -107,7 +113,7 @@ class BudgetControl:
         assert self.period, "the ladder's intervals must divide its largest"
         names = list(uses)
         self.calibration = [frozenset(names)]
-        for probe in _probes(uses):
+        for probe in probe_sets(uses):
             self.calibration += [frozenset(), probe]
         self.calibration.append(frozenset())
         self._probe_sets = set(self.calibration[1:])
@@ -239,7 +245,7 @@ class BudgetControl:
         }
 
 
-def _probes(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
+def probe_sets(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
     """Each quantity needing no engine alone, the others grouped by their engines."""
     groups: dict[frozenset[str], set[str]] = defaultdict(set)
     for name, engines in uses.items():

@@ -30,6 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from cockpit import _setup
+from cockpit._budget import probe_sets
 from cockpit._profile_run import measure_steps
 from cockpit.budget import attribute
 from cockpit.catalog import ENTRIES
@@ -108,50 +109,51 @@ def profile(
             model, loss_fn, batches, tracking, loss_input, (steps, warmup)
         )
 
-    plain_s, plain_peak, _ = measure(None)
-
-    def row(kind: str, name: str, seconds: float, peak: float | None, note: str):
-        extra = None if peak is None or plain_peak is None else peak - plain_peak
-        return ProfileRow(
-            kind,
-            name,
-            1000.0 * (seconds - plain_s),
-            seconds / plain_s,
-            None if extra is None else extra / 1e6,
-            note,
-        )
-
-    rows = [ProfileRow("plain", "plain", 1000.0 * plain_s, 1.0, 0.0)]
+    rows = _Rows(*measure(None)[:2])
     uses = _setup.engine_uses({name: REGISTRY[name]() for name in names})
     probes: dict[frozenset[str], float] = {}
     for name in names:
         seconds, peak, absent = measure({"quantities": [name]})
-        probes[frozenset({name})] = seconds - plain_s
         note = absent or ", ".join(sorted(uses[name])) or "no engine"
-        rows.append(row("quantity", name, seconds, peak, note))
-    groups: dict[frozenset[str], list[str]] = {}
-    for name in names:
-        if uses[name]:
-            groups.setdefault(uses[name], []).append(name)
-    for engines, members in groups.items():
-        if len(members) > 1:
-            seconds, peak, absent = measure({"quantities": members})
-            probes[frozenset(members)] = seconds - plain_s
-            note = f"together: {', '.join(sorted(engines))}"
-            rows.append(row("group", "+".join(members), seconds, peak, note))
-    costs = attribute(probes, uses)
-    for engine_name, seconds in costs.engine.items():
-        rows.append(
-            ProfileRow(
-                "engine", engine_name, 1000.0 * seconds, None, None, "cheapest probe"
-            )
+        rows.add("quantity", name, seconds, peak, note)
+        if not absent:  # an absent quantity's step ran nothing: no price from it
+            probes[frozenset({name})] = seconds - rows.plain_s
+    tracked = {name: uses[name] for name in names if frozenset({name}) in probes}
+    for group in probe_sets(tracked):
+        if len(group) > 1:
+            members = [name for name in names if name in group]
+            seconds, peak, _ = measure({"quantities": members})
+            probes[group] = seconds - rows.plain_s
+            engines = ", ".join(sorted(tracked[members[0]]))
+            rows.add("group", "+".join(members), seconds, peak, f"together: {engines}")
+    for engine_name, seconds in attribute(probes, tracked).engine.items():
+        rows.rows.append(
+            ProfileRow("engine", engine_name, 1e3 * seconds, None, None, "cheapest")
         )
     for preset, held in PRESETS.items():
         if set(held) <= set(names):
-            chosen = dict.fromkeys(held, 1)
-            seconds, peak, absent = measure({"quantities": chosen})
-            rows.append(row("preset", preset, seconds, peak, "every step"))
-    return rows
+            seconds, peak, _ = measure({"quantities": dict.fromkeys(held, 1)})
+            rows.add("preset", preset, seconds, peak, "every step")
+    return rows.rows
+
+
+class _Rows:
+    """The profile's rows, each against plain training's time and peak memory."""
+
+    def __init__(self, plain_s: float, plain_peak: float | None):
+        self.plain_s = plain_s
+        self.plain_peak = plain_peak
+        self.rows = [ProfileRow("plain", "plain", 1e3 * plain_s, 1.0, 0.0)]
+
+    def add(self, kind: str, name: str, seconds: float, peak: float | None, note: str):
+        """A row of ``seconds`` per step and ``peak`` bytes, as extras over plain."""
+        extra = None
+        if peak is not None and self.plain_peak is not None:
+            extra = (peak - self.plain_peak) / 1e6
+        ms = 1e3 * (seconds - self.plain_s)
+        self.rows.append(
+            ProfileRow(kind, name, ms, seconds / self.plain_s, extra, note)
+        )
 
 
 class _Captured(Exception):  # noqa: N818 - not an error: the script is done
@@ -256,7 +258,7 @@ def format_table(rows: list[ProfileRow]) -> str:
             f"{r.kind:9s}{name[:43]:44s}{r.ms:10.2f}{ratio:>9s}{memory:>9s}  {r.note}"
         )
     lines.append(
-        "ms/step: plain's step, else the extra over plain; engines: the cheapest "
-        "probe needing them."
+        "ms/step: plain's step, else the extra over plain; engines: priced by the "
+        "cheapest probe needing them."
     )
     return "\n".join(lines)
