@@ -109,14 +109,16 @@ class BudgetControl:
         self.uses = dict(uses)
         self.rank = dict(rank)
         self.ladder = ladder
-        self.period = max(ladder) if all(max(ladder) % k == 0 for k in ladder) else 0
-        assert self.period, "the ladder's intervals must divide its largest"
+        self.period = max(ladder)
+        assert all(self.period % k == 0 for k in ladder), (
+            "the intervals must divide the longest"
+        )
         names = list(uses)
         self.calibration = [frozenset(names)]
         for probe in probe_sets(uses):
             self.calibration += [frozenset(), probe]
         self.calibration.append(frozenset())
-        self._probe_sets = set(self.calibration[1:])
+        self._probe_sets = {probe for probe in self.calibration[1:] if probe}
         self.start = len(self.calibration)
         self.intervals = dict.fromkeys(names, max(ladder))
         self.costs: Costs | None = None
