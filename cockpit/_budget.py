@@ -17,8 +17,8 @@ The run in phases (steps counted by ``track()`` blocks):
    probes' extra seconds are split into the cost model by
    :func:`cockpit.budget.attribute`.
 3. From then on the plan of :func:`cockpit.budget.plan`, repeating every
-   ``P = lcm(ladder)`` steps; the last step of each period is left untracked as a
-   reference for the plain step. After every period the control re-plans: it
+   ``P = lcm(ladder)`` steps; the last step of every 10 is left untracked as a
+   reference for the plain step (so "every step" means 9 steps of 10). After every period the control re-plans: it
    compares the measured extra time of the tracked steps (medians per set of tracked
    quantities) with what the cost model predicted, scales the costs by the ratio
    and plans again, so the plan follows costs that change.
@@ -54,6 +54,10 @@ DEFAULT_BUDGET = 0.05
 _BASELINE_STEPS = 25
 #: Recent probes of a quantity alone whose median is its cost.
 _PROBES = 9
+#: Every this many steps one stays untracked, the plain step's reference. Its offset
+#: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
+#: planned every step skip it.
+_REFERENCE_EVERY = 10
 
 
 def check_budget(budget: object) -> float:
@@ -146,8 +150,8 @@ class BudgetControl:
         if step < self.start:
             return self.calibration[step]
         offset = step - self.start
-        if offset % self.period == self.period - 1:
-            return frozenset()  # the reference step: plain training
+        if offset % _REFERENCE_EVERY == _REFERENCE_EVERY - 1:
+            return frozenset()  # a reference step: plain training
         return frozenset(q for q, k in self.intervals.items() if offset % k == 0)
 
     def forget(self, name: str) -> None:
