@@ -7,6 +7,7 @@ Subcommands::
     cockpit report RUN_DIR -o cockpit.png [--dpi 150]       a static matplotlib report
     cockpit export RUN_DIR --tensorboard OUT_DIR            TensorBoard event files
     cockpit check RUN_DIR... [--fail-on error] [--format table]   diagnosis, exit status
+    cockpit profile (SCRIPT [ARGS...] | --problem NAME) [--format json]  what tracking costs
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report_command",
     "export_command",
     "check_command",
+    "profile_command",
 )
 
 

@@ -51,7 +51,9 @@ def main() -> None:
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
     marks = sorted(a for a in args.at if a <= args.steps)
     with tempfile.TemporaryDirectory() as logdir:
-        ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=logdir, run_name="m")
+        ck = cockpit.Cockpit(
+            model, loss_fn, optimizer, logdir=logdir, run_name="m", preset="economy"
+        )
         print("steps   RSS MiB  queued  log MiB  s/1k steps")
         start = time.perf_counter()
         for step in range(1, args.steps + 1):

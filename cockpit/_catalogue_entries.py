@@ -266,5 +266,15 @@ CATALOGUE: tuple[Entry, ...] = (
         "The time the tracker spent in each step: what the instruments cost.",
         bookkeeping=True,
     ),
+    Entry(
+        "overhead_share",
+        "overhead",
+        "overhead",
+        "Measured overhead share",
+        "Under an overhead budget: the share of the wall time the tracker took over "
+        "the last planning period, measured against untracked steps; it should stay "
+        "at or under the budget.",
+        bookkeeping=True,
+    ),
 )
 """Every log key, in the dashboard's order."""

@@ -49,6 +49,7 @@ def run_meta(
     hist_samples: int,
     config: Mapping[str, Any] | None,
     grad_scaler: bool = False,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's ``meta.json`` as the tracker writes it when the run starts.
 
@@ -65,6 +66,7 @@ def run_meta(
         hist_samples: The histogram sample budget.
         config: The user's hyperparameters.
         grad_scaler: The loss is scaled by a ``GradScaler`` before ``backward()``.
+        budget: The overhead budget's plan (``BudgetControl.as_meta``), if any.
 
     """
     loss_fn, mean = loss
@@ -94,5 +96,6 @@ def run_meta(
             "hist_samples": hist_samples,
             "config": dict(config or {}),
             "grad_scaler": grad_scaler,
+            "budget": budget,
         }
     )

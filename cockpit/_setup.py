@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from cockpit._budget import DEFAULT_BUDGET, BudgetControl, check_budget
+from cockpit.catalog import ENTRIES, PRESET_NAMES
 from cockpit.engines.curvature import CurvatureRequest
 from cockpit.exceptions import ConfigurationError
 from cockpit.quantities import PRESETS, REGISTRY, Quantity
@@ -61,6 +63,57 @@ def resolve_quantities(
             "select no quantity. Pass preset='economy' or name quantities."
         )
     return chosen
+
+
+def default_tracking(
+    preset: str | None, quantities: object, budget: object
+) -> tuple[str | None, float | None]:
+    """The preset and budget to use: the economy preset under a 5 % budget by default.
+
+    Given neither a preset nor quantities, the tracker follows the economy preset's
+    quantities under ``budget`` (default :data:`~cockpit._budget.DEFAULT_BUDGET`).
+    Otherwise the preset and schedules keep their meaning, under ``budget`` if given.
+    """
+    if preset is None and quantities is None:
+        return "economy", check_budget(DEFAULT_BUDGET if budget is None else budget)
+    return preset, None if budget is None else check_budget(budget)
+
+
+def budget_control(
+    chosen: Mapping[str, Quantity],
+    quantities: Mapping[str, object] | Iterable[str] | None,
+    budget: float,
+) -> BudgetControl:
+    """The control planning the quantities that have no schedule of the user's.
+
+    A quantity named in a ``quantities`` mapping with an int or callable keeps that
+    schedule; the preset's, a list's and configured instances are budgeted, and their
+    schedules are replaced by the control's.
+    """
+    fixed = set()
+    if isinstance(quantities, Mapping):
+        fixed = {n for n, s in quantities.items() if not isinstance(s, Quantity)}
+    uses = engine_uses({n: q for n, q in chosen.items() if n not in fixed})
+    ranks = {
+        name: PRESET_NAMES.index(ENTRIES[name].preset)
+        if ENTRIES[name].preset
+        else len(PRESET_NAMES)
+        for name in uses
+    }
+    control = BudgetControl(budget, uses, ranks)
+    for name in uses:
+        chosen[name].schedule = control.schedule(name)
+    return control
+
+
+def engine_uses(chosen: Mapping[str, Quantity]) -> dict[str, frozenset[str]]:
+    """Quantity -> the engines whose work it shares: ``per_sample``, ``curvature``."""
+    curvature = curvature_needs(chosen)
+    return {
+        name: frozenset({"per_sample"} if q.needs_per_sample else set())
+        | frozenset({"curvature"} if name in curvature else set())
+        for name, q in chosen.items()
+    }
 
 
 def check_loss(loss_fn: object) -> bool:

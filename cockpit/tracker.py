@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from cockpit import _setup, presets
+from cockpit._budget import BudgetControl
 from cockpit._meta import new_run_name, run_meta
 from cockpit._open_runs import register, unregister
 from cockpit._optimizer_step import OptimizerWatch
@@ -75,9 +76,18 @@ class Cockpit:
         optimizer: The optimizer; the tracker reads the step it takes.
         logdir: Directory holding one sub-directory per run.
         run_name: The run's directory name; default: time stamp and host.
-        preset: ``"economy"``, ``"business"``, ``"full"``, or ``None``.
+        preset: ``"economy"``, ``"business"``, ``"full"``, or ``None``. Given
+            neither a preset nor quantities, the tracker follows the economy
+            preset's quantities under ``budget`` (default 0.05); pass
+            ``preset="economy"`` to track all of them at every step.
         quantities: Per log key a schedule (``every(k)``, int k, callable), a
             configured quantity instance, or ``None`` to drop it; or a list of keys.
+        budget: The tracker's share of the wall time to stay at or under, in
+            (0, 1): each quantity's interval (every 1 to 50 steps) is planned from
+            its measured cost, cheapest and most informative first, and re-planned
+            as costs change (:mod:`cockpit._budget`). Quantities given a schedule
+            of their own in ``quantities`` keep it. The plan goes to ``meta.json``
+            (``budget``), the measured share to the log (``overhead_share``).
         hist_samples: Per-sample gradient elements sampled per step for histograms;
             ``0`` counts all of them exactly (slow: see ``grad_hist_1d``).
         seed: Seed of the tracker's own random generator (histogram sampling); the
@@ -121,8 +131,9 @@ class Cockpit:
         *,
         logdir: str | Path = "runs",
         run_name: str | None = None,
-        preset: str | None = "economy",
+        preset: str | None = None,
         quantities: Mapping[str, Any] | Iterable[str] | None = None,
+        budget: float | None = None,
         hist_samples: int = 2**20,
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
@@ -143,13 +154,17 @@ class Cockpit:
                 f"hist_samples must be an int >= 0 (0 = exact), got {hist_samples!r}."
             )
         self.hist_samples = hist_samples
+        preset, budget = _setup.default_tracking(preset, quantities, budget)
         self.quantities = _setup.resolve_quantities(preset, quantities)
+        self._budget: BudgetControl | None = None
         self.absent = self._drop_undefined()
         self._choose_engines(
             engine,
             self.absent,
             scaled=grad_scaler is not None and grad_scaler.is_enabled(),
         )
+        if budget is not None:
+            self._budget = _setup.budget_control(self.quantities, quantities, budget)
         self.func = FuncEngine(model, self.params, loss_fn, self.mean, loss_input)
         self.batch_norms = [
             m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -192,6 +207,7 @@ class Cockpit:
                 hist_samples=hist_samples,
                 config=config,
                 grad_scaler=grad_scaler is not None,
+                budget=None if self._budget is None else self._budget.as_meta(),
             ),
             mirror=mirror,
             on_alert=on_alert,
@@ -199,6 +215,7 @@ class Cockpit:
         self.step = 0
         self._last_entry: float | None = None
         self._step_time: float | None = None
+        self._last_tracked: frozenset[str] = frozenset()
         self._in_track = False
         self._closed = False
         self._watch = OptimizerWatch(optimizer, self.params, self.submit)
@@ -249,6 +266,8 @@ class Cockpit:
         """Stop tracking ``name``, with a warning and the reason in ``meta.json``."""
         absent[name] = why
         self.quantities.pop(name, None)
+        if self._budget is not None:
+            self._budget.forget(name)
         warnings.warn(
             f"'{name}' is not tracked: {why}.",
             AbsentQuantityWarning,
@@ -263,10 +282,13 @@ class Cockpit:
                 self.engines.changed = True  # meta.json's absent is written with them
 
     def _record_moves(self) -> None:
-        """Write engine moves and quantities stopped at this step into ``meta.json``."""
+        """Write engine moves, stopped quantities and a new plan into ``meta.json``."""
         if self.engines.changed:
             self.engines.changed = False
             self.writer.update_meta(engines=self.engines.as_meta(), absent=self.absent)
+        if self._budget is not None and self._budget.changed:
+            self._budget.changed = False
+            self.writer.update_meta(budget=self._budget.as_meta())
 
     @property
     def run_dir(self) -> Path:
@@ -312,6 +334,8 @@ class Cockpit:
         }
         if self._step_time is not None:
             values["step_time"] = self._step_time
+        if self._budget is not None and self._budget.measured_share is not None:
+            values["overhead_share"] = self._budget.measured_share
         return values
 
     @contextlib.contextmanager
@@ -325,7 +349,10 @@ class Cockpit:
         self._step_time = None if self._last_entry is None else now - self._last_entry
         self._last_entry = now
         step, self.step = self.step, self.step + 1
+        if self._budget is not None and self._step_time is not None:
+            self._budget.observe(step - 1, self._step_time, self._last_tracked)
         active = [q for q in self.quantities.values() if q.is_active(step)]
+        self._last_tracked = frozenset(q.name for q in active)
         self._in_track = True
         try:
             if not active:

@@ -1,14 +1,19 @@
-"""What the tracker costs: its time per step next to the whole step's time."""
+"""What the tracker costs: its time per step next to the whole step's time.
+
+Under an overhead budget (``Cockpit(budget=...)``) also the measured share of the wall
+time (``overhead_share``, in percent) against the budget, and the plan: which
+quantities run how often (``meta.json``'s ``budget``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from cockpit.instruments._data import RunData, Series
-from cockpit.instruments._figures import fmt, header
+from cockpit.instruments._figures import fmt, header, hline
 from cockpit.instruments._lines import LinesInstrument
 from cockpit.instruments._report_axes import newest_text, subtitle
 from cockpit.instruments._view import View
@@ -20,7 +25,7 @@ __all__ = ["OverheadGauge"]
 
 
 class OverheadGauge(LinesInstrument):
-    """``tracker_time`` and ``step_time`` in milliseconds."""
+    """``tracker_time`` and ``step_time`` in ms; ``overhead_share`` in percent."""
 
     id = "overhead"
     title = "Tracker overhead"
@@ -28,15 +33,20 @@ class OverheadGauge(LinesInstrument):
         "The time the tracker spent in each step next to the step's wall time: what "
         "the instruments cost. Track expensive quantities less often if it dominates."
     )
-    quantities = ("tracker_time", "step_time")
-    rows = (("tracker_time", "step_time"),)
-    labels = (("tracker_time", "tracker"), ("step_time", "step"))
+    quantities = ("tracker_time", "step_time", "overhead_share")
+    rows = (("tracker_time", "step_time"), ("overhead_share",))
+    labels = (
+        ("tracker_time", "tracker"),
+        ("step_time", "step"),
+        ("overhead_share", "measured share %"),
+    )
     log_y = True
     unit = " ms"
 
     def series_of(self, run: RunData, quantity: str, view: View) -> Series:
         series = run.series(quantity)
-        return Series(series.steps, series.values * 1000.0)
+        scale = 100.0 if quantity == "overhead_share" else 1000.0
+        return Series(series.steps, series.values * scale)
 
     def draw(self, runs: list[RunData], view: View) -> go.Figure:
         figure = super().draw(runs, view)
@@ -55,11 +65,16 @@ class OverheadGauge(LinesInstrument):
                 (run.name, self.series_of(run, "tracker_time", view)) for run in runs
             ]
             extra = "tracker share of the step (median): " + ", ".join(shares[:3])
+            extra += "".join(f"<br>{run.name} {plan_text(run)}" for run in runs[:3])
             newest = [(name, s.between(*view.steps).finite()) for name, s in newest]
             figure.update_layout(
                 title_text=header(self.title, newest, self.unit, extra)
             )
-        figure.update_yaxes(title_text="ms per step")
+        figure.update_yaxes(title_text="ms per step", row=1, col=1)
+        figure.update_yaxes(title_text="% of wall time", row=2, col=1)
+        budgets = {plan["budget"] for plan in map(_plan, runs) if plan}
+        for budget in sorted(budgets):
+            hline(figure, 100.0 * budget, f"budget {fmt(100.0 * budget)} %", (2, 1))
         return figure
 
     def draw_report(self, cell: SubFigure, run: RunData, view: View) -> None:
@@ -67,6 +82,33 @@ class OverheadGauge(LinesInstrument):
         axes, first = self.report_rows(cell, run, view)
         axes[0].set_ylabel("ms per step", fontsize=8)
         subtitle(axes[0], newest_text(first, self.unit) + _tracker_share(run, view))
+        axes[1].set_ylabel("% of wall time", fontsize=8)
+        if _plan(run):
+            subtitle(axes[1], plan_text(run))
+
+
+def _plan(run: RunData) -> dict[str, Any] | None:
+    plan = run.meta.get("budget")
+    return plan if isinstance(plan, dict) and "intervals" in plan else None
+
+
+def plan_text(run: RunData) -> str:
+    """The run's overhead budget and plan, e.g. ``budget 5 %: every 1: loss; ...``."""
+    plan = _plan(run)
+    if plan is None:
+        return "no overhead budget (fixed schedules)"
+    by_interval: dict[int, list[str]] = {}
+    for name, interval in sorted(plan["intervals"].items()):
+        by_interval.setdefault(int(interval), []).append(name)
+    groups = "; ".join(
+        f"every {k}: {', '.join(names)}" for k, names in sorted(by_interval.items())
+    )
+    when = (
+        "calibrating"
+        if plan.get("planned_at") is None
+        else f"planned at step {plan['planned_at']}"
+    )
+    return f"budget {fmt(100.0 * plan['budget'])} % ({when}): {groups}"
 
 
 def _tracker_share(run: RunData, view: View) -> str:

@@ -81,7 +81,13 @@ def test_presets_are_the_ones_users_know():
     }
     assert {"economy": economy, "business": business, "full": full} == PRESETS
     assert quantities.PRESETS is PRESETS
-    assert BOOKKEEPING == ("lr", "batch_size", "step_time", "tracker_time")
+    assert BOOKKEEPING == (
+        "lr",
+        "batch_size",
+        "step_time",
+        "tracker_time",
+        "overhead_share",
+    )
     assert frozenset(BOOKKEEPING) == tracker.BOOKKEEPING
 
 

@@ -24,6 +24,8 @@ def make(logdir, model=None, **kwargs):
     model = model or nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if "quantities" not in kwargs:
+        kwargs.setdefault("preset", "economy")  # every step, not the budget's plan
     ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=logdir, **kwargs)
     return model, loss_fn, optimizer, ck
 

@@ -54,6 +54,9 @@ def make(tmp_path, model=None, loss_fn=None, optimizer=None, **kwargs):
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.1)
     kwargs.setdefault("logdir", tmp_path)
+    if "quantities" not in kwargs:
+        # Every step, not the default budget's plan: these tests count records.
+        kwargs.setdefault("preset", "economy")
     ck = cockpit.Cockpit(model, loss_fn, optimizer, **kwargs)
     return model, loss_fn, optimizer, ck
 
@@ -525,7 +528,9 @@ def test_exception_in_with_block_marks_run_crashed(tmp_path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with (
         pytest.raises(RuntimeError, match="diverged"),
-        cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path) as ck,
+        cockpit.Cockpit(
+            model, loss_fn, optimizer, logdir=tmp_path, preset="economy"
+        ) as ck,
     ):
         train_steps(model, loss_fn, optimizer, ck, 2)
         raise RuntimeError("diverged")

@@ -20,6 +20,10 @@ from cockpit.quantities import PRESETS, REGISTRY, GgnTopEigen
 PLAIN = "plain"
 #: The full preset with its default schedules (costly curvature every 10th step).
 SCHEDULED = "full-scheduled"
+#: The default Cockpit: the economy preset under the 5 % overhead budget
+#: (``benchmarks/budget.py``; not in :data:`CONFIGS`, whose short blocks would time
+#: its calibration only).
+BUDGET = "budget"
 FUNC = "/torch.func"
 #: Quantities with non-default options, as ``<quantity>/<variant>`` configurations.
 VARIANTS = {"ggn_top_eigen/lanczos": lambda: GgnTopEigen(method="lanczos")}
@@ -69,6 +73,8 @@ class Run:
 def _tracking(config: str) -> dict[str, Any]:
     """The Cockpit's ``preset`` and ``quantities`` for a configuration but plain."""
     base = config.removesuffix(FUNC)
+    if base == BUDGET:
+        return {}
     if base == SCHEDULED:
         return {"preset": "full"}
     if base in VARIANTS:

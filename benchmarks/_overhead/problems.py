@@ -17,53 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cockpit.zoo import models
-from cockpit.zoo.digits import digits
-from cockpit.zoo.text import ALPHABET, load_text, windows
-
-SEED = 0
-
-Batches = list[tuple[Tensor, Tensor]]
-LossInput = Callable[[Any], Tensor]
-
-
-def digit_batches(batch: int = 64) -> Batches:
-    """The digits as ``[batch, 1, 8, 8]`` images in their fixed order, full batches."""
-    x, y = digits()
-    return [
-        (x[i : i + batch], y[i : i + batch])
-        for i in range(0, len(y) - batch + 1, batch)
-    ]
-
-
-def noise_batches(batch: int = 128) -> Batches:
-    """4 batches of standard normal ``[3, 32, 32]`` images with random labels."""
-    gen = torch.Generator().manual_seed(SEED)
-    return [
-        (
-            torch.randn(batch, 3, 32, 32, generator=gen),
-            torch.randint(0, 10, (batch,), generator=gen),
-        )
-        for _ in range(4)
-    ]
+from cockpit.zoo.problems import PROBLEMS as ZOO_PROBLEMS
+from cockpit.zoo.problems import (
+    SEED,
+    Batches,
+    LossInput,
+    noise_batches,
+    text_batches,
+)
 
 
 def small_noise_batches() -> Batches:
     """:func:`noise_batches` of 32 images."""
     return noise_batches(32)
-
-
-def transformer() -> nn.Module:
-    """The character transformer: 2 blocks, width 64, 4 heads, context 64."""
-    return models.CharTransformer(
-        len(ALPHABET), width=64, heads=4, layers=2, context=64
-    )
-
-
-def text_batches(batch: int = 32) -> Batches:
-    """4 batches of windows of 64 characters of the standard library's source."""
-    batches = windows(load_text(200_000), batch_size=batch, context=64, seed=SEED)
-    return [next(batches) for _ in range(4)]
 
 
 def small_text_batches() -> Batches:
@@ -123,10 +89,7 @@ def vit() -> nn.Module:
 FACTORIES: dict[
     str, tuple[Callable[[], nn.Module], Callable[[], Batches], LossInput | None]
 ] = {
-    "mlp": (models.digits_mlp, digit_batches, None),
-    "3c3d": (models.cnn_3c3d, noise_batches, None),
-    "transformer": (transformer, text_batches, models.class_axis_second),
-    "resnet": (models.resnet_digits, digit_batches, None),
+    **ZOO_PROBLEMS,
     "resnet18": (resnet18, small_noise_batches, None),
     "gpt2": (gpt2, small_text_batches, lm_logits),
     "vit": (vit, small_noise_batches, None),

@@ -56,6 +56,26 @@ def _object(value: object) -> bool:
     return isinstance(value, dict)
 
 
+def _budget_plan(value: object) -> bool:
+    """``None``, or an overhead budget's plan as the dashboard reads it."""
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        return False
+    budget, intervals = value.get("budget"), value.get("intervals")
+    return (
+        isinstance(budget, (int, float))
+        and not isinstance(budget, bool)
+        and 0 < budget < 1
+        and isinstance(intervals, dict)
+        and all(
+            isinstance(k, int) and not isinstance(k, bool) and k > 0
+            for k in intervals.values()
+        )
+        and isinstance(value.get("planned_at"), (int, type(None)))
+    )
+
+
 _FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "run_name": (_text, "a string"),
     "status": (_text, "a string"),
@@ -66,6 +86,11 @@ _FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "absent": (_texts, "an object of quantity -> reason strings"),
     "parameters": (_shapes, "an object of parameter name -> shape (integers)"),
     "optimizer": (_object, "an object"),
+    "budget": (
+        _budget_plan,
+        "null or an object with a budget in (0, 1), intervals of quantity -> "
+        "positive integer and planned_at an integer or null",
+    ),
 }
 
 

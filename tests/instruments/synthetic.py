@@ -132,6 +132,7 @@ def step_records(
         },
         "step_time": 0.05 + 0.01 * rng.uniform(),
         "tracker_time": 0.02 + 0.005 * rng.uniform(),
+        "overhead_share": 0.04 + 0.01 * rng.uniform(),
     }
     if curvature:
         values.update(curvature_values(step, rng))

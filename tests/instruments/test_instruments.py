@@ -8,7 +8,7 @@ import pytest
 from cockpit.instruments import GROUPS, PLACEHOLDER_NAME, REGISTRY, RunData, View
 from cockpit.logs.reader import records_to_frames
 from cockpit.presets import how_to_fill
-from tests.instruments.synthetic import run_data
+from tests.instruments.synthetic import records, run_data, through_json
 
 CURVATURE = GROUPS["curvature"][1]
 IDS = list(REGISTRY)
@@ -321,3 +321,28 @@ def test_layer_heat_map_keeps_a_spike():
     heatmap = next(t for t in figure.data if isinstance(t, go.Heatmap))
     assert len(heatmap.x) <= 300
     assert np.nanmax(np.asarray(heatmap.z, dtype=float)) == 1e4
+
+
+def test_overhead_shows_the_budget_and_its_plan(full):
+    plan = {
+        "budget": 0.05,
+        "planned_at": 62,
+        "intervals": {"loss": 1, "grad_norm": 10, "alpha": 50, "norm_test": 10},
+    }
+    scalars, histograms = records_to_frames(through_json(records(60, 0, True)))
+    budgeted = RunData.from_frames("budgeted", scalars, histograms, {"budget": plan})
+    figure = REGISTRY["overhead"]().figure([budgeted], View())
+    title = figure.layout.title.text
+    assert "budget 5 % (planned at step 62)" in title
+    assert "every 1: loss; every 10: grad_norm, norm_test; every 50: alpha" in title
+    share = next(t for t in figure.data if "measured share" in t.name)
+    assert min(share.y) >= 4.0 and max(share.y) <= 5.0  # percent: 0.04-0.05 logged
+    assert "budget 5 %" in texts(figure)
+    plain = REGISTRY["overhead"]().figure([full], View())
+    assert "no overhead budget (fixed schedules)" in plain.layout.title.text
+    from matplotlib.figure import Figure
+
+    cell = Figure().subfigures(1, 1)
+    REGISTRY["overhead"]().draw_report(cell, budgeted, View())
+    bottom = cell.axes[1].get_title(loc="left")
+    assert bottom.startswith("budget 5 % (planned at step 62): every 1: loss")

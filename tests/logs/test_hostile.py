@@ -151,6 +151,10 @@ def test_files_linked_inside_the_root_are_read(tmp_path):
         ("absent", {"loss": 3}),
         ("parameters", {"w": "3x3"}),
         ("run_name", {"a": 1}),
+        ("budget", 0.05),
+        ("budget", {"budget": "5%", "intervals": {}}),
+        ("budget", {"budget": 0.05, "intervals": {"loss": "often"}}),
+        ("budget", {"budget": 0.05, "intervals": {"loss": 0}}),
     ],
 )
 def test_malformed_meta_fields_are_dropped_with_a_warning(tmp_path, field, value):

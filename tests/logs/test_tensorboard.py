@@ -172,7 +172,13 @@ def test_the_tracker_option_writes_events_while_training(tmp_path):
     loss_fn = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ck = cockpit.Cockpit(
-        model, loss_fn, optimizer, logdir=tmp_path, run_name="run", tensorboard=True
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        run_name="run",
+        tensorboard=True,
+        preset="economy",
     )
     for step in range(4):
         gen = torch.Generator().manual_seed(step)

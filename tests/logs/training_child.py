@@ -68,7 +68,12 @@ def train(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ck = cockpit.Cockpit(
-            model, loss_fn, optimizer, logdir=logdir, run_name=run_name
+            model,
+            loss_fn,
+            optimizer,
+            logdir=logdir,
+            run_name=run_name,
+            preset="economy",
         )
         step = 0
         while steps is None or step < steps:

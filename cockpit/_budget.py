@@ -1,0 +1,263 @@
+"""The overhead budget at work: measure wall time, plan intervals, schedule quantities.
+
+``Cockpit(budget=0.05)`` hands its budgeted quantities a :class:`BudgetSchedule`
+each, which asks one :class:`BudgetControl` whether the quantity is due. The control
+measures nothing on the device: the tracker reports each step's wall time (from one
+``track()`` entry to the next, the same clock as ``step_time``) and which quantities
+it tracked, and the control compares tracked steps with untracked ones.
+
+The run in phases (steps counted by ``track()`` blocks):
+
+1. Step 0 tracks every budgeted quantity, so every panel has a first value.
+2. Calibration: pairs of an untracked step and a probe step. The probes track each
+   quantity that needs no engine alone (they are cheap, or as the eigensolves
+   costly on their own) and the quantities needing the same engines together (one
+   per-sample pass serves all of them, so probing them one by one would cost that
+   pass many times over). Untracked steps give the plain step's time (median); the
+   probes' extra seconds are split into the cost model by
+   :func:`cockpit.budget.attribute`.
+3. From then on the plan of :func:`cockpit.budget.plan`, repeating every
+   ``P = lcm(ladder)`` steps; the last step of every 10 is left untracked as a
+   reference for the plain step (so "every step" means 9 steps of 10). After every period the control re-plans: it
+   compares the measured extra time of the tracked steps (medians per set of tracked
+   quantities) with what the cost model predicted, scales the costs by the ratio
+   and plans again, so the plan follows costs that change.
+
+The measured share of the last period, ``extra / (n * plain step + extra)`` with
+``extra`` the tracked steps' time beyond the plain step (medians per set of tracked
+quantities), is logged as ``overhead_share`` at each tracked step; the plan, the
+costs and the shares are in ``meta.json`` under ``budget``, rewritten at each
+re-plan.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cockpit.budget import LADDER, Costs, allowed_seconds, attribute, mean_cost, plan
+from cockpit.exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "BudgetControl",
+    "BudgetSchedule",
+    "check_budget",
+    "probe_sets",
+]
+
+#: The budget of a Cockpit given neither a preset nor quantities.
+DEFAULT_BUDGET = 0.05
+#: Recent untracked steps whose median is the plain step's time.
+_BASELINE_STEPS = 25
+#: Recent probes of a quantity alone whose median is its cost.
+_PROBES = 9
+#: Every this many steps one stays untracked, the plain step's reference. Its offset
+#: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
+#: planned every step skip it.
+_REFERENCE_EVERY = 10
+
+
+def check_budget(budget: object) -> float:
+    """``budget`` as a float in (0, 1), or a :class:`ConfigurationError`."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise ConfigurationError(
+            f"budget must be a number in (0, 1), the tracker's share of the wall "
+            f"time, got {type(budget).__name__}: {budget!r}. E.g. budget=0.05."
+        )
+    if not 0.0 < budget < 1.0:
+        raise ConfigurationError(
+            f"budget must be in (0, 1), the tracker's share of the wall time, got "
+            f"{budget!r}. E.g. budget=0.05 for at most 5 %; pass preset=... without "
+            "a budget to track at fixed intervals."
+        )
+    return float(budget)
+
+
+class BudgetSchedule:
+    """A budgeted quantity's schedule: due when the control's plan says so."""
+
+    def __init__(self, control: BudgetControl, name: str):
+        self.control = control
+        self.name = name
+
+    def __call__(self, step: int) -> bool:
+        return self.name in self.control.due(step)
+
+    def __repr__(self) -> str:
+        return f"budget({self.control.budget:g})"
+
+
+class BudgetControl:
+    """Plans the budgeted quantities' intervals from the steps' measured wall time.
+
+    Args:
+        budget: The tracker's allowed share of the wall time, in (0, 1).
+        uses: Budgeted quantity -> the engines it needs (``"per_sample"``,
+            ``"curvature"``), in the order to calibrate them.
+        rank: Quantity -> informativeness rank (0 best), see :func:`plan`.
+        ladder: The intervals to choose from.
+
+    """
+
+    def __init__(
+        self,
+        budget: float,
+        uses: Mapping[str, frozenset[str]],
+        rank: Mapping[str, int],
+        ladder: tuple[int, ...] = LADDER,
+    ):
+        self.budget = budget
+        self.uses = dict(uses)
+        self.rank = dict(rank)
+        self.ladder = ladder
+        self.period = max(ladder)
+        assert all(self.period % k == 0 for k in ladder), (
+            "the intervals must divide the longest"
+        )
+        names = list(uses)
+        self.calibration = [frozenset(names)]
+        for probe in probe_sets(uses):
+            self.calibration += [frozenset(), probe]
+        self.calibration.append(frozenset())
+        self._probe_sets = {probe for probe in self.calibration[1:] if probe}
+        self.start = len(self.calibration)
+        self.intervals = dict.fromkeys(names, max(ladder))
+        self.costs: Costs | None = None
+        self.scale = 1.0
+        self.plain_seconds: float | None = None
+        self.measured_share: float | None = None
+        self.planned_share: float | None = None
+        self.planned_at: int | None = None
+        self.over_budget = False
+        self.changed = False
+        self._baseline: deque[float] = deque(maxlen=_BASELINE_STEPS)
+        self._probes: dict[frozenset[str], deque[float]] = defaultdict(
+            lambda: deque(maxlen=_PROBES)
+        )
+        self._window: list[tuple[float, frozenset[str]]] = []
+        self._tracked_counts: dict[str, int] = defaultdict(int)
+        self._due_counts: dict[str, int] = defaultdict(int)
+
+    def schedule(self, name: str) -> BudgetSchedule:
+        """The schedule the quantity ``name`` gets."""
+        return BudgetSchedule(self, name)
+
+    def due(self, step: int) -> frozenset[str]:
+        """The budgeted quantities due at ``step``."""
+        if step < self.start:
+            return self.calibration[step]
+        offset = step - self.start
+        if offset % _REFERENCE_EVERY == _REFERENCE_EVERY - 1:
+            return frozenset()  # a reference step: plain training
+        return frozenset(q for q, k in self.intervals.items() if offset % k == 0)
+
+    def forget(self, name: str) -> None:
+        """Stop planning for ``name`` (the tracker dropped it)."""
+        self.uses.pop(name, None)
+        self.intervals.pop(name, None)
+        self._probes = defaultdict(
+            self._probes.default_factory,
+            {s: c for s, c in self._probes.items() if name not in s},
+        )
+
+    def observe(self, step: int, seconds: float, tracked: Iterable[str]) -> None:
+        """Take step ``step``'s wall time and the quantities tracked in it.
+
+        Host arithmetic only, called by the tracker at the next ``track()`` entry;
+        re-plans when the calibration or a period has just ended.
+        """
+        tracked = frozenset(q for q in tracked if q in self.uses)
+        for q in tracked:
+            self._tracked_counts[q] += 1
+        for q in self.due(step) & tracked:
+            self._due_counts[q] += 1
+        if not tracked:
+            self._baseline.append(seconds)
+        if step > 0 and (len(tracked) == 1 or tracked in self._probe_sets):
+            self._probes[tracked].append(seconds)
+        if step >= self.start:
+            self._window.append((seconds, tracked))
+        following = step + 1 - self.start
+        if following >= 0 and following % self.period == 0:
+            self._replan(step + 1)
+
+    def _replan(self, at: int) -> None:
+        if not self._baseline or not self.uses:
+            return
+        plain = statistics.median(self._baseline)
+        self.plain_seconds = plain
+        probes = {s: statistics.median(c) - plain for s, c in self._probes.items() if c}
+        costs = attribute(probes, self.uses)
+        spans = {
+            q: min(max(round(self._tracked_counts[q] / n), 1), 2)
+            for q, n in self._due_counts.items()
+            if n and q in self.uses
+        }
+        self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
+        if self._window:
+            self._correct(plain)
+        scaled = self.costs.scaled(self.scale)
+        self.intervals = plan(scaled, plain, self.budget, self.rank, self.ladder)
+        planned = mean_cost(scaled, self.intervals, self.ladder)
+        self.planned_share = planned / (plain + planned) if plain + planned else 0.0
+        self.over_budget = planned > allowed_seconds(self.budget, plain)
+        self.planned_at = at
+        self.changed = True
+
+    def _correct(self, plain: float) -> None:
+        """Measure the period just ended; scale the costs by measured / predicted.
+
+        The extra time of the period is, per set of tracked quantities, the median
+        of its steps' times minus the plain step's, times their count: a slow step of
+        the user's own (a validation pass) is an outlier there, not overhead.
+        """
+        assert self.costs is not None
+        by_set: dict[frozenset[str], list[float]] = defaultdict(list)
+        for seconds, tracked in self._window:
+            if tracked:
+                by_set[tracked].append(seconds - plain)
+        measured = sum(len(s) * statistics.median(s) for s in by_set.values())
+        total = plain * len(self._window) + measured
+        self.measured_share = measured / total if total > 0 else None
+        predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
+        if predicted > 0 and measured > 0:
+            self.scale = min(max(measured / predicted, 0.1), 10.0)
+        self._window = []
+
+    def as_meta(self) -> dict[str, Any]:
+        """The plan and what it rests on, for ``meta.json``'s ``budget``."""
+        costs = self.costs
+        return {
+            "budget": self.budget,
+            "ladder": list(self.ladder),
+            "calibration_steps": self.start,
+            "planned_at": self.planned_at,
+            "intervals": dict(self.intervals),
+            "plain_step_ms": _ms(self.plain_seconds),
+            "cost_scale": self.scale,
+            "costs_ms": None
+            if costs is None
+            else {
+                "fixed": _ms(costs.fixed),
+                "engine": {e: _ms(c) for e, c in costs.engine.items()},
+                "own": {q: _ms(c) for q, c in costs.own.items()},
+            },
+            "planned_share": self.planned_share,
+            "measured_share": self.measured_share,
+            "over_budget": self.over_budget,
+        }
+
+
+def probe_sets(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
+    """Each quantity needing no engine alone, the others grouped by their engines."""
+    groups: dict[frozenset[str], set[str]] = defaultdict(set)
+    for name, engines in uses.items():
+        groups[engines if engines else frozenset({name})].add(name)
+    return [frozenset(members) for members in groups.values()]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000.0 * seconds, 3)

@@ -1,0 +1,214 @@
+"""The overhead budget in the tracker: the default Cockpit, its plan and its log.
+
+The control (:mod:`cockpit._budget`) is driven with made-up wall times whose plans
+are worked out by hand; a default Cockpit trains a tiny model and its ``meta.json``
+and records are checked; training stays bit-identical under the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import cockpit
+from cockpit._budget import BudgetControl
+from cockpit.budget import LADDER
+from cockpit.exceptions import ConfigurationError
+from cockpit.quantities import PRESETS, GradNorm
+from tests.test_training_unchanged import (
+    MODELS,
+    OPTIMIZERS,
+    assert_bit_identical,
+    make_data,
+    train,
+)
+
+PER_SAMPLE = frozenset({"per_sample"})
+USES = {"loss": frozenset(), "grad_norm": PER_SAMPLE, "norm_test": PER_SAMPLE}
+PER_SAMPLE_Q = frozenset({"grad_norm", "norm_test"})
+
+
+def drive(control: BudgetControl, steps: range, extra) -> list[float]:
+    """Observe ``steps``, each 1 s plain plus ``extra(tracked)``; the durations."""
+    seconds = []
+    for step in steps:
+        tracked = control.due(step)
+        seconds.append(1.0 + extra(tracked))
+        control.observe(step, seconds[-1], tracked)
+    return seconds
+
+
+def test_control_calibrates_plans_and_corrects_from_wall_times():
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    assert control.calibration[0] == frozenset(USES)  # everything at step 0
+    probes = [s for s in control.calibration[1:] if s]
+    assert sorted(map(sorted, probes)) == [["grad_norm", "norm_test"], ["loss"]]
+
+    def modelled(tracked):  # fixed 0.01 s, the per-sample pass 0.5 s
+        return (0.01 if tracked else 0.0) + (0.5 if tracked & PER_SAMPLE_Q else 0.0)
+
+    drive(control, range(control.start), modelled)
+    # Allowed: 0.05 / 0.95 = 0.0526 s per step. loss every step costs 0.01; the
+    # per-sample pair every 25th step 0.5 * 2 / 50 = 0.02 more; every 10th 0.05
+    # more would exceed it.
+    assert control.intervals == {"loss": 1, "grad_norm": 25, "norm_test": 25}
+    assert control.planned_at == control.start
+
+    def doubled(tracked):  # the costs turn out twice the model's
+        return 2 * modelled(tracked)
+
+    steps = range(control.start, control.start + 50)
+    due = [control.due(step) for step in steps]
+    window = drive(control, steps, doubled)
+    # Untracked steps took exactly the plain second, so no median hides anything.
+    expected = (sum(window) - 50 * 1.0) / sum(window)
+    assert control.measured_share == pytest.approx(expected)
+    # The scaled model reproduces the extra time the period measured.
+    scaled = control.costs.scaled(control.scale)
+    assert control.scale > 1.4
+    assert sum(map(scaled.of, due)) == pytest.approx(sum(window) - 50 * 1.0)
+    # Now the pair every 25th step would cost 0.02 + 0.08 > 0.0526.
+    assert control.intervals == {"loss": 1, "grad_norm": 50, "norm_test": 50}
+    # The last step of every 10 is left untracked, as the plain reference.
+    assert [o for o in range(50) if not control.due(control.start + o)] == [
+        9,
+        19,
+        29,
+        39,
+        49,
+    ]
+
+
+def test_a_slow_step_of_the_users_own_is_not_overhead():
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    drive(control, range(control.start), lambda tracked: 0.01 * bool(tracked))
+    # Every tracked step costs 0.01 s: all three every step fit 0.0526 s per step.
+    assert set(control.intervals.values()) == {1}
+    slow = control.start + 3
+    seconds = iter(range(control.start, control.start + 50))
+
+    def validating(tracked):  # step `slow` also runs 30 s of validation
+        return 0.01 * bool(tracked) + (30.0 if next(seconds) == slow else 0.0)
+
+    drive(control, range(control.start, control.start + 50), validating)
+    # 45 tracked steps of 0.01 s (the median ignores the slow one), 5 reference steps.
+    assert control.measured_share == pytest.approx(0.45 / (50 + 0.45))
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def train_steps(ck, model, steps):
+    loss_fn, gen = ck.loss_fn, torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        x, y = (
+            torch.randn(16, 4, generator=gen),
+            torch.randint(0, 3, (16,), generator=gen),
+        )
+        ck.optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        ck.optimizer.step()
+    ck.close()
+    records = cockpit.LogReader(ck.run_dir).read_new()
+    meta = json.loads((ck.run_dir / "meta.json").read_text())
+    return records, meta
+
+
+def logged(records, key):
+    return sorted({r["step"] for r in records if key in r["values"]})
+
+
+def test_default_cockpit_follows_economy_under_the_budget(tmp_path):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(model, nn.CrossEntropyLoss(), optimizer, logdir=tmp_path)
+    start = ck._budget.start
+    steps = start + 50 + 3
+    records, meta = train_steps(ck, model, steps)
+    assert meta["preset"] == "economy"
+    assert set(meta["quantities"]) == set(PRESETS["economy"])
+    assert set(meta["quantities"].values()) == {"budget(0.05)"}
+    plan = meta["budget"]
+    assert plan["budget"] == 0.05
+    assert plan["planned_at"] == start + 50  # planned after calibration, re-planned
+    assert set(plan["intervals"]) == set(PRESETS["economy"])
+    assert set(plan["intervals"].values()) <= set(LADDER)
+    assert plan["plain_step_ms"] > 0 and plan["costs_ms"]["engine"]["per_sample"] >= 0
+    shares = {
+        r["values"]["overhead_share"]
+        for r in records
+        if r["step"] >= start + 50 and "overhead_share" in r["values"]
+    }
+    assert shares == {plan["measured_share"]}
+    assert not any(
+        "overhead_share" in r["values"] for r in records if r["step"] < start
+    )
+    for key in PRESETS["economy"]:
+        at = logged(records, key)
+        assert at[0] == 0, key
+        gaps = [b - a for a, b in itertools.pairwise([*at, steps - 1])]
+        assert max(gaps) <= max(LADDER), key
+    # Not every step: calibration leaves steps untracked for the plain reference.
+    assert len(logged(records, "grad_norm")) < steps
+
+
+def test_explicit_schedules_keep_their_meaning_under_a_budget(tmp_path):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        logdir=tmp_path,
+        quantities={"loss": 1, "grad_norm": GradNorm()},
+        budget=0.2,
+    )
+    records, meta = train_steps(ck, model, 8)
+    assert list(meta["budget"]["intervals"]) == ["grad_norm"]
+    assert meta["quantities"] == {
+        "loss": "every(k=1, start=0)",
+        "grad_norm": "budget(0.2)",
+    }
+    assert logged(records, "loss") == list(range(8))
+
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    plain = cockpit.Cockpit(
+        model, nn.CrossEntropyLoss(), optimizer, logdir=tmp_path, preset="economy"
+    )
+    records, meta = train_steps(plain, plain.model, 3)
+    assert meta["budget"] is None
+    assert logged(records, "grad_norm") == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("budget", "match"),
+    [(1.5, r"budget must be in \(0, 1\).*got 1.5"), ("5%", "must be a number")],
+)
+def test_bad_budget_says_what_to_pass(tmp_path, budget, match):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigurationError, match=match):
+        cockpit.Cockpit(
+            model, nn.CrossEntropyLoss(), optimizer, logdir=tmp_path, budget=budget
+        )
+
+
+def test_training_unchanged_under_the_default_budget(tmp_path):
+    """Calibration's tracked and untracked steps alike leave training unchanged."""
+    torch.manual_seed(0)
+    model = MODELS["mlp"]()
+    twin = copy.deepcopy(model)
+    batches = make_data("mlp", "ce-mean")
+    case = OPTIMIZERS["sgd"]
+    tracked = train(model, nn.CrossEntropyLoss(), case, batches, {"logdir": tmp_path})
+    untracked = train(twin, nn.CrossEntropyLoss(), case, batches, None)
+    assert_bit_identical(tracked, untracked)
