@@ -128,9 +128,13 @@ class EarlyStopping(Rule):
 
 
 class TrackerOverhead(Rule):
-    """The tracker costs more than ``overhead_budget`` times the training's own step.
+    """The tracker costs more than its budget.
 
-    ``tracker_time`` against ``step_time - tracker_time`` (medians over
+    A run under an overhead budget (``meta.json``'s ``budget``, the default) logs
+    the tracker's measured share of wall time as ``overhead_share``: the rule reads
+    its median over ``overhead_window`` records against ``overhead_budget`` times
+    the budget (the plan re-balances within that). Other runs are read per tracked
+    step: ``tracker_time`` against ``step_time - tracker_time`` (medians over
     ``overhead_window`` records), when the tracker also spends more than
     ``overhead_min_seconds`` per step.
     """
@@ -138,10 +142,13 @@ class TrackerOverhead(Rule):
     name = "tracker_overhead"
     severity = "info"
     instrument = "overhead"
-    watches = ("tracker_time",)
+    watches = ("tracker_time", "overhead_share")
 
     def check(self, history: History, new: New, t: dict[str, float]) -> list[Finding]:
         n = window(t, "overhead_window")
+        budget = (history.meta.get("budget") or {}).get("budget")
+        if isinstance(budget, (int, float)) and budget > 0:
+            return self._budgeted(history, new, t, n, float(budget))
         if history.count("tracker_time") < n or history.count("step_time") < n:
             return []
         spent_at = dict(history.last_steps("tracker_time", n=n))
@@ -170,5 +177,28 @@ class TrackerOverhead(Rule):
                     "smaller preset ('economy'); the overhead panel shows the cost."
                 ),
                 evidence={"tracker_seconds": spent, "ratio": ratio},
+            )
+        ]
+
+    def _budgeted(
+        self, history: History, new: New, t: dict[str, float], n: int, budget: float
+    ) -> list[Finding]:
+        share = history.window_median("overhead_share", n)
+        if not share > t["overhead_budget"] * budget:
+            return []
+        return [
+            Finding(
+                step=new.step,
+                first_step=history.last_steps("overhead_share", n=n)[0][0],
+                explanation=(
+                    f"The tracker takes {share:.1%} of the wall time (median over the "
+                    f"last {n} records), over {t['overhead_budget']:g} times its "
+                    f"budget of {budget:.1%}: even the sparsest plan costs more here."
+                ),
+                suggestion=(
+                    "Raise the budget (Cockpit(budget=...)), track fewer quantities, "
+                    "or profile them (cockpit profile) to see which one costs."
+                ),
+                evidence={"overhead_share": share, "budget": budget},
             )
         ]

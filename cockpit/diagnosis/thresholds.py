@@ -142,7 +142,9 @@ THRESHOLDS: dict[str, Threshold] = {
         2.0,
         "tracker_overhead",
         "The tracker's time per step over the training's own (step_time - "
-        "tracker_time) above which tracking costs more than its budget.",
+        "tracker_time) above which tracking costs more than its budget; in a run "
+        "under an overhead budget, the factor over that budget the median "
+        "overhead_share must exceed.",
     ),
     "overhead_min_seconds": Threshold(
         0.05,

@@ -272,3 +272,13 @@ def test_small_batch_from_the_noise_scale_alone():
         for i in range(20)
     ]
     assert rules(healthy) == {}
+
+
+def test_tracker_overhead_under_a_budget_reads_the_measured_share():
+    meta = {**META, "budget": {"budget": 0.05}}
+    within = [record(i, overhead_share=0.08) for i in range(25)]
+    assert "tracker_overhead" not in rules(within, meta)
+    over = [record(i, overhead_share=0.2) for i in range(25)]
+    alert = rules(over, meta)["tracker_overhead"]
+    assert alert.evidence == {"overhead_share": 0.2, "budget": 0.05}
+    assert "20.0%" in alert.explanation
