@@ -10,12 +10,15 @@ per dtype, whatever the number of states or parameters:
                 weights) of its per-sample vectors, float64, ``[2 + ...]``
 ``all_reduce``  SUM of the summed states (gradients, ``sum_sq``, diagonals)
 ``all_reduce``  MAX of the maxima and the negated minima (histogram range)
-``gather``      to rank 0: the per-sample vectors (losses, ``sq_norms``, ``dots``,
+``all_gather``  the per-sample vectors (losses, ``sq_norms``, ``dots``,
                 projections, histogram samples), padded to the longest rank's
 ==============  ===============================================================
 
 The last one is the only transfer that grows with the batch: per-sample vectors
-cannot be summed away without changing each quantity's ``finalize``. Collectives run
+cannot be summed away without changing each quantity's ``finalize``. Every rank
+receives them and finalizes the same states: quantities carry state from step to
+step (alpha's last step decides the next step's projections), which must agree on
+every rank, or the ranks' collectives would stop matching. Rank 0 alone writes. Collectives run
 under the process group's timeout (``init_process_group(timeout=...)``), as DDP's own
 do: a rank that fails mid-step makes the others raise there, not hang forever.
 """
@@ -59,7 +62,6 @@ class Ranks:
         self.group = group if group is not None else dist.group.WORLD
         self.rank = dist.get_rank(self.group)
         self.size = dist.get_world_size(self.group)
-        self._root = dist.get_global_rank(self.group, 0)
         self.bytes_sent = 0
 
     @property
@@ -91,14 +93,14 @@ class Ranks:
         return torch.stack(rows)
 
     def gather(self, parts: list[Tensor], lengths: Tensor) -> list[list[Tensor]]:
-        """Every rank's 1-D ``parts`` on rank 0, in one padded ``gather``.
+        """Every rank's 1-D ``parts`` on every rank, in one padded ``all_gather``.
 
         Args:
             parts: This rank's vectors, as many on every rank, one dtype.
             lengths: ``[W, len(parts)]`` every rank's part lengths (from the header).
 
         Returns:
-            On rank 0, per rank its parts; elsewhere ``[]``.
+            Per rank, its parts.
 
         """
         sizes = lengths.long().tolist()
@@ -108,13 +110,7 @@ class Ranks:
         flat = torch.zeros(longest, dtype=dtype, device=device)
         local = torch.cat(parts) if parts else flat[:0]
         flat[: local.numel()] = local
-        self._sent(flat)
-        buffers = (
-            [torch.empty_like(flat) for _ in range(self.size)] if self.writes else None
-        )
-        dist.gather(flat, buffers, dst=self._root, group=self.group)
-        if buffers is None:
-            return []
+        buffers = self.all_gather(flat)
         return [
             list(buffer[: sum(row)].split(row))
             for buffer, row in zip(buffers, sizes, strict=True)

@@ -35,7 +35,7 @@ class AwaitingStep:
     """A step's record that waits for ``optimizer.step()`` to add the step taken.
 
     A split step's (:mod:`cockpit._pieces`) gathers the step states of every rank
-    (``gather``) and finalizes them on the rank that writes (``finalizes``).
+    (``gather``) before finalizing them.
     """
 
     states: StepStates
@@ -45,7 +45,6 @@ class AwaitingStep:
     before: dict[str, Tensor] = field(default_factory=dict)
     handles: list[Any] = field(default_factory=list)
     gather: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    finalizes: bool = True
 
 
 class OptimizerWatch:
@@ -126,8 +125,7 @@ class OptimizerWatch:
             keeping = [q for q in awaiting.quantities if q.keeps_for_step(step)]
             filled = fill.step_states(fill.declared(keeping), taken, awaiting.layers)
             states.update(awaiting.gather(filled) if awaiting.gather else filled)
-            finalizing = awaiting.quantities if awaiting.finalizes else []
-            for quantity in finalizing:
+            for quantity in awaiting.quantities:
                 value = quantity.finalize_step(states)
                 if value is not None:
                     awaiting.record.values[quantity.name] = value

@@ -98,8 +98,7 @@ class WholeStep:
     """The reduced states of a split step.
 
     Attributes:
-        states: State name -> value of the whole step (complete on the rank that
-            finalizes; per-sample vectors only hold this rank's elsewhere).
+        states: State name -> value of the whole step (the same on every rank).
         layers: Parameter name -> projection over this rank's samples (alpha's
             slopes along the step, after ``optimizer.step()``).
         absent: State name -> why it could not be reduced.
@@ -265,7 +264,7 @@ class _Across:
             states[name] = rebuild(states[name], (-leaf for leaf in extremes))
 
     def gather(self, states: dict[str, Any]) -> None:
-        """Concatenate the per-sample states of every rank on rank 0."""
+        """Concatenate the per-sample states of every rank, on every rank."""
         names = _cat_names(states)
         parts = [p for name in names for p in _cat_parts(states[name])[0]]
         width = len(parts) - self._parts  # dots: n_r per part
@@ -278,8 +277,6 @@ class _Across:
         )
         dtype = states["losses"].dtype
         per_rank = self.ranks.gather([p.to(dtype) for p in parts], lengths)
-        if not per_rank:
-            return
         weights = self.table[:, 2 + self._parts :].tolist()
         streams = [iter(rank) for rank in per_rank]
         counters = [iter(w) for w in weights]
@@ -290,17 +287,16 @@ class _Across:
             )
 
     def gather_step_states(self, states: dict[str, Any]) -> dict[str, Any]:
-        """``step_slopes`` of every rank's samples on rank 0, after the step."""
+        """``step_slopes`` of every rank's samples, after the step."""
         if "step_slopes" not in states:
             return states
         slopes = states["step_slopes"]
         lengths = self.sizes[:, None].expand(-1, len(slopes))
         per_rank = self.ranks.gather([s.reshape(-1) for s in slopes.values()], lengths)
-        if per_rank:
-            states["step_slopes"] = {
-                name: torch.cat([rank[i] for rank in per_rank])
-                for i, name in enumerate(slopes)
-            }
+        states["step_slopes"] = {
+            name: torch.cat([rank[i] for rank in per_rank])
+            for i, name in enumerate(slopes)
+        }
         return states
 
 

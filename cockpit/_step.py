@@ -187,7 +187,6 @@ class TrackedStep:
             awaiting = AwaitingStep(view, layers, record, waiting)
             if whole is not None:
                 awaiting.gather = whole.gather_step_states
-                awaiting.finalizes = self.ck.finalizes
         self._seconds += time.perf_counter() - start
         self.result = StepResult(
             record=record,
@@ -220,8 +219,6 @@ class TrackedStep:
 
     def _finalize(self, states: StepStates) -> tuple[TensorRecord, list[TensorRecord]]:
         """Finalize the due quantities into the step's record (and late records)."""
-        if not self.ck.finalizes:  # another rank writes the step
-            return TensorRecord(self.step, self.time, {}), []
         live = [
             q
             for q in self.active

@@ -34,8 +34,6 @@ class StepInputs:
         hist_samples: Histogram sample budget (0: exact).
         generator: The tracker's random generator on a device.
         sampling_seed: Draws a seed for Monte-Carlo curvature.
-        finalizes: This process finalizes the quantities (rank 0 of a group, or
-            the only process).
 
     """
 
@@ -51,7 +49,6 @@ class StepInputs:
     hist_samples: int
     generator: Callable[[torch.device], torch.Generator]
     sampling_seed: Callable[[], int]
-    finalizes: bool = True
 
 
 @dataclass

@@ -185,7 +185,6 @@ class Cockpit:
             hist_samples=hist_samples,
             generator=self.generator,
             sampling_seed=self.sampling_seed,
-            finalizes=self.ranks is None or self.ranks.writes,
         )
         name = run_name or new_run_name()
         run_dir = Path(logdir) / name
@@ -205,7 +204,7 @@ class Cockpit:
         meta["world_size"] = 1 if self.ranks is None else self.ranks.size
         meta["accumulation_steps"] = accumulation_steps
         self.writer: RunWriter | SilentWriter = SilentWriter(run_dir)
-        if self._inputs.finalizes:  # rank 0 alone writes; the others create nothing
+        if self.ranks is None or self.ranks.writes:  # the others create nothing
             mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
             self.writer = RunWriter(run_dir, meta, mirror=mirror, on_alert=on_alert)
         self._global_batch_size: int | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -67,7 +68,7 @@ def train(
         optimizer.zero_grad()
         for i, part in enumerate(torch.tensor_split(shard, accumulation_steps)):
             last = i == accumulation_steps - 1
-            sync = model.no_sync() if world > 1 and not last else _nothing()
+            sync = model.no_sync() if world > 1 and not last else nullcontext()
             with sync, ck.track():
                 loss = loss_fn(model(x[part]), y[part])
                 # The usual loss / K, exact for unequal pieces: .grad (after DDP's
@@ -76,14 +77,6 @@ def train(
                 (loss * share * world).backward()
         optimizer.step()
     ck.close()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def records(run_dir: Path) -> dict[int, dict]:
