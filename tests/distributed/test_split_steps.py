@@ -15,9 +15,14 @@ import math
 import socket
 
 import pytest
+import torch
 import torch.multiprocessing as mp
+from torch import nn
 
+import cockpit
 from cockpit._pieces import HESSIAN_REASON, WHOLE_REASON
+from cockpit.exceptions import AbsentQuantityWarning, UsageError
+from cockpit.quantities.hess_trace import HessTrace
 from tests.distributed._runs import rank_main, records, train
 
 #: Absent on split steps, and why (kfac_block: Kronecker factors; the others: Gram
@@ -109,5 +114,45 @@ def test_ddp_equals_the_whole_batch(whole, world, tmp_path):
         assert not (tmp_path / f"rank{rank}").exists()
 
 
-def test_an_exact_hessian_diagonal_is_absent_on_split_steps():
-    assert "loss scale" in HESSIAN_REASON
+def test_an_exact_hessian_diagonal_is_absent_on_split_steps(tmp_path):
+    """Its residual terms carry the loss scale: absent with the reason, no error."""
+    model = nn.Linear(3, 2).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    quantities = {"hess_trace": HessTrace(1, curvature="hessian"), "loss": 1}
+    with pytest.warns(AbsentQuantityWarning, match="loss scale"):
+        ck = cockpit.Cockpit(
+            model,
+            nn.MSELoss(),
+            optimizer,
+            logdir=tmp_path,
+            run_name="run",
+            quantities=quantities,
+            accumulation_steps=2,
+        )
+    ck.close()
+    absent = json.loads((tmp_path / "run" / "meta.json").read_text())["absent"]
+    assert absent == {"hess_trace": HESSIAN_REASON}
+
+
+def test_a_step_with_fewer_blocks_than_accumulation_steps_is_refused(tmp_path):
+    model = nn.Linear(3, 2).double()
+    loss_fn = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model, loss_fn, optimizer, logdir=tmp_path, accumulation_steps=2
+    )
+    x, y = (
+        torch.randn(4, 3, dtype=torch.float64),
+        torch.randn(4, 2, dtype=torch.float64),
+    )
+    with ck.track():
+        loss_fn(model(x), y).backward()
+    optimizer.step()
+    with (
+        pytest.raises(
+            UsageError, match=r"after 1 track\(\) block.*accumulation_steps=2"
+        ),
+        ck.track(),
+    ):
+        pass
+    ck.close()
