@@ -129,8 +129,10 @@ class TrackedStep:
 
     def _keep_grad(self, name: str, grad: Tensor) -> None:
         """This block's own gradient of a parameter, before DDP averages ``.grad``."""
+        # A copy: autograd may make the incoming tensor .grad itself, which DDP
+        # then overwrites in place with the average over ranks.
         kept = self._local_grads.get(name)
-        self._local_grads[name] = grad.detach() if kept is None else kept + grad
+        self._local_grads[name] = grad.detach().clone() if kept is None else kept + grad
 
     def _extend(self, extensions: list) -> None:
         """Hook the modules the extensions need and open one ``backpack`` context."""

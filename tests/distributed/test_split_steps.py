@@ -63,8 +63,11 @@ def _assert_matches_whole(run_dir, whole_dir) -> None:
         }
         logged = {k: v for k, v in got[step].items() if k not in UNCOMPARED}
         _assert_same(logged, expected, f"step {step}")
-    absent = json.loads((run_dir / "meta.json").read_text())["absent"]
-    assert absent == SPLIT_ABSENT
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["absent"] == SPLIT_ABSENT
+    # Each block's own gradient matched its per-sample gradients' mean, so no
+    # parameter left BackPACK for the replay.
+    assert meta["engines"]["backpack"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 
 @pytest.fixture(scope="module", params=["mean", "sum"])
