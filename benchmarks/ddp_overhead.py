@@ -65,12 +65,10 @@ def _run(rank: int, world: int, problem: str, config: str, args) -> dict | None:
     if config != "plain":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the absent quantities' warnings
+            every_step = dict.fromkeys(PRESETS[config], 1)
+            logdir = tempfile.mkdtemp()
             ck = cockpit.Cockpit(
-                model,
-                loss_fn,
-                optimizer,
-                logdir=tempfile.mkdtemp(),
-                quantities=dict.fromkeys(PRESETS[config], 1),
+                model, loss_fn, optimizer, logdir=logdir, quantities=every_step
             )
     times = []
     for step in range(args.warmup + args.steps):
