@@ -14,7 +14,8 @@ Problems: ``digits_cnn`` (``cockpit.zoo.models.digits_cnn`` on scikit-learn's 8x
 digits, global batch 64, 32 per rank) and ``3c3d`` (``cnn_3c3d`` on 3x32x32 noise,
 global batch 128). Configurations: ``economy``, ``business`` and ``full`` with every
 quantity of the preset at every step (``full`` without the quantities that are absent
-on split steps). Writes ``benchmarks/results/ddp-overhead-cpu.json``.
+on split steps), and ``economy-nohist``: ``economy`` without ``grad_hist_1d``, whose
+histogram sample (up to ``hist_samples`` elements per rank) is most of the bytes. Writes ``benchmarks/results/ddp-overhead-cpu.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cockpit.quantities import PRESETS
 from cockpit.zoo.digits import train_valid
 from cockpit.zoo.models import cnn_3c3d, digits_cnn
 
-CONFIGS = ["plain", "economy", "business", "full"]
+CONFIGS = ["plain", "economy-nohist", "economy", "business", "full"]
 RESULTS = Path(__file__).parent / "results" / "ddp-overhead-cpu.json"
 
 
@@ -65,10 +66,17 @@ def _run(rank: int, world: int, problem: str, config: str, args) -> dict | None:
     if config != "plain":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the absent quantities' warnings
-            every_step = dict.fromkeys(PRESETS[config], 1)
+            keys = [k for k in PRESETS[config.split("-")[0]] if k != "grad_hist_1d"]
+            keys += ["grad_hist_1d"] if config in PRESETS else []
+            every_step = dict.fromkeys(keys, 1)
             logdir = tempfile.mkdtemp()
             ck = cockpit.Cockpit(
-                model, loss_fn, optimizer, logdir=logdir, quantities=every_step
+                model,
+                loss_fn,
+                optimizer,
+                logdir=logdir,
+                preset=None,
+                quantities=every_step,
             )
     times = []
     for step in range(args.warmup + args.steps):

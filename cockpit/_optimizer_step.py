@@ -84,8 +84,8 @@ class OptimizerWatch:
             return
         raise UsageError(
             "track() was entered again before optimizer.step(), with the gradients "
-            "of the previous blocks still in .grad: gradient accumulation over more "
-            f"micro-batches than accumulation_steps={accumulation_steps}. Pass "
+            "of the previous blocks still in .grad: gradient accumulation over "
+            f"micro-batches, more than accumulation_steps={accumulation_steps}. Pass "
             "Cockpit(..., accumulation_steps=K) with the number of track() blocks "
             "per optimizer.step(), or call optimizer.zero_grad() between the blocks "
             "if they are separate steps."
