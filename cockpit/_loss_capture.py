@@ -23,6 +23,11 @@ class LossCapture:
     targets) is normalized to match
     (:func:`~cockpit.engines.loss_factors.per_sample_losses`). Recomputed under ``no_grad`` on detached inputs:
     the user's loss value and graph are untouched.
+
+    The gradient that reaches the loss module's output in the backward pass is the
+    user's loss scale ``c`` (``loss / accumulation_steps`` gives ``1/K``, a gradient
+    scaler its scale, a plain ``loss.backward()`` 1): :attr:`output_grad`, a 0-dim
+    tensor on the device, read by the engines to undo it without a host sync.
     """
 
     def __init__(self, loss_fn: nn.Module, mean_reduction: bool):
@@ -33,10 +38,12 @@ class LossCapture:
         self.target: object = None
         self.input_shape: torch.Size | None = None
         self.backward_reached = False
+        self.output_grad: Tensor | None = None
 
     def __enter__(self) -> LossCapture:
         self.losses = []
         self.backward_reached = False
+        self.output_grad = None
         self._handle = self._loss_fn.register_forward_hook(self._hook)
         return self
 
@@ -70,6 +77,12 @@ class LossCapture:
 
     def _mark_backward(self, grad: Tensor) -> None:
         self.backward_reached = True
+        self.output_grad = grad.detach()
+
+    def loss_scale(self) -> Tensor:
+        """``c``: the gradient that reached the loss output (after the backward)."""
+        assert self.output_grad is not None, "read before the loss's backward"
+        return self.output_grad
 
     def per_sample_losses(self) -> Tensor:
         """``[N]`` losses of the one loss call in the block, after its backward."""

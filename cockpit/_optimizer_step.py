@@ -32,7 +32,11 @@ __all__ = ["AwaitingStep", "OptimizerWatch"]
 
 @dataclass
 class AwaitingStep:
-    """A step's record that waits for ``optimizer.step()`` to add the step taken."""
+    """A step's record that waits for ``optimizer.step()`` to add the step taken.
+
+    A split step's (:mod:`cockpit._pieces`) gathers the step states of every rank
+    (``gather``) before finalizing them.
+    """
 
     states: StepStates
     layers: dict[str, LayerStats]
@@ -40,6 +44,7 @@ class AwaitingStep:
     quantities: list[Quantity]
     before: dict[str, Tensor] = field(default_factory=dict)
     handles: list[Any] = field(default_factory=list)
+    gather: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class OptimizerWatch:
@@ -66,24 +71,36 @@ class OptimizerWatch:
     def _mark_stepped(self, optimizer, args, kwargs) -> None:
         self._stepped = True
 
-    def check_accumulation(self) -> None:
-        """Refuse a second tracked block before ``optimizer.step()`` on kept gradients.
+    def check_accumulation(self, accumulation_steps: int) -> None:
+        """Refuse a step's first block before ``optimizer.step()`` on kept gradients.
 
-        That is gradient accumulation over micro-batches: each block's statistics
-        would describe its micro-batch, not the accumulated batch the optimizer
-        steps on, so it is refused rather than logged as if it were.
+        That is gradient accumulation over more micro-batches than the Cockpit was
+        told (``accumulation_steps``): the record would describe only some of the
+        batch the optimizer steps on, so it is refused rather than logged as if it
+        were.
         """
         stepped, self._stepped = self._stepped, False
         if stepped or all(p.grad is None for p in self.params.values()):
             return
         raise UsageError(
             "track() was entered again before optimizer.step(), with the gradients "
-            "of the previous block still in .grad: gradient accumulation over "
-            "micro-batches. The tracker's statistics are of one backward pass, not "
-            "of an accumulated batch, so this is not supported. Put track() around "
-            "one micro-batch per optimizer step (its statistics then describe that "
-            "micro-batch), or call optimizer.zero_grad() between the blocks if they "
-            "are separate steps."
+            "of the previous blocks still in .grad: gradient accumulation over "
+            f"micro-batches, more than accumulation_steps={accumulation_steps}. Pass "
+            "Cockpit(..., accumulation_steps=K) with the number of track() blocks "
+            "per optimizer.step(), or call optimizer.zero_grad() between the blocks "
+            "if they are separate steps."
+        )
+
+    def check_continuation(self, block: int, accumulation_steps: int) -> None:
+        """Refuse an ``optimizer.step()`` inside a step's blocks (after ``block``)."""
+        stepped, self._stepped = self._stepped, False
+        if not stepped:
+            return
+        raise UsageError(
+            f"optimizer.step() ran after {block} track() block(s), but the Cockpit "
+            f"has accumulation_steps={accumulation_steps}: every optimizer step must "
+            "cover that many blocks. Pass the number of micro-batches per "
+            "optimizer.step() as accumulation_steps."
         )
 
     def wait(self, awaiting: AwaitingStep, seconds: float) -> None:
@@ -106,9 +123,8 @@ class OptimizerWatch:
         if taken is not None:
             states, step = awaiting.states, awaiting.states.step
             keeping = [q for q in awaiting.quantities if q.keeps_for_step(step)]
-            states.update(
-                fill.step_states(fill.declared(keeping), taken, awaiting.layers)
-            )
+            filled = fill.step_states(fill.declared(keeping), taken, awaiting.layers)
+            states.update(awaiting.gather(filled) if awaiting.gather else filled)
             for quantity in awaiting.quantities:
                 value = quantity.finalize_step(states)
                 if value is not None:

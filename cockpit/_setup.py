@@ -7,11 +7,13 @@ what was expected, what came, and how to fix it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from cockpit._budget import DEFAULT_BUDGET, BudgetControl, check_budget
+from cockpit._distributed import Ranks
 from cockpit.catalog import ENTRIES, PRESET_NAMES
 from cockpit.engines.curvature import CurvatureRequest
 from cockpit.exceptions import ConfigurationError
@@ -190,3 +192,31 @@ def plain_sgd_lr(optimizer: torch.optim.Optimizer) -> tuple[float | None, str]:
     if len(lrs) != 1:
         return None, "SGD has parameter groups with different learning rates"
     return lrs.pop(), ""
+
+
+def distributed(model: nn.Module, process_group: Any) -> tuple[nn.Module, Ranks | None]:
+    """The model to track and the ranks that share its steps.
+
+    A ``DistributedDataParallel`` model is tracked through its ``module`` (hooks and
+    replays must not run DDP's reducer), on its process group unless one is given.
+    FSDP shards the parameters themselves: per-sample statistics would need each
+    rank's shard of every per-sample gradient, which no engine gathers, so it is
+    refused.
+
+    Raises:
+        ConfigurationError: For an FSDP model, or a group without
+            ``torch.distributed`` initialized.
+
+    """
+    if type(model).__name__ == "FullyShardedDataParallel" or hasattr(
+        model, "_fsdp_wrapped_module"
+    ):
+        raise ConfigurationError(
+            "Cockpit got an FSDP model. FSDP shards the parameters, and the per-sample "
+            "statistics need every rank's full per-sample gradients, which no engine "
+            "here gathers. Track a DistributedDataParallel model instead."
+        )
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        group = process_group if process_group is not None else model.process_group
+        return model.module, Ranks(group)
+    return model, None if process_group is None else Ranks(process_group)

@@ -14,6 +14,7 @@ submits what it returns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch import Tensor
 from cockpit._input_capture import InputMoments
 from cockpit._loss_capture import LossCapture
 from cockpit._optimizer_step import AwaitingStep
+from cockpit._pieces import Piece, StepPieces
 from cockpit._record import Late, TensorRecord
 from cockpit._step_io import StepInputs, StepResult
 from cockpit.engines import backpack_engine, curvature, fill, moves
@@ -34,7 +36,6 @@ from cockpit.engines.func_engine import Batch, gram_parts
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
-from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
 
@@ -48,11 +49,13 @@ class TrackedStep:
         step: int,
         active: list[Quantity],
         replicated: dict[str, Any],
+        pieces: StepPieces | None = None,
     ):
         self.ck = inputs
         self.step = step
         self.active = active
         self.replicated = replicated
+        self.pieces = pieces
         self.result: StepResult | None = None
         self._curvature_moved = False
         self._unsolvable: dict[str, str] = {}
@@ -65,11 +68,12 @@ class TrackedStep:
         self.time = time.time()
         ck = self.ck
         engines = ck.engines
-        self._grads_before = {
-            name: p.grad.detach().clone()
+        self._local_grads: dict[str, Tensor] = {}
+        handles = [
+            p.register_hook(functools.partial(self._keep_grad, name))
             for name, p in ck.params.items()
-            if p.grad is not None
-        }
+        ]
+        self._stack.callback(lambda: [h.remove() for h in handles])
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
         self._input = None
         if "input_moments" in fill.declared(self.active):
@@ -82,6 +86,12 @@ class TrackedStep:
             ck.hist_samples,
             ck.generator,
         )
+        if self._request is not None:
+            self._request.loss_scale = self._losses.loss_scale
+            # A split step's dots need the whole step's g: keep the factors.
+            split = self.pieces is not None and self.pieces.split
+            if split and "dots" in fill.declared(self.active):
+                self._request.keep_for_projection = True
         self._curvature = CurvatureRequest()
         for quantity in self.active:
             quantity.amend_curvature(self._curvature)
@@ -112,12 +122,21 @@ class TrackedStep:
         self._module_grads = None
         if self._request is not None and engines.module:
             self._module_grads = ModuleGrads(
-                engines.module_owners(ck.model), self._losses.batch_size, ck.mean
+                engines.module_owners(ck.model),
+                self._losses.batch_size,
+                self._request.scale,
             )
             handles = self._module_grads.attach()
             self._stack.callback(lambda: [h.remove() for h in handles])
         self._seconds += time.perf_counter() - start
         return self
+
+    def _keep_grad(self, name: str, grad: Tensor) -> None:
+        """This block's own gradient of a parameter, before DDP averages ``.grad``."""
+        # A copy: autograd may make the incoming tensor .grad itself, which DDP
+        # then overwrites in place with the average over ranks.
+        kept = self._local_grads.get(name)
+        self._local_grads[name] = grad.detach().clone() if kept is None else kept + grad
 
     def _extend(self, extensions: list) -> None:
         """Hook the modules the extensions need and open one ``backpack`` context."""
@@ -150,15 +169,34 @@ class TrackedStep:
         self._stack.close()
         if exc_type is not None:
             return
-        states, layers, record, late = self._finish()
-        waiting = [q for q in self.active if q.needs_step]
-        awaiting = AwaitingStep(states, layers, record, waiting) if waiting else None
+        states, layers = self._fill()
         if self._extension is not None:
             self._seconds += self._extension.seconds
+        whole = None
+        if self.pieces is not None:
+            seconds = self._seconds + time.perf_counter() - start
+            n = states["losses"].shape[0]
+            whole = self.pieces.add(Piece(states, layers, n, seconds))
+            if whole is None:  # more pieces of this step to come
+                return
+            start, self._seconds = time.perf_counter(), whole.seconds
+            states, layers = whole.states, whole.layers
+            for quantity in self.active:
+                why = [whole.absent[s] for s in quantity.states if s in whole.absent]
+                if why:
+                    self._unsolvable[quantity.name] = why[0]
+        view = StepStates(self.step, states)
+        record, late = self._finalize(view)
+        waiting = [q for q in self.active if q.needs_step]
+        awaiting = None
+        if waiting:
+            awaiting = AwaitingStep(view, layers, record, waiting)
+            if whole is not None:
+                awaiting.gather = whole.gather_step_states
         self._seconds += time.perf_counter() - start
         self.result = StepResult(
             record=record,
-            batch_size=states.batch_size,
+            batch_size=states["losses"].shape[0],
             late=late,
             awaiting=awaiting,
             seconds=self._seconds,
@@ -166,37 +204,36 @@ class TrackedStep:
             unsolvable=self._unsolvable,
         )
 
-    def _finish(
-        self,
-    ) -> tuple[StepStates, dict[str, LayerStats], TensorRecord, list[TensorRecord]]:
-        """Fill the due quantities' states and finalize them into a record."""
+    def _fill(self) -> tuple[dict[str, Any], dict[str, LayerStats]]:
+        """Fill the due quantities' states of this block's batch."""
         ck = self.ck
         losses = self._losses.per_sample_losses()
         n = losses.shape[0]
         if self._replay is not None:
             ck.func.adopt(self._replay.output, self._losses.input_shape)
-        self._inverse_scale = inverse_loss_scale(ck.grad_scaler)
         grads = self._batch_gradients(n)
         layers = self._layer_stats(n, grads)
-        states = StepStates(
-            self.step,
-            fill.backward_states(
-                fill.declared(self.active),
-                losses=losses,
-                grads=grads,
-                layers=layers,
-                curvature=self._curvature_results(n),
-                replicated=self.replicated,
-            ),
+        states = fill.backward_states(
+            fill.declared(self.active),
+            losses=losses,
+            grads=grads,
+            layers=layers,
+            curvature=self._curvature_results(n),
+            replicated=self.replicated,
         )
         if self._input is not None:
             states.update(self._input.states())
+        return states, layers
+
+    def _finalize(self, states: StepStates) -> tuple[TensorRecord, list[TensorRecord]]:
+        """Finalize the due quantities into the step's record (and late records)."""
         live = [
             q
             for q in self.active
             if not (self._curvature_moved and "kronecker" in q.states)
+            and q.name not in self._unsolvable
         ]
-        eigen = self._solve(live, 1.0 if ck.mean else 1.0 / n)
+        eigen = self._solve(live, 1.0 if self.ck.mean else 1.0 / states.batch_size)
         live = [q for q in live if q.name not in self._unsolvable]
         if eigen:
             states.update({"eigen": eigen})
@@ -209,7 +246,7 @@ class TrackedStep:
                 )
             elif value is not None:
                 values[quantity.name] = value
-        return states, layers, TensorRecord(self.step, self.time, values), late
+        return TensorRecord(self.step, self.time, values), late
 
     def _solve(self, quantities: list[Quantity], mean_scale: float) -> dict[str, Any]:
         """The eigensolves the quantities ask for, on the replayed step, in order."""
@@ -240,20 +277,17 @@ class TrackedStep:
         return results
 
     def _batch_gradients(self, n: int) -> dict[str, Tensor]:
-        """``g_l`` of the mean loss: what this block's backward added to ``.grad``."""
-        params = self.ck.params
-        scale = 1.0 if self.ck.mean else 1.0 / n
+        """``g_l`` of this block's mean loss, without the user's loss scale ``c``."""
+        # From this block's own gradients (tensor hooks), not .grad: .grad holds
+        # earlier micro-batches too, and under DDP the average over ranks.
+        scale = (1.0 if self.ck.mean else 1.0 / n) / self._losses.loss_scale()
         grads = {}
-        for name, p in params.items():
-            if p.grad is None:
+        for name, p in self.ck.params.items():
+            grad = self._local_grads.get(name)
+            if grad is None:
                 grads[name] = torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
-                continue
-            grad = p.grad.detach()
-            if name in self._grads_before:
-                grad = grad - self._grads_before[name]
-            grads[name] = grad.reshape(-1) * scale
-            if self._inverse_scale is not None:
-                grads[name] = grads[name] * self._inverse_scale.to(grad.dtype)
+            else:
+                grads[name] = grad.reshape(-1) * scale
         return grads
 
     def _batch(self) -> Batch:
@@ -294,7 +328,6 @@ class TrackedStep:
             self._module_grads,
             self._found,
             replay,
-            self._inverse_scale,
         )
 
     def _curvature_results(self, n: int) -> Curvature:
@@ -329,23 +362,4 @@ class TrackedStep:
         )
 
 
-def inverse_loss_scale(scaler: Any) -> Tensor | None:
-    """``[]`` 1/S of a ``GradScaler`` that scaled this step's loss by S, else ``None``.
-
-    Read as the scaler's device tensor (no host synchronization). ``None`` when no
-    scaler was given or it is disabled (``enabled=False``, or float16 on a machine
-    without CUDA). Raises ``UsageError`` if the scaler never scaled a loss.
-    """
-    if scaler is None or not scaler.is_enabled():
-        return None
-    scale = getattr(scaler, "_scale", None)
-    if scale is None:
-        raise UsageError(
-            "Cockpit(grad_scaler=...) was given a GradScaler that has not scaled a "
-            "loss in this track() block. Call scaler.scale(loss).backward() inside "
-            "`with ck.track():`, or drop grad_scaler if the loss is not scaled."
-        )
-    return scale.double().reciprocal()
-
-
-__all__ = ["TrackedStep", "inverse_loss_scale"]
+__all__ = ["TrackedStep"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -35,8 +34,6 @@ class StepInputs:
         hist_samples: Histogram sample budget (0: exact).
         generator: The tracker's random generator on a device.
         sampling_seed: Draws a seed for Monte-Carlo curvature.
-        grad_scaler: The user's ``torch.amp.GradScaler``, if the loss is scaled
-            before ``backward()``; its scale is divided out of the statistics.
 
     """
 
@@ -52,7 +49,6 @@ class StepInputs:
     hist_samples: int
     generator: Callable[[torch.device], torch.Generator]
     sampling_seed: Callable[[], int]
-    grad_scaler: Any = None
 
 
 @dataclass

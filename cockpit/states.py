@@ -142,7 +142,7 @@ SPECS: dict[str, StateSpec] = {
 
 
 def _reduce_values(reduce: Reduce, values: list[Any], name: str) -> Any:
-    if reduce is Reduce.SAME:
+    if reduce is Reduce.SAME or values[0] is None:  # None: a layer without it
         return values[0]
     if reduce is Reduce.WHOLE:
         raise UsageError(

@@ -33,9 +33,11 @@ from torch import nn
 
 from cockpit import _setup, presets
 from cockpit._budget import BudgetControl
+from cockpit._distributed import SilentWriter
 from cockpit._meta import new_run_name, run_meta
 from cockpit._open_runs import register, unregister
 from cockpit._optimizer_step import OptimizerWatch
+from cockpit._pieces import StepPieces, split_absence
 from cockpit._record import TensorRecord
 from cockpit._step import TrackedStep
 from cockpit._step_io import StepInputs, StepResult
@@ -111,11 +113,22 @@ class Cockpit:
             records raise it, on the writer thread (never blocking training; what it
             raises becomes a warning). Set a flag there to stop the loop early.
         grad_scaler: The ``torch.amp.GradScaler`` whose ``scale(loss)`` is
-            backpropagated, for float16 mixed precision. The statistics are then
-            of the unscaled gradients (its scale is read as a device tensor, with
-            no host synchronization), and ``meta.json`` says a scaler was used, so
+            backpropagated, for float16 mixed precision. The statistics are of the
+            unscaled gradients (the scale is read off the backward pass, like any
+            loss scale), curvature comes from torch.func (BackPACK's second-order
+            extensions start at the loss module), and ``meta.json`` says a scaler
+            was used, so
             a step the scaler skipped for non-finite gradients is logged with them
             (``nonfinite``) but is not diagnosed as a broken run.
+        accumulation_steps: ``track()`` blocks per optimizer step (gradient
+            accumulation over micro-batches, on each rank). The step's record
+            describes all of them; the loss may be scaled (``loss / K``) or not:
+            the scale is read off the backward pass. See :mod:`cockpit._pieces`.
+        process_group: Under ``torch.distributed``, the ranks that share each step
+            (default: the DDP model's group, else the world). A
+            ``DistributedDataParallel`` model is tracked through its ``module``;
+            states are reduced across ranks and rank 0 alone writes the log. See
+            :mod:`cockpit._distributed`.
 
     Raises:
         ConfigurationError: If an argument cannot work, e.g. ``tensorboard=True``
@@ -142,7 +155,15 @@ class Cockpit:
         loss_input: Callable[[Any], torch.Tensor] | None = None,
         on_alert: Callable[[Alert], object] | None = None,
         grad_scaler: Any = None,
+        accumulation_steps: int = 1,
+        process_group: Any = None,
     ):
+        model, self.ranks = _setup.distributed(model, process_group)
+        if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ConfigurationError(
+                "accumulation_steps must be an int >= 1 (track() blocks per "
+                f"optimizer.step()), got {accumulation_steps!r}."
+            )
         self.model = model
         self.loss_fn = loss_fn
         self.mean = _setup.check_loss(loss_fn)
@@ -158,6 +179,12 @@ class Cockpit:
         self.quantities = _setup.resolve_quantities(preset, quantities)
         self._budget: BudgetControl | None = None
         self.absent = self._drop_undefined()
+        self.pieces = StepPieces(accumulation_steps, self.mean, self.ranks)
+        if self.pieces.split:
+            for name, quantity in list(self.quantities.items()):
+                why = split_absence(quantity)
+                if why is not None:
+                    self.drop(name, self.absent, why, stacklevel=3)
         self._choose_engines(
             engine,
             self.absent,
@@ -187,37 +214,39 @@ class Cockpit:
             hist_samples=hist_samples,
             generator=self.generator,
             sampling_seed=self.sampling_seed,
-            grad_scaler=grad_scaler,
         )
         name = run_name or new_run_name()
         run_dir = Path(logdir) / name
-        mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
-        self.writer = RunWriter(
-            run_dir,
-            run_meta(
-                name=name,
-                model=model,
-                params=self.params,
-                loss=(loss_fn, self.mean),
-                optimizer=optimizer,
-                preset=preset,
-                quantities=self.quantities,
-                absent=self.absent,
-                engines=self.engines.as_meta(),
-                hist_samples=hist_samples,
-                config=config,
-                grad_scaler=grad_scaler is not None,
-                budget=None if self._budget is None else self._budget.as_meta(),
-            ),
-            mirror=mirror,
-            on_alert=on_alert,
+        meta = run_meta(
+            name=name,
+            model=model,
+            params=self.params,
+            loss=(loss_fn, self.mean),
+            optimizer=optimizer,
+            preset=preset,
+            quantities=self.quantities,
+            absent=self.absent,
+            engines=self.engines.as_meta(),
+            hist_samples=hist_samples,
+            config=config,
+            grad_scaler=grad_scaler is not None,
+            budget=None if self._budget is None else self._budget.as_meta(),
         )
+        meta["world_size"] = 1 if self.ranks is None else self.ranks.size
+        meta["accumulation_steps"] = accumulation_steps
+        self.writer: RunWriter | SilentWriter = SilentWriter(run_dir)
+        if self.ranks is None or self.ranks.writes:  # the others create nothing
+            mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
+            self.writer = RunWriter(run_dir, meta, mirror=mirror, on_alert=on_alert)
+        self._global_batch_size: int | None = None
         self.step = 0
         self._last_entry: float | None = None
         self._step_time: float | None = None
         self._last_tracked: frozenset[str] = frozenset()
         self._in_track = False
         self._closed = False
+        self._blocks = 0
+        self._active: list[Any] = []
         self._watch = OptimizerWatch(optimizer, self.params, self.submit)
         register(self)
 
@@ -340,10 +369,39 @@ class Cockpit:
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
-        """Track the forward and backward pass inside the block as one step."""
+        """Track the forward and backward pass inside the block as one step.
+
+        With ``accumulation_steps=K``, K blocks make one step: the first starts it,
+        the K-th reduces the blocks' states and writes the step's record.
+        """
         self._check_usable()
-        self._watch.check_accumulation()
-        self._warn_notices(stacklevel=3)  # user's with-line, contextlib, track
+        block = self._blocks % self.pieces.accumulation_steps
+        if block == 0:
+            self._start_step()
+        else:
+            self._watch.check_continuation(block, self.pieces.accumulation_steps)
+        self._blocks += 1
+        step = self.step - 1
+        self._in_track = True
+        try:
+            if not self._active:
+                yield
+                return
+            tracked = TrackedStep(
+                self._inputs, step, self._active, self._replicated(), self._pieces()
+            )
+            with tracked:
+                yield
+            if tracked.result is not None:  # None: the step's later blocks come
+                self._take(step, tracked.result)
+        finally:
+            self._in_track = False
+            self._record_moves()
+
+    def _start_step(self) -> None:
+        """The first block of a step: the previous one is done, choose what is due."""
+        self._watch.check_accumulation(self.pieces.accumulation_steps)
+        self._warn_notices(stacklevel=4)  # user's with-line, contextlib, track, here
         self._watch.flush()
         now = time.perf_counter()
         self._step_time = None if self._last_entry is None else now - self._last_entry
@@ -351,21 +409,12 @@ class Cockpit:
         step, self.step = self.step, self.step + 1
         if self._budget is not None and self._step_time is not None:
             self._budget.observe(step - 1, self._step_time, self._last_tracked)
-        active = [q for q in self.quantities.values() if q.is_active(step)]
-        self._last_tracked = frozenset(q.name for q in active)
-        self._in_track = True
-        try:
-            if not active:
-                yield
-                return
-            tracked = TrackedStep(self._inputs, step, active, self._replicated())
-            with tracked:
-                yield
-            assert tracked.result is not None
-            self._take(step, tracked.result)
-        finally:
-            self._in_track = False
-            self._record_moves()
+        self._active = [q for q in self.quantities.values() if q.is_active(step)]
+        self._last_tracked = frozenset(q.name for q in self._active)
+
+    def _pieces(self) -> StepPieces | None:
+        """The step's pieces if steps are split, else None (the one-block path)."""
+        return self.pieces if self.pieces.split else None
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -397,6 +446,9 @@ class Cockpit:
             self.engines.changed = True  # meta.json's absent is written with them
         for record in result.late:
             self.submit(record)
+        if self.pieces.split and self._global_batch_size is None:
+            self._global_batch_size = result.batch_size
+            self.writer.update_meta(global_batch_size=result.batch_size)
         result.record.values.update(self.bookkeeping(step, result.batch_size))
         if result.awaiting is not None:
             self._watch.wait(result.awaiting, result.seconds)

@@ -46,6 +46,10 @@ class SampleRequest:
             after ``optimizer.step()`` (alpha's start point).
         generator: Random generator for the histogram sample (never the global one:
             tracking must not change the training's random stream).
+        loss_scale: ``c``, the factor the user applied to the loss before
+            ``backward()`` (``loss / accumulation_steps``, a gradient scaler), read
+            at backward time as the gradient arriving at the loss module's output;
+            ``None``: 1.
 
     """
 
@@ -57,6 +61,16 @@ class SampleRequest:
     directions: dict[int, Tensor] = field(default_factory=dict)
     keep_for_projection: bool = False
     generator: Callable[[torch.device], torch.Generator] | None = None
+    loss_scale: Callable[[], Tensor] | None = None
+
+    def scale(self, batch_size: int) -> int | Tensor:
+        """Factor from output gradients of the user's loss to per-sample gradients.
+
+        A mean-reduced loss carries ``1/N`` in its output gradients, a summed one not,
+        and both carry the user's loss scale ``c``: the factor is ``N / c`` or ``1 / c``.
+        """
+        factor = batch_size if self.mean_reduction else 1
+        return factor if self.loss_scale is None else factor / self.loss_scale()
 
 
 @dataclass

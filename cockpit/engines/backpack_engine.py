@@ -226,12 +226,12 @@ class PerSampleStats(FirstOrderBackpropExtension):
         self.request = request
         self.seconds = 0.0
 
-    def scale(self, batch_size: int) -> int:
+    def scale(self, batch_size: int) -> int | Tensor:
         """Factor from BackPACK's gradients of the batch loss to per-sample gradients.
 
-        A mean-reduced loss carries ``1/N`` in its output gradient; a summed one not.
+        See :meth:`~cockpit.engines.layer_stats.SampleRequest.scale`.
         """
-        return batch_size if self.request.mean_reduction else 1
+        return self.request.scale(batch_size)
 
 
 def collect(params: dict[str, nn.Parameter]) -> dict[str, LayerStats]:

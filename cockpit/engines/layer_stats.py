@@ -18,8 +18,6 @@ of a mean-reduced loss already undone by the caller).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
@@ -44,7 +42,6 @@ __all__ = [
     "from_linear_factors",
     "from_per_sample",
     "sample_positions",
-    "unscale",
     "widen",
 ]
 
@@ -115,38 +112,3 @@ def _sample_per_sample(
         values = values[positions]
     if request.with_param_values:
         stats.hist_params = values.repeat(n)
-
-
-def unscale(stats: LayerStats, inverse: Tensor) -> LayerStats:
-    """The statistics of per-sample gradients ``c g_n`` taken back to those of ``g_n``.
-
-    A loss scaled by ``S`` before ``backward()`` (``GradScaler.scale(loss)``) scales
-    every per-sample gradient the backward hooks see by ``S``. With ``c = 1/S =
-    inverse``: first-order statistics (``grad``, ``low``, ``high``, ``projection``,
-    the histogram sample) scale by ``c``, second-order ones (``sq_norms``, ``dots``,
-    ``sum_sq``) by ``c**2``. For a power-of-two ``S`` (GradScaler's) this is exact.
-
-    Args:
-        stats: Statistics of the scaled per-sample gradients.
-        inverse: ``[]`` the inverse of the scale, on the statistics' device.
-
-    """
-
-    def times(value: Tensor | None, power: int) -> Tensor | None:
-        if value is None:
-            return None
-        return value * inverse.to(value.dtype) ** power
-
-    project = stats.project
-    return replace(
-        stats,
-        grad=times(stats.grad, 1),
-        sq_norms=times(stats.sq_norms, 2),
-        dots=times(stats.dots, 2),
-        low=times(stats.low, 1),
-        high=times(stats.high, 1),
-        sum_sq=times(stats.sum_sq, 2),
-        projection=times(stats.projection, 1),
-        project=None if project is None else (lambda v: times(project(v), 1)),
-        hist_values=times(stats.hist_values, 1),
-    )

@@ -50,8 +50,9 @@ class ModuleGrads:
         owners: Module -> ``[(tracked name, attribute name)]`` of its parameters to
             differentiate.
         batch_size: N, once the loss has been computed.
-        mean_reduction: The loss averages over samples (its output gradients carry
-            ``1/N``, undone here).
+        scale: ``N -> factor`` from output gradients of the user's loss to
+            per-sample gradients (:meth:`SampleRequest.scale`: undoes a mean's
+            ``1/N`` and the user's loss scale).
 
     """
 
@@ -59,11 +60,11 @@ class ModuleGrads:
         self,
         owners: dict[nn.Module, list[tuple[str, str]]],
         batch_size: Callable[[], int],
-        mean_reduction: bool,
+        scale: Callable[[int], int | Tensor],
     ):
         self.owners = owners
         self.batch_size = batch_size
-        self.mean = mean_reduction
+        self.scale = scale
         self.per_sample: dict[str, Tensor | Factors] = {}
         self.failed: set[str] = set()
         self.errors: dict[str, str] = {}
@@ -118,7 +119,7 @@ class ModuleGrads:
                 batched[key] = value
         for name, _ in names:
             self.rounding[name] = max(self.rounding.get(name, 0.0), rounding)
-        delta = delta * (n if self.mean else 1)
+        delta = delta * self.scale(n)
         function = closed_form(module)
         if function is not None and len(args) == 1 and not kwargs:
             self._add(names, function(module, args[0], delta))

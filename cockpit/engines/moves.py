@@ -21,12 +21,7 @@ from torch import Tensor, nn
 from cockpit.engines import backpack_engine
 from cockpit.engines.choice import MODULE, REPLAY, Assignment
 from cockpit.engines.func_engine import batch_norm_in_training, refuse_batch_norm
-from cockpit.engines.layer_stats import (
-    LayerStats,
-    SampleRequest,
-    from_per_sample,
-    unscale,
-)
+from cockpit.engines.layer_stats import LayerStats, SampleRequest, from_per_sample
 from cockpit.engines.module_func import ModuleGrads
 from cockpit.exceptions import UsageError
 
@@ -77,7 +72,6 @@ def layer_stats(
     module_grads: ModuleGrads | None,
     findings: HookFindings,
     replay: Callable[[list[str]], dict[str, LayerStats]],
-    inverse_scale: Tensor | None = None,
 ) -> dict[str, LayerStats]:
     """Per-sample statistics of every parameter, from its engine (module docstring).
 
@@ -91,9 +85,6 @@ def layer_stats(
         module_grads: The per-module engine's hooks at this step, if any.
         findings: What BackPACK's hooks found.
         replay: ``names -> statistics`` of those parameters from the replay.
-        inverse_scale: ``[]`` 1/S when the loss was scaled by S before
-            ``backward()`` (a ``GradScaler``): the backward hooks' statistics are
-            unscaled with it; the replays differentiate the unscaled loss.
 
     """
     found = backpack_engine.collect(params)
@@ -109,8 +100,6 @@ def layer_stats(
         )
         engines.move(failed, REPLAY, why)
         moved.update(failed)
-    if inverse_scale is not None:
-        found = {name: unscale(stats, inverse_scale) for name, stats in found.items()}
     if findings.reused:
         reused = backpack_params(model, params, engines, findings.reused)
         engines.move(reused, MODULE, "its module runs more than once per step")

@@ -1,0 +1,315 @@
+"""One optimizer step in pieces: micro-batches of gradient accumulation, and ranks.
+
+Each ``track()`` block of a split step fills a :class:`Piece`: the states of its
+micro-batch (:mod:`cockpit.states`), its per-layer statistics and its sample count.
+:class:`StepPieces` holds them until the step's last block, reduces them into the
+states of the whole step (every micro-batch of every rank) and hands them to the
+quantities' ``finalize`` once, so the record equals what one process computes on the
+concatenated batch:
+
+- gradients (``grads``, ``sample_grads``, a mean-reduced loss's curvature
+  diagonals) are means over a piece's samples, weighted by ``n_k / N`` into shares
+  of the whole step's mean and summed; ``sum_sq`` and a summed loss's diagonals add;
+  extremes take max/min; per-sample vectors concatenate (pieces, then ranks);
+- ``dots`` (``g_n . g``, g of the whole step) is recomputed once ``g`` is reduced,
+  from each piece's kept per-sample factors (``LayerStats.project``), exactly;
+- WHOLE states (Gram matrices, Kronecker factors, eigensolves, Hutchinson probes)
+  have no reduction: their quantities are absent on split steps, with the reason.
+
+Across ranks the same table maps onto collectives (:class:`~cockpit._distributed.Ranks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from cockpit._distributed import Ranks, leaves, rebuild
+from cockpit.engines.layer_stats import LayerStats
+from cockpit.states import SPECS, HistSample, Reduce, reduce_states
+
+__all__ = ["Piece", "StepPieces", "WholeStep", "split_absence"]
+
+#: States that only a step in one piece has (Gram matrices, Kronecker factors,
+#: eigensolves; Hutchinson probes are checked per step, as only some engines fill them).
+WHOLE = frozenset({"gram", "kronecker", "eigen"})
+
+#: Why a quantity that reads a WHOLE state is absent when steps come in pieces.
+WHOLE_REASON = (
+    "it needs the whole batch in one process (a Gram matrix, Kronecker factors, an "
+    "eigensolve or Hutchinson probes of the whole step), but each step is split into "
+    "pieces (accumulation_steps > 1 or several ranks), which these states cannot be "
+    "reduced from"
+)
+
+#: Why an exact Hessian diagonal is absent when steps come in pieces.
+HESSIAN_REASON = (
+    "BackPACK's exact Hessian diagonal (curvature='hessian') carries the user's loss "
+    "scale (loss / accumulation_steps) in its residual terms, which cannot be "
+    "undone per piece; use curvature='ggn_exact' or 'ggn_mc'"
+)
+
+
+def split_absence(quantity: Any) -> str | None:
+    """Why ``quantity`` cannot be tracked on split steps, or ``None`` if it can."""
+    if quantity.states & WHOLE:
+        return WHOLE_REASON
+    if getattr(quantity, "curvature", None) == "hessian":
+        return HESSIAN_REASON
+    return None
+
+
+@dataclass
+class Piece:
+    """What one ``track()`` block of a split step filled.
+
+    Attributes:
+        states: State name -> value, as :func:`cockpit.engines.fill.backward_states`
+            fills them for the block's micro-batch.
+        layers: Parameter name -> the block's per-sample statistics.
+        size: ``n_k``, the block's number of samples.
+        seconds: The tracker's own time spent in the block.
+
+    """
+
+    states: dict[str, Any]
+    layers: dict[str, LayerStats]
+    size: int
+    seconds: float
+
+
+@dataclass
+class _Projection:
+    """``v -> [n] g_n . v`` over the samples of several pieces, in their order."""
+
+    projects: list[Callable[[Tensor], Tensor]]
+
+    def project(self, direction: Tensor) -> Tensor:
+        return torch.cat([project(direction) for project in self.projects])
+
+
+@dataclass
+class WholeStep:
+    """The reduced states of a split step.
+
+    Attributes:
+        states: State name -> value of the whole step (the same on every rank).
+        layers: Parameter name -> projection over this rank's samples (alpha's
+            slopes along the step, after ``optimizer.step()``).
+        absent: State name -> why it could not be reduced.
+        gather_step_states: Completes ``step_slopes`` across ranks after the step.
+        seconds: The tracker's own time spent in the step's blocks.
+
+    """
+
+    states: dict[str, Any]
+    layers: dict[str, Any]
+    absent: dict[str, str]
+    gather_step_states: Callable[[dict[str, Any]], dict[str, Any]]
+    seconds: float
+
+
+def _mean_shares(mean_reduction: bool) -> set[str]:
+    """States that hold a mean over a piece's samples (the rest add)."""
+    return {"grads", "sample_grads"} | ({"diagonals"} if mean_reduction else set())
+
+
+def _scaled(value: Any, factor: float | Tensor) -> Any:
+    return rebuild(value, (leaf * factor for leaf in leaves(value)))
+
+
+class StepPieces:
+    """Collects the pieces of each step and reduces them at its last one.
+
+    Args:
+        accumulation_steps: ``track()`` blocks per optimizer step on each rank.
+        mean_reduction: The loss averages over samples.
+        ranks: The ranks sharing each step, or ``None`` for one process.
+
+    """
+
+    def __init__(
+        self, accumulation_steps: int, mean_reduction: bool, ranks: Ranks | None
+    ):
+        self.accumulation_steps = accumulation_steps
+        self.mean = mean_reduction
+        self.ranks = ranks
+        self.pieces: list[Piece] = []
+
+    @property
+    def split(self) -> bool:
+        """Steps come in more than one piece."""
+        return self.accumulation_steps > 1 or self.ranks is not None
+
+    @property
+    def pending(self) -> int:
+        """Pieces of the current step seen so far."""
+        return len(self.pieces)
+
+    def add(self, piece: Piece) -> WholeStep | None:
+        """Keep ``piece``; at the step's last one, the whole step's states."""
+        self.pieces.append(piece)
+        if len(self.pieces) < self.accumulation_steps:
+            return None
+        pieces, self.pieces = self.pieces, []
+        return self._reduce(pieces)
+
+    def _reduce(self, pieces: list[Piece]) -> WholeStep:
+        n = sum(p.size for p in pieces)
+        shares = _mean_shares(self.mean)
+        absent = {}
+        kept = []
+        for piece in pieces:
+            states = {}
+            for name, value in piece.states.items():
+                if SPECS[name].reduce is Reduce.WHOLE:
+                    if value:
+                        absent[name] = WHOLE_REASON
+                elif name != "dots":
+                    states[name] = (
+                        _scaled(value, piece.size / n) if name in shares else value
+                    )
+            kept.append(states)
+        states = reduce_states(kept)
+        states.update(
+            {k: {} for k in pieces[0].states if SPECS[k].reduce is Reduce.WHOLE}
+        )
+        layers = {
+            name: _Projection([p.layers[name].project for p in pieces])
+            for name in pieces[0].layers
+            if pieces[0].layers[name].project is not None
+        }
+        across = _Across(self.ranks, n, states) if self.ranks else None
+        if across is not None:
+            across.reduce(states, shares)
+        if "dots" in pieces[0].states:
+            grads = states["sample_grads"]
+            states["dots"] = {k: layers[k].project(g) for k, g in grads.items()}
+        if across is not None:
+            across.gather(states)
+        gather_step = across.gather_step_states if across else _unchanged
+        seconds = sum(p.seconds for p in pieces)
+        return WholeStep(states, layers, absent, gather_step, seconds)
+
+
+def _unchanged(states: dict[str, Any]) -> dict[str, Any]:
+    return states
+
+
+def _cat_names(states: dict[str, Any]) -> list[str]:
+    """The concatenated states, ``dots`` last (it is filled after the sums)."""
+    names = [k for k in states if SPECS[k].reduce is Reduce.CAT]
+    return sorted(names, key=lambda k: k == "dots")
+
+
+def _cat_parts(value: Any) -> tuple[list[Tensor], list[float]]:
+    """A concatenated state's 1-D parts and its histogram samples' weights."""
+    parts: list[Tensor] = []
+    weights: list[float] = []
+    for leaf in leaves(value):
+        if isinstance(leaf, list):
+            for sample in leaf:
+                parts.append(sample.values.reshape(-1))
+                if sample.params is not None:
+                    parts.append(sample.params.reshape(-1))
+                weights.append(sample.weight)
+        elif leaf is not None:
+            parts.append(leaf.reshape(-1))
+    return parts, weights
+
+
+class _Across:
+    """The collectives of one split step on several ranks (``cockpit._distributed``)."""
+
+    def __init__(self, ranks: Ranks, n: int, states: dict[str, Any]):
+        self.ranks = ranks
+        device = states["losses"].device
+        parts, weights = [], []
+        for name in _cat_names(states):
+            more, w = _cat_parts(states[name])
+            parts += more
+            weights += w
+        self._parts = len(parts)
+        header = [n, len(weights), *[p.numel() for p in parts], *weights]
+        self.table = ranks.all_gather(
+            torch.tensor(header, dtype=torch.float64, device=device)
+        )
+        self.sizes = self.table[:, 0]
+        self.total = self.sizes.sum()
+
+    def reduce(self, states: dict[str, Any], shares: set[str]) -> None:
+        """Sum the summed states (shares of the whole mean), max/min the extremes."""
+        share = self.table[self.ranks.rank, 0] / self.total
+        summed = [k for k in states if SPECS[k].reduce is Reduce.SUM]
+        values = [
+            _scaled(states[k], share) if k in shares else states[k] for k in summed
+        ]
+        flat = [leaf for value in values for leaf in leaves(value)]
+        reduced = iter(self.ranks.all_reduce(flat, dist.ReduceOp.SUM))
+        for name, value in zip(summed, values, strict=True):
+            states[name] = rebuild(value, reduced)
+        high = [k for k in states if SPECS[k].reduce is Reduce.MAX]
+        low = [k for k in states if SPECS[k].reduce is Reduce.MIN]
+        flat = [leaf for k in high for leaf in leaves(states[k])]
+        flat += [-leaf for k in low for leaf in leaves(states[k])]
+        extremes = iter(self.ranks.all_reduce(flat, dist.ReduceOp.MAX))
+        for name in high:
+            states[name] = rebuild(states[name], extremes)
+        for name in low:
+            states[name] = rebuild(states[name], (-leaf for leaf in extremes))
+
+    def gather(self, states: dict[str, Any]) -> None:
+        """Concatenate the per-sample states of every rank, on every rank."""
+        names = _cat_names(states)
+        parts = [p for name in names for p in _cat_parts(states[name])[0]]
+        width = len(parts) - self._parts  # dots: n_r per part
+        lengths = torch.cat(
+            [
+                self.table[:, 2 : 2 + self._parts],
+                self.sizes[:, None].expand(-1, width),
+            ],
+            1,
+        )
+        dtype = states["losses"].dtype
+        per_rank = self.ranks.gather([p.to(dtype) for p in parts], lengths)
+        weights = self.table[:, 2 + self._parts :].tolist()
+        streams = [iter(rank) for rank in per_rank]
+        counters = [iter(w) for w in weights]
+        for name in names:
+            states[name] = rebuild(
+                states[name],
+                (_join(leaf, streams, counters) for leaf in leaves(states[name])),
+            )
+
+    def gather_step_states(self, states: dict[str, Any]) -> dict[str, Any]:
+        """``step_slopes`` of every rank's samples, after the step."""
+        if "step_slopes" not in states:
+            return states
+        slopes = states["step_slopes"]
+        lengths = self.sizes[:, None].expand(-1, len(slopes))
+        per_rank = self.ranks.gather([s.reshape(-1) for s in slopes.values()], lengths)
+        states["step_slopes"] = {
+            name: torch.cat([rank[i] for rank in per_rank])
+            for i, name in enumerate(slopes)
+        }
+        return states
+
+
+def _join(leaf: Any, streams: list, counters: list) -> Any:
+    """A concatenated leaf of all ranks from their gathered parts, in rank order."""
+    if leaf is None:
+        return None
+    if not isinstance(leaf, list):
+        return torch.cat([next(stream) for stream in streams])
+    joined = []
+    for stream, counter in zip(streams, counters, strict=True):
+        for sample in leaf:
+            values = next(stream)
+            params = None if sample.params is None else next(stream)
+            joined.append(HistSample(values, params, next(counter)))
+    return joined

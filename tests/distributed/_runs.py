@@ -1,0 +1,98 @@
+"""One tiny training run, tracked whole, in micro-batches, or on one rank of several.
+
+Every run trains the same float64 MLP on the same 3 steps of a global batch of 13
+samples with plain SGD and every quantity of ``full`` at every step (exact curvature
+diagonals, exact histograms), so that a split run's records must equal the whole
+run's. A rank takes an unequal shard of each step's batch (``torch.tensor_split``)
+and scales its micro-batches' losses so that ``.grad`` is the whole batch's
+(``n_k / N`` times the world size for a mean loss: ``1 / K`` when pieces are equal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import cockpit
+from cockpit.quantities import PRESETS, REGISTRY
+
+STEPS = 3
+BATCH = 13
+
+
+def _quantities() -> dict:
+    chosen: dict = dict.fromkeys(PRESETS["full"], 1)
+    for name in ("hess_trace", "tic_diag", "tic_trace"):
+        chosen[name] = REGISTRY[name](1, curvature="ggn_exact")
+    return chosen
+
+
+def train(
+    logdir: Path,
+    reduction: str = "mean",
+    accumulation_steps: int = 1,
+    rank: int = 0,
+    world: int = 1,
+) -> None:
+    """Train and track; with ``world > 1`` inside an initialized process group."""
+    torch.manual_seed(0)
+    model: nn.Module = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    model = model.double()
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the absent quantities' warnings
+        ck = cockpit.Cockpit(
+            model,
+            loss_fn,
+            optimizer,
+            logdir=logdir,
+            run_name="run",
+            quantities=_quantities(),
+            hist_samples=0,
+            accumulation_steps=accumulation_steps,
+        )
+    data = torch.Generator().manual_seed(1)
+    for _ in range(STEPS):
+        x = torch.randn(BATCH, 4, generator=data, dtype=torch.float64)
+        y = torch.randint(0, 3, (BATCH,), generator=data)
+        shard = torch.tensor_split(torch.arange(BATCH), world)[rank]
+        optimizer.zero_grad()
+        for i, part in enumerate(torch.tensor_split(shard, accumulation_steps)):
+            last = i == accumulation_steps - 1
+            sync = model.no_sync() if world > 1 and not last else nullcontext()
+            with sync, ck.track():
+                loss = loss_fn(model(x[part]), y[part])
+                # The usual loss / K, exact for unequal pieces: .grad (after DDP's
+                # average over ranks) is the whole batch's, so the training is too.
+                share = len(part) / BATCH if reduction == "mean" else 1
+                (loss * share * world).backward()
+        optimizer.step()
+    ck.close()
+
+
+def records(run_dir: Path) -> dict[int, dict]:
+    """Step -> its values, merged over the step's records."""
+    steps: dict[int, dict] = {}
+    for line in (run_dir / "steps.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        steps.setdefault(record["step"], {}).update(record["values"])
+    return steps
+
+
+def rank_main(rank: int, world: int, port: int, logdir: str, reduction: str) -> None:
+    """A spawned rank: join the gloo group on 127.0.0.1, train, leave."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        train(Path(logdir) / f"rank{rank}", reduction, 2, rank, world)
+    finally:
+        torch.distributed.destroy_process_group()
