@@ -3,7 +3,7 @@
 A two-layer GPT-2 (random weights, nothing downloaded) learns the characters of the
 Python standard library's source files (``cockpit.zoo.text``); ``CockpitTrainer``
 with a ``CockpitCallback`` tracks every step with exact per-sample losses and writes
-the run to ``--logdir``. Runs on a CPU in well under a minute::
+the run to ``--logdir``. About 30 s of CPU time (single process)::
 
     python examples/huggingface_gpt2.py --steps 30
 """
@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from _trainers import build_parser as trainer_parser
 from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
 
 from cockpit.integrations.huggingface import CockpitCallback, CockpitTrainer
-from cockpit.quantities import PRESETS
 from cockpit.zoo.text import ALPHABET, load_text
 
 NAME = "huggingface_gpt2"
@@ -28,17 +28,9 @@ VALID = 16  # held-out windows
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--logdir", default="runs", help="directory of the runs")
-    parser.add_argument("--run-name", default=None, help="run directory name")
+    """The shared flags and how many steps it trains."""
+    parser = trainer_parser(__doc__.splitlines()[0], batch_size=16, lr=3e-3)
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per step")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="economy")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training")
     return parser
 
 
@@ -64,9 +56,6 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
         n_embd=32,
         n_layer=2,
         n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
         bos_token_id=0,
         eos_token_id=0,
     )

@@ -3,7 +3,7 @@
 A ``LightningModule`` wrapping the digits CNN, trained with SGD by
 ``lightning.Trainer(callbacks=[CockpitCallback(...)])``; the callback writes the run
 to ``--logdir``. ``--devices 2 --strategy ddp`` trains on two CPU processes (gloo);
-rank 0 alone tracks and writes. Runs on a CPU in well under a minute::
+rank 0 alone tracks and writes. About 30 s of CPU time (single process)::
 
     python examples/lightning_digits.py --epochs 2
     python examples/lightning_digits.py --epochs 2 --devices 2 --strategy ddp
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from _trainers import build_parser as trainer_parser
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cockpit.integrations.lightning import CockpitCallback
-from cockpit.quantities import PRESETS
 from cockpit.zoo.digits import train_valid
 from cockpit.zoo.models import digits_cnn
 
@@ -56,19 +56,11 @@ class DigitsClassifier(pl.LightningModule):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--logdir", default="runs", help="directory of the runs")
-    parser.add_argument("--run-name", default=None, help="run directory name")
+    """The shared flags, how long it trains, and on how many processes."""
+    parser = trainer_parser(__doc__.splitlines()[0], batch_size=64, lr=0.05)
     parser.add_argument("--epochs", type=int, default=2, help="passes over the data")
-    parser.add_argument("--batch-size", type=int, default=64, help="samples per step")
-    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="economy")
     parser.add_argument("--devices", type=int, default=1, help="CPU processes")
     parser.add_argument("--strategy", default="auto", help="e.g. ddp")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training")
     return parser
 
 

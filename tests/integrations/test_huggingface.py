@@ -17,6 +17,7 @@ from torch import Tensor, nn
 import cockpit
 from cockpit.exceptions import ConfigurationError
 from tests import reference
+from tests.models.cases import CASES, LENGTH, VOCAB
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -26,24 +27,13 @@ from cockpit.integrations.huggingface import (  # noqa: E402
     causal_lm_loss_input,
 )
 
-VOCAB, LENGTH, BATCH = 11, 6, 4
+BATCH = 4
+GPT2 = next(case for case in CASES if case.name == "gpt2")
 
 
 def tiny_gpt2(dtype: torch.dtype) -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_layer=1,
-        n_head=2,
-        n_embd=8,
-        vocab_size=VOCAB,
-        n_positions=LENGTH,
-        bos_token_id=0,
-        eos_token_id=0,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    return transformers.GPT2LMHeadModel(config).to(dtype)
+    """The test matrix's GPT-2 (one layer, width 8, no dropout), seeded."""
+    return GPT2.make(dtype)
 
 
 def sequences(count: int) -> list[dict[str, Tensor]]:
