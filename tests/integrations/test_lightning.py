@@ -95,6 +95,8 @@ def test_ddp_on_two_processes_writes_one_log_from_rank_zero(tmp_path):
     assert_complete(run, 2 * -(-shard // 64))
     assert run.meta["world_size"] == 2
     assert run.meta["tracked_ranks"] == [0]
+    # .grad holds both ranks' mean, not rank 0's: no parameter was moved for that.
+    assert run.meta["engines"]["torch.func replay"] == {}
     # Rank 0's own samples: half of each epoch.
     assert run.scalar("batch_size").sum() == 2 * shard
 
