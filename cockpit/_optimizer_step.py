@@ -7,6 +7,11 @@ optimizer takes after a tracked block. The block's record then waits in an
 (:func:`cockpit.engines.fill.step_states`) and the quantities' ``finalize_step``
 completes the record. A record whose step never comes (the next block starts, or the
 run closes) is submitted as it is.
+
+A block may also end inside ``optimizer.step(closure)``, when the closure runs the
+forward and backward pass (PyTorch Lightning's automatic optimization does): the
+step's pre-hooks have run by then, so the parameters are snapshot at once (the
+closure does not change them) and only the post-hook waits.
 """
 
 from __future__ import annotations
@@ -66,10 +71,18 @@ class OptimizerWatch:
         self.optimizer, self.params, self._submit = optimizer, params, submit
         self._awaiting: AwaitingStep | None = None
         self._stepped = True
-        self._hook = optimizer.register_step_post_hook(self._mark_stepped)
+        self._stepping = False
+        self._hooks = [
+            optimizer.register_step_pre_hook(self._mark_stepping),
+            optimizer.register_step_post_hook(self._mark_stepped),
+        ]
+
+    def _mark_stepping(self, optimizer, args, kwargs) -> None:
+        self._stepping = True
 
     def _mark_stepped(self, optimizer, args, kwargs) -> None:
         self._stepped = True
+        self._stepping = False
 
     def check_accumulation(self, accumulation_steps: int) -> None:
         """Refuse a step's first block before ``optimizer.step()`` on kept gradients.
@@ -107,7 +120,9 @@ class OptimizerWatch:
         """Finish ``awaiting``'s record after the next ``optimizer.step()``."""
         awaiting.record.values["tracker_time"] = seconds
         self._awaiting = awaiting
-        _install_hooks(self.optimizer, self.params, awaiting, self.flush)
+        _install_hooks(
+            self.optimizer, self.params, awaiting, self.flush, self._stepping
+        )
 
     def flush(
         self, awaiting: AwaitingStep | None = None, taken: StepTaken | None = None
@@ -135,7 +150,8 @@ class OptimizerWatch:
     def close(self) -> None:
         """Submit what waits and stop watching."""
         self.flush()
-        self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
 
 
 def _install_hooks(
@@ -143,8 +159,13 @@ def _install_hooks(
     params: dict[str, nn.Parameter],
     awaiting: AwaitingStep,
     done: Callable[[AwaitingStep, StepTaken | None], None],
+    inside_step: bool,
 ) -> None:
-    """One-shot hooks around the next ``optimizer.step()``: snapshot, then diff."""
+    """One-shot hooks around the next ``optimizer.step()``: snapshot, then diff.
+
+    ``inside_step``: the block ended inside ``optimizer.step(closure)``, whose
+    pre-hooks have already run; the snapshot is taken now instead.
+    """
     names = list(params)
 
     def flat() -> list[Tensor]:
@@ -163,6 +184,10 @@ def _install_hooks(
         delta = dict(zip(names, torch._foreach_sub(flat(), before), strict=True))
         done(awaiting, StepTaken(delta=delta))
 
+    if inside_step:
+        before(optimizer, (), {})
+        awaiting.handles = [optimizer.register_step_post_hook(after)]
+        return
     awaiting.handles = [
         optimizer.register_step_pre_hook(before),
         optimizer.register_step_post_hook(after),

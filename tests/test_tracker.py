@@ -629,3 +629,33 @@ def test_a_layer_reused_in_one_forward_pass_is_refused_by_backpack(tmp_path):
     ):
         loss_fn(model(torch.randn(3, 4)), torch.randn(3, 4)).backward()
     ck.close()
+
+
+def test_block_inside_the_optimizer_closure_logs_the_step_taken(tmp_path):
+    """Lightning runs forward and backward inside ``optimizer.step(closure)``, after
+    the step's pre-hooks: the tracker must still see the step taken."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+    model, loss_fn, optimizer, ck = make(
+        tmp_path, model, optimizer=optimizer, preset=None, quantities=["update_size"]
+    )
+    expected = []
+    for step in range(3):
+        x, y = batch(step)
+
+        def closure(x=x, y=y):
+            optimizer.zero_grad()
+            with ck.track():
+                loss = loss_fn(model(x), y)
+                loss.backward()
+            return loss
+
+        before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+        optimizer.step(closure)
+        after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        expected.append(torch.linalg.vector_norm(after - before).item())
+    ck.close()
+
+    logged = cockpit.load(ck.run_dir).scalar("update_size")
+    assert logged.index.tolist() == [0, 1, 2]
+    assert logged.tolist() == pytest.approx(expected, rel=1e-6)
