@@ -80,13 +80,31 @@ def measure_steps(
         before them (``None`` if not measurable), and absent quantities' reasons.
 
     """
-    steps, warmup = counts
     model = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     device = next(model.parameters()).device
     to_loss = loss_input or (lambda out: out)
     quiet = logging.getLogger("cockpit")
-    level, quiet.level = quiet.level, logging.WARNING  # no engine line per copy
+    level = quiet.level
+    # setLevel, not assignment: the logger caches isEnabledFor per level.
+    quiet.setLevel(logging.WARNING)  # no engine line per copy
+    try:
+        return _timed(model, loss_fn, tracking, batches, to_loss, device, counts)
+    finally:
+        quiet.setLevel(level)
+
+
+def _timed(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    tracking: dict[str, Any] | None,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    to_loss: Callable[[Any], Tensor],
+    device: torch.device,
+    counts: tuple[int, int],
+) -> tuple[float, float | None, str]:
+    """:func:`measure_steps` on the copied model, with the ``cockpit`` logger quiet."""
+    steps, warmup = counts
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     with tempfile.TemporaryDirectory() as logdir, warnings.catch_warnings():
         warnings.simplefilter("ignore", CockpitWarning)
         ck = None
@@ -112,5 +130,4 @@ def measure_steps(
         absent = "; ".join(f"{k}: {why}" for k, why in ck.absent.items()) if ck else ""
         if ck:
             ck.close()
-    quiet.level = level
     return statistics.median(times), peak, absent

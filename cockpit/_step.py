@@ -223,6 +223,11 @@ class TrackedStep:
         )
         if self._input is not None:
             states.update(self._input.states())
+            if "input_moments" not in states:
+                self._unsolvable["input_scale"] = (
+                    "the model's input has no floating-point tensor (token ids have "
+                    "no scale)"
+                )
         return states, layers
 
     def _finalize(self, states: StepStates) -> tuple[TensorRecord, list[TensorRecord]]:
