@@ -71,6 +71,25 @@ def small_text_batches() -> Batches:
     return text_batches(16)
 
 
+def deep_mlp(depth: int = 64, width: int = 64) -> nn.Module:
+    """A narrow, deep MLP: 64 -> (``Linear(width, width)`` ReLU) x ``depth`` -> 10.
+
+    ``depth`` hidden ``Linear`` layers of ``width`` units plus the input and output
+    layers: ``2 (depth + 2)`` parameter tensors of a few thousand entries each, so the
+    step costs little arithmetic and the tracker's work per parameter tensor shows.
+    """
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(64, width), nn.ReLU()]
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, 10))
+    return nn.Sequential(*layers)
+
+
+def small_digit_batches() -> Batches:
+    """:func:`digit_batches` of 32 images."""
+    return digit_batches(32)
+
+
 def resnet18() -> nn.Module:
     """torchvision's ResNet-18 with BatchNorm (11 M parameters), 10 classes."""
     from torchvision.models import resnet18
@@ -127,13 +146,14 @@ FACTORIES: dict[
     "3c3d": (models.cnn_3c3d, noise_batches, None),
     "transformer": (transformer, text_batches, models.class_axis_second),
     "resnet": (models.resnet_digits, digit_batches, None),
+    "deep_mlp": (deep_mlp, small_digit_batches, None),
     "resnet18": (resnet18, small_noise_batches, None),
     "gpt2": (gpt2, small_text_batches, lm_logits),
     "vit": (vit, small_noise_batches, None),
 }
 PROBLEMS = list(FACTORIES)
 #: Run without ``--problems``: the library problems need the test extra's frameworks.
-DEFAULT_PROBLEMS = ["mlp", "3c3d", "transformer", "resnet"]
+DEFAULT_PROBLEMS = ["mlp", "3c3d", "transformer", "resnet", "deep_mlp"]
 
 
 @dataclass
