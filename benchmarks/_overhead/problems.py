@@ -72,17 +72,27 @@ def small_text_batches() -> Batches:
 
 
 def deep_mlp(depth: int = 64, width: int = 64) -> nn.Module:
-    """A narrow, deep MLP: 64 -> (``Linear(width, width)`` ReLU) x ``depth`` -> 10.
+    """A narrow, deep MLP: 64 -> (``Linear(width, width)`` Tanh) x ``depth`` -> 10.
 
     ``depth`` hidden ``Linear`` layers of ``width`` units plus the input and output
     layers: ``2 (depth + 2)`` parameter tensors of a few thousand entries each, so the
     step costs little arithmetic and the tracker's work per parameter tensor shows.
+    Orthogonal weights (gain 1) and zero biases keep the signal alive through 64
+    layers: with PyTorch's default initialization the activations shrink to subnormal
+    floats (whose slow arithmetic, not the model, would set the step time), and with
+    ReLU the outputs of all samples collapse onto one and the first layers' gradients
+    vanish.
     """
-    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(64, width), nn.ReLU()]
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(64, width), nn.Tanh()]
     for _ in range(depth):
-        layers += [nn.Linear(width, width), nn.ReLU()]
+        layers += [nn.Linear(width, width), nn.Tanh()]
     layers.append(nn.Linear(width, 10))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return model
 
 
 def small_digit_batches() -> Batches:
