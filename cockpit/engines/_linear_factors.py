@@ -140,23 +140,30 @@ def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
         sum_sq = ((delta**2).transpose(1, 2) @ x**2).reshape(g, -1)
         for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
             layer.sum_sq = row
-    _projections(stats, factors, delta, x, request)
+    group = _Stacked(factors, delta, x)
+    _projections(stats, group, request)
     if request.hist_budget is not None:
         low, high = _outer_product_extremes(delta, x)
         for layer, lo, hi in zip(stats, low.unbind(0), high.unbind(0), strict=True):
             layer.low, layer.high = lo, hi
-        _histogram_sample(stats, factors, delta, x, request)
+        _histogram_sample(stats, group, request)
     return stats
 
 
+@dataclass
+class _Stacked:
+    """A group's factors and their stacks ``delta [G, N, out]``, ``x [G, N, in]``."""
+
+    factors: list[Factors]
+    delta: Tensor
+    x: Tensor
+
+
 def _projections(
-    stats: list[LayerStats],
-    factors: list[Factors],
-    delta: Tensor,
-    x: Tensor,
-    request: SampleRequest,
+    stats: list[LayerStats], group: _Stacked, request: SampleRequest
 ) -> None:
     """``g_n . v`` along the requested directions now, and the projector for later."""
+    factors, delta, x = group.factors, group.delta, group.x
     d_out, d_in = delta.shape[2], x.shape[2]
     directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
     if directed:
@@ -198,17 +205,14 @@ def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _histogram_sample(
-    stats: list[LayerStats],
-    factors: list[Factors],
-    delta: Tensor,
-    x: Tensor,
-    request: SampleRequest,
+    stats: list[LayerStats], group: _Stacked, request: SampleRequest
 ) -> None:
     """All N products ``delta[n, i] x[n, j]`` at each layer's drawn positions.
 
     Layers of one group have the same size, so either all take every position
     (``positions`` ``None``) or all drew the same number of positions ``m``.
     """
+    factors, delta, x = group.factors, group.delta, group.x
     g, n, d_in = x.shape
     params = _stack([f.param.detach().reshape(-1) for f in factors])  # [G, D_l]
     if factors[0].positions is None:
