@@ -35,6 +35,10 @@ Problems (models from ``cockpit.zoo.models``, built in ``_overhead/problems.py``
 * ``resnet``: ``resnet_digits``, the residual CNN with GroupNorm of
   ``examples/resnet_digits.py`` (about 20,000 parameters) on the digits as 1x8x8
   images, batch 64.
+* ``deep_mlp``: 64 hidden ``Linear(64, 64)`` layers with Tanh (orthogonal weights)
+  between the digits' 64 inputs and 10 classes (132 parameter tensors, about 271,000
+  parameters), batch 32: little arithmetic per step, so the tracker's cost per
+  parameter tensor shows.
 
 Library models (only with ``--problems``; they need the ``test`` extra's torchvision
 and transformers, and are built with random weights, nothing downloaded):

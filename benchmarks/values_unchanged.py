@@ -21,15 +21,24 @@ remains must still be identical::
 
     .venv/bin/python benchmarks/values_unchanged.py compare /tmp/before /tmp/after \
         --new param_norm
+
+A change that reorders floating-point sums (batched reductions) changes the last bits;
+``--rtol`` (and ``--atol`` for values near 0) compare numbers up to that tolerance and
+print the largest mismatches, everything else still exactly::
+
+    .venv/bin/python benchmarks/values_unchanged.py compare /tmp/before /tmp/after \
+        --rtol 1e-4 --atol 1e-6
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 STEPS = 4
 CLOCKS = ("step_time", "tracker_time")
@@ -92,8 +101,51 @@ def _meta(run: Path, new: tuple[str, ...] = ()) -> dict:
     return meta
 
 
-def compare(before: Path, after: Path, new: tuple[str, ...] = ()) -> int:
-    """Compare two recordings run by run; ``new`` keys are dropped from ``after``."""
+def _mismatches(old: Any, new: Any, rtol: float, atol: float, path: str) -> list:
+    """``(path, old, new)`` of the numbers that differ by more than the tolerance.
+
+    Anything else (keys, lengths, strings, null) must be equal.
+    """
+    numbers = (int, float)
+    if isinstance(old, numbers) and isinstance(new, numbers):
+        if isinstance(old, bool) or isinstance(new, bool):
+            return [] if old == new else [(path, old, new)]
+        close = math.isclose(old, new, rel_tol=rtol, abs_tol=atol)
+        return [] if close else [(path, old, new)]
+    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
+        return [
+            m
+            for k in old
+            for m in _mismatches(old[k], new[k], rtol, atol, f"{path}.{k}")
+        ]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            m
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for m in _mismatches(a, b, rtol, atol, f"{path}[{i}]")
+        ]
+    return [] if old == new else [(path, old, new)]
+
+
+def _steps_differ(old: list, new: list, rtol: float, atol: float) -> list:
+    """Bit for bit (``rtol == atol == 0``) or up to the tolerance; the mismatches."""
+    if rtol == 0 and atol == 0:
+        return [] if old == new else [("steps.jsonl", "", "")]
+    return _mismatches(old, new, rtol, atol, "")
+
+
+def compare(
+    before: Path,
+    after: Path,
+    new: tuple[str, ...] = (),
+    rtol: float = 0.0,
+    atol: float = 0.0,
+) -> int:
+    """Compare two recordings run by run; ``new`` keys are dropped from ``after``.
+
+    With a tolerance, numbers match if ``math.isclose(old, new, rel_tol=rtol,
+    abs_tol=atol)``, and the largest mismatches are printed.
+    """
     runs = sorted(p.name for p in before.iterdir() if p.is_dir())
     differing = []
     for name in runs:
@@ -101,8 +153,11 @@ def compare(before: Path, after: Path, new: tuple[str, ...] = ()) -> int:
         if not fresh.is_dir():
             differing.append(f"{name}: missing after")
             continue
-        if _lines(old) != _lines(fresh, new):
+        mismatches = _steps_differ(_lines(old), _lines(fresh, new), rtol, atol)
+        if mismatches:
             differing.append(f"{name}: steps.jsonl differs")
+            for path, a, b in mismatches[:3] if rtol or atol else []:
+                print(f"  {name}{path}: {a!r} -> {b!r}")
         if _meta(old) != _meta(fresh, new):
             differing.append(f"{name}: meta.json differs")
     for line in differing:
@@ -121,6 +176,18 @@ def main() -> int:
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     cmp.add_argument(
+        "--rtol",
+        type=float,
+        default=0.0,
+        help="relative tolerance for numbers (default 0: bit for bit)",
+    )
+    cmp.add_argument(
+        "--atol",
+        type=float,
+        default=0.0,
+        help="absolute tolerance for numbers (default 0)",
+    )
+    cmp.add_argument(
         "--new",
         nargs="+",
         default=[],
@@ -131,7 +198,7 @@ def main() -> int:
     if args.command == "record":
         record(args.out)
         return 0
-    return compare(args.before, args.after, tuple(args.new))
+    return compare(args.before, args.after, tuple(args.new), args.rtol, args.atol)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from cockpit.zoo.problems import (
     SEED,
     Batches,
     LossInput,
+    digit_batches,
     noise_batches,
     text_batches,
 )
@@ -35,6 +36,35 @@ def small_noise_batches() -> Batches:
 def small_text_batches() -> Batches:
     """:func:`text_batches` of 16 windows."""
     return text_batches(16)
+
+
+def deep_mlp(depth: int = 64, width: int = 64) -> nn.Module:
+    """A narrow, deep MLP: 64 -> (``Linear(width, width)`` Tanh) x ``depth`` -> 10.
+
+    ``depth`` hidden ``Linear`` layers of ``width`` units plus the input and output
+    layers: ``2 (depth + 2)`` parameter tensors of a few thousand entries each, so the
+    step costs little arithmetic and the tracker's work per parameter tensor shows.
+    Orthogonal weights (gain 1) and zero biases keep the signal alive through 64
+    layers: with PyTorch's default initialization the activations shrink to subnormal
+    floats (whose slow arithmetic, not the model, would set the step time), and with
+    ReLU the outputs of all samples collapse onto one and the first layers' gradients
+    vanish.
+    """
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(64, width), nn.Tanh()]
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    layers.append(nn.Linear(width, 10))
+    model = nn.Sequential(*layers)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return model
+
+
+def small_digit_batches() -> Batches:
+    """:func:`digit_batches` of 32 images."""
+    return digit_batches(32)
 
 
 def resnet18() -> nn.Module:
@@ -90,13 +120,14 @@ FACTORIES: dict[
     str, tuple[Callable[[], nn.Module], Callable[[], Batches], LossInput | None]
 ] = {
     **ZOO_PROBLEMS,
+    "deep_mlp": (deep_mlp, small_digit_batches, None),
     "resnet18": (resnet18, small_noise_batches, None),
     "gpt2": (gpt2, small_text_batches, lm_logits),
     "vit": (vit, small_noise_batches, None),
 }
 PROBLEMS = list(FACTORIES)
 #: Run without ``--problems``: the library problems need the test extra's frameworks.
-DEFAULT_PROBLEMS = ["mlp", "3c3d", "transformer", "resnet"]
+DEFAULT_PROBLEMS = ["mlp", "3c3d", "transformer", "resnet", "deep_mlp"]
 
 
 @dataclass

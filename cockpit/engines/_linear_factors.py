@@ -1,41 +1,79 @@
-"""Statistics of a ``Linear`` layer's per-sample gradients from their two factors.
+"""Statistics of ``Linear`` layers' per-sample gradients from their two factors.
 
 For ``[N, in]`` inputs the per-sample gradient is the outer product
 ``g_n = delta_n x_n^T``: norms, projections and element-wise second moments are
-small matrix products, and no per-sample gradient is ever formed.
+small matrix products, and no per-sample gradient is ever formed. A bias is the
+same with ``x_n = 1`` (``in = 1``).
+
+Layers whose factors have equal shapes are reduced together
+(:func:`from_linear_factor_groups`): their factors are stacked to ``[G, N, out]``
+and ``[G, N, in]`` and every statistic is one batched operation for the group, so
+the number of small tensor operations per step grows with the number of distinct
+layer shapes, not with the depth (a 64-layer MLP of equal widths has a handful).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
-__all__ = ["from_linear_factors"]
+__all__ = ["Factors", "from_linear_factor_groups", "from_linear_factors"]
 
 
-def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Min and max over n, i, j of ``delta[n, i] * x[n, j]`` in O(N (in + out)).
+@dataclass
+class Factors:
+    """One ``Linear`` parameter's per-sample gradient factors, reduced later.
 
-    For fixed n the extremes of an outer product are among the four products of the
-    two vectors' extremes.
+    Attributes:
+        delta: ``[N, out]``, gradients of the per-sample losses w.r.t. the output.
+        x: ``[N, in]``, the layer's inputs (``[N, 1]`` ones for a bias).
+        param: The ``[out, in]`` weight or ``[out]`` bias.
+        positions: The histogram sample's parameter positions (``None``: all, or no
+            histogram), drawn when the factors arrive (:meth:`arrive`), so that the
+            random stream is drawn in the order of the backward pass.
+        rounding: See :class:`~cockpit.engines._sample_request.LayerStats`.
+
     """
-    d_low, d_high = delta.aminmax(dim=1)
-    x_low, x_high = x.aminmax(dim=1)
-    corners = torch.stack(
-        [d_low * x_low, d_low * x_high, d_high * x_low, d_high * x_high]
-    )
-    return corners.min(), corners.max()
+
+    delta: Tensor
+    x: Tensor
+    param: Tensor
+    positions: Tensor | None = None
+    rounding: float = 0.0
+
+    @classmethod
+    def arrive(
+        cls,
+        delta: Tensor,
+        x: Tensor,
+        param: Tensor,
+        request: SampleRequest,
+        rounding: float = 0.0,
+    ) -> Factors:
+        """The factors, with the histogram positions drawn now if a histogram is due."""
+        positions = None
+        if request.hist_budget is not None:
+            positions = draw_positions(
+                request, delta.shape[0], param.numel(), delta.device
+            )
+        # Detached: the reduction and later projections run with grad mode on, and
+        # the input from the forward pass requires grad (views of tensors in a
+        # graph cost microseconds each to make).
+        return cls(delta.detach(), x.detach(), param, positions, rounding)
+
+    def key(self) -> tuple:
+        """Factors with the same key are reduced in one batched operation."""
+        return (*self.delta.shape, *self.x.shape, self.delta.dtype, self.delta.device)
 
 
 def from_linear_factors(
     delta: Tensor, x: Tensor, param: Tensor, request: SampleRequest
 ) -> LayerStats:
-    """Statistics of ``g_n = delta_n x_n^T`` without forming any ``g_n``.
-
-    ``||g_n||^2 = ||delta_n||^2 ||x_n||^2``, ``g_n . V = delta_n^T V x_n``,
-    ``sum_n g_n^2 = (delta^2)^T (x^2)`` (element-wise squares).
+    """Statistics of ``g_n = delta_n x_n^T`` (one layer; see the group version).
 
     Args:
         delta: ``[N, out]``, gradients of the per-sample losses w.r.t. the output.
@@ -47,35 +85,150 @@ def from_linear_factors(
         The layer's statistics.
 
     """
-    n, d_out = delta.shape
-    d_in = x.shape[1]
-    grad = delta.T @ x / n
+    return from_linear_factor_groups(
+        [Factors.arrive(delta, x, param, request)], request
+    )[0]
+
+
+@torch.no_grad()
+def from_linear_factor_groups(
+    factors: list[Factors], request: SampleRequest
+) -> list[LayerStats]:
+    """Statistics of every ``g_n = delta_n x_n^T``, one batched reduction per shape.
+
+    ``||g_n||^2 = ||delta_n||^2 ||x_n||^2``, ``g_n . V = delta_n^T V x_n``,
+    ``sum_n g_n^2 = (delta^2)^T (x^2)`` (element-wise squares), each as one batched
+    product over the layers of a group.
+
+    Args:
+        factors: The layers' factors.
+        request: What to compute.
+
+    Returns:
+        The statistics, in the order of ``factors``.
+
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(factors):
+        groups.setdefault(f.key(), []).append(i)
+    results: list[LayerStats] = [None] * len(factors)  # type: ignore[list-item]
+    for members in groups.values():
+        stats = _group([factors[i] for i in members], request)
+        for i, layer in zip(members, stats, strict=True):
+            layer.rounding = factors[i].rounding
+            results[i] = layer
+    return results
+
+
+def _stack(tensors: list[Tensor]) -> Tensor:
+    """``[G, ...]``; a view, not a copy, for a single tensor."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
+    """The statistics of layers with equal factor shapes, as one batched reduction."""
+    delta, x = _stack([f.delta for f in factors]), _stack([f.x for f in factors])
+    g, n = delta.shape[:2]
+    grad = delta.transpose(1, 2) @ x / n  # [G, out, in]
+    sq_norms = (delta**2).sum(2) * (x**2).sum(2)  # [G, N]
+    dots = ((delta @ grad) * x).sum(2)
+    rows = zip(grad.unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True)
+    stats = [
+        LayerStats(grad=gr.reshape(-1), sq_norms=sq, dots=dt) for gr, sq, dt in rows
+    ]
+    if request.sum_sq:
+        sum_sq = ((delta**2).transpose(1, 2) @ x**2).reshape(g, -1)
+        for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
+            layer.sum_sq = row
+    group = _Stacked(factors, delta, x)
+    _projections(stats, group, request)
+    if request.hist_budget is not None:
+        low, high = _outer_product_extremes(delta, x)
+        for layer, lo, hi in zip(stats, low.unbind(0), high.unbind(0), strict=True):
+            layer.low, layer.high = lo, hi
+        _histogram_sample(stats, group, request)
+    return stats
+
+
+@dataclass
+class _Stacked:
+    """A group's factors and their stacks ``delta [G, N, out]``, ``x [G, N, in]``."""
+
+    factors: list[Factors]
+    delta: Tensor
+    x: Tensor
+
+
+def _projections(
+    stats: list[LayerStats], group: _Stacked, request: SampleRequest
+) -> None:
+    """``g_n . v`` along the requested directions now, and the projector for later."""
+    factors, delta, x = group.factors, group.delta, group.x
+    d_out, d_in = delta.shape[2], x.shape[2]
+    directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
+    if directed:
+        # A whole group is the usual case (alpha asks for every parameter).
+        whole = len(directed) == len(factors)
+        d = delta if whole else delta[directed]
+        xs = x if whole else x[directed]
+        v = _stack([request.directions[id(factors[j].param)] for j in directed])
+        projected = ((d @ v.view(-1, d_out, d_in)) * xs).sum(2)
+        for j, row in zip(directed, projected.unbind(0), strict=True):
+            stats[j].projection = row
+    if request.keep_for_projection:
+        for layer, dl, xl in zip(stats, delta.unbind(0), x.unbind(0), strict=True):
+            layer.project = _projector(dl, xl)
+
+
+def _projector(delta: Tensor, x: Tensor):
+    """``v [out * in] -> [N]``, ``g_n . v = delta_n^T V x_n``."""
+    shape = (delta.shape[1], x.shape[1])
 
     def project(direction: Tensor) -> Tensor:
-        return ((delta @ direction.view(d_out, d_in)) * x).sum(1)
+        return ((delta @ direction.view(shape)) * x).sum(1)
 
-    stats = LayerStats(
-        grad=grad.reshape(-1),
-        sq_norms=(delta**2).sum(1) * (x**2).sum(1),
-        dots=project(grad),
+    return project
+
+
+def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``[G]`` min and max over n, i, j of ``delta[g, n, i] * x[g, n, j]``.
+
+    For fixed n the extremes of an outer product are among the four products of the
+    two vectors' extremes: O(N (in + out)) per layer.
+    """
+    d_low, d_high = delta.aminmax(dim=2)
+    x_low, x_high = x.aminmax(dim=2)
+    corners = torch.stack(
+        [d_low * x_low, d_low * x_high, d_high * x_low, d_high * x_high], dim=2
     )
-    if request.sum_sq:
-        stats.sum_sq = ((delta**2).T @ x**2).reshape(-1)
-    if id(param) in request.directions:
-        stats.projection = project(request.directions[id(param)])
-    if request.keep_for_projection:
-        stats.project = project
-    if request.hist_budget is not None:
-        stats.low, stats.high = _outer_product_extremes(delta, x)
-        weight = param.detach().reshape(-1)
-        positions = draw_positions(request, n, d_out * d_in, delta.device)
-        if positions is None:
-            stats.hist_values = (delta[:, :, None] * x[:, None, :]).reshape(-1)
-        else:
-            rows, cols = positions // d_in, positions % d_in
-            stats.hist_values = (delta[:, rows] * x[:, cols]).reshape(-1)
-            stats.hist_weight = d_out * d_in / positions.numel()
-            weight = weight[positions]
-        if request.with_param_values:
-            stats.hist_params = weight.repeat(n)
-    return stats
+    return corners.amin((1, 2)), corners.amax((1, 2))
+
+
+def _histogram_sample(
+    stats: list[LayerStats], group: _Stacked, request: SampleRequest
+) -> None:
+    """All N products ``delta[n, i] x[n, j]`` at each layer's drawn positions.
+
+    Layers of one group have the same size, so either all take every position
+    (``positions`` ``None``) or all drew the same number of positions ``m``.
+    """
+    factors, delta, x = group.factors, group.delta, group.x
+    g, n, d_in = x.shape
+    params = _stack([f.param.detach().reshape(-1) for f in factors])  # [G, D_l]
+    if factors[0].positions is None:
+        values = delta[:, :, :, None] * x[:, :, None, :]
+    else:
+        drawn = _stack([f.positions for f in factors])  # [G, m]
+        m = drawn.shape[1]
+        rows, cols = drawn // d_in, drawn % d_in
+        values = torch.gather(delta, 2, rows[:, None, :].expand(g, n, m))
+        values = values * torch.gather(x, 2, cols[:, None, :].expand(g, n, m))
+        params = torch.gather(params, 1, drawn)
+        for layer in stats:
+            layer.hist_weight = factors[0].param.numel() / m
+    sampled = values.reshape(g, -1).unbind(0)
+    repeated = params.repeat(1, n).unbind(0) if request.with_param_values else None
+    for j, layer in enumerate(stats):
+        layer.hist_values = sampled[j]
+        if repeated is not None:
+            layer.hist_params = repeated[j]

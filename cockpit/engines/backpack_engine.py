@@ -4,7 +4,10 @@
 supported layer it computes the layer's :class:`~cockpit.engines.layer_stats.LayerStats`
 inside BackPACK's backward hook and stores them on the parameter (``param.<SAVEFIELD>``),
 so per-sample gradients live for one layer at a time. ``Linear`` layers on 2D inputs
-use the outer-product factorization and never form per-sample gradients; other layers
+(and every ``Linear`` bias) use the outer-product factorization and never form
+per-sample gradients: their hooks keep the two factors, and :func:`collect` reduces
+all layers of equal shapes together after the backward pass, so that the work per
+step grows with the number of distinct layer shapes rather than the depth; other layers
 use BackPACK's ``BatchGrad`` module extensions (inside
 ``weight_jac_t_save_memory``, which roughly halves its cost for convolutions).
 Under autocast, inputs and output gradients are cast to the parameter's dtype first
@@ -36,13 +39,13 @@ from backpack.extensions.firstorder.batch_grad import (
 from torch import Tensor, nn
 
 from cockpit.engines._backpack_hooks import attach_hooks
+from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines._savefield import take
 from cockpit.engines.layer_stats import (
     CHUNK_ELEMENTS,
     LayerStats,
     SampleRequest,
     from_chunks,
-    from_linear_factors,
     from_per_sample,
     widen,
 )
@@ -59,42 +62,50 @@ SAVEFIELD = "_cockpit_layer_stats"
 
 
 class _LinearStats(FirstOrderModuleExtension):
-    """``Linear``: factored statistics for 2D inputs, per-sample gradients otherwise."""
+    """``Linear``: factors for 2D inputs and biases, per-sample gradients otherwise.
+
+    The factors are kept, not reduced, in the hook: :func:`collect` reduces all
+    layers of equal shapes together once the backward pass is over.
+    """
 
     def __init__(self) -> None:
         super().__init__(params=["bias", "weight"])
 
-    def weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
+    def weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats | Factors:
         start = time.perf_counter()
         (x, out), rounding = widen([module.input0, g_out[0]], module.weight.dtype)
         if x.dim() == 2 and ext.request.hist_budget != 0:
             delta = out * ext.scale(out.shape[0])
-            stats = from_linear_factors(delta, x, module.weight, ext.request)
+            found = Factors.arrive(delta, x, module.weight, ext.request, rounding)
+            ext.seconds += time.perf_counter() - start
+            return found
+        n = x.shape[0]
+        delta = out.reshape(n, -1, out.shape[-1])
+        x = x.reshape(n, -1, x.shape[-1])
+        # The per-sample scale goes on the smaller of the two factors.
+        scale = ext.scale(n)
+        if x.shape[-1] < delta.shape[-1]:
+            x = x * scale
         else:
-            n = x.shape[0]
-            delta = out.reshape(n, -1, out.shape[-1])
-            x = x.reshape(n, -1, x.shape[-1])
-            # The per-sample scale goes on the smaller of the two factors.
-            scale = ext.scale(n)
-            if x.shape[-1] < delta.shape[-1]:
-                x = x * scale
-            else:
-                delta = delta * scale
-            per_sample = delta.transpose(1, 2) @ x
-            stats = from_per_sample(per_sample, module.weight, ext.request)
+            delta = delta * scale
+        per_sample = delta.transpose(1, 2) @ x
+        stats = from_per_sample(per_sample, module.weight, ext.request)
         stats.rounding = rounding
         ext.seconds += time.perf_counter() - start
         return stats
 
-    def bias(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
+    def bias(self, ext, module, g_inp, g_out, bp_quantities) -> Factors:
+        """The bias's per-sample gradient ``delta_n`` is the factor pair (delta, 1)."""
         start = time.perf_counter()
         (out,), rounding = widen([g_out[0]], module.bias.dtype)
-        delta = out * ext.scale(out.shape[0])
-        per_sample = delta.reshape(delta.shape[0], -1, delta.shape[-1]).sum(1)
-        stats = from_per_sample(per_sample, module.bias, ext.request)
-        stats.rounding = rounding
+        n = out.shape[0]
+        delta = out * ext.scale(n)
+        if delta.dim() > 2:
+            delta = delta.reshape(n, -1, delta.shape[-1]).sum(1)
+        ones = delta.new_ones(n, 1)
+        found = Factors.arrive(delta, ones, module.bias, ext.request, rounding)
         ext.seconds += time.perf_counter() - start
-        return stats
+        return found
 
 
 class _BatchGradStats(FirstOrderModuleExtension):
@@ -234,6 +245,16 @@ class PerSampleStats(FirstOrderBackpropExtension):
         return self.request.scale(batch_size)
 
 
-def collect(params: dict[str, nn.Parameter]) -> dict[str, LayerStats]:
-    """Take the statistics the extension left on the parameters (and remove them)."""
-    return take(params, SAVEFIELD)
+def collect(
+    params: dict[str, nn.Parameter], request: SampleRequest
+) -> dict[str, LayerStats]:
+    """Take the statistics the extension left on the parameters (and remove them).
+
+    ``Linear`` layers left their factors: they are reduced here, all layers of equal
+    shapes in one batched operation (:func:`from_linear_factor_groups`).
+    """
+    found = take(params, SAVEFIELD)
+    pending = {n: f for n, f in found.items() if isinstance(f, Factors)}
+    reduced = from_linear_factor_groups(list(pending.values()), request)
+    found.update(zip(pending, reduced, strict=True))
+    return found

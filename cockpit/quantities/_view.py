@@ -18,15 +18,17 @@ from torch import Tensor
 from cockpit.logs.schema import PER_LAYER, TOTAL
 
 #: Per-layer per-sample states and how the whole network's value follows from the
-#: layers' (concatenate parameter vectors, add per-sample vectors).
+#: layers' (concatenate parameter vectors; per-sample vectors: :data:`_ROWS`).
 _NETWORK: dict[str, Callable[[list[Tensor]], Tensor]] = {
     "sample_grads": torch.cat,
     "sum_sq": torch.cat,
-    "sq_norms": lambda parts: torch.stack(parts).sum(0),
-    "dots": lambda parts: torch.stack(parts).sum(0),
     "low": lambda parts: torch.stack(parts).min(),
     "high": lambda parts: torch.stack(parts).max(),
 }
+
+#: Per-layer ``[N]`` states, stacked to ``[L + 1, N]`` with the network's value (the
+#: sum over layers) as the last row, so that a formula runs once for all layers.
+_ROWS = ("sq_norms", "dots")
 
 
 class StepStates:
@@ -73,11 +75,17 @@ class StepStates:
         return self["losses"].var(correction=1)
 
     @functools.cached_property
+    def grad_norms(self) -> Tensor:
+        """``[L + 1]``: ``||g_l||`` of the gradient in ``.grad``, TOTAL last.
+
+        One ``_foreach_norm`` for all parameters (a fused kernel on a GPU).
+        """
+        return norm_rows(list(self["grads"].values()))
+
+    @functools.cached_property
     def grad_sq_norms(self) -> dict[str, Tensor]:
         """``||g_l||^2`` of the gradient in ``.grad``, per parameter and as TOTAL."""
-        norms = {name: (g**2).sum() for name, g in self["grads"].items()}
-        norms[TOTAL] = torch.stack(list(norms.values())).sum()
-        return norms
+        return _by_name(list(self["grads"]), self.grad_norms.square())
 
     def network(self, name: str) -> dict[str, Tensor]:
         """A per-layer per-sample state with the whole network's value under TOTAL.
@@ -86,21 +94,84 @@ class StepStates:
         likewise for squared norms, so the total needs no extra pass.
         """
         if name not in self._networks:
-            layers = self[name]
-            self._networks[name] = {
-                **layers,
-                TOTAL: _NETWORK[name](list(layers.values())),
-            }
+            if name in _ROWS:
+                self._networks[name] = _by_name(self._layers, self.rows(name))
+            else:
+                layers = self[name]
+                total = _NETWORK[name](list(layers.values()))
+                self._networks[name] = {**layers, TOTAL: total}
         return self._networks[name]
+
+    def rows(self, name: str) -> Tensor:
+        """``[L + 1, N]``: a per-layer ``[N]`` state (``sq_norms``, ``dots``).
+
+        The layers in the order of ``sample_grads``, the network's value (their sum)
+        last, so that a formula runs once for all layers.
+        """
+        if name not in self._rows:
+            stacked = torch.stack([self[name][layer] for layer in self._layers])
+            self._rows[name] = torch.cat([stacked, stacked.sum(0, keepdim=True)])
+        return self._rows[name]
+
+    @functools.cached_property
+    def _rows(self) -> dict[str, Tensor]:
+        return {}
+
+    @functools.cached_property
+    def _layers(self) -> list[str]:
+        """The parameters with per-sample statistics, in the order of the rows."""
+        return list(self["sample_grads"])
+
+    def layered_rows(
+        self, values: Tensor, names: list[str] | None = None
+    ) -> dict[str, Any]:
+        """``[L + 1]`` values in the log's layout, the network's last.
+
+        Args:
+            values: One value per layer, in the order of ``names`` (default: of
+                :meth:`rows`), then the network's.
+            names: The layers' names.
+
+        """
+        by_name = _by_name(self._layers if names is None else names, values)
+        return {TOTAL: by_name.pop(TOTAL), PER_LAYER: by_name}
 
     @functools.cached_property
     def _networks(self) -> dict[str, dict[str, Tensor]]:
         return {}
 
     @functools.cached_property
+    def sample_grad_sq_norm_rows(self) -> Tensor:
+        """``[L + 1]``: ``||g_l||^2`` of the per-sample statistics' gradient.
+
+        In the order of :meth:`rows`, the network's last.
+        """
+        return norm_rows([self["sample_grads"][n] for n in self._layers]).square()
+
+    @functools.cached_property
     def sample_grad_sq_norms(self) -> dict[str, Tensor]:
         """``||g_l||^2`` of the gradient the per-sample statistics came from."""
-        return {n: (g**2).sum() for n, g in self.network("sample_grads").items()}
+        return _by_name(self._layers, self.sample_grad_sq_norm_rows)
+
+    def segment_means(self, values: Tensor) -> Tensor:
+        """``[L + 1]``: means of ``[D]`` values over each parameter's segment.
+
+        ``values`` are element-wise values in the layout of the network's
+        ``sample_grads`` (the layers' concatenation); the whole mean comes last.
+        Parameters of equal size are stacked and averaged in one call, so the work
+        grows with the number of distinct sizes, not of parameters.
+        """
+        sizes = [self["sample_grads"][n].numel() for n in self._layers]
+        segments = values.split(sizes)
+        means: list[Tensor] = [values.new_zeros(())] * len(sizes)
+        by_size: dict[int, list[int]] = {}
+        for i, size in enumerate(sizes):
+            by_size.setdefault(size, []).append(i)
+        for members in by_size.values():
+            group = torch.stack([segments[i] for i in members]).mean(1)
+            for i, mean in zip(members, group.unbind(0), strict=True):
+                means[i] = mean
+        return torch.stack([*means, values.mean()])
 
     def layered(self, fn: Callable[[str], Any]) -> dict[str, Any]:
         """``fn(name)`` for every parameter and TOTAL, in the log's layered layout."""
@@ -119,3 +190,18 @@ class StepStates:
     @functools.cached_property
     def _diagonals(self) -> dict[str, dict[str, Tensor]]:
         return {}
+
+
+def _by_name(names: list[str], rows: Tensor) -> dict[str, Tensor]:
+    """``[L + 1, ...]`` rows as name -> row, the last under TOTAL."""
+    return dict(zip([*names, TOTAL], rows.unbind(0), strict=True))
+
+
+def norm_rows(tensors: list[Tensor]) -> Tensor:
+    """``[L + 1]``: each tensor's Euclidean norm, and the norm of all of them last.
+
+    One ``torch._foreach_norm`` call (a fused kernel on a GPU) instead of one
+    reduction per tensor.
+    """
+    norms = torch.stack(torch._foreach_norm(tensors))
+    return torch.cat([norms, torch.linalg.vector_norm(norms).reshape(1)])

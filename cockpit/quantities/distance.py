@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._view import StepStates
+from cockpit.quantities._view import StepStates, norm_rows
 
 
 class Distance(Quantity):
@@ -20,9 +19,8 @@ class Distance(Quantity):
     states = frozenset({"params", "initial"})
 
     def finalize(self, states: StepStates) -> dict:
-        sq = {
-            name: ((param.detach() - states["initial"][name]) ** 2).sum()
-            for name, param in states["params"].items()
-        }
-        total = torch.stack(list(sq.values())).sum().sqrt()
-        return {TOTAL: total, PER_LAYER: {n: v.sqrt() for n, v in sq.items()}}
+        names = list(states["params"])
+        initial = [states["initial"][name] for name in names]
+        with torch.no_grad():  # the parameters require grad; no graph is needed
+            moved = torch._foreach_sub(list(states["params"].values()), initial)
+        return states.layered_rows(norm_rows(moved), names)

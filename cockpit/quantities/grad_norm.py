@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
 
@@ -14,5 +13,4 @@ class GradNorm(Quantity):
     states = frozenset({"grads"})
 
     def finalize(self, states: StepStates) -> dict:
-        norms = {name: sq.sqrt() for name, sq in states.grad_sq_norms.items()}
-        return {TOTAL: norms.pop(TOTAL), PER_LAYER: norms}
+        return states.layered_rows(states.grad_norms, list(states["grads"]))

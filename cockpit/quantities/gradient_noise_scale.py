@@ -27,16 +27,17 @@ class GradientNoiseScale(Quantity):
     states = frozenset({"sample_grads", "sq_norms"})
 
     def finalize(self, states: StepStates) -> dict:
-        g2 = states.sample_grad_sq_norms
-        parts = {
-            name: gradient_noise_scale(sq_norms, g2[name])
-            for name, sq_norms in states.network("sq_norms").items()
+        ratios, trace_cov, true_sq_norm = gradient_noise_scale(
+            states.rows("sq_norms"), states.sample_grad_sq_norm_rows
+        )
+        ratio, true = states.layered_rows(ratios), states.layered_rows(true_sq_norm)
+        per_layer = {
+            name: OnHost(_finish, (b, true[PER_LAYER][name]))
+            for name, b in ratio[PER_LAYER].items()
         }
-        values = {name: OnHost(_finish, (b, g2)) for name, (b, _, g2) in parts.items()}
-        _, trace_cov, true_sq_norm = parts[TOTAL]
         return {
-            TOTAL: values.pop(TOTAL),
-            PER_LAYER: values,
-            "trace_cov": trace_cov,
-            "true_grad_sq_norm": true_sq_norm,
+            TOTAL: OnHost(_finish, (ratio[TOTAL], true[TOTAL])),
+            PER_LAYER: per_layer,
+            "trace_cov": trace_cov[-1],
+            "true_grad_sq_norm": true[TOTAL],
         }

@@ -14,5 +14,5 @@ class InnerProductTest(Quantity):
     states = frozenset({"sample_grads", "sq_norms", "dots"})
 
     def finalize(self, states: StepStates) -> dict:
-        dots, g2 = states.network("dots"), states.sample_grad_sq_norms
-        return states.layered(lambda name: inner_product_test(dots[name], g2[name]))
+        g2 = states.sample_grad_sq_norm_rows
+        return states.layered_rows(inner_product_test(states.rows("dots"), g2))

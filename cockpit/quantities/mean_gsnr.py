@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from cockpit.logs.schema import TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
-from cockpit.stats.signal_to_noise import mean_gsnr
+from cockpit.stats.signal_to_noise import gsnr
 
 
 class MeanGSNR(Quantity):
@@ -25,8 +26,8 @@ class MeanGSNR(Quantity):
         self.eps = eps
 
     def finalize(self, states: StepStates) -> dict:
-        n = states.batch_size
-        grads, sum_sq = states.network("sample_grads"), states.network("sum_sq")
-        return states.layered(
-            lambda name: mean_gsnr(grads[name], sum_sq[name], n, self.eps)
-        )
+        grads = states.network("sample_grads")[TOTAL]
+        sum_sq = states.network("sum_sq")[TOTAL]
+        ratios = gsnr(grads, sum_sq, states.batch_size, self.eps)
+        # The mean over each layer's segment of the network's element-wise ratios.
+        return states.layered_rows(states.segment_means(ratios))

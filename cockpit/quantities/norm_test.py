@@ -14,5 +14,5 @@ class NormTest(Quantity):
     states = frozenset({"sample_grads", "sq_norms"})
 
     def finalize(self, states: StepStates) -> dict:
-        sq_norms, g2 = states.network("sq_norms"), states.sample_grad_sq_norms
-        return states.layered(lambda name: norm_test(sq_norms[name], g2[name]))
+        values = norm_test(states.rows("sq_norms"), states.sample_grad_sq_norm_rows)
+        return states.layered_rows(values)

@@ -14,8 +14,9 @@ class OrthogonalityTest(Quantity):
     states = frozenset({"sample_grads", "sq_norms", "dots"})
 
     def finalize(self, states: StepStates) -> dict:
-        sq_norms, dots = states.network("sq_norms"), states.network("dots")
-        g2 = states.sample_grad_sq_norms
-        return states.layered(
-            lambda name: orthogonality_test(sq_norms[name], dots[name], g2[name])
+        values = orthogonality_test(
+            states.rows("sq_norms"),
+            states.rows("dots"),
+            states.sample_grad_sq_norm_rows,
         )
+        return states.layered_rows(values)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._view import StepStates
+from cockpit.quantities._view import StepStates, norm_rows
 
 
 class UpdateSize(Quantity):
@@ -14,6 +13,5 @@ class UpdateSize(Quantity):
     step_states = frozenset({"step"})
 
     def finalize_step(self, states: StepStates) -> dict:
-        taken = states["step"]
-        per_layer = {name: sq.sqrt() for name, sq in taken.sq_norms.items()}
-        return {TOTAL: taken.length, PER_LAYER: per_layer}
+        delta = states["step"].delta
+        return states.layered_rows(norm_rows(list(delta.values())), list(delta))

@@ -18,14 +18,14 @@ def gradient_noise_scale(
     caller logs it as non-finite with that reason.
 
     Args:
-        sq_norms: ``[N]``, ``||g_n||^2``.
-        grad_sq_norm: ``[]``, ``||g||^2``.
+        sq_norms: ``[..., N]``, ``||g_n||^2`` (leading dimensions: several layers).
+        grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
-        ``(B_simple, tr(S), G2)``, each ``[]``.
+        ``(B_simple, tr(S), G2)``, each ``[...]``.
 
     """
-    n = sq_norms.shape[0]
+    n = sq_norms.shape[-1]
     trace_cov = centered_sq_norm_sum(sq_norms, grad_sq_norm) / (n - 1)
     true_sq_norm = grad_sq_norm - trace_cov / n
     return trace_cov / true_sq_norm, trace_cov, true_sq_norm

@@ -1,4 +1,9 @@
-"""Gradient tests for the batch size: norm, inner-product and orthogonality tests."""
+"""Gradient tests for the batch size: norm, inner-product and orthogonality tests.
+
+Every function takes leading batch dimensions (``[..., N]`` per-sample values with
+``[...]`` squared norms), so the tests of all layers are one call on their stacked
+per-sample values.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,16 @@ def centered_sq_norm_sum(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
     """``sum_n ||g_n - g||^2 = sum_n ||g_n||^2 - N ||g||^2``, clamped at 0.
 
     Args:
-        sq_norms: ``[N]``, ``||g_n||^2``.
-        grad_sq_norm: ``[]``, ``||g||^2``.
+        sq_norms: ``[..., N]``, ``||g_n||^2``.
+        grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
-        ``[]``, the summed squared distance of the per-sample gradients to their mean.
+        ``[...]``, the summed squared distance of the per-sample gradients to their
+        mean.
 
     """
-    n = sq_norms.shape[0]
-    return (sq_norms.sum() - n * grad_sq_norm).clamp(min=0)
+    n = sq_norms.shape[-1]
+    return (sq_norms.sum(-1) - n * grad_sq_norm).clamp(min=0)
 
 
 def norm_test(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
@@ -26,14 +32,14 @@ def norm_test(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
     ``sqrt( (1/(N-1)) sum_n ||g_n - g||^2 / N ) / ||g||``.
 
     Args:
-        sq_norms: ``[N]``, ``||g_n||^2`` of the per-sample gradients.
-        grad_sq_norm: ``[]``, ``||g||^2`` of the mini-batch gradient.
+        sq_norms: ``[..., N]``, ``||g_n||^2`` of the per-sample gradients.
+        grad_sq_norm: ``[...]``, ``||g||^2`` of the mini-batch gradient.
 
     Returns:
-        ``[]``; below 1 means the batch is large enough for the test.
+        ``[...]``; below 1 means the batch is large enough for the test.
 
     """
-    n = sq_norms.shape[0]
+    n = sq_norms.shape[-1]
     variance = centered_sq_norm_sum(sq_norms, grad_sq_norm) / (n - 1)
     return (variance / n).sqrt() / grad_sq_norm.sqrt()
 
@@ -44,15 +50,15 @@ def inner_product_test(dots: Tensor, grad_sq_norm: Tensor) -> Tensor:
     ``sqrt( Var_n(g_n . g) / N ) / ||g||^2`` with the unbiased sample variance.
 
     Args:
-        dots: ``[N]``, projections ``g_n . g``.
-        grad_sq_norm: ``[]``, ``||g||^2``.
+        dots: ``[..., N]``, projections ``g_n . g``.
+        grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
-        ``[]``.
+        ``[...]``.
 
     """
-    n = dots.shape[0]
-    return (dots.var(correction=1) / n).sqrt() / grad_sq_norm
+    n = dots.shape[-1]
+    return (dots.var(dim=-1, correction=1) / n).sqrt() / grad_sq_norm
 
 
 def orthogonality_test(sq_norms: Tensor, dots: Tensor, grad_sq_norm: Tensor) -> Tensor:
@@ -62,14 +68,15 @@ def orthogonality_test(sq_norms: Tensor, dots: Tensor, grad_sq_norm: Tensor) -> 
     ``||g_n - (g_n . g / ||g||^2) g||^2 = ||g_n||^2 - (g_n . g)^2 / ||g||^2``.
 
     Args:
-        sq_norms: ``[N]``, ``||g_n||^2``.
-        dots: ``[N]``, ``g_n . g``.
-        grad_sq_norm: ``[]``, ``||g||^2``.
+        sq_norms: ``[..., N]``, ``||g_n||^2``.
+        dots: ``[..., N]``, ``g_n . g``.
+        grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
-        ``[]``.
+        ``[...]``.
 
     """
-    n = sq_norms.shape[0]
-    orthogonal = (sq_norms - dots**2 / grad_sq_norm).clamp(min=0).sum()
+    n = sq_norms.shape[-1]
+    ratio = dots**2 / grad_sq_norm.unsqueeze(-1)
+    orthogonal = (sq_norms - ratio).clamp(min=0).sum(-1)
     return (orthogonal / (n - 1) / n).sqrt() / grad_sq_norm.sqrt()

@@ -60,19 +60,30 @@ def bin_index(values: Tensor, low: Tensor, high: Tensor, bins: int) -> Tensor:
 def _count(index: Tensor, groups: list[tuple], size: int, like: Tensor) -> Tensor:
     """``[size]`` counts of each index, each group's entries counting its weight.
 
-    ``index`` holds the groups' indices one after the other; each group adds its
-    weight (a one-element tensor filled on the device, expanded without copies) per
-    entry. No tensor is built from host data: on a GPU that copy would wait for the
-    device.
+    ``index`` holds the groups' indices one after the other; each run of groups
+    with the same weight adds it (a one-element tensor filled on the device,
+    expanded without copies) per entry, in one ``index_add_``: the groups come
+    sorted by weight (:func:`_by_weight`), so layers of equal size share one call.
+    No tensor is built from host data: on a GPU that copy would wait for the device.
     """
     counts = torch.zeros(size, dtype=like.dtype, device=like.device)
-    parts = index.split([group[0].numel() for group in groups])
-    for part, group in zip(parts, groups, strict=True):
-        weight = torch.full(
-            (1,), float(group[-1]), dtype=like.dtype, device=like.device
-        )
-        counts.index_add_(0, part, weight.expand(part.shape[0]))
+    sizes: list[int] = []
+    weights: list[float] = []
+    for group in groups:
+        if weights and weights[-1] == float(group[-1]):
+            sizes[-1] += group[0].numel()
+        else:
+            sizes.append(group[0].numel())
+            weights.append(float(group[-1]))
+    for part, weight in zip(index.split(sizes), weights, strict=True):
+        value = torch.full((1,), weight, dtype=like.dtype, device=like.device)
+        counts.index_add_(0, part, value.expand(part.shape[0]))
     return counts
+
+
+def _by_weight(groups: list[tuple]) -> list[tuple]:
+    """The groups sorted by their weight (the last entry), for :func:`_count`."""
+    return sorted(groups, key=lambda group: float(group[-1]))
 
 
 def _nan_unless_finite(counts: Tensor, *ends: Tensor) -> Tensor:
@@ -96,6 +107,7 @@ def histogram_1d(
         ``[bins]`` counts; NaN if the range is not finite.
     """
     start, stop = safe_range(low, high)
+    groups = _by_weight(groups)
     values = torch.cat([v.reshape(-1) for v, _ in groups])
     index = bin_index(values, start, stop, bins)
     counts = _count(index, groups, bins, values)
@@ -121,6 +133,7 @@ def histogram_2d(
     """
     bx, by = bins
     x_start_stop, y_start_stop = safe_range(*x_range), safe_range(*y_range)
+    groups = _by_weight(groups)
     x = torch.cat([x.reshape(-1) for x, _, _ in groups])
     y = torch.cat([y.reshape(-1) for _, y, _ in groups])
     index = (

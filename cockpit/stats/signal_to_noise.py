@@ -5,10 +5,11 @@ from __future__ import annotations
 from torch import Tensor
 
 
-def mean_gsnr(grad: Tensor, sum_sq: Tensor, n: int, eps: float = 1e-5) -> Tensor:
-    """Mean gradient signal-to-noise ratio (Liu et al. 2020).
+def gsnr(grad: Tensor, sum_sq: Tensor, n: int, eps: float = 1e-5) -> Tensor:
+    """Element-wise gradient signal-to-noise ratio (Liu et al. 2020).
 
-    ``mean_j g_j^2 / (M_j - g_j^2 + eps)`` with ``M_j = (1/N) sum_n g_{n,j}^2``.
+    ``g_j^2 / (M_j - g_j^2 + eps)`` (``mean_gsnr`` is its mean over a layer's or the
+    network's elements) with ``M_j = (1/N) sum_n g_{n,j}^2``.
 
     Args:
         grad: ``[D]``, mini-batch gradient ``g``.
@@ -17,11 +18,11 @@ def mean_gsnr(grad: Tensor, sum_sq: Tensor, n: int, eps: float = 1e-5) -> Tensor
         eps: Added to the (biased, 1/N) variance.
 
     Returns:
-        ``[]``.
+        ``[D]``.
 
     """
     variance = (sum_sq / n - grad**2).clamp(min=0)
-    return (grad**2 / (variance + eps)).mean()
+    return grad**2 / (variance + eps)
 
 
 def early_stopping(grad: Tensor, sum_sq: Tensor, n: int, eps: float = 1e-5) -> Tensor:

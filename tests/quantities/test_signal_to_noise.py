@@ -33,5 +33,9 @@ def test_eps_is_configurable(problem, tmp_path, name):
 def test_formula_on_per_sample_gradients(problem, name):
     model, loss_fn = problem.make()
     gn = reference.flat(reference.per_sample_grads(model, loss_fn, *problem.batch(0)))
-    got = getattr(signal_to_noise, name)(gn.mean(0), (gn**2).sum(0), gn.shape[0])
+    formula = {
+        "mean_gsnr": lambda *args: signal_to_noise.gsnr(*args).mean(),
+        "early_stopping": signal_to_noise.early_stopping,
+    }[name]
+    got = formula(gn.mean(0), (gn**2).sum(0), gn.shape[0])
     assert float(got) == pytest.approx(float(getattr(reference, name)(gn)), rel=1e-9)

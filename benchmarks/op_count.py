@@ -1,0 +1,74 @@
+"""Tensor operations per training step, plain and tracked: a cost count immune to noise.
+
+On a shared CPU wall-clock ratios move by tens of percent between runs; the number of
+ATen operations a step dispatches does not, and for small models the tracker's cost is
+mostly the fixed host work of each operation. Counts every operation dispatched during
+``--steps`` steps (after ``--warmup``) of the overhead benchmark's problems
+(``_overhead/problems.py``) with a ``TorchDispatchMode``, plain and under each
+configuration::
+
+    .venv/bin/python benchmarks/op_count.py --problems deep_mlp mlp 3c3d --configs economy
+
+Run it at two commits to compare them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import torch
+from _overhead.configs import CONFIGS, PLAIN, Run, build_run
+from _overhead.problems import PROBLEMS, Problem, make_problem
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class _Counter(TorchDispatchMode):
+    """Counts the ATen operations dispatched while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(run: Run, problem: Problem, steps: int, warmup: int) -> float:
+    """Mean ATen operations per step of ``run`` (its writer flushed around them)."""
+    for _ in range(warmup):
+        run.step(problem.batches)
+    run.flush()
+    with _Counter() as counter:
+        for _ in range(steps):
+            run.step(problem.batches)
+    run.flush()
+    return counter.count / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=["mlp"])
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["economy"])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device("cpu")
+    print("| problem | config | ATen ops per step | extra over plain |")
+    print("|---|---|---:|---:|")
+    for name in args.problems:
+        problem = make_problem(name, device)
+        with tempfile.TemporaryDirectory(prefix="cockpit-ops-") as logdir:
+            plain = None
+            for config in [PLAIN, *(c for c in args.configs if c != PLAIN)]:
+                run = build_run(problem, config, device, logdir)
+                ops = ops_per_step(run, problem, args.steps, args.warmup)
+                if run.ck is not None:
+                    run.ck.close()
+                plain = ops if plain is None else plain
+                print(f"| {name} | {config} | {ops:.0f} | {ops - plain:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Layers of equal shapes reduced together: the same statistics as layer by layer.
+
+A deep MLP of equal widths puts many ``Linear`` layers into one batched reduction
+(:func:`~cockpit.engines._linear_factors.from_linear_factor_groups`) and the
+per-layer quantities into one formula call over stacked rows; both are checked
+against brute-force per-sample gradients from ``torch.func``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
+from cockpit.engines.layer_stats import SampleRequest
+from cockpit.stats import gradient_tests
+from cockpit.stats.batch_size import gradient_noise_scale
+from tests import reference
+from tests.problems import Problem
+from tests.quantities import test_gradient_noise_scale as noise_scale_tests
+from tests.quantities.tracking import check_per_layer_reference
+
+
+def _deep_mlp() -> nn.Module:
+    """Four hidden ``Linear(5, 5)`` layers: two groups of equal shapes (4 weights,
+    4 biases) next to the input and output layers."""
+    layers: list[nn.Module] = [nn.Linear(4, 5), nn.Tanh()]
+    for _ in range(4):
+        layers += [nn.Linear(5, 5), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(5, 3))
+
+
+DEEP = Problem("deep-mlp-ce-mean", _deep_mlp, nn.CrossEntropyLoss, (4,), 3)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "norm_test",
+        "inner_product_test",
+        "orthogonality_test",
+        "mean_gsnr",
+    ],
+)
+def test_grouped_layers_match_brute_force(tmp_path, name):
+    check_per_layer_reference(DEEP, tmp_path, name, together=False)
+
+
+def test_grouped_noise_scale_matches_brute_force(tmp_path):
+    # Its test flags the layers whose G2 <= 0 (logged as non-finite) itself.
+    noise_scale_tests.test_noise_scale_total_and_per_layer(DEEP, tmp_path, False)
+
+
+def test_grouped_layers_with_every_quantity(tmp_path):
+    check_per_layer_reference(DEEP, tmp_path, "mean_gsnr", together=True)
+
+
+def _factors(shapes, n, gen, request):
+    """Random float64 factors, and their per-sample gradients ``[N, out * in]``."""
+    factors, per_sample = [], []
+    for d_out, d_in in shapes:
+        delta = torch.randn(n, d_out, generator=gen, dtype=torch.float64)
+        x = torch.randn(n, d_in, generator=gen, dtype=torch.float64)
+        param = torch.randn(d_out, d_in, generator=gen, dtype=torch.float64)
+        factors.append(Factors.arrive(delta, x, param, request))
+        per_sample.append(torch.einsum("ni,nj->nij", delta, x).reshape(n, -1))
+    return factors, per_sample
+
+
+@pytest.mark.parametrize("budget", [None, 2, 10**6], ids=["no-hist", "sampled", "all"])
+def test_group_statistics_equal_per_sample_reductions(budget):
+    n = 6
+    # 20 x 20 layers are large enough to be sampled (budget 2: the smallest share);
+    # the others are taken whole.
+    shapes = [(20, 20), (5, 3), (20, 20), (20, 20), (2, 5)]
+    gen = torch.Generator().manual_seed(0)
+    request = SampleRequest(
+        mean_reduction=True,
+        sum_sq=True,
+        hist_budget=budget,
+        with_param_values=True,
+        total_params=sum(o * i for o, i in shapes),
+        generator=lambda device: gen,
+    )
+    factors, per_sample = _factors(shapes, n, gen, request)
+    directions = [torch.randn(o * i, dtype=torch.float64) for o, i in shapes]
+    request.directions = {
+        id(f.param): d for f, d in zip(factors, directions, strict=True)
+    }
+    for f, gn, v, stats in zip(
+        factors,
+        per_sample,
+        directions,
+        from_linear_factor_groups(factors, request),
+        strict=True,
+    ):
+        g = gn.mean(0)
+        torch.testing.assert_close(stats.grad, g)
+        torch.testing.assert_close(stats.sq_norms, (gn**2).sum(1))
+        torch.testing.assert_close(stats.dots, gn @ g)
+        torch.testing.assert_close(stats.sum_sq, (gn**2).sum(0))
+        torch.testing.assert_close(stats.projection, gn @ v)
+        if budget is None:
+            assert stats.hist_values is None
+            continue
+        torch.testing.assert_close(stats.low, gn.min())
+        torch.testing.assert_close(stats.high, gn.max())
+        if f.positions is None:
+            picked, weight = torch.arange(gn.shape[1]), 1.0
+        else:
+            picked, weight = f.positions, gn.shape[1] / f.positions.numel()
+        torch.testing.assert_close(stats.hist_values, gn[:, picked].reshape(-1))
+        params = f.param.reshape(-1)[picked].repeat(n)
+        torch.testing.assert_close(stats.hist_params, params)
+        assert stats.hist_weight == weight
+    drew = [f.positions is not None for f in factors]
+    assert drew == ([True, False, True, True, False] if budget == 2 else [False] * 5)
+
+
+def test_formulas_over_stacked_rows_equal_row_by_row():
+    gen = torch.Generator().manual_seed(1)
+    gn = torch.randn(3, 7, 11, generator=gen, dtype=torch.float64)  # [L, N, D]
+    g = gn.mean(1)
+    sq_norms, dots, g2 = (
+        (gn**2).sum(2),
+        torch.einsum("lnd,ld->ln", gn, g),
+        (g**2).sum(1),
+    )
+    stacked = {
+        "norm_test": gradient_tests.norm_test(sq_norms, g2),
+        "inner_product_test": gradient_tests.inner_product_test(dots, g2),
+        "orthogonality_test": gradient_tests.orthogonality_test(sq_norms, dots, g2),
+        "gradient_noise_scale": gradient_noise_scale(sq_norms, g2)[0],
+    }
+    for name, values in stacked.items():
+        brute_force = getattr(reference, name)
+        expected = torch.stack([brute_force(layer) for layer in gn])
+        torch.testing.assert_close(values, expected, msg=name)
