@@ -59,6 +59,7 @@ class TrackedStep:
         self.result: StepResult | None = None
         self._curvature_moved = False
         self._unsolvable: dict[str, str] = {}
+        self._inapplicable: dict[str, str] = {}
         self._stack = contextlib.ExitStack()
         self._extension: backpack_engine.PerSampleStats | None = None
         self._seconds = 0.0
@@ -202,6 +203,7 @@ class TrackedStep:
             seconds=self._seconds,
             curvature_moved=self._curvature_moved,
             unsolvable=self._unsolvable,
+            inapplicable=self._inapplicable,
         )
 
     def _fill(self) -> tuple[dict[str, Any], dict[str, LayerStats]]:
@@ -224,7 +226,7 @@ class TrackedStep:
         if self._input is not None:
             states.update(self._input.states())
             if "input_moments" not in states:
-                self._unsolvable["input_scale"] = (
+                self._inapplicable["input_scale"] = (
                     "the model's input has no floating-point tensor (token ids have "
                     "no scale)"
                 )
@@ -237,6 +239,7 @@ class TrackedStep:
             for q in self.active
             if not (self._curvature_moved and "kronecker" in q.states)
             and q.name not in self._unsolvable
+            and q.name not in self._inapplicable
         ]
         eigen = self._solve(live, 1.0 if self.ck.mean else 1.0 / states.batch_size)
         live = [q for q in live if q.name not in self._unsolvable]

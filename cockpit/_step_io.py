@@ -64,7 +64,10 @@ class StepResult:
         curvature_moved: Curvature moved to torch.func at this step, so the
             quantities only BackPACK computes stop.
         unsolvable: Quantities whose eigensolve failed on this model, and why; they
-            stop.
+            stop, with a warning.
+        inapplicable: Quantities the model's kind of input does not define (an
+            input scale of token ids), and why; they stop, said in ``meta.json``
+            and the ``cockpit`` logger, without a warning.
 
     """
 
@@ -75,3 +78,4 @@ class StepResult:
     seconds: float
     curvature_moved: bool = False
     unsolvable: dict[str, str] = field(default_factory=dict)
+    inapplicable: dict[str, str] = field(default_factory=dict)

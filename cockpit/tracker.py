@@ -444,6 +444,11 @@ class Cockpit:
         for name, why in result.unsolvable.items():
             self.drop(name, self.absent, why, stacklevel=4)
             self.engines.changed = True  # meta.json's absent is written with them
+        for name, why in result.inapplicable.items():
+            self.absent[name] = why
+            self.quantities.pop(name, None)
+            self.engines.changed = True
+            LOG.info("cockpit: '%s' is not tracked: %s.", name, why)
         for record in result.late:
             self.submit(record)
         if self.pieces.split and self._global_batch_size is None:

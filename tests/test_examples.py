@@ -193,7 +193,9 @@ def test_char_transformer_runs_as_a_script(tmp_path):
     run = cockpit.load(run_dir)
     assert run.meta["status"] == "finished"
     assert run.meta["preset"] == "business"
-    assert run.meta["absent"] == {}
+    # Character ids have no scale; everything else is tracked.
+    assert list(run.meta["absent"]) == ["input_scale"]
+    assert "token ids" in run.meta["absent"]["input_scale"]
     engines = run.meta["engines"]
     assert (
         engines["torch.func per module"]["tok.weight"] == "shared by modules tok, head"

@@ -119,8 +119,15 @@ class StepStates:
 
     @functools.cached_property
     def _layers(self) -> list[str]:
-        """The parameters with per-sample statistics, in the order of the rows."""
-        return list(self["sample_grads"])
+        """The parameters with per-sample statistics, in the order of the rows.
+
+        From whichever per-layer per-sample state the step holds (a quantity may
+        declare ``sq_norms`` without ``sample_grads``); all list the same layers.
+        """
+        for name in ("sample_grads", *_ROWS):
+            if name in self:
+                return list(self[name])
+        raise KeyError("no per-layer per-sample state in this step")
 
     def layered_rows(
         self, values: Tensor, names: list[str] | None = None
