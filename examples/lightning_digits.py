@@ -3,7 +3,8 @@
 A ``LightningModule`` wrapping the digits CNN, trained with SGD by
 ``lightning.Trainer(callbacks=[CockpitCallback(...)])``; the callback writes the run
 to ``--logdir``. ``--devices 2 --strategy ddp`` trains on two CPU processes (gloo);
-rank 0 alone tracks and writes. About 30 s of CPU time (single process)::
+every rank tracks its shard and rank 0 writes the global batch's statistics. About
+30 s of CPU time (single process)::
 
     python examples/lightning_digits.py --epochs 2
     python examples/lightning_digits.py --epochs 2 --devices 2 --strategy ddp

@@ -160,23 +160,55 @@ def test_training_equals_the_plain_trainer(tmp_path):
         torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gradient accumulation lands with the accum branch"
-)
-def test_gradient_accumulation_tracks_each_optimizer_step(tmp_path):
-    callback = CockpitCallback(logdir=tmp_path, preset="economy")
+def test_gradient_accumulation_logs_the_whole_accumulated_batch(tmp_path):
+    model = tiny_gpt2(torch.float64)
+    data = sequences(4 * BATCH)
+    # Step 0 is the first two micro-batches in order (sequential sampling), each
+    # normalized by its own kept tokens: only the first ignores some labels.
+    pieces = [brute_force(model, data[i : i + BATCH]) for i in (0, BATCH)]
+    losses = torch.cat([piece[0] for piece in pieces])
+    grads = torch.cat([piece[1] for piece in pieces])
+
+    callback = CockpitCallback(
+        logdir=tmp_path, preset=None, quantities=["loss", "norm_test", "grad_norm"]
+    )
+    args = arguments(tmp_path, steps=2)
+    args.gradient_accumulation_steps = 2
+    args.train_sampling_strategy = "sequential"
+    trainer = CockpitTrainer(
+        model=model, args=args, train_dataset=data, callbacks=[callback]
+    )
+    trainer.train()
+
+    run = cockpit.load(callback.run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["accumulation_steps"] == 2
+    assert run.scalar("loss").index.tolist() == [0, 1]
+    assert run.scalar("batch_size").tolist() == [2 * BATCH] * 2
+    # The Trainer's loss / 2 on equal micro-batches: the step's gradient is the mean
+    # of all eight per-sample gradients.
+    expected = {
+        "loss": losses.mean(),
+        "loss.variance": losses.var(),
+        "norm_test": reference.norm_test(grads),
+        "grad_norm": grads.mean(0).norm(),
+    }
+    for name, value in expected.items():
+        logged = torch.tensor(run.scalar(name).loc[0], dtype=torch.float64)
+        torch.testing.assert_close(logged, value, msg=name)
+
+
+def test_an_epoch_with_a_shorter_accumulation_window_is_refused(tmp_path):
     args = arguments(tmp_path, steps=2)
     args.gradient_accumulation_steps = 2
     trainer = CockpitTrainer(
         model=tiny_gpt2(torch.float32),
         args=args,
-        train_dataset=sequences(4 * BATCH),
-        callbacks=[callback],
+        train_dataset=sequences(3 * BATCH),
+        callbacks=[CockpitCallback(logdir=tmp_path, preset="economy")],
     )
-    trainer.train()
-    run = cockpit.load(callback.run_dir)
-    assert run.scalar("update_size").index.tolist() == [0, 1]
-    assert run.scalar("batch_size").tolist() == [2 * BATCH] * 2
+    with pytest.raises(ConfigurationError, match=r"an epoch has 3 per process"):
+        trainer.train()
 
 
 def test_the_callback_without_cockpit_trainer_is_refused(tmp_path):
