@@ -8,6 +8,9 @@ kept-token count, and autograd for its gradient. Nothing is downloaded.
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -209,6 +212,63 @@ def test_an_epoch_with_a_shorter_accumulation_window_is_refused(tmp_path):
     )
     with pytest.raises(ConfigurationError, match=r"an epoch has 3 per process"):
         trainer.train()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Two steps of two micro-batches on each of two processes, by ``torch.distributed.run``.
+DISTRIBUTED_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, {root!r})
+from cockpit.integrations.huggingface import CockpitCallback, CockpitTrainer
+from tests.integrations.test_huggingface import BATCH, arguments, sequences, tiny_gpt2
+
+out = Path(sys.argv[1])
+callback = CockpitCallback(logdir=out / "runs", preset="economy")
+args = arguments(out, steps=2)
+args.gradient_accumulation_steps = 2
+CockpitTrainer(
+    model=tiny_gpt2(torch.float32),
+    args=args,
+    train_dataset=sequences(8 * BATCH),
+    callbacks=[callback],
+).train()
+print(f"rank {{args.process_index}} of {{args.world_size}} writes to {{callback.run_dir}}")
+"""
+
+
+def test_two_processes_log_the_global_accumulated_batch_from_rank_zero(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(DISTRIBUTED_SCRIPT.format(root=str(ROOT))))
+    result = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
+            *(str(script), str(tmp_path)),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rank 1 of 2 writes to None" in result.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()  # rank 1 writes nothing
+    assert f"rank 0 of 2 writes to {run_dir}" in result.stdout
+
+    run = cockpit.load(run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["world_size"] == 2
+    assert run.meta["accumulation_steps"] == 2
+    # Each step: 2 processes x 2 micro-batches x 4 sequences.
+    assert run.meta["global_batch_size"] == 4 * BATCH
+    assert run.scalar("batch_size").tolist() == [4 * BATCH] * 2
+    assert run.scalar("loss").notna().all()
 
 
 def test_the_callback_without_cockpit_trainer_is_refused(tmp_path):
