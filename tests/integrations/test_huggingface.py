@@ -8,8 +8,6 @@ kept-token count, and autograd for its gradient. Nothing is downloaded.
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import cockpit
 from cockpit.exceptions import ConfigurationError
 from tests import reference
 from tests.models.cases import CASES, LENGTH, VOCAB
+from tests.scripts import run_python
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -244,19 +243,8 @@ print(f"rank {{args.process_index}} of {{args.world_size}} writes to {{callback.
 def test_two_processes_log_the_global_accumulated_batch_from_rank_zero(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(DISTRIBUTED_SCRIPT.format(root=str(ROOT))))
-    result = subprocess.run(
-        [
-            sys.executable,
-            *("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
-            *(str(script), str(tmp_path)),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = run_python([*launch, str(script), str(tmp_path)], tmp_path, timeout=120)
     assert "rank 1 of 2 writes to None" in result.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()  # rank 1 writes nothing
     assert f"rank 0 of 2 writes to {run_dir}" in result.stdout

@@ -9,8 +9,6 @@ accumulation against one batch of the same samples).
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import cockpit
 from cockpit.exceptions import ConfigurationError
 from cockpit.presets import PRESETS
+from tests.scripts import run_python
 
 pl = pytest.importorskip("lightning.pytorch")
 from cockpit.integrations.lightning import CockpitCallback  # noqa: E402
@@ -72,20 +71,9 @@ def test_two_epochs_on_one_device_write_a_complete_log(tmp_path, monkeypatch, ca
 
 
 def test_ddp_on_two_processes_logs_the_global_batch_from_rank_zero(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "lightning_digits.py"),
-            *("--epochs", "2", "--devices", "2", "--strategy", "ddp"),
-            *("--logdir", str(tmp_path)),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    command = [str(EXAMPLES / "lightning_digits.py"), "--epochs", "2"]
+    command += ["--devices", "2", "--strategy", "ddp", "--logdir", str(tmp_path)]
+    result = run_python(command, tmp_path, timeout=400)
     (run_dir,) = tmp_path.iterdir()  # rank 1 writes nothing
     assert result.stdout.count("Run written to") == 1
 
