@@ -3,10 +3,16 @@
 A ``LightningModule`` wrapping the digits CNN, trained with SGD by
 ``lightning.Trainer(callbacks=[CockpitCallback(...)])``; the callback writes the run
 to ``--logdir``. ``--devices 2 --strategy ddp`` trains on two CPU processes (gloo);
-rank 0 alone tracks and writes. About 30 s of CPU time (single process)::
+every rank tracks its shard and rank 0 writes the global batch's statistics. About
+30 s of CPU time (single process)::
 
     python examples/lightning_digits.py --epochs 2
     python examples/lightning_digits.py --epochs 2 --devices 2 --strategy ddp
+    python examples/lightning_digits.py --epochs 2 --devices 2 --strategy ddp --accumulate 2
+
+With ``--accumulate K`` each record describes the K micro-batches of a step (of
+both processes under ddp); an epoch's 24 batches (12 per process under ddp) must be
+a multiple of K.
 """
 
 from __future__ import annotations
@@ -61,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=2, help="passes over the data")
     parser.add_argument("--devices", type=int, default=1, help="CPU processes")
     parser.add_argument("--strategy", default="auto", help="e.g. ddp")
+    parser.add_argument(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="micro-batches per optimizer step (accumulate_grad_batches)",
+    )
     return parser
 
 
@@ -84,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
         devices=args.devices,
         strategy=args.strategy,
         max_epochs=args.epochs,
+        accumulate_grad_batches=args.accumulate,
         callbacks=[callback],
         logger=False,
         enable_checkpointing=False,

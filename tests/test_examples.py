@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import cockpit
+from tests.scripts import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -125,16 +125,7 @@ def test_rejects_bad_arguments(example, tmp_path, capsys):
 
 def run_script(script: str, args: list[str]) -> subprocess.CompletedProcess:
     """Run an example as a script with warnings as errors; it must succeed."""
-    result = subprocess.run(
-        [sys.executable, "-W", "error", f"examples/{script}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
+    return run_python(["-W", "error", f"examples/{script}", *args], ROOT, 300)
 
 
 def test_mlp_runs_as_a_script(tmp_path):

@@ -1,25 +1,20 @@
-"""What both integrations do alike: open the Cockpit on one rank of several."""
+"""What both integrations do alike: open the Cockpit of each rank, refuse what breaks."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from cockpit.exceptions import CockpitWarning
+from cockpit.exceptions import ConfigurationError
 from cockpit.tracker import Cockpit
 
-#: Why only rank 0 tracks under several processes (until states are reduced).
-SHARD_ONLY = (
-    "only rank 0 tracks, and its statistics describe its own shard of each batch: "
-    "per-sample losses and gradients of rank 0's samples (loss, norm_test, "
-    "grad_hist_1d, ...); grad_norm, update_size and distance read the all-reduced "
-    ".grad and the step every rank takes. The other ranks do not track and write "
-    "nothing"
-)
+#: Cockpit arguments the integrations set from their trainer's configuration.
+FROM_TRAINER = ("accumulation_steps", "process_group")
 
 
 def innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -33,31 +28,97 @@ def innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
+def check_options(options: Mapping[str, Any], trainer: str) -> None:
+    """Refuse Cockpit arguments that ``trainer``'s configuration decides.
+
+    Raises:
+        ConfigurationError: If ``options`` names ``accumulation_steps`` or
+            ``process_group``.
+
+    """
+    given = sorted(set(options) & set(FROM_TRAINER))
+    if given:
+        raise ConfigurationError(
+            f"CockpitCallback takes {given} from the {trainer}'s own configuration "
+            "(its gradient accumulation and its processes); remove them from the "
+            "callback's arguments."
+        )
+
+
+def check_window(batches: int, accumulation_steps: int, trainer: str) -> None:
+    """Refuse an epoch whose last accumulation window is shorter than the others.
+
+    The trainers step the optimizer after an epoch's last micro-batch even when the
+    window is incomplete, while the Cockpit's ``accumulation_steps`` is one number
+    for every step, so such a step could not be recorded.
+
+    Raises:
+        ConfigurationError: If ``batches`` (micro-batches per epoch and rank) is not
+            a multiple of ``accumulation_steps``.
+
+    """
+    if batches % accumulation_steps:
+        raise ConfigurationError(
+            f"The {trainer} accumulates gradients over {accumulation_steps} "
+            f"micro-batches, but an epoch has {batches} per process, so its last "
+            f"optimizer step covers {batches % accumulation_steps}; the Cockpit needs "
+            "the same number of micro-batches in every step. Make the batches per "
+            f"epoch a multiple of {accumulation_steps} (dataset size, batch size, "
+            "drop_last) or change the accumulation."
+        )
+
+
 def open_cockpit(
     model: nn.Module,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
+    *,
     world_size: int,
-    rank: int,
+    accumulation_steps: int,
+    process_group: dist.ProcessGroup | None,
     options: Mapping[str, Any],
-) -> Cockpit | None:
-    """The Cockpit of this process: rank 0's, or ``None`` on the other ranks.
+) -> Cockpit:
+    """The Cockpit of this process, one on every rank.
 
-    Under several processes (DDP), ``.grad`` holds the gradient averaged over every
-    rank's shard while the hooks see this rank's samples only, so the check that
-    per-sample gradients add up to ``.grad`` would move every parameter to the
-    replay for no reason; it is skipped there (:data:`SHARD_ONLY` says what the
-    statistics then describe, once, as a ``CockpitWarning``).
+    With ``world_size > 1`` every rank tracks its shard of each batch, the tracker
+    reduces the states across the ranks of ``process_group`` (``None``: the world)
+    and rank 0 alone writes, so each record describes the global batch (see
+    :mod:`cockpit._distributed`). ``accumulation_steps`` micro-batches (``track()``
+    blocks) make one record.
+
+    Raises:
+        ConfigurationError: Under several processes with the overhead budget (no
+            ``preset``, no ``quantities``, or a ``budget``): each rank plans from
+            its own timings, so the ranks could track different quantities at a
+            step and their collectives would no longer match.
+
     """
-    if rank != 0:
-        return None
-    ck = Cockpit(model, loss_fn, innermost(optimizer), **options)
+    group = None
     if world_size > 1:
-        warnings.warn(
-            f"Training runs on {world_size} processes: {SHARD_ONLY}.",
-            CockpitWarning,
-            stacklevel=3,
+        budgeted = options.get("budget") is not None or (
+            options.get("preset") is None and options.get("quantities") is None
         )
-        ck.engines.verified = True
-        ck.writer.update_meta(world_size=world_size, tracked_ranks=[0])
-    return ck
+        if budgeted:
+            raise ConfigurationError(
+                f"Training runs on {world_size} processes, and the Cockpit would "
+                "follow the overhead budget, which each rank plans from its own "
+                "timings: the ranks could track different quantities at a step. "
+                "Pass preset= (e.g. preset='economy') or quantities= to "
+                "CockpitCallback, without budget=."
+            )
+        group = process_group if process_group is not None else dist.group.WORLD
+    return Cockpit(
+        model,
+        loss_fn,
+        innermost(optimizer),
+        accumulation_steps=accumulation_steps,
+        process_group=group,
+        **options,
+    )
+
+
+def written_run_dir(cockpit: Cockpit | None) -> Path | None:
+    """Where ``cockpit`` writes its log; ``None`` before training and on ranks > 0."""
+    if cockpit is None or not (cockpit.ranks is None or cockpit.ranks.writes):
+        return None
+    return cockpit.run_dir

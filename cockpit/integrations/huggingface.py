@@ -31,18 +31,21 @@ The tracker's per-sample loss of sequence n is then ``l_n = N sum_t loss_{n,t} /
 
 :class:`CockpitCallback` opens the Cockpit at the first training step (when the
 Trainer has created its optimizer), logs the ``eval_*`` metrics of the evaluations
-during training (``eval_strategy``) and closes the run when training ends. The loss is a per-batch mean, so gradient
-accumulation scales it as ``loss / gradient_accumulation_steps``
-(``loss_is_scaled_for_ga = False``), which weighs micro-batches equally rather than
-by their token counts; until the tracker accumulates states, a second micro-batch
-before ``optimizer.step()`` raises a ``UsageError``. Several processes: rank 0 alone
-tracks and writes (:data:`cockpit.integrations._shared.SHARD_ONLY`).
+during training (``eval_strategy``) and closes the run when training ends.
+
+Gradient accumulation: ``gradient_accumulation_steps=K`` becomes the Cockpit's
+``accumulation_steps``, so the K ``training_step`` blocks of an optimizer step make
+one record of the whole accumulated batch. The loss is a per-batch mean, so the
+Trainer scales it as ``loss / K`` (``loss_is_scaled_for_ga = False``), which weighs
+micro-batches equally rather than by their token counts; the tracker reads that
+scale off the backward pass. An epoch's batches per process must be a multiple of K
+(the Trainer's last window of an epoch is shorter otherwise). Several processes:
+every rank tracks its shard, the states are reduced across the world and rank 0
+alone writes (:func:`cockpit.integrations._shared.open_cockpit`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,12 @@ import transformers
 from torch import Tensor, nn
 
 from cockpit.exceptions import ConfigurationError
-from cockpit.integrations._shared import open_cockpit
+from cockpit.integrations._shared import (
+    check_options,
+    check_window,
+    open_cockpit,
+    written_run_dir,
+)
 from cockpit.tracker import Cockpit
 
 __all__ = ["IGNORE_INDEX", "CockpitCallback", "CockpitTrainer", "causal_lm_loss_input"]
@@ -90,6 +98,7 @@ class CockpitCallback(transformers.TrainerCallback):
                 "CockpitCallback sets loss_input itself (causal_lm_loss_input); "
                 "remove loss_input= from its arguments."
             )
+        check_options(options, "Hugging Face Trainer")
         self.options = options
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         self.cockpit: Cockpit | None = None
@@ -100,7 +109,7 @@ class CockpitCallback(transformers.TrainerCallback):
     @property
     def run_dir(self) -> Path | None:
         """Where the log is written (``None`` before training and on ranks > 0)."""
-        return None if self.cockpit is None else self.cockpit.run_dir
+        return written_run_dir(self.cockpit)
 
     def open(
         self,
@@ -108,7 +117,7 @@ class CockpitCallback(transformers.TrainerCallback):
         optimizer: torch.optim.Optimizer,
         args: transformers.TrainingArguments,
     ) -> None:
-        """Create the Cockpit once (on rank 0), when the optimizer exists."""
+        """Create the Cockpit once (on every rank), when the optimizer exists."""
         if self._opened:
             return
         self._opened = True
@@ -118,18 +127,10 @@ class CockpitCallback(transformers.TrainerCallback):
             self.loss_fn,
             optimizer,
             world_size=args.world_size,
-            rank=args.process_index,
+            accumulation_steps=args.gradient_accumulation_steps,
+            process_group=None,
             options=options,
         )
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        """The Cockpit's ``track()`` block, or nothing on ranks that do not track."""
-        if self.cockpit is None:
-            yield
-            return
-        with self.cockpit.track():
-            yield
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         if not self.attached:
@@ -139,6 +140,14 @@ class CockpitCallback(transformers.TrainerCallback):
                 "cockpit.integrations.huggingface.CockpitTrainer instead of "
                 "transformers.Trainer."
             )
+        accumulation = args.gradient_accumulation_steps
+        loader = kwargs.get("train_dataloader")
+        # The short window comes only if training reaches an epoch's end.
+        reaches_end = transformers.trainer_utils.has_length(loader) and (
+            state.max_steps > len(loader) // accumulation
+        )
+        if reaches_end:
+            check_window(len(loader), accumulation, "Hugging Face Trainer")
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
         if self.cockpit is None or self._closed or not metrics:
@@ -210,6 +219,8 @@ class CockpitTrainer(transformers.Trainer):
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor:
         """One batch's forward and backward pass inside the callback's block."""
-        self.cockpit_callback.open(self.model, self.optimizer, self.args)
-        with self.cockpit_callback.track():
+        callback = self.cockpit_callback
+        callback.open(self.model, self.optimizer, self.args)
+        assert callback.cockpit is not None  # open() created it
+        with callback.cockpit.track():
             return super().training_step(model, inputs, num_items_in_batch)

@@ -31,12 +31,15 @@ zeroes them at the batch start instead, on exactly the batches where Lightning z
 them (the first of each ``accumulate_grad_batches`` window). Nothing else changes:
 training is bit-identical with and without the callback.
 
-Several processes (``strategy="ddp"``): rank 0 alone tracks and writes the log
-(:data:`cockpit.integrations._shared.SHARD_ONLY` says what its statistics describe);
-the others run untouched. Gradient accumulation (``accumulate_grad_batches > 1``)
-opens one block per micro-batch, the form the tracker's accumulation takes; until the
-tracker accumulates states, its second block before ``optimizer.step()`` raises a
-``UsageError``.
+Several processes (``strategy="ddp"``): every rank tracks its shard, the tracker
+reduces the states across the ranks of the DDP model's process group, and rank 0
+alone writes the log, so each record describes the global batch (every rank's
+samples). Give ``preset=`` or ``quantities=`` then: the overhead budget plans on each
+rank's own timings (:func:`cockpit.integrations._shared.open_cockpit`). Gradient
+accumulation (``accumulate_grad_batches=K``) opens one block per micro-batch and
+passes K as the Cockpit's ``accumulation_steps``: the K blocks make one record, of
+the whole accumulated batch. An epoch's batches per process must then be a multiple
+of K, as Lightning steps after an epoch's last batch even in a shorter window.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ import lightning.pytorch as pl
 from torch import nn
 
 from cockpit.exceptions import ConfigurationError
-from cockpit.integrations._shared import open_cockpit
+from cockpit.integrations._shared import (
+    check_options,
+    check_window,
+    open_cockpit,
+    written_run_dir,
+)
 from cockpit.tracker import Cockpit
 
 __all__ = ["CockpitCallback"]
@@ -68,6 +76,7 @@ class CockpitCallback(pl.Callback):
     """
 
     def __init__(self, loss: str = "loss_fn", model: str | None = None, **options: Any):
+        check_options(options, "Lightning Trainer")
         self.loss_attribute = loss
         self.model_attribute = model
         self.options = options
@@ -77,7 +86,7 @@ class CockpitCallback(pl.Callback):
     @property
     def run_dir(self) -> Path | None:
         """Where the log is written (``None`` before training and on ranks > 0)."""
-        return None if self.cockpit is None else self.cockpit.run_dir
+        return written_run_dir(self.cockpit)
 
     def on_train_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -94,12 +103,19 @@ class CockpitCallback(pl.Callback):
                 "CockpitCallback tracks one optimizer, but configure_optimizers gave "
                 f"{len(trainer.optimizers)}. Return one optimizer."
             )
+        accumulation = trainer.accumulate_grad_batches
+        if accumulation > 1 and trainer.num_training_batches != float("inf"):
+            check_window(
+                int(trainer.num_training_batches), accumulation, "Lightning Trainer"
+            )
         self.cockpit = open_cockpit(
             self._tracked_model(pl_module),
             self._loss(pl_module),
             trainer.optimizers[0],
             world_size=trainer.world_size,
-            rank=trainer.global_rank,
+            accumulation_steps=accumulation,
+            # The DDP wrapper's group; None (the world) for other strategies.
+            process_group=getattr(trainer.strategy.model, "process_group", None),
             options=self.options,
         )
 

@@ -8,6 +8,7 @@ kept-token count, and autograd for its gradient. Nothing is downloaded.
 from __future__ import annotations
 
 import importlib
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import cockpit
 from cockpit.exceptions import ConfigurationError
 from tests import reference
 from tests.models.cases import CASES, LENGTH, VOCAB
+from tests.scripts import run_python
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -160,23 +162,101 @@ def test_training_equals_the_plain_trainer(tmp_path):
         torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gradient accumulation lands with the accum branch"
-)
-def test_gradient_accumulation_tracks_each_optimizer_step(tmp_path):
-    callback = CockpitCallback(logdir=tmp_path, preset="economy")
+def test_gradient_accumulation_logs_the_whole_accumulated_batch(tmp_path):
+    model = tiny_gpt2(torch.float64)
+    data = sequences(4 * BATCH)
+    # Step 0 is the first two micro-batches in order (sequential sampling), each
+    # normalized by its own kept tokens: only the first ignores some labels.
+    pieces = [brute_force(model, data[i : i + BATCH]) for i in (0, BATCH)]
+    losses = torch.cat([piece[0] for piece in pieces])
+    grads = torch.cat([piece[1] for piece in pieces])
+
+    callback = CockpitCallback(
+        logdir=tmp_path, preset=None, quantities=["loss", "norm_test", "grad_norm"]
+    )
+    args = arguments(tmp_path, steps=2)
+    args.gradient_accumulation_steps = 2
+    args.train_sampling_strategy = "sequential"
+    trainer = CockpitTrainer(
+        model=model, args=args, train_dataset=data, callbacks=[callback]
+    )
+    trainer.train()
+
+    run = cockpit.load(callback.run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["accumulation_steps"] == 2
+    assert run.scalar("loss").index.tolist() == [0, 1]
+    assert run.scalar("batch_size").tolist() == [2 * BATCH] * 2
+    # The Trainer's loss / 2 on equal micro-batches: the step's gradient is the mean
+    # of all eight per-sample gradients.
+    expected = {
+        "loss": losses.mean(),
+        "loss.variance": losses.var(),
+        "norm_test": reference.norm_test(grads),
+        "grad_norm": grads.mean(0).norm(),
+    }
+    for name, value in expected.items():
+        logged = torch.tensor(run.scalar(name).loc[0], dtype=torch.float64)
+        torch.testing.assert_close(logged, value, msg=name)
+
+
+def test_an_epoch_with_a_shorter_accumulation_window_is_refused(tmp_path):
     args = arguments(tmp_path, steps=2)
     args.gradient_accumulation_steps = 2
     trainer = CockpitTrainer(
         model=tiny_gpt2(torch.float32),
         args=args,
-        train_dataset=sequences(4 * BATCH),
-        callbacks=[callback],
+        train_dataset=sequences(3 * BATCH),
+        callbacks=[CockpitCallback(logdir=tmp_path, preset="economy")],
     )
-    trainer.train()
-    run = cockpit.load(callback.run_dir)
-    assert run.scalar("update_size").index.tolist() == [0, 1]
-    assert run.scalar("batch_size").tolist() == [2 * BATCH] * 2
+    with pytest.raises(ConfigurationError, match=r"an epoch has 3 per process"):
+        trainer.train()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Two steps of two micro-batches on each of two processes, by ``torch.distributed.run``.
+DISTRIBUTED_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, {root!r})
+from cockpit.integrations.huggingface import CockpitCallback, CockpitTrainer
+from tests.integrations.test_huggingface import BATCH, arguments, sequences, tiny_gpt2
+
+out = Path(sys.argv[1])
+callback = CockpitCallback(logdir=out / "runs", preset="economy")
+args = arguments(out, steps=2)
+args.gradient_accumulation_steps = 2
+CockpitTrainer(
+    model=tiny_gpt2(torch.float32),
+    args=args,
+    train_dataset=sequences(8 * BATCH),
+    callbacks=[callback],
+).train()
+print(f"rank {{args.process_index}} of {{args.world_size}} writes to {{callback.run_dir}}")
+"""
+
+
+def test_two_processes_log_the_global_accumulated_batch_from_rank_zero(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(DISTRIBUTED_SCRIPT.format(root=str(ROOT))))
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = run_python([*launch, str(script), str(tmp_path)], tmp_path, timeout=120)
+    assert "rank 1 of 2 writes to None" in result.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()  # rank 1 writes nothing
+    assert f"rank 0 of 2 writes to {run_dir}" in result.stdout
+
+    run = cockpit.load(run_dir)
+    assert run.meta["status"] == "finished"
+    assert run.meta["world_size"] == 2
+    assert run.meta["accumulation_steps"] == 2
+    # Each step: 2 processes x 2 micro-batches x 4 sequences.
+    assert run.meta["global_batch_size"] == 4 * BATCH
+    assert run.scalar("batch_size").tolist() == [4 * BATCH] * 2
+    assert run.scalar("loss").notna().all()
 
 
 def test_the_callback_without_cockpit_trainer_is_refused(tmp_path):

@@ -2,15 +2,13 @@
 
 The fits run the example ``examples/lightning_digits.py`` (in this process, and as a
 script on two gloo processes, which Lightning's ``ddp`` strategy launches itself) and a
-tiny float64 module for what needs two fits (bit-identical training) or fails today
-(gradient accumulation).
+tiny float64 module for what needs two fits (bit-identical training, gradient
+accumulation against one batch of the same samples).
 """
 
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import cockpit
 from cockpit.exceptions import ConfigurationError
 from cockpit.presets import PRESETS
+from tests.scripts import run_python
 
 pl = pytest.importorskip("lightning.pytorch")
 from cockpit.integrations.lightning import CockpitCallback  # noqa: E402
@@ -71,34 +70,27 @@ def test_two_epochs_on_one_device_write_a_complete_log(tmp_path, monkeypatch, ca
     assert steps(run, "val_loss") == [per_epoch - 1, 2 * per_epoch - 1]
 
 
-def test_ddp_on_two_processes_writes_one_log_from_rank_zero(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "lightning_digits.py"),
-            *("--epochs", "2", "--devices", "2", "--strategy", "ddp"),
-            *("--logdir", str(tmp_path)),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "only rank 0 tracks" in result.stderr
-    (run_dir,) = tmp_path.iterdir()
+def test_ddp_on_two_processes_logs_the_global_batch_from_rank_zero(tmp_path):
+    command = [str(EXAMPLES / "lightning_digits.py"), "--epochs", "2"]
+    command += ["--devices", "2", "--strategy", "ddp", "--logdir", str(tmp_path)]
+    result = run_python(command, tmp_path, timeout=400)
+    (run_dir,) = tmp_path.iterdir()  # rank 1 writes nothing
     assert result.stdout.count("Run written to") == 1
 
     run = cockpit.load(run_dir)
     shard = TRAIN // 2  # DistributedSampler: 750 images per rank and epoch
-    assert_complete(run, 2 * -(-shard // 64))
+    per_epoch = -(-shard // 64)
+    assert_complete(run, 2 * per_epoch)
     assert run.meta["world_size"] == 2
-    assert run.meta["tracked_ranks"] == [0]
-    # .grad holds both ranks' mean, not rank 0's: no parameter was moved for that.
+    assert run.meta["global_batch_size"] == 2 * 64
+    # The tracker's gradients come from this rank's backward pass (tensor hooks),
+    # not from .grad, which DDP averages: no parameter was moved for that.
     assert run.meta["engines"]["torch.func replay"] == {}
-    # Rank 0's own samples: half of each epoch.
-    assert run.scalar("batch_size").sum() == 2 * shard
+    # Every rank's samples: the whole epoch, each step both ranks' batches.
+    sizes = run.scalar("batch_size").tolist()
+    assert sum(sizes) == 2 * TRAIN
+    last = 2 * (shard - (per_epoch - 1) * 64)
+    assert sizes == 2 * ([2 * 64] * (per_epoch - 1) + [last])
 
 
 class TinyModule(pl.LightningModule):
@@ -120,13 +112,18 @@ class TinyModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
 
 
-def tiny_fit(callbacks: list, skip: int | None = None, **trainer_options) -> TinyModule:
-    """Two epochs of 4 batches of 6 samples, seeded: the same fit every call."""
+def tiny_fit(
+    callbacks: list, skip: int | None = None, batch_size: int = 6, **trainer_options
+) -> TinyModule:
+    """Two epochs of 24 samples in batches of ``batch_size`` (4 of 6), seeded.
+
+    The same fit every call; the shuffled order does not depend on ``batch_size``.
+    """
     pl.seed_everything(0, verbose=False)
     module = TinyModule(skip)
     x = torch.randn(24, 5, dtype=torch.float64)
     y = torch.randint(3, (24,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=6, shuffle=True)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=2,
@@ -174,14 +171,48 @@ def test_a_missing_loss_attribute_says_how_to_fix_it(tmp_path):
         tiny_fit([CockpitCallback(logdir=tmp_path)])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gradient accumulation lands with the accum branch"
-)
-def test_gradient_accumulation_tracks_each_optimizer_step(tmp_path):
-    callback = CockpitCallback(loss="criterion", model="net", logdir=tmp_path)
-    tiny_fit([callback], accumulate_grad_batches=2)
-    run = cockpit.load(callback.run_dir)
+#: Logged keys that measure time, not the training.
+TIMING = {"step_time", "tracker_time", "overhead_share"}
+
+
+def test_gradient_accumulation_logs_the_whole_accumulated_batch(tmp_path):
+    accumulated = CockpitCallback(
+        loss="criterion", model="net", logdir=tmp_path, preset="economy"
+    )
+    tiny_fit([accumulated], accumulate_grad_batches=2)
+    whole = CockpitCallback(
+        loss="criterion", model="net", logdir=tmp_path, preset="economy"
+    )
+    tiny_fit([whole], batch_size=12)
+
+    run = cockpit.load(accumulated.run_dir)
+    reference = cockpit.load(whole.run_dir)
     assert run.meta["status"] == "finished"
+    assert run.meta["accumulation_steps"] == 2
     # 8 micro-batches of 6 samples make 4 optimizer steps of 12.
     assert steps(run, "update_size") == list(range(4))
     assert run.scalar("batch_size").tolist() == [12] * 4
+    # Each step equals the step of one batch of the same 12 samples (float64).
+    names = set(reference.scalars["quantity"]) - TIMING
+    assert set(run.scalars["quantity"]) - TIMING == names
+    assert {"loss", "loss.variance", "norm_test", "grad_norm", "alpha"} <= names
+    for name in sorted(names):
+        torch.testing.assert_close(
+            torch.tensor(run.scalar(name).to_numpy()),
+            torch.tensor(reference.scalar(name).to_numpy()),
+            equal_nan=True,  # gradient_noise_scale where noise swamps the signal
+            msg=name,
+        )
+
+
+def test_an_epoch_with_a_shorter_accumulation_window_is_refused(tmp_path):
+    callback = CockpitCallback(
+        loss="criterion", model="net", logdir=tmp_path, preset="economy"
+    )
+    with pytest.raises(ConfigurationError, match=r"an epoch has 4 per process.*of 3"):
+        tiny_fit([callback], accumulate_grad_batches=3)
+
+
+def test_accumulation_steps_come_from_the_trainer(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"\['accumulation_steps'\].*remove"):
+        CockpitCallback(logdir=tmp_path, accumulation_steps=2)
