@@ -68,14 +68,26 @@ def resolve_quantities(
 
 
 def default_tracking(
-    preset: str | None, quantities: object, budget: object
+    preset: str | None, quantities: object, budget: object, ranks: int = 1
 ) -> tuple[str | None, float | None]:
     """The preset and budget to use: the economy preset under a 5 % budget by default.
 
     Given neither a preset nor quantities, the tracker follows the economy preset's
     quantities under ``budget`` (default :data:`~cockpit._budget.DEFAULT_BUDGET`).
     Otherwise the preset and schedules keep their meaning, under ``budget`` if given.
+    A step split across ``ranks > 1`` processes has no budget: each rank would plan
+    from its own timings, and ranks tracking different quantities at a step would
+    wait on each other's collectives. The default there is the plain economy preset.
     """
+    if ranks > 1:
+        if budget is not None:
+            raise ConfigurationError(
+                f"budget={budget!r} cannot be kept across {ranks} processes: each "
+                "would plan from its own timings and their collectives would no "
+                "longer match. Pass a preset or schedules instead (e.g. "
+                "preset='economy', quantities={'alpha': cockpit.every(10)})."
+            )
+        return preset or ("economy" if quantities is None else None), None
     if preset is None and quantities is None:
         return "economy", check_budget(DEFAULT_BUDGET if budget is None else budget)
     return preset, None if budget is None else check_budget(budget)

@@ -175,7 +175,9 @@ class Cockpit:
                 f"hist_samples must be an int >= 0 (0 = exact), got {hist_samples!r}."
             )
         self.hist_samples = hist_samples
-        preset, budget = _setup.default_tracking(preset, quantities, budget)
+        preset, budget = _setup.default_tracking(
+            preset, quantities, budget, 1 if self.ranks is None else self.ranks.size
+        )
         self.quantities = _setup.resolve_quantities(preset, quantities)
         self._budget: BudgetControl | None = None
         self.absent = self._drop_undefined()

@@ -159,3 +159,14 @@ def test_a_step_with_fewer_blocks_than_accumulation_steps_is_refused(tmp_path):
     ):
         pass
     ck.close()
+
+
+def test_no_budget_across_processes():
+    from cockpit._setup import default_tracking
+    from cockpit.exceptions import ConfigurationError
+
+    assert default_tracking(None, None, None, ranks=2) == ("economy", None)
+    assert default_tracking(None, ["loss"], None, ranks=2) == (None, None)
+    assert default_tracking(None, None, None, ranks=1)[1] == pytest.approx(0.05)
+    with pytest.raises(ConfigurationError, match="across 2 processes"):
+        default_tracking(None, None, 0.05, ranks=2)
