@@ -287,7 +287,8 @@ def test_example_writes_a_finished_run(tmp_path, monkeypatch, capsys):
     assert f"Run written to {run_dir}" in capsys.readouterr().out
     run = cockpit.load(run_dir)
     assert run.meta["status"] == "finished"
-    assert run.meta["absent"] == {}
+    # Token ids have no scale; everything else is tracked.
+    assert list(run.meta["absent"]) == ["input_scale"]
     assert run.scalar("loss").index.tolist() == [0, 1, 2, 3]
     # Evaluated halfway and at the end, inside the run.
     assert run.scalar("eval_loss").index.tolist() == [1, 3]
