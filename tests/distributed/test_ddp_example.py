@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.scripts import run_python, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_torchrun_example_writes_one_finished_run(tmp_path):
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *torchrun(2),
         str(ROOT / "examples" / "ddp_digits.py"),
         "--steps",
         "3",
@@ -25,7 +21,7 @@ def test_torchrun_example_writes_one_finished_run(tmp_path):
         "--preset",
         "economy",
     ]
-    subprocess.run(command, check=True, cwd=tmp_path, timeout=300, capture_output=True)
+    run_python(command, cwd=tmp_path, timeout=300)
     assert [p.name for p in tmp_path.iterdir()] == ["ddp_digits"]
     meta = json.loads((tmp_path / "ddp_digits" / "meta.json").read_text())
     assert (meta["status"], meta["world_size"]) == ("finished", 2)

@@ -19,7 +19,7 @@ import cockpit
 from cockpit.exceptions import ConfigurationError
 from tests import reference
 from tests.models.cases import CASES, LENGTH, VOCAB
-from tests.scripts import run_python
+from tests.scripts import run_python, torchrun
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -243,7 +243,7 @@ print(f"rank {{args.process_index}} of {{args.world_size}} writes to {{callback.
 def test_two_processes_log_the_global_accumulated_batch_from_rank_zero(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(DISTRIBUTED_SCRIPT.format(root=str(ROOT))))
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    launch = torchrun(2)
     result = run_python([*launch, str(script), str(tmp_path)], tmp_path, timeout=120)
     assert "rank 1 of 2 writes to None" in result.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()  # rank 1 writes nothing
