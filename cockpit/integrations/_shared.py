@@ -84,28 +84,13 @@ def open_cockpit(
     reduces the states across the ranks of ``process_group`` (``None``: the world)
     and rank 0 alone writes, so each record describes the global batch (see
     :mod:`cockpit._distributed`). ``accumulation_steps`` micro-batches (``track()``
-    blocks) make one record.
-
-    Raises:
-        ConfigurationError: Under several processes with the overhead budget (no
-            ``preset``, no ``quantities``, or a ``budget``): each rank plans from
-            its own timings, so the ranks could track different quantities at a
-            step and their collectives would no longer match.
+    blocks) make one record. Across processes the Cockpit keeps no overhead budget
+    (its default there is the plain economy preset, and ``budget=`` is refused):
+    see ``cockpit._setup.default_tracking``.
 
     """
     group = None
     if world_size > 1:
-        budgeted = options.get("budget") is not None or (
-            options.get("preset") is None and options.get("quantities") is None
-        )
-        if budgeted:
-            raise ConfigurationError(
-                f"Training runs on {world_size} processes, and the Cockpit would "
-                "follow the overhead budget, which each rank plans from its own "
-                "timings: the ranks could track different quantities at a step. "
-                "Pass preset= (e.g. preset='economy') or quantities= to "
-                "CockpitCallback, without budget=."
-            )
         group = process_group if process_group is not None else dist.group.WORLD
     return Cockpit(
         model,
