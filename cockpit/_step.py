@@ -76,8 +76,9 @@ class TrackedStep:
         ]
         self._stack.callback(lambda: [h.remove() for h in handles])
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
+        self._declared = fill.declared(self.active)
         self._input = None
-        if "input_moments" in fill.declared(self.active):
+        if "input_moments" in self._declared:
             self._input = self._stack.enter_context(InputMoments(ck.model))
         self._request = fill.sample_request(
             self.active,
@@ -91,7 +92,7 @@ class TrackedStep:
             self._request.loss_scale = self._losses.loss_scale
             # A split step's dots need the whole step's g: keep the factors.
             split = self.pieces is not None and self.pieces.split
-            if split and "dots" in fill.declared(self.active):
+            if split and "dots" in self._declared:
                 self._request.keep_for_projection = True
         self._curvature = CurvatureRequest()
         for quantity in self.active:
@@ -216,7 +217,7 @@ class TrackedStep:
         grads = self._batch_gradients(n)
         layers = self._layer_stats(n, grads)
         states = fill.backward_states(
-            fill.declared(self.active),
+            self._declared,
             losses=losses,
             grads=grads,
             layers=layers,
