@@ -154,7 +154,7 @@ class UnnormalizedInputs(Rule):
 
     - ``input_scale`` (economy): the median root mean square of the input elements
       above ``input_rms``. Normalized inputs have an RMS near 1 or below; digits fed
-      as 0-16 pixels have about 7.7, 0-255 images about 100.
+      as 0-16 pixels have about 7.7 (0.48 once divided by 16).
     - ``grad_norm.per_layer`` and the parameter shapes in ``meta.json``, for runs
       without ``input_scale``: the first weight layer's root-mean-square gradient
       element (``norm / sqrt(numel)``) over the median of the other weight layers'

@@ -162,7 +162,7 @@ THRESHOLDS: dict[str, Threshold] = {
         "unnormalized_inputs",
         "Median root mean square of the input elements (input_scale) above which the "
         "inputs are not normalized: normalized data is near 1 or below, digits as "
-        "0-16 pixels about 7.7, 0-255 images about 100.",
+        "0-16 pixels about 7.7 (0.48 once divided by 16).",
     ),
     "input_ratio": Threshold(
         20.0,

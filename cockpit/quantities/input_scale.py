@@ -13,8 +13,8 @@ class InputScale(Quantity):
     Over the M elements ``x_i`` of the model's first floating-point input at the
     step (all samples): ``rms = sqrt(sum x_i^2 / M)`` (``total``), ``mean = sum x_i
     / M``, ``std = sqrt(sum x_i^2 / M - mean^2)`` (population) and ``absmax = max
-    |x_i|``. Normalized inputs have an RMS near 1 or below; images fed as 0-255
-    pixels have one near 100 (the first Cockpit paper's input-pipeline bug). For a
+    |x_i|``. Normalized inputs have an RMS near 1 or below; scikit-learn's digits
+    fed as 0-16 pixels have 7.7 (the first Cockpit paper's input-pipeline bug). For a
     model whose input is not floating point (token ids) it is absent, with that
     reason in ``meta.json``.
     """
