@@ -94,5 +94,9 @@ def rank_main(rank: int, world: int, port: int, logdir: str, reduction: str) -> 
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         train(Path(logdir) / f"rank{rank}", reduction, 2, rank, world)
+        # No rank tears gloo down while another still talks to it (a rank that
+        # left early once aborted with "terminate called without an active
+        # exception").
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
