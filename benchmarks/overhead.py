@@ -52,6 +52,14 @@ and transformers, and are built with random weights, nothing downloaded):
   heads, width 128, MLP 256, 10 classes; about 0.55 M parameters) on the noise images,
   batch 32.
 
+Two problems have the sizes of GPU training (issue 12) and are meant for
+``--device cuda``; on a CPU one step of them takes seconds:
+
+* ``resnet18_cifar``: the ``resnet18`` above on batches of 128 noise images.
+* ``gpt2_small``: GPT-2 small from the default ``GPT2Config`` (124 M parameters,
+  dropout off) on 8 windows of 512 random token ids. ``benchmarks/gpu_check.sh``
+  runs these, 3c3d and the transformer on a GPU machine in one go.
+
 All train with ``CrossEntropyLoss`` and plain SGD (lr 0.01, no momentum, no weight
 decay), so every quantity, ``early_stopping`` and ``cabs`` included, is defined.
 The transformer and the residual network need the torch.func engine for some

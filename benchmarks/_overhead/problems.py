@@ -94,6 +94,26 @@ def gpt2() -> nn.Module:
     return GPT2LMHeadModel(config)
 
 
+def gpt2_small() -> nn.Module:
+    """Hugging Face GPT-2 small from its default config (12 layers, 12 heads, width
+    768, 50,257 tokens, context 1024: 124 M parameters), dropout off."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(config)
+
+
+def token_batches(batch: int = 8, context: int = 512, vocab: int = 50257) -> Batches:
+    """4 batches of ``batch`` x ``context`` uniformly random token ids, each window's
+    next tokens as its targets (GPT-2 small's shapes; random text, since nothing is
+    downloaded)."""
+    gen = torch.Generator().manual_seed(SEED)
+    windows = [
+        torch.randint(0, vocab, (batch, context + 1), generator=gen) for _ in range(4)
+    ]
+    return [(w[:, :-1], w[:, 1:]) for w in windows]
+
+
 def lm_logits(out: Any) -> Tensor:
     """A Hugging Face LM's ``[N, T, V]`` logits as ``[N, V, T]`` for the loss."""
     return out.logits.transpose(1, 2)
@@ -124,6 +144,9 @@ FACTORIES: dict[
     "resnet18": (resnet18, small_noise_batches, None),
     "gpt2": (gpt2, small_text_batches, lm_logits),
     "vit": (vit, small_noise_batches, None),
+    # The GPU problems of issue 12: CIFAR-sized batches of 128 and GPT-2 small.
+    "resnet18_cifar": (resnet18, noise_batches, None),
+    "gpt2_small": (gpt2_small, token_batches, lm_logits),
 }
 PROBLEMS = list(FACTORIES)
 #: Run without ``--problems``: the library problems need the test extra's frameworks.
