@@ -17,11 +17,11 @@ from dash.exceptions import PreventUpdate
 
 from cockpit.app.alerts_summary import ALERT_LINK, alert_summary, linked_range
 from cockpit.app.compare import compare_figure, quantity_options
-from cockpit.app.layout import COMPARE_GRAPH, WHOLE_MODEL, graph_id
+from cockpit.app.layout import COMPARE_GRAPH, WHOLE_MODEL, figure_keys_id, graph_id
 from cockpit.app.run_filter import RunFilter
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
-from cockpit.instruments import REGISTRY, Instrument, RunData, View
+from cockpit.instruments import GROUPS, REGISTRY, Instrument, RunData, View
 
 __all__ = [
     "FigureCache",
@@ -252,16 +252,15 @@ class FigureCache:
         return out, drawn
 
 
-def register(app: Dash, store: RunStore, interval_s: float = 1.0) -> None:
+def register(app: Dash, store: RunStore) -> None:
     """Wire the callbacks of :func:`~cockpit.app.layout.build_layout` to ``store``.
 
     Args:
         app: The Dash app.
         store: The runs.
-        interval_s: The poll interval, the shortest gap between redraws.
 
     """
-    throttle = Throttle(interval_s)
+    throttle = Throttle()
     _register_controls(app, store, throttle)
     _register_figures(app, store, throttle)
 
@@ -331,28 +330,15 @@ def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
 
 
 def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
-    cache = FigureCache({key: cls() for key, cls in REGISTRY.items()})
-    outputs = [Output(graph_id(key), "figure") for key in cache.instruments]
-    controls = ["layer-select", "step-from", "step-to", "y-scale", "x-scale"]
+    """One figure callback per group of panels, and the comparison panel.
 
-    @app.callback(
-        [*outputs, Output("figure-keys", "data")],
-        [
-            Input("data-version", "data"),
-            Input("run-select", "value"),
-            *[Input(control, "value") for control in controls],
-        ],
-        [State("figure-keys", "data")],
-    )
-    def _figures(_: int, selected: list[str] | None, *values: Any) -> list[Any]:
-        *choices, drawn = values
-        start = time.perf_counter()
-        store.open(selected or [])
-        with store.lock:
-            runs = store.runs(selected or [])
-            figures, keys = cache.figures(runs, view(*choices), drawn)
-        throttle.record(time.perf_counter() - start)
-        return [*figures, keys]
+    Each group is its own request: the browser draws the first groups while the
+    server builds the next (the two run on different cores), instead of waiting for
+    one answer with every panel.
+    """
+    controls = ["layer-select", "step-from", "step-to", "y-scale", "x-scale"]
+    for group, (_, ids) in GROUPS.items():
+        _register_group(app, store, throttle, group, ids, controls)
 
     @app.callback(
         Output(COMPARE_GRAPH, "figure"),
@@ -371,3 +357,39 @@ def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
             return compare_figure(runs, quantity, view(*choices)), quantity_options(
                 runs
             )
+
+
+def _register_group(
+    app: Dash,
+    store: RunStore,
+    throttle: Throttle,
+    group: str,
+    ids: tuple[str, ...],
+    controls: list[str],
+) -> None:
+    cache = FigureCache({key: REGISTRY[key]() for key in ids})
+    keys_id = figure_keys_id(group)
+
+    @app.callback(
+        [*[Output(graph_id(key), "figure") for key in ids], Output(keys_id, "data")],
+        [
+            Input("data-version", "data"),
+            Input("run-select", "value"),
+            *[Input(control, "value") for control in controls],
+        ],
+        [State(keys_id, "data")],
+    )
+    def _figures(version: Any, selected: list[str] | None, *values: Any) -> list[Any]:
+        *choices, drawn = values
+        store.open(selected or [])
+        with store.lock:
+            start = time.perf_counter()
+            runs = store.runs(selected or [])
+            figures, keys = cache.figures(runs, view(*choices), drawn)
+            throttle.record(time.perf_counter() - start, _version(version))
+        return [*figures, keys]
+
+
+def _version(shown: Any) -> Any:
+    """The data version a page was told of (``None`` before the first poll)."""
+    return shown.get("version") if isinstance(shown, dict) else None

@@ -90,13 +90,24 @@ def test_a_second_page_catches_up(store):
 
 
 def test_throttle_gap():
-    throttle = Throttle(interval_s=1.0)
+    throttle = Throttle(shortest_s=1.0)
     assert throttle.gap() == 1.0
-    throttle.record(0.1)
+    throttle.record(0.1, redraw=1)
     assert throttle.gap() == 1.0
-    for _ in range(20):
-        throttle.record(0.8)
+    for redraw in range(2, 22):
+        throttle.record(0.8, redraw)
     assert throttle.gap() == pytest.approx(2.4, rel=1e-3)
+
+
+def test_throttle_adds_up_the_pieces_of_one_redraw():
+    throttle = Throttle(shortest_s=0.1, factor=2.0)
+    for _ in range(4):
+        throttle.record(0.25, redraw=7)
+    assert throttle.gap() == pytest.approx(2.0)  # 2 x (4 x 0.25)
+    throttle.record(0.5, redraw=8)  # the first redraw's total is the redraw time
+    assert throttle.gap() == pytest.approx(2.0)
+    throttle.record(0.0, redraw=9)  # 0.7 x 1.0 + 0.3 x 0.5
+    assert throttle.gap() == pytest.approx(2 * 0.85)
 
 
 def test_query_string_preselects_and_refuses(store):
