@@ -8,6 +8,7 @@ tests call them directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,7 +18,13 @@ from dash.exceptions import PreventUpdate
 
 from cockpit.app.alerts_summary import ALERT_LINK, alert_summary, linked_range
 from cockpit.app.compare import compare_figure, quantity_options
-from cockpit.app.layout import COMPARE_GRAPH, WHOLE_MODEL, figure_keys_id, graph_id
+from cockpit.app.layout import (
+    COMPARE_GRAPH,
+    VISIBLE_SECTIONS,
+    WHOLE_MODEL,
+    figure_keys_id,
+    graph_id,
+)
 from cockpit.app.run_filter import RunFilter
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
@@ -25,6 +32,7 @@ from cockpit.instruments import GROUPS, REGISTRY, Instrument, RunData, View
 
 __all__ = [
     "FigureCache",
+    "deferred",
     "layer_options",
     "poll",
     "register",
@@ -34,6 +42,22 @@ __all__ = [
 ]
 
 _MAX_NOTICES = 3
+#: What fires a redraw because the data may be new, not because the user asked.
+_LIVE_TRIGGERS = frozenset({"data-version.data", f"{VISIBLE_SECTIONS}.data"})
+#: Lists the page's sections (``group-*``) that are in the browser's view, and
+#: leaves the store alone while that list stays the same.
+_SECTIONS_IN_VIEW = """
+function (_, shown) {
+    const inView = Array.from(document.querySelectorAll('section[id^="group-"]'))
+        .filter(el => {
+            const box = el.getBoundingClientRect();
+            return box.bottom > 0 && box.top < window.innerHeight;
+        })
+        .map(el => el.id);
+    const same = JSON.stringify(inView) === JSON.stringify(shown);
+    return same ? window.dash_clientside.no_update : inView;
+}
+"""
 
 
 def _requested(store: RunStore, search: str | None) -> tuple[list[str], list[str]]:
@@ -149,6 +173,28 @@ def poll(
     status = f"{len(names)} run{plural}, read {time.strftime('%H:%M:%S')}"
     version = {"version": store.version, "at": now}
     return version, selection, _messages(store, refused), status
+
+
+def deferred(section: str, visible: Any, triggered: Collection[str]) -> bool:
+    """Whether redrawing ``section`` waits until the page scrolls it into view.
+
+    Every new step would redraw all the panels, about 25, most of them out of view,
+    and the browser draws them one after the other: the panel a person looks at
+    came last. So a redraw for new data skips the sections out of view; they redraw
+    (what changed meanwhile) when they come into view. What the user changes (runs,
+    layer, steps, scales) redraws every section at once, and so does everything
+    before the page has said what is in view.
+
+    Args:
+        section: The section's id, e.g. ``"group-gradients"``.
+        visible: The ids of the sections in view (the page's
+            :data:`~cockpit.app.layout.VISIBLE_SECTIONS` store); ``None``: unknown.
+        triggered: The ``"id.property"`` of the inputs that changed.
+
+    """
+    if not isinstance(visible, list) or section in visible or not triggered:
+        return False
+    return set(triggered) <= _LIVE_TRIGGERS
 
 
 def toggle_pause(clicks: int | None) -> tuple[bool, str]:
@@ -334,9 +380,15 @@ def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
 
     Each group is its own request: the browser draws the first groups while the
     server builds the next (the two run on different cores), instead of waiting for
-    one answer with every panel.
+    one answer with every panel; and a group out of view waits (:func:`deferred`).
     """
     controls = ["layer-select", "step-from", "step-to", "y-scale", "x-scale"]
+    app.clientside_callback(
+        _SECTIONS_IN_VIEW,
+        Output(VISIBLE_SECTIONS, "data"),
+        Input("view-interval", "n_intervals"),
+        State(VISIBLE_SECTIONS, "data"),
+    )
     for group, (_, ids) in GROUPS.items():
         _register_group(app, store, throttle, group, ids, controls)
 
@@ -344,13 +396,20 @@ def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
         Output(COMPARE_GRAPH, "figure"),
         Output("compare-quantity", "options"),
         Input("data-version", "data"),
+        Input(VISIBLE_SECTIONS, "data"),
         Input("run-select", "value"),
         Input("compare-quantity", "value"),
         *[Input(control, "value") for control in controls],
     )
     def _compare(
-        _: Any, selected: list[str] | None, quantity: str | None, *choices: Any
+        _: Any,
+        visible: Any,
+        selected: list[str] | None,
+        quantity: str | None,
+        *choices: Any,
     ) -> Any:
+        if deferred("group-compare", visible, ctx.triggered_prop_ids):
+            raise PreventUpdate
         store.open(selected or [])
         with store.lock:
             runs = store.runs(selected or [])
@@ -374,12 +433,17 @@ def _register_group(
         [*[Output(graph_id(key), "figure") for key in ids], Output(keys_id, "data")],
         [
             Input("data-version", "data"),
+            Input(VISIBLE_SECTIONS, "data"),
             Input("run-select", "value"),
             *[Input(control, "value") for control in controls],
         ],
         [State(keys_id, "data")],
     )
-    def _figures(version: Any, selected: list[str] | None, *values: Any) -> list[Any]:
+    def _figures(
+        version: Any, visible: Any, selected: list[str] | None, *values: Any
+    ) -> list[Any]:
+        if deferred(f"group-{group}", visible, ctx.triggered_prop_ids):
+            raise PreventUpdate
         *choices, drawn = values
         store.open(selected or [])
         with store.lock:

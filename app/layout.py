@@ -10,10 +10,19 @@ from dash import dcc, html
 
 from cockpit.instruments import GROUPS, REGISTRY
 
-__all__ = ["COMPARE_GRAPH", "WHOLE_MODEL", "build_layout", "figure_keys_id", "graph_id"]
+__all__ = [
+    "COMPARE_GRAPH",
+    "VISIBLE_SECTIONS",
+    "WHOLE_MODEL",
+    "build_layout",
+    "figure_keys_id",
+    "graph_id",
+]
 
 WHOLE_MODEL = "__model__"
 """Value of the layer selector that shows the whole model's values (layer ``None``)."""
+VISIBLE_SECTIONS = "visible-sections"
+"""The store of the ids of the page's sections (``group-*``) in the browser's view."""
 COMPARE_GRAPH = "compare-graph"
 """The id of the comparison view's graph (``cockpit.app.compare``)."""
 
@@ -175,6 +184,9 @@ def _controls(interval_ms: int) -> html.Div:
                 html.Span(id="poll-status", style={"fontSize": "11px"}),
             ),
             dcc.Interval(id="poll-interval", interval=interval_ms, n_intervals=0),
+            # Not paused with the polls: scrolling must still draw what waited.
+            dcc.Interval(id="view-interval", interval=interval_ms, n_intervals=0),
+            dcc.Store(id=VISIBLE_SECTIONS, data=None),
             dcc.Store(id="data-version", data={}),
             dcc.Location(id="url", refresh=False),
         ],

@@ -208,3 +208,16 @@ def test_app_layout_has_a_graph_per_instrument(logdir):
         "format": "png",
         "filename": "alpha",
     }
+
+
+def test_only_new_data_waits_for_a_section_out_of_view():
+    view_only = ["group-compare", "group-step_size"]
+    new_data = ["data-version.data"]
+    assert callbacks.deferred("group-performance", view_only, new_data)
+    assert callbacks.deferred("group-performance", view_only, ["visible-sections.data"])
+    assert not callbacks.deferred("group-step_size", view_only, new_data)
+    # what the user changes redraws everything; so does an unknown view
+    chosen = [*new_data, "run-select.value"]
+    assert not callbacks.deferred("group-performance", view_only, chosen)
+    assert not callbacks.deferred("group-performance", None, new_data)
+    assert not callbacks.deferred("group-performance", view_only, [])
