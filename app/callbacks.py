@@ -8,7 +8,6 @@ tests call them directly.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,13 +36,14 @@ __all__ = [
     "poll",
     "register",
     "run_options",
+    "scene",
     "toggle_pause",
     "view",
 ]
 
 _MAX_NOTICES = 3
-#: What fires a redraw because the data may be new, not because the user asked.
-_LIVE_TRIGGERS = frozenset({"data-version.data", f"{VISIBLE_SECTIONS}.data"})
+#: The key, in a section's figure keys, of the scene it shows (:func:`scene`).
+_SCENE = "scene"
 #: Lists the page's sections (``group-*``) that are in the browser's view, and
 #: leaves the store alone while that list stays the same.
 _SECTIONS_IN_VIEW = """
@@ -175,26 +175,31 @@ def poll(
     return version, selection, _messages(store, refused), status
 
 
-def deferred(section: str, visible: Any, triggered: Collection[str]) -> bool:
+def scene(runs: list[RunData], selected: View, *more: Any) -> str:
+    """What a section shows apart from the data: the runs, the view and ``more``."""
+    return repr(([run.name for run in runs], selected, more))
+
+
+def deferred(section: str, visible: Any, shown: Any, wanted: str) -> bool:
     """Whether redrawing ``section`` waits until the page scrolls it into view.
 
     Every new step would redraw all the panels, about 25, most of them out of view,
     and the browser draws them one after the other: the panel a person looks at
-    came last. So a redraw for new data skips the sections out of view; they redraw
-    (what changed meanwhile) when they come into view. What the user changes (runs,
-    layer, steps, scales) redraws every section at once, and so does everything
-    before the page has said what is in view.
+    came last. So a section out of view that shows the runs and view asked for
+    (:func:`scene`), only older data, keeps it; it redraws what changed when it
+    comes into view. A new selection or view redraws every section at once, and so
+    does everything before the page has said what is in view.
 
     Args:
         section: The section's id, e.g. ``"group-gradients"``.
         visible: The ids of the sections in view (the page's
             :data:`~cockpit.app.layout.VISIBLE_SECTIONS` store); ``None``: unknown.
-        triggered: The ``"id.property"`` of the inputs that changed.
+        shown: The scene the section shows (``None``: nothing drawn yet).
+        wanted: The scene asked for.
 
     """
-    if not isinstance(visible, list) or section in visible or not triggered:
-        return False
-    return set(triggered) <= _LIVE_TRIGGERS
+    in_view = not isinstance(visible, list) or section in visible
+    return not in_view and shown == wanted
 
 
 def toggle_pause(clicks: int | None) -> tuple[bool, str]:
@@ -392,30 +397,42 @@ def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
     for group, (_, ids) in GROUPS.items():
         _register_group(app, store, throttle, group, ids, controls)
 
+    keys_id = figure_keys_id("compare")
+
     @app.callback(
         Output(COMPARE_GRAPH, "figure"),
         Output("compare-quantity", "options"),
+        Output(keys_id, "data"),
         Input("data-version", "data"),
         Input(VISIBLE_SECTIONS, "data"),
         Input("run-select", "value"),
         Input("compare-quantity", "value"),
         *[Input(control, "value") for control in controls],
+        State(keys_id, "data"),
     )
     def _compare(
         _: Any,
         visible: Any,
         selected: list[str] | None,
         quantity: str | None,
-        *choices: Any,
+        *values: Any,
     ) -> Any:
-        if deferred("group-compare", visible, ctx.triggered_prop_ids):
-            raise PreventUpdate
+        *choices, drawn = values
         store.open(selected or [])
         with store.lock:
             runs = store.runs(selected or [])
-            return compare_figure(runs, quantity, view(*choices)), quantity_options(
-                runs
-            )
+            chosen = view(*choices)
+            wanted = {
+                _SCENE: scene(runs, chosen, quantity),
+                "data": repr([(run.name, run.version) for run in runs]),
+            }
+            drawn = drawn if isinstance(drawn, dict) else {}
+            if drawn == wanted or deferred(
+                "group-compare", visible, drawn.get(_SCENE), wanted[_SCENE]
+            ):
+                raise PreventUpdate
+            figure = compare_figure(runs, quantity, chosen)
+            return figure, quantity_options(runs), wanted
 
 
 def _register_group(
@@ -442,16 +459,20 @@ def _register_group(
     def _figures(
         version: Any, visible: Any, selected: list[str] | None, *values: Any
     ) -> list[Any]:
-        if deferred(f"group-{group}", visible, ctx.triggered_prop_ids):
-            raise PreventUpdate
         *choices, drawn = values
         store.open(selected or [])
         with store.lock:
             start = time.perf_counter()
             runs = store.runs(selected or [])
-            figures, keys = cache.figures(runs, view(*choices), drawn)
-            throttle.record(time.perf_counter() - start, _version(version))
-        return [*figures, keys]
+            chosen = view(*choices)
+            wanted = scene(runs, chosen)
+            drawn = drawn if isinstance(drawn, dict) else {}
+            if deferred(f"group-{group}", visible, drawn.get(_SCENE), wanted):
+                raise PreventUpdate
+            figures, keys = cache.figures(runs, chosen, drawn)
+            if drawn.get(_SCENE) == wanted:  # new steps: what recurs with each one
+                throttle.record(time.perf_counter() - start, _version(version))
+        return [*figures, {**keys, _SCENE: wanted}]
 
 
 def _version(shown: Any) -> Any:

@@ -52,9 +52,11 @@ def graph_id(instrument_id: str) -> str:
 
 
 def figure_keys_id(group: str) -> str:
-    """The id of the store of what a group's figures show: ``"gradients-figure-keys"``.
+    """The id of the store of what a section's figures show: ``"gradients-figure-keys"``.
 
-    Its data are the keys of :class:`~cockpit.app.callbacks.FigureCache`.
+    Its data are the keys of :class:`~cockpit.app.callbacks.FigureCache` and the
+    scene (:func:`~cockpit.app.callbacks.scene`); ``group`` is an instrument group
+    or ``"compare"``.
     """
     return f"{group}-figure-keys"
 
@@ -134,6 +136,7 @@ def _compare_section() -> html.Section:
                         config={"displaylogo": False},
                         style={"height": "420px"},
                     ),
+                    dcc.Store(id=figure_keys_id("compare"), data={}),
                 ],
                 style=_CARD,
             ),

@@ -10,7 +10,8 @@ them. So a page is told about new data at most every :meth:`Throttle.gap` second
 
 A redraw is drawn in pieces (one request per group of panels, see
 :mod:`cockpit.app.callbacks`); the pieces that draw one data version add up to one
-redraw time.
+redraw time. Only redraws for new steps count: opening a run or changing the view
+draws every panel once, at a cost that does not come again with each step.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from cockpit.app.throttle import CHECK_S
 from cockpit.logs import LogReader
 from tests.app.test_browser import serving
 
@@ -170,7 +171,10 @@ def check_window(client: DashClient, run: str, watch: Watch) -> None:
 
 
 def round_of_requests(client: DashClient, runs: list[str], watch: Watch) -> None:
-    """One round as an open page makes it: poll, redraw a group, the comparisons."""
+    """One round as an open page makes it: poll, redraw a group, the comparisons.
+
+    Then a pause of a page's check interval.
+    """
     client.call(
         "data-version",
         {"run-select.value": runs, "url.search": "", "data-version.data": {}},
@@ -178,6 +182,7 @@ def round_of_requests(client: DashClient, runs: list[str], watch: Watch) -> None
     client.call("performance-figure-keys", view_values(runs, None, None))
     for run in runs:
         check_window(client, run, watch)
+    time.sleep(CHECK_S)
 
 
 def start_trainers(logdir: Path, seconds: float, pause: float) -> dict[str, Any]:

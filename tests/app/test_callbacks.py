@@ -210,14 +210,18 @@ def test_app_layout_has_a_graph_per_instrument(logdir):
     }
 
 
-def test_only_new_data_waits_for_a_section_out_of_view():
-    view_only = ["group-compare", "group-step_size"]
-    new_data = ["data-version.data"]
-    assert callbacks.deferred("group-performance", view_only, new_data)
-    assert callbacks.deferred("group-performance", view_only, ["visible-sections.data"])
-    assert not callbacks.deferred("group-step_size", view_only, new_data)
-    # what the user changes redraws everything; so does an unknown view
-    chosen = [*new_data, "run-select.value"]
-    assert not callbacks.deferred("group-performance", view_only, chosen)
-    assert not callbacks.deferred("group-performance", None, new_data)
-    assert not callbacks.deferred("group-performance", view_only, [])
+def test_only_new_data_waits_for_a_section_out_of_view(store):
+    store.poll()
+    in_view = ["group-compare", "group-step_size"]
+    runs = store.runs(["full-run"])
+    shown = callbacks.scene(runs, View())
+    assert callbacks.deferred("group-performance", in_view, shown, shown)
+    assert not callbacks.deferred("group-step_size", in_view, shown, shown)
+    # a new selection or view, a section never drawn, an unknown view: drawn now
+    other_runs = callbacks.scene(store.runs(["full-run", "economy-run"]), View())
+    other_view = callbacks.scene(runs, View(y_scale="log"))
+    for wanted in (other_runs, other_view):
+        assert wanted != shown
+        assert not callbacks.deferred("group-performance", in_view, shown, wanted)
+    assert not callbacks.deferred("group-performance", in_view, None, shown)
+    assert not callbacks.deferred("group-performance", None, shown, shown)
