@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _dashboard.report import environment, log
+from _dashboard.report import environment, log, setting_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,13 +76,7 @@ def main(argv=None) -> None:
     header = [
         "# Dashboard reading while three processes train",
         "",
-        f"- command: `{env['command']}`",
-        f"- date: {env['date']}",
-        f"- {env['platform']}, CPUs: {env['cpu_count']}",
-        "- load average at start / end: "
-        + " ".join(f"{x:.2f}" for x in env["load_average_start"])
-        + " / "
-        + " ".join(f"{x:.2f}" for x in env["load_average_end"]),
+        *setting_lines(env),
         f"- wall time: {seen.seconds:.0f} s",
         "",
     ]

@@ -102,6 +102,21 @@ def environment() -> dict[str, Any]:
     }
 
 
+def setting_lines(env: dict[str, Any], *more: str) -> list[str]:
+    """A results file's list of the command, the date, ``more``, the machine and
+    its load average (``environment()``, plus ``load_average_end``)."""
+    return [
+        f"- command: `{env['command']}`",
+        f"- date: {env['date']}",
+        *more,
+        f"- {env['platform']}, CPUs: {env['cpu_count']}",
+        "- load average at start / end: "
+        + " ".join(f"{x:.2f}" for x in env["load_average_start"])
+        + " / "
+        + " ".join(f"{x:.2f}" for x in env["load_average_end"]),
+    ]
+
+
 def write_results(output_dir: Path, results: dict, text: str) -> None:
     """``dashboard-cpu.md`` (the setting, then ``text``) and ``dashboard-cpu.json``."""
     env, lat, big = results["environment"], results["latency"], results["long_run"]
@@ -109,15 +124,11 @@ def write_results(output_dir: Path, results: dict, text: str) -> None:
     header = [
         "# Dashboard speed on cpu",
         "",
-        f"- command: `{env['command']}`",
-        f"- date: {env['date']}",
-        f"- python {env['python']}, dash {env['dash']}, plotly {env['plotly']}, "
-        f"pandas {env['pandas']}, numpy {env['numpy']}, Chromium {lat['chromium']}",
-        f"- {env['platform']}, CPUs: {env['cpu_count']}",
-        "- load average at start / end: "
-        + " ".join(f"{x:.2f}" for x in env["load_average_start"])
-        + " / "
-        + " ".join(f"{x:.2f}" for x in env["load_average_end"]),
+        *setting_lines(
+            env,
+            f"- python {env['python']}, dash {env['dash']}, plotly {env['plotly']}, "
+            f"pandas {env['pandas']}, numpy {env['numpy']}, Chromium {lat['chromium']}",
+        ),
         f"- records: the digits CNN's, economy preset (about 80 numbers and a 64-bin "
         f"histogram per step), {big['lines']:,} lines",
         f"- wall time: {env['wall_s']:.0f} s",
