@@ -54,8 +54,8 @@ def graph_id(instrument_id: str) -> str:
 def figure_keys_id(group: str) -> str:
     """The id of the store of what a section's figures show: ``"gradients-figure-keys"``.
 
-    Its data are the keys of :class:`~cockpit.app.callbacks.FigureCache` and the
-    scene (:func:`~cockpit.app.callbacks.scene`); ``group`` is an instrument group
+    Its data are the keys of :class:`~cockpit.app.redraw.FigureCache` and the
+    scene (:func:`~cockpit.app.redraw.scene`); ``group`` is an instrument group
     or ``"compare"``.
     """
     return f"{group}-figure-keys"

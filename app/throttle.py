@@ -9,7 +9,7 @@ them. So a page is told about new data at most every :meth:`Throttle.gap` second
 ``shortest_s``, or ``factor`` times the recent redraw time if that is longer.
 
 A redraw is drawn in pieces (one request per group of panels, see
-:mod:`cockpit.app.callbacks`); the pieces that draw one data version add up to one
+:mod:`cockpit.app.redraw`); the pieces that draw one data version add up to one
 redraw time. Only redraws for new steps count: opening a run or changing the view
 draws every panel once, at a cost that does not come again with each step.
 """

@@ -1,7 +1,7 @@
 import pytest
 from dash import no_update
 
-from cockpit.app import callbacks
+from cockpit.app import callbacks, redraw
 from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.server import create_app
 from cockpit.app.store import RunStore
@@ -94,8 +94,8 @@ def test_throttle_gap():
     assert throttle.gap() == 1.0
     throttle.record(0.1, redraw=1)
     assert throttle.gap() == 1.0
-    for redraw in range(2, 22):
-        throttle.record(0.8, redraw)
+    for version in range(2, 22):
+        throttle.record(0.8, version)
     assert throttle.gap() == pytest.approx(2.4, rel=1e-3)
 
 
@@ -214,14 +214,14 @@ def test_only_new_data_waits_for_a_section_out_of_view(store):
     store.poll()
     in_view = ["group-compare", "group-step_size"]
     runs = store.runs(["full-run"])
-    shown = callbacks.scene(runs, View())
-    assert callbacks.deferred("group-performance", in_view, shown, shown)
-    assert not callbacks.deferred("group-step_size", in_view, shown, shown)
+    shown = redraw.scene(runs, View())
+    assert redraw.deferred("group-performance", in_view, shown, shown)
+    assert not redraw.deferred("group-step_size", in_view, shown, shown)
     # a new selection or view, a section never drawn, an unknown view: drawn now
-    other_runs = callbacks.scene(store.runs(["full-run", "economy-run"]), View())
-    other_view = callbacks.scene(runs, View(y_scale="log"))
+    other_runs = redraw.scene(store.runs(["full-run", "economy-run"]), View())
+    other_view = redraw.scene(runs, View(y_scale="log"))
     for wanted in (other_runs, other_view):
         assert wanted != shown
-        assert not callbacks.deferred("group-performance", in_view, shown, wanted)
-    assert not callbacks.deferred("group-performance", in_view, None, shown)
-    assert not callbacks.deferred("group-performance", None, shown, shown)
+        assert not redraw.deferred("group-performance", in_view, shown, wanted)
+    assert not redraw.deferred("group-performance", in_view, None, shown)
+    assert not redraw.deferred("group-performance", None, shown, shown)
