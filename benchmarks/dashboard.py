@@ -30,9 +30,10 @@ Measured:
     figures, JSON encoding, responses), median of ``--repeats``.
     Also the live case: one more step appended, the poll that reads it, and the
     redraw. Target: < 1 s.
-(c) Cold load of that run in a fresh process: the first poll (reading and decoding
-    ``steps.jsonl``, sorting the numbers into per-series arrays) and the first
-    build. Target: < 5 s. (b) runs in the same process after it; the two phases of
+(c) Cold load of that run in a fresh process: the polls until every step is read
+    (reading and decoding ``steps.jsonl``, sorting the numbers into per-series
+    arrays; a poll reads at most ``cockpit.app.store.POLL_BYTES``, so a long run
+    takes several) and the first build. Target: < 5 s. (b) runs in the same process after it; the two phases of
     the poll are timed apart in another fresh process.
 
 Output (``_dashboard/report.py``): a Markdown table on stdout, and ``dashboard-cpu.md``
