@@ -22,9 +22,9 @@ from collections.abc import Hashable
 __all__ = ["CHECK_S", "Throttle"]
 
 #: Seconds between a page's checks for new steps, by default: a check that finds
-#: nothing costs the server about a millisecond per run (it compares file sizes and
-#: reads each ``meta.json``), and waiting for it is most of a new step's way to the
-#: browser when it is long (it was 1 s: half a second of waiting on average).
+#: nothing reads each run's ``meta.json`` and finds no new bytes, and waiting for it
+#: was a large part of a new step's way to the browser (at 1 s: half a second on
+#: average).
 CHECK_S = 0.25
 
 
