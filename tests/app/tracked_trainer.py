@@ -1,21 +1,26 @@
 """A training process for the concurrency checks: a tiny MLP, tracked, for a while.
 
 Run as ``python -m tests.app.tracked_trainer LOGDIR RUN_NAME --seconds 10`` from the
-repository root. It trains with the ``economy`` preset (every quantity at every step)
-until ``--seconds`` have passed, pausing ``--pause`` seconds after each step, closes
-the run, and prints ``{"steps": N}``: the number of steps it trained (and tracked).
+repository root. It trains the ``mlp-ce-mean`` problem of ``tests/problems.py``
+with the ``economy`` preset (every quantity at every step) until ``--seconds`` have
+passed, pausing ``--pause`` seconds after each step, closes the run, and prints
+``{"steps": N}``: the number of steps it trained (and tracked).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 import torch
-from torch import nn
 
 import cockpit
+from tests.problems import PROBLEMS
+
+#: A tiny MLP with cross-entropy, in float64, from the test problems.
+PROBLEM = next(problem for problem in PROBLEMS if problem.name == "mlp-ce-mean")
 
 
 def main() -> None:
@@ -26,10 +31,9 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
-    loss_fn = nn.CrossEntropyLoss()
+    problem = dataclasses.replace(PROBLEM, seed=args.seed)
+    model, loss_fn = problem.make()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     ck = cockpit.Cockpit(
         model,
@@ -42,7 +46,7 @@ def main() -> None:
     end = time.monotonic() + args.seconds
     steps = 0
     while time.monotonic() < end:
-        inputs, labels = torch.randn(16, 6), torch.randint(0, 3, (16,))
+        inputs, labels = problem.batch(steps)
         optimizer.zero_grad()
         with ck.track():
             loss_fn(model(inputs), labels).backward()
