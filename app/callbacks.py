@@ -1,8 +1,9 @@
 """What the dashboard does on each poll and selection, as plain functions.
 
 Each function takes the store and the values of the components it reads, and returns
-what the components it writes should show; :func:`register` wires them to Dash. The
-tests call them directly.
+what the components it writes should show; :func:`register` wires them to Dash, and
+the panels' redraws (:mod:`cockpit.app.redraw`, whose :class:`FigureCache` and
+:func:`view` are re-exported here). The tests call them directly.
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-import plotly.graph_objects as go
 from dash import ALL, Dash, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from cockpit.app.alerts_summary import ALERT_LINK, alert_summary, linked_range
-from cockpit.app.compare import compare_figure, quantity_options
-from cockpit.app.layout import COMPARE_GRAPH, WHOLE_MODEL, graph_id
+from cockpit.app.layout import WHOLE_MODEL
+from cockpit.app.redraw import FigureCache, register_redraws, view
 from cockpit.app.run_filter import RunFilter
 from cockpit.app.store import RunNameError, RunStore
 from cockpit.app.throttle import Throttle
-from cockpit.instruments import REGISTRY, Instrument, RunData, View
 
 __all__ = [
     "FigureCache",
@@ -157,26 +156,6 @@ def toggle_pause(clicks: int | None) -> tuple[bool, str]:
     return paused, "Resume" if paused else "Pause"
 
 
-def view(
-    layer: str | None, first: Any, last: Any, y_scale: str | None, x_scale: str | None
-) -> View:
-    """The :class:`View` the controls describe; bad inputs fall back to defaults."""
-
-    def step(value: Any) -> int | None:
-        try:
-            return None if value in (None, "") else int(value)
-        except (TypeError, ValueError):
-            return None
-
-    scale = y_scale if y_scale in ("auto", "linear", "log") else "auto"
-    return View(
-        layer=None if layer in (None, "", WHOLE_MODEL) else layer,
-        steps=(step(first), step(last)),
-        y_scale=scale,  # type: ignore[arg-type]
-        x_log=x_scale == "log",
-    )
-
-
 def layer_options(store: RunStore, selected: list[str] | None) -> list[dict[str, str]]:
     """The whole model, then every parameter of the selected runs."""
     names: dict[str, None] = {}
@@ -194,76 +173,17 @@ def layer_options(store: RunStore, selected: list[str] | None) -> list[dict[str,
     ]
 
 
-class FigureCache:
-    """Draws each instrument only when its data or the view changed for this page.
-
-    The key of each figure drawn is sent to the page and comes back with the next
-    request, so every open page (and a reload) gets what it lacks.
-
-    Args:
-        instruments: Instrument id -> instance, in output order.
-
-    """
-
-    def __init__(self, instruments: dict[str, Instrument]) -> None:
-        self.instruments = instruments
-
-    @staticmethod
-    def key(instrument: Instrument, runs: list[RunData], selected: View) -> str:
-        """What the figure depends on: the view and the versions of its quantities."""
-        versions = [
-            (
-                run.name,
-                id(run),
-                # A placeholder changes when the quantity arrives, or when meta.json
-                # says why it is absent.
-                [run.version_of(q) for q in instrument.watched(run)]
-                if instrument.available(run)
-                else instrument.missing_text([run]),
-                [a.steps for a in instrument.alerts([run])],
-            )
-            for run in runs
-        ]
-        return repr((selected, versions))
-
-    def figures(
-        self, runs: list[RunData], selected: View, drawn: dict[str, str] | None
-    ) -> tuple[list[go.Figure | Any], dict[str, str]]:
-        """One figure per instrument, ``dash.no_update`` where the page is current.
-
-        Args:
-            runs: The selected runs.
-            selected: The view.
-            drawn: The keys of the figures the page shows (from the last call).
-
-        Returns:
-            The figures and the new keys.
-
-        """
-        drawn = dict(drawn or {})
-        out = []
-        for instrument_id, instrument in self.instruments.items():
-            key = self.key(instrument, runs, selected)
-            if drawn.get(instrument_id) == key:
-                out.append(no_update)
-                continue
-            out.append(instrument.figure(runs, selected))
-            drawn[instrument_id] = key
-        return out, drawn
-
-
-def register(app: Dash, store: RunStore, interval_s: float = 1.0) -> None:
+def register(app: Dash, store: RunStore) -> None:
     """Wire the callbacks of :func:`~cockpit.app.layout.build_layout` to ``store``.
 
     Args:
         app: The Dash app.
         store: The runs.
-        interval_s: The poll interval, the shortest gap between redraws.
 
     """
-    throttle = Throttle(interval_s)
+    throttle = Throttle()
     _register_controls(app, store, throttle)
-    _register_figures(app, store, throttle)
+    register_redraws(app, store, throttle)
 
 
 def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
@@ -328,46 +248,3 @@ def _register_controls(app: Dash, store: RunStore, throttle: Throttle) -> None:
     )
     def _layers(selected: list[str] | None, _: int) -> list[dict[str, str]]:
         return layer_options(store, selected)
-
-
-def _register_figures(app: Dash, store: RunStore, throttle: Throttle) -> None:
-    cache = FigureCache({key: cls() for key, cls in REGISTRY.items()})
-    outputs = [Output(graph_id(key), "figure") for key in cache.instruments]
-    controls = ["layer-select", "step-from", "step-to", "y-scale", "x-scale"]
-
-    @app.callback(
-        [*outputs, Output("figure-keys", "data")],
-        [
-            Input("data-version", "data"),
-            Input("run-select", "value"),
-            *[Input(control, "value") for control in controls],
-        ],
-        [State("figure-keys", "data")],
-    )
-    def _figures(_: int, selected: list[str] | None, *values: Any) -> list[Any]:
-        *choices, drawn = values
-        start = time.perf_counter()
-        store.open(selected or [])
-        with store.lock:
-            runs = store.runs(selected or [])
-            figures, keys = cache.figures(runs, view(*choices), drawn)
-        throttle.record(time.perf_counter() - start)
-        return [*figures, keys]
-
-    @app.callback(
-        Output(COMPARE_GRAPH, "figure"),
-        Output("compare-quantity", "options"),
-        Input("data-version", "data"),
-        Input("run-select", "value"),
-        Input("compare-quantity", "value"),
-        *[Input(control, "value") for control in controls],
-    )
-    def _compare(
-        _: Any, selected: list[str] | None, quantity: str | None, *choices: Any
-    ) -> Any:
-        store.open(selected or [])
-        with store.lock:
-            runs = store.runs(selected or [])
-            return compare_figure(runs, quantity, view(*choices)), quantity_options(
-                runs
-            )

@@ -17,6 +17,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from cockpit.app.throttle import CHECK_S
+
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: Subcommands besides ``serve``: modules of ``cockpit.app``, each with
@@ -60,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--interval",
         type=float,
-        default=1.0,
-        help="seconds between reads of the log files (default 1)",
+        default=CHECK_S,
+        help=f"seconds between checks for new steps (default {CHECK_S}); the "
+        "panels redraw only when there are, at most every 0.5 s or three redraw "
+        "times",
     )
     for name in COMMAND_MODULES:
         importlib.import_module(f"cockpit.app.{name}").add_parser(commands)

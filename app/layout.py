@@ -10,10 +10,19 @@ from dash import dcc, html
 
 from cockpit.instruments import GROUPS, REGISTRY
 
-__all__ = ["COMPARE_GRAPH", "WHOLE_MODEL", "build_layout", "graph_id"]
+__all__ = [
+    "COMPARE_GRAPH",
+    "VISIBLE_SECTIONS",
+    "WHOLE_MODEL",
+    "build_layout",
+    "figure_keys_id",
+    "graph_id",
+]
 
 WHOLE_MODEL = "__model__"
 """Value of the layer selector that shows the whole model's values (layer ``None``)."""
+VISIBLE_SECTIONS = "visible-sections"
+"""The store of the ids of the page's sections (``group-*``) in the browser's view."""
 COMPARE_GRAPH = "compare-graph"
 """The id of the comparison view's graph (``cockpit.app.compare``)."""
 
@@ -40,6 +49,16 @@ _LABEL = {"fontSize": "12px", "color": "#555", "fontWeight": "bold"}
 def graph_id(instrument_id: str) -> str:
     """The id of an instrument's graph, e.g. ``"alpha-graph"``."""
     return f"{instrument_id}-graph"
+
+
+def figure_keys_id(group: str) -> str:
+    """The id of the store of what a section's figures show: ``"gradients-figure-keys"``.
+
+    Its data are the keys of :class:`~cockpit.app.redraw.FigureCache` and the
+    scene (:func:`~cockpit.app.redraw.scene`); ``group`` is an instrument group
+    or ``"compare"``.
+    """
+    return f"{group}-figure-keys"
 
 
 def _control(label: str, *children: object) -> html.Div:
@@ -117,6 +136,7 @@ def _compare_section() -> html.Section:
                         config={"displaylogo": False},
                         style={"height": "420px"},
                     ),
+                    dcc.Store(id=figure_keys_id("compare"), data={}),
                 ],
                 style=_CARD,
             ),
@@ -167,8 +187,10 @@ def _controls(interval_ms: int) -> html.Div:
                 html.Span(id="poll-status", style={"fontSize": "11px"}),
             ),
             dcc.Interval(id="poll-interval", interval=interval_ms, n_intervals=0),
+            # Not paused with the polls: scrolling must still draw what waited.
+            dcc.Interval(id="view-interval", interval=interval_ms, n_intervals=0),
+            dcc.Store(id=VISIBLE_SECTIONS, data=None),
             dcc.Store(id="data-version", data={}),
-            dcc.Store(id="figure-keys", data={}),
             dcc.Location(id="url", refresh=False),
         ],
         style={"display": "flex", "flexWrap": "wrap", "gap": "24px", "padding": "8px"},
@@ -202,12 +224,13 @@ def _card(instrument_id: str) -> html.Div:
     )
 
 
-def build_layout(logdir: str, interval_ms: int = 1000) -> html.Div:
+def build_layout(logdir: str, interval_ms: int = 250) -> html.Div:
     """The whole page.
 
     Args:
         logdir: Shown in the header.
-        interval_ms: How often the browser asks the server for new steps.
+        interval_ms: How often the browser asks the server whether there are new
+            steps (a cheap request; the panels redraw only when there are).
 
     """
     sections = [
@@ -215,6 +238,7 @@ def build_layout(logdir: str, interval_ms: int = 1000) -> html.Div:
             [
                 html.H2(title, style={"margin": "16px 0 8px"}),
                 html.Div([_card(i) for i in ids], style=_GRID),
+                dcc.Store(id=figure_keys_id(group), data={}),
             ],
             id=f"group-{group}",
             className="instrument-group",

@@ -12,6 +12,7 @@ from cockpit.app.auth import require_basic_auth
 from cockpit.app.callbacks import register
 from cockpit.app.layout import build_layout
 from cockpit.app.store import RunStore
+from cockpit.app.throttle import CHECK_S
 
 __all__ = ["LOCAL_HOSTS", "create_app", "serve"]
 
@@ -20,14 +21,14 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 def create_app(
     logdir: str | os.PathLike[str],
-    interval_s: float = 1.0,
+    interval_s: float = CHECK_S,
     auth: tuple[str, str] | None = None,
 ) -> Dash:
     """The dashboard over every run under ``logdir``.
 
     Args:
         logdir: Directory holding the run directories.
-        interval_s: Seconds between polls of the log files.
+        interval_s: Seconds between a page's checks for new steps.
         auth: ``(user, password)`` that every request must carry (HTTP basic
             authentication); ``None``: no authentication.
 
@@ -46,7 +47,7 @@ def create_app(
         serve_locally=True,
     )
     app.layout = build_layout(str(store.logdir), int(interval_s * 1000))
-    register(app, store, interval_s)
+    register(app, store)
     app.server.config["cockpit_store"] = store
     if auth is not None:
         require_basic_auth(app.server, *auth)
@@ -57,7 +58,7 @@ def serve(
     logdir: str | os.PathLike[str],
     host: str = "127.0.0.1",
     port: int = 8050,
-    interval_s: float = 1.0,
+    interval_s: float = CHECK_S,
     auth: tuple[str, str] | None = None,
 ) -> None:
     """Serve the dashboard until interrupted.
@@ -66,7 +67,7 @@ def serve(
         logdir: Directory holding the run directories.
         host: Interface to bind; anything but the loopback exposes the runs.
         port: TCP port.
-        interval_s: Seconds between polls of the log files.
+        interval_s: Seconds between a page's checks for new steps.
         auth: As for :func:`create_app`.
 
     """
@@ -83,7 +84,7 @@ def serve(
             "dashboard behind an HTTPS proxy or an SSH tunnel.",
             file=sys.stderr,
         )
-    # One request per second per open page would flood the terminal.
+    # Four requests a second per open page would flood the terminal.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     shown = f"[{host}]" if ":" in host else host
     print(f"cockpit dashboard on http://{shown}:{port}/ (LOGDIR {logdir})", flush=True)

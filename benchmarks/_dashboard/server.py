@@ -20,9 +20,19 @@ SCRIPT = Path(__file__).resolve().parent.parent / "dashboard.py"
 """The entry point, run again for the fresh processes."""
 
 
-def figures_request(app, name: str) -> dict[str, Any]:
-    """The body of the page's request for every figure of run ``name``."""
-    (output,) = [key for key in app.callback_map if "figure-keys.data" in key]
+def figures_requests(app, name: str) -> list[dict[str, Any]]:
+    """The bodies of the page's requests for every figure of run ``name``.
+
+    One request per group of panels (``*-figure-keys``), as the page sends them.
+    """
+    return [
+        _figures_request(app, output, name)
+        for output in app.callback_map
+        if "-figure-keys.data" in output
+    ]
+
+
+def _figures_request(app, output: str, name: str) -> dict[str, Any]:
     callback = app.callback_map[output]
     values = {
         "data-version.data": {"version": 1, "at": 0.0},
@@ -30,12 +40,11 @@ def figures_request(app, name: str) -> dict[str, Any]:
         "layer-select.value": "__model__",
         "y-scale.value": "auto",
         "x-scale.value": "linear",
-        "figure-keys.data": {},
     }
 
-    def props(items: list[dict[str, str]]) -> list[dict[str, Any]]:
+    def props(items: list[dict[str, str]], default: Any) -> list[dict[str, Any]]:
         return [
-            {**item, "value": values.get(f"{item['id']}.{item['property']}")}
+            {**item, "value": values.get(f"{item['id']}.{item['property']}", default)}
             for item in items
         ]
 
@@ -43,18 +52,28 @@ def figures_request(app, name: str) -> dict[str, Any]:
     return {
         "output": output,
         "outputs": [{"id": i, "property": p} for i, p in outputs],
-        "inputs": props(callback["inputs"]),
-        "state": props(callback["state"]),
+        "inputs": props(callback["inputs"], None),
+        "state": props(callback["state"], {}),  # the figure keys: none drawn
         "changedPropIds": ["data-version.data"],
     }
 
 
-def timed_request(client, body: dict[str, Any]) -> tuple[float, bytes]:
+def timed_requests(client, bodies: list[dict[str, Any]]) -> tuple[float, list[bytes]]:
+    """Seconds for all of ``bodies``, one after the other; the responses."""
     start = time.perf_counter()
-    response = client.post("/_dash-update-component", json=body)
+    responses = [client.post("/_dash-update-component", json=body) for body in bodies]
     elapsed = time.perf_counter() - start
-    assert response.status_code == 200, response.status_code
-    return elapsed, response.data
+    for response in responses:
+        assert response.status_code == 200, response.status_code
+    return elapsed, [response.data for response in responses]
+
+
+def with_keys(body: dict[str, Any], data: bytes) -> dict[str, Any]:
+    """``body`` carrying the figure keys its response ``data`` sent to the page."""
+    (keys,) = [
+        v["data"] for k, v in json.loads(data)["response"].items() if "keys" in k
+    ]
+    return {**body, "state": [{**body["state"][0], "value": keys}]}
 
 
 def phases(run_dir: Path) -> dict[str, float]:
@@ -89,23 +108,31 @@ def serve_long_run(logdir: Path, repeats: int) -> dict[str, Any]:
     app = create_app(logdir)
     store = app.server.config["cockpit_store"]
     client = app.server.test_client()
-    body = figures_request(app, "long")
+    bodies = figures_requests(app, "long")
+    extra = json.loads((logdir / "extra.json").read_text())
     start = time.perf_counter()
     store.poll()
+    first_poll = time.perf_counter() - start
+    polls = 1
+    # A poll reads a bounded part of a run (cockpit.app.store.POLL_BYTES): a long
+    # run fills in over several; the live step below must find it all read.
+    while store.state("long").data.last_step != extra[0]["step"] - 1:
+        store.poll()
+        polls += 1
     load = time.perf_counter() - start
-    first_build, data = timed_request(client, body)
-    builds = [timed_request(client, body)[0] for _ in range(repeats)]
-    keys = json.loads(data)["response"]["figure-keys"]["data"]
-    extra = json.loads((logdir / "extra.json").read_text())
+    first_build, data = timed_requests(client, bodies)
+    builds = [timed_requests(client, bodies)[0] for _ in range(repeats)]
     with (logdir / "long" / "steps.jsonl").open("a", encoding="utf-8") as steps:
         steps.writelines(encode_record(record)[0] + "\n" for record in extra)
     start = time.perf_counter()
     store.poll()
-    live_body = {**body, "state": [{**body["state"][0], "value": keys}]}
-    live = time.perf_counter() - start + timed_request(client, live_body)[0]
+    live_bodies = [with_keys(b, d) for b, d in zip(bodies, data, strict=True)]
+    live = time.perf_counter() - start + timed_requests(client, live_bodies)[0]
     return {
-        "response_megabytes": len(data) / 1e6,
+        "response_megabytes": sum(map(len, data)) / 1e6,
         "cold": {
+            "first_poll_s": first_poll,
+            "polls": polls,
             "poll_s": load,
             "first_build_s": first_build,
             "total_s": load + first_build,

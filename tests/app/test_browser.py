@@ -217,9 +217,17 @@ def test_every_group_draws_a_plot_and_broken_runs_are_flagged(page, server):
         screenshot(page, f"group-{group}", f"#group-{group}")
 
 
+def watch_loss(page) -> None:
+    """Scroll the loss panel into view: panels out of view wait with new steps."""
+    page.evaluate(
+        "() => document.querySelector('#loss-card').scrollIntoView({block: 'center'})"
+    )
+
+
 def test_new_steps_appear_without_reload(page, server, logdir):
     page.goto(server)
     wait_drawn(page, "loss")
+    watch_loss(page)
     page.evaluate("() => { window.notReloaded = true; }")
     time.sleep(1.5)  # let the background process write more
     target = last_step(logdir / LIVE)
@@ -256,17 +264,37 @@ def wait_quiet(page, graph: str, quiet_s: float, timeout_s: float) -> int:
 def test_pause_stops_updates(page, server):
     page.goto(server)
     wait_drawn(page, "loss")
-    page.click("#pause-button")
+    page.click("#pause-button")  # scrolls to the top: the loss panel out of view
     page.wait_for_function(
         "() => document.querySelector('#pause-button').innerText === 'Resume'"
     )
+    watch_loss(page)
     # A poll already in flight when the button was clicked may still land, and its
     # redraw can take seconds on a loaded machine. Unpaused, the writer adds a step
-    # every 0.5 s and the page redraws every second, so no quiet spell would come.
+    # every 0.5 s and the page redraws the panel in view as they come, so no quiet
+    # spell would come.
     frozen = wait_quiet(page, "loss-graph", quiet_s=3.0, timeout_s=20.0)
     page.click("#pause-button")
+    watch_loss(page)
     page.wait_for_function(
         f"() => ({MAX_STEP})('loss-graph') > {frozen}", timeout=8_000
+    )
+
+
+def test_panels_out_of_view_wait_for_new_steps_until_scrolled_to(page, server):
+    page.goto(server)
+    wait_drawn(page, "loss")
+    page.evaluate("() => window.scrollTo(0, 0)")  # the comparison in view, loss not
+    time.sleep(1.0)  # a redraw asked for before the scroll may still land
+    frozen = page.evaluate(MAX_STEP, "loss-graph")
+    compared = page.evaluate(MAX_STEP, "compare-graph")
+    page.wait_for_function(
+        f"() => ({MAX_STEP})('compare-graph') > {compared + 2}", timeout=10_000
+    )
+    assert page.evaluate(MAX_STEP, "loss-graph") == frozen
+    watch_loss(page)
+    page.wait_for_function(
+        f"() => ({MAX_STEP})('loss-graph') > {frozen + 2}", timeout=8_000
     )
 
 
@@ -279,7 +307,11 @@ def test_selecting_a_second_run_overlays_it(page, server):
         f"() => ({LEGEND_GROUPS})('loss-graph').includes('{STATIC}')", timeout=10_000
     )
     assert set(page.evaluate(LEGEND_GROUPS, "loss-graph")) == {LIVE, STATIC}
-    assert set(page.evaluate(LEGEND_GROUPS, "grad_norm-graph")) >= {LIVE, STATIC}
+    # each group of panels is its own request: the gradients may come later
+    page.wait_for_function(
+        f"() => ({LEGEND_GROUPS})('grad_norm-graph').includes('{STATIC}')",
+        timeout=10_000,
+    )
     notes = page.locator("#hess_max_ev-graph").inner_text()
     assert f"No hess_max_ev in {STATIC}" in notes
     screenshot(page, "overlay-two-runs", "#group-performance")

@@ -1,7 +1,7 @@
 import pytest
 from dash import no_update
 
-from cockpit.app import callbacks
+from cockpit.app import callbacks, redraw
 from cockpit.app.layout import WHOLE_MODEL, graph_id
 from cockpit.app.server import create_app
 from cockpit.app.store import RunStore
@@ -90,13 +90,24 @@ def test_a_second_page_catches_up(store):
 
 
 def test_throttle_gap():
-    throttle = Throttle(interval_s=1.0)
+    throttle = Throttle(shortest_s=1.0)
     assert throttle.gap() == 1.0
-    throttle.record(0.1)
+    throttle.record(0.1, redraw=1)
     assert throttle.gap() == 1.0
-    for _ in range(20):
-        throttle.record(0.8)
+    for version in range(2, 22):
+        throttle.record(0.8, version)
     assert throttle.gap() == pytest.approx(2.4, rel=1e-3)
+
+
+def test_throttle_adds_up_the_pieces_of_one_redraw():
+    throttle = Throttle(shortest_s=0.1, factor=2.0)
+    for _ in range(4):
+        throttle.record(0.25, redraw=7)
+    assert throttle.gap() == pytest.approx(2.0)  # 2 x (4 x 0.25)
+    throttle.record(0.5, redraw=8)  # the first redraw's total is the redraw time
+    assert throttle.gap() == pytest.approx(2.0)
+    throttle.record(0.0, redraw=9)  # 0.7 x 1.0 + 0.3 x 0.5
+    assert throttle.gap() == pytest.approx(2 * 0.85)
 
 
 def test_query_string_preselects_and_refuses(store):
@@ -197,3 +208,20 @@ def test_app_layout_has_a_graph_per_instrument(logdir):
         "format": "png",
         "filename": "alpha",
     }
+
+
+def test_only_new_data_waits_for_a_section_out_of_view(store):
+    store.poll()
+    in_view = ["group-compare", "group-step_size"]
+    runs = store.runs(["full-run"])
+    shown = redraw.scene(runs, View())
+    assert redraw.deferred("group-performance", in_view, shown, shown)
+    assert not redraw.deferred("group-step_size", in_view, shown, shown)
+    # a new selection or view, a section never drawn, an unknown view: drawn now
+    other_runs = redraw.scene(store.runs(["full-run", "economy-run"]), View())
+    other_view = redraw.scene(runs, View(y_scale="log"))
+    for wanted in (other_runs, other_view):
+        assert wanted != shown
+        assert not redraw.deferred("group-performance", in_view, shown, wanted)
+    assert not redraw.deferred("group-performance", in_view, None, shown)
+    assert not redraw.deferred("group-performance", None, shown, shown)
