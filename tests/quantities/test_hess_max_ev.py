@@ -23,7 +23,7 @@ from tests.reference_curvature import at_step, flatten, hessian, unflatten
 
 #: Enough Lanczos steps to span the whole (tiny) parameter space: exact up to
 #: round-off, so the comparison can be tight.
-EXACT_SOLVE = HessMaxEv(tol=1e-12, max_iter=400)
+EXACT_SOLVE = HessMaxEv(tol=1e-12, max_iter=400, max_error=None)
 
 
 def test_top_eigenvalue(problem, tmp_path):
@@ -82,7 +82,7 @@ def test_replay_uses_the_step_dropout_mask(tmp_path):
 def test_power_iteration(tmp_path):
     """Power iteration finds the eigenvalue of largest magnitude (positive here)."""
     problem = PROBLEMS[2]  # MSE: positive definite enough for power iteration
-    quantity = HessMaxEv(method="power", tol=1e-12, max_iter=5000)
+    quantity = HessMaxEv(method="power", tol=1e-12, max_iter=5000, max_error=None)
     run, refs = tracked_run(problem, tmp_path, {"hess_max_ev": quantity}, steps=1)
     model, loss_fn, x, y = at_step(problem, refs[0].params, 0)
     values = torch.linalg.eigvalsh(hessian(model, loss_fn, x, y))
@@ -97,7 +97,7 @@ def test_power_iteration(tmp_path):
 
 def test_non_convergence_is_logged_and_warned_once(tmp_path):
     problem = PROBLEMS[4]
-    quantity = HessMaxEv(max_iter=2)
+    quantity = HessMaxEv(max_iter=2, max_error=None)
     with pytest.warns(CockpitWarning, match="did not converge in max_iter=2") as caught:
         run, _ = tracked_run(problem, tmp_path, {"hess_max_ev": quantity}, steps=3)
     assert len([w for w in caught if "did not converge" in str(w.message)]) == 1
@@ -111,7 +111,7 @@ def test_non_convergence_is_logged_and_warned_once(tmp_path):
 
 def test_warm_start_needs_fewer_iterations(tmp_path):
     """At fixed parameters and batch, the second solve starts at the eigenvector."""
-    quantities = {"hess_max_ev": HessMaxEv(tol=1e-6, max_iter=100)}
+    quantities = {"hess_max_ev": HessMaxEv(tol=1e-6, max_iter=100, max_error=None)}
     run, _ = repeat_batch(PROBLEMS[0], tmp_path, quantities, 2)
     iterations = run.scalar("hess_max_ev.iterations")
     assert iterations.iloc[1] < iterations.iloc[0]
