@@ -36,16 +36,17 @@ class HessMaxEv(Quantity):
     Stopping and the error bound: the logged ``residual`` ``r = ||H x - lambda x||``
     of the returned unit vector x bounds the distance from ``lambda`` to some
     eigenvalue of H; with Lanczos ``lambda`` is a Rayleigh quotient, so
-    ``lambda <= lambda_max``, and once the Krylov space has seen the top eigenvector
-    (certain in exact arithmetic for a random start, not certifiable) ``lambda_max``
-    lies in ``[lambda, lambda + r]``. By default the solve stops when the estimate
+    ``lambda <= lambda_max``, and when the eigenvalue within r is the top one
+    ``lambda_max`` lies in ``[lambda, lambda + r]``; with clustered top eigenvalues or
+    a start nearly orthogonal to the top eigenvector it can be the next one, and no
+    finite Krylov test rules that out. By default the solve stops when the estimate
     changes by at most ``tol`` (relative) in one iteration, as PyHessian does (its
     true error may exceed ``tol``; ``r`` bounds the distance to an eigenvalue). With
     ``max_error`` it also stops as soon as ``r <= max_error |lambda|``: far fewer
     products when the top eigenvalues cluster (3c3d), at the price that a Krylov
-    space that has not yet seen the top eigenvector stops at the next eigenvalue
-    more often (both rules can; no finite Krylov test rules it out). It is off by
-    default for that reason: ``tests/quantities/test_hess_max_ev.py`` measures both.
+    space that has not yet resolved the top eigenvalue stops at the next one more
+    often (both rules can). It is off by
+    default for that reason: ``benchmarks/eigen_bracket.py`` counts both.
     Logged as ``{"total": lambda, "iterations": k, "converged": bool, "residual":
     r}``; a solve that reaches ``max_iter`` first is logged with ``converged:
     false`` (and the first one in a run raises a warning).

@@ -82,10 +82,10 @@ def lanczos(
     (free: the last entry of the small eigenvector ``y_i``) bounds the distance from
     ``theta_i`` to *some* eigenvalue of A (the residual bound for symmetric
     matrices, a case of Bauer-Fike). The top Ritz value is a Rayleigh quotient, so ``theta_1 <=
-    lambda_max`` always; once the Krylov space has seen the top eigenvector (which a
-    random start does with probability 1, but which no finite test certifies) the
-    eigenvalue within ``r_1`` is ``lambda_max``, so ``lambda_max`` lies in
-    ``[theta_1, theta_1 + r_1]``. With ``max_error`` the solve also stops as soon as
+    lambda_max`` always; when the eigenvalue within ``r_1`` is ``lambda_max`` (the
+    Krylov space has resolved the top eigenvalue; with a cluster at the top or a start
+    nearly orthogonal to its eigenvector it can be the next one, and no finite test
+    certifies which) ``lambda_max`` lies in ``[theta_1, theta_1 + r_1]``. With ``max_error`` the solve also stops as soon as
     every ``r_i <= max_error |theta_i|``: a looser rule than a settled estimate (the
     estimate's error is about ``r^2 / gap``, far below ``r`` once it converges),
     and one whose bound is returned, never an estimate that only stopped moving.
