@@ -71,7 +71,10 @@ its quantities at every step (``full``'s default schedule runs the costly curvat
 quantities only every 10th step; ``full-scheduled`` is that default, whose cost shows in
 the mean, not the median), and each quantity in ``REGISTRY`` alone
 (``preset=None, quantities=[name]``) at every step, with its default options, and
-``ggn_top_eigen/lanczos`` (``GgnTopEigen(method="lanczos")``, matrix-free). A
+``ggn_top_eigen/lanczos`` (``GgnTopEigen(method="lanczos")``, matrix-free),
+``hess_max_ev/max_error`` (``HessMaxEv(max_error=0.05)``, the residual rule) and
+``hutchinson+hess_max_ev`` (``hess_trace`` with ``curvature="hessian"`` and
+``hess_max_ev`` together: one replay and one gradient graph). A
 configuration followed by ``/torch.func`` forces that engine (``economy/torch.func``;
 the default is ``engine="auto"``), to compare it with BackPACK on a model both
 handle. ``plain`` is always run, as the baseline of the ratios.

@@ -171,6 +171,14 @@ class TrackedStep:
         self._stack.close()
         if exc_type is not None:
             return
+        try:
+            self._conclude(start)
+        finally:
+            if self._replay is not None:  # the shared replay's graph: free it now
+                self._replay.release()
+
+    def _conclude(self, start: float) -> None:
+        """Fill the states, reduce the pieces of a split step, finalize, record."""
         states, layers = self._fill()
         if self._extension is not None:
             self._seconds += self._extension.seconds
@@ -265,10 +273,18 @@ class TrackedStep:
             return {}
         ck, capture = self.ck, self._replay
         assert capture is not None
+        params = list(ck.params.values())
+
+        def loss(z: Tensor) -> Tensor:
+            return ck.loss_fn(z, self._losses.target)
+
         replay = Replay(
             loss_input=lambda: ck.func.loss_input(capture.replay()),
-            loss=lambda z: ck.loss_fn(z, self._losses.target),
-            params=list(ck.params.values()),
+            loss=loss,
+            gradient=lambda: capture.loss_gradient(
+                lambda out: loss(ck.func.loss_input(out)), params
+            ),
+            params=params,
             mean_scale=mean_scale,
             generator=ck.generator,
         )

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 import cockpit
 from _overhead.problems import Batches, Problem
-from cockpit.quantities import PRESETS, REGISTRY, GgnTopEigen
+from cockpit.quantities import PRESETS, REGISTRY, GgnTopEigen, HessMaxEv, HessTrace
 
 PLAIN = "plain"
 #: The full preset with its default schedules (costly curvature every 10th step).
@@ -25,8 +25,17 @@ SCHEDULED = "full-scheduled"
 #: its calibration only).
 BUDGET = "budget"
 FUNC = "/torch.func"
-#: Quantities with non-default options, as ``<quantity>/<variant>`` configurations.
-VARIANTS = {"ggn_top_eigen/lanczos": lambda: GgnTopEigen(method="lanczos")}
+#: Quantities with non-default options, as ``<quantity>/<variant>`` configurations,
+#: and groups of quantities that share work (a dict of them).
+VARIANTS: dict[str, Callable[[], Any]] = {
+    "ggn_top_eigen/lanczos": lambda: GgnTopEigen(method="lanczos"),
+    "hess_max_ev/max_error": lambda: HessMaxEv(max_error=0.05),
+    # Hutchinson's estimator (torch.func engine) and the eigensolve: one replay.
+    "hutchinson+hess_max_ev": lambda: {
+        "hess_trace": HessTrace(curvature="hessian"),
+        "hess_max_ev": HessMaxEv(),
+    },
+}
 CONFIGS = [PLAIN, *PRESETS, SCHEDULED, *REGISTRY]
 assert len(set(CONFIGS)) == len(CONFIGS), "a preset and a quantity share a name"
 DEFAULT_CONFIGS = [*CONFIGS, "economy" + FUNC, "business" + FUNC]
@@ -78,8 +87,9 @@ def _tracking(config: str) -> dict[str, Any]:
     if base == SCHEDULED:
         return {"preset": "full"}
     if base in VARIANTS:
-        quantity = VARIANTS[base]()
-        return {"preset": None, "quantities": {quantity.name: quantity}}
+        made = VARIANTS[base]()
+        quantities = made if isinstance(made, dict) else {made.name: made}
+        return {"preset": None, "quantities": quantities}
     # Presets with every quantity at every step (``full`` by default runs its
     # costly curvature quantities every 10th step only).
     names = list(PRESETS[base]) if base in PRESETS else [base]

@@ -9,6 +9,7 @@ Hessian-vector products of the replayed batch loss; its trace's standard error i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -53,7 +54,7 @@ class FuncCurvature:
 
 
 def hutchinson(
-    loss: Tensor,
+    gradient: Sequence[Tensor],
     named: dict[str, Tensor],
     probes: int,
     generator: torch.Generator,
@@ -62,7 +63,8 @@ def hutchinson(
     """Hutchinson's estimate of the Hessian diagonal of the batch loss.
 
     Args:
-        loss: The replayed batch loss, with its graph.
+        gradient: The replayed batch loss's gradient with graph, one tensor per
+            parameter of ``named`` (shared with ``hess_max_ev`` of the same step).
         named: Every tracked parameter, by name.
         probes: Number of Rademacher probes S (at least 2).
         generator: Draws the probes.
@@ -74,7 +76,7 @@ def hutchinson(
 
     """
     params = list(named.values())
-    hvp = hvp_operator(loss, params, 1.0)  # Hessian of the batch loss
+    hvp = hvp_operator(gradient, params, 1.0)  # Hessian of the batch loss
     size = sum(p.numel() for p in params)
     first = params[0]
     diagonal = first.new_zeros(size)

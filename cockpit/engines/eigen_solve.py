@@ -8,7 +8,7 @@ forward pass on the kept inputs and runs the requested solver here. The result (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,8 @@ class EigenRequest:
         max_iter: At most this many matrix-vector products.
         k: How many of the largest eigenvalues (``"ggn"``; the Hessian solve finds 1).
         start: ``[D]`` start vector (a warm start), or ``None`` for a random one.
+        max_error: Also stop once the residual bound is at most ``max_error`` times
+            the estimate (``"hessian"``; ``None``: only the rule on ``tol``).
 
     """
 
@@ -43,6 +45,7 @@ class EigenRequest:
     max_iter: int
     k: int = 1
     start: Tensor | None = None
+    max_error: float | None = None
 
 
 @dataclass
@@ -52,6 +55,8 @@ class Replay:
     Attributes:
         loss_input: Replays the forward pass; returns the loss module's input.
         loss: ``z -> batch loss`` with the step's target.
+        gradient: ``dL/dtheta`` of the replayed batch loss with graph, one tensor per
+            parameter (shared with Hutchinson's estimator of the same step).
         params: The parameters, in the tracker's order.
         mean_scale: ``1`` for a mean-reduced loss, ``1/N`` for a summed one.
         generator: The tracker's random generator on a device.
@@ -60,6 +65,7 @@ class Replay:
 
     loss_input: Callable[[], Tensor]
     loss: Callable[[Tensor], Tensor]
+    gradient: Callable[[], Sequence[Tensor]]
     params: list[nn.Parameter]
     mean_scale: float
     generator: Callable[[torch.device], torch.Generator]
@@ -83,10 +89,16 @@ def solve(request: EigenRequest, replay: Replay) -> TopEigen:
     """Run the requested solver on the replayed step."""
     params = replay.params
     if request.operator == "hessian":
-        loss = replay.loss(replay.loss_input())
-        products = hvp_operator(loss, params, replay.mean_scale)
+        products = hvp_operator(replay.gradient(), params, replay.mean_scale)
         start = _start(request, replay)
-        return _SOLVERS[request.method](products, start, request.tol, request.max_iter)
+        solver = _SOLVERS[request.method]
+        return solver(
+            products,
+            start,
+            request.tol,
+            request.max_iter,
+            max_error=request.max_error,
+        )
     products = ggn_operator(replay.loss_input(), replay.loss, params, replay.mean_scale)
     start = _start(request, replay)
     generator = replay.generator(start.device)

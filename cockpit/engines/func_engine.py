@@ -181,11 +181,12 @@ class FuncEngine:
     def _hutchinson(
         self, batch: Batch, probes: int, generator: torch.Generator
     ) -> tuple[dict[str, Tensor], Estimate]:
-        loss = self.losses.loss_fn(
-            self.loss_input(batch.capture.replay()), batch.target
+        gradient = batch.capture.loss_gradient(
+            lambda out: self.losses.loss_fn(self.loss_input(out), batch.target),
+            list(self.params.values()),
         )
         mean_scale = 1.0 if self.mean else 1.0 / batch.size
-        return hutchinson(loss, self.params, probes, generator, mean_scale)
+        return hutchinson(gradient, self.params, probes, generator, mean_scale)
 
     def _chunks(
         self,

@@ -9,14 +9,22 @@ replays the forward pass with the same random state (the same dropout masks), on
 copies of the model's buffers (BatchNorm's running statistics stay as the step left
 them), and differentiates
 twice. Cost: one forward pass and one backward pass with graph, then one Hessian-vector
-product (about two backward passes) per eigensolver iteration; the extra graph lives
-only while the eigensolver runs. The training's random stream and buffers end up
-exactly as without tracking.
+product (about two backward passes) per eigensolver iteration. The training's random
+stream and buffers end up exactly as without tracking.
+
+One replay per step, shared: every engine of the step that needs the whole batch's
+forward pass (the batch replay's per-sample gradients and GGN columns, Hutchinson's
+estimator, the eigensolvers) gets the same replayed output from
+:meth:`ForwardCapture.replay`, and the consumers of Hessian-vector products
+(``hess_max_ev``, Hutchinson's ``hess_trace``) the same gradient graph from
+:meth:`ForwardCapture.loss_gradient`; both live until the step's quantities are
+finalized (:meth:`ForwardCapture.release`). Everyone differentiates with
+``retain_graph=True``, so the graph survives them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +46,8 @@ class ForwardCapture:
         self.rng: dict[str, Tensor] = {}
         self.output: Any = None
         self._handles: list[RemovableHandle] = []
+        self._replayed: Any = None
+        self._gradients: dict[tuple[int, ...], tuple[Tensor, ...]] = {}
 
     def __enter__(self) -> ForwardCapture:
         model = self.model
@@ -63,8 +73,40 @@ class ForwardCapture:
         for device in _cuda_devices(args, kwargs):
             self.rng[str(device)] = torch.cuda.get_rng_state(device)
 
-    def replay(self) -> Tensor:
-        """The model's output on the kept inputs, with the kept random state."""
+    def replay(self) -> Any:
+        """The model's output on the kept inputs, with the kept random state.
+
+        Replayed at the first call only; later calls (until :meth:`release`) return
+        the same output and graph.
+        """
+        if self._replayed is None:
+            self._replayed = self._forward()
+        return self._replayed
+
+    def loss_gradient(
+        self, loss_of: Callable[[Any], Tensor], params: list[nn.Parameter]
+    ) -> tuple[Tensor, ...]:
+        """``d L / d theta`` of the replayed batch loss, with graph, built once.
+
+        Args:
+            loss_of: The model's output -> the batch loss ``L`` (the step's loss
+                module and target: the same for every caller of one step).
+            params: The parameters to differentiate (one gradient per parameter
+                list, so a second caller with the same list shares the graph).
+
+        """
+        key = tuple(id(p) for p in params)
+        if key not in self._gradients:
+            loss = loss_of(self.replay())
+            self._gradients[key] = _vjp(loss, params, None, create_graph=True)
+        return self._gradients[key]
+
+    def release(self) -> None:
+        """Drop the replayed output and gradients (and so their graphs)."""
+        self._replayed = None
+        self._gradients = {}
+
+    def _forward(self) -> Any:
         if self.args is None:
             raise UsageError(
                 "hess_max_ev re-runs the forward pass, but the model was not called "
@@ -95,21 +137,25 @@ def _cuda_devices(args: tuple, kwargs: dict) -> list[torch.device]:
 
 
 def hvp_operator(
-    loss: Tensor, params: list[nn.Parameter], scale: float
+    gradient: Sequence[Tensor], params: list[nn.Parameter], scale: float
 ) -> Callable[[Tensor], Tensor]:
-    """``v [D] -> scale * H v [D]`` for the Hessian H of ``loss`` w.r.t. ``params``.
+    """``v [D] -> scale * H v [D]`` for the Hessian H of a loss w.r.t. ``params``.
+
+    ``H v`` is the vjp of the gradient ``g = dL/dtheta`` (built with graph) with
+    ``v``: one backward pass through the graph of ``g`` (about two of the forward
+    pass) per product.
 
     Args:
-        loss: The replayed batch loss (its graph is kept until the operator is gone).
+        gradient: One tensor per parameter: ``dL/dtheta`` with graph
+            (:meth:`ForwardCapture.loss_gradient`; kept until the operator is gone).
         params: The tracked parameters; ``v`` is their flat concatenation.
         scale: ``1`` for a mean-reduced loss, ``1/N`` for a summed one (mean
             convention).
 
     """
-    grads = _vjp(loss, params, None, create_graph=True)
 
     def hvp(vector: Tensor) -> Tensor:
-        return _flat(_vjp(grads, params, _pieces(vector, params))) * scale
+        return _flat(_vjp(gradient, params, _pieces(vector, params))) * scale
 
     return hvp
 

@@ -30,11 +30,12 @@ class TopEigen:
         vector: ``[D]`` unit vector, its eigenvector estimate.
         iterations: Matrix-vector products used.
         converged: Whether every estimate changed by at most ``tol * |value|`` in the
-            last iteration (or the Krylov space closed: exact eigenpairs).
+            last iteration, or every residual is at most ``max_error`` times its
+            estimate, or the Krylov space closed (exact eigenpairs).
         residual: ``||A x - value x||`` for the returned ``x`` (Lanczos: the exact
             Ritz residual ``|beta_k y_k|`` of the Krylov recurrence, the largest of
             the ``k`` requested); it bounds the distance of ``value`` to *some*
-            eigenvalue of A.
+            eigenvalue of A (see :func:`lanczos` for when that is the largest).
         values: The ``k`` largest estimates, descending (``[value]`` for k = 1).
         restart: ``[D]`` where the next solve on a nearby operator should start:
             the sum of the ``k`` unit eigenvector estimates (``vector`` for k = 1),
@@ -58,6 +59,7 @@ def lanczos(
     max_iter: int,
     k: int = 1,
     generator: torch.Generator | None = None,
+    max_error: float | None = None,
 ) -> TopEigen:
     """Largest (algebraic) eigenvalues by Lanczos with full re-orthogonalization.
 
@@ -75,6 +77,19 @@ def lanczos(
     already an eigenvector), a random direction orthogonal to it continues the
     search, so k estimates always come back (at most ``D``).
 
+    The error bound: for a symmetric A and a unit Ritz vector ``x_i`` with Ritz value
+    ``theta_i``, the residual ``r_i = ||A x_i - theta_i x_i|| = |beta_m y_{m,i}|``
+    (free: the last entry of the small eigenvector ``y_i``) bounds the distance from
+    ``theta_i`` to *some* eigenvalue of A (the residual bound for symmetric
+    matrices, a case of Bauer-Fike). The top Ritz value is a Rayleigh quotient, so ``theta_1 <=
+    lambda_max`` always; when the eigenvalue within ``r_1`` is ``lambda_max`` (the
+    Krylov space has resolved the top eigenvalue; with a cluster at the top or a start
+    nearly orthogonal to its eigenvector it can be the next one, and no finite test
+    certifies which) ``lambda_max`` lies in ``[theta_1, theta_1 + r_1]``. With ``max_error`` the solve also stops as soon as
+    every ``r_i <= max_error |theta_i|``: a looser rule than a settled estimate (the
+    estimate's error is about ``r^2 / gap``, far below ``r`` once it converges),
+    and one whose bound is returned, never an estimate that only stopped moving.
+
     Args:
         matvec: ``v [D] -> A v [D]`` for a symmetric A.
         start: ``[D]`` start vector (e.g. the last step's eigenvector).
@@ -83,6 +98,8 @@ def lanczos(
         k: How many of the largest eigenvalues to estimate.
         generator: Draws the direction after an early closure (default: one
             seeded with 0 on ``start``'s device; never the global random state).
+        max_error: Also stop once every Ritz residual is at most ``max_error``
+            times its estimate's magnitude (``None``: only the rule on ``tol``).
 
     """
     if max_iter < k:
@@ -115,18 +132,23 @@ def lanczos(
             np.all(np.abs(thetas - previous) <= tol * np.abs(thetas))
         )
         previous = thetas
-        if settled or closed or m == max_iter:
-            top = vectors[:, ::-1][:, :k]  # [m, k], unit columns
+        top = vectors[:, ::-1][:, :k]  # [m, k], unit columns
+        residuals = np.abs(beta * top[-1])  # [k]: ||A x_i - theta_i x_i||
+        bounded = (
+            max_error is not None
+            and m >= k
+            and bool(np.all(residuals <= max_error * np.abs(thetas)))
+        )
+        if settled or bounded or closed or m == max_iter:
             ritz = stacked.T @ torch.as_tensor(
                 top.copy(), dtype=w.dtype, device=w.device
             )
-            residual = max(abs(beta * float(y[-1])) for y in top.T)
             return TopEigen(
                 float(thetas[0]),
                 ritz[:, 0] / ritz[:, 0].norm(),
                 m,
-                settled or closed,
-                residual,
+                settled or bounded or closed,
+                float(residuals.max()),
                 [float(t) for t in thetas],
                 ritz.sum(1),
             )
@@ -169,19 +191,28 @@ def _tridiagonal_eigen(
 
 
 def power_iteration(
-    matvec: MatVec, start: Tensor, tol: float, max_iter: int
+    matvec: MatVec,
+    start: Tensor,
+    tol: float,
+    max_iter: int,
+    max_error: float | None = None,
 ) -> TopEigen:
     """Eigenvalue of largest magnitude by power iteration (as in PyHessian).
 
     ``x <- A x / ||A x||``, ``value = x^T A x``; stops when the value changes by at
-    most ``tol * |value|``. Converges with the ratio of the two largest magnitudes,
-    so slowly when they are close, and to a negative eigenvalue if it dominates.
+    most ``tol * |value|``, or (with ``max_error``) when the residual
+    ``||A x - value x||``, which bounds the distance of ``value`` to some eigenvalue,
+    is at most ``max_error * |value|``. Converges with the ratio of the two largest
+    magnitudes, so slowly when they are close, and to a negative eigenvalue if it
+    dominates.
 
     Args:
         matvec: ``v [D] -> A v [D]`` for a symmetric A.
         start: ``[D]`` start vector.
         tol: Relative change of the value at which to stop.
         max_iter: At most this many products.
+        max_error: Also stop once the residual is at most ``max_error * |value|``
+            (``None``: only the rule on ``tol``).
 
     """
     if max_iter < 1:
@@ -196,7 +227,9 @@ def power_iteration(
         if not math.isfinite(value):
             return _nonfinite(start, k, 1)
         residual = float((ax - value * x).norm())
-        converged = k > 1 and abs(value - previous) <= tol * abs(value)
+        settled = k > 1 and abs(value - previous) <= tol * abs(value)
+        bounded = max_error is not None and residual <= max_error * abs(value)
+        converged = settled or bounded
         previous = value
         if converged or k == max_iter:
             return TopEigen(value, x, k, converged, residual, [value], x)

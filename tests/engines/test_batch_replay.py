@@ -201,7 +201,9 @@ def test_curvature_of_a_batchnorm_model_through_the_whole_batch(tmp_path):
     hess = hessian(copy.deepcopy(model), loss_fn, x, y)
     ggn = batch_coupled_ggn(model, loss_fn, x, y)
     quantities = {
-        "hess_max_ev": HessMaxEv(method="lanczos", tol=1e-10, max_iter=60),
+        "hess_max_ev": HessMaxEv(
+            method="lanczos", tol=1e-10, max_iter=60, max_error=None
+        ),
         "hess_trace": HessTrace(curvature="ggn_exact"),
         "ggn_top_eigen": GgnTopEigen(k=2, exact=True),
     }

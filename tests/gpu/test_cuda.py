@@ -47,7 +47,7 @@ def deterministic_curvature() -> dict:
         "kfac_block": KfacBlock(kind="kflr"),
         "ggn_top_eigen": GgnTopEigen(k=2, exact=True, samples=None),
         "curvature_noise": CurvatureNoise(k=2, exact=True, samples=None),
-        "hess_max_ev": HessMaxEv(tol=1e-12, max_iter=200),
+        "hess_max_ev": HessMaxEv(tol=1e-12, max_iter=200, max_error=None),
     }
 
 

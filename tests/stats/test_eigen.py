@@ -134,3 +134,67 @@ def test_lanczos_from_an_eigenvector_still_finds_k():
 def test_lanczos_of_zero_gives_k_zeros():
     result = lanczos(lambda v: 0 * v, torch.ones(5, dtype=torch.float64), 1e-3, 5, 3)
     assert result.values == [0.0, 0.0, 0.0] and result.converged
+
+
+def clustered(d: int, seed: int) -> torch.Tensor:
+    """``Q diag(lambda) Q^T``: top eigenvalues 1.0 and 0.98, the rest in [-0.5, 0.9].
+
+    A close pair at the top, as on the Hessians of the 3c3d benchmark: a settled
+    estimate takes many products there.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    rest = torch.rand(d - 2, generator=gen, dtype=torch.float64) * 1.4 - 0.5
+    values = torch.cat([torch.tensor([1.0, 0.98], dtype=torch.float64), rest])
+    return q @ torch.diag(values) @ q.T
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("matrix", [symmetric, clustered])
+def test_lanczos_residual_rule_brackets_the_largest_eigenvalue(matrix, seed):
+    """``lambda_max`` in ``[value, value + residual]``, the residual at most 5 %."""
+    a = matrix(120, seed)
+    top = torch.linalg.eigvalsh(a)[-1].item()
+    start = torch.randn(120, generator=torch.Generator().manual_seed(seed + 100))
+    result = lanczos(
+        lambda v: a @ v, start.double(), tol=1e-12, max_iter=120, max_error=0.05
+    )
+    assert result.converged
+    assert result.residual <= 0.05 * abs(result.value)
+    residual = (a @ result.vector - result.value * result.vector).norm().item()
+    assert residual == pytest.approx(result.residual, rel=1e-6, abs=1e-12)
+    assert result.value <= top + 1e-12
+    assert top - result.value <= result.residual
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lanczos_residual_rule_needs_fewer_products_than_a_settled_estimate(seed):
+    """On a clustered top the bound is met long before the estimate settles."""
+    a = clustered(200, seed)
+    start = torch.randn(200, generator=torch.Generator().manual_seed(seed)).double()
+    bounded = lanczos(lambda v: a @ v, start, 1e-12, 200, max_error=0.05)
+    settled = lanczos(lambda v: a @ v, start, 1e-3, 200)
+    assert bounded.converged and settled.converged
+    assert bounded.iterations < settled.iterations
+
+
+def test_lanczos_residual_rule_for_k_estimates():
+    """Every one of the k estimates lies within its bound of some eigenvalue."""
+    a = symmetric(80, 3)
+    values = torch.linalg.eigvalsh(a)
+    start = torch.randn(80, generator=torch.Generator().manual_seed(1)).double()
+    result = lanczos(lambda v: a @ v, start, 1e-12, 80, k=3, max_error=0.02)
+    assert result.converged and result.iterations < 80
+    for estimate in result.values:
+        assert (values - estimate).abs().min().item() <= result.residual
+        assert result.residual <= 0.02 * max(abs(v) for v in result.values)
+
+
+def test_power_iteration_residual_rule():
+    a = symmetric(30, 2, shift=20.0)
+    top = torch.linalg.eigvalsh(a)[-1].item()
+    start = torch.randn(30, generator=torch.Generator().manual_seed(0)).double()
+    result = power_iteration(lambda v: a @ v, start, 1e-12, 10_000, max_error=0.01)
+    assert result.converged
+    assert result.residual <= 0.01 * result.value
+    assert abs(top - result.value) <= result.residual
