@@ -39,7 +39,7 @@ __all__ = ["AwaitingStep", "OptimizerWatch"]
 class AwaitingStep:
     """A step's record that waits for ``optimizer.step()`` to add the step taken.
 
-    A split step's (:mod:`cockpit._pieces`) gathers the step states of every rank
+    A split step's (:mod:`cockpit._pieces`) merges the step states of every rank
     (``gather``) before finalizing them.
     """
 

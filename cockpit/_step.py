@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -177,7 +178,7 @@ class TrackedStep:
         whole = None
         if self.pieces is not None:
             seconds = self._seconds + time.perf_counter() - start
-            n = states["losses"].shape[0]
+            n = states["count"]
             whole = self.pieces.add(Piece(states, layers, n, seconds))
             if whole is None:  # more pieces of this step to come
                 return
@@ -188,17 +189,19 @@ class TrackedStep:
                 if why:
                     self._unsolvable[quantity.name] = why[0]
         view = StepStates(self.step, states)
+        if whole is not None and whole.sum_across is not None:
+            self._count_across(view, whole.sum_across)
         record, late = self._finalize(view)
         waiting = [q for q in self.active if q.needs_step]
         awaiting = None
         if waiting:
             awaiting = AwaitingStep(view, layers, record, waiting)
             if whole is not None:
-                awaiting.gather = whole.gather_step_states
+                awaiting.gather = whole.merge_step_states
         self._seconds += time.perf_counter() - start
         self.result = StepResult(
             record=record,
-            batch_size=states["losses"].shape[0],
+            batch_size=states["count"],
             late=late,
             awaiting=awaiting,
             seconds=self._seconds,
@@ -206,6 +209,18 @@ class TrackedStep:
             unsolvable=self._unsolvable,
             inapplicable=self._inapplicable,
         )
+
+    def _count_across(self, view: StepStates, sum_across: Callable[[Any], Any]) -> None:
+        """Histogram counts on the agreed edges, summed over the step's ranks.
+
+        The edges come from the reduced ranges (``low``/``high``, the same on every
+        rank), so each rank counts its own samples and the counts add: the second
+        pass of the two-pass scheme in :mod:`cockpit._distributed`.
+        """
+        live = [q for q in self.active if q.name not in self._unsolvable]
+        counted = {q.name: c for q in live if (c := q.count(view)) is not None}
+        if counted:
+            view.update({"counted": sum_across(counted)})
 
     def _fill(self) -> tuple[dict[str, Any], dict[str, LayerStats]]:
         """Fill the due quantities' states of this block's batch."""
