@@ -157,6 +157,16 @@ class StepPieces:
         """Pieces of the current step seen so far."""
         return len(self.pieces)
 
+    def drop(self) -> tuple[int, int]:
+        """Forget the current step's pieces; ``(pieces, samples)`` they held.
+
+        For a run that closes between a step's blocks: the optimizer never stepped
+        on those samples, so no record describes them (the tracker warns and notes
+        them in ``meta.json`` instead).
+        """
+        pieces, self.pieces = self.pieces, []
+        return len(pieces), sum(p.size for p in pieces)
+
     def add(self, piece: Piece) -> WholeStep | None:
         """Keep ``piece``; at the step's last one, the whole step's states."""
         self.pieces.append(piece)

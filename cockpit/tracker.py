@@ -507,10 +507,35 @@ class Cockpit:
         if self._closed:
             return
         self._watch.close()
+        self._drop_pending_pieces(stacklevel + 1)
         self._closed = True
         self.writer.close(status)
         self._warn_notices(stacklevel + 1)
         unregister(self)
+
+    def _drop_pending_pieces(self, stacklevel: int) -> None:
+        """Warn about, and note in ``meta.json``, a step's blocks left at close.
+
+        They are not logged as a partial step: no optimizer step covers them, and on
+        several ranks the reduction would need collectives that ranks closing at
+        other points never reach. The numbers are this rank's.
+        """
+        pieces, samples = self.pieces.drop()
+        if not pieces:
+            return
+        step = self.step - 1
+        self.writer.update_meta(
+            dropped_pieces={"step": step, "blocks": pieces, "samples": samples}
+        )
+        warnings.warn(
+            f"Cockpit closed after {pieces} of the {self.pieces.accumulation_steps} "
+            f"track() blocks of step {step} ({samples} samples on this process) "
+            "without optimizer.step(): that step is not logged (noted in meta.json "
+            "as 'dropped_pieces'). Close after the step's last block and "
+            "optimizer.step() to log it.",
+            CockpitWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     def __enter__(self) -> Cockpit:
         return self
