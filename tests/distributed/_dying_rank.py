@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
-import cockpit
+from tests.distributed._runs import tracked_mlp
 
 TIMEOUT_S = 10
 
@@ -30,20 +29,7 @@ def main(rank: int, port: int, logdir: str) -> None:
     dist.init_process_group(
         "gloo", rank=rank, world_size=2, timeout=timedelta(seconds=TIMEOUT_S)
     )
-    model = nn.Sequential(nn.Linear(4, 3)).double()
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ck = cockpit.Cockpit(
-            model,
-            loss_fn,
-            optimizer,
-            logdir=logdir,
-            run_name="run",
-            preset="economy",
-            process_group=dist.group.WORLD,
-        )
+    model, loss_fn, _, ck = tracked_mlp(Path(logdir), process_group=dist.group.WORLD)
     x = torch.randn(6, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (6,))
     start = time.perf_counter()

@@ -13,15 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 
-import cockpit
-from tests.distributed._runs import _quantities
+from tests.distributed._runs import tracked_mlp
 from tests.distributed.test_split_steps import _free_port
 
 BATCHES = (8, 64)
@@ -31,23 +28,7 @@ DYING = "tests.distributed._dying_rank"
 
 
 def _bytes_per_step(logdir: Path, batch: int) -> list[int]:
-    torch.manual_seed(0)
-    model = nn.parallel.DistributedDataParallel(
-        nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the absent quantities' warnings
-        ck = cockpit.Cockpit(
-            model,
-            loss_fn,
-            optimizer,
-            logdir=logdir,
-            run_name=f"batch{batch}",
-            quantities=_quantities(),
-            hist_samples=0,
-        )
+    model, loss_fn, optimizer, ck = tracked_mlp(logdir, f"batch{batch}", wrap=True)
     sent = []
     for _ in range(STEPS):
         x = torch.randn(batch, 4, dtype=torch.float64)
