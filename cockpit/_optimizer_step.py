@@ -44,7 +44,7 @@ class AwaitingStep:
     """
 
     states: StepStates
-    layers: dict[str, LayerStats]
+    layers: list[tuple[dict[str, LayerStats], int]]
     record: TensorRecord
     quantities: list[Quantity]
     before: dict[str, Tensor] = field(default_factory=dict)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from cockpit._distributed import Ranks, leaves, rebuild
 from cockpit.engines.layer_stats import LayerStats
-from cockpit.states import SPECS, Reduce, layer_moments, reduce_states
+from cockpit.states import SPECS, Reduce, projected_moments, reduce_states
 from cockpit.stats import moments
 
 __all__ = ["Piece", "StepPieces", "WholeStep", "split_absence"]
@@ -87,23 +87,13 @@ class Piece:
 
 
 @dataclass
-class _Projection:
-    """``v -> [n] g_n . v`` over the samples of several pieces, in their order."""
-
-    projects: list[Callable[[Tensor], Tensor]]
-
-    def project(self, direction: Tensor) -> Tensor:
-        return torch.cat([project(direction) for project in self.projects])
-
-
-@dataclass
 class WholeStep:
     """The reduced states of a split step.
 
     Attributes:
         states: State name -> value of the whole step (the same on every rank).
-        layers: Parameter name -> projection over this rank's samples (alpha's
-            slopes along the step, after ``optimizer.step()``).
+        groups: Per piece on this rank, its per-sample statistics and sample count
+            (alpha's slopes along the step, after ``optimizer.step()``).
         absent: State name -> why it could not be reduced.
         merge_step_states: Merges ``step_slopes`` across ranks after the step.
         sum_across: Sums a nesting of tensors over the ranks (histogram counts on
@@ -113,7 +103,7 @@ class WholeStep:
     """
 
     states: dict[str, Any]
-    layers: dict[str, Any]
+    groups: list[tuple[dict[str, LayerStats], int]]
     absent: dict[str, str]
     merge_step_states: Callable[[dict[str, Any]], dict[str, Any]]
     sum_across: Callable[[Any], Any] | None
@@ -196,24 +186,18 @@ class StepPieces:
         states.update(
             {k: {} for k in pieces[0].states if SPECS[k].reduce is Reduce.WHOLE}
         )
-        layers = {
-            name: _Projection([p.layers[name].project for p in pieces])
-            for name in pieces[0].layers
-            if pieces[0].layers[name].project is not None
-        }
+        groups = [(p.layers, p.size) for p in pieces]
         device = states["losses"].device
         across = _Across(self.ranks, n, device) if self.ranks else None
         if across is not None:
             across.reduce(states, shares)
         if "dots" in pieces[0].states:
             grads = states["sample_grads"]
-            states["dots"] = layer_moments(
-                {k: layers[k].project(g) for k, g in grads.items()}
-            )
+            states["dots"] = projected_moments(groups, grads)
         if across is None:
-            return WholeStep(states, layers, absent, _unchanged, None, seconds)
+            return WholeStep(states, groups, absent, _unchanged, None, seconds)
         across.merge(states)
-        return WholeStep(states, layers, absent, across.merge, across.sum, seconds)
+        return WholeStep(states, groups, absent, across.merge, across.sum, seconds)
 
 
 def _unchanged(states: dict[str, Any]) -> dict[str, Any]:

@@ -173,6 +173,7 @@ class TrackedStep:
         if exc_type is not None:
             return
         states, layers = self._fill()
+        groups = [(layers, states["count"])]
         if self._extension is not None:
             self._seconds += self._extension.seconds
         whole = None
@@ -183,7 +184,7 @@ class TrackedStep:
             if whole is None:  # more pieces of this step to come
                 return
             start, self._seconds = time.perf_counter(), whole.seconds
-            states, layers = whole.states, whole.layers
+            states, groups = whole.states, whole.groups
             for quantity in self.active:
                 why = [whole.absent[s] for s in quantity.states if s in whole.absent]
                 if why:
@@ -195,7 +196,7 @@ class TrackedStep:
         waiting = [q for q in self.active if q.needs_step]
         awaiting = None
         if waiting:
-            awaiting = AwaitingStep(view, layers, record, waiting)
+            awaiting = AwaitingStep(view, groups, record, waiting)
             if whole is not None:
                 awaiting.gather = whole.merge_step_states
         self._seconds += time.perf_counter() - start

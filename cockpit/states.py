@@ -55,6 +55,7 @@ __all__ = [
     "StateSpec",
     "StepTaken",
     "layer_moments",
+    "projected_moments",
     "reduce_states",
 ]
 
@@ -213,12 +214,16 @@ def reduce_states(pieces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def layer_moments(per_layer: Mapping[str, Tensor | None]) -> dict[str, Any] | None:
+def layer_moments(
+    per_layer: Mapping[str, Tensor | None], population: int | None = None
+) -> dict[str, Any] | None:
     """A per-layer per-sample state: the moments of each layer's and the network's.
 
     Args:
-        per_layer: Parameter name -> ``[N]`` per-sample values (``None``: a layer
-            without them, left out).
+        per_layer: Parameter name -> ``[M]`` per-sample values (``None``: a layer
+            without them, left out), the same samples for every layer.
+        population: N, if the M samples are a uniform subsample of N
+            (:func:`cockpit.stats.moments.moments`).
 
     Returns:
         ``{"layers": name -> [3], "network": [3]}``, the network's per-sample value
@@ -230,11 +235,35 @@ def layer_moments(per_layer: Mapping[str, Tensor | None]) -> dict[str, Any] | No
     if not names:
         return None
     rows = torch.stack([per_layer[name] for name in names])
-    summary = moments(torch.cat([rows, rows.sum(0, keepdim=True)]))
+    summary = moments(torch.cat([rows, rows.sum(0, keepdim=True)]), population)
     return {
         "layers": dict(zip(names, summary[:-1].unbind(0), strict=True)),
         "network": summary[-1],
     }
+
+
+def projected_moments(
+    groups: Sequence[tuple[Mapping[str, Any], int]], directions: Mapping[str, Tensor]
+) -> dict[str, Any] | None:
+    """Moments of ``g_n . v_l`` per layer and network over groups of samples.
+
+    Args:
+        groups: Per piece of the step, parameter name -> its per-sample statistics
+            (``LayerStats``, whose ``project`` gives ``[M_k]`` values), and the
+            piece's number of samples ``n_k`` (a subsample stands for them).
+        directions: Parameter name -> ``v_l`` ``[D_l]``.
+
+    Returns:
+        The pieces' :func:`layer_moments`, merged.
+
+    """
+    parts = [
+        layer_moments({k: layers[k].project(v) for k, v in directions.items()}, n)
+        for layers, n in groups
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return _reduce_values(Reduce.MOMENTS, parts, "projections")
 
 
 @dataclass

@@ -26,19 +26,31 @@ from torch import Tensor
 __all__ = ["mean", "merge", "moments", "sum_of_squares", "total", "variance"]
 
 
-def moments(values: Tensor) -> Tensor:
-    """``[..., 3]``: ``(n, mean, M2)`` of ``values`` ``[..., N]`` along the last axis.
+def moments(values: Tensor, population: int | None = None) -> Tensor:
+    """``[..., 3]``: ``(n, mean, M2)`` of ``values`` ``[..., M]`` along the last axis.
 
-    An empty piece (``N = 0``) has mean 0 and M2 0, so that it merges as nothing.
+    Args:
+        values: The per-sample values.
+        population: N, if ``values`` are those of a uniform random subsample of M of
+            N samples (drawn without replacement): the summary then stands for the N
+            samples, ``(N, mean, M2 N / M)``, so that its sum ``N mean`` and its sum
+            of squares ``M2 + N mean^2`` are ``N / M`` times the subsample's, the
+            Horvitz-Thompson estimates, unbiased for the N samples' sums. (Its
+            variance ``M2 / (N - 1)`` is then ``N (M - 1) / (M (N - 1))`` times the
+            subsample's unbiased variance.)
+
+    An empty piece (``M = 0``) has mean 0 and M2 0, so that it merges as nothing.
     """
     x = values.to(torch.float64)
-    n = x.shape[-1]
-    if n == 0:
+    m = x.shape[-1]
+    if m == 0:
         zeros = x.new_zeros(x.shape[:-1])
         return torch.stack([zeros, zeros, zeros], -1)
     centre = x.mean(-1)
     m2 = (x - centre.unsqueeze(-1)).square().sum(-1)
-    return torch.stack([torch.full_like(centre, n), centre, m2], -1)
+    if population is not None and population != m:
+        m, m2 = population, m2 * (population / m)
+    return torch.stack([torch.full_like(centre, m), centre, m2], -1)
 
 
 def merge(parts: Tensor) -> Tensor:
