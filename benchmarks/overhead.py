@@ -77,7 +77,9 @@ the mean, not the median), and each quantity in ``REGISTRY`` alone
 ``hess_max_ev`` together: one replay and one gradient graph). A
 configuration followed by ``/torch.func`` forces that engine (``economy/torch.func``;
 the default is ``engine="auto"``), to compare it with BackPACK on a model both
-handle. ``plain`` is always run, as the baseline of the ratios.
+handle; a preset followed by ``/replay8`` (``economy/replay8``) gives the Cockpit
+``replay_samples=8``, the batch replay on 8 random samples per step (BatchNorm
+models such as ``resnet18``). ``plain`` is always run, as the baseline of the ratios.
 
 Timing (``_overhead/timing.py``): every configuration's model, optimizer and Cockpit are built once (same
 initial weights, same batch sequence, so all train along the same trajectory). In

@@ -3,24 +3,36 @@
 Under ``torch.distributed`` (DistributedDataParallel, launched by ``torchrun``) every
 rank fills the states of its shard; :class:`Ranks` reduces them with the collectives
 of the given process group (default: the world). Each collective is one flat tensor
-per dtype, whatever the number of states or parameters:
+per dtype, whatever the number of states or parameters. Per tracked step a rank sends:
 
 ==============  ===============================================================
-``all_gather``  header: per rank its sample count and the lengths (and histogram
-                weights) of its per-sample vectors, float64, ``[2 + ...]``
-``all_reduce``  SUM of the summed states (gradients, ``sum_sq``, diagonals)
-``all_reduce``  MAX of the maxima and the negated minima (histogram range)
-``all_gather``  the per-sample vectors (losses, ``sq_norms``, ``dots``,
-                projections, histogram samples), padded to the longest rank's
+``all_gather``  header: its sample count ``n_r``, float64 ``[1]``
+``all_reduce``  SUM of the summed states (gradients, ``sum_sq``, diagonals):
+                ``D`` numbers per state, the model's size
+``all_reduce``  MAX of the maxima and the negated minima (histogram ranges), a
+                few scalars per parameter
+``all_gather``  the moments ``(n, mean, M2)`` of its per-sample values (losses,
+                ``sq_norms``, ``dots``, projections: per parameter and for the
+                network), float64 ``[K, 3]``, merged by Chan et al.'s formula
+``all_reduce``  SUM of the histogram counts on the agreed edges (``[bins]`` per
+                histogram, with the sample sizes as int64), if one is due
+``all_gather``  after ``optimizer.step()``: the moments of the slopes along the
+                step (alpha), float64 ``[L + 1, 3]``, if due
 ==============  ===============================================================
 
-The last one is the only transfer that grows with the batch: per-sample vectors
-cannot be summed away without changing each quantity's ``finalize``. Every rank
-receives them and finalizes the same states: quantities carry state from step to
-step (alpha's last step decides the next step's projections), which must agree on
-every rank, or the ranks' collectives would stop matching. Rank 0 alone writes. Collectives run
-under the process group's timeout (``init_process_group(timeout=...)``), as DDP's own
-do: a rank that fails mid-step makes the others raise there, not hang forever.
+None of these grows with the batch: per-sample values are summarized on the rank
+(:mod:`cockpit.stats.moments`) before anything is sent, and the network's per-sample
+value (``g_n . g`` summed over layers) is formed per sample before summarizing.
+Histograms take two passes: the range is reduced first (the MAX collective), every
+rank then counts its own samples on the edges of that common range, and the counts
+are summed; the samples themselves never leave the rank. Every rank then finalizes
+the same states. The states are small, so this costs a few formulas on ``[L + 1]``
+values, and it keeps the quantities that carry state from step to step identical on
+every rank without another collective: alpha's last step decides which projections
+the next step gathers, and ranks that disagreed on it would stop matching their
+collectives. Rank 0 alone writes. Collectives run under the process group's timeout
+(``init_process_group(timeout=...)``), as DDP's own do: a rank that fails mid-step
+makes the others raise there, not hang forever.
 """
 
 from __future__ import annotations
@@ -91,30 +103,6 @@ class Ranks:
         self._sent(row)
         dist.all_gather(rows, row, group=self.group)
         return torch.stack(rows)
-
-    def gather(self, parts: list[Tensor], lengths: Tensor) -> list[list[Tensor]]:
-        """Every rank's 1-D ``parts`` on every rank, in one padded ``all_gather``.
-
-        Args:
-            parts: This rank's vectors, as many on every rank, one dtype.
-            lengths: ``[W, len(parts)]`` every rank's part lengths (from the header).
-
-        Returns:
-            Per rank, its parts.
-
-        """
-        sizes = lengths.long().tolist()
-        longest = max(sum(row) for row in sizes)
-        dtype = parts[0].dtype if parts else torch.float64
-        device = parts[0].device if parts else torch.device("cpu")
-        flat = torch.zeros(longest, dtype=dtype, device=device)
-        local = torch.cat(parts) if parts else flat[:0]
-        flat[: local.numel()] = local
-        buffers = self.all_gather(flat)
-        return [
-            list(buffer[: sum(row)].split(row))
-            for buffer, row in zip(buffers, sizes, strict=True)
-        ]
 
 
 def leaves(value: Any) -> Iterator[Any]:

@@ -39,12 +39,12 @@ __all__ = ["AwaitingStep", "OptimizerWatch"]
 class AwaitingStep:
     """A step's record that waits for ``optimizer.step()`` to add the step taken.
 
-    A split step's (:mod:`cockpit._pieces`) gathers the step states of every rank
+    A split step's (:mod:`cockpit._pieces`) merges the step states of every rank
     (``gather``) before finalizing them.
     """
 
     states: StepStates
-    layers: dict[str, LayerStats]
+    layers: list[tuple[dict[str, LayerStats], int]]
     record: TensorRecord
     quantities: list[Quantity]
     before: dict[str, Tensor] = field(default_factory=dict)

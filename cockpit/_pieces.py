@@ -10,9 +10,11 @@ concatenated batch:
 - gradients (``grads``, ``sample_grads``, a mean-reduced loss's curvature
   diagonals) are means over a piece's samples, weighted by ``n_k / N`` into shares
   of the whole step's mean and summed; ``sum_sq`` and a summed loss's diagonals add;
-  extremes take max/min; per-sample vectors concatenate (pieces, then ranks);
+  extremes take max/min; per-sample moments merge (Chan et al.'s formula); histogram
+  samples concatenate inside the process and are counted on the agreed edges;
 - ``dots`` (``g_n . g``, g of the whole step) is recomputed once ``g`` is reduced,
-  from each piece's kept per-sample factors (``LayerStats.project``), exactly;
+  from each piece's kept per-sample factors (``LayerStats.project``), exactly, and
+  summarized over the process's samples;
 - WHOLE states (Gram matrices, Kronecker factors, eigensolves, Hutchinson probes)
   have no reduction: their quantities are absent on split steps, with the reason.
 
@@ -31,7 +33,8 @@ from torch import Tensor
 
 from cockpit._distributed import Ranks, leaves, rebuild
 from cockpit.engines.layer_stats import LayerStats
-from cockpit.states import SPECS, HistSample, Reduce, reduce_states
+from cockpit.states import SPECS, Reduce, projected_moments, reduce_states
+from cockpit.stats import moments
 
 __all__ = ["Piece", "StepPieces", "WholeStep", "split_absence"]
 
@@ -84,33 +87,26 @@ class Piece:
 
 
 @dataclass
-class _Projection:
-    """``v -> [n] g_n . v`` over the samples of several pieces, in their order."""
-
-    projects: list[Callable[[Tensor], Tensor]]
-
-    def project(self, direction: Tensor) -> Tensor:
-        return torch.cat([project(direction) for project in self.projects])
-
-
-@dataclass
 class WholeStep:
     """The reduced states of a split step.
 
     Attributes:
         states: State name -> value of the whole step (the same on every rank).
-        layers: Parameter name -> projection over this rank's samples (alpha's
-            slopes along the step, after ``optimizer.step()``).
+        groups: Per piece on this rank, its per-sample statistics and sample count
+            (alpha's slopes along the step, after ``optimizer.step()``).
         absent: State name -> why it could not be reduced.
-        gather_step_states: Completes ``step_slopes`` across ranks after the step.
+        merge_step_states: Merges ``step_slopes`` across ranks after the step.
+        sum_across: Sums a nesting of tensors over the ranks (histogram counts on
+            the agreed edges), or ``None`` in one process.
         seconds: The tracker's own time spent in the step's blocks.
 
     """
 
     states: dict[str, Any]
-    layers: dict[str, Any]
+    groups: list[tuple[dict[str, LayerStats], int]]
     absent: dict[str, str]
-    gather_step_states: Callable[[dict[str, Any]], dict[str, Any]]
+    merge_step_states: Callable[[dict[str, Any]], dict[str, Any]]
+    sum_across: Callable[[Any], Any] | None
     seconds: float
 
 
@@ -151,6 +147,16 @@ class StepPieces:
         """Pieces of the current step seen so far."""
         return len(self.pieces)
 
+    def drop(self) -> tuple[int, int]:
+        """Forget the current step's pieces; ``(pieces, samples)`` they held.
+
+        For a run that closes between a step's blocks: the optimizer never stepped
+        on those samples, so no record describes them (the tracker warns and notes
+        them in ``meta.json`` instead).
+        """
+        pieces, self.pieces = self.pieces, []
+        return len(pieces), sum(p.size for p in pieces)
+
     def add(self, piece: Piece) -> WholeStep | None:
         """Keep ``piece``; at the step's last one, the whole step's states."""
         self.pieces.append(piece)
@@ -161,6 +167,7 @@ class StepPieces:
 
     def _reduce(self, pieces: list[Piece]) -> WholeStep:
         n = sum(p.size for p in pieces)
+        seconds = sum(p.seconds for p in pieces)
         shares = _mean_shares(self.mean)
         absent = {}
         kept = []
@@ -179,73 +186,44 @@ class StepPieces:
         states.update(
             {k: {} for k in pieces[0].states if SPECS[k].reduce is Reduce.WHOLE}
         )
-        layers = {
-            name: _Projection([p.layers[name].project for p in pieces])
-            for name in pieces[0].layers
-            if pieces[0].layers[name].project is not None
-        }
-        across = _Across(self.ranks, n, states) if self.ranks else None
+        groups = [(p.layers, p.size) for p in pieces]
+        device = states["losses"].device
+        across = _Across(self.ranks, n, device) if self.ranks else None
         if across is not None:
             across.reduce(states, shares)
         if "dots" in pieces[0].states:
             grads = states["sample_grads"]
-            states["dots"] = {k: layers[k].project(g) for k, g in grads.items()}
-        if across is not None:
-            across.gather(states)
-        gather_step = across.gather_step_states if across else _unchanged
-        seconds = sum(p.seconds for p in pieces)
-        return WholeStep(states, layers, absent, gather_step, seconds)
+            states["dots"] = projected_moments(groups, grads)
+        if across is None:
+            return WholeStep(states, groups, absent, _unchanged, None, seconds)
+        across.merge(states)
+        return WholeStep(states, groups, absent, across.merge, across.sum, seconds)
 
 
 def _unchanged(states: dict[str, Any]) -> dict[str, Any]:
     return states
 
 
-def _cat_names(states: dict[str, Any]) -> list[str]:
-    """The concatenated states, ``dots`` last (it is filled after the sums)."""
-    names = [k for k in states if SPECS[k].reduce is Reduce.CAT]
-    return sorted(names, key=lambda k: k == "dots")
-
-
-def _cat_parts(value: Any) -> tuple[list[Tensor], list[float]]:
-    """A concatenated state's 1-D parts and its histogram samples' weights."""
-    parts: list[Tensor] = []
-    weights: list[float] = []
-    for leaf in leaves(value):
-        if isinstance(leaf, list):
-            for sample in leaf:
-                parts.append(sample.values.reshape(-1))
-                if sample.params is not None:
-                    parts.append(sample.params.reshape(-1))
-                weights.append(sample.weight)
-        elif leaf is not None:
-            parts.append(leaf.reshape(-1))
-    return parts, weights
+def _summarized(states: dict[str, Any]) -> list[str]:
+    """The states held as per-sample moments (see :mod:`cockpit.stats.moments`)."""
+    return [k for k in states if SPECS[k].reduce is Reduce.MOMENTS]
 
 
 class _Across:
     """The collectives of one split step on several ranks (``cockpit._distributed``)."""
 
-    def __init__(self, ranks: Ranks, n: int, states: dict[str, Any]):
+    def __init__(self, ranks: Ranks, n: int, device: torch.device):
         self.ranks = ranks
-        device = states["losses"].device
-        parts, weights = [], []
-        for name in _cat_names(states):
-            more, w = _cat_parts(states[name])
-            parts += more
-            weights += w
-        self._parts = len(parts)
-        header = [n, len(weights), *[p.numel() for p in parts], *weights]
-        self.table = ranks.all_gather(
-            torch.tensor(header, dtype=torch.float64, device=device)
-        )
-        self.sizes = self.table[:, 0]
+        header = torch.tensor([n], dtype=torch.float64, device=device)
+        self.sizes = ranks.all_gather(header)[:, 0]
         self.total = self.sizes.sum()
 
     def reduce(self, states: dict[str, Any], shares: set[str]) -> None:
         """Sum the summed states (shares of the whole mean), max/min the extremes."""
-        share = self.table[self.ranks.rank, 0] / self.total
-        summed = [k for k in states if SPECS[k].reduce is Reduce.SUM]
+        share = self.sizes[self.ranks.rank] / self.total
+        # N on the host: a mean-reduced loss and the log's batch size need it.
+        states["count"] = int(self.total)
+        summed = [k for k in states if SPECS[k].reduce is Reduce.SUM and k != "count"]
         values = [
             _scaled(states[k], share) if k in shares else states[k] for k in summed
         ]
@@ -263,53 +241,35 @@ class _Across:
         for name in low:
             states[name] = rebuild(states[name], (-leaf for leaf in extremes))
 
-    def gather(self, states: dict[str, Any]) -> None:
-        """Concatenate the per-sample states of every rank, on every rank."""
-        names = _cat_names(states)
-        parts = [p for name in names for p in _cat_parts(states[name])[0]]
-        width = len(parts) - self._parts  # dots: n_r per part
-        lengths = torch.cat(
-            [
-                self.table[:, 2 : 2 + self._parts],
-                self.sizes[:, None].expand(-1, width),
-            ],
-            1,
-        )
-        dtype = states["losses"].dtype
-        per_rank = self.ranks.gather([p.to(dtype) for p in parts], lengths)
-        weights = self.table[:, 2 + self._parts :].tolist()
-        streams = [iter(rank) for rank in per_rank]
-        counters = [iter(w) for w in weights]
-        for name in names:
-            states[name] = rebuild(
-                states[name],
-                (_join(leaf, streams, counters) for leaf in leaves(states[name])),
-            )
+    def merge(self, states: dict[str, Any]) -> dict[str, Any]:
+        """Merge the per-sample moments of every rank, on every rank.
 
-    def gather_step_states(self, states: dict[str, Any]) -> dict[str, Any]:
-        """``step_slopes`` of every rank's samples, after the step."""
-        if "step_slopes" not in states:
+        One ``all_gather`` of every summary ``[3]`` of this rank, then Chan et al.'s
+        formula over the ranks' rows (:func:`cockpit.stats.moments.merge`).
+        """
+        names = [k for k in _summarized(states) if states[k] is not None]
+        parts = [leaf for k in names for leaf in leaves(states[k])]
+        if not parts:
             return states
-        slopes = states["step_slopes"]
-        lengths = self.sizes[:, None].expand(-1, len(slopes))
-        per_rank = self.ranks.gather([s.reshape(-1) for s in slopes.values()], lengths)
-        states["step_slopes"] = {
-            name: torch.cat([rank[i] for rank in per_rank])
-            for i, name in enumerate(slopes)
-        }
+        rows = self.ranks.all_gather(torch.stack(parts))  # [W, K, 3]
+        merged = iter(moments.merge(rows).unbind(0))
+        for name in names:
+            states[name] = rebuild(states[name], merged)
         return states
 
+    def sum(self, value: Any) -> Any:
+        """``value`` (a nesting of tensors and integers) summed over the ranks.
 
-def _join(leaf: Any, streams: list, counters: list) -> Any:
-    """A concatenated leaf of all ranks from their gathered parts, in rank order."""
-    if leaf is None:
-        return None
-    if not isinstance(leaf, list):
-        return torch.cat([next(stream) for stream in streams])
-    joined = []
-    for stream, counter in zip(streams, counters, strict=True):
-        for sample in leaf:
-            values = next(stream)
-            params = None if sample.params is None else next(stream)
-            joined.append(HistSample(values, params, next(counter)))
-    return joined
+        The integers (histogram sample sizes) travel as one int64 tensor and come
+        back as host integers.
+        """
+        flat = list(leaves(value))
+        tensors = [leaf for leaf in flat if not isinstance(leaf, int)]
+        integers = [leaf for leaf in flat if isinstance(leaf, int)]
+        numbers = torch.tensor(integers, device=tensors[0].device)
+        summed = self.ranks.all_reduce([*tensors, numbers], dist.ReduceOp.SUM)
+        sums, totals = iter(summed[:-1]), iter(summed[-1].tolist())
+        return rebuild(
+            value,
+            (next(totals) if isinstance(leaf, int) else next(sums) for leaf in flat),
+        )

@@ -164,6 +164,19 @@ def check_grad_scaler(scaler: object) -> None:
     )
 
 
+def check_replay_samples(samples: object) -> None:
+    """Refuse a ``replay_samples`` that is not ``None`` or an int >= 1."""
+    if samples is None or (
+        isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1
+    ):
+        return
+    raise ConfigurationError(
+        "replay_samples must be None (every sample) or an int >= 1, the number of "
+        "samples per step whose gradients the batch replay computes, got "
+        f"{samples!r}. Pass e.g. replay_samples=8, no more than the batch size."
+    )
+
+
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Parameters that require grad, by qualified name; frozen ones are not tracked."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}

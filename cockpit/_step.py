@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -180,33 +181,36 @@ class TrackedStep:
     def _conclude(self, start: float) -> None:
         """Fill the states, reduce the pieces of a split step, finalize, record."""
         states, layers = self._fill()
+        groups = [(layers, states["count"])]
         if self._extension is not None:
             self._seconds += self._extension.seconds
         whole = None
         if self.pieces is not None:
             seconds = self._seconds + time.perf_counter() - start
-            n = states["losses"].shape[0]
+            n = states["count"]
             whole = self.pieces.add(Piece(states, layers, n, seconds))
             if whole is None:  # more pieces of this step to come
                 return
             start, self._seconds = time.perf_counter(), whole.seconds
-            states, layers = whole.states, whole.layers
+            states, groups = whole.states, whole.groups
             for quantity in self.active:
                 why = [whole.absent[s] for s in quantity.states if s in whole.absent]
                 if why:
                     self._unsolvable[quantity.name] = why[0]
         view = StepStates(self.step, states)
+        if whole is not None and whole.sum_across is not None:
+            self._count_across(view, whole.sum_across)
         record, late = self._finalize(view)
         waiting = [q for q in self.active if q.needs_step]
         awaiting = None
         if waiting:
-            awaiting = AwaitingStep(view, layers, record, waiting)
+            awaiting = AwaitingStep(view, groups, record, waiting)
             if whole is not None:
-                awaiting.gather = whole.gather_step_states
+                awaiting.gather = whole.merge_step_states
         self._seconds += time.perf_counter() - start
         self.result = StepResult(
             record=record,
-            batch_size=states["losses"].shape[0],
+            batch_size=states["count"],
             late=late,
             awaiting=awaiting,
             seconds=self._seconds,
@@ -214,6 +218,18 @@ class TrackedStep:
             unsolvable=self._unsolvable,
             inapplicable=self._inapplicable,
         )
+
+    def _count_across(self, view: StepStates, sum_across: Callable[[Any], Any]) -> None:
+        """Histogram counts on the agreed edges, summed over the step's ranks.
+
+        The edges come from the reduced ranges (``low``/``high``, the same on every
+        rank), so each rank counts its own samples and the counts add: the second
+        pass of the two-pass scheme in :mod:`cockpit._distributed`.
+        """
+        live = [q for q in self.active if q.name not in self._unsolvable]
+        counted = {q.name: c for q in live if (c := q.count(view)) is not None}
+        if counted:
+            view.update({"counted": sum_across(counted)})
 
     def _fill(self) -> tuple[dict[str, Any], dict[str, LayerStats]]:
         """Fill the due quantities' states of this block's batch."""

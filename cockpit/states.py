@@ -1,8 +1,8 @@
 """Reducible states: the named per-step statistics quantities are computed from.
 
 A tracked step's engines (BackPACK, torch.func, the eigensolvers) fill *states*:
-named tensors such as the per-sample squared gradient norms ``sq_norms`` ``[N]`` per
-parameter. A quantity declares the states it needs (``Quantity.states``) and turns
+named tensors such as the moments of the per-sample squared gradient norms
+``sq_norms`` per parameter. A quantity declares the states it needs (``Quantity.states``) and turns
 them into log values with a pure ``finalize(states)``; it never sees an engine.
 
 Each state has a reduction that says how the states of several pieces of one
@@ -12,7 +12,9 @@ optimizer step (micro-batches, ranks) combine into the states of the whole step:
 SUM     element-wise sum (each piece holds its share of a mean over all samples)
 MAX     element-wise maximum
 MIN     element-wise minimum
-CAT     concatenation along the sample axis (per-sample vectors, histogram samples)
+MOMENTS per-sample values summarized as ``(count, mean, M2)`` ``[3]`` in float64
+        (:mod:`cockpit.stats.moments`), merged by Chan et al.'s parallel formula
+CAT     concatenation within one process (histogram samples; never sent)
 SAME    replicated: every piece holds the same value (parameters, learning rate)
 WHOLE   needs the whole batch in one process (Gram matrices, eigensolver results);
         a split step cannot reduce it
@@ -20,8 +22,16 @@ WHOLE   needs the whole batch in one process (Gram matrices, eigensolver results
 
 :func:`reduce_states` is that one call over the pieces' states; a reduction across
 processes maps the same table onto collectives (``all_reduce`` for SUM/MAX/MIN,
-``all_gather`` for CAT). ``dots`` and ``sample_grads`` are defined against the whole
+``all_gather`` of the ``[3]`` summaries for MOMENTS, histogram counts on agreed
+edges for CAT: :mod:`cockpit._distributed`). ``dots`` are defined against the whole
 step's gradient, so a piece fills them once that gradient is known.
+
+A per-layer per-sample state (``sq_norms``, ``dots``, ``projections``,
+``step_slopes``) holds the moments of each layer's values and of the whole network's
+per-sample value (the sum over layers of sample n's values, formed per sample *before*
+summarizing: the moments of a sum are not the sums of the moments), as
+:func:`layer_moments` builds them. The sample count N is the SUM state ``count``, a
+host integer, never inferred from a vector's length.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import torch
 from torch import Tensor
 
 from cockpit.exceptions import UsageError
+from cockpit.stats.moments import merge, moments
 
 __all__ = [
     "SPECS",
@@ -43,6 +54,8 @@ __all__ = [
     "Reduce",
     "StateSpec",
     "StepTaken",
+    "layer_moments",
+    "projected_moments",
     "reduce_states",
 ]
 
@@ -51,6 +64,7 @@ class Reduce(enum.Enum):
     """How the states of the pieces of one step combine (see the module docstring)."""
 
     SUM = "sum"
+    MOMENTS = "moments"
     MAX = "max"
     MIN = "min"
     CAT = "cat"
@@ -100,19 +114,27 @@ _R = Reduce
 
 #: Every state an engine can fill, by name.
 SPECS: dict[str, StateSpec] = {
-    "losses": _spec(_R.CAT, False, "[N] per-sample losses l_n"),
+    "count": _spec(_R.SUM, False, "N, the number of samples (a host integer)"),
+    "losses": _spec(_R.MOMENTS, False, "[3] moments of the per-sample losses l_n"),
     "grads": _spec(_R.SUM, True, "[D_l] gradient of the mean loss, from .grad"),
     "sample_grads": _spec(
         _R.SUM, True, "[D_l] mean of the per-sample gradients, from the engine"
     ),
-    "sq_norms": _spec(_R.CAT, True, "[N] ||g_n||^2"),
-    "dots": _spec(_R.CAT, True, "[N] g_n . g (g of the whole step)"),
+    "sq_norms": _spec(_R.MOMENTS, True, "[3] moments of ||g_n||^2"),
+    "dots": _spec(_R.MOMENTS, True, "[3] moments of g_n . g (g of the whole step)"),
     "sum_sq": _spec(_R.SUM, True, "[D_l] sum_n g_{n,j}^2"),
     "low": _spec(_R.MIN, True, "[] smallest per-sample gradient element"),
     "high": _spec(_R.MAX, True, "[] largest per-sample gradient element"),
     "hist": _spec(_R.CAT, True, "list of HistSample of per-sample elements"),
+    "counted": _spec(
+        _R.SUM,
+        False,
+        "quantity -> its histogram counts on the agreed edges, summed over ranks",
+    ),
     "projections": _spec(
-        _R.CAT, True, "[N] g_n . v along the directions the quantity asked for"
+        _R.MOMENTS,
+        True,
+        "[3] moments of g_n . v along the directions the quantity asked for",
     ),
     "input_moments": _spec(
         _R.SUM,
@@ -136,7 +158,10 @@ SPECS: dict[str, StateSpec] = {
         _R.SAME, True, "[D_l] the step taken divided by its length", after_step=True
     ),
     "step_slopes": _spec(
-        _R.CAT, True, "[N] g_n . unit_step (slopes along the step)", after_step=True
+        _R.MOMENTS,
+        True,
+        "[3] moments of g_n . unit_step (slopes along the step)",
+        after_step=True,
     ),
 }
 
@@ -156,10 +181,12 @@ def _reduce_values(reduce: Reduce, values: list[Any], name: str) -> Any:
             for key in values[0]
         }
     if reduce is Reduce.CAT:
-        if isinstance(values[0], list):
-            return [item for value in values for item in value]
-        return torch.cat(values)
+        return [item for value in values for item in value]
+    if isinstance(values[0], int):
+        return sum(values)
     stacked = torch.stack(values)
+    if reduce is Reduce.MOMENTS:
+        return merge(stacked)
     if reduce is Reduce.SUM:
         return stacked.sum(0)
     return stacked.amax(0) if reduce is Reduce.MAX else stacked.amin(0)
@@ -185,6 +212,58 @@ def reduce_states(pieces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         name: _reduce_values(SPECS[name].reduce, [p[name] for p in pieces], name)
         for name in pieces[0]
     }
+
+
+def layer_moments(
+    per_layer: Mapping[str, Tensor | None], population: int | None = None
+) -> dict[str, Any] | None:
+    """A per-layer per-sample state: the moments of each layer's and the network's.
+
+    Args:
+        per_layer: Parameter name -> ``[M]`` per-sample values (``None``: a layer
+            without them, left out), the same samples for every layer.
+        population: N, if the M samples are a uniform subsample of N
+            (:func:`cockpit.stats.moments.moments`).
+
+    Returns:
+        ``{"layers": name -> [3], "network": [3]}``, the network's per-sample value
+        being the sum over layers of the sample's values; ``None`` if no layer has
+        values.
+
+    """
+    names = [name for name, values in per_layer.items() if values is not None]
+    if not names:
+        return None
+    rows = torch.stack([per_layer[name] for name in names])
+    summary = moments(torch.cat([rows, rows.sum(0, keepdim=True)]), population)
+    return {
+        "layers": dict(zip(names, summary[:-1].unbind(0), strict=True)),
+        "network": summary[-1],
+    }
+
+
+def projected_moments(
+    groups: Sequence[tuple[Mapping[str, Any], int]], directions: Mapping[str, Tensor]
+) -> dict[str, Any] | None:
+    """Moments of ``g_n . v_l`` per layer and network over groups of samples.
+
+    Args:
+        groups: Per piece of the step, parameter name -> its per-sample statistics
+            (``LayerStats``, whose ``project`` gives ``[M_k]`` values), and the
+            piece's number of samples ``n_k`` (a subsample stands for them).
+        directions: Parameter name -> ``v_l`` ``[D_l]``.
+
+    Returns:
+        The pieces' :func:`layer_moments`, merged.
+
+    """
+    parts = [
+        layer_moments({k: layers[k].project(v) for k, v in directions.items()}, n)
+        for layers, n in groups
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return _reduce_values(Reduce.MOMENTS, parts, "projections")
 
 
 @dataclass

@@ -129,6 +129,12 @@ class Cockpit:
             ``DistributedDataParallel`` model is tracked through its ``module``;
             states are reduced across ranks and rank 0 alone writes the log. See
             :mod:`cockpit._distributed`.
+        replay_samples: For models whose samples are coupled (BatchNorm in
+            training mode), the batch replay's per-sample gradients of a seeded
+            uniform random subsample of this many samples per ``track()`` block
+            instead of all N, with the per-sample sums scaled by N/M (unbiased
+            estimates); ``None``: every sample. Logged in ``meta.json`` and the
+            engine line. See :mod:`cockpit.engines.batch_replay`.
 
     Raises:
         ConfigurationError: If an argument cannot work, e.g. ``tensorboard=True``
@@ -157,6 +163,7 @@ class Cockpit:
         grad_scaler: Any = None,
         accumulation_steps: int = 1,
         process_group: Any = None,
+        replay_samples: int | None = None,
     ):
         model, self.ranks = _setup.distributed(model, process_group)
         if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
@@ -175,6 +182,8 @@ class Cockpit:
                 f"hist_samples must be an int >= 0 (0 = exact), got {hist_samples!r}."
             )
         self.hist_samples = hist_samples
+        _setup.check_replay_samples(replay_samples)
+        self.replay_samples = replay_samples
         preset, budget = _setup.default_tracking(
             preset, quantities, budget, 1 if self.ranks is None else self.ranks.size
         )
@@ -210,7 +219,7 @@ class Cockpit:
             mean=self.mean,
             engines=self.engines,
             func=self.func,
-            batch_replay=BatchReplay(self.func),
+            batch_replay=BatchReplay(self.func, replay_samples),
             curvature_modules=self.curvature_modules,
             batch_norms=self.batch_norms,
             hist_samples=hist_samples,
@@ -236,6 +245,7 @@ class Cockpit:
         )
         meta["world_size"] = 1 if self.ranks is None else self.ranks.size
         meta["accumulation_steps"] = accumulation_steps
+        meta["replay_samples"] = replay_samples
         self.writer: RunWriter | SilentWriter = SilentWriter(run_dir)
         if self.ranks is None or self.ranks.writes:  # the others create nothing
             mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
@@ -265,6 +275,7 @@ class Cockpit:
         needing = [q.name for q in self.quantities.values() if q.needs_per_sample]
         needs = _setup.curvature_needs(self.quantities)
         self.engines = assign(self.model, self.params, engine, needing)
+        self.engines.replay_samples = self.replay_samples
         choose_curvature(self.engines, self.model, self.loss_fn, needs)
         if scaled and needs and self.engines.curvature == "backpack":
             if engine == "backpack":
@@ -507,10 +518,35 @@ class Cockpit:
         if self._closed:
             return
         self._watch.close()
+        self._drop_pending_pieces(stacklevel + 1)
         self._closed = True
         self.writer.close(status)
         self._warn_notices(stacklevel + 1)
         unregister(self)
+
+    def _drop_pending_pieces(self, stacklevel: int) -> None:
+        """Warn about, and note in ``meta.json``, a step's blocks left at close.
+
+        They are not logged as a partial step: no optimizer step covers them, and on
+        several ranks the reduction would need collectives that ranks closing at
+        other points never reach. The numbers are this rank's.
+        """
+        pieces, samples = self.pieces.drop()
+        if not pieces:
+            return
+        step = self.step - 1
+        self.writer.update_meta(
+            dropped_pieces={"step": step, "blocks": pieces, "samples": samples}
+        )
+        warnings.warn(
+            f"Cockpit closed after {pieces} of the {self.pieces.accumulation_steps} "
+            f"track() blocks of step {step} ({samples} samples on this process) "
+            "without optimizer.step(): that step is not logged (noted in meta.json "
+            "as 'dropped_pieces'). Close after the step's last block and "
+            "optimizer.step() to log it.",
+            CockpitWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     def __enter__(self) -> Cockpit:
         return self

@@ -13,7 +13,8 @@ from cockpit._record import TensorRecord
 from cockpit.exceptions import UsageError
 from cockpit.quantities import REGISTRY
 from cockpit.quantities._view import StepStates
-from cockpit.states import SPECS, HistSample, Reduce, reduce_states
+from cockpit.states import SPECS, HistSample, Reduce, layer_moments, reduce_states
+from cockpit.stats.moments import moments
 from tests import reference
 from tests.problems import PROBLEMS
 
@@ -37,11 +38,12 @@ def _states(gn: dict, losses, grad: dict, batch: int) -> dict:
     """
     share = {name: g.sum(0) / batch for name, g in gn.items()}
     return {
-        "losses": losses,
+        "count": losses.shape[0],
+        "losses": moments(losses),
         "grads": share,
         "sample_grads": share,
-        "sq_norms": {name: (g**2).sum(1) for name, g in gn.items()},
-        "dots": {name: g @ grad[name] for name, g in gn.items()},
+        "sq_norms": layer_moments({name: (g**2).sum(1) for name, g in gn.items()}),
+        "dots": layer_moments({name: g @ grad[name] for name, g in gn.items()}),
         "sum_sq": {name: (g**2).sum(0) for name, g in gn.items()},
         "low": {name: g.min() for name, g in gn.items()},
         "high": {name: g.max() for name, g in gn.items()},
@@ -75,12 +77,7 @@ def test_two_halves_reduce_to_the_whole_batch(problem):
 
     reduced = reduce_states(pieces)
 
-    for name, value in whole.items():
-        if isinstance(value, dict):
-            for layer in value:
-                torch.testing.assert_close(reduced[name][layer], value[layer])
-        elif isinstance(value, torch.Tensor):
-            torch.testing.assert_close(reduced[name], value)
+    torch.testing.assert_close(reduced, whole)
     got, expected = _values(reduced), _values(whole)
     assert got.keys() == expected.keys()
     for name in FIRST_ORDER:
@@ -95,7 +92,7 @@ def test_two_halves_reduce_to_the_whole_batch(problem):
 
 
 def test_a_single_piece_is_its_own_reduction():
-    piece = {"losses": torch.ones(3), "gram": object()}
+    piece = {"losses": moments(torch.ones(3)), "gram": object()}
     assert reduce_states([piece]) == piece
 
 
@@ -104,23 +101,28 @@ def test_reductions_follow_the_table():
         "low": {"w": torch.tensor(-1.0)},
         "high": {"w": torch.tensor(2.0)},
         "sum_sq": {"w": torch.tensor([1.0, 2.0])},
-        "sq_norms": {"w": torch.tensor([1.0])},
+        "sq_norms": layer_moments({"w": torch.tensor([1.0])}),
         "hist": {"w": [HistSample(torch.ones(2), None, 3.0)]},
+        "count": 1,
         "lr": 0.1,
     }
     b = {
         "low": {"w": torch.tensor(-3.0)},
         "high": {"w": torch.tensor(1.0)},
         "sum_sq": {"w": torch.tensor([3.0, 4.0])},
-        "sq_norms": {"w": torch.tensor([5.0, 6.0])},
+        "sq_norms": layer_moments({"w": torch.tensor([5.0, 6.0])}),
         "hist": {"w": [HistSample(torch.zeros(1), None, 4.0)]},
+        "count": 2,
         "lr": 0.1,
     }
     got = reduce_states([a, b])
     assert got["low"]["w"].item() == -3.0
     assert got["high"]["w"].item() == 2.0
     assert got["sum_sq"]["w"].tolist() == [4.0, 6.0]
-    assert got["sq_norms"]["w"].tolist() == [1.0, 5.0, 6.0]
+    together = moments(torch.tensor([1.0, 5.0, 6.0]))
+    torch.testing.assert_close(got["sq_norms"]["layers"]["w"], together)
+    assert got["sq_norms"]["network"].tolist() == [3.0, 4.0, 14.0]
+    assert got["count"] == 3
     assert [h.weight for h in got["hist"]["w"]] == [3.0, 4.0]
     assert got["lr"] == 0.1
 

@@ -25,6 +25,10 @@ SCHEDULED = "full-scheduled"
 #: its calibration only).
 BUDGET = "budget"
 FUNC = "/torch.func"
+#: The batch replay on a random subsample of this many samples per step
+#: (``Cockpit(replay_samples=...)``), as ``<preset>/replay8`` configurations.
+REPLAY_SAMPLES = 8
+SUBSAMPLE = f"/replay{REPLAY_SAMPLES}"
 #: Quantities with non-default options, as ``<quantity>/<variant>`` configurations,
 #: and groups of quantities that share work (a dict of them).
 VARIANTS: dict[str, Callable[[], Any]] = {
@@ -41,6 +45,7 @@ assert len(set(CONFIGS)) == len(CONFIGS), "a preset and a quantity share a name"
 DEFAULT_CONFIGS = [*CONFIGS, "economy" + FUNC, "business" + FUNC]
 CONFIGS += [*VARIANTS]
 CONFIGS += [c + FUNC for c in CONFIGS if c != PLAIN]
+CONFIGS += [p + SUBSAMPLE for p in PRESETS]
 #: Plain SGD (no momentum, no weight decay), so that every quantity is defined.
 LR = 0.01
 
@@ -81,7 +86,7 @@ class Run:
 
 def _tracking(config: str) -> dict[str, Any]:
     """The Cockpit's ``preset`` and ``quantities`` for a configuration but plain."""
-    base = config.removesuffix(FUNC)
+    base = config.removesuffix(FUNC).removesuffix(SUBSAMPLE)
     if base == BUDGET:
         return {}
     if base == SCHEDULED:
@@ -112,6 +117,7 @@ def build_run(problem: Problem, config: str, device: torch.device, logdir: str) 
             run_name=f"{problem.name}-{config.replace('/', '-')}",
             engine="torch.func" if config.endswith(FUNC) else "auto",
             loss_input=problem.loss_input,
+            replay_samples=REPLAY_SAMPLES if config.endswith(SUBSAMPLE) else None,
             **_tracking(config),
         )
     return Run(config, model, loss_fn, optimizer, ck, problem.loss_input)

@@ -22,6 +22,22 @@ back through that one graph (``torch.autograd.grad(..., is_grads_batched=True)``
 the batch plus N / c batched backward passes (each about c backward passes of the
 batch), so O(N^2) sample-backwards in all, against O(N) for the per-sample engines.
 
+**Subsample** (``Cockpit(..., replay_samples=M)``): when the batch replay computes every
+parameter (samples coupled by BatchNorm), the cotangents are only those of a uniform
+random subsample S of M of the N samples, drawn without replacement from the tracker's
+seeded stream at each step (each ``track()`` block): cost one more forward pass plus
+M / c batched backward passes instead of N / c. The per-sample sums then are
+Horvitz-Thompson estimates, ``(N / M) sum_{n in S} x_n``, unbiased for the sums over
+all N samples: ``sum_n ||g_n||^2``, ``sum_n (g_n . g)^2``, ``sum_n g_{n,j}^2`` and the
+moments of the projections (:func:`cockpit.stats.moments.moments` with
+``population=N``), and each histogram sample counts N / M times. The histogram's
+range is the subsample's extremes, not an estimate of the whole batch's range.
+Exact regardless of M: the losses (from the forward pass, all N), the gradient ``g``
+(``.grad``, so ``g_n . g`` uses the whole batch's g) and curvature. Quantities that
+are ratios of such sums (the gradient tests, the noise scale) are ratios of unbiased
+estimates. Recurrent layers in a model without coupling are replayed on all samples
+(their per-sample values add to other engines' layers sample by sample).
+
 The GGN of the batch loss is ``J^T H_z J`` with ``J = dz/dtheta`` the Jacobian of the
 whole loss input ``z`` ``[N, *Z]`` and ``H_z`` block-diagonal over samples, so its
 factor columns are ``J^T c_nk`` for cotangents ``c_nk`` zero except at sample n, where
@@ -47,17 +63,32 @@ from cockpit.exceptions import UsageError
 __all__ = ["BatchReplay"]
 
 
+def _scale_sums(stats: LayerStats, factor: float) -> None:
+    """Horvitz-Thompson: a subsample's sums over samples times N / M.
+
+    ``sum_sq`` and the histogram sample's weight; the per-sample vectors stay the
+    subsample's (their moments are scaled where they are summarized, knowing N).
+    """
+    if stats.sum_sq is not None:
+        stats.sum_sq = stats.sum_sq * factor
+    if stats.hist_values is not None:
+        stats.hist_weight = stats.hist_weight * factor
+
+
 class BatchReplay:
     """Per-sample statistics and curvature from one replay of the whole batch.
 
     Args:
         func: The torch.func engine: its parameters, loss and ``loss_input`` are
             shared, and it estimates the Hessian diagonal on the whole batch.
+        samples: M, the samples per step whose gradients are computed when every
+            parameter is replayed (module docstring); ``None``: all.
 
     """
 
-    def __init__(self, func: FuncEngine):
+    def __init__(self, func: FuncEngine, samples: int | None = None):
         self.func = func
+        self.samples = samples
 
     def per_sample_stats(
         self,
@@ -81,13 +112,35 @@ class BatchReplay:
         z = self._loss_input(batch)
         losses = self.func.losses.batch_losses(z, batch.target)  # [N], with graph
         chunk = self._chunk(names, n, per_sample=1, cotangent_size=n)
-        eye = torch.eye(n, device=z.device, dtype=z.dtype)
+        cotangents = torch.eye(n, device=z.device, dtype=z.dtype)
+        subsample = self.samples is not None and set(names) == set(self.func.params)
+        if subsample:
+            cotangents = cotangents[self._subsample(n, request, z.device)]
+        m = cotangents.shape[0]
         blocks = (
-            self._rows(losses, names, eye[first : first + chunk])
-            for first in range(0, n, chunk)
+            self._rows(losses, names, cotangents[first : first + chunk])
+            for first in range(0, m, chunk)
         )
         params = {name: self.func.params[name] for name in names}
-        return from_blocks(blocks, n, grads, params, request)
+        stats = from_blocks(blocks, m, grads, params, request)
+        if subsample:
+            for layer in stats.values():
+                _scale_sums(layer, n / m)
+        return stats
+
+    def _subsample(
+        self, n: int, request: SampleRequest, device: torch.device
+    ) -> Tensor:
+        """``[M]`` sorted indices of a uniform subsample without replacement."""
+        assert self.samples is not None and request.generator is not None
+        if self.samples > n:
+            raise UsageError(
+                f"replay_samples={self.samples} is more than the {n} samples of "
+                "this track() block's batch. Pass replay_samples no larger than the "
+                "smallest batch (or None for every sample)."
+            )
+        drawn = torch.randperm(n, generator=request.generator(device), device=device)
+        return drawn[: self.samples].sort().values
 
     def curvature(
         self,

@@ -72,6 +72,8 @@ class Assignment:
             (:mod:`cockpit.engines.func_engine`).
         batch: Parameter name -> why the batch replay gives them
             (:mod:`cockpit.engines.batch_replay`).
+        replay_samples: Samples per step the batch replay differentiates (``None``:
+            all), when it computes every parameter.
         curvature: ``"backpack"`` or ``"torch.func"``: the curvature engine.
         curvature_why: Why torch.func computes curvature (empty for BackPACK).
         owners: Parameter name -> ``(module name, attribute)`` of every owner.
@@ -86,6 +88,7 @@ class Assignment:
     module: dict[str, str] = field(default_factory=dict)
     replay: dict[str, str] = field(default_factory=dict)
     batch: dict[str, str] = field(default_factory=dict)
+    replay_samples: int | None = None
     curvature: str = "backpack"
     curvature_why: str = ""
     owners: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -169,6 +172,11 @@ class Assignment:
                     f"{_short([n for n, r in chosen.items() if r == reason])}: {reason}"
                     for reason in reasons
                 )
+                if label == BATCH and self.replay_samples is not None:
+                    why += (
+                        f"; gradients of {self.replay_samples} random samples per "
+                        "step, sums scaled by N/M"
+                    )
                 parts.append(f"{label} for {len(chosen)} parameters ({why})")
         line = f"cockpit engines (engine={self.engine!r}): " + "; ".join(parts)
         if self.curvature_why:

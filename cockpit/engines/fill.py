@@ -18,7 +18,15 @@ from cockpit.engines import ggn_gram
 from cockpit.engines.curvature import Curvature
 from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.quantities import Quantity
-from cockpit.states import HistSample, StepTaken
+from cockpit.states import (
+    SPECS,
+    HistSample,
+    Reduce,
+    StepTaken,
+    layer_moments,
+    projected_moments,
+)
+from cockpit.stats.moments import moments
 
 __all__ = ["backward_states", "sample_request", "step_states"]
 
@@ -79,7 +87,7 @@ def backward_states(
 
     Args:
         names: The states to fill.
-        losses: ``[N]`` per-sample losses.
+        losses: ``[N]`` per-sample losses (summarized: ``count`` and moments).
         grads: Parameter name -> flat gradient of the mean loss.
         layers: Parameter name -> per-sample statistics (if gathered).
         curvature: The second-order results (if gathered).
@@ -87,10 +95,18 @@ def backward_states(
             ``lr``, ``mean_reduction``).
 
     """
-    states: dict[str, Any] = {"losses": losses, "grads": grads}
+    states: dict[str, Any] = {
+        "count": losses.shape[0],
+        "losses": moments(losses),
+        "grads": grads,
+    }
     for name, field in _LAYER_FIELDS.items():
         if name in names:
-            states[name] = {n: getattr(s, field) for n, s in layers.items()}
+            per_layer = {n: getattr(s, field) for n, s in layers.items()}
+            summarized = SPECS[name].reduce is Reduce.MOMENTS
+            states[name] = (
+                layer_moments(per_layer, losses.shape[0]) if summarized else per_layer
+            )
     if "hist" in names:
         states["hist"] = {
             n: [HistSample(s.hist_values, s.hist_params, s.hist_weight)]
@@ -109,9 +125,15 @@ def backward_states(
 
 
 def step_states(
-    names: set[str], taken: StepTaken, layers: dict[str, LayerStats]
+    names: set[str],
+    taken: StepTaken,
+    groups: list[tuple[dict[str, LayerStats], int]],
 ) -> dict[str, Any]:
-    """The states ``names`` once ``optimizer.step()`` has taken ``taken``."""
+    """The states ``names`` once ``optimizer.step()`` has taken ``taken``.
+
+    ``groups``: per piece of the step, its per-sample statistics and sample count
+    (one group for a step in one piece).
+    """
     states: dict[str, Any] = {"step": taken}
     if "unit_step" in names or "step_slopes" in names:
         tau = taken.length
@@ -121,5 +143,5 @@ def step_states(
         }
         states["unit_step"] = unit
         if "step_slopes" in names:
-            states["step_slopes"] = {n: layers[n].project(u) for n, u in unit.items()}
+            states["step_slopes"] = projected_moments(groups, unit)
     return states

@@ -91,6 +91,15 @@ class Quantity:
         """The quantity's settings besides the schedule (stored in ``meta.json``)."""
         return {}
 
+    def count(self, states: StepStates) -> Any:
+        """Histogram counts of this process's samples on the step's agreed edges.
+
+        A nesting of count tensors and integers that adds over ranks (the edges come
+        from the reduced ranges, the same on every rank), or ``None``: the quantity
+        counts nothing. Read back with :meth:`StepStates.counts`.
+        """
+        return None
+
     def finalize(self, states: StepStates) -> Any:
         """The value at this step from its states, or ``None``."""
         return None

@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from cockpit.logs.schema import PER_LAYER, TOTAL
+from cockpit.stats import moments
 
-#: Per-layer per-sample states and how the whole network's value follows from the
-#: layers' (concatenate parameter vectors; per-sample vectors: :data:`_ROWS`).
+#: Per-layer states and how the whole network's value follows from the layers'
+#: (concatenate parameter vectors; per-sample moments: :data:`_ROWS`).
 _NETWORK: dict[str, Callable[[list[Tensor]], Tensor]] = {
     "sample_grads": torch.cat,
     "sum_sq": torch.cat,
@@ -26,8 +27,9 @@ _NETWORK: dict[str, Callable[[list[Tensor]], Tensor]] = {
     "high": lambda parts: torch.stack(parts).max(),
 }
 
-#: Per-layer ``[N]`` states, stacked to ``[L + 1, N]`` with the network's value (the
-#: sum over layers) as the last row, so that a formula runs once for all layers.
+#: Per-layer per-sample moments, stacked to ``[L + 1, 3]`` with the network's (of the
+#: per-sample sums over layers) as the last row, so that a formula runs once for all
+#: layers.
 _ROWS = ("sq_norms", "dots")
 
 
@@ -56,23 +58,35 @@ class StepStates:
 
     @property
     def batch_size(self) -> int:
-        """N."""
-        return self["losses"].shape[0]
+        """N, from the ``count`` state (a host integer)."""
+        return self["count"]
 
     @property
     def mean_scale(self) -> float:
         """``1`` for a mean-reduced loss, ``1/N`` for a summed one (mean convention)."""
         return 1.0 if self["mean_reduction"] else 1.0 / self.batch_size
 
+    def counts(self, quantity: Any) -> Any:
+        """``quantity.count(self)``, summed over the ranks on a step split across them.
+
+        The ``counted`` state holds the sums when the step's ranks have exchanged
+        them (:mod:`cockpit._distributed`); in one process the counts are this
+        process's.
+        """
+        counted = self._states.get("counted", {})
+        if quantity.name in counted:
+            return counted[quantity.name]
+        return quantity.count(self)
+
     @functools.cached_property
     def loss(self) -> Tensor:
-        """``L = (1/N) sum_n l_n``."""
-        return self["losses"].mean()
+        """``L = (1/N) sum_n l_n``, float64."""
+        return moments.mean(self["losses"])
 
     @functools.cached_property
     def loss_variance(self) -> Tensor:
-        """Unbiased sample variance of the per-sample losses."""
-        return self["losses"].var(correction=1)
+        """Unbiased sample variance of the per-sample losses, float64."""
+        return moments.variance(self["losses"])
 
     @functools.cached_property
     def grad_norms(self) -> Tensor:
@@ -88,10 +102,11 @@ class StepStates:
         return _by_name(list(self["grads"]), self.grad_norms.square())
 
     def network(self, name: str) -> dict[str, Tensor]:
-        """A per-layer per-sample state with the whole network's value under TOTAL.
+        """A per-layer state with the whole network's value under TOTAL.
 
-        Network-wide ``g_n . g`` is the sum of the per-layer ``g_{n,l} . g_l``, and
-        likewise for squared norms, so the total needs no extra pass.
+        For per-sample moments (``sq_norms``, ``dots``) the network's row is that of
+        the per-sample sums over layers (network-wide ``g_n . g`` is the sum of the
+        per-layer ``g_{n,l} . g_l``), summarized with the layers'.
         """
         if name not in self._networks:
             if name in _ROWS:
@@ -103,14 +118,16 @@ class StepStates:
         return self._networks[name]
 
     def rows(self, name: str) -> Tensor:
-        """``[L + 1, N]``: a per-layer ``[N]`` state (``sq_norms``, ``dots``).
+        """``[L + 1, 3]``: per-sample moments (``sq_norms``, ``dots``) of every layer.
 
-        The layers in the order of ``sample_grads``, the network's value (their sum)
-        last, so that a formula runs once for all layers.
+        The layers in the order of ``sample_grads``, the network's (of the per-sample
+        sums over layers) last, so that a formula runs once for all layers.
         """
         if name not in self._rows:
-            stacked = torch.stack([self[name][layer] for layer in self._layers])
-            self._rows[name] = torch.cat([stacked, stacked.sum(0, keepdim=True)])
+            layers, network = self[name]["layers"], self[name]["network"]
+            self._rows[name] = torch.stack(
+                [*(layers[layer] for layer in self._layers), network]
+            )
         return self._rows[name]
 
     @functools.cached_property
@@ -124,9 +141,11 @@ class StepStates:
         From whichever per-layer per-sample state the step holds (a quantity may
         declare ``sq_norms`` without ``sample_grads``); all list the same layers.
         """
-        for name in ("sample_grads", *_ROWS):
+        if "sample_grads" in self:
+            return list(self["sample_grads"])
+        for name in _ROWS:
             if name in self:
-                return list(self[name])
+                return list(self[name]["layers"])
         raise KeyError("no per-layer per-sample state in this step")
 
     def layered_rows(

@@ -11,6 +11,7 @@ from torch import Tensor
 from cockpit._record import Flagged, Late, Noted, OnHost
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
+from cockpit.stats import moments
 from cockpit.stats.alpha import TINY_VARIANCE, alpha_from_fit, fit_quadratic
 
 _VARIANCE_NAMES = ("loss at t", "loss at t+1", "slope at t", "slope at t+1")
@@ -43,7 +44,7 @@ class _StartPoint:
     step: int
     loss: Tensor
     loss_variance: Tensor
-    slopes: Tensor
+    slopes: Tensor  # [3] moments of the per-sample slopes (cockpit.stats.moments)
     tau: Tensor
     unit_step: dict[str, Tensor]
 
@@ -79,18 +80,18 @@ class Alpha(Quantity):
         start, self._start = self._start, None
         if start is None or start.step != states.step - 1:
             return None
-        slopes = torch.stack(list(states["projections"].values())).sum(0)
+        slopes = states["projections"]["network"]
         observations = torch.stack(
             [
-                start.tau,
+                start.tau.to(torch.float64),
                 start.loss,
                 states.loss,
-                start.slopes.mean(),
-                slopes.mean(),
+                moments.mean(start.slopes),
+                moments.mean(slopes),
                 start.loss_variance,
                 states.loss_variance,
-                start.slopes.var(correction=1),
-                slopes.var(correction=1),
+                moments.variance(start.slopes),
+                moments.variance(slopes),
             ]
         )
         return Late(start.step, OnHost(_finish, (observations,)))
@@ -102,7 +103,7 @@ class Alpha(Quantity):
             step=states.step,
             loss=states.loss,
             loss_variance=states.loss_variance,
-            slopes=torch.stack(list(states["step_slopes"].values())).sum(0),
+            slopes=states["step_slopes"]["network"],
             tau=states["step"].length,
             unit_step=states["unit_step"],
         )

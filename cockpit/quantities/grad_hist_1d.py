@@ -40,17 +40,25 @@ class GradHist1d(Quantity):
         super().__init__(schedule)
         self.bins = bins
 
+    def count(self, states: StepStates) -> dict:
+        """Counts of this process's sampled elements on the step's edges."""
+        lowest = states.network("low")[TOTAL]
+        highest = states.network("high")[TOTAL]
+        groups = [(h.values, h.weight) for s in states["hist"].values() for h in s]
+        return {
+            COUNTS: histogram_1d(groups, lowest, highest, self.bins),
+            "sample_size": sum(values.numel() for values, _ in groups),
+        }
+
     def finalize(self, states: StepStates) -> dict:
         lowest = states.network("low")[TOTAL]
         highest = states.network("high")[TOTAL]
         low, high = safe_range(lowest, highest)  # for the edges
-        groups = [(h.values, h.weight) for s in states["hist"].values() for h in s]
         size = states.network("sample_grads")[TOTAL].numel()
         return {
             EDGES: bin_edges(low, high, self.bins),
-            COUNTS: histogram_1d(groups, lowest, highest, self.bins),
+            **states.counts(self),
             "min": lowest,
             "max": highest,
-            "sample_size": sum(values.numel() for values, _ in groups),
             TOTAL: states.batch_size * size,
         }

@@ -18,14 +18,15 @@ def gradient_noise_scale(
     caller logs it as non-finite with that reason.
 
     Args:
-        sq_norms: ``[..., N]``, ``||g_n||^2`` (leading dimensions: several layers).
+        sq_norms: ``[..., 3]``, moments of ``||g_n||^2`` (leading dimensions: several
+            layers; :mod:`cockpit.stats.moments`).
         grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
         ``(B_simple, tr(S), G2)``, each ``[...]``.
 
     """
-    n = sq_norms.shape[-1]
+    n = sq_norms[..., 0]
     trace_cov = centered_sq_norm_sum(sq_norms, grad_sq_norm) / (n - 1)
     true_sq_norm = grad_sq_norm - trace_cov / n
     return trace_cov / true_sq_norm, trace_cov, true_sq_norm
@@ -38,7 +39,7 @@ def cabs(lr: float, sq_norms: Tensor, grad_sq_norm: Tensor, loss: Tensor) -> Ten
 
     Args:
         lr: The SGD learning rate.
-        sq_norms: ``[N]``, ``||g_n||^2``.
+        sq_norms: ``[3]``, moments of ``||g_n||^2``.
         grad_sq_norm: ``[]``, ``||g||^2``.
         loss: ``[]``, the mini-batch loss L.
 
@@ -46,5 +47,5 @@ def cabs(lr: float, sq_norms: Tensor, grad_sq_norm: Tensor, loss: Tensor) -> Ten
         ``[]``.
 
     """
-    n = sq_norms.shape[0]
+    n = sq_norms[..., 0]
     return lr * centered_sq_norm_sum(sq_norms, grad_sq_norm) / n / loss

@@ -12,6 +12,7 @@ import numpy as np
 from torch import Tensor
 
 from cockpit._record import Flagged
+from cockpit.stats import moments
 
 #: TIC's default damping of the curvature in the denominator (QUANTITIES.md).
 TIC_EPS = 1e-7
@@ -37,7 +38,8 @@ def tic_trace(sq_norms: Tensor, diagonal: Tensor, eps: float = TIC_EPS) -> Tenso
     """TIC with traces (Thomas et al. 2020): ``tr(M) / (tr(H) + eps)``.
 
     Args:
-        sq_norms: ``[N]``, ``||g_n||^2``, so ``tr(M) = mean_n ||g_n||^2``.
+        sq_norms: ``[3]``, moments of ``||g_n||^2`` (:mod:`cockpit.stats.moments`),
+            so ``tr(M) = mean_n ||g_n||^2`` is their mean.
         diagonal: ``[D]``, the curvature diagonal of the mean loss.
         eps: Added to the trace.
 
@@ -45,7 +47,7 @@ def tic_trace(sq_norms: Tensor, diagonal: Tensor, eps: float = TIC_EPS) -> Tenso
         ``[]``.
 
     """
-    return sq_norms.mean() / (diagonal.sum() + eps)
+    return moments.mean(sq_norms) / (diagonal.sum() + eps)
 
 
 def kronecker_block(*eigenvalues: np.ndarray, eps: float) -> dict[str, float | Flagged]:

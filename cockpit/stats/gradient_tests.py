@@ -1,20 +1,23 @@
 """Gradient tests for the batch size: norm, inner-product and orthogonality tests.
 
-Every function takes leading batch dimensions (``[..., N]`` per-sample values with
-``[...]`` squared norms), so the tests of all layers are one call on their stacked
-per-sample values.
+Every function takes the mergeable moments ``(n, mean, M2)`` ``[..., 3]`` of the
+per-sample values (:mod:`cockpit.stats.moments`) with leading dimensions (``[...]``
+squared norms), so the tests of all layers are one call on their stacked moments, and
+the same call serves a batch split over micro-batches or ranks.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from cockpit.stats.moments import sum_of_squares, total, variance
+
 
 def centered_sq_norm_sum(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
     """``sum_n ||g_n - g||^2 = sum_n ||g_n||^2 - N ||g||^2``, clamped at 0.
 
     Args:
-        sq_norms: ``[..., N]``, ``||g_n||^2``.
+        sq_norms: ``[..., 3]``, moments of ``||g_n||^2``.
         grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
@@ -22,8 +25,8 @@ def centered_sq_norm_sum(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
         mean.
 
     """
-    n = sq_norms.shape[-1]
-    return (sq_norms.sum(-1) - n * grad_sq_norm).clamp(min=0)
+    n = sq_norms[..., 0]
+    return (total(sq_norms) - n * grad_sq_norm).clamp(min=0)
 
 
 def norm_test(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
@@ -32,14 +35,14 @@ def norm_test(sq_norms: Tensor, grad_sq_norm: Tensor) -> Tensor:
     ``sqrt( (1/(N-1)) sum_n ||g_n - g||^2 / N ) / ||g||``.
 
     Args:
-        sq_norms: ``[..., N]``, ``||g_n||^2`` of the per-sample gradients.
+        sq_norms: ``[..., 3]``, moments of ``||g_n||^2`` of the per-sample gradients.
         grad_sq_norm: ``[...]``, ``||g||^2`` of the mini-batch gradient.
 
     Returns:
         ``[...]``; below 1 means the batch is large enough for the test.
 
     """
-    n = sq_norms.shape[-1]
+    n = sq_norms[..., 0]
     variance = centered_sq_norm_sum(sq_norms, grad_sq_norm) / (n - 1)
     return (variance / n).sqrt() / grad_sq_norm.sqrt()
 
@@ -50,33 +53,34 @@ def inner_product_test(dots: Tensor, grad_sq_norm: Tensor) -> Tensor:
     ``sqrt( Var_n(g_n . g) / N ) / ||g||^2`` with the unbiased sample variance.
 
     Args:
-        dots: ``[..., N]``, projections ``g_n . g``.
+        dots: ``[..., 3]``, moments of the projections ``g_n . g``.
         grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
         ``[...]``.
 
     """
-    n = dots.shape[-1]
-    return (dots.var(dim=-1, correction=1) / n).sqrt() / grad_sq_norm
+    return (variance(dots) / dots[..., 0]).sqrt() / grad_sq_norm
 
 
 def orthogonality_test(sq_norms: Tensor, dots: Tensor, grad_sq_norm: Tensor) -> Tensor:
     """Orthogonality test (Bollapragada et al. 2018, eq. 3.3).
 
     ``sqrt( (1/(N-1)) sum_n ||g_n - (g_n . g / ||g||^2) g||^2 / N ) / ||g||``, where
-    ``||g_n - (g_n . g / ||g||^2) g||^2 = ||g_n||^2 - (g_n . g)^2 / ||g||^2``.
+    ``||g_n - (g_n . g / ||g||^2) g||^2 = ||g_n||^2 - (g_n . g)^2 / ||g||^2``, so the
+    sum is ``sum_n ||g_n||^2 - sum_n (g_n . g)^2 / ||g||^2`` (each term is >= 0 by
+    Cauchy-Schwarz; the sum is clamped at 0 against rounding).
 
     Args:
-        sq_norms: ``[..., N]``, ``||g_n||^2``.
-        dots: ``[..., N]``, ``g_n . g``.
+        sq_norms: ``[..., 3]``, moments of ``||g_n||^2``.
+        dots: ``[..., 3]``, moments of ``g_n . g``.
         grad_sq_norm: ``[...]``, ``||g||^2``.
 
     Returns:
         ``[...]``.
 
     """
-    n = sq_norms.shape[-1]
-    ratio = dots**2 / grad_sq_norm.unsqueeze(-1)
-    orthogonal = (sq_norms - ratio).clamp(min=0).sum(-1)
+    n = sq_norms[..., 0]
+    ratio = sum_of_squares(dots) / grad_sq_norm
+    orthogonal = (total(sq_norms) - ratio).clamp(min=0)
     return (orthogonal / (n - 1) / n).sqrt() / grad_sq_norm.sqrt()

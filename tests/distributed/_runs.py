@@ -33,6 +33,34 @@ def _quantities() -> dict:
     return chosen
 
 
+def tracked_mlp(
+    logdir: Path,
+    run_name: str = "run",
+    wrap: bool = False,
+    reduction: str = "mean",
+    **options,
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, cockpit.Cockpit]:
+    """The float64 MLP (in DDP if ``wrap``), its loss, plain SGD and its Cockpit.
+
+    The Cockpit tracks :func:`_quantities` with exact histograms unless ``options``
+    say otherwise.
+    """
+    torch.manual_seed(0)
+    model: nn.Module = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    model = model.double()
+    if wrap:
+        model = nn.parallel.DistributedDataParallel(model)
+    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    options = {"quantities": _quantities(), "hist_samples": 0, **options}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the absent quantities' warnings
+        ck = cockpit.Cockpit(
+            model, loss_fn, optimizer, logdir=logdir, run_name=run_name, **options
+        )
+    return model, loss_fn, optimizer, ck
+
+
 def train(
     logdir: Path,
     reduction: str = "mean",
@@ -41,25 +69,12 @@ def train(
     world: int = 1,
 ) -> None:
     """Train and track; with ``world > 1`` inside an initialized process group."""
-    torch.manual_seed(0)
-    model: nn.Module = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
-    model = model.double()
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model)
-    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the absent quantities' warnings
-        ck = cockpit.Cockpit(
-            model,
-            loss_fn,
-            optimizer,
-            logdir=logdir,
-            run_name="run",
-            quantities=_quantities(),
-            hist_samples=0,
-            accumulation_steps=accumulation_steps,
-        )
+    model, loss_fn, optimizer, ck = tracked_mlp(
+        logdir,
+        wrap=world > 1,
+        reduction=reduction,
+        accumulation_steps=accumulation_steps,
+    )
     data = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
         x = torch.randn(BATCH, 4, generator=data, dtype=torch.float64)

@@ -21,7 +21,7 @@ from torch import nn
 
 import cockpit
 from cockpit._pieces import HESSIAN_REASON, WHOLE_REASON
-from cockpit.exceptions import AbsentQuantityWarning, UsageError
+from cockpit.exceptions import AbsentQuantityWarning, CockpitWarning, UsageError
 from cockpit.quantities.hess_trace import HessTrace
 from tests.distributed._runs import rank_main, records, train
 
@@ -158,7 +158,31 @@ def test_a_step_with_fewer_blocks_than_accumulation_steps_is_refused(tmp_path):
         ck.track(),
     ):
         pass
-    ck.close()
+    with pytest.warns(CockpitWarning, match=r"after 1 of the 2 track\(\) blocks"):
+        ck.close()
+
+
+def test_blocks_left_at_close_are_warned_about_and_noted(tmp_path):
+    model = nn.Linear(3, 2).double()
+    loss_fn = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model, loss_fn, optimizer, logdir=tmp_path, run_name="run", accumulation_steps=3
+    )
+    for size in (4, 5):  # two of the step's three blocks, then the run closes
+        x, y = torch.randn(size, 3).double(), torch.randn(size, 2).double()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+    with pytest.warns(CockpitWarning) as caught:
+        ck.close()
+        ck.close()  # idempotent: one warning
+    assert len(caught) == 1
+    assert "after 2 of the 3 track() blocks of step 0 (9 samples" in str(
+        caught[0].message
+    )
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["dropped_pieces"] == {"step": 0, "blocks": 2, "samples": 9}
+    assert not (tmp_path / "run" / "steps.jsonl").read_text().strip()
 
 
 def test_no_budget_across_processes():

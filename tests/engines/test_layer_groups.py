@@ -16,6 +16,7 @@ from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines.layer_stats import SampleRequest
 from cockpit.stats import gradient_tests
 from cockpit.stats.batch_size import gradient_noise_scale
+from cockpit.stats.moments import moments
 from tests import reference
 from tests.problems import Problem
 from tests.quantities import test_gradient_noise_scale as noise_scale_tests
@@ -123,8 +124,8 @@ def test_formulas_over_stacked_rows_equal_row_by_row():
     gn = torch.randn(3, 7, 11, generator=gen, dtype=torch.float64)  # [L, N, D]
     g = gn.mean(1)
     sq_norms, dots, g2 = (
-        (gn**2).sum(2),
-        torch.einsum("lnd,ld->ln", gn, g),
+        moments((gn**2).sum(2)),
+        moments(torch.einsum("lnd,ld->ln", gn, g)),
         (g**2).sum(1),
     )
     stacked = {

@@ -3,6 +3,7 @@
 import pytest
 
 from cockpit.stats import gradient_tests
+from cockpit.stats.moments import moments
 from tests import reference
 from tests.quantities.tracking import (
     check_per_layer_reference,
@@ -22,7 +23,7 @@ def test_formula_on_per_sample_gradients(problem, name):
     model, loss_fn = problem.make()
     gn = reference.flat(reference.per_sample_grads(model, loss_fn, *problem.batch(0)))
     g = gn.mean(0)
-    sq_norms, dots = (gn**2).sum(1), gn @ g
+    sq_norms, dots = moments((gn**2).sum(1)), moments(gn @ g)
     args = {"norm_test": (sq_norms,), "inner_product_test": (dots,)}.get(
         name, (sq_norms, dots)
     )

@@ -1,0 +1,142 @@
+"""The batch replay on a random subsample of M of the N samples (``replay_samples``).
+
+With M = N the subsample route logs what the exact route logs. With M < N the
+per-sample sums are Horvitz-Thompson estimates: over many seeded subsamples of one
+batch, the logged ``trace_cov`` of ``gradient_noise_scale`` (linear in
+``sum_n ||g_n||^2`` with the exact gradient) averages to the exact value from
+``tests.reference.batch_coupled_grads``, within a few standard errors, and far from
+what the estimator would average to without the N / M scaling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import cockpit
+from cockpit.exceptions import ConfigurationError, UsageError
+from tests import reference
+
+N, M = 8, 3
+
+
+def _problem() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3)
+    ).double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=gen)
+    return model, nn.CrossEntropyLoss(), x, y
+
+
+def _steps(
+    tmp_path, name: str, quantities, steps: int, lr: float = 0.0, **kwargs
+) -> list[dict]:
+    """Track ``steps`` steps of the same batch (lr 0: the parameters stay)."""
+    model, loss_fn, x, y = _problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantities undefined for lr 0's SGD
+        ck = cockpit.Cockpit(
+            model,
+            loss_fn,
+            optimizer,
+            logdir=tmp_path,
+            run_name=name,
+            preset=None,
+            quantities=quantities,
+            hist_samples=0,
+            **kwargs,
+        )
+    for _ in range(steps):
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # alpha's notes on a step of length 0
+        ck.close()
+    lines = (tmp_path / name / "steps.jsonl").read_text().splitlines()
+    return [json.loads(line)["values"] for line in lines]
+
+
+def _numbers(value, path=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{i}]")
+    elif isinstance(value, float | int) and not isinstance(value, bool):
+        yield path, value
+
+
+def test_all_samples_equal_the_exact_route(tmp_path):
+    quantities = [
+        "loss",
+        "norm_test",
+        "inner_product_test",
+        "orthogonality_test",
+        "gradient_noise_scale",
+        "mean_gsnr",
+        "grad_hist_1d",
+        "grad_hist_2d",
+        "alpha",
+    ]
+    exact = _steps(tmp_path, "exact", quantities, 3, lr=0.1)
+    full = _steps(tmp_path, "full", quantities, 3, lr=0.1, replay_samples=N)
+    for got, expected in zip(full, exact, strict=True):
+        for name in ("tracker_time", "step_time"):
+            got.pop(name, None), expected.pop(name, None)
+        pairs = dict(_numbers(expected))
+        assert dict(_numbers(got)).keys() == pairs.keys()
+        for path, value in _numbers(got):
+            assert value == pytest.approx(pairs[path], rel=1e-10, abs=1e-12), path
+
+
+def test_subsample_sums_are_unbiased(tmp_path):
+    model, loss_fn, x, y = _problem()
+    gn = reference.flat(reference.batch_coupled_grads(model, loss_fn, x, y))
+    sq_sum, grad_sq = (gn**2).sum(), (gn.mean(0) ** 2).sum()
+    exact = float((sq_sum - N * grad_sq) / (N - 1))
+    unscaled = float((sq_sum * M / N - N * grad_sq) / (N - 1))  # without N / M
+
+    steps = 50
+    records = _steps(tmp_path, "sub", ["gradient_noise_scale"], steps, replay_samples=M)
+    values = torch.tensor(
+        [r["gradient_noise_scale"]["trace_cov"] for r in records], dtype=torch.float64
+    )
+    mean, error = float(values.mean()), float(values.std() / math.sqrt(steps))
+
+    assert values.unique().numel() > 10  # the subsample changes from step to step
+    assert abs(mean - exact) < 4 * error, (mean, exact, error)
+    assert abs(unscaled - exact) > 10 * error, (unscaled, exact, error)
+
+
+def test_the_option_is_in_meta_and_the_engine_line(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="cockpit"):
+        _steps(tmp_path, "run", ["norm_test"], 1, replay_samples=M)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["replay_samples"] == M
+    assert f"gradients of {M} random samples per step" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_a_bad_count_is_refused(tmp_path, bad):
+    model, loss_fn, _, _ = _problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigurationError, match=r"replay_samples must be None.*int"):
+        cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, replay_samples=bad)
+
+
+def test_more_samples_than_the_batch_are_refused_at_the_step(tmp_path):
+    with pytest.raises(UsageError, match=rf"replay_samples={N + 1} is more than the"):
+        _steps(tmp_path, "run", ["norm_test"], 1, replay_samples=N + 1)
