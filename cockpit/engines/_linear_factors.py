@@ -15,13 +15,19 @@ layer shapes, not with the depth (a 64-layer MLP of equal widths has a handful).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
-__all__ = ["Factors", "from_linear_factor_groups", "from_linear_factors"]
+__all__ = [
+    "Factors",
+    "from_linear_factor_groups",
+    "from_linear_factors",
+    "project_layers",
+]
 
 
 @dataclass
@@ -60,10 +66,11 @@ class Factors:
             positions = draw_positions(
                 request, delta.shape[0], param.numel(), delta.device
             )
-        # Detached: the reduction and later projections run with grad mode on, and
-        # the input from the forward pass requires grad (views of tensors in a
-        # graph cost microseconds each to make).
-        return cls(delta.detach(), x.detach(), param, positions, rounding)
+        # Detached: the input from the forward pass requires grad (views of
+        # tensors in a graph cost microseconds each to make); the others need no
+        # detach operation.
+        delta, x = (t.detach() if t.requires_grad else t for t in (delta, x))
+        return cls(delta, x, param, positions, rounding)
 
     def key(self) -> tuple:
         """Factors with the same key are reduced in one batched operation."""
@@ -132,10 +139,10 @@ def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
     grad = delta.transpose(1, 2) @ x / n  # [G, out, in]
     sq_norms = (delta**2).sum(2) * (x**2).sum(2)  # [G, N]
     dots = ((delta @ grad) * x).sum(2)
-    rows = zip(grad.unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True)
-    stats = [
-        LayerStats(grad=gr.reshape(-1), sq_norms=sq, dots=dt) for gr, sq, dt in rows
-    ]
+    rows = zip(
+        grad.reshape(g, -1).unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True
+    )
+    stats = [LayerStats(grad=gr, sq_norms=sq, dots=dt) for gr, sq, dt in rows]
     if request.sum_sq:
         sum_sq = ((delta**2).transpose(1, 2) @ x**2).reshape(g, -1)
         for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
@@ -158,36 +165,73 @@ class _Stacked:
     delta: Tensor
     x: Tensor
 
+    @torch.no_grad()
+    def project(self, directions: Tensor) -> Tensor:
+        """``[G, N]``: ``g_n . v = delta_n^T V x_n`` for ``[G, out * in]`` directions."""
+        d_out, d_in = self.delta.shape[2], self.x.shape[2]
+        return ((self.delta @ directions.view(-1, d_out, d_in)) * self.x).sum(2)
+
+
+@dataclass(frozen=True)
+class _LayerProjector:
+    """``v [out * in] -> [N]`` for one layer of a group (:func:`project_layers`)."""
+
+    group: _Stacked
+    index: int
+
+    def __call__(self, direction: Tensor) -> Tensor:
+        return self.group.project(direction.unsqueeze(0))[0]
+
+
+def project_layers(
+    layers: dict[str, Any], directions: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """``g_n . v_l`` of every layer in ``directions``, each group in one product.
+
+    Args:
+        layers: Parameter name -> anything with ``project``, ``v -> [N]``.
+        directions: Parameter name -> flat ``v_l``.
+
+    Returns:
+        Parameter name -> ``[N]``, in the order of ``directions``.
+
+    """
+    found: dict[str, Tensor] = {}
+    groups: dict[int, tuple[_Stacked, dict[int, str]]] = {}
+    for name, direction in directions.items():
+        project = layers[name].project
+        if isinstance(project, _LayerProjector):
+            group = groups.setdefault(id(project.group), (project.group, {}))
+            group[1][project.index] = name
+        else:
+            found[name] = project(direction)
+    for group, names in groups.values():
+        if len(names) < len(group.factors):
+            found.update({n: layers[n].project(directions[n]) for n in names.values()})
+            continue
+        ordered = [names[j] for j in range(len(names))]
+        stacked = _stack([directions[n] for n in ordered])
+        found.update(zip(ordered, group.project(stacked).unbind(0), strict=True))
+    return {name: found[name] for name in directions}
+
 
 def _projections(
     stats: list[LayerStats], group: _Stacked, request: SampleRequest
 ) -> None:
     """``g_n . v`` along the requested directions now, and the projector for later."""
-    factors, delta, x = group.factors, group.delta, group.x
-    d_out, d_in = delta.shape[2], x.shape[2]
+    factors = group.factors
     directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
     if directed:
         # A whole group is the usual case (alpha asks for every parameter).
-        whole = len(directed) == len(factors)
-        d = delta if whole else delta[directed]
-        xs = x if whole else x[directed]
+        part = group
+        if len(directed) < len(factors):
+            part = _Stacked(factors, group.delta[directed], group.x[directed])
         v = _stack([request.directions[id(factors[j].param)] for j in directed])
-        projected = ((d @ v.view(-1, d_out, d_in)) * xs).sum(2)
-        for j, row in zip(directed, projected.unbind(0), strict=True):
+        for j, row in zip(directed, part.project(v).unbind(0), strict=True):
             stats[j].projection = row
     if request.keep_for_projection:
-        for layer, dl, xl in zip(stats, delta.unbind(0), x.unbind(0), strict=True):
-            layer.project = _projector(dl, xl)
-
-
-def _projector(delta: Tensor, x: Tensor):
-    """``v [out * in] -> [N]``, ``g_n . v = delta_n^T V x_n``."""
-    shape = (delta.shape[1], x.shape[1])
-
-    def project(direction: Tensor) -> Tensor:
-        return ((delta @ direction.view(shape)) * x).sum(1)
-
-    return project
+        for j, layer in enumerate(stats):
+            layer.project = _LayerProjector(group, j)
 
 
 def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -214,7 +258,8 @@ def _histogram_sample(
     """
     factors, delta, x = group.factors, group.delta, group.x
     g, n, d_in = x.shape
-    params = _stack([f.param.detach().reshape(-1) for f in factors])  # [G, D_l]
+    # No per-layer detach or flattening: under no_grad, the stack is flattened.
+    params = _stack([f.param for f in factors]).reshape(g, -1)  # [G, D_l]
     if factors[0].positions is None:
         values = delta[:, :, :, None] * x[:, :, None, :]
     else:

@@ -102,7 +102,7 @@ class _LinearStats(FirstOrderModuleExtension):
         delta = out * ext.scale(n)
         if delta.dim() > 2:
             delta = delta.reshape(n, -1, delta.shape[-1]).sum(1)
-        ones = delta.new_ones(n, 1)
+        ones = ext.ones(delta, n)
         found = Factors.arrive(delta, ones, module.bias, ext.request, rounding)
         ext.seconds += time.perf_counter() - start
         return found
@@ -236,6 +236,14 @@ class PerSampleStats(FirstOrderBackpropExtension):
         super().__init__(savefield=SAVEFIELD, module_exts=_module_extensions())
         self.request = request
         self.seconds = 0.0
+        self._ones: dict[tuple, Tensor] = {}
+
+    def ones(self, like: Tensor, n: int) -> Tensor:
+        """``[N, 1]`` ones, the input factor of every bias: one tensor per step."""
+        key = (n, like.dtype, like.device)
+        if key not in self._ones:
+            self._ones[key] = like.new_ones(n, 1)
+        return self._ones[key]
 
     def scale(self, batch_size: int) -> int | Tensor:
         """Factor from BackPACK's gradients of the batch loss to per-sample gradients.
