@@ -75,8 +75,8 @@ class _LinearStats(FirstOrderModuleExtension):
         start = time.perf_counter()
         (x, out), rounding = widen([module.input0, g_out[0]], module.weight.dtype)
         if x.dim() == 2 and ext.request.hist_budget != 0:
-            delta = out * ext.scale(out.shape[0])
-            found = Factors.arrive(delta, x, module.weight, ext.request, rounding)
+            scale = ext.scale(out.shape[0])
+            found = Factors.arrive(out, x, module.weight, ext.request, rounding, scale)
             ext.seconds += time.perf_counter() - start
             return found
         n = x.shape[0]
@@ -99,11 +99,11 @@ class _LinearStats(FirstOrderModuleExtension):
         start = time.perf_counter()
         (out,), rounding = widen([g_out[0]], module.bias.dtype)
         n = out.shape[0]
-        delta = out * ext.scale(n)
-        if delta.dim() > 2:
-            delta = delta.reshape(n, -1, delta.shape[-1]).sum(1)
-        ones = ext.ones(delta, n)
-        found = Factors.arrive(delta, ones, module.bias, ext.request, rounding)
+        if out.dim() > 2:
+            out = out.reshape(n, -1, out.shape[-1]).sum(1)
+        ones = ext.ones(out, n)
+        scale = ext.scale(n)
+        found = Factors.arrive(out, ones, module.bias, ext.request, rounding, scale)
         ext.seconds += time.perf_counter() - start
         return found
 
