@@ -84,7 +84,7 @@ def attach_hooks(
             # BackPACK's first-order derivatives read only the output's shape;
             # holding the output would keep it alive through the backward pass
             # (25 MB for the first convolution of the 3c3d CNN).
-            module.output = _storage_free(output.shape, output.dtype)
+            module.output = torch.empty_like(output, device="meta")
         if isinstance(output, Tensor) and output.requires_grad:
             seed = sampling_seed if module is loss_fn else None
             output.register_hook(
@@ -132,13 +132,3 @@ def _run_extensions(
             failed[id(module)] = f"{type(error).__name__}: {error}"
         else:
             raise
-
-
-@functools.lru_cache(maxsize=256)
-def _storage_free(shape: torch.Size, dtype: torch.dtype) -> Tensor:
-    """A tensor on the meta device of the output's shape: made once per shape.
-
-    BackPACK's first-order derivatives read only the output's shape and dtype, so
-    layers and steps share it.
-    """
-    return torch.empty(shape, dtype=dtype, device="meta")
