@@ -11,7 +11,7 @@ from torch import nn
 
 import cockpit
 from cockpit._optimizer_step import _FlatParams, _Taken
-from tests.quantities.tracking import assert_per_layer
+from tests.quantities.tracking import assert_per_layer, linear_cockpit
 
 
 def test_flat_views_follow_in_place_updates_and_storage_moves():
@@ -57,16 +57,8 @@ def test_fused_squared_norms_equal_the_sums_of_squares():
 
 
 def test_update_size_across_a_replaced_parameter(tmp_path):
-    model, loss_fn = nn.Linear(4, 3).double(), nn.MSELoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities={"update_size": 1},
-    )
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"update_size": 1}, (4, 3))
+    optimizer = ck.optimizer
     gen = torch.Generator().manual_seed(0)
     steps = []
     for step in range(3):
