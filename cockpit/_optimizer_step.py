@@ -16,6 +16,7 @@ closure does not change them) and only the post-hook waits.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class OptimizerWatch:
         submit: Callable[[TensorRecord], None],
     ):
         self.optimizer, self.params, self._submit = optimizer, params, submit
+        self._flat = _FlatParams(params)
         self._awaiting: AwaitingStep | None = None
         self._stepped = True
         self._stepping = False
@@ -120,9 +122,7 @@ class OptimizerWatch:
         """Finish ``awaiting``'s record after the next ``optimizer.step()``."""
         awaiting.record.values["tracker_time"] = seconds
         self._awaiting = awaiting
-        _install_hooks(
-            self.optimizer, self.params, awaiting, self.flush, self._stepping
-        )
+        _install_hooks(self.optimizer, self._flat, awaiting, self.flush, self._stepping)
 
     def flush(
         self, awaiting: AwaitingStep | None = None, taken: StepTaken | None = None
@@ -156,7 +156,7 @@ class OptimizerWatch:
 
 def _install_hooks(
     optimizer: torch.optim.Optimizer,
-    params: dict[str, nn.Parameter],
+    flat: _FlatParams,
     awaiting: AwaitingStep,
     done: Callable[[AwaitingStep, StepTaken | None], None],
     inside_step: bool,
@@ -166,23 +166,21 @@ def _install_hooks(
     ``inside_step``: the block ended inside ``optimizer.step(closure)``, whose
     pre-hooks have already run; the snapshot is taken now instead.
     """
-    names = list(params)
-
-    def flat() -> list[Tensor]:
-        return [p.detach().reshape(-1) for p in params.values()]
+    names = list(flat.params)
 
     def before(opt, args, kwargs) -> None:
         # One fused call per list (torch._foreach_*): many small parameters cost
         # launches, not arithmetic.
-        awaiting.before = dict(zip(names, torch._foreach_mul(flat(), 1.0), strict=True))
+        snapshot = torch._foreach_mul(flat.views(), 1.0)
+        awaiting.before = dict(zip(names, snapshot, strict=True))
 
     def after(opt, args, kwargs) -> None:
         for handle in awaiting.handles:
             handle.remove()
         awaiting.handles.clear()
         before = list(awaiting.before.values())
-        delta = dict(zip(names, torch._foreach_sub(flat(), before), strict=True))
-        done(awaiting, StepTaken(delta=delta))
+        delta = torch._foreach_sub(flat.views(), before)
+        done(awaiting, _Taken(delta=dict(zip(names, delta, strict=True))))
 
     if inside_step:
         before(optimizer, (), {})
@@ -192,3 +190,39 @@ def _install_hooks(
         optimizer.register_step_pre_hook(before),
         optimizer.register_step_post_hook(after),
     ]
+
+
+class _FlatParams:
+    """Flat views ``[D_l]`` of the parameters, made once, remade when one moves.
+
+    The optimizer updates the parameters in place, so views made once read every
+    step's values; one view per parameter per snapshot would cost an operation per
+    parameter tensor. They are remade when a parameter's storage changes
+    (``param.data = ...``, ``model.to(...)``), and never kept for a parameter that is
+    not contiguous, whose flat form is a copy.
+    """
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        self.params = params
+        self._addresses: list[int] = []
+        self._views: list[Tensor] = []
+
+    def views(self) -> list[Tensor]:
+        """Parameter order: the flat parameters, sharing their storage."""
+        addresses = [p.data_ptr() for p in self.params.values()]
+        if addresses != self._addresses:
+            views = [p.detach().reshape(-1) for p in self.params.values()]
+            if all(p.is_contiguous() for p in self.params.values()):
+                self._addresses, self._views = addresses, views
+            return views
+        return self._views
+
+
+class _Taken(StepTaken):
+    """:class:`StepTaken` whose per-parameter squared norms are one fused call."""
+
+    @functools.cached_property
+    def sq_norms(self) -> dict[str, Tensor]:
+        """``||s_l||^2`` per parameter, from ``torch._foreach_norm``."""
+        norms = torch._foreach_norm(list(self.delta.values()))
+        return dict(zip(self.delta, torch._foreach_mul(norms, norms), strict=True))

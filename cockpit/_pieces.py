@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from cockpit._distributed import Ranks, leaves, rebuild
+from cockpit.engines._linear_factors import project_layers
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.states import SPECS, Reduce, projected_moments, reduce_states
 from cockpit.stats import moments
@@ -193,7 +194,7 @@ class StepPieces:
             across.reduce(states, shares)
         if "dots" in pieces[0].states:
             grads = states["sample_grads"]
-            states["dots"] = projected_moments(groups, grads)
+            states["dots"] = projected_moments(groups, grads, project=project_layers)
         if across is None:
             return WholeStep(states, groups, absent, _unchanged, None, seconds)
         across.merge(states)

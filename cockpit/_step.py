@@ -37,6 +37,7 @@ from cockpit.engines.func_engine import Batch, gram_parts
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
+from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
 
@@ -71,6 +72,7 @@ class TrackedStep:
         ck = self.ck
         engines = ck.engines
         self._local_grads: dict[str, Tensor] = {}
+        self._scale_of: Tensor | None = None
         handles = [
             p.register_hook(functools.partial(self._keep_grad, name))
             for name, p in ck.params.items()
@@ -135,11 +137,36 @@ class TrackedStep:
         return self
 
     def _keep_grad(self, name: str, grad: Tensor) -> None:
-        """This block's own gradient of a parameter, before DDP averages ``.grad``."""
-        # A copy: autograd may make the incoming tensor .grad itself, which DDP
-        # then overwrites in place with the average over ranks.
+        """This block's own flat ``g_l``, scaled as it arrives, before DDP averages it.
+
+        The scaling is the copy the block needs: autograd may make the incoming
+        tensor ``.grad`` itself, which DDP then overwrites in place with the average
+        over ranks (and clipping inside the block rescales).
+        """
+        if grad.requires_grad:
+            grad = grad.detach()
+        scaled = grad.reshape(-1) * self._grad_scale()
         kept = self._local_grads.get(name)
-        self._local_grads[name] = grad.detach().clone() if kept is None else kept + grad
+        self._local_grads[name] = scaled if kept is None else kept + scaled
+
+    def _grad_scale(self) -> Tensor:
+        """``(1 or 1/N) / c``: from a gradient of the user's loss to ``g`` of the mean.
+
+        Computed once per backward pass (``c``, the loss scale, is read at the loss
+        module's output, which the backward pass reaches before any parameter).
+        """
+        c = self._losses.output_grad
+        if c is None:
+            raise UsageError(
+                "A gradient reached a parameter inside the track() block before the "
+                "backward pass reached the loss computed with the Cockpit's loss_fn. "
+                "Start the block's backward pass at that loss (an extra term added "
+                "to it is fine; a separate backward pass of another loss is not)."
+            )
+        if c is not self._scale_of:
+            n = self._losses.batch_size()
+            self._scale_of, self._scale = c, (1.0 if self.ck.mean else 1.0 / n) / c
+        return self._scale
 
     def _extend(self, extensions: list) -> None:
         """Hook the modules the extensions need and open one ``backpack`` context."""
@@ -238,7 +265,7 @@ class TrackedStep:
         n = losses.shape[0]
         if self._replay is not None:
             ck.func.adopt(self._replay.output, self._losses.input_shape)
-        grads = self._batch_gradients(n)
+        grads = self._batch_gradients()
         layers = self._layer_stats(n, grads)
         states = fill.backward_states(
             self._declared,
@@ -317,19 +344,17 @@ class TrackedStep:
                 )
         return results
 
-    def _batch_gradients(self, n: int) -> dict[str, Tensor]:
+    def _batch_gradients(self) -> dict[str, Tensor]:
         """``g_l`` of this block's mean loss, without the user's loss scale ``c``."""
         # From this block's own gradients (tensor hooks), not .grad: .grad holds
         # earlier micro-batches too, and under DDP the average over ranks.
-        scale = (1.0 if self.ck.mean else 1.0 / n) / self._losses.loss_scale()
-        grads = {}
-        for name, p in self.ck.params.items():
-            grad = self._local_grads.get(name)
-            if grad is None:
-                grads[name] = torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
-            else:
-                grads[name] = grad.reshape(-1) * scale
-        return grads
+        kept = self._local_grads
+        return {
+            name: kept[name]
+            if name in kept
+            else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+            for name, p in self.ck.params.items()
+        }
 
     def _batch(self) -> Batch:
         assert self._replay is not None

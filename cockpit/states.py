@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,8 +242,19 @@ def layer_moments(
     }
 
 
+def _project_each(
+    layers: Mapping[str, Any], directions: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """``g_n . v_l`` layer by layer: ``[M]`` per parameter name."""
+    return {k: layers[k].project(v) for k, v in directions.items()}
+
+
 def projected_moments(
-    groups: Sequence[tuple[Mapping[str, Any], int]], directions: Mapping[str, Tensor]
+    groups: Sequence[tuple[Mapping[str, Any], int]],
+    directions: Mapping[str, Tensor],
+    project: Callable[
+        [Mapping[str, Any], Mapping[str, Tensor]], dict[str, Tensor]
+    ] = _project_each,
 ) -> dict[str, Any] | None:
     """Moments of ``g_n . v_l`` per layer and network over groups of samples.
 
@@ -252,15 +263,14 @@ def projected_moments(
             (``LayerStats``, whose ``project`` gives ``[M_k]`` values), and the
             piece's number of samples ``n_k`` (a subsample stands for them).
         directions: Parameter name -> ``v_l`` ``[D_l]``.
+        project: ``(layers, directions) -> name -> [M_k]``; the engines pass one
+            that projects a group of equal layers in one product.
 
     Returns:
         The pieces' :func:`layer_moments`, merged.
 
     """
-    parts = [
-        layer_moments({k: layers[k].project(v) for k, v in directions.items()}, n)
-        for layers, n in groups
-    ]
+    parts = [layer_moments(project(layers, directions), n) for layers, n in groups]
     if len(parts) == 1:
         return parts[0]
     return _reduce_values(Reduce.MOMENTS, parts, "projections")

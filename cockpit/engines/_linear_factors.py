@@ -15,13 +15,19 @@ layer shapes, not with the depth (a 64-layer MLP of equal widths has a handful).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
-__all__ = ["Factors", "from_linear_factor_groups", "from_linear_factors"]
+__all__ = [
+    "Factors",
+    "from_linear_factor_groups",
+    "from_linear_factors",
+    "project_layers",
+]
 
 
 @dataclass
@@ -29,13 +35,17 @@ class Factors:
     """One ``Linear`` parameter's per-sample gradient factors, reduced later.
 
     Attributes:
-        delta: ``[N, out]``, gradients of the per-sample losses w.r.t. the output.
+        delta: ``[N, out]``, gradients of the per-sample losses w.r.t. the output,
+            once multiplied by ``scale``.
         x: ``[N, in]``, the layer's inputs (``[N, 1]`` ones for a bias).
         param: The ``[out, in]`` weight or ``[out]`` bias.
         positions: The histogram sample's parameter positions (``None``: all, or no
             histogram), drawn when the factors arrive (:meth:`arrive`), so that the
             random stream is drawn in the order of the backward pass.
         rounding: See :class:`~cockpit.engines._sample_request.LayerStats`.
+        scale: The factor ``delta`` still needs (BackPACK's output gradients carry
+            the loss's ``1/N`` and the user's loss scale): one per step, shared by
+            every layer, so it multiplies a group's stack once.
 
     """
 
@@ -44,6 +54,7 @@ class Factors:
     param: Tensor
     positions: Tensor | None = None
     rounding: float = 0.0
+    scale: int | float | Tensor = 1
 
     @classmethod
     def arrive(
@@ -53,21 +64,24 @@ class Factors:
         param: Tensor,
         request: SampleRequest,
         rounding: float = 0.0,
+        scale: int | float | Tensor = 1,
     ) -> Factors:
-        """The factors, with the histogram positions drawn now if a histogram is due."""
+        """The factors, with the histogram positions drawn now if a histogram is due.
+
+        Not detached: the reductions run under ``no_grad``.
+        """
         positions = None
         if request.hist_budget is not None:
             positions = draw_positions(
                 request, delta.shape[0], param.numel(), delta.device
             )
-        # Detached: the reduction and later projections run with grad mode on, and
-        # the input from the forward pass requires grad (views of tensors in a
-        # graph cost microseconds each to make).
-        return cls(delta.detach(), x.detach(), param, positions, rounding)
+        return cls(delta, x, param, positions, rounding, scale)
 
     def key(self) -> tuple:
         """Factors with the same key are reduced in one batched operation."""
-        return (*self.delta.shape, *self.x.shape, self.delta.dtype, self.delta.device)
+        scale = id(self.scale) if isinstance(self.scale, Tensor) else self.scale
+        shapes = (*self.delta.shape, *self.x.shape)
+        return (*shapes, self.delta.dtype, self.delta.device, scale)
 
 
 def from_linear_factors(
@@ -128,16 +142,20 @@ def _stack(tensors: list[Tensor]) -> Tensor:
 def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
     """The statistics of layers with equal factor shapes, as one batched reduction."""
     delta, x = _stack([f.delta for f in factors]), _stack([f.x for f in factors])
+    if not isinstance(factors[0].scale, int) or factors[0].scale != 1:
+        delta = delta * factors[0].scale
     g, n = delta.shape[:2]
-    grad = delta.transpose(1, 2) @ x / n  # [G, out, in]
-    sq_norms = (delta**2).sum(2) * (x**2).sum(2)  # [G, N]
-    dots = ((delta @ grad) * x).sum(2)
-    rows = zip(grad.unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True)
-    stats = [
-        LayerStats(grad=gr.reshape(-1), sq_norms=sq, dots=dt) for gr, sq, dt in rows
-    ]
+    # torch.bmm, not @: the same product without matmul's expand and view steps.
+    grad = torch.bmm(delta.transpose(1, 2), x).div_(n)  # [G, out, in]
+    delta_sq, x_sq = delta**2, x**2
+    sq_norms = delta_sq.sum(2) * x_sq.sum(2)  # [G, N]
+    dots = torch.bmm(delta, grad).mul_(x).sum(2)
+    rows = zip(
+        grad.reshape(g, -1).unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True
+    )
+    stats = [LayerStats(grad=gr, sq_norms=sq, dots=dt) for gr, sq, dt in rows]
     if request.sum_sq:
-        sum_sq = ((delta**2).transpose(1, 2) @ x**2).reshape(g, -1)
+        sum_sq = torch.bmm(delta_sq.transpose(1, 2), x_sq).reshape(g, -1)
         for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
             layer.sum_sq = row
     group = _Stacked(factors, delta, x)
@@ -158,36 +176,78 @@ class _Stacked:
     delta: Tensor
     x: Tensor
 
+    @torch.no_grad()
+    def project(self, directions: Tensor) -> Tensor:
+        """``[G, N]``: ``g_n . v = delta_n^T V x_n`` for ``[G, out * in]`` directions."""
+        d_out, d_in = self.delta.shape[2], self.x.shape[2]
+        products = torch.bmm(self.delta, directions.view(-1, d_out, d_in))
+        return products.mul_(self.x).sum(2)
+
+
+@dataclass(frozen=True)
+class _LayerProjector:
+    """``v [out * in] -> [N]`` for one layer of a group (:func:`project_layers`)."""
+
+    group: _Stacked
+    index: int
+
+    def __call__(self, direction: Tensor) -> Tensor:
+        j, group = self.index, self.group
+        layer = _Stacked(
+            group.factors[j : j + 1], group.delta[j : j + 1], group.x[j : j + 1]
+        )
+        return layer.project(direction.unsqueeze(0))[0]
+
+
+def project_layers(
+    layers: dict[str, Any], directions: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """``g_n . v_l`` of every layer in ``directions``, each group in one product.
+
+    Args:
+        layers: Parameter name -> anything with ``project``, ``v -> [N]``.
+        directions: Parameter name -> flat ``v_l``.
+
+    Returns:
+        Parameter name -> ``[N]``, in the order of ``directions``.
+
+    """
+    found: dict[str, Tensor] = {}
+    groups: dict[int, tuple[_Stacked, dict[int, str]]] = {}
+    for name, direction in directions.items():
+        project = layers[name].project
+        if isinstance(project, _LayerProjector):
+            group = groups.setdefault(id(project.group), (project.group, {}))
+            group[1][project.index] = name
+        else:
+            found[name] = project(direction)
+    for group, names in groups.values():
+        if len(names) < len(group.factors):
+            found.update({n: layers[n].project(directions[n]) for n in names.values()})
+            continue
+        ordered = [names[j] for j in range(len(names))]
+        stacked = _stack([directions[n] for n in ordered])
+        found.update(zip(ordered, group.project(stacked).unbind(0), strict=True))
+    return {name: found[name] for name in directions}
+
 
 def _projections(
     stats: list[LayerStats], group: _Stacked, request: SampleRequest
 ) -> None:
     """``g_n . v`` along the requested directions now, and the projector for later."""
-    factors, delta, x = group.factors, group.delta, group.x
-    d_out, d_in = delta.shape[2], x.shape[2]
+    factors = group.factors
     directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
     if directed:
         # A whole group is the usual case (alpha asks for every parameter).
-        whole = len(directed) == len(factors)
-        d = delta if whole else delta[directed]
-        xs = x if whole else x[directed]
+        part = group
+        if len(directed) < len(factors):
+            part = _Stacked(factors, group.delta[directed], group.x[directed])
         v = _stack([request.directions[id(factors[j].param)] for j in directed])
-        projected = ((d @ v.view(-1, d_out, d_in)) * xs).sum(2)
-        for j, row in zip(directed, projected.unbind(0), strict=True):
+        for j, row in zip(directed, part.project(v).unbind(0), strict=True):
             stats[j].projection = row
     if request.keep_for_projection:
-        for layer, dl, xl in zip(stats, delta.unbind(0), x.unbind(0), strict=True):
-            layer.project = _projector(dl, xl)
-
-
-def _projector(delta: Tensor, x: Tensor):
-    """``v [out * in] -> [N]``, ``g_n . v = delta_n^T V x_n``."""
-    shape = (delta.shape[1], x.shape[1])
-
-    def project(direction: Tensor) -> Tensor:
-        return ((delta @ direction.view(shape)) * x).sum(1)
-
-    return project
+        for j, layer in enumerate(stats):
+            layer.project = _LayerProjector(group, j)
 
 
 def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -196,12 +256,10 @@ def _outer_product_extremes(delta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     For fixed n the extremes of an outer product are among the four products of the
     two vectors' extremes: O(N (in + out)) per layer.
     """
-    d_low, d_high = delta.aminmax(dim=2)
-    x_low, x_high = x.aminmax(dim=2)
-    corners = torch.stack(
-        [d_low * x_low, d_low * x_high, d_high * x_low, d_high * x_high], dim=2
-    )
-    return corners.amin((1, 2)), corners.amax((1, 2))
+    d_ends = torch.stack(delta.aminmax(dim=2), dim=2)  # [G, N, 2]
+    x_ends = torch.stack(x.aminmax(dim=2), dim=2)
+    corners = d_ends[:, :, :, None] * x_ends[:, :, None, :]  # [G, N, 2, 2]
+    return corners.flatten(1).aminmax(dim=1)
 
 
 def _histogram_sample(
@@ -214,7 +272,8 @@ def _histogram_sample(
     """
     factors, delta, x = group.factors, group.delta, group.x
     g, n, d_in = x.shape
-    params = _stack([f.param.detach().reshape(-1) for f in factors])  # [G, D_l]
+    # No per-layer detach or flattening: under no_grad, the stack is flattened.
+    params = _stack([f.param for f in factors]).reshape(g, -1)  # [G, D_l]
     if factors[0].positions is None:
         values = delta[:, :, :, None] * x[:, :, None, :]
     else:

@@ -63,15 +63,27 @@ class SampleRequest:
     keep_for_projection: bool = False
     generator: Callable[[torch.device], torch.Generator] | None = None
     loss_scale: Callable[[], Tensor] | None = None
+    _scales: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(
+        default_factory=dict, repr=False
+    )
 
     def scale(self, batch_size: int) -> int | Tensor:
         """Factor from output gradients of the user's loss to per-sample gradients.
 
         A mean-reduced loss carries ``1/N`` in its output gradients, a summed one not,
         and both carry the user's loss scale ``c``: the factor is ``N / c`` or ``1 / c``.
+        Computed once per batch size and backward pass, not once per layer.
         """
         factor = batch_size if self.mean_reduction else 1
-        return factor if self.loss_scale is None else factor / self.loss_scale()
+        if self.loss_scale is None:
+            return factor
+        c = self.loss_scale()
+        # Keyed by c's identity (one tensor per backward pass), which c itself,
+        # kept in the value, holds fixed.
+        key = (batch_size, id(c))
+        if key not in self._scales:
+            self._scales[key] = (c, factor / c)
+        return self._scales[key][1]
 
 
 @dataclass

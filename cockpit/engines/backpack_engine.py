@@ -75,8 +75,8 @@ class _LinearStats(FirstOrderModuleExtension):
         start = time.perf_counter()
         (x, out), rounding = widen([module.input0, g_out[0]], module.weight.dtype)
         if x.dim() == 2 and ext.request.hist_budget != 0:
-            delta = out * ext.scale(out.shape[0])
-            found = Factors.arrive(delta, x, module.weight, ext.request, rounding)
+            scale = ext.scale(out.shape[0])
+            found = Factors.arrive(out, x, module.weight, ext.request, rounding, scale)
             ext.seconds += time.perf_counter() - start
             return found
         n = x.shape[0]
@@ -99,11 +99,11 @@ class _LinearStats(FirstOrderModuleExtension):
         start = time.perf_counter()
         (out,), rounding = widen([g_out[0]], module.bias.dtype)
         n = out.shape[0]
-        delta = out * ext.scale(n)
-        if delta.dim() > 2:
-            delta = delta.reshape(n, -1, delta.shape[-1]).sum(1)
-        ones = delta.new_ones(n, 1)
-        found = Factors.arrive(delta, ones, module.bias, ext.request, rounding)
+        if out.dim() > 2:
+            out = out.reshape(n, -1, out.shape[-1]).sum(1)
+        ones = ext.ones(out, n)
+        scale = ext.scale(n)
+        found = Factors.arrive(out, ones, module.bias, ext.request, rounding, scale)
         ext.seconds += time.perf_counter() - start
         return found
 
@@ -236,6 +236,14 @@ class PerSampleStats(FirstOrderBackpropExtension):
         super().__init__(savefield=SAVEFIELD, module_exts=_module_extensions())
         self.request = request
         self.seconds = 0.0
+        self._ones: dict[tuple, Tensor] = {}
+
+    def ones(self, like: Tensor, n: int) -> Tensor:
+        """``[N, 1]`` ones, the input factor of every bias: one tensor per step."""
+        key = (n, like.dtype, like.device)
+        if key not in self._ones:
+            self._ones[key] = like.new_ones(n, 1)
+        return self._ones[key]
 
     def scale(self, batch_size: int) -> int | Tensor:
         """Factor from BackPACK's gradients of the batch loss to per-sample gradients.

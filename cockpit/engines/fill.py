@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from cockpit.engines import ggn_gram
+from cockpit.engines._linear_factors import project_layers
 from cockpit.engines.curvature import Curvature
 from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.quantities import Quantity
@@ -137,11 +138,11 @@ def step_states(
     states: dict[str, Any] = {"step": taken}
     if "unit_step" in names or "step_slopes" in names:
         tau = taken.length
-        unit = {
-            n: s / tau.clamp(min=torch.finfo(s.dtype).tiny)
-            for n, s in taken.delta.items()
-        }
-        states["unit_step"] = unit
+        divisor = tau.clamp(min=torch.finfo(tau.dtype).tiny)
+        unit = torch._foreach_div(list(taken.delta.values()), divisor)
+        states["unit_step"] = dict(zip(taken.delta, unit, strict=True))
         if "step_slopes" in names:
-            states["step_slopes"] = projected_moments(groups, unit)
+            states["step_slopes"] = projected_moments(
+                groups, states["unit_step"], project=project_layers
+            )
     return states

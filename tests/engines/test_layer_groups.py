@@ -8,11 +8,17 @@ against brute-force per-sample gradients from ``torch.func``.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
-from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
+from cockpit.engines._linear_factors import (
+    Factors,
+    from_linear_factor_groups,
+    project_layers,
+)
 from cockpit.engines.layer_stats import SampleRequest
 from cockpit.stats import gradient_tests
 from cockpit.stats.batch_size import gradient_noise_scale
@@ -57,20 +63,25 @@ def test_grouped_layers_with_every_quantity(tmp_path):
     check_per_layer_reference(DEEP, tmp_path, "mean_gsnr", together=True)
 
 
-def _factors(shapes, n, gen, request):
-    """Random float64 factors, and their per-sample gradients ``[N, out * in]``."""
+def _factors(shapes, n, gen, request, scale=1):
+    """Random float64 factors, and their per-sample gradients ``[N, out * in]``.
+
+    The factors arrive with ``scale`` still to apply (as BackPACK's do).
+    """
     factors, per_sample = [], []
     for d_out, d_in in shapes:
         delta = torch.randn(n, d_out, generator=gen, dtype=torch.float64)
         x = torch.randn(n, d_in, generator=gen, dtype=torch.float64)
         param = torch.randn(d_out, d_in, generator=gen, dtype=torch.float64)
-        factors.append(Factors.arrive(delta, x, param, request))
-        per_sample.append(torch.einsum("ni,nj->nij", delta, x).reshape(n, -1))
+        factors.append(Factors.arrive(delta, x, param, request, scale=scale))
+        outer = torch.einsum("ni,nj->nij", delta * scale, x)
+        per_sample.append(outer.reshape(n, -1))
     return factors, per_sample
 
 
+@pytest.mark.parametrize("scale", [1, 3.0], ids=["scaled", "scale-pending"])
 @pytest.mark.parametrize("budget", [None, 2, 10**6], ids=["no-hist", "sampled", "all"])
-def test_group_statistics_equal_per_sample_reductions(budget):
+def test_group_statistics_equal_per_sample_reductions(budget, scale):
     n = 6
     # 20 x 20 layers are large enough to be sampled (budget 2: the smallest share);
     # the others are taken whole.
@@ -84,7 +95,8 @@ def test_group_statistics_equal_per_sample_reductions(budget):
         total_params=sum(o * i for o, i in shapes),
         generator=lambda device: gen,
     )
-    factors, per_sample = _factors(shapes, n, gen, request)
+    scale = scale if scale == 1 else torch.tensor(scale, dtype=torch.float64)
+    factors, per_sample = _factors(shapes, n, gen, request, scale)
     directions = [torch.randn(o * i, dtype=torch.float64) for o, i in shapes]
     request.directions = {
         id(f.param): d for f, d in zip(factors, directions, strict=True)
@@ -138,3 +150,31 @@ def test_formulas_over_stacked_rows_equal_row_by_row():
         brute_force = getattr(reference, name)
         expected = torch.stack([brute_force(layer) for layer in gn])
         torch.testing.assert_close(values, expected, msg=name)
+
+
+@pytest.mark.parametrize("known", ["all", "some"])
+def test_projections_after_the_step_equal_per_sample_products(known):
+    """``project_layers``: a group whose every layer has a direction in one product,
+    the layers of a group with only some directions, and other projectors, alike."""
+    n = 4
+    shapes = [(6, 5), (6, 5), (3, 6), (6, 5)]
+    gen = torch.Generator().manual_seed(2)
+    request = SampleRequest(mean_reduction=True, keep_for_projection=True)
+    factors, per_sample = _factors(shapes, n, gen, request)
+    stats = from_linear_factor_groups(factors, request)
+    other = torch.randn(n, 9, generator=gen, dtype=torch.float64)
+    layers = {f"l{j}": layer for j, layer in enumerate(stats)}
+    layers["other"] = SimpleNamespace(project=lambda v: other @ v)
+    per_sample = [*per_sample, other]
+    names = list(layers) if known == "all" else ["other", "l3", "l2", "l0"]
+    directions = {
+        name: torch.randn(
+            per_sample[list(layers).index(name)].shape[1], generator=gen
+        ).double()
+        for name in names
+    }
+    slopes = project_layers(layers, directions)
+    assert list(slopes) == names
+    for name, v in directions.items():
+        expected = per_sample[list(layers).index(name)] @ v
+        torch.testing.assert_close(slopes[name], expected, msg=name)

@@ -1,0 +1,58 @@
+"""The block's own gradient, kept as it arrives at each parameter.
+
+It is scaled on arrival (the scaled product is the copy the block keeps), so what
+changes ``.grad`` in place later inside the block does not reach the statistics.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cockpit
+from cockpit.exceptions import UsageError
+from tests.quantities.tracking import assert_per_layer, linear_cockpit
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    return x, torch.randn(6, 3, generator=gen, dtype=torch.float64)
+
+
+def test_clipping_inside_the_block_does_not_change_the_logged_gradient(tmp_path):
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
+    x, y = _batch()
+    loss_fn(model(x), y).backward()
+    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
+    expected["total"] = torch.stack(list(expected.values())).norm()
+    model.zero_grad(set_to_none=True)
+    with ck.track():
+        loss_fn(model(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+    ck.close()
+    assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
+
+
+def test_two_backward_passes_in_a_block_add_up(tmp_path):
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
+    x, y = _batch(1)
+    with ck.track():
+        loss = loss_fn(model(x), y)
+        loss.backward(retain_graph=True)
+        (0.5 * loss).backward()
+    ck.close()
+    # Each pass's gradient is divided by its own loss scale (1, then 0.5): 2 g.
+    expected = {n: p.grad.norm() / 1.5 * 2 for n, p in model.named_parameters()}
+    expected["total"] = torch.stack(list(expected.values())).norm()
+    assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
+
+
+def test_a_backward_pass_not_through_the_loss_is_refused(tmp_path):
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
+    x, y = _batch(2)
+    refused = pytest.raises(UsageError, match="before the backward pass reached")
+    with refused, ck.track():
+        loss_fn(model(x), y)
+        model(x).square().sum().backward()
+    ck.close()
