@@ -63,7 +63,9 @@ __all__ = [
     "COLUMNS_DIR",
     "MIN_SEGMENT_BYTES",
     "Segment",
+    "Span",
     "read_segments",
+    "save_segment",
     "segment_columns",
     "segment_histograms",
     "segment_scalars",
@@ -210,23 +212,66 @@ def write_segment(
         (never an exception).
 
     """
-    pa = _pyarrow()
-    end = reader.offset
-    if pa is None or end - start < MIN_SEGMENT_BYTES:
+    if reader.offset - start < MIN_SEGMENT_BYTES:
         return None
-    folder = _folder(reader)
+    span = Span(start, reader.offset, start_lines, reader.lines)
+    rows = flatten_rows(records)
+    errors = [r for r in records if ERROR in r]
+    return save_segment(reader.run_dir, reader.root, span, rows, errors, warned)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The lines of ``steps.jsonl`` a segment covers.
+
+    Bytes ``start`` to ``end``: the lines after line ``start_lines`` up to line
+    ``lines``.
+    """
+
+    start: int
+    end: int
+    start_lines: int
+    lines: int
+
+
+def save_segment(
+    run_dir: Path,
+    root: Path | None,
+    span: Span,
+    rows: tuple[list[ScalarRow], list[HistogramRow]],
+    errors: list[dict[str, Any]],
+    warned: list[str],
+) -> Segment | None:
+    """Write the segment of ``span`` into ``run_dir/.columns`` (any length).
+
+    Args:
+        run_dir: The run directory.
+        root: If given, the segment's folder must resolve under it.
+        span: The lines covered; they must be in ``steps.jsonl`` already.
+        rows: ``flatten_rows`` of their records.
+        errors: Their writer's error records.
+        warned: The corrupt-line warnings reading them gave.
+
+    Returns:
+        The segment written, or ``None`` (no ``pyarrow``, or it could not be
+        written; never an exception).
+
+    """
+    pa = _pyarrow()
+    if pa is None:
+        return None
+    folder = run_dir / COLUMNS_DIR
+    scalars, histograms = rows
     try:
         folder.mkdir(exist_ok=True)
-        if reader.root is not None and not folder.resolve().is_relative_to(reader.root):
+        if root is not None and not folder.resolve().is_relative_to(root):
             return None
-        scalars, histograms = flatten_rows(records)
-        errors = [r for r in records if ERROR in r]
         metadata = {
             b"cockpit_columns": _VERSION,
-            b"crc32": str(_crc(reader.run_dir / STEPS_FILE, end)).encode(),
-            b"lines": str(reader.lines).encode(),
+            b"crc32": str(_crc(run_dir / STEPS_FILE, span.end)).encode(),
+            b"lines": str(span.lines).encode(),
             b"scalar_rows": str(len(scalars)).encode(),
-            b"start_lines": str(start_lines).encode(),
+            b"start_lines": str(span.start_lines).encode(),
             b"errors": orjson.dumps(errors),
             b"warnings": orjson.dumps(warned),
         }
@@ -238,13 +283,15 @@ def write_segment(
                 pa.ipc.new_file(file, table.schema) as sink,
             ):
                 sink.write_table(table)
-            os.replace(temporary, folder / f"{start}-{end}{_SUFFIX}")
+            os.replace(temporary, folder / f"{span.start}-{span.end}{_SUFFIX}")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
     except (OSError, ValueError, pa.ArrowException):
         return None
-    return Segment(start, end, reader.lines, table, len(scalars), errors, warned)
+    return Segment(
+        span.start, span.end, span.lines, table, len(scalars), errors, warned
+    )
 
 
 def _ranges(folder: Path) -> dict[int, list[int]]:
@@ -254,8 +301,18 @@ def _ranges(folder: Path) -> dict[int, list[int]]:
         for path in folder.iterdir():
             bounds = path.name.removesuffix(_SUFFIX).split("-")
             if path.suffix == _SUFFIX and [b.isdigit() for b in bounds] == [True] * 2:
-                found.setdefault(int(bounds[0]), []).append(int(bounds[1]))
+                start, end = map(int, bounds)
+                if end > start:
+                    found.setdefault(start, []).append(end)
     return found
+
+
+def _reach(ranges: dict[int, list[int]]) -> dict[int, int]:
+    """Start -> the furthest byte a chain of segments from there reaches."""
+    reach: dict[int, int] = {}
+    for start in sorted(ranges, reverse=True):  # each end's chain is known first
+        reach[start] = max(reach.get(end, end) for end in ranges[start])
+    return reach
 
 
 def _open(pa: Any, reader: LogReader, start: int, end: int) -> Segment | None:
@@ -320,20 +377,24 @@ def read_segments(reader: LogReader, max_bytes: int | None = None) -> list[Segme
             ``steps.jsonl``; ``None``: every one.
 
     Returns:
-        The segments, in log order; none without ``pyarrow`` or a cache.
+        The segments, in log order; none without ``pyarrow`` or a cache. Where
+        segments overlap (the writer's and a reader's), the chain that reaches
+        furthest is taken.
 
     """
     pa = _pyarrow()
     if pa is None:
         return []
     ranges = _ranges(_folder(reader))
+    reach = _reach(ranges)
     segments: list[Segment] = []
     start = reader.offset
     while ranges.get(reader.offset) and (
         max_bytes is None or reader.offset - start < max_bytes
     ):
         segment = None
-        for end in sorted(ranges[reader.offset], reverse=True):
+        ends = ranges[reader.offset]
+        for end in sorted(ends, key=lambda e: (reach.get(e, e), e), reverse=True):
             segment = _open(pa, reader, reader.offset, end)
             if segment is not None:
                 break
