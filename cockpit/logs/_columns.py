@@ -501,16 +501,23 @@ def segment_columns(
     """A segment's numbers by quantity and layer, as ``flatten_columns`` sorts them.
 
     Returns:
-        ``(columns, histograms)``: ``(steps, values)`` arrays (views of one sorted
-        copy of the segment's numbers) and the histograms of each
-        ``(quantity, layer)``, in the order the keys first appear.
+        ``(columns, histograms)``: ``(steps, values)`` arrays (values: views of one
+        sorted copy of the segment's numbers; steps: one array for all keys with
+        the same steps, as most have, since a record holds every quantity due) and
+        the histograms of each ``(quantity, layer)``, in the order the keys first
+        appear.
 
     """
     scalars, histograms = segment.scalars(), segment.histograms()
     order, groups = _groups(scalars)
-    step = np.take(scalars["step"].to_numpy(), order)
+    raw_steps = scalars["step"].to_numpy()
     value = np.take(scalars["value"].to_numpy(), order)
-    columns = {key: (step[rows], value[rows]) for key, rows in groups}
+    shared: dict[bytes, np.ndarray] = {}
+    columns = {}
+    for key, rows in groups:
+        steps = raw_steps[order[rows]]
+        steps = shared.setdefault(steps.tobytes(), steps)
+        columns[key] = (steps, value[rows])
     order, groups = _groups(histograms)
     step = histograms["step"].to_numpy()
     blobs = histograms["histogram"].combine_chunks()
