@@ -45,6 +45,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from cockpit.logs._packing import pack_counts, pack_edges, unpack
 from cockpit.logs.flatten import (
     HISTOGRAM_COLUMNS,
     SCALAR_COLUMNS,
@@ -52,7 +53,7 @@ from cockpit.logs.flatten import (
     ScalarRow,
     flatten_rows,
 )
-from cockpit.logs.schema import ERROR, STEP, STEPS_FILE
+from cockpit.logs.schema import COUNTS, EDGES, ERROR, STEP, STEPS_FILE, Y_EDGES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -79,7 +80,7 @@ COLUMNS_DIR = ".columns"
 MIN_SEGMENT_BYTES = 2**20
 #: Bytes at the end of a segment's range whose CRC-32 the segment carries.
 _CHECKED_BYTES = 2**16
-_VERSION = b"1"
+_VERSION = b"2"  # 2: histogram cells packed as in the log (format 2.0)
 _SUFFIX = ".arrow"
 
 
@@ -147,14 +148,15 @@ def _table(
     """The rows as one table, scalar rows first.
 
     Columns ``step, quantity, layer, value, histogram``; ``histogram`` is the JSON of
-    a histogram row's ``[edges, y_edges, counts, sample_size, total]`` (null in
-    scalar rows), ``value`` is NaN in histogram rows.
+    a histogram row's ``[edges, y_edges, counts, sample_size, total]``, edges and
+    counts packed as in the log (``cockpit.logs._packing``; null in scalar rows),
+    ``value`` is NaN in histogram rows.
     """
     step = [r[0] for r in scalars] + [r[0] for r in histograms]
     quantity = [r[1] for r in scalars] + [r[1] for r in histograms]
     layer = [r[2] for r in scalars] + [r[2] for r in histograms]
     value = [r[3] for r in scalars] + [math.nan] * len(histograms)
-    blobs = [None] * len(scalars) + [orjson.dumps(r[3:]) for r in histograms]
+    blobs = [None] * len(scalars) + [_blob(*r[3:]) for r in histograms]
     return pa.table(
         {
             "step": pa.array(step, pa.int64()),
@@ -174,17 +176,29 @@ def _dictionary(pa: Any, words: list[str | None]) -> pa.DictionaryArray:
     return encoded
 
 
+def _blob(edges: Any, y_edges: Any, counts: Any, *numbers: float) -> bytes:
+    """The ``histogram`` cell of a histogram row (:func:`_table`)."""
+    packed = [pack_edges(edges), pack_edges(y_edges), pack_counts(counts)]
+    return orjson.dumps([*packed, *numbers])
+
+
 def _histogram_row(blob: bytes) -> tuple[Any, Any, Any, float, float]:
     """``(edges, y_edges, counts, sample_size, total)`` of a ``histogram`` cell.
 
     JSON writes NaN as null; the two numbers are floats, NaN where missing.
+
+    Raises:
+        ValueError: If the cell is not JSON, or a packed part does not unpack.
+
     """
     edges, y_edges, counts, sample_size, total = orjson.loads(blob)
+    lists = {EDGES: edges, Y_EDGES: y_edges, COUNTS: counts}
+    unpack(lists)
     nan = math.nan
     return (
-        edges,
-        y_edges,
-        counts,
+        lists[EDGES],
+        lists[Y_EDGES],
+        lists[COUNTS],
         nan if sample_size is None else sample_size,
         nan if total is None else total,
     )
@@ -413,22 +427,60 @@ def _strings(column: Any) -> np.ndarray:
     return words[indices]
 
 
-def segment_scalars(segments: list[Segment]) -> pd.DataFrame:
+def segment_scalars(segments: list[Segment]) -> tuple[pd.DataFrame, list[pa.Table]]:
     """The scalar frame of ``records_to_frames`` for the segments' records.
 
-    The numbers stay in the mapped file (no copy); the names become object arrays.
+    Each segment's numbers are copied into columns of the whole frame, and the
+    segment is then taken out of ``segments`` and let go, its histogram rows
+    copied: no more than one mapped file is held beside the frame (a run's
+    segments take about as much memory as the frame, and a frame of many segments
+    concatenated would be a second copy).
+
+    Args:
+        segments: The segments, in log order; emptied.
+
+    Returns:
+        ``(scalars, histograms)``: the frame, with the names as object arrays, and
+        each segment's :meth:`Segment.histograms` (copies).
+
     """
-    frames = []
-    for segment in segments:
-        table = segment.scalars()
-        data = {
-            "step": pd.Series(table["step"].to_numpy(), dtype="int64", copy=False),
-            "quantity": pd.Series(_strings(table["quantity"]), dtype=object),
-            "layer": pd.Series(_strings(table["layer"]), dtype=object),
-            "value": pd.Series(table["value"].to_numpy(), dtype="float64", copy=False),
-        }
-        frames.append(pd.DataFrame(data, columns=SCALAR_COLUMNS, copy=False))
-    return _concat(frames, SCALAR_COLUMNS)
+    total = sum(segment.scalar_rows for segment in segments)
+    columns = {
+        "step": np.empty(total, np.int64),
+        "quantity": np.empty(total, object),
+        "layer": np.empty(total, object),
+        "value": np.empty(total, np.float64),
+    }
+    histograms, start = [], 0
+    while segments:
+        table = segments[0].scalars()
+        end = start + table.num_rows
+        columns["step"][start:end] = table["step"].to_numpy()
+        columns["quantity"][start:end] = _strings(table["quantity"])
+        columns["layer"][start:end] = _strings(table["layer"])
+        columns["value"][start:end] = table["value"].to_numpy()
+        histograms.append(_copied(segments.pop(0).histograms()))
+        del table
+        start = end
+    frame = {
+        name: pd.Series(array, dtype=array.dtype, copy=False)
+        for name, array in columns.items()
+    }
+    return pd.DataFrame(frame, columns=SCALAR_COLUMNS, copy=False), histograms
+
+
+def _copied(table: pa.Table) -> pa.Table:
+    """``table`` in memory of its own: nothing of it keeps a mapped file mapped."""
+    pa = _pyarrow()
+    every = pa.array(np.arange(table.num_rows))
+    columns = {}
+    for name in table.column_names:
+        column = table[name].combine_chunks()
+        if pa.types.is_dictionary(column.type):  # decoding copies, encoding anew
+            columns[name] = column.dictionary_decode().dictionary_encode()
+        else:
+            columns[name] = column.take(every)
+    return pa.table(columns)
 
 
 def segment_histograms(tables: list[pa.Table]) -> pd.DataFrame:
