@@ -105,7 +105,8 @@ def make_run(folder: Path, steps: int, template_steps: int) -> Path:
     run_dir = folder / "long" / f"economy-{steps}"
     if (run_dir / "steps.jsonl").is_file():
         return run_dir
-    (folder / "template").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "template", ignore_errors=True)  # of an earlier call
+    (folder / "template").mkdir(parents=True)
     templates, meta = template_records(template_steps, folder / "template")
     start = time.perf_counter()
     write_run(run_dir, meta, repeated(templates, template_steps, steps))
@@ -126,7 +127,26 @@ def full_step_bytes(folder: Path, steps: int) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         run_dir = Path(run(digits_cnn(), settings, "digits_cnn", lambda *_: None))
     size = (run_dir / "steps.jsonl").stat().st_size
-    return {"what": "full", "steps": steps, "bytes_per_step": round(size / steps)}
+    return {
+        "what": "full",
+        "steps": steps,
+        "bytes_per_step": round(size / steps),
+        "bytes_per_step_by_key": _bytes_by_key(run_dir / "steps.jsonl", steps),
+    }
+
+
+def _bytes_by_key(path: Path, steps: int) -> dict[str, int]:
+    """Bytes per step of each part of the lines, as written: each log key under
+    ``values`` and each other key of a record (``<notes>``), largest first."""
+    found: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        parts = {f"<{k}>": v for k, v in record.items() if k != "values"}
+        for key, value in {**record["values"], **parts}.items():
+            size = len(json.dumps(value, separators=(",", ":")))
+            found[key] = found.get(key, 0) + size
+    ranked = sorted(found.items(), key=lambda item: -item[1])
+    return {key: round(size / steps) for key, size in ranked}
 
 
 def main(argv: list[str] | None = None) -> None:
