@@ -5,8 +5,8 @@ fills: it materializes each record, encodes it, appends the line with one unbuff
 ``write`` (nothing is held back to be written later), fsyncs at most every
 ``fsync_interval`` seconds while there is unsynced data, and hands each written record
 to the mirror and to the columnar cache (:class:`~cockpit.logs._segments.SegmentWriter`,
-which writes a segment each few MiB and on close). What goes wrong becomes a notice, never an exception on the training
-thread, and the thread itself never dies of one.
+a segment each few MiB and one on close). What goes wrong becomes a notice, never an
+exception on the training thread, and the thread itself never dies of one.
 
 An I/O fault (a full disk, a file size limit, a vanished run directory) ends the log:
 a line cut short is cut off again, one notice names the error and the first step not

@@ -97,7 +97,12 @@ class SegmentWriter:
 
     def _save(self) -> None:
         rows = (self._scalars, self._histograms)
-        saved = save_segment(self._run_dir, None, self._span, rows, self._errors, [])
+        try:
+            saved = save_segment(
+                self._run_dir, None, self._span, rows, self._errors, []
+            )
+        except Exception:  # the cache is optional: it never disturbs the log
+            saved = None
         if saved is None:
             self.stop()
             return
