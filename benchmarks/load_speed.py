@@ -5,7 +5,7 @@ a few minutes on a 2-core CPU; later calls reuse it)::
 
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 10000  # quicker
-    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 1000000
+    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 1000000 --no-hist
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --json-opens
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --full-steps 20
 
@@ -159,6 +159,11 @@ def main(argv: list[str] | None = None) -> None:
         "--json-opens", action="store_true", help="also open without any cache"
     )
     parser.add_argument(
+        "--no-hist",
+        action="store_true",
+        help="skip load+hist (a million histograms as Python lists take gigabytes)",
+    )
+    parser.add_argument(
         "--child", choices=("load", "load+hist", "store"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -169,9 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     size = (run_dir / "steps.jsonl").stat().st_size
     print(json.dumps({"run": str(run_dir), "mb": round(size / 1e6, 1)}), flush=True)
     json_opens = ["store", "load"] if args.json_opens else []
-    for what, uncached in [(w, False) for w in ("load", "load+hist", "store")] + [
-        (w, True) for w in json_opens
-    ]:
+    opens = ("load", "store") if args.no_hist else ("load", "load+hist", "store")
+    for what, uncached in [(w, False) for w in opens] + [(w, True) for w in json_opens]:
         if uncached:
             shutil.rmtree(run_dir / ".columns", ignore_errors=True)
         command = [sys.executable, __file__, str(run_dir), "--child", what]
