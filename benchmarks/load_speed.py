@@ -132,7 +132,28 @@ def full_step_bytes(folder: Path, steps: int) -> dict:
         "steps": steps,
         "bytes_per_step": round(size / steps),
         "bytes_per_step_by_key": _bytes_by_key(run_dir / "steps.jsonl", steps),
+        "count_bytes_per_step": _count_bytes(run_dir, steps),
     }
+
+
+def _count_bytes(run_dir: Path, steps: int) -> dict[str, int]:
+    """Bytes per step of the histograms' counts, packed as logged and as JSON lists."""
+    import orjson
+
+    from cockpit.logs import LogReader
+    from cockpit.logs._packing import pack_counts
+
+    sizes = {"packed": 0, "json_lists": 0}
+    for record in LogReader(run_dir).read_new():
+        for value in record["values"].values():
+            if not isinstance(value, dict) or "counts" not in value:
+                continue
+            for hist in [value, *value.get("per_layer", {}).values()]:
+                if "counts" in hist:
+                    counts = hist["counts"]
+                    sizes["packed"] += len(orjson.dumps(pack_counts(counts)))
+                    sizes["json_lists"] += len(orjson.dumps(counts))
+    return {key: round(size / steps) for key, size in sizes.items()}
 
 
 def _bytes_by_key(path: Path, steps: int) -> dict[str, int]:
