@@ -1,12 +1,13 @@
-"""Columnar segments of ``steps.jsonl``: what a reader decoded, kept for the next open.
+"""Columnar segments of ``steps.jsonl``: its numbers, kept for the next open.
 
 Opening a long run is decoding JSON and sorting its numbers by quantity and layer in
 Python: a 100,000-step ``economy`` run holds eight million numbers, about a minute.
-A reader that has decoded at least :data:`MIN_SEGMENT_BYTES` of ``steps.jsonl`` in
-one read keeps the result, the rows of :func:`~cockpit.logs.flatten.flatten_rows`,
-as an Arrow IPC file in ``RUN/.columns/``, named by the byte range it covers
-(``<start>-<end>.arrow``); the next reader maps those files, in a fraction of a
-second, and decodes only the lines after the last one. The files are not
+The writer keeps them as it writes (:mod:`cockpit.logs._segments`), and a reader
+that has decoded at least :data:`MIN_SEGMENT_BYTES` of ``steps.jsonl`` in one read
+keeps what it decoded: the rows of :func:`~cockpit.logs.flatten.flatten_rows`, as an
+Arrow IPC file in ``RUN/.columns/``, named by the byte range it covers
+(``<start>-<end>.arrow``, :func:`save_segment`); the next reader maps those
+files, in a fraction of a second, and decodes only the lines after the last one. The files are not
 compressed, so mapping them copies nothing (they take about three quarters of the
 JSON's bytes; zstd would make that a third, and cost seconds per 100,000 steps to
 decompress).
