@@ -160,3 +160,37 @@ def test_encode_then_decode_gives_the_histograms_back():
     assert decoded["counts"] == counts.tolist()
     assert np.array_equal(np.float32(decoded["x_edges"]), np.float32(edges))
     assert decoded["per_layer"]["a"] == {"counts": counts.T.tolist()}
+
+
+def base64_text(data):
+    return base64.b64encode(zlib.compress(data)).decode()
+
+
+JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "shape": st.one_of(JSON_LEAVES, st.lists(JSON_LEAVES, max_size=3)),
+            "packed": st.one_of(JSON_LEAVES, st.binary(max_size=64).map(base64_text)),
+            "from": JSON_LEAVES,
+            "to": JSON_LEAVES,
+            "bins": JSON_LEAVES,
+            "float": JSON_LEAVES,
+        },
+    ),
+    st.sampled_from(["counts", "edges", "x_edges"]),
+)
+def test_any_packed_value_unpacks_or_makes_the_line_corrupt(packed, key):
+    line = json.dumps({"step": 0, "values": {"h": {key: packed, "bins": 1}}})
+    try:
+        record = decode_line(line)
+    except ValueError:
+        return
+    value = record["values"]["h"][key]
+    assert isinstance(value, list)
