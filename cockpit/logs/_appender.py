@@ -132,9 +132,13 @@ class StepsAppender:
         """Drain the queue until :data:`STOP`: the writer thread's target."""
         last_sync = time.monotonic()
         while True:
+            if self._segments.pending and self._queue.empty():
+                self._segments.work()  # the cache waits for idle time, never a line
             wait = None
             if self._unsynced:
                 wait = max(0.0, last_sync + self._fsync_interval - time.monotonic())
+            if self._segments.pending:
+                wait = 0.0
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -268,19 +272,13 @@ class StepsAppender:
         if unexplained:
             self._notices.nonfinite(step, unexplained)
         written = self._write_line(line, step)
+        if written:
+            self._segments.add(line, written)
         if self._mirror is not None or self._watch is not None:
             decoded = decode_line(line)
-            self._to_segments(decoded, written)
             self._to_mirror("write", decoded)
             if self._watch is not None:
                 self._watch(decoded)
-        elif written and self._segments.active:
-            self._to_segments(decode_line(line), written)
-
-    def _to_segments(self, decoded: dict[str, Any], written: int) -> None:
-        """Give the columnar cache the record of a line that reached the log."""
-        if written:
-            self._segments.add(decoded, written)
 
     def _to_mirror(self, method: str, *args: Any) -> None:
         """Call the mirror's ``method``; if it raises, say so and stop mirroring."""
@@ -307,4 +305,6 @@ class StepsAppender:
         line, _ = encode_record(
             {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}
         )
-        self._to_segments(decode_line(line), self._write_line(line, number))
+        written = self._write_line(line, number)
+        if written:
+            self._segments.add(line, written)

@@ -2,6 +2,7 @@
 
 import itertools
 import shutil
+import time
 
 import pandas as pd
 import pytest
@@ -36,6 +37,11 @@ def write(run_dir, steps, segment_bytes, close=True):
     writer.flush()
     if close:
         writer.close()
+    else:  # the writer sorts lines for the cache when idle, after the flush
+        deadline = time.monotonic() + 30
+        while writer._appender._segments.pending:
+            assert time.monotonic() < deadline, "the cache did not catch up"
+            time.sleep(0.01)
     return writer
 
 
