@@ -100,8 +100,8 @@ class RunState:
             self.status = str(meta.get("status", "unknown"))
             if steps:
                 with _collector_paused():
-                    self._read_cached()
-                    self._read_new()
+                    if not self._read_cached():
+                        self._read_new()
                 self.opened = True
             self.error = None
         # One damaged run must not take the dashboard down: show why, keep polling.
@@ -118,11 +118,17 @@ class RunState:
             self.diagnosed,
         )
 
-    def _read_cached(self) -> None:
+    def _read_cached(self) -> bool:
         """Add what the columnar cache holds from the reader's offset on.
 
         One segment at a time, so that one is mapped while its numbers are sorted.
         The diagnoser gets those records later, from the JSON, on another thread.
+
+        Returns:
+            Whether it stopped at :data:`SEGMENT_BYTES` (more may be cached): the
+            JSON after it waits for the next poll, whose segments start there
+            (decoding it now would leave a reader's segment across the writer's).
+
         """
         start = self.reader.offset
         while self.reader.offset - start < SEGMENT_BYTES and (
@@ -137,6 +143,7 @@ class RunState:
                 target=self._diagnose_cached, name=f"diagnose:{self.name}", daemon=True
             )
             self._catching_up.start()
+        return self.reader.offset - start >= SEGMENT_BYTES
 
     def _read_new(self) -> None:
         """Add the records appended since the last poll, and note what was skipped.

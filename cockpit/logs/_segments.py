@@ -91,12 +91,13 @@ class SegmentWriter:
 
     def work(self) -> None:
         """Sort a few pending lines into rows; write the segment that is due."""
-        batch, self._lines = self._lines[:_BATCH], self._lines[_BATCH:]
+        batch = self._lines[:_BATCH]
         for line, length in batch:
-            if not self.active:
+            if not self.active:  # stopped: the lines are dropped already
                 return
             self._unsorted -= length
             self._sort(line, length)
+        del self._lines[: len(batch)]  # only now: pending until the batch is done
 
     def _sort(self, line: str, length: int) -> None:
         try:

@@ -140,3 +140,21 @@ def test_overlapping_chains_the_furthest_is_read(tmp_path, monkeypatch, decoded_
     decoded_lines[0] = 0
     assert_same(load(run_dir), expected)
     assert decoded_lines[0] == 0
+
+
+def test_a_store_reading_the_cache_a_part_per_poll_reads_it_all(tmp_path, monkeypatch):
+    """A poll that stops at its budget of cached bytes leaves the JSON after it to
+    the next poll: decoding it would leave a reader's segment across the writer's,
+    and the polls after it would decode the rest of the run's JSON."""
+    monkeypatch.setattr("cockpit.app.store.SEGMENT_BYTES", 5000)
+    monkeypatch.setattr(_columns, "MIN_SEGMENT_BYTES", 1)
+    run_dir = tmp_path / "logs" / "run"
+    write(run_dir, range(60), segment_bytes=3000)
+    written = segments(run_dir)
+    store = RunStore(tmp_path / "logs")
+    polls = 0
+    while not polls or store.state("run").reader.unread_bytes():
+        store.poll()
+        polls += 1
+    assert polls > 2
+    assert segments(run_dir) == written  # no segment of decoded JSON
