@@ -37,6 +37,9 @@ POLL_BYTES = 64 * 2**20
 #: Bytes of ``steps.jsonl`` one poll takes from the columnar cache, at most: mapping
 #: them costs about a fiftieth of decoding the JSON.
 SEGMENT_BYTES = 16 * POLL_BYTES
+#: Bytes of ``steps.jsonl`` the background diagnosis of cached records decodes at a
+#: time: its records are all in memory at once (about 20 MB per 8 MiB).
+DIAGNOSIS_BYTES = 8 * 2**20
 
 
 class RunNameError(CockpitError, ValueError):
@@ -97,8 +100,8 @@ class RunState:
             self.status = str(meta.get("status", "unknown"))
             if steps:
                 with _collector_paused():
-                    self._read_cached()
-                    self._read_new()
+                    if not self._read_cached():
+                        self._read_new()
                 self.opened = True
             self.error = None
         # One damaged run must not take the dashboard down: show why, keep polling.
@@ -115,21 +118,32 @@ class RunState:
             self.diagnosed,
         )
 
-    def _read_cached(self) -> None:
+    def _read_cached(self) -> bool:
         """Add what the columnar cache holds from the reader's offset on.
 
+        One segment at a time, so that one is mapped while its numbers are sorted.
         The diagnoser gets those records later, from the JSON, on another thread.
+
+        Returns:
+            Whether it stopped at :data:`SEGMENT_BYTES` (more may be cached): the
+            JSON after it waits for the next poll, whose segments start there
+            (decoding it now would leave a reader's segment across the writer's).
+
         """
-        segments = read_segments(self.reader, SEGMENT_BYTES)
-        for segment in segments:
+        start = self.reader.offset
+        while self.reader.offset - start < SEGMENT_BYTES and (
+            segments := read_segments(self.reader, 1)
+        ):
+            (segment,) = segments
             self._note(segment.warnings)
             self._note_errors(segment.errors)
             self.data.extend_columns(*segment_columns(segment))
-        if segments and self._catching_up is None:
+        if self.reader.offset > start and self._catching_up is None:
             self._catching_up = threading.Thread(
                 target=self._diagnose_cached, name=f"diagnose:{self.name}", daemon=True
             )
             self._catching_up.start()
+        return self.reader.offset - start >= SEGMENT_BYTES
 
     def _read_new(self) -> None:
         """Add the records appended since the last poll, and note what was skipped.
@@ -174,7 +188,7 @@ class RunState:
                     return
                 behind.skip_to(self.diagnosed, 0)
             try:
-                records = behind.read_new(min(gap, POLL_BYTES))
+                records = behind.read_new(min(gap, DIAGNOSIS_BYTES))
             except Exception:  # the run's poll shows what is wrong with its files
                 with self.lock:
                     self._catching_up = None

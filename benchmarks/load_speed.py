@@ -1,34 +1,38 @@
 """Cold open of a long run: its size, ``cockpit.load`` and the dashboard's first poll.
 
 Run from the repository root (the first call trains the templates and writes the run,
-about 2 minutes on a 2-core CPU; later calls reuse it)::
+a few minutes on a 2-core CPU; later calls reuse it)::
 
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 10000  # quicker
+    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 1000000 --no-hist
+    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --json-opens
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --full-steps 20
 
 The run: the digits CNN of ``cockpit demo`` trains ``--template-steps`` steps with the
 ``economy`` preset; its log lines, repeated with shifted steps, are written by the real
 ``RunWriter`` into ``DIR/economy-<steps>`` (as ``benchmarks/dashboard.py`` does), so
-every line is what this checkout's writer writes. ``--full-steps N`` also trains N
-steps with the ``full`` preset and reports its bytes per step.
+every line is what this checkout's writer writes, and the writer's columnar cache
+(``RUN/.columns``, segments written as the log grows) is what it leaves.
+``--full-steps N`` also trains N steps with the ``full`` preset and reports its bytes
+per step.
 
 Measured, each in a fresh process (``VmHWM`` of ``/proc/self/status``: peak resident
 memory of that process, imports included; ``import`` is the peak after the imports alone),
 in this order:
 
-* ``store``, first open: the dashboard's polls, ``RunStore(DIR).poll()`` until the
-  run is read whole (the store reads a bounded number of bytes per run and poll),
-  with no columnar cache (``RUN/.columns``, removed first): it decodes the JSON and
-  writes the cache as it goes.
-* ``load``, first open: ``cockpit.load(run)``, the pandas frames, with no cache (removed
-  again); it decodes the JSON and writes the cache.
-* ``load`` and ``store`` again: the cold open of a run that has its cache, each in a
-  fresh process. ``load`` builds ``Run.histograms`` on first use; ``load+hist`` also
-  asks for it. The dashboard's diagnosis of cached records goes on in the
-  background afterwards, not timed.
+* ``load``, ``load+hist`` and ``store``: the first open of the run as the writer left
+  it, each in a fresh process. ``load`` is ``cockpit.load(run)``, the pandas frames;
+  it builds ``Run.histograms`` on first use, ``load+hist`` also asks for it.
+  ``store`` is the dashboard's polls, ``RunStore(DIR).poll()`` until the run is read
+  whole (the store reads a bounded number of bytes per run and poll); its diagnosis
+  of cached records goes on in the background afterwards, not timed.
+* with ``--json-opens``, the same run without any cache (``RUN/.columns`` removed
+  first, each time): ``store`` and ``load`` decode the JSON and write the readers'
+  cache as they go (minutes for 100,000 steps).
 
-Output: one JSON object per measurement on stdout.
+Output: one JSON object per measurement on stdout, with the load average (1 minute)
+at its end: the CPU may be shared.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -87,6 +92,7 @@ def child(what: str, path: Path) -> dict:
         "import_peak_mb": round(imported),
         "rows_or_polls": rows,
         "cached_mb": round(_cache_bytes(path) / 1e6, 1),
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
@@ -99,9 +105,13 @@ def make_run(folder: Path, steps: int, template_steps: int) -> Path:
     run_dir = folder / "long" / f"economy-{steps}"
     if (run_dir / "steps.jsonl").is_file():
         return run_dir
-    (folder / "template").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "template", ignore_errors=True)  # of an earlier call
+    (folder / "template").mkdir(parents=True)
     templates, meta = template_records(template_steps, folder / "template")
+    start = time.perf_counter()
     write_run(run_dir, meta, repeated(templates, template_steps, steps))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"wrote": steps, "seconds": round(seconds, 1)}), flush=True)
     return run_dir
 
 
@@ -117,7 +127,47 @@ def full_step_bytes(folder: Path, steps: int) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         run_dir = Path(run(digits_cnn(), settings, "digits_cnn", lambda *_: None))
     size = (run_dir / "steps.jsonl").stat().st_size
-    return {"what": "full", "steps": steps, "bytes_per_step": round(size / steps)}
+    return {
+        "what": "full",
+        "steps": steps,
+        "bytes_per_step": round(size / steps),
+        "bytes_per_step_by_key": _bytes_by_key(run_dir / "steps.jsonl", steps),
+        "count_bytes_per_step": _count_bytes(run_dir, steps),
+    }
+
+
+def _count_bytes(run_dir: Path, steps: int) -> dict[str, int]:
+    """Bytes per step of the histograms' counts, packed as logged and as JSON lists."""
+    import orjson
+
+    from cockpit.logs import LogReader
+    from cockpit.logs._packing import pack_counts
+
+    sizes = {"packed": 0, "json_lists": 0}
+    for record in LogReader(run_dir).read_new():
+        for value in record["values"].values():
+            if not isinstance(value, dict) or "counts" not in value:
+                continue
+            for hist in [value, *value.get("per_layer", {}).values()]:
+                if "counts" in hist:
+                    counts = hist["counts"]
+                    sizes["packed"] += len(orjson.dumps(pack_counts(counts)))
+                    sizes["json_lists"] += len(orjson.dumps(counts))
+    return {key: round(size / steps) for key, size in sizes.items()}
+
+
+def _bytes_by_key(path: Path, steps: int) -> dict[str, int]:
+    """Bytes per step of each part of the lines, as written: each log key under
+    ``values`` and each other key of a record (``<notes>``), largest first."""
+    found: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        parts = {f"<{k}>": v for k, v in record.items() if k != "values"}
+        for key, value in {**record["values"], **parts}.items():
+            size = len(json.dumps(value, separators=(",", ":")))
+            found[key] = found.get(key, 0) + size
+    ranked = sorted(found.items(), key=lambda item: -item[1])
+    return {key: round(size / steps) for key, size in ranked}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,7 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--template-steps", type=int, default=50)
     parser.add_argument("--full-steps", type=int, default=0)
-    parser.add_argument("--cached-only", action="store_true", help="skip first opens")
+    parser.add_argument(
+        "--json-opens", action="store_true", help="also open without any cache"
+    )
+    parser.add_argument(
+        "--no-hist",
+        action="store_true",
+        help="skip load+hist (a million histograms as Python lists take gigabytes)",
+    )
     parser.add_argument(
         "--child", choices=("load", "load+hist", "store"), help=argparse.SUPPRESS
     )
@@ -137,15 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = make_run(args.folder, args.steps, args.template_steps)
     size = (run_dir / "steps.jsonl").stat().st_size
     print(json.dumps({"run": str(run_dir), "mb": round(size / 1e6, 1)}), flush=True)
-    first = [] if args.cached_only else ["store", "load"]
-    for what, uncached in [(w, True) for w in first] + [
-        (w, False) for w in ("load", "load+hist", "store")
-    ]:
+    json_opens = ["store", "load"] if args.json_opens else []
+    opens = ("load", "store") if args.no_hist else ("load", "load+hist", "store")
+    for what, uncached in [(w, False) for w in opens] + [(w, True) for w in json_opens]:
         if uncached:
             shutil.rmtree(run_dir / ".columns", ignore_errors=True)
         command = [sys.executable, __file__, str(run_dir), "--child", what]
         result = json.loads(subprocess.check_output(command, text=True))
-        print(json.dumps({**result, "first_open": uncached}), flush=True)
+        cache = "none" if uncached else "writer's"
+        print(json.dumps({**result, "cache": cache}), flush=True)
     if args.full_steps:
         print(json.dumps(full_step_bytes(args.folder / "full", args.full_steps)))
 

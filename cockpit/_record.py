@@ -4,6 +4,14 @@ The training thread builds a :class:`TensorRecord` and hands it to the writer; t
 writer's thread calls :meth:`TensorRecord.materialize`, which copies all tensors of the
 record to the host in one transfer per device and runs the small host-side finishing
 steps (:class:`OnHost`). The training thread never waits for the device.
+
+Statistics of float32 (or narrower) tensors are written as the shortest decimal of
+their float32 value, at most 9 significant digits instead of the 17 of a float64
+(:func:`~cockpit.logs._packing.float32_shortest`): the same float32 reads back, and
+digits beyond a float32's are noise. A host-side result of such tensors only (an
+:class:`OnHost`, computed in float64) is rounded so too where it lies in float32's
+normal range: its inputs carry a float32's precision, so it has no more. Statistics of
+float64 tensors keep every digit.
 """
 
 from __future__ import annotations
@@ -15,6 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from cockpit.logs._packing import float32_shortest
+
+#: Floating dtypes whose statistics are written with float32's digits.
+_SINGLE = frozenset({torch.float32, torch.float16, torch.bfloat16})
+_FLOAT32 = np.finfo(np.float32)
 
 
 @dataclass
@@ -63,6 +77,17 @@ class OnHost:
 
     fn: Callable[..., Any]
     tensors: tuple[Tensor, ...]
+
+
+def _as_single(tree: Any) -> Any:
+    """The floats of ``tree`` in float32's normal range as :func:`float32_shortest`."""
+    if isinstance(tree, float) and _FLOAT32.tiny <= abs(tree) <= _FLOAT32.max:
+        return float(float32_shortest(tree))
+    if isinstance(tree, dict):
+        return {key: _as_single(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_as_single(value) for value in tree]
+    return tree
 
 
 def _leaves(tree: Any) -> list[Tensor]:
@@ -133,9 +158,13 @@ class TensorRecord:
         def convert(tree: Any, path: str) -> Any:
             if isinstance(tree, Tensor):
                 array = host[id(tree)]
+                if tree.dtype in _SINGLE:
+                    array = float32_shortest(array)
                 return array.item() if array.ndim == 0 else array.tolist()
             if isinstance(tree, OnHost):
-                return settle(tree.fn(*(host[id(t)] for t in tree.tensors)), path)
+                result = settle(tree.fn(*(host[id(t)] for t in tree.tensors)), path)
+                single = all(t.dtype in _SINGLE for t in tree.tensors)
+                return _as_single(result) if single and tree.tensors else result
             if isinstance(tree, dict):
                 return {k: convert(v, f"{path}.{k}") for k, v in tree.items()}
             if isinstance(tree, (list, tuple)):

@@ -4,8 +4,9 @@
 fills: it materializes each record, encodes it, appends the line with one unbuffered
 ``write`` (nothing is held back to be written later), fsyncs at most every
 ``fsync_interval`` seconds while there is unsynced data, and hands each written record
-to the mirror. What goes wrong becomes a notice, never an exception on the training
-thread, and the thread itself never dies of one.
+to the mirror and to the columnar cache (:class:`~cockpit.logs._segments.SegmentWriter`,
+a segment each few MiB and one on close). What goes wrong becomes a notice, never an
+exception on the training thread, and the thread itself never dies of one.
 
 An I/O fault (a full disk, a file size limit, a vanished run directory) ends the log:
 a line cut short is cut off again, one notice names the error and the first step not
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from cockpit.exceptions import LogDirError
 from cockpit.logs._format import decode_line, encode_record
 from cockpit.logs._notices import Notices
+from cockpit.logs._segments import SegmentWriter
 from cockpit.logs.schema import (
     ERROR,
     META_FILE,
@@ -92,6 +94,7 @@ class StepsAppender:
         notices: Takes the notices for the user.
         watch: Called with every written record, decoded as a reader sees it
             (the diagnosis); must not raise.
+        segments: Keeps the columnar cache of the lines written; none if not given.
 
     Attributes:
         lost: ``None``, or after a fault ``{"records", "first_step", "last_step",
@@ -109,6 +112,7 @@ class StepsAppender:
         mirror: RecordMirror | None,
         notices: Notices,
         watch: Callable[[dict[str, Any]], None] | None = None,
+        segments: SegmentWriter | None = None,
     ) -> None:
         self._run_dir = run_dir
         self._path = run_dir / STEPS_FILE
@@ -120,6 +124,7 @@ class StepsAppender:
         self._mirror = mirror
         self._notices = notices
         self._watch = watch
+        self._segments = segments or SegmentWriter(run_dir, active=False)
         self.lost: dict[str, Any] | None = None
         self.deleted = False
 
@@ -127,9 +132,13 @@ class StepsAppender:
         """Drain the queue until :data:`STOP`: the writer thread's target."""
         last_sync = time.monotonic()
         while True:
+            if self._segments.pending and self._queue.empty():
+                self._segments.work()  # the cache waits for idle time, never a line
             wait = None
             if self._unsynced:
                 wait = max(0.0, last_sync + self._fsync_interval - time.monotonic())
+            if self._segments.pending:
+                wait = 0.0
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -164,6 +173,8 @@ class StepsAppender:
                 f"the run directory {self._run_dir} was deleted while training; "
                 "its log is gone"
             )
+        if self.lost is None and not self.deleted:
+            self._segments.close()
         try:
             os.close(self._fd)
         except OSError as err:  # after a good fsync: what was written is on disk
@@ -186,10 +197,11 @@ class StepsAppender:
         except OSError:
             return False
 
-    def _write_line(self, line: str, step: object) -> None:
+    def _write_line(self, line: str, step: object) -> int:
+        """Append ``line``; the bytes it took, or 0 where it is not in the log."""
         if self.lost is not None:
             self._lose(step)
-            return
+            return 0
         data = (line + "\n").encode("utf-8")
         written = 0
         try:
@@ -200,12 +212,14 @@ class StepsAppender:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
             self._fail(f"could not write {self._path}: {err}", [step])
-            return
+            return 0
         self._size += len(data)
         self._unsynced.append(step)
         if self._unlinked():
             self.deleted = True
             self._fail(f"the run directory {self._run_dir} was deleted", [step])
+            return 0
+        return len(data)
 
     def _fail(
         self, error: str, steps: list[Any], what: str = "are not written"
@@ -213,6 +227,7 @@ class StepsAppender:
         """End the log at an I/O fault: say so once; ``steps`` are lost."""
         if self.lost is not None:
             return
+        self._segments.stop()
         self.lost = {"records": 0, "first_step": None, "last_step": None}
         self.lost["error"] = error
         for step in steps:
@@ -256,7 +271,9 @@ class StepsAppender:
         unexplained = [path for path in nonfinite if path not in explained]
         if unexplained:
             self._notices.nonfinite(step, unexplained)
-        self._write_line(line, step)
+        written = self._write_line(line, step)
+        if written:
+            self._segments.add(line, written)
         if self._mirror is not None or self._watch is not None:
             decoded = decode_line(line)
             self._to_mirror("write", decoded)
@@ -288,4 +305,6 @@ class StepsAppender:
         line, _ = encode_record(
             {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}
         )
-        self._write_line(line, number)
+        written = self._write_line(line, number)
+        if written:
+            self._segments.add(line, written)

@@ -1,12 +1,13 @@
-"""Columnar segments of ``steps.jsonl``: what a reader decoded, kept for the next open.
+"""Columnar segments of ``steps.jsonl``: its numbers, kept for the next open.
 
 Opening a long run is decoding JSON and sorting its numbers by quantity and layer in
 Python: a 100,000-step ``economy`` run holds eight million numbers, about a minute.
-A reader that has decoded at least :data:`MIN_SEGMENT_BYTES` of ``steps.jsonl`` in
-one read keeps the result, the rows of :func:`~cockpit.logs.flatten.flatten_rows`,
-as an Arrow IPC file in ``RUN/.columns/``, named by the byte range it covers
-(``<start>-<end>.arrow``); the next reader maps those files, in a fraction of a
-second, and decodes only the lines after the last one. The files are not
+The writer keeps them as it writes (:mod:`cockpit.logs._segments`), and a reader
+that has decoded at least :data:`MIN_SEGMENT_BYTES` of ``steps.jsonl`` in one read
+keeps what it decoded: the rows of :func:`~cockpit.logs.flatten.flatten_rows`, as an
+Arrow IPC file in ``RUN/.columns/``, named by the byte range it covers
+(``<start>-<end>.arrow``, :func:`save_segment`); the next reader maps those
+files, in a fraction of a second, and decodes only the lines after the last one. The files are not
 compressed, so mapping them copies nothing (they take about three quarters of the
 JSON's bytes; zstd would make that a third, and cost seconds per 100,000 steps to
 decompress).
@@ -45,6 +46,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from cockpit.logs._packing import pack_counts, pack_edges, unpack
 from cockpit.logs.flatten import (
     HISTOGRAM_COLUMNS,
     SCALAR_COLUMNS,
@@ -52,7 +54,7 @@ from cockpit.logs.flatten import (
     ScalarRow,
     flatten_rows,
 )
-from cockpit.logs.schema import ERROR, STEP, STEPS_FILE
+from cockpit.logs.schema import COUNTS, EDGES, ERROR, STEP, STEPS_FILE, Y_EDGES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -63,7 +65,9 @@ __all__ = [
     "COLUMNS_DIR",
     "MIN_SEGMENT_BYTES",
     "Segment",
+    "Span",
     "read_segments",
+    "save_segment",
     "segment_columns",
     "segment_histograms",
     "segment_scalars",
@@ -77,7 +81,7 @@ COLUMNS_DIR = ".columns"
 MIN_SEGMENT_BYTES = 2**20
 #: Bytes at the end of a segment's range whose CRC-32 the segment carries.
 _CHECKED_BYTES = 2**16
-_VERSION = b"1"
+_VERSION = b"2"  # 2: histogram cells packed as in the log (format 2.0)
 _SUFFIX = ".arrow"
 
 
@@ -145,14 +149,15 @@ def _table(
     """The rows as one table, scalar rows first.
 
     Columns ``step, quantity, layer, value, histogram``; ``histogram`` is the JSON of
-    a histogram row's ``[edges, y_edges, counts, sample_size, total]`` (null in
-    scalar rows), ``value`` is NaN in histogram rows.
+    a histogram row's ``[edges, y_edges, counts, sample_size, total]``, edges and
+    counts packed as in the log (``cockpit.logs._packing``; null in scalar rows),
+    ``value`` is NaN in histogram rows.
     """
     step = [r[0] for r in scalars] + [r[0] for r in histograms]
     quantity = [r[1] for r in scalars] + [r[1] for r in histograms]
     layer = [r[2] for r in scalars] + [r[2] for r in histograms]
     value = [r[3] for r in scalars] + [math.nan] * len(histograms)
-    blobs = [None] * len(scalars) + [orjson.dumps(r[3:]) for r in histograms]
+    blobs = [None] * len(scalars) + [_blob(*r[3:]) for r in histograms]
     return pa.table(
         {
             "step": pa.array(step, pa.int64()),
@@ -172,17 +177,29 @@ def _dictionary(pa: Any, words: list[str | None]) -> pa.DictionaryArray:
     return encoded
 
 
+def _blob(edges: Any, y_edges: Any, counts: Any, *numbers: float) -> bytes:
+    """The ``histogram`` cell of a histogram row (:func:`_table`)."""
+    packed = [pack_edges(edges), pack_edges(y_edges), pack_counts(counts)]
+    return orjson.dumps([*packed, *numbers])
+
+
 def _histogram_row(blob: bytes) -> tuple[Any, Any, Any, float, float]:
     """``(edges, y_edges, counts, sample_size, total)`` of a ``histogram`` cell.
 
     JSON writes NaN as null; the two numbers are floats, NaN where missing.
+
+    Raises:
+        ValueError: If the cell is not JSON, or a packed part does not unpack.
+
     """
     edges, y_edges, counts, sample_size, total = orjson.loads(blob)
+    lists = {EDGES: edges, Y_EDGES: y_edges, COUNTS: counts}
+    unpack(lists)
     nan = math.nan
     return (
-        edges,
-        y_edges,
-        counts,
+        lists[EDGES],
+        lists[Y_EDGES],
+        lists[COUNTS],
         nan if sample_size is None else sample_size,
         nan if total is None else total,
     )
@@ -210,23 +227,66 @@ def write_segment(
         (never an exception).
 
     """
-    pa = _pyarrow()
-    end = reader.offset
-    if pa is None or end - start < MIN_SEGMENT_BYTES:
+    if reader.offset - start < MIN_SEGMENT_BYTES:
         return None
-    folder = _folder(reader)
+    span = Span(start, reader.offset, start_lines, reader.lines)
+    rows = flatten_rows(records)
+    errors = [r for r in records if ERROR in r]
+    return save_segment(reader.run_dir, reader.root, span, rows, errors, warned)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The lines of ``steps.jsonl`` a segment covers.
+
+    Bytes ``start`` to ``end``: the lines after line ``start_lines`` up to line
+    ``lines``.
+    """
+
+    start: int
+    end: int
+    start_lines: int
+    lines: int
+
+
+def save_segment(
+    run_dir: Path,
+    root: Path | None,
+    span: Span,
+    rows: tuple[list[ScalarRow], list[HistogramRow]],
+    errors: list[dict[str, Any]],
+    warned: list[str],
+) -> Segment | None:
+    """Write the segment of ``span`` into ``run_dir/.columns`` (any length).
+
+    Args:
+        run_dir: The run directory.
+        root: If given, the segment's folder must resolve under it.
+        span: The lines covered; they must be in ``steps.jsonl`` already.
+        rows: ``flatten_rows`` of their records.
+        errors: Their writer's error records.
+        warned: The corrupt-line warnings reading them gave.
+
+    Returns:
+        The segment written, or ``None`` (no ``pyarrow``, or it could not be
+        written; never an exception).
+
+    """
+    pa = _pyarrow()
+    if pa is None:
+        return None
+    folder = run_dir / COLUMNS_DIR
+    scalars, histograms = rows
     try:
         folder.mkdir(exist_ok=True)
-        if reader.root is not None and not folder.resolve().is_relative_to(reader.root):
+        if root is not None and not folder.resolve().is_relative_to(root):
             return None
-        scalars, histograms = flatten_rows(records)
-        errors = [r for r in records if ERROR in r]
         metadata = {
             b"cockpit_columns": _VERSION,
-            b"crc32": str(_crc(reader.run_dir / STEPS_FILE, end)).encode(),
-            b"lines": str(reader.lines).encode(),
+            b"crc32": str(_crc(run_dir / STEPS_FILE, span.end)).encode(),
+            b"lines": str(span.lines).encode(),
             b"scalar_rows": str(len(scalars)).encode(),
-            b"start_lines": str(start_lines).encode(),
+            b"start_lines": str(span.start_lines).encode(),
             b"errors": orjson.dumps(errors),
             b"warnings": orjson.dumps(warned),
         }
@@ -238,13 +298,15 @@ def write_segment(
                 pa.ipc.new_file(file, table.schema) as sink,
             ):
                 sink.write_table(table)
-            os.replace(temporary, folder / f"{start}-{end}{_SUFFIX}")
+            os.replace(temporary, folder / f"{span.start}-{span.end}{_SUFFIX}")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
     except (OSError, ValueError, pa.ArrowException):
         return None
-    return Segment(start, end, reader.lines, table, len(scalars), errors, warned)
+    return Segment(
+        span.start, span.end, span.lines, table, len(scalars), errors, warned
+    )
 
 
 def _ranges(folder: Path) -> dict[int, list[int]]:
@@ -254,8 +316,18 @@ def _ranges(folder: Path) -> dict[int, list[int]]:
         for path in folder.iterdir():
             bounds = path.name.removesuffix(_SUFFIX).split("-")
             if path.suffix == _SUFFIX and [b.isdigit() for b in bounds] == [True] * 2:
-                found.setdefault(int(bounds[0]), []).append(int(bounds[1]))
+                start, end = map(int, bounds)
+                if end > start:
+                    found.setdefault(start, []).append(end)
     return found
+
+
+def _reach(ranges: dict[int, list[int]]) -> dict[int, int]:
+    """Start -> the furthest byte a chain of segments from there reaches."""
+    reach: dict[int, int] = {}
+    for start in sorted(ranges, reverse=True):  # each end's chain is known first
+        reach[start] = max(reach.get(end, end) for end in ranges[start])
+    return reach
 
 
 def _open(pa: Any, reader: LogReader, start: int, end: int) -> Segment | None:
@@ -320,20 +392,24 @@ def read_segments(reader: LogReader, max_bytes: int | None = None) -> list[Segme
             ``steps.jsonl``; ``None``: every one.
 
     Returns:
-        The segments, in log order; none without ``pyarrow`` or a cache.
+        The segments, in log order; none without ``pyarrow`` or a cache. Where
+        segments overlap (the writer's and a reader's), the chain that reaches
+        furthest is taken.
 
     """
     pa = _pyarrow()
     if pa is None:
         return []
     ranges = _ranges(_folder(reader))
+    reach = _reach(ranges)
     segments: list[Segment] = []
     start = reader.offset
     while ranges.get(reader.offset) and (
         max_bytes is None or reader.offset - start < max_bytes
     ):
         segment = None
-        for end in sorted(ranges[reader.offset], reverse=True):
+        ends = ranges[reader.offset]
+        for end in sorted(ends, key=lambda e: (reach.get(e, e), e), reverse=True):
             segment = _open(pa, reader, reader.offset, end)
             if segment is not None:
                 break
@@ -352,22 +428,60 @@ def _strings(column: Any) -> np.ndarray:
     return words[indices]
 
 
-def segment_scalars(segments: list[Segment]) -> pd.DataFrame:
+def segment_scalars(segments: list[Segment]) -> tuple[pd.DataFrame, list[pa.Table]]:
     """The scalar frame of ``records_to_frames`` for the segments' records.
 
-    The numbers stay in the mapped file (no copy); the names become object arrays.
+    Each segment's numbers are copied into columns of the whole frame, and the
+    segment is then taken out of ``segments`` and let go, its histogram rows
+    copied: no more than one mapped file is held beside the frame (a run's
+    segments take about as much memory as the frame, and a frame of many segments
+    concatenated would be a second copy).
+
+    Args:
+        segments: The segments, in log order; emptied.
+
+    Returns:
+        ``(scalars, histograms)``: the frame, with the names as object arrays, and
+        each segment's :meth:`Segment.histograms` (copies).
+
     """
-    frames = []
-    for segment in segments:
-        table = segment.scalars()
-        data = {
-            "step": pd.Series(table["step"].to_numpy(), dtype="int64", copy=False),
-            "quantity": pd.Series(_strings(table["quantity"]), dtype=object),
-            "layer": pd.Series(_strings(table["layer"]), dtype=object),
-            "value": pd.Series(table["value"].to_numpy(), dtype="float64", copy=False),
-        }
-        frames.append(pd.DataFrame(data, columns=SCALAR_COLUMNS, copy=False))
-    return _concat(frames, SCALAR_COLUMNS)
+    total = sum(segment.scalar_rows for segment in segments)
+    columns = {
+        "step": np.empty(total, np.int64),
+        "quantity": np.empty(total, object),
+        "layer": np.empty(total, object),
+        "value": np.empty(total, np.float64),
+    }
+    histograms, start = [], 0
+    while segments:
+        table = segments[0].scalars()
+        end = start + table.num_rows
+        columns["step"][start:end] = table["step"].to_numpy()
+        columns["quantity"][start:end] = _strings(table["quantity"])
+        columns["layer"][start:end] = _strings(table["layer"])
+        columns["value"][start:end] = table["value"].to_numpy()
+        histograms.append(_copied(segments.pop(0).histograms()))
+        del table
+        start = end
+    frame = {
+        name: pd.Series(array, dtype=array.dtype, copy=False)
+        for name, array in columns.items()
+    }
+    return pd.DataFrame(frame, columns=SCALAR_COLUMNS, copy=False), histograms
+
+
+def _copied(table: pa.Table) -> pa.Table:
+    """``table`` in memory of its own: nothing of it keeps a mapped file mapped."""
+    pa = _pyarrow()
+    every = pa.array(np.arange(table.num_rows))
+    columns = {}
+    for name in table.column_names:
+        column = table[name].combine_chunks()
+        if pa.types.is_dictionary(column.type):  # decoding copies, encoding anew
+            columns[name] = column.dictionary_decode().dictionary_encode()
+        else:
+            columns[name] = column.take(every)
+    return pa.table(columns)
 
 
 def segment_histograms(tables: list[pa.Table]) -> pd.DataFrame:
@@ -440,16 +554,23 @@ def segment_columns(
     """A segment's numbers by quantity and layer, as ``flatten_columns`` sorts them.
 
     Returns:
-        ``(columns, histograms)``: ``(steps, values)`` arrays (views of one sorted
-        copy of the segment's numbers) and the histograms of each
-        ``(quantity, layer)``, in the order the keys first appear.
+        ``(columns, histograms)``: ``(steps, values)`` arrays (values: views of one
+        sorted copy of the segment's numbers; steps: one array for all keys with
+        the same steps, as most have, since a record holds every quantity due) and
+        the histograms of each ``(quantity, layer)``, in the order the keys first
+        appear.
 
     """
     scalars, histograms = segment.scalars(), segment.histograms()
     order, groups = _groups(scalars)
-    step = np.take(scalars["step"].to_numpy(), order)
+    raw_steps = scalars["step"].to_numpy()
     value = np.take(scalars["value"].to_numpy(), order)
-    columns = {key: (step[rows], value[rows]) for key, rows in groups}
+    shared: dict[bytes, np.ndarray] = {}
+    columns = {}
+    for key, rows in groups:
+        steps = raw_steps[order[rows]]
+        steps = shared.setdefault(steps.tobytes(), steps)
+        columns[key] = (steps, value[rows])
     order, groups = _groups(histograms)
     step = histograms["step"].to_numpy()
     blobs = histograms["histogram"].combine_chunks()

@@ -10,9 +10,13 @@ names their keys. A line looks like::
 JSON has no NaN or infinity, so non-finite numbers under ``"values"`` are written as
 ``null`` and their dotted paths (relative to ``"values"``) listed in ``"nonfinite"``.
 Histograms under ``"values"`` are written short (:func:`compact`): counts as integers,
-and a per-layer histogram leaves out edges equal to the whole model's (readers take
-those). Floats keep their shortest exact representation: a float64 model's
-statistics are float64, and rounding them would lose what they are checked to.
+packed, and equal-width edges as their ends (:mod:`cockpit.logs._packing`, format
+2.0; :func:`decode_line` unpacks them, so readers see the lists of format 1.0), and a
+per-layer histogram leaves out edges equal to the whole model's (readers take those).
+Floats keep their shortest exact representation: a float64 model's statistics are
+float64, and rounding them would lose what they are checked to; statistics of float32
+tensors reach the writer already as the shortest decimal of their float32 value
+(``cockpit._record``), at most 9 significant digits.
 Path syntax: dict keys joined by ``.``, list indices as ``[i]``, e.g.
 ``grad_norm.per_layer.0.weight`` or ``grad_hist_1d.counts[3]``.
 
@@ -33,6 +37,7 @@ import numpy as np
 import orjson
 
 from cockpit.exceptions import LogFormatError
+from cockpit.logs._packing import MARKERS, pack_counts, pack_edges, unpack
 from cockpit.logs.schema import (
     COUNTS,
     EDGES,
@@ -45,7 +50,7 @@ from cockpit.logs.schema import (
     Y_EDGES,
 )
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"
 _EDGE_KEYS = (EDGES, X_EDGES, Y_EDGES)
 _EXACT_INTEGERS = 2.0**53
 
@@ -184,8 +189,10 @@ def compact(value: Any) -> Any:
     :data:`COUNTS` list) are rounded to integers: they are estimated from samples
     that each count as at least one value, so the rounding error (under 1; the
     largest remainders round up, keeping the sum) is below the estimate's
-    resolution. A per-layer histogram drops edges equal to its whole
-    model's, which readers take instead (``cockpit.logs.flatten``).
+    resolution; then packed (:func:`~cockpit.logs._packing.pack_counts`). Edges
+    are packed where their ends reproduce them (``pack_edges``). A per-layer
+    histogram drops edges equal to its whole model's, which readers take instead
+    (``cockpit.logs.flatten``).
 
     Args:
         value: Output of :func:`to_python`.
@@ -198,10 +205,7 @@ def compact(value: Any) -> Any:
         return [compact(item) for item in value]
     if not isinstance(value, dict):
         return value
-    out = {
-        key: _counts(item) if key == COUNTS else compact(item)
-        for key, item in value.items()
-    }
+    out = {key: _compact_item(key, item) for key, item in value.items()}
     layers = out.get(PER_LAYER)
     if isinstance(layers, dict) and (EDGES in out or X_EDGES in out):
         out[PER_LAYER] = {
@@ -210,8 +214,19 @@ def compact(value: Any) -> Any:
     return out
 
 
+def _compact_item(key: str, item: Any) -> Any:
+    if key == COUNTS:
+        return _counts(item)
+    if key in _EDGE_KEYS:
+        return pack_edges(item)
+    return compact(item)
+
+
 def _counts(value: Any) -> Any:
-    """Integer counts with the same sum: floors, plus one for the largest remainders."""
+    """Integer counts with the same sum, packed where they are a 1D or 2D array.
+
+    Floors, plus one for the largest remainders; packed by ``pack_counts``.
+    """
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):  # ragged, or null where a count was not finite
@@ -225,7 +240,9 @@ def _counts(value: Any) -> Any:
     if missing > 0:
         largest = np.argsort(floors - array, axis=None, kind="stable")[:missing]
         floors.flat[largest] += 1
-    return floors.astype(np.int64).tolist()
+    integers = floors.astype(np.int64)
+    packed = pack_counts(integers)
+    return integers.tolist() if packed is integers else packed
 
 
 def _without_shared_edges(hist: Any, whole: dict[str, Any]) -> Any:
@@ -234,7 +251,9 @@ def _without_shared_edges(hist: Any, whole: dict[str, Any]) -> Any:
     return {
         key: item
         for key, item in hist.items()
-        if key not in _EDGE_KEYS or item != whole.get(key) or None in item
+        if key not in _EDGE_KEYS
+        or item != whole.get(key)
+        or (isinstance(item, list) and None in item)
     }
 
 
@@ -300,13 +319,18 @@ def decode_line(line: str | bytes) -> dict[str, Any]:
 
     Raises:
         ValueError: If the line is not UTF-8 JSON, not an object, has no integer
-            ``"step"`` (in the int64 range), nests deeper than 1024 levels, or holds a number beyond the
-            range of a double (``1e999999`` is refused, not read as infinity).
+            ``"step"`` (in the int64 range), nests deeper than 1024 levels, holds a
+            number beyond the range of a double (``1e999999`` is refused, not read
+            as infinity), or a packed histogram that does not unpack.
 
     """
     record = orjson.loads(line)
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    values = record.get(VALUES)
+    raw = line.encode() if isinstance(line, str) else line
+    if isinstance(values, dict) and any(marker in raw for marker in MARKERS):
+        unpack(values)
     step = record.get(STEP)
     if not isinstance(step, int) or isinstance(step, bool):
         raise ValueError(f"expected an integer {STEP!r}, got {short_repr(step)}")

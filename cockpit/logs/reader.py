@@ -404,11 +404,11 @@ def load(run_dir: str | os.PathLike[str]) -> Run:
     errors += [record for record in records if ERROR in record]
     if not segments:
         return Run(Path(run_dir), meta, scalars, histograms, errors)
-    tables = [segment.histograms() for segment in segments]
+    cached, tables = _columns.segment_scalars(segments)  # lets the segments go
     return Run(
         Path(run_dir),
         meta,
-        _joined(_columns.segment_scalars(segments), scalars),
+        _joined(cached, scalars),
         lambda: _joined(_columns.segment_histograms(tables), histograms),
         errors,
     )

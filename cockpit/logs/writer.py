@@ -36,6 +36,7 @@ from cockpit.exceptions import LogDirError
 from cockpit.logs._appender import STOP, StepsAppender, dir_error, open_steps
 from cockpit.logs._format import FORMAT_VERSION, to_python
 from cockpit.logs._notices import Notices
+from cockpit.logs._segments import SegmentWriter
 from cockpit.logs.schema import META_FILE, STEPS_FILE
 
 __all__ = ["Materializable", "RecordMirror", "RunWriter"]
@@ -74,6 +75,9 @@ class RunWriter:
         on_alert: Called on the writer thread with each new diagnosis alert
             (``cockpit.diagnosis.Alert``) as the written records raise them; what
             it raises becomes a notice, never an exception.
+        columns: Keep the columnar cache (``RUN/.columns``) as the log grows, so
+            that readers open the run without decoding its JSON
+            (:mod:`cockpit.logs._segments`; needs ``pyarrow``).
 
     Raises:
         LogDirError: If the directory cannot be created or written, or holds a run.
@@ -87,6 +91,7 @@ class RunWriter:
         fsync_interval: float = 2.0,
         mirror: RecordMirror | None = None,
         on_alert: Callable[[Any], object] | None = None,
+        columns: bool = True,
     ) -> None:
         self._run_dir = Path(run_dir)
         self._notices = Notices()
@@ -110,7 +115,14 @@ class RunWriter:
             raise
         watch = None if on_alert is None else self._alert_watch(on_alert)
         self._appender = StepsAppender(
-            self._run_dir, fd, self._queue, fsync_interval, mirror, self._notices, watch
+            self._run_dir,
+            fd,
+            self._queue,
+            fsync_interval,
+            mirror,
+            self._notices,
+            watch,
+            SegmentWriter(self._run_dir, active=columns),
         )
         self._thread = threading.Thread(
             target=self._appender.run,

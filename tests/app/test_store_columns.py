@@ -63,7 +63,7 @@ def from_json(run_dir):
 
 def test_a_second_store_reads_the_cache_with_the_same_data_and_alerts(tmp_path):
     logdir = tmp_path / "logs"
-    write_run(logdir / "run", steps=40)
+    write_run(logdir / "run", steps=40, columns=False)
     append(logdir / "run", range(40, 45), nonfinite_loss={42})
     reference = from_json(logdir / "run")
     first = RunStore(logdir)  # decodes the JSON, writes the cache, reads it back
@@ -87,7 +87,7 @@ def test_a_second_store_reads_the_cache_with_the_same_data_and_alerts(tmp_path):
 
 def test_steps_appended_after_the_cache_are_read_and_diagnosed(tmp_path):
     logdir = tmp_path / "logs"
-    write_run(logdir / "run", steps=20)
+    write_run(logdir / "run", steps=20, columns=False)
     RunStore(logdir).poll()  # writes the cache
     store = RunStore(logdir)
     store.poll()
@@ -100,7 +100,7 @@ def test_steps_appended_after_the_cache_are_read_and_diagnosed(tmp_path):
 
 def test_a_cache_linked_outside_logdir_is_not_read(tmp_path):
     logdir = tmp_path / "logs"
-    write_run(logdir / "run", steps=10)
+    write_run(logdir / "run", steps=10, columns=False)
     RunStore(tmp_path / "logs").poll()
     outside = tmp_path / "elsewhere"
     (logdir / "run" / _columns.COLUMNS_DIR).rename(outside)

@@ -169,11 +169,19 @@ def through_json(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_run(
-    run_dir: Path, steps: int, seed: int = 0, curvature: bool = True, close: bool = True
+    run_dir: Path,
+    steps: int,
+    seed: int = 0,
+    curvature: bool = True,
+    close: bool = True,
+    columns: bool = True,
 ) -> RunWriter:
-    """Write a run directory with the real writer; ``close=False`` leaves it running."""
+    """Write a run directory with the real writer; ``close=False`` leaves it running.
+
+    ``columns=False``: the writer keeps no columnar cache (``RunWriter``'s).
+    """
     meta = {"run_name": run_dir.name, "preset": "full" if curvature else "economy"}
-    writer = RunWriter(run_dir, meta)
+    writer = RunWriter(run_dir, meta, columns=columns)
     for record in records(steps, seed, curvature):
         writer.submit(record)
     writer.flush()

@@ -140,8 +140,8 @@ def test_missing_steps_file_reads_as_empty(tmp_path):
 
 
 def test_newer_major_version_is_refused(tmp_path):
-    make_run_dir(tmp_path / "run", line(0), meta={"format_version": "2.0"})
-    with pytest.raises(LogFormatError, match=r"format 2\.0.*upgrade cockpit"):
+    make_run_dir(tmp_path / "run", line(0), meta={"format_version": "3.0"})
+    with pytest.raises(LogFormatError, match=r"format 3\.0.*upgrade cockpit"):
         load(tmp_path / "run")
 
 
