@@ -24,17 +24,15 @@ from torch import nn
 
 import cockpit
 from cockpit.exceptions import AbsentQuantityWarning, NonFiniteWarning
+from tests.test_mixed_precision import MODELS, assert_layer_norms
 from tests.test_training_unchanged import (
     OPTIMIZERS,
-    ResidualNorm,
     assert_bit_identical,
     full_tracking,
     make_data,
     mlp,
     snapshot,
 )
-
-MODELS = {"mlp": mlp, "residual": ResidualNorm}
 
 
 @dataclass(frozen=True)
@@ -131,12 +129,7 @@ def test_gradient_norms_are_those_of_the_unscaled_gradient(
     kwargs = {"logdir": tmp_path, "preset": "economy"}
     _, grads, taken, ck = train(model, batches, precision, kwargs)
     assert all(taken)
-    frame = cockpit.load(ck.run_dir).scalars
-    norms = frame[(frame.quantity == "grad_norm") & frame.layer.notna()]
-    assert len(norms) == len(batches) * len(grads[0])
-    for row in norms.itertuples():
-        expected = torch.linalg.vector_norm(grads[row.step][row.layer]).item()
-        assert row.value == pytest.approx(expected, rel=1e-5), (row.step, row.layer)
+    assert_layer_norms(ck.run_dir, grads, rel=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore::cockpit.exceptions.NonFiniteWarning")
