@@ -15,7 +15,6 @@ scaled backward pass, its unscaling and its skipped steps. Checked:
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import dataclass
 
 import pytest
@@ -24,11 +23,14 @@ from torch import nn
 
 import cockpit
 from cockpit.exceptions import AbsentQuantityWarning, NonFiniteWarning
-from tests.test_mixed_precision import MODELS, assert_layer_norms
+from tests.test_mixed_precision import (
+    MODELS,
+    assert_layer_norms,
+    twins_with_full_tracking,
+)
 from tests.test_training_unchanged import (
     OPTIMIZERS,
     assert_bit_identical,
-    full_tracking,
     make_data,
     mlp,
     snapshot,
@@ -104,13 +106,7 @@ def _on_cpu(state):
 
 @pytest.mark.parametrize("model_name", MODELS)
 def test_training_is_unchanged(tmp_path, precision, model_name):
-    batches = make_data(model_name, "ce-mean")
-    torch.manual_seed(0)
-    model = MODELS[model_name]()
-    twin = copy.deepcopy(model)
-    kwargs = full_tracking(tmp_path, OPTIMIZERS["sgd"], model_name)
-    # With a scaler, curvature comes from torch.func, where kfac_block is undefined.
-    kwargs["quantities"].pop("kfac_block", None)
+    batches, model, twin, kwargs = twins_with_full_tracking(tmp_path, model_name)
     tracked, _, _, ck = train(model, batches, precision, kwargs)
     untracked, _, _, _ = train(twin, batches, precision)
     assert_bit_identical(tracked, untracked)

@@ -50,16 +50,21 @@ def train_autocast(model, loss_fn, batches, ck_kwargs=None, compiled=False):
     return (history, torch.get_rng_state()), grads, ck
 
 
-@pytest.mark.parametrize("model_name", MODELS)
-def test_training_under_autocast_is_unchanged(tmp_path, model_name):
+def twins_with_full_tracking(tmp_path, model_name):
+    """Batches, a model and its copy, and ``full`` at every step without
+    ``kfac_block``: autocast's casts between modules (and a GradScaler's scaled
+    loss) send curvature to torch.func, where it is undefined."""
     batches = make_data(model_name, "ce-mean")
     torch.manual_seed(0)
     model = MODELS[model_name]()
-    twin = copy.deepcopy(model)
     kwargs = full_tracking(tmp_path, OPTIMIZERS["sgd"], model_name)
-    # Autocast's casts between modules break BackPACK's chain of modules: curvature
-    # moves to torch.func and kfac_block stops, with an AbsentQuantityWarning.
     kwargs["quantities"].pop("kfac_block", None)
+    return batches, model, copy.deepcopy(model), kwargs
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_training_under_autocast_is_unchanged(tmp_path, model_name):
+    batches, model, twin, kwargs = twins_with_full_tracking(tmp_path, model_name)
     tracked, _, ck = train_autocast(model, nn.CrossEntropyLoss(), batches, kwargs)
     untracked, _, _ = train_autocast(twin, nn.CrossEntropyLoss(), batches)
     assert_bit_identical(tracked, untracked)

@@ -96,11 +96,6 @@ class StepStates:
         """
         return norm_rows(list(self["grads"].values()))
 
-    @functools.cached_property
-    def grad_sq_norms(self) -> dict[str, Tensor]:
-        """``||g_l||^2`` of the gradient in ``.grad``, per parameter and as TOTAL."""
-        return _by_name(list(self["grads"]), self.grad_norms.square())
-
     def network(self, name: str) -> dict[str, Tensor]:
         """A per-layer state with the whole network's value under TOTAL.
 
