@@ -217,6 +217,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Two steps of two micro-batches on each of two processes, by ``torch.distributed.run``.
 DISTRIBUTED_SCRIPT = """
+import gc
 import sys
 from pathlib import Path
 
@@ -237,6 +238,10 @@ CockpitTrainer(
     callbacks=[callback],
 ).train()
 print(f"rank {{args.process_index}} of {{args.world_size}} writes to {{callback.run_dir}}")
+# The Trainer (and the DDP model holding the process group) is gone; destroy the
+# group now rather than at interpreter exit, where gloo aborts now and then.
+gc.collect()
+torch.distributed.destroy_process_group()
 """
 
 
