@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from cockpit.exceptions import ConfigurationError
 
@@ -55,15 +55,22 @@ class Ranks:
 
     Args:
         group: The process group; ``None``: the world.
+        ddp: The DDP model whose average over this group's ranks lands in
+            ``.grad`` (:mod:`cockpit._ddp_average`), or ``None``.
 
     Attributes:
         rank: This process's rank in the group.
         size: W, the number of ranks.
+        ddp: See above.
         bytes_sent: Bytes this rank has handed to collectives so far (payload only).
 
     """
 
-    def __init__(self, group: dist.ProcessGroup | None = None):
+    def __init__(
+        self,
+        group: dist.ProcessGroup | None = None,
+        ddp: nn.parallel.DistributedDataParallel | None = None,
+    ):
         if not dist.is_available() or not dist.is_initialized():
             raise ConfigurationError(
                 "Cockpit got a DistributedDataParallel model or a process_group, but "
@@ -74,7 +81,11 @@ class Ranks:
         self.group = group if group is not None else dist.group.WORLD
         self.rank = dist.get_rank(self.group)
         self.size = dist.get_world_size(self.group)
+        self.ddp = ddp
         self.bytes_sent = 0
+        # A group that carries CPU tensors (gloo, or torch's default
+        # "cpu:gloo,cuda:nccl") exchanges host integers without touching the device.
+        self._host = "cpu" in dist.get_backend_config(self.group)
 
     @property
     def writes(self) -> bool:
@@ -96,6 +107,17 @@ class Ranks:
             for i, part in zip(index, flat.split(sizes), strict=True):
                 out[i] = part.view_as(tensors[i])
         return out
+
+    def gather_host(self, values: list[int], device: torch.device) -> list[list[int]]:
+        """Every rank's host integers ``values`` (as many on every rank), by rank.
+
+        On a group with a CPU backend the integers never reach the device. A group
+        without one (``backend="nccl"`` alone) sends them on ``device`` and brings
+        the ``[W, K]`` result back: one host synchronization per tracked step, which
+        ``init_process_group("cpu:gloo,cuda:nccl")`` (torch's default) avoids.
+        """
+        row = torch.tensor(values, dtype=torch.int64)
+        return self.all_gather(row if self._host else row.to(device)).tolist()
 
     def all_gather(self, row: Tensor) -> Tensor:
         """``[W, *row.shape]``: every rank's ``row`` (same shape on every rank)."""
