@@ -65,10 +65,10 @@ Histograms take two passes: the range is reduced first (the MAX collective), eve
 rank then counts its own samples on the edges of that common range, and the counts
 are summed; the samples themselves never leave the rank. Every rank then finalizes
 the same states. Apart from the D-sized states above the states are small, so this
-costs a few formulas on ``[L + 1]`` values, and it keeps the quantities that carry state from step to step identical on
-every rank without another collective: alpha's last step decides which projections
-the next step gathers, and ranks that disagreed on it would stop matching their
-collectives. Rank 0 alone writes. Collectives run under the process group's timeout
+costs a few formulas on ``[L + 1]`` values, and it keeps the quantities that carry
+state from step to step identical on every rank without another collective: alpha's
+last step decides which projections the next step gathers, and ranks that disagreed
+on it would stop matching their collectives. Rank 0 alone writes. Collectives run under the process group's timeout
 (``init_process_group(timeout=...)``), as DDP's own do: a rank that fails mid-step
 makes the others raise there, not hang forever.
 """
@@ -123,7 +123,9 @@ class Ranks:
         self.bytes_sent = 0
         # A group that carries CPU tensors (gloo, or torch's default
         # "cpu:gloo,cuda:nccl") exchanges host integers without touching the device.
-        self._host = "cpu" in dist.get_backend_config(self.group)
+        # get_backend_config names each device's backend; older torch: get_backend.
+        describe = getattr(dist, "get_backend_config", dist.get_backend)
+        self._host = any(k in describe(self.group) for k in ("cpu", "gloo"))
 
     @property
     def writes(self) -> bool:
