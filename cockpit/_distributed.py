@@ -68,9 +68,9 @@ the same states. Apart from the D-sized states above the states are small, so th
 costs a few formulas on ``[L + 1]`` values, and it keeps the quantities that carry
 state from step to step identical on every rank without another collective: alpha's
 last step decides which projections the next step gathers, and ranks that disagreed
-on it would stop matching their collectives. Rank 0 alone writes. Collectives run under the process group's timeout
-(``init_process_group(timeout=...)``), as DDP's own do: a rank that fails mid-step
-makes the others raise there, not hang forever.
+on it would stop matching their collectives. Rank 0 alone writes. Collectives run
+under the process group's timeout (``init_process_group(timeout=...)``), as DDP's
+own do: a rank that fails mid-step makes the others raise there, not hang forever.
 """
 
 from __future__ import annotations
