@@ -18,9 +18,10 @@ concatenated batch:
 - WHOLE states (Gram matrices, Kronecker factors, eigensolves, Hutchinson probes)
   have no reduction: their quantities are absent on split steps, with the reason.
 
-Across ranks the same table maps onto collectives (:class:`~cockpit._distributed.Ranks`),
-except that ``grads`` comes from DDP's own average when every piece of every rank is
-equally large (:class:`_AveragedGrads`, :mod:`cockpit._ddp_average`).
+Across ranks the same table maps onto collectives
+(:class:`~cockpit._distributed.Ranks`), except that ``grads`` comes from DDP's own
+average when every piece of every rank is equally large (:class:`_AveragedGrads`,
+:mod:`cockpit._ddp_average`).
 """
 
 from __future__ import annotations
