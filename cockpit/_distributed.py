@@ -6,11 +6,21 @@ of the given process group (default: the world). Each collective is one flat ten
 per dtype, whatever the number of states or parameters. Per tracked step a rank sends:
 
 ==============  ===============================================================
-``all_gather``  header: its sample count ``n_r``, float64 ``[1]``
-``all_reduce``  SUM of the summed states (gradients, ``sum_sq``, diagonals):
-                ``D`` numbers per state, the model's size
+``all_gather``  header: host integers, int64 ``[3]``: its sample count ``n_r``,
+                its pieces' common size (``-1`` if they differ), whether its
+                last piece caught DDP's average (:mod:`cockpit._ddp_average`).
+                On a group with a CPU backend (gloo, or torch's default
+                ``cpu:gloo,cuda:nccl``) a CPU tensor that never touches the device
+``all_reduce``  SUM of the summed states a due quantity reads, ``D`` numbers
+                each (the model's size, in its dtype): ``grads`` (``grad_norm``)
+                unless DDP's average stands in for it; ``sample_grads`` (every
+                quantity on per-sample gradients); ``sum_sq`` (``mean_gsnr``,
+                ``early_stopping``, ``tic_diag``); curvature diagonals
+                (``hess_trace``, ``tic_diag``, ``tic_trace``); ``input_moments``
+                ``[3]``. A state no due quantity reads is neither filled nor sent
 ``all_reduce``  MAX of the maxima and the negated minima (histogram ranges), a
-                few scalars per parameter
+                few scalars per parameter; with DDP's average, also the largest
+                and the negated smallest loss scale ``c`` (2 scalars)
 ``all_gather``  the moments ``(n, mean, M2)`` of its per-sample values (losses,
                 ``sq_norms``, ``dots``, projections: per parameter and for the
                 network), float64 ``[K, 3]``, merged by Chan et al.'s formula
@@ -20,19 +30,47 @@ per dtype, whatever the number of states or parameters. Per tracked step a rank 
                 step (alpha), float64 ``[L + 1, 3]``, if due
 ==============  ===============================================================
 
+Why the D-sized states that remain are sent:
+
+- ``grads``: DDP's synchronized backward pass already leaves ``(1/W) sum_r G_r`` in
+  ``.grad``. When every piece of every rank has the same size (the header says so)
+  that is the whole step's mean gradient, and it is taken (SAME, nothing sent).
+  With unequal shards DDP's average weights each rank by ``1/W``, not by
+  ``n_r / N``, so the exact mean costs one SUM of ``D`` numbers; so does a step whose
+  last backward pass DDP did not synchronize (``no_sync`` throughout), a DDP model
+  with a communication hook or its own mixed precision, or a ``process_group``
+  other than the DDP model's.
+- ``sample_grads``: the per-sample engine's mean, which the formulas pair with the
+  same engine's ``||g_n||^2`` moments (variances are differences of the two).
+  DDP's ``.grad`` agrees with it only to the engine's rounding (``1e-3`` relative
+  under autocast), so it is summed, not substituted.
+- ``sum_sq`` and a diagonal read by ``tic_diag``: element-wise ratios
+  (``g_j^2 / Var_j``, ``M_j / h_j``) need every element of the whole step.
+  Quantities that read only a diagonal's trace (``hess_trace``, ``tic_trace``)
+  could send per-layer traces instead when ``tic_diag`` is not due at the step;
+  the presets schedule the three together, so this is not done.
+
+Nothing waits for the device on the training thread after a collective: the
+header's integers come back as host integers (the sample count N, the shares
+``n_r / N`` and the choice between DDP's average and the SUM are decided on the
+host, identically on every rank), the loss scales' check stays on the device, and
+the summed histogram sample sizes stay 0-d tensors that the writer converts. A
+group without a CPU backend (``init_process_group("nccl")``) sends the header on
+the device and reads it back: one host synchronization per tracked step.
+
 None of these grows with the batch: per-sample values are summarized on the rank
 (:mod:`cockpit.stats.moments`) before anything is sent, and the network's per-sample
 value (``g_n . g`` summed over layers) is formed per sample before summarizing.
 Histograms take two passes: the range is reduced first (the MAX collective), every
 rank then counts its own samples on the edges of that common range, and the counts
 are summed; the samples themselves never leave the rank. Every rank then finalizes
-the same states. The states are small, so this costs a few formulas on ``[L + 1]``
-values, and it keeps the quantities that carry state from step to step identical on
-every rank without another collective: alpha's last step decides which projections
-the next step gathers, and ranks that disagreed on it would stop matching their
-collectives. Rank 0 alone writes. Collectives run under the process group's timeout
-(``init_process_group(timeout=...)``), as DDP's own do: a rank that fails mid-step
-makes the others raise there, not hang forever.
+the same states. Apart from the D-sized states above the states are small, so this
+costs a few formulas on ``[L + 1]`` values, and it keeps the quantities that carry
+state from step to step identical on every rank without another collective: alpha's
+last step decides which projections the next step gathers, and ranks that disagreed
+on it would stop matching their collectives. Rank 0 alone writes. Collectives run
+under the process group's timeout (``init_process_group(timeout=...)``), as DDP's
+own do: a rank that fails mid-step makes the others raise there, not hang forever.
 """
 
 from __future__ import annotations
@@ -43,7 +81,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from cockpit.exceptions import ConfigurationError
 
@@ -55,15 +93,22 @@ class Ranks:
 
     Args:
         group: The process group; ``None``: the world.
+        ddp: The DDP model whose average over this group's ranks lands in
+            ``.grad`` (:mod:`cockpit._ddp_average`), or ``None``.
 
     Attributes:
         rank: This process's rank in the group.
         size: W, the number of ranks.
+        ddp: See above.
         bytes_sent: Bytes this rank has handed to collectives so far (payload only).
 
     """
 
-    def __init__(self, group: dist.ProcessGroup | None = None):
+    def __init__(
+        self,
+        group: dist.ProcessGroup | None = None,
+        ddp: nn.parallel.DistributedDataParallel | None = None,
+    ):
         if not dist.is_available() or not dist.is_initialized():
             raise ConfigurationError(
                 "Cockpit got a DistributedDataParallel model or a process_group, but "
@@ -74,7 +119,13 @@ class Ranks:
         self.group = group if group is not None else dist.group.WORLD
         self.rank = dist.get_rank(self.group)
         self.size = dist.get_world_size(self.group)
+        self.ddp = ddp
         self.bytes_sent = 0
+        # A group that carries CPU tensors (gloo, or torch's default
+        # "cpu:gloo,cuda:nccl") exchanges host integers without touching the device.
+        # get_backend_config names each device's backend; older torch: get_backend.
+        describe = getattr(dist, "get_backend_config", dist.get_backend)
+        self._host = any(k in describe(self.group) for k in ("cpu", "gloo"))
 
     @property
     def writes(self) -> bool:
@@ -96,6 +147,17 @@ class Ranks:
             for i, part in zip(index, flat.split(sizes), strict=True):
                 out[i] = part.view_as(tensors[i])
         return out
+
+    def gather_host(self, values: list[int], device: torch.device) -> list[list[int]]:
+        """Every rank's host integers ``values`` (as many on every rank), by rank.
+
+        On a group with a CPU backend the integers never reach the device. A group
+        without one (``backend="nccl"`` alone) sends them on ``device`` and brings
+        the ``[W, K]`` result back: one host synchronization per tracked step, which
+        ``init_process_group("cpu:gloo,cuda:nccl")`` (torch's default) avoids.
+        """
+        row = torch.tensor(values, dtype=torch.int64)
+        return self.all_gather(row if self._host else row.to(device)).tolist()
 
     def all_gather(self, row: Tensor) -> Tensor:
         """``[W, *row.shape]``: every rank's ``row`` (same shape on every rank)."""

@@ -18,13 +18,16 @@ concatenated batch:
 - WHOLE states (Gram matrices, Kronecker factors, eigensolves, Hutchinson probes)
   have no reduction: their quantities are absent on split steps, with the reason.
 
-Across ranks the same table maps onto collectives (:class:`~cockpit._distributed.Ranks`).
+Across ranks the same table maps onto collectives
+(:class:`~cockpit._distributed.Ranks`), except that ``grads`` comes from DDP's own
+average when every piece of every rank is equally large (:class:`_AveragedGrads`,
+:mod:`cockpit._ddp_average`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -78,6 +81,11 @@ class Piece:
         layers: Parameter name -> the block's per-sample statistics.
         size: ``n_k``, the block's number of samples.
         seconds: The tracker's own time spent in the block.
+        loss_scales: The loss scale ``c`` of each of the block's backward passes
+            (device scalars), if DDP's average may stand in for ``grads``.
+        averaged: Parameter name -> DDP's average of the ranks' ``.grad`` ``[D_l]``
+            after the block's synchronized backward pass
+            (:mod:`cockpit._ddp_average`), or ``None``.
 
     """
 
@@ -85,6 +93,8 @@ class Piece:
     layers: dict[str, LayerStats]
     size: int
     seconds: float
+    loss_scales: list[Tensor] = field(default_factory=list)
+    averaged: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -189,8 +199,9 @@ class StepPieces:
         )
         groups = [(p.layers, p.size) for p in pieces]
         device = states["losses"].device
-        across = _Across(self.ranks, n, device) if self.ranks else None
-        if across is not None:
+        across = None
+        if self.ranks is not None:
+            across = _Across(self.ranks, pieces, device, self.mean)
             across.reduce(states, shares)
         if "dots" in pieces[0].states:
             grads = states["sample_grads"]
@@ -211,20 +222,46 @@ def _summarized(states: dict[str, Any]) -> list[str]:
 
 
 class _Across:
-    """The collectives of one split step on several ranks (``cockpit._distributed``)."""
+    """The collectives of one split step on several ranks (``cockpit._distributed``).
 
-    def __init__(self, ranks: Ranks, n: int, device: torch.device):
+    The header exchanges host integers (:meth:`Ranks.gather_host`): each rank's
+    sample count, its pieces' common size (``-1`` if they differ) and whether its
+    last piece caught DDP's averaged gradient. When every piece of every rank has
+    the same size and every rank caught the average, ``grads`` is taken from it
+    (SAME) rather than summed: DDP has already reduced it.
+    """
+
+    def __init__(
+        self, ranks: Ranks, pieces: list[Piece], device: torch.device, mean: bool
+    ):
         self.ranks = ranks
-        header = torch.tensor([n], dtype=torch.float64, device=device)
-        self.sizes = ranks.all_gather(header)[:, 0]
-        self.total = self.sizes.sum()
+        sizes = {p.size for p in pieces}
+        last = pieces[-1]
+        header = [
+            sum(p.size for p in pieces),
+            sizes.pop() if len(sizes) == 1 else -1,
+            int(last.averaged is not None),
+        ]
+        rows = ranks.gather_host(header, device)
+        self.sizes = [row[0] for row in rows]
+        self.total = sum(self.sizes)
+        size = rows[0][1]
+        self.averaged = None
+        if size > 0 and all(row[1] == size and row[2] for row in rows):
+            self.averaged = _AveragedGrads(pieces, size, mean)
 
     def reduce(self, states: dict[str, Any], shares: set[str]) -> None:
         """Sum the summed states (shares of the whole mean), max/min the extremes."""
         share = self.sizes[self.ranks.rank] / self.total
-        # N on the host: a mean-reduced loss and the log's batch size need it.
-        states["count"] = int(self.total)
-        summed = [k for k in states if SPECS[k].reduce is Reduce.SUM and k != "count"]
+        states["count"] = self.total
+        same = self.averaged is not None and "grads" in states
+        summed = [
+            k
+            for k in states
+            if SPECS[k].reduce is Reduce.SUM
+            and k != "count"
+            and not (same and k == "grads")
+        ]
         values = [
             _scaled(states[k], share) if k in shares else states[k] for k in summed
         ]
@@ -236,11 +273,15 @@ class _Across:
         low = [k for k in states if SPECS[k].reduce is Reduce.MIN]
         flat = [leaf for k in high for leaf in leaves(states[k])]
         flat += [-leaf for k in low for leaf in leaves(states[k])]
+        if same:
+            flat += self.averaged.scale_range()
         extremes = iter(self.ranks.all_reduce(flat, dist.ReduceOp.MAX))
         for name in high:
             states[name] = rebuild(states[name], extremes)
         for name in low:
             states[name] = rebuild(states[name], (-leaf for leaf in extremes))
+        if same:
+            states["grads"] = self.averaged.mean_gradient(*extremes)
 
     def merge(self, states: dict[str, Any]) -> dict[str, Any]:
         """Merge the per-sample moments of every rank, on every rank.
@@ -262,15 +303,46 @@ class _Across:
         """``value`` (a nesting of tensors and integers) summed over the ranks.
 
         The integers (histogram sample sizes) travel as one int64 tensor and come
-        back as host integers.
+        back as 0-d int64 tensors, which the writer converts off the training thread.
         """
         flat = list(leaves(value))
         tensors = [leaf for leaf in flat if not isinstance(leaf, int)]
         integers = [leaf for leaf in flat if isinstance(leaf, int)]
-        numbers = torch.tensor(integers, device=tensors[0].device)
+        numbers = torch.tensor(integers, dtype=torch.int64).to(tensors[0].device)
         summed = self.ranks.all_reduce([*tensors, numbers], dist.ReduceOp.SUM)
-        sums, totals = iter(summed[:-1]), iter(summed[-1].tolist())
+        sums, totals = iter(summed[:-1]), iter(summed[-1].unbind(0))
         return rebuild(
             value,
             (next(totals) if isinstance(leaf, int) else next(sums) for leaf in flat),
         )
+
+
+class _AveragedGrads:
+    """``g`` of the whole step from DDP's average, when all pieces are equal.
+
+    DDP leaves ``(1/W) sum_r sum_k c w G_{r,k}`` in ``.grad`` (W ranks, A pieces
+    each of n samples, loss scale c, ``w = 1`` for a mean loss and ``n`` for a sum,
+    ``G_{r,k}`` the piece's mean gradient), so ``g = (1/(W A)) sum G_{r,k}`` is
+    that times ``1 / (c w A)``. The one assumption, a loss scale c equal on every
+    piece of every rank, is checked on the device: the MAX collective carries the
+    largest c and the negated smallest, and a step where they differ logs a
+    non-finite gradient norm instead of a wrong one.
+    """
+
+    def __init__(self, pieces: list[Piece], size: int, mean: bool):
+        assert pieces[-1].averaged is not None
+        self.average = pieces[-1].averaged
+        self.scales = torch.stack(
+            [c.reshape(()) for p in pieces for c in p.loss_scales]
+        )
+        self.factor = (1.0 if mean else 1.0 / size) / len(pieces)
+
+    def scale_range(self) -> list[Tensor]:
+        """``[max c, -min c]`` over this rank's backward passes."""
+        return [self.scales.amax(), -self.scales.amin()]
+
+    def mean_gradient(self, highest: Tensor, negated_lowest: Tensor) -> dict:
+        """Parameter name -> ``g_l``, NaN where the ranks' loss scales differed."""
+        uniform = highest == -negated_lowest
+        scale = torch.where(uniform, self.factor / highest, torch.nan)
+        return {name: average * scale for name, average in self.average.items()}

@@ -243,5 +243,6 @@ def distributed(model: nn.Module, process_group: Any) -> tuple[nn.Module, Ranks 
         )
     if isinstance(model, nn.parallel.DistributedDataParallel):
         group = process_group if process_group is not None else model.process_group
-        return model.module, Ranks(group)
+        averages = group is model.process_group  # DDP's .grad: over these ranks
+        return model.module, Ranks(group, model if averages else None)
     return model, None if process_group is None else Ranks(process_group)

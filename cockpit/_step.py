@@ -24,6 +24,7 @@ from backpack import backpack, memory_cleanup
 from backpack.core.derivatives.convnd import weight_jac_t_save_memory
 from torch import Tensor
 
+from cockpit._ddp_average import DDPAverage
 from cockpit._input_capture import InputMoments
 from cockpit._loss_capture import LossCapture
 from cockpit._optimizer_step import AwaitingStep
@@ -73,6 +74,7 @@ class TrackedStep:
         engines = ck.engines
         self._local_grads: dict[str, Tensor] = {}
         self._scale_of: Tensor | None = None
+        self._loss_scales: list[Tensor] = []
         handles = [
             p.register_hook(functools.partial(self._keep_grad, name))
             for name, p in ck.params.items()
@@ -80,6 +82,11 @@ class TrackedStep:
         self._stack.callback(lambda: [h.remove() for h in handles])
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
         self._declared = fill.declared(self.active)
+        self._average = None
+        ranks = None if self.pieces is None else self.pieces.ranks
+        if ranks is not None and ranks.ddp is not None and "grads" in self._declared:
+            self._average = DDPAverage(ranks.ddp, ck.params)
+            self._stack.callback(self._average.attach().remove)
         self._input = None
         if "input_moments" in self._declared:
             self._input = self._stack.enter_context(InputMoments(ck.model))
@@ -143,6 +150,8 @@ class TrackedStep:
         tensor ``.grad`` itself, which DDP then overwrites in place with the average
         over ranks (and clipping inside the block rescales).
         """
+        if self._average is not None:
+            self._average.arm()
         if grad.requires_grad:
             grad = grad.detach()
         scaled = grad.reshape(-1) * self._grad_scale()
@@ -166,6 +175,7 @@ class TrackedStep:
         if c is not self._scale_of:
             n = self._losses.batch_size()
             self._scale_of, self._scale = c, (1.0 if self.ck.mean else 1.0 / n) / c
+            self._loss_scales.append(c)
         return self._scale
 
     def _extend(self, extensions: list) -> None:
@@ -215,7 +225,9 @@ class TrackedStep:
         if self.pieces is not None:
             seconds = self._seconds + time.perf_counter() - start
             n = states["count"]
-            whole = self.pieces.add(Piece(states, layers, n, seconds))
+            averaged = None if self._average is None else self._average.grads
+            piece = Piece(states, layers, n, seconds, self._loss_scales, averaged)
+            whole = self.pieces.add(piece)
             if whole is None:  # more pieces of this step to come
                 return
             start, self._seconds = time.perf_counter(), whole.seconds

@@ -96,11 +96,9 @@ def backward_states(
             ``lr``, ``mean_reduction``).
 
     """
-    states: dict[str, Any] = {
-        "count": losses.shape[0],
-        "losses": moments(losses),
-        "grads": grads,
-    }
+    states: dict[str, Any] = {"count": losses.shape[0], "losses": moments(losses)}
+    if "grads" in names:  # a D-sized state: a split step reduces only what is read
+        states["grads"] = grads
     for name, field in _LAYER_FIELDS.items():
         if name in names:
             per_layer = {n: getattr(s, field) for n, s in layers.items()}

@@ -67,8 +67,23 @@ def train(
     accumulation_steps: int = 1,
     rank: int = 0,
     world: int = 1,
-) -> None:
-    """Train and track; with ``world > 1`` inside an initialized process group."""
+    batch: int = BATCH,
+    clip: float | None = None,
+    ddp_sync: bool = True,
+) -> cockpit.Cockpit:
+    """Train and track; with ``world > 1`` inside an initialized process group.
+
+    Args:
+        clip: Clip the gradient to this norm inside each step's last block (the
+            logged gradient must stay the unclipped one).
+        ddp_sync: DDP averages the gradient in the last block's backward pass;
+            ``False``: every block runs under ``no_sync`` and the ranks average
+            ``.grad`` by hand before the step (the same training).
+
+    Returns:
+        The closed Cockpit (``ranks.bytes_sent``).
+
+    """
     model, loss_fn, optimizer, ck = tracked_mlp(
         logdir,
         wrap=world > 1,
@@ -77,21 +92,29 @@ def train(
     )
     data = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
-        x = torch.randn(BATCH, 4, generator=data, dtype=torch.float64)
-        y = torch.randint(0, 3, (BATCH,), generator=data)
-        shard = torch.tensor_split(torch.arange(BATCH), world)[rank]
+        x = torch.randn(batch, 4, generator=data, dtype=torch.float64)
+        y = torch.randint(0, 3, (batch,), generator=data)
+        shard = torch.tensor_split(torch.arange(batch), world)[rank]
         optimizer.zero_grad()
         for i, part in enumerate(torch.tensor_split(shard, accumulation_steps)):
             last = i == accumulation_steps - 1
-            sync = model.no_sync() if world > 1 and not last else nullcontext()
+            alone = world > 1 and not (last and ddp_sync)
+            sync = model.no_sync() if alone else nullcontext()
             with sync, ck.track():
                 loss = loss_fn(model(x[part]), y[part])
                 # The usual loss / K, exact for unequal pieces: .grad (after DDP's
                 # average over ranks) is the whole batch's, so the training is too.
-                share = len(part) / BATCH if reduction == "mean" else 1
+                share = len(part) / batch if reduction == "mean" else 1
                 (loss * share * world).backward()
+                if clip is not None and last:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if world > 1 and not ddp_sync:
+            for p in model.parameters():
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
         optimizer.step()
     ck.close()
+    return ck
 
 
 def records(run_dir: Path) -> dict[int, dict]:
