@@ -1,12 +1,14 @@
 """Where a tracked step's fixed cost goes: CPU time per step, and a profile.
 
-CPU time (``time.process_time``, all threads of this process) per step, plain and
-tracked, measured in interleaved blocks so that both see the same machine; a shared
-CPU inflates wall-clock time far more than the CPU time a step spends itself::
+CPU time per step, plain and tracked, in interleaved blocks so that both see the same
+machine, with one intra-op thread: a shared CPU inflates wall-clock time far more than
+the CPU time a step spends itself. Two columns: the process (all threads: training and
+the log's writer thread, which is flushed at the end of each block) and the training
+thread alone (``time.thread_time``)::
 
     .venv/bin/python benchmarks/fixed_cost.py --problems mlp deep_mlp
 
-With ``--profile`` it also prints, per problem and configuration, the tracked steps'
+Medians over ``--rounds`` blocks of ``--steps`` steps. With ``--profile`` it also prints, per problem and configuration, the tracked steps'
 cProfile (top functions by own time and by calls) instead of timing them.
 """
 
@@ -24,14 +26,15 @@ from _overhead.configs import CONFIGS, PLAIN, Run, build_run
 from _overhead.problems import PROBLEMS, make_problem
 
 
-def cpu_ms_per_step(run: Run, batches, steps: int) -> float:
-    """Process CPU milliseconds per step over ``steps`` steps (writer flushed)."""
+def cpu_ms_per_step(run: Run, batches, steps: int) -> tuple[float, float]:
+    """CPU milliseconds per step of the process and of this thread (writer flushed)."""
     run.flush()
-    start = time.process_time()
+    process, thread = time.process_time(), time.thread_time()
     for _ in range(steps):
         run.step(batches)
     run.flush()
-    return 1e3 * (time.process_time() - start) / steps
+    process, thread = time.process_time() - process, time.thread_time() - thread
+    return 1e3 * process / steps, 1e3 * thread / steps
 
 
 def profile(run: Run, batches, steps: int, top: int) -> None:
@@ -60,8 +63,11 @@ def main() -> None:
     torch.set_num_threads(1)  # CPU time of one thread: contention cannot add to it
     device = torch.device("cpu")
     if not args.profile:
-        print("| problem | config | CPU ms per step (median) | ratio to plain |")
-        print("|---|---|---:|---:|")
+        print(
+            "| problem | config | process CPU ms per step | ratio | "
+            "training thread CPU ms per step | ratio |"
+        )
+        print("|---|---|---:|---:|---:|---:|")
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-fixed-") as logdir:
@@ -75,15 +81,27 @@ def main() -> None:
                     print(f"## {name} {run.config}")
                     profile(run, problem.batches, args.steps, args.top)
             else:
-                times: dict[str, list[float]] = {run.config: [] for run in runs}
+                times: dict[str, list[tuple[float, float]]] = {
+                    run.config: [] for run in runs
+                }
                 for _ in range(args.rounds):
                     for run in runs:
                         t = cpu_ms_per_step(run, problem.batches, args.steps)
                         times[run.config].append(t)
-                plain = statistics.median(times[PLAIN])
-                for config, values in times.items():
-                    ms = statistics.median(values)
-                    print(f"| {name} | {config} | {ms:.2f} | {ms / plain:.1f}x |")
+                medians = {
+                    config: [
+                        statistics.median(column)
+                        for column in zip(*values, strict=True)
+                    ]
+                    for config, values in times.items()
+                }
+                plain_process, plain_thread = medians[PLAIN]
+                for config, (process, thread) in medians.items():
+                    print(
+                        f"| {name} | {config} | {process:.2f} | "
+                        f"{process / plain_process:.1f}x | {thread:.2f} | "
+                        f"{thread / plain_thread:.1f}x |"
+                    )
             for run in runs:
                 if run.ck is not None:
                     run.ck.close()
