@@ -8,8 +8,9 @@ thread alone (``time.thread_time``)::
 
     .venv/bin/python benchmarks/fixed_cost.py --problems mlp deep_mlp
 
-Medians over ``--rounds`` blocks of ``--steps`` steps. With ``--profile`` it also prints, per problem and configuration, the tracked steps'
-cProfile (top functions by own time and by calls) instead of timing them.
+Medians over ``--rounds`` blocks of ``--steps`` steps. With ``--profile`` it prints,
+per problem and configuration, the tracked steps' cProfile (top functions by own time
+and by calls, training thread only) instead of timing them.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import time
 
 import torch
 from _overhead.configs import CONFIGS, PLAIN, Run, build_run
-from _overhead.problems import PROBLEMS, make_problem
+from _overhead.problems import PROBLEMS, Batches, make_problem
 
 
-def cpu_ms_per_step(run: Run, batches, steps: int) -> tuple[float, float]:
+def cpu_ms_per_step(run: Run, batches: Batches, steps: int) -> tuple[float, float]:
     """CPU milliseconds per step of the process and of this thread (writer flushed)."""
     run.flush()
     process, thread = time.process_time(), time.thread_time()
@@ -37,7 +38,7 @@ def cpu_ms_per_step(run: Run, batches, steps: int) -> tuple[float, float]:
     return 1e3 * process / steps, 1e3 * thread / steps
 
 
-def profile(run: Run, batches, steps: int, top: int) -> None:
+def profile(run: Run, batches: Batches, steps: int, top: int) -> None:
     """Print cProfile's top functions by own time and by calls over ``steps`` steps."""
     profiler = cProfile.Profile()
     profiler.enable()
