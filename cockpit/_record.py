@@ -90,33 +90,76 @@ def _as_single(tree: Any) -> Any:
     return tree
 
 
-def _leaves(tree: Any) -> list[Tensor]:
+def _leaves(tree: Any, logged: list[Tensor], inputs: list[Tensor]) -> None:
+    """Append the tensors logged as they are, and the inputs of :class:`OnHost`."""
     if isinstance(tree, Tensor):
-        return [tree]
-    if isinstance(tree, OnHost):
-        return list(tree.tensors)
-    if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _leaves(value)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for value in tree for leaf in _leaves(value)]
-    return []
+        logged.append(tree)
+    elif isinstance(tree, OnHost):
+        inputs.extend(tree.tensors)
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            _leaves(value, logged, inputs)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            _leaves(value, logged, inputs)
 
 
-def _to_host(tensors: list[Tensor]) -> dict[int, np.ndarray]:
-    """One device-to-host copy per device and dtype for all ``tensors``."""
-    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    for tensor in tensors:
-        groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
-    host: dict[int, np.ndarray] = {}
-    for group in groups.values():
-        flat = torch.cat([t.detach().reshape(-1) for t in group]).cpu()
+@dataclass
+class _Host:
+    """A record's tensors on the host, converted once per device and dtype.
+
+    Attributes:
+        arrays: ``id(tensor)`` -> numpy array (float64 for floating tensors), what
+            an :class:`OnHost` function receives.
+        values: ``id(tensor)`` -> the logged Python value of a tensor logged as it
+            is (a number, or nested lists), float32 statistics already as
+            :func:`float32_shortest`.
+
+    """
+
+    arrays: dict[int, np.ndarray] = field(default_factory=dict)
+    values: dict[int, Any] = field(default_factory=dict)
+
+
+def _to_host(logged: list[Tensor], inputs: list[Tensor]) -> _Host:
+    """One device-to-host copy and one conversion per device and dtype.
+
+    A record holds hundreds of small tensors (a value per layer and quantity): one
+    ``torch.stack`` gathers the scalars and one ``torch.cat`` everything (under
+    ``no_grad``, no ``detach`` per tensor), one :func:`float32_shortest` and one
+    ``tolist`` convert what is logged as it is, so the work per tensor is a slice of
+    a list. The inputs of :class:`OnHost` functions that are not scalars, which may
+    be large (Kronecker factors), are only copied.
+    """
+    seen: set[int] = set()
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = {}
+    for kind, tensors in ((0, logged), (2, inputs)):
+        for tensor in tensors:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                split = groups.setdefault((tensor.device, tensor.dtype), ([], [], []))
+                split[0 if tensor.dim() == 0 else kind or 1].append(tensor)
+    wanted = {id(t) for t in inputs}
+    host = _Host()
+    for (_, dtype), (scalars, others, extra) in groups.items():
+        with torch.no_grad():
+            parts = [torch.stack(scalars)] if scalars else []
+            parts += [t.reshape(-1) for t in others + extra]
+            flat = torch.cat(parts).cpu()  # a copy even of one part
         arrays = flat.double().numpy() if flat.is_floating_point() else flat.numpy()
+        size = len(scalars) + sum(t.numel() for t in others)
+        shown = float32_shortest(arrays[:size]) if dtype in _SINGLE else arrays
+        numbers = shown[: len(scalars)].tolist()
+        host.values.update(zip(map(id, scalars), numbers, strict=True))
         offset = 0
-        for tensor in group:
-            host[id(tensor)] = arrays[offset : offset + tensor.numel()].reshape(
-                tensor.shape
-            )
-            offset += tensor.numel()
+        for tensor in scalars + others + extra:
+            end = offset + tensor.numel()
+            if id(tensor) in wanted:
+                host.arrays[id(tensor)] = arrays[offset:end].reshape(tensor.shape)
+            if len(scalars) <= offset and end <= size:  # one of the others
+                value = shown[offset:end].reshape(tensor.shape).tolist()
+                host.values[id(tensor)] = value
+            offset = end
     return host
 
 
@@ -138,7 +181,10 @@ class TensorRecord:
 
     def materialize(self) -> dict[str, Any]:
         """Copy to the host and finish: a plain, JSON-able record (writer thread)."""
-        host = _to_host(_leaves(self.values))
+        logged: list[Tensor] = []
+        inputs: list[Tensor] = []
+        _leaves(self.values, logged, inputs)
+        host = _to_host(logged, inputs)
         notes = dict(self.notes)
         notices: list[str] = []
 
@@ -157,12 +203,10 @@ class TensorRecord:
 
         def convert(tree: Any, path: str) -> Any:
             if isinstance(tree, Tensor):
-                array = host[id(tree)]
-                if tree.dtype in _SINGLE:
-                    array = float32_shortest(array)
-                return array.item() if array.ndim == 0 else array.tolist()
+                return host.values[id(tree)]
             if isinstance(tree, OnHost):
-                result = settle(tree.fn(*(host[id(t)] for t in tree.tensors)), path)
+                arrays = (host.arrays[id(t)] for t in tree.tensors)
+                result = settle(tree.fn(*arrays), path)
                 single = all(t.dtype in _SINGLE for t in tree.tensors)
                 return _as_single(result) if single and tree.tensors else result
             if isinstance(tree, dict):

@@ -66,6 +66,7 @@ def attach_hooks(
     """
     seen: set[int] = set()
     skip = reused if reused is not None else set()
+    stand_ins: dict[tuple, Tensor] = {}
 
     def store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
         if id(module) in seen:
@@ -83,8 +84,9 @@ def attach_hooks(
         if not keep_outputs:
             # BackPACK's first-order derivatives read only the output's shape;
             # holding the output would keep it alive through the backward pass
-            # (25 MB for the first convolution of the 3c3d CNN).
-            module.output = torch.empty_like(output, device="meta")
+            # (25 MB for the first convolution of the 3c3d CNN). Layers of equal
+            # output shapes share one stand-in (no operation per layer).
+            module.output = _stand_in(output, stand_ins)
         if isinstance(output, Tensor) and output.requires_grad:
             seed = sampling_seed if module is loss_fn else None
             output.register_hook(
@@ -93,6 +95,14 @@ def attach_hooks(
 
     targets = [*modules, *([loss_fn] if loss_fn is not None else [])]
     return [module.register_forward_hook(store_and_watch) for module in targets]
+
+
+def _stand_in(output: Tensor, made: dict[tuple, Tensor]) -> Tensor:
+    """A storage-free ``meta`` tensor like ``output``, one per shape, stride, dtype."""
+    key = (output.shape, output.stride(), output.dtype)
+    if key not in made:
+        made[key] = torch.empty_like(output, device="meta")
+    return made[key]
 
 
 def _run_extensions(

@@ -86,6 +86,15 @@ def _by_weight(groups: list[tuple]) -> list[tuple]:
     return sorted(groups, key=lambda group: float(group[-1]))
 
 
+def _flat_cat(tensors: list[Tensor]) -> Tensor:
+    """``[sum K_l]``: the tensors flattened and concatenated.
+
+    The groups' values are flat already (one per layer), so only the others are
+    reshaped: a reshape per layer would be one more operation per parameter tensor.
+    """
+    return torch.cat([t if t.dim() == 1 else t.reshape(-1) for t in tensors])
+
+
 def _nan_unless_finite(counts: Tensor, *ends: Tensor) -> Tensor:
     finite = torch.stack([torch.isfinite(end) for end in ends]).all()
     return torch.where(finite, counts, torch.full_like(counts, float("nan")))
@@ -108,7 +117,7 @@ def histogram_1d(
     """
     start, stop = safe_range(low, high)
     groups = _by_weight(groups)
-    values = torch.cat([v.reshape(-1) for v, _ in groups])
+    values = _flat_cat([v for v, _ in groups])
     index = bin_index(values, start, stop, bins)
     counts = _count(index, groups, bins, values)
     return _nan_unless_finite(counts, low, high)
@@ -134,8 +143,8 @@ def histogram_2d(
     bx, by = bins
     x_start_stop, y_start_stop = safe_range(*x_range), safe_range(*y_range)
     groups = _by_weight(groups)
-    x = torch.cat([x.reshape(-1) for x, _, _ in groups])
-    y = torch.cat([y.reshape(-1) for _, y, _ in groups])
+    x = _flat_cat([x for x, _, _ in groups])
+    y = _flat_cat([y for _, y, _ in groups])
     index = (
         bin_index(x, *x_start_stop, bx).mul_(by).add_(bin_index(y, *y_start_stop, by))
     )

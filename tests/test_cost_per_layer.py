@@ -1,0 +1,131 @@
+"""The tracker's work per parameter tensor stays small as a model gets deeper.
+
+Counts the ATen operations a step dispatches (a ``TorchDispatchMode``; immune to the
+noise of a shared CPU) on narrow MLPs of 8 and 32 hidden layers under the economy
+preset, and divides the difference by the number of parameter tensors added. Both
+bounds fail on the code before issue 12's fixed-cost work (commit 9c7e66f): writing a
+record dispatched 18 operations per added parameter tensor (a ``detach`` and a
+``reshape`` per logged value), now none (9 per record at both depths); a tracked step
+added 3.5 operations per parameter tensor to plain training, now 2.0 (the copy of the
+block's gradient: a view and a multiplication).
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import contextlib
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import cockpit
+from cockpit._record import TensorRecord
+
+WIDTH = 4
+BATCH = 4
+DEPTHS = (8, 32)
+#: Parameter tensors the deeper model adds (a weight and a bias per layer).
+ADDED = 2 * (DEPTHS[1] - DEPTHS[0])
+
+
+class _Operations(TorchDispatchMode):
+    """The ATen operations dispatched while it is active, by name (for messages)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _deep_mlp(depth: int) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(WIDTH, WIDTH)]
+    for _ in range(depth - 1):
+        layers += [nn.Tanh(), nn.Linear(WIDTH, WIDTH)]
+    return nn.Sequential(*layers)
+
+
+STEPS = 3
+
+Operations = collections.Counter[str]
+
+
+def _train(
+    depth: int, tmp_path, tracked: bool
+) -> tuple[Operations, list[TensorRecord]]:
+    """ATen operations of :data:`STEPS` steps after a warm-up step, and the records
+    submitted."""
+    model = _deep_mlp(depth)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, WIDTH, generator=generator)
+    y = torch.randint(WIDTH, (BATCH,), generator=generator)
+    records: list[TensorRecord] = []
+    ck = None
+    if tracked:
+        where = {"logdir": tmp_path, "run_name": f"depth{depth}"}
+        ck = cockpit.Cockpit(model, loss_fn, optimizer, preset="economy", **where)
+        submit = ck.writer.submit
+        ck.writer.submit = lambda record: (records.append(record), submit(record))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        block = ck.track() if ck is not None else contextlib.nullcontext()
+        with block:
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    step()
+    with _Operations() as counter:
+        for _ in range(STEPS):
+            step()
+    if ck is not None:
+        ck.close()
+    return counter.names, records
+
+
+def _step_record(records: list[TensorRecord]) -> TensorRecord:
+    """The last record holding a whole step's economy quantities."""
+    full = [
+        r for r in records if isinstance(r, TensorRecord) and "grad_norm" in r.values
+    ]
+    assert full, "no step record was submitted"
+    return full[-1]
+
+
+def _ops(call: collections.abc.Callable[[], object]) -> Operations:
+    with _Operations() as counter:
+        call()
+    return counter.names
+
+
+def test_writing_a_record_costs_no_operation_per_parameter_tensor(tmp_path):
+    """The writer copies a record's tensors in a few operations per dtype, however
+    many layers hold a value."""
+    made = [_step_record(_train(d, tmp_path, tracked=True)[1]) for d in DEPTHS]
+    per_layer = [len(r.values["grad_norm"]["per_layer"]) for r in made]
+    assert per_layer == [2 * d for d in DEPTHS]
+    shallow, deep = (_ops(record.materialize) for record in made)
+    assert deep.total() - shallow.total() <= 0.1 * ADDED, deep - shallow
+
+
+def test_a_tracked_step_adds_few_operations_per_parameter_tensor(tmp_path):
+    """Operations a tracked step adds to plain training, per added parameter tensor:
+    copying the block's gradient (a view and a multiplication) and what BackPACK's
+    hooks need; the statistics themselves are one batched operation per layer shape.
+    """
+    extra = []
+    for depth in DEPTHS:
+        plain, _ = _train(depth, tmp_path / "plain", tracked=False)
+        tracked, _ = _train(depth, tmp_path / "tracked", tracked=True)
+        tracked.subtract(plain)
+        extra.append(tracked)
+    grown = extra[1] - extra[0]  # the kinds of operation that grew, and by how many
+    per_tensor = (extra[1].total() - extra[0].total()) / STEPS / ADDED
+    assert per_tensor <= 2.5, grown
