@@ -79,7 +79,8 @@ configuration followed by ``/torch.func`` forces that engine (``economy/torch.fu
 the default is ``engine="auto"``), to compare it with BackPACK on a model both
 handle; a preset followed by ``/replay8`` (``economy/replay8``) gives the Cockpit
 ``replay_samples=8``, the batch replay on 8 random samples per step (BatchNorm
-models such as ``resnet18``). ``plain`` is always run, as the baseline of the ratios.
+models such as ``resnet18``), and by ``/hist64k`` (``economy/hist64k``)
+``hist_samples=2**16``, a histogram sample 16 times smaller than the default. ``plain`` is always run, as the baseline of the ratios.
 
 Timing (``_overhead/timing.py``): every configuration's model, optimizer and Cockpit are built once (same
 initial weights, same batch sequence, so all train along the same trajectory). In

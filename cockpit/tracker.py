@@ -59,6 +59,12 @@ from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.logs.tensorboard import TensorBoardWriter
 from cockpit.quantities import REGISTRY
 
+#: Default histogram sample: per-sample gradient elements drawn per step. With the
+#: histograms' 64 bins that is about 1,000 samples per bin (a bin's count has a
+#: relative standard error near 3 %); 2**20 cost the digits MLP's economy step 11 ms
+#: more CPU time (``benchmarks/fixed_cost.py --configs economy economy/hist64k``).
+HIST_SAMPLES = 2**16
+
 #: Keys the tracker logs besides the quantities (see ``Cockpit.bookkeeping``).
 BOOKKEEPING = frozenset(presets.BOOKKEEPING)
 
@@ -90,8 +96,9 @@ class Cockpit:
             as costs change (:mod:`cockpit._budget`). Quantities given a schedule
             of their own in ``quantities`` keep it. The plan goes to ``meta.json``
             (``budget``), the measured share to the log (``overhead_share``).
-        hist_samples: Per-sample gradient elements sampled per step for histograms;
-            ``0`` counts all of them exactly (slow: see ``grad_hist_1d``).
+        hist_samples: Per-sample gradient elements sampled per step for histograms
+            (default :data:`HIST_SAMPLES`); ``0`` counts all of them exactly (slow:
+            see ``grad_hist_1d``).
         seed: Seed of the tracker's own random generator (histogram sampling); the
             training's random stream is never touched.
         config: Anything JSON-able to store in ``meta.json`` (hyperparameters).
@@ -153,7 +160,7 @@ class Cockpit:
         preset: str | None = None,
         quantities: Mapping[str, Any] | Iterable[str] | None = None,
         budget: float | None = None,
-        hist_samples: int = 2**20,
+        hist_samples: int = HIST_SAMPLES,
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
         tensorboard: bool = False,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from cockpit.quantities import PRESETS
+from cockpit.tracker import HIST_SAMPLES
 from cockpit.zoo.training import Settings, run
 
 #: Print a progress line every this many steps.
@@ -58,7 +59,7 @@ def build_parser(description: str, lr: float) -> argparse.ArgumentParser:
     parser.add_argument(
         "--hist-samples",
         type=int,
-        default=2**20,
+        default=HIST_SAMPLES,
         help="per-sample gradient elements sampled per step for the histograms "
         "(0: all, exact); fewer is faster on a CPU",
     )

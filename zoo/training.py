@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 import cockpit
 from cockpit.quantities import PRESETS
+from cockpit.tracker import HIST_SAMPLES
 from cockpit.zoo.digits import batches, train_valid
 
 __all__ = ["LR", "Progress", "Settings", "evaluate", "run"]
@@ -47,7 +48,7 @@ class Settings:
     lr: float = LR
     preset: str = "economy"
     every: int | None = None
-    hist_samples: int = 2**20
+    hist_samples: int = HIST_SAMPLES
     seed: int = 0
     valid_every: int = 50
     momentum: float = 0.9

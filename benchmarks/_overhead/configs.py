@@ -29,6 +29,10 @@ FUNC = "/torch.func"
 #: (``Cockpit(replay_samples=...)``), as ``<preset>/replay8`` configurations.
 REPLAY_SAMPLES = 8
 SUBSAMPLE = f"/replay{REPLAY_SAMPLES}"
+#: A histogram sample of 2**16 elements instead of the default 2**20
+#: (``Cockpit(hist_samples=...)``), as ``<preset>/hist64k`` configurations.
+HIST_SAMPLES = 2**16
+SMALL_HIST = "/hist64k"
 #: Quantities with non-default options, as ``<quantity>/<variant>`` configurations,
 #: and groups of quantities that share work (a dict of them).
 VARIANTS: dict[str, Callable[[], Any]] = {
@@ -46,6 +50,7 @@ DEFAULT_CONFIGS = [*CONFIGS, "economy" + FUNC, "business" + FUNC]
 CONFIGS += [*VARIANTS]
 CONFIGS += [c + FUNC for c in CONFIGS if c != PLAIN]
 CONFIGS += [p + SUBSAMPLE for p in PRESETS]
+CONFIGS += [p + SMALL_HIST for p in PRESETS]
 #: Plain SGD (no momentum, no weight decay), so that every quantity is defined.
 LR = 0.01
 
@@ -86,7 +91,7 @@ class Run:
 
 def _tracking(config: str) -> dict[str, Any]:
     """The Cockpit's ``preset`` and ``quantities`` for a configuration but plain."""
-    base = config.removesuffix(FUNC).removesuffix(SUBSAMPLE)
+    base = config.removesuffix(FUNC).removesuffix(SUBSAMPLE).removesuffix(SMALL_HIST)
     if base == BUDGET:
         return {}
     if base == SCHEDULED:
@@ -118,6 +123,7 @@ def build_run(problem: Problem, config: str, device: torch.device, logdir: str) 
             engine="torch.func" if config.endswith(FUNC) else "auto",
             loss_input=problem.loss_input,
             replay_samples=REPLAY_SAMPLES if config.endswith(SUBSAMPLE) else None,
+            **({"hist_samples": HIST_SAMPLES} if config.endswith(SMALL_HIST) else {}),
             **_tracking(config),
         )
     return Run(config, model, loss_fn, optimizer, ck, problem.loss_input)
