@@ -37,10 +37,13 @@ import numpy as np
 import orjson
 
 from cockpit.exceptions import LogFormatError
+from cockpit.logs._layer_table import expand_layers, factor_layers
+from cockpit.logs._note_table import NoteTable
 from cockpit.logs._packing import MARKERS, pack_counts, pack_edges, unpack
 from cockpit.logs.schema import (
     COUNTS,
     EDGES,
+    LAYERS,
     META_FILE,
     NONFINITE,
     PER_LAYER,
@@ -50,7 +53,7 @@ from cockpit.logs.schema import (
     Y_EDGES,
 )
 
-FORMAT_VERSION = "2.0"
+FORMAT_VERSION = "3.0"
 _EDGE_KEYS = (EDGES, X_EDGES, Y_EDGES)
 _EXACT_INTEGERS = 2.0**53
 
@@ -270,13 +273,17 @@ def _check_record(record: object) -> None:
         raise ValueError(f"A log record's {NONFINITE!r} must be a list of strings.")
 
 
-def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
+def encode_record(
+    record: dict[str, Any], notes: NoteTable | None = None
+) -> tuple[str, list[str]]:
     """Encode one record as a JSON line, writing non-finite values as ``null``.
 
     Args:
         record: ``{"step": int, "time": float, "values": {...}}`` plus optional keys
             (e.g. ``"notes"``) that pass through; a ``"nonfinite"`` list it already
             carries is merged with the paths found here.
+        notes: The run's notes so far: notes it expects are left out, and it learns
+            the others. ``None`` writes the notes as they are.
 
     Returns:
         The line (compact JSON, no trailing newline) and the paths, relative to
@@ -292,9 +299,15 @@ def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
     found: list[str] = []
     outside: list[str] = []
     line: dict[str, Any] = {}
+    if LAYERS in record:
+        raise ValueError(
+            f"A log record must not carry {LAYERS!r}: the writer names the layers."
+        )
     for key, value in record.items():
         if key == VALUES:
-            line[key] = compact(to_python(value, "", found))
+            line[key], layers = factor_layers(compact(to_python(value, "", found)))
+            if layers is not None:
+                line[LAYERS] = layers
         elif key != NONFINITE:
             line[key] = to_python(value, key, outside)
     if outside:
@@ -305,6 +318,8 @@ def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
     merged = list(dict.fromkeys([*record.get(NONFINITE, []), *found]))
     if merged:
         line[NONFINITE] = merged
+    if notes is not None:
+        notes.shorten(line)
     return json.dumps(line, allow_nan=False, separators=_SEPARATORS), found
 
 
@@ -328,6 +343,8 @@ def decode_line(line: str | bytes) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     values = record.get(VALUES)
+    if LAYERS in record and isinstance(values, dict):
+        expand_layers(values, record.pop(LAYERS))
     raw = line.encode() if isinstance(line, str) else line
     if isinstance(values, dict) and any(marker in raw for marker in MARKERS):
         unpack(values)

@@ -1,17 +1,17 @@
-"""Histograms packed short in ``steps.jsonl`` (format 2.0), and unpacked by readers.
+"""Histograms packed short in ``steps.jsonl``, and unpacked by readers.
 
 A ``full``-preset step of a small CNN is about 40 KB of JSON in format 1.0, most of it
 histograms: 9,280 counts a step as JSON integers (22 KB) and 660 bin edges as
-17-digit floats (7 KB). Format 2.0 writes both packed:
+17-digit floats (7 KB). Formats 2.0 and 3.0 write both packed:
 
-* counts (1D ``[B]`` or 2D ``[Bx][By]`` non-negative integers) as
-  ``{"shape": [B] or [Bx, By], "packed": TEXT}``, where ``TEXT`` is the base64
-  (standard alphabet: no quote or backslash, so a JSON string as it is) of the zlib
-  of the counts as little-endian ``uint64``, row-major, stored byte plane by byte
-  plane (all lowest bytes, then all second bytes, ...). Counts are mostly zeros and
-  small numbers: their high byte planes are runs of zeros that zlib takes to a few
-  bytes, and the 9,280 counts take about 5.9 KB (as integer lists 22 KB, with zero
-  runs as negative integers 12 KB; base64 of zlib of plain ``uint32`` 8.3 KB).
+* counts (1D ``[B]`` or 2D ``[Bx][By]`` non-negative integers), in format 3.0, as
+  ``{"shape": [B] or [Bx, By], "bits": TEXT}``, where ``TEXT`` is the base64
+  (standard alphabet: no quote or backslash, so a JSON string as it is) of the
+  counts' bit lengths, zlib-compressed, and their mantissas
+  (:mod:`cockpit.logs._count_codec`): the demo CNN's 9,280 counts take about
+  4.9 KB. Format 2.0 wrote ``{"shape", "packed": TEXT}``, ``TEXT`` the base64 of
+  the zlib of the counts as little-endian ``uint64`` stored byte plane by byte plane
+  (all lowest bytes, then all second bytes, ...): 6.5 KB; readers read both.
   Base85 would save 6 % more, but Python decodes it in Python, base64 in C;
 * bin edges that :func:`uniform_edges` reproduces from their ends (the tracker's
   ``bin_edges``, in float32 or float64) as
@@ -21,7 +21,7 @@ histograms: 9,280 counts a step as JSON integers (22 KB) and 660 bin edges as
   binned with, found without formatting each as a decimal (a hundred times slower).
 
 Readers unpack in :func:`~cockpit.logs._format.decode_line` (:func:`unpack`), so every
-reader sees the lists of format 1.0 and reads logs of both formats alike. Packed
+reader sees the lists of format 1.0 and reads logs of every format alike. Packed
 values that do not unpack (a damaged or hostile line) make the line corrupt
 (``ValueError``); unpacking never allocates more than the shape announces, and the
 shape is bounded by :data:`MAX_BINS`.
@@ -32,12 +32,12 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import zlib
 from typing import Any
 
 import numpy as np
 import orjson
 
+from cockpit.logs._count_codec import decode_counts, decode_planes, encode_counts
 from cockpit.logs.schema import COUNTS, EDGES, X_EDGES, Y_EDGES
 
 __all__ = [
@@ -53,12 +53,11 @@ __all__ = [
 #: Most bins (counts, or edges minus one) a packed histogram may announce.
 MAX_BINS = 2**22
 #: A packed line holds one of these keys (a cheap test before walking a record).
-MARKERS = (b'"packed":', b'"bins":')
-_SHAPE, _PACKED = "shape", "packed"
+MARKERS = (b'"bits":', b'"bins":', b'"packed":')
+_SHAPE, _BITS, _PLANES = "shape", "bits", "packed"
 _FROM, _TO, _BINS, _FLOAT = "from", "to", "bins", "float"
 _EDGE_KEYS = frozenset({EDGES, X_EDGES, Y_EDGES})
 _FLOATS = {32: np.float32, 64: np.float64}
-_WIDTH = 8  # bytes of a packed count
 
 
 def float32_shortest(values: Any) -> np.ndarray:
@@ -130,7 +129,7 @@ def pack_edges(edges: Any) -> Any:
 
 
 def pack_counts(counts: Any) -> Any:
-    """Integer ``counts`` (``[B]`` or ``[Bx][By]``) as ``{"shape", "packed"}``.
+    """Integer ``counts`` (``[B]`` or ``[Bx][By]``) as ``{"shape", "bits"}``.
 
     Args:
         counts: A histogram's counts, already integers (``_format.compact``).
@@ -149,9 +148,8 @@ def pack_counts(counts: Any) -> Any:
         return counts
     if array.min() < 0 or array.size > MAX_BINS:
         return counts
-    planes = array.astype("<u8").reshape(-1).view(np.uint8).reshape(-1, _WIDTH).T
-    text = base64.b64encode(zlib.compress(planes.tobytes())).decode("ascii")
-    packed = {_SHAPE: list(array.shape), _PACKED: text}
+    text = base64.b64encode(encode_counts(array)).decode("ascii")
+    packed = {_SHAPE: list(array.shape), _BITS: text}
     if len(orjson.dumps(packed)) >= len(orjson.dumps(array.tolist())):
         return counts
     return packed
@@ -178,7 +176,9 @@ def unpack(tree: dict[str, Any]) -> None:
 
 
 def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
-    shape, text = packed.get(_SHAPE), packed.get(_PACKED)
+    shape = packed.get(_SHAPE)
+    key = _BITS if _BITS in packed else _PLANES
+    text = packed.get(key)
     if (
         not isinstance(shape, list)
         or not 1 <= len(shape) <= 2
@@ -188,25 +188,15 @@ def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
     ):
         raise ValueError(
             f"packed counts need a 'shape' of one or two positive integers (at most "
-            f"{MAX_BINS} counts) and a 'packed' string, got {sorted(packed)}"
+            f"{MAX_BINS} counts) and a 'bits' (or 'packed') string, got "
+            f"{sorted(packed)}"
         )
-    size = math.prod(shape)
+    decode = decode_counts if key == _BITS else decode_planes
     try:
-        compressed = base64.b64decode(text, validate=True)
-        inflate = zlib.decompressobj()
-        data = inflate.decompress(compressed, size * _WIDTH + 1)
-    except (ValueError, binascii.Error, zlib.error) as err:
+        data = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error) as err:
         raise ValueError(f"packed counts do not decode: {err}") from None
-    if len(data) != size * _WIDTH:
-        raise ValueError(
-            f"packed counts of shape {shape} need {size * _WIDTH} bytes, got "
-            f"{len(data)}{' or more' if len(data) > size * _WIDTH else ''}"
-        )
-    planes = np.frombuffer(data, np.uint8).reshape(_WIDTH, size)
-    counts = np.ascontiguousarray(planes.T).view("<u8").reshape(shape)
-    if counts.max() >= 2**63:
-        raise ValueError("packed counts beyond the int64 range")
-    return counts.astype(np.int64).tolist()
+    return decode(data, math.prod(shape)).reshape(shape).tolist()
 
 
 def _unpack_edges(packed: dict[str, Any]) -> list[float]:

@@ -30,6 +30,7 @@ from typing import Any
 from cockpit.logs import _columns
 from cockpit.logs._columns import Span, save_segment
 from cockpit.logs._format import decode_line
+from cockpit.logs._note_table import NoteTable
 from cockpit.logs.flatten import HistogramRow, ScalarRow, flatten_rows
 from cockpit.logs.schema import ERROR
 
@@ -68,6 +69,7 @@ class SegmentWriter:
         self._errors: list[dict[str, Any]] = []
         self._lines: list[tuple[str, int]] = []
         self._unsorted = 0
+        self._notes = NoteTable()
 
     @property
     def pending(self) -> bool:
@@ -105,6 +107,7 @@ class SegmentWriter:
         except (ValueError, RecursionError):  # cannot be cached as a reader reads it
             self.stop()
             return
+        self._notes.expand(record)
         scalars, histograms = flatten_rows([record])
         self._scalars += scalars
         self._histograms += histograms
@@ -136,7 +139,13 @@ class SegmentWriter:
         rows = (self._scalars, self._histograms)
         try:
             saved = save_segment(
-                self._run_dir, None, self._span, rows, self._errors, []
+                self._run_dir,
+                None,
+                self._span,
+                rows,
+                self._errors,
+                [],
+                dict(self._notes.known),
             )
         except Exception:  # the cache is optional: it never disturbs the log
             saved = None
