@@ -1,4 +1,4 @@
-"""Format 2.0's packed histograms and float32 digits: exact round trips, and refusals."""
+"""Packed histograms (formats 2.0, 3.0) and float32 digits: exact round trips, refusals."""
 
 import base64
 import json
@@ -126,6 +126,16 @@ def _packed_line(counts: object) -> str:
             },
             "need 8 bytes, got 9 or more",
         ),
+        ({"shape": [2], "bits": "not base64 ~~~~"}, "do not decode"),
+        ({"shape": [2**30], "bits": ""}, "at most"),
+        ({"shape": [2], "bits": 3}, "'bits' \\(or 'packed'\\) string"),
+        (
+            {
+                "shape": [1],
+                "bits": base64.b64encode(zlib.compress(bytes(2**20))).decode(),
+            },
+            "need 1 bit lengths, got 2 or more",
+        ),
     ],
 )
 def test_malformed_packed_counts_make_the_line_corrupt(counts, problem):
@@ -181,6 +191,7 @@ JSON_LEAVES = st.one_of(
         optional={
             "shape": st.one_of(JSON_LEAVES, st.lists(JSON_LEAVES, max_size=3)),
             "packed": st.one_of(JSON_LEAVES, st.binary(max_size=64).map(base64_text)),
+            "bits": st.one_of(JSON_LEAVES, st.binary(max_size=64).map(base64_text)),
             "from": JSON_LEAVES,
             "to": JSON_LEAVES,
             "bins": JSON_LEAVES,
