@@ -53,11 +53,12 @@ __all__ = [
 #: Most bins (counts, or edges minus one) a packed histogram may announce.
 MAX_BINS = 2**22
 #: A packed line holds one of these keys (a cheap test before walking a record).
-MARKERS = (b'"bits":', b'"bins":', b'"packed":')
+MARKERS = (b'"bits":', b'"f32:', b'"f64:', b'"bins":', b'"packed":')
 _SHAPE, _BITS, _PLANES = "shape", "bits", "packed"
 _FROM, _TO, _BINS, _FLOAT = "from", "to", "bins", "float"
 _EDGE_KEYS = frozenset({EDGES, X_EDGES, Y_EDGES})
 _FLOATS = {32: np.float32, 64: np.float64}
+_EDGE_TEXTS = {"f32:": 32, "f64:": 64}
 
 
 def float32_shortest(values: Any) -> np.ndarray:
@@ -93,7 +94,7 @@ def uniform_edges(low: float, high: float, bins: int, bits: int) -> np.ndarray:
 
 
 def pack_edges(edges: Any) -> Any:
-    """``edges`` as ``{"from", "to", "bins", "float"}`` if that reproduces them.
+    """``edges`` as ``"f<bits>:<from>:<to>:<bins>"`` if that reproduces them.
 
     Float64 edges must be reproduced bit for bit; float32 edges as float32 values,
     written as such or as :func:`float32_shortest` (what the tracker logs).
@@ -119,12 +120,7 @@ def pack_edges(edges: Any) -> Any:
         if np.array_equal(uniform, array) or np.array_equal(
             float32_shortest(uniform), array
         ):
-            return {
-                _FROM: edges[0],
-                _TO: edges[-1],
-                _BINS: len(edges) - 1,
-                _FLOAT: bits,
-            }
+            return f"f{bits}:{edges[0]!r}:{edges[-1]!r}:{len(edges) - 1}"
     return edges
 
 
@@ -173,6 +169,8 @@ def unpack(tree: dict[str, Any]) -> None:
                 tree[key] = _unpack_edges(item)
             else:
                 unpack(item)
+        elif type(item) is str and key in _EDGE_KEYS and item[:4] in _EDGE_TEXTS:
+            tree[key] = _unpack_edges(_edge_fields(item))
 
 
 def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
@@ -197,6 +195,26 @@ def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
     except (ValueError, binascii.Error) as err:
         raise ValueError(f"packed counts do not decode: {err}") from None
     return decode(data, math.prod(shape)).reshape(shape).tolist()
+
+
+def _edge_fields(text: str) -> dict[str, Any]:
+    """The fields of ``"f<bits>:<from>:<to>:<bins>"`` (format 3.0) as in format 2.0."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 4 or not (parts[3].isascii() and parts[3].isdigit()):
+            raise ValueError
+        low, high = float(parts[1]), float(parts[2])
+    except ValueError:
+        raise ValueError(
+            f"packed edges must read 'f32:<from>:<to>:<bins>' or 'f64:...', got "
+            f"{text[:60]!r}"
+        ) from None
+    return {
+        _FROM: low,
+        _TO: high,
+        _BINS: int(parts[3]),
+        _FLOAT: _EDGE_TEXTS[parts[0] + ":"],
+    }
 
 
 def _unpack_edges(packed: dict[str, Any]) -> list[float]:

@@ -66,13 +66,14 @@ def test_edges_of_the_tracker_pack_to_their_ends_and_unpack_exactly(dtype, bits,
         edges = bin_edges(low, high, bins).numpy()
         logged = float32_shortest(edges) if bits == 32 else edges
         packed = pack_edges(logged.tolist())
-        assert packed == {
-            "from": logged[0],
-            "to": logged[-1],
-            "bins": bins,
-            "float": bits,
-        }
-        assert pack_edges(edges.astype(np.float64).tolist())["bins"] == bins
+        kind, low, high, count = packed.split(":")
+        assert (kind, float(low), float(high), int(count)) == (
+            f"f{bits}",
+            logged[0],
+            logged[-1],
+            bins,
+        )
+        assert pack_edges(edges.astype(np.float64).tolist()).endswith(f":{bins}")
         tree = {"edges": packed}
         unpack(tree)
         assert tree["edges"] == edges.astype(np.float64).tolist()  # the tracker's
@@ -82,7 +83,7 @@ def test_edges_not_equally_spaced_or_not_float32_stay_a_list():
     assert pack_edges([0.0, 1.0, 3.0]) == [0.0, 1.0, 3.0]
     assert pack_edges([0.0, None]) == [0.0, None]
     near = [0.0, 0.1 + 1e-12, 0.2]  # float32 edges 0, 0.1, 0.2, but not float32
-    assert pack_edges(float32_shortest(near).tolist())["float"] == 32
+    assert pack_edges(float32_shortest(near).tolist()).startswith("f32:")
     assert pack_edges(near) == near
 
 
@@ -150,9 +151,17 @@ def test_malformed_packed_counts_make_the_line_corrupt(counts, problem):
         {"from": 0.0, "to": 1.0, "bins": 4, "float": [32]},
         {"from": 0.0, "to": None, "bins": 4, "float": 64},
         {"from": -3e38, "to": 3e38, "bins": 4, "float": 32},
+        "f32:0.0:1.0",
+        "f32:0.0:1.0:4:5",
+        "f32:0.0:one:4",
+        "f32:0.0:1.0:-4",
+        "f64:0.0:1.0:0",
+        "f32:nan:1.0:4",
+        "f32:-3e38:3e38:4",
     ],
 )
 def test_malformed_packed_edges_make_the_line_corrupt(edges):
+    """Format 2.0's dicts and format 3.0's texts alike."""
     line = json.dumps({"step": 1, "values": {"h": {"edges": edges, "counts": [1]}}})
     with pytest.raises(ValueError, match="edges"):
         decode_line(line)
