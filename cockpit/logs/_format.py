@@ -39,7 +39,13 @@ import orjson
 from cockpit.exceptions import LogFormatError
 from cockpit.logs._layer_table import expand_layers, factor_layers
 from cockpit.logs._note_table import NoteTable
-from cockpit.logs._packing import MARKERS, pack_counts, pack_edges, unpack
+from cockpit.logs._packing import (
+    MARKERS,
+    pack_counts,
+    pack_edges,
+    pack_together,
+    unpack,
+)
 from cockpit.logs.schema import (
     COUNTS,
     EDGES,
@@ -192,10 +198,11 @@ def compact(value: Any) -> Any:
     :data:`COUNTS` list) are rounded to integers: they are estimated from samples
     that each count as at least one value, so the rounding error (under 1; the
     largest remainders round up, keeping the sum) is below the estimate's
-    resolution; then packed (:func:`~cockpit.logs._packing.pack_counts`). Edges
-    are packed where their ends reproduce them (``pack_edges``). A per-layer
-    histogram drops edges equal to its whole model's, which readers take instead
-    (``cockpit.logs.flatten``).
+    resolution; then packed (:func:`~cockpit.logs._packing.pack_counts`), a
+    histogram's and its per-layer histograms' together where they have one shape
+    (``pack_together``). Edges are packed where their ends reproduce them
+    (``pack_edges``). A per-layer histogram drops edges equal to its whole
+    model's, which readers take instead (``cockpit.logs.flatten``).
 
     Args:
         value: Output of :func:`to_python`.
@@ -208,12 +215,22 @@ def compact(value: Any) -> Any:
         return [compact(item) for item in value]
     if not isinstance(value, dict):
         return value
-    out = {key: _compact_item(key, item) for key, item in value.items()}
-    layers = out.get(PER_LAYER)
-    if isinstance(layers, dict) and (EDGES in out or X_EDGES in out):
-        out[PER_LAYER] = {
-            name: _without_shared_edges(hist, out) for name, hist in layers.items()
-        }
+    layers = value.get(PER_LAYER)
+    if not (isinstance(layers, dict) and (EDGES in value or X_EDGES in value)):
+        return {key: _compact_item(key, item) for key, item in value.items()}
+    together = _counts_together(value, layers)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == COUNTS and together is not None:
+            out[key] = together
+        elif key != PER_LAYER:
+            out[key] = _compact_item(key, item)
+        else:
+            out[key] = None  # below, once the whole's edges are packed
+    out[PER_LAYER] = {
+        name: _without_shared_edges(_layer(hist, together is not None), out)
+        for name, hist in layers.items()
+    }
     return out
 
 
@@ -225,25 +242,49 @@ def _compact_item(key: str, item: Any) -> Any:
     return compact(item)
 
 
-def _counts(value: Any) -> Any:
-    """Integer counts with the same sum, packed where they are a 1D or 2D array.
+def _layer(hist: Any, without_counts: bool) -> Any:
+    if without_counts and isinstance(hist, dict):
+        hist = {key: item for key, item in hist.items() if key != COUNTS}
+    return compact(hist)
 
-    Floors, plus one for the largest remainders; packed by ``pack_counts``.
+
+def _counts_together(whole: dict[str, Any], layers: dict[str, Any]) -> Any:
+    """The counts of ``whole`` and of each of its ``layers`` packed as one, or None."""
+    hists = [whole, *layers.values()]
+    if not all(isinstance(hist, dict) and COUNTS in hist for hist in hists):
+        return None
+    arrays = [_integer_counts(hist[COUNTS]) for hist in hists]
+    if any(array is None for array in arrays):
+        return None
+    return pack_together(arrays)
+
+
+def _integer_counts(value: Any) -> np.ndarray | None:
+    """Integer counts with the same sum: floors, plus one for the largest remainders.
+
+    ``None`` where ``value`` is not an array of finite numbers below 2**53.
     """
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):  # ragged, or null where a count was not finite
-        return compact(value)
+        return None
     if not (
         np.isfinite(array).all() and np.abs(array).max(initial=0) < _EXACT_INTEGERS
     ):
-        return compact(value)
+        return None
     floors = np.floor(array)
     missing = round(float(array.sum() - floors.sum()))
     if missing > 0:
         largest = np.argsort(floors - array, axis=None, kind="stable")[:missing]
         floors.flat[largest] += 1
-    integers = floors.astype(np.int64)
+    return floors.astype(np.int64)
+
+
+def _counts(value: Any) -> Any:
+    """Integer counts (:func:`_integer_counts`), packed where they are 1D or 2D."""
+    integers = _integer_counts(value)
+    if integers is None:
+        return compact(value)
     packed = pack_counts(integers)
     return integers.tolist() if packed is integers else packed
 

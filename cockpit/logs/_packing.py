@@ -1,22 +1,23 @@
 """Histograms packed short in ``steps.jsonl``, and unpacked by readers.
 
-A ``full``-preset step of a small CNN is about 40 KB of JSON in format 1.0, most of it
-histograms: 9,280 counts a step as JSON integers (22 KB) and 660 bin edges as
-17-digit floats (7 KB). Formats 2.0 and 3.0 write both packed:
+A ``full``-preset step of a small CNN was about 40 KB of JSON in format 1.0, most of
+it histograms: 9,280 counts a step as JSON integers and 660 bin edges as 17-digit
+floats. Formats 2.0 and 3.0 write both packed (sizes: the README's "The log"):
 
 * counts (1D ``[B]`` or 2D ``[Bx][By]`` non-negative integers), in format 3.0, as
   ``{"shape": [B] or [Bx, By], "bits": TEXT}``, where ``TEXT`` is the base64
   (standard alphabet: no quote or backslash, so a JSON string as it is) of the
   counts' bit lengths, zlib-compressed, and their mantissas
-  (:mod:`cockpit.logs._count_codec`): the demo CNN's 9,280 counts take about
-  4.9 KB. Format 2.0 wrote ``{"shape", "packed": TEXT}``, ``TEXT`` the base64 of
-  the zlib of the counts as little-endian ``uint64`` stored byte plane by byte plane
-  (all lowest bytes, then all second bytes, ...): 6.5 KB; readers read both.
-  Base85 would save 6 % more, but Python decodes it in Python, base64 in C;
+  (:mod:`cockpit.logs._count_codec`). A histogram's per-layer histograms of its
+  shape are packed with it, in one text (``"layers": L``, :func:`pack_together`),
+  one zlib stream instead of ``1 + L``. Format 2.0 wrote ``{"shape", "packed":
+  TEXT}``, ``TEXT`` the base64 of the zlib of the counts as little-endian
+  ``uint64`` stored byte plane by byte plane; readers read both. Base85 would save
+  6 % more, but Python decodes it in Python, base64 in C;
 * bin edges that :func:`uniform_edges` reproduces from their ends (the tracker's
-  ``bin_edges``, in float32 or float64) as
-  ``{"from": first, "to": last, "bins": B, "float": 32 or 64}``; other edges stay a
-  list. Float32 edges unpack as the float32 values themselves (float32(0.1) as
+  ``bin_edges``, in float32 or float64) as ``"f32:<from>:<to>:<bins>"`` (or
+  ``f64``); format 2.0 wrote ``{"from", "to", "bins", "float"}``. Other edges stay
+  a list. Float32 edges unpack as the float32 values themselves (float32(0.1) as
   0.10000000149011612, not as the 0.1 it was written as): the numbers the tracker
   binned with, found without formatting each as a decimal (a hundred times slower).
 
@@ -38,7 +39,7 @@ import numpy as np
 import orjson
 
 from cockpit.logs._count_codec import decode_counts, decode_planes, encode_counts
-from cockpit.logs.schema import COUNTS, EDGES, X_EDGES, Y_EDGES
+from cockpit.logs.schema import COUNTS, EDGES, PER_LAYER, X_EDGES, Y_EDGES
 
 __all__ = [
     "MARKERS",
@@ -46,6 +47,7 @@ __all__ = [
     "float32_shortest",
     "pack_counts",
     "pack_edges",
+    "pack_together",
     "uniform_edges",
     "unpack",
 ]
@@ -54,7 +56,7 @@ __all__ = [
 MAX_BINS = 2**22
 #: A packed line holds one of these keys (a cheap test before walking a record).
 MARKERS = (b'"bits":', b'"f32:', b'"f64:', b'"bins":', b'"packed":')
-_SHAPE, _BITS, _PLANES = "shape", "bits", "packed"
+_SHAPE, _BITS, _PLANES, _LAYERS = "shape", "bits", "packed", "layers"
 _FROM, _TO, _BINS, _FLOAT = "from", "to", "bins", "float"
 _EDGE_KEYS = frozenset({EDGES, X_EDGES, Y_EDGES})
 _FLOATS = {32: np.float32, 64: np.float64}
@@ -96,6 +98,8 @@ def uniform_edges(low: float, high: float, bins: int, bits: int) -> np.ndarray:
 def pack_edges(edges: Any) -> Any:
     """``edges`` as ``"f<bits>:<from>:<to>:<bins>"`` if that reproduces them.
 
+    The ends of float32 edges are written as their shortest float32 decimals.
+
     Float64 edges must be reproduced bit for bit; float32 edges as float32 values,
     written as such or as :func:`float32_shortest` (what the tracker logs).
 
@@ -120,7 +124,9 @@ def pack_edges(edges: Any) -> Any:
         if np.array_equal(uniform, array) or np.array_equal(
             float32_shortest(uniform), array
         ):
-            return f"f{bits}:{edges[0]!r}:{edges[-1]!r}:{len(edges) - 1}"
+            ends = [edges[0], edges[-1]]
+            low, high = float32_shortest(ends).tolist() if bits == 32 else ends
+            return f"f{bits}:{low!r}:{high!r}:{len(edges) - 1}"
     return edges
 
 
@@ -151,6 +157,33 @@ def pack_counts(counts: Any) -> Any:
     return packed
 
 
+def pack_together(arrays: list[np.ndarray]) -> dict[str, Any] | None:
+    """A histogram's integer counts and its per-layer ones, packed as one.
+
+    ``{"shape": shape of one, "bits": TEXT, "layers": L}``, ``TEXT`` of the
+    ``[1 + L, *shape]`` counts, the whole model's first, then its per-layer
+    histograms' in their order: one zlib stream instead of ``1 + L``.
+
+    Args:
+        arrays: The whole histogram's counts, then each layer's.
+
+    Returns:
+        The packed form, or ``None`` unless there are layers and all counts are
+        non-negative integers of one 1D or 2D shape.
+
+    """
+    shape = arrays[0].shape
+    if len(arrays) < 2 or any(array.shape != shape for array in arrays):
+        return None
+    stacked = np.stack(arrays)
+    if stacked.dtype.kind not in "iu" or not 1 <= len(shape) <= 2:
+        return None
+    if not stacked.size or stacked.size > MAX_BINS or stacked.min() < 0:
+        return None
+    text = base64.b64encode(encode_counts(stacked)).decode("ascii")
+    return {_SHAPE: list(shape), _BITS: text, _LAYERS: len(arrays) - 1}
+
+
 def unpack(tree: dict[str, Any]) -> None:
     """Unpack, in place, the packed counts and edges anywhere in ``tree``.
 
@@ -163,7 +196,9 @@ def unpack(tree: dict[str, Any]) -> None:
     """
     for key, item in tree.items():
         if type(item) is dict:
-            if key == COUNTS:
+            if key == COUNTS and _LAYERS in item:
+                _unpack_together(tree, item)
+            elif key == COUNTS:
                 tree[key] = _unpack_counts(item)
             elif key in _EDGE_KEYS:
                 tree[key] = _unpack_edges(item)
@@ -173,7 +208,31 @@ def unpack(tree: dict[str, Any]) -> None:
             tree[key] = _unpack_edges(_edge_fields(item))
 
 
+def _unpack_together(hist: dict[str, Any], packed: dict[str, Any]) -> None:
+    """Unpack counts of :func:`pack_together` into ``hist`` and its per-layer dicts."""
+    layers, per_layer = packed.get(_LAYERS), hist.get(PER_LAYER)
+    if (
+        type(layers) is not int
+        or not isinstance(per_layer, dict)
+        or len(per_layer) != layers
+        or not all(type(h) is dict and COUNTS not in h for h in per_layer.values())
+    ):
+        raise ValueError(
+            "counts packed with 'layers' need as many per-layer histograms without "
+            "counts of their own"
+        )
+    counts = _counts_array(packed, 1 + layers)
+    hist[COUNTS] = counts[0].tolist()
+    for layer, layer_counts in zip(per_layer.values(), counts[1:], strict=True):
+        layer[COUNTS] = layer_counts.tolist()
+
+
 def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
+    return _counts_array(packed)[0].tolist()
+
+
+def _counts_array(packed: dict[str, Any], copies: int = 1) -> np.ndarray:
+    """``[copies, *shape]`` counts of a packed form (``"bits"`` or ``"packed"``)."""
     shape = packed.get(_SHAPE)
     key = _BITS if _BITS in packed else _PLANES
     text = packed.get(key)
@@ -181,12 +240,12 @@ def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
         not isinstance(shape, list)
         or not 1 <= len(shape) <= 2
         or not all(type(n) is int and 0 < n <= MAX_BINS for n in shape)
-        or math.prod(shape) > MAX_BINS
+        or copies * math.prod(shape) > MAX_BINS
         or not isinstance(text, str)
     ):
         raise ValueError(
             f"packed counts need a 'shape' of one or two positive integers (at most "
-            f"{MAX_BINS} counts) and a 'bits' (or 'packed') string, got "
+            f"{MAX_BINS} counts in all) and a 'bits' (or 'packed') string, got "
             f"{sorted(packed)}"
         )
     decode = decode_counts if key == _BITS else decode_planes
@@ -194,7 +253,7 @@ def _unpack_counts(packed: dict[str, Any]) -> list[Any]:
         data = base64.b64decode(text, validate=True)
     except (ValueError, binascii.Error) as err:
         raise ValueError(f"packed counts do not decode: {err}") from None
-    return decode(data, math.prod(shape)).reshape(shape).tolist()
+    return decode(data, copies * math.prod(shape)).reshape(copies, *shape)
 
 
 def _edge_fields(text: str) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def test_the_log_is_format_3_and_packs_the_histograms_and_names(trained):
     run_dir, _ = trained
     assert json.loads((run_dir / "meta.json").read_text())["format_version"] == "3.0"
     text = (run_dir / "steps.jsonl").read_text()
-    assert '"bits":' in text and '"bins":' in text and '"layers":' in text
+    assert '"bits":' in text and '"f32:' in text and '"layers":' in text
     assert '"packed":' not in text
 
 

@@ -217,3 +217,42 @@ def test_any_packed_value_unpacks_or_makes_the_line_corrupt(packed, key):
         return
     value = record["values"]["h"][key]
     assert isinstance(value, list)
+
+
+def test_a_histogram_and_its_per_layer_counts_pack_in_one_text():
+    counts = np.arange(6).reshape(2, 3)
+    hist = {"x_edges": [0.0, 1.0, 2.0], "y_edges": [0.0, 1.0, 2.0, 3.0]}
+    layers = {
+        name: {**hist, "counts": (counts * k).tolist()}
+        for k, name in [(2, "a"), (3, "b")]
+    }
+    record = {
+        "step": 0,
+        "values": {"h": {**hist, "counts": counts.tolist(), "per_layer": layers}},
+    }
+    line, _ = encode_record(record)
+    assert line.count('"bits":') == 1 and '"layers":2' in line
+    assert (
+        decode_line(line)["values"]["h"]["per_layer"]["b"]["counts"]
+        == (counts * 3).tolist()
+    )
+    assert decode_line(line)["values"]["h"]["counts"] == counts.tolist()
+
+
+@pytest.mark.parametrize(
+    "per_layer",
+    [
+        {},
+        {"a": {}, "b": {}, "c": {}},
+        {"a": {"counts": [[1]]}, "b": {}},
+        {"a": [], "b": {}},
+    ],
+)
+def test_counts_packed_together_need_their_per_layer_histograms(per_layer):
+    hist = {"x_edges": [0.0, 1.0, 2.0], "y_edges": [0.0, 1.0, 2.0, 3.0]}
+    layers = {name: {**hist, "counts": [[1, 2, 3], [4, 5, 6]]} for name in ("a", "b")}
+    values = {"h": {**hist, "counts": [[0, 1, 2], [3, 4, 5]], "per_layer": layers}}
+    packed = json.loads(encode_record({"step": 0, "values": values})[0])
+    packed["values"]["h"]["per_layer"] = per_layer
+    with pytest.raises(ValueError, match="as many per-layer histograms"):
+        decode_line(json.dumps(packed))
