@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/log_size.py /tmp/log-size
     .venv/bin/python benchmarks/log_size.py /tmp/log-size --steps 50 --problems demo
     .venv/bin/python benchmarks/log_size.py /tmp/log-size --rewrite
+    .venv/bin/python benchmarks/log_size.py /tmp/log-size --codecs
 
 The runs (trained once into ``DIR/<problem>-<steps>``, reused by later calls):
 
@@ -19,6 +20,13 @@ The runs (trained once into ``DIR/<problem>-<steps>``, reused by later calls):
 checkout's ``RunWriter`` into ``DIR/rewritten/<run>``, and measures that: the same
 records in the format of this checkout, so two formats compare on one training.
 
+``--codecs`` compares ways to write the runs' histogram counts (their base64 text
+where it is binary, bytes per step): ``json_lists``; ``planes_zlib`` (format 2.0,
+each histogram's counts as ``uint64`` byte planes, zlib); ``varint_zlib`` (LEB128
+varints, zlib); ``sparse_zlib`` (the zero runs' lengths and the nonzero counts as
+varints, zlib); ``bits`` (format 3.0's codec, each histogram apart);
+``bits_together`` (format 3.0: a histogram with its per-layer ones).
+
 Output: one JSON object per run: ``bytes_per_step`` (the size of ``steps.jsonl`` over
 the steps, every record of a step counted) and ``by_field``: the bytes per step of
 each log key under ``values`` and of each other key of a record (``<notes>``), each
@@ -29,12 +37,15 @@ with its key, quotes, colon and comma, largest first; ``<framing>`` is the rest
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import json
 import shutil
+import zlib
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 PROBLEMS = ("demo", "3c3d")
@@ -144,6 +155,56 @@ def measure(run_dir: Path, steps: int) -> dict:
     }
 
 
+def _varints(values: np.ndarray) -> bytes:
+    """LEB128: 7 bits a byte, low bits first, the high bit set on all but the last."""
+    out = bytearray()
+    for value in values.reshape(-1).tolist():
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
+
+
+def _sparse(counts: np.ndarray) -> bytes:
+    flat = counts.reshape(-1)
+    nonzero = np.flatnonzero(flat)
+    gaps = np.diff(nonzero, prepend=-1) - 1
+    return _varints(gaps) + _varints(flat[nonzero])
+
+
+def _planes(counts: np.ndarray) -> bytes:
+    return counts.astype("<u8").reshape(-1).view(np.uint8).reshape(-1, 8).T.tobytes()
+
+
+def codec_bytes(run_dir: Path, steps: int) -> dict[str, int]:
+    """Bytes per step of the run's histogram counts in each way of writing them."""
+    from cockpit.logs import LogReader
+    from cockpit.logs._count_codec import encode_counts
+
+    def text(data: bytes) -> int:
+        return len(base64.b64encode(data))
+
+    apart = {
+        "json_lists": lambda c: len(orjson.dumps(c.tolist())),
+        "planes_zlib": lambda c: text(zlib.compress(_planes(c))),
+        "varint_zlib": lambda c: text(zlib.compress(_varints(c), 9)),
+        "sparse_zlib": lambda c: text(zlib.compress(_sparse(c), 9)),
+        "bits": lambda c: text(encode_counts(c)),
+    }
+    sizes = dict.fromkeys([*apart, "bits_together"], 0)
+    for record in LogReader(run_dir).read_new():
+        for value in record["values"].values():
+            if not isinstance(value, dict) or "counts" not in value:
+                continue
+            layers = value.get("per_layer", {}).values()
+            family = [np.asarray(h["counts"]) for h in [value, *layers]]
+            for name, size in apart.items():
+                sizes[name] += sum(size(counts) for counts in family)
+            sizes["bits_together"] += text(encode_counts(np.stack(family)))
+    return {name: round(size / steps) for name, size in sizes.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="where the runs are (or go)")
@@ -155,12 +216,18 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="measure the runs' records written again by this checkout's writer",
     )
+    parser.add_argument(
+        "--codecs", action="store_true", help="compare ways to write the counts"
+    )
     args = parser.parse_args(argv)
     for problem in args.problems:
         run_dir = trained(args.folder, problem, args.steps, args.batch_3c3d)
         if args.rewrite:
             run_dir = rewritten(run_dir, args.folder / "rewritten")
-        print(json.dumps(measure(run_dir, args.steps)), flush=True)
+        result = measure(run_dir, args.steps)
+        if args.codecs:
+            result["count_bytes_per_step"] = codec_bytes(run_dir, args.steps)
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

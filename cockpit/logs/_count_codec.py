@@ -8,11 +8,9 @@ mantissa ``c - 2**(L - 1)``). The bytes of ``[N]`` counts (row-major) are::
 
 the mantissa of count 0 first, the last byte padded with zero bits. The bit lengths of
 neighbouring cells are alike and few (the histogram's shape), so zlib takes them to
-about a bit each; the mantissas are the counts' noise, kept as they are, never more
-bits than the counts need. On the demo CNN's 9,280 counts a step this is 3.7 KB,
-against 4.7 KB for zlib of the counts as byte planes of ``uint64`` (format 2.0) and
-4.5 KB for zlib of their LEB128 varints, with the counts zero runs as sparse indices
-4.5 KB (``benchmarks/log_size.py``; the README's "The log" has the table).
+little; the mantissas are the counts' noise, kept as they are, never more bits than
+the counts need. Against format 2.0's byte planes, varints and sparse storage:
+``benchmarks/log_size.py --codecs`` (the README's "The log" has its figures).
 
 Decoding is numpy throughout (no Python loop over counts), and bounded: zlib inflates
 at most ``N`` bytes, and a text whose bit lengths and mantissa bytes disagree, or with

@@ -10,9 +10,12 @@ names their keys. A line looks like::
 JSON has no NaN or infinity, so non-finite numbers under ``"values"`` are written as
 ``null`` and their dotted paths (relative to ``"values"``) listed in ``"nonfinite"``.
 Histograms under ``"values"`` are written short (:func:`compact`): counts as integers,
-packed, and equal-width edges as their ends (:mod:`cockpit.logs._packing`, format
-2.0; :func:`decode_line` unpacks them, so readers see the lists of format 1.0), and a
+packed, and equal-width edges as their ends (:mod:`cockpit.logs._packing`), and a
 per-layer histogram leaves out edges equal to the whole model's (readers take those).
+Format 3.0 also names a record's parameters once (``cockpit.logs._layer_table``) and
+leaves out the notes a reader can tell (``cockpit.logs._note_table``, given to
+:func:`encode_record` by the writer and kept by ``LogReader``). :func:`decode_line`
+undoes the rest, so readers see the records of format 1.0, whatever the format.
 Floats keep their shortest exact representation: a float64 model's statistics are
 float64, and rounding them would lose what they are checked to; statistics of float32
 tensors reach the writer already as the shortest decimal of their float32 value

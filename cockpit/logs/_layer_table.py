@@ -1,11 +1,11 @@
 """A record's parameter names written once (format 3.0), not once per quantity.
 
 Most quantities of a step are layered, ``{"total": t, "per_layer": {name: value}}``
-with the same names in the same order, so a ``full``-preset step of the demo CNN
-wrote its 8 parameter names 17 times: 1.1 KB of its 12.9. The writer names them
-once, in the record's :data:`~cockpit.logs.schema.LAYERS` list (the names of the
-most frequent ``per_layer``), and writes every ``per_layer`` with exactly those
-names, in that order, as the list of its values; the others stay dicts::
+with the same names in the same order, which format 2.0 wrote in each of them. The
+writer names them once, in the record's :data:`~cockpit.logs.schema.LAYERS` list
+(the names of the most frequent ``per_layer``), and writes every ``per_layer`` with
+exactly those names, in that order, as the list of its values; the others stay
+dicts::
 
     {"step": 3, "layers": ["0.weight", "0.bias"],
      "values": {"grad_norm": {"total": 3.1, "per_layer": [2.9, 0.4]}, ...}}

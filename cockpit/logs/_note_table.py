@@ -2,8 +2,8 @@
 
 The tracker notes why a value is not finite (``{path: reason}``, e.g. a gradient noise
 scale whose signal is below zero), and the same reasons come back step after step
-for the same paths: in format 2.0 about half a kilobyte of every ``full`` step of the
-demo CNN. Writer and reader both keep a :class:`NoteTable`, each path's last noted
+for the same paths: in format 2.0, 527 bytes a ``full`` step of the demo CNN
+(``benchmarks/log_size.py``). Writer and reader both keep a :class:`NoteTable`, each path's last noted
 reason in the run. A record's notes are *expected* when they are, for each path of its
 :data:`~cockpit.logs.schema.NONFINITE` list that the table knows, that reason, and
 nothing else; the writer leaves expected notes out, and writes any others whole
