@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/log_size.py /tmp/log-size --steps 50 --problems demo
     .venv/bin/python benchmarks/log_size.py /tmp/log-size --rewrite
     .venv/bin/python benchmarks/log_size.py /tmp/log-size --codecs
+    .venv/bin/python benchmarks/log_size.py /tmp/log-size --rewrite --timing
 
 The runs (trained once into ``DIR/<problem>-<steps>``, reused by later calls):
 
@@ -27,6 +28,11 @@ varints, zlib); ``sparse_zlib`` (the zero runs' lengths and the nonzero counts a
 varints, zlib); ``bits`` (format 3.0's codec, each histogram apart);
 ``bits_together`` (format 3.0: a histogram with its per-layer ones).
 
+``--timing`` reads each run whole with ``LogReader`` (decoding every line, unpacking
+its histograms into lists), 15 times, with ``--rewrite`` alternating with the run as
+trained, and reports the median milliseconds per step (``read_ms_per_step``: the run measured,
+then the run as trained; the CPU may be shared: the load average comes with it).
+
 Output: one JSON object per run: ``bytes_per_step`` (the size of ``steps.jsonl`` over
 the steps, every record of a step counted) and ``by_field``: the bytes per step of
 each log key under ``values`` and of each other key of a record (``<notes>``), each
@@ -41,7 +47,10 @@ import base64
 import contextlib
 import io
 import json
+import os
 import shutil
+import statistics
+import time
 import zlib
 from pathlib import Path
 
@@ -188,8 +197,8 @@ def codec_bytes(run_dir: Path, steps: int) -> dict[str, int]:
     apart = {
         "json_lists": lambda c: len(orjson.dumps(c.tolist())),
         "planes_zlib": lambda c: text(zlib.compress(_planes(c))),
-        "varint_zlib": lambda c: text(zlib.compress(_varints(c), 9)),
-        "sparse_zlib": lambda c: text(zlib.compress(_sparse(c), 9)),
+        "varint_zlib": lambda c: text(zlib.compress(_varints(c))),
+        "sparse_zlib": lambda c: text(zlib.compress(_sparse(c))),
         "bits": lambda c: text(encode_counts(c)),
     }
     sizes = dict.fromkeys([*apart, "bits_together"], 0)
@@ -203,6 +212,19 @@ def codec_bytes(run_dir: Path, steps: int) -> dict[str, int]:
                 sizes[name] += sum(size(counts) for counts in family)
             sizes["bits_together"] += text(encode_counts(np.stack(family)))
     return {name: round(size / steps) for name, size in sizes.items()}
+
+
+def read_times(runs: list[Path], steps: int, repeats: int = 15) -> list[float]:
+    """Median milliseconds per step to read each of ``runs`` whole, reads alternating."""
+    from cockpit.logs import LogReader
+
+    seconds: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for times, run_dir in zip(seconds, runs, strict=True):
+            start = time.perf_counter()
+            LogReader(run_dir).read_new()
+            times.append(time.perf_counter() - start)
+    return [round(statistics.median(t) / steps * 1e3, 3) for t in seconds]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,14 +241,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--codecs", action="store_true", help="compare ways to write the counts"
     )
+    parser.add_argument(
+        "--timing", action="store_true", help="time reading the runs whole"
+    )
     args = parser.parse_args(argv)
     for problem in args.problems:
         run_dir = trained(args.folder, problem, args.steps, args.batch_3c3d)
+        runs = [run_dir]
         if args.rewrite:
             run_dir = rewritten(run_dir, args.folder / "rewritten")
+            runs.insert(0, run_dir)
         result = measure(run_dir, args.steps)
         if args.codecs:
             result["count_bytes_per_step"] = codec_bytes(run_dir, args.steps)
+        if args.timing:
+            result["read_ms_per_step"] = read_times(runs, args.steps)
+            result["load_average"] = round(os.getloadavg()[0], 1)
         print(json.dumps(result), flush=True)
 
 

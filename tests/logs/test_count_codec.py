@@ -23,7 +23,7 @@ def _documented(counts):
     bits = "".join(format(int(c), "b")[1:] for c in counts if int(c).bit_length() >= 2)
     bits += "0" * (-len(bits) % 8)
     mantissas = int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
-    return zlib.compress(lengths, 9) + mantissas
+    return zlib.compress(lengths) + mantissas
 
 
 @settings(max_examples=200, deadline=None)
