@@ -30,6 +30,8 @@ __all__ = ["decode_counts", "decode_planes", "encode_counts"]
 _MAX_LENGTH = 63  # bits of the largest int64 count
 _PLANES = 8  # bytes of a count in format 2.0
 _WORD_FIELD = 57  # widest mantissa :func:`_fields` reads from one 64-bit word
+_WORD_BYTES = np.arange(8)
+_FEW = 128  # counts :func:`_few` decodes in Python
 
 
 def encode_counts(counts: np.ndarray) -> bytes:
@@ -91,17 +93,14 @@ def decode_counts(data: bytes, size: int) -> np.ndarray:
             f"packed counts need {size} bit lengths, got "
             f"{len(lengths)}{'' if inflate.eof else ' or more'}"
         )
-    length = np.frombuffer(lengths, np.uint8).astype(np.int64)
-    if length.max(initial=0) > _MAX_LENGTH:
+    if max(lengths, default=0) > _MAX_LENGTH:
         raise ValueError(f"packed counts longer than {_MAX_LENGTH} bits")
-    widths = np.maximum(length - 1, 0)
-    total = int(widths.sum())
     mantissas = inflate.unused_data
-    if len(mantissas) != (total + 7) // 8:
-        raise ValueError(
-            f"packed counts need {(total + 7) // 8} mantissa bytes, got "
-            f"{len(mantissas)}"
-        )
+    if size <= _FEW:
+        return _few(lengths, mantissas)
+    length = np.frombuffer(lengths, np.uint8).astype(np.int64)
+    widths = np.maximum(length - 1, 0)
+    total = _checked_bits(int(widths.sum()), mantissas)
     starts = np.cumsum(widths) - widths
     counts = np.where(length > 0, np.left_shift(1, widths), 0)
     if widths.max(initial=0) <= _WORD_FIELD:
@@ -115,6 +114,35 @@ def decode_counts(data: bytes, size: int) -> np.ndarray:
     return counts
 
 
+def _checked_bits(total: int, mantissas: bytes) -> int:
+    """``total``, the mantissas' bits, if ``mantissas`` has exactly their bytes."""
+    if len(mantissas) != (total + 7) // 8:
+        raise ValueError(
+            f"packed counts need {(total + 7) // 8} mantissa bytes, got "
+            f"{len(mantissas)}"
+        )
+    return total
+
+
+def _few(lengths: bytes, mantissas: bytes) -> np.ndarray:
+    """:func:`decode_counts` for a few counts, in Python integers.
+
+    Below :data:`_FEW` counts, a loop costs less than numpy's per-call overhead
+    (a 64-bin histogram: a fraction of the time of a dozen array operations).
+    """
+    _checked_bits(sum(n - 1 for n in lengths if n > 1), mantissas)
+    rest = int.from_bytes(mantissas, "big")
+    end = 8 * len(mantissas)  # the bit after the next field, from the right
+    counts = []
+    for length in lengths:
+        if length < 2:
+            counts.append(length)
+            continue
+        end -= length - 1
+        counts.append((1 << (length - 1)) | (rest >> end) & ((1 << (length - 1)) - 1))
+    return np.array(counts, np.int64)
+
+
 def _fields(data: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """The ``widths[i]``-bit numbers at bit ``starts[i]`` of ``data`` (MSB first).
 
@@ -124,11 +152,9 @@ def _fields(data: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
     ``widths <= 57``, so that a field ends within its word.
     """
     padded = np.frombuffer(data + bytes(8), np.uint8)
-    first = starts >> 3
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 8)
-    words = np.ascontiguousarray(windows[first]).view(">u8").reshape(-1)
+    words = padded[(starts >> 3)[:, None] + _WORD_BYTES].view(">u8").reshape(-1)
     shift = (64 - (starts & 7) - widths).astype(np.uint64)
-    masks = (np.uint64(1) << widths.astype(np.uint64)) - np.uint64(1)
+    masks = ((1 << widths) - 1).astype(np.uint64)
     return ((words >> shift) & masks).astype(np.int64)
 
 
