@@ -55,6 +55,7 @@ from cockpit.logs.schema import (
     LAYERS,
     META_FILE,
     NONFINITE,
+    NOTES,
     PER_LAYER,
     STEP,
     VALUES,
@@ -327,7 +328,9 @@ def encode_record(
             (e.g. ``"notes"``) that pass through; a ``"nonfinite"`` list it already
             carries is merged with the paths found here.
         notes: The run's notes so far: notes it expects are left out, and it learns
-            the others. ``None`` writes the notes as they are.
+            the others. ``None`` writes the notes as they are, and ``{}`` where
+            there are none but non-finite values, so the line reads alike wherever
+            it is appended.
 
     Returns:
         The line (compact JSON, no trailing newline) and the paths, relative to
@@ -364,6 +367,8 @@ def encode_record(
         line[NONFINITE] = merged
     if notes is not None:
         notes.shorten(line)
+    elif NONFINITE in line and NOTES not in line:
+        line[NOTES] = {}  # "none", not "as expected": a line that reads alike anywhere
     return json.dumps(line, allow_nan=False, separators=_SEPARATORS), found
 
 

@@ -99,3 +99,15 @@ def test_a_reader_starting_after_a_segment_gets_the_notes_known_there(
     later = reader.read_new()
     assert [r["step"] for r in later] == [3, 4, 5]
     assert all(r["notes"] == records[0]["notes"] for r in later)
+
+
+def test_a_line_encoded_alone_reads_without_notes_after_noted_ones(tmp_path):
+    records = _repeated_notes(2)
+    unexplained = {"step": 2, "values": {"b": {"total": NAN}, "c": NAN}}
+    with RunWriter(tmp_path / "run", {}) as writer:
+        for record in records:
+            writer.submit(record)
+    with (tmp_path / "run" / "steps.jsonl").open("a") as file:
+        file.write(encode_record(unexplained)[0] + "\n")  # as a benchmark appends
+    last = LogReader(tmp_path / "run").read_new()[-1]
+    assert last["step"] == 2 and "notes" not in last
