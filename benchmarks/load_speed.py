@@ -7,15 +7,13 @@ a few minutes on a 2-core CPU; later calls reuse it)::
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 10000  # quicker
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --steps 1000000 --no-hist
     .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --json-opens
-    .venv/bin/python benchmarks/load_speed.py /tmp/load-speed --full-steps 20
 
 The run: the digits CNN of ``cockpit demo`` trains ``--template-steps`` steps with the
 ``economy`` preset; its log lines, repeated with shifted steps, are written by the real
 ``RunWriter`` into ``DIR/economy-<steps>`` (as ``benchmarks/dashboard.py`` does), so
 every line is what this checkout's writer writes, and the writer's columnar cache
-(``RUN/.columns``, segments written as the log grows) is what it leaves.
-``--full-steps N`` also trains N steps with the ``full`` preset and reports its bytes
-per step.
+(``RUN/.columns``, segments written as the log grows) is what it leaves. The bytes
+of a ``full``-preset step: ``benchmarks/log_size.py``.
 
 Measured, each in a fresh process (``VmHWM`` of ``/proc/self/status``: peak resident
 memory of that process, imports included; ``import`` is the peak after the imports alone),
@@ -38,8 +36,6 @@ at its end: the CPU may be shared.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import re
@@ -115,67 +111,11 @@ def make_run(folder: Path, steps: int, template_steps: int) -> Path:
     return run_dir
 
 
-def full_step_bytes(folder: Path, steps: int) -> dict:
-    """Train ``steps`` steps with the ``full`` preset; the log's bytes per step."""
-    import torch
-
-    from cockpit.zoo.models import digits_cnn
-    from cockpit.zoo.training import Settings, run
-
-    torch.manual_seed(0)
-    settings = Settings(str(folder), "full", steps, preset="full", valid_every=10)
-    with contextlib.redirect_stdout(io.StringIO()):
-        run_dir = Path(run(digits_cnn(), settings, "digits_cnn", lambda *_: None))
-    size = (run_dir / "steps.jsonl").stat().st_size
-    return {
-        "what": "full",
-        "steps": steps,
-        "bytes_per_step": round(size / steps),
-        "bytes_per_step_by_key": _bytes_by_key(run_dir / "steps.jsonl", steps),
-        "count_bytes_per_step": _count_bytes(run_dir, steps),
-    }
-
-
-def _count_bytes(run_dir: Path, steps: int) -> dict[str, int]:
-    """Bytes per step of the histograms' counts, packed as logged and as JSON lists."""
-    import orjson
-
-    from cockpit.logs import LogReader
-    from cockpit.logs._packing import pack_counts
-
-    sizes = {"packed": 0, "json_lists": 0}
-    for record in LogReader(run_dir).read_new():
-        for value in record["values"].values():
-            if not isinstance(value, dict) or "counts" not in value:
-                continue
-            for hist in [value, *value.get("per_layer", {}).values()]:
-                if "counts" in hist:
-                    counts = hist["counts"]
-                    sizes["packed"] += len(orjson.dumps(pack_counts(counts)))
-                    sizes["json_lists"] += len(orjson.dumps(counts))
-    return {key: round(size / steps) for key, size in sizes.items()}
-
-
-def _bytes_by_key(path: Path, steps: int) -> dict[str, int]:
-    """Bytes per step of each part of the lines, as written: each log key under
-    ``values`` and each other key of a record (``<notes>``), largest first."""
-    found: dict[str, int] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        parts = {f"<{k}>": v for k, v in record.items() if k != "values"}
-        for key, value in {**record["values"], **parts}.items():
-            size = len(json.dumps(value, separators=(",", ":")))
-            found[key] = found.get(key, 0) + size
-    ranked = sorted(found.items(), key=lambda item: -item[1])
-    return {key: round(size / steps) for key, size in ranked}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="where the run is (or goes)")
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--template-steps", type=int, default=50)
-    parser.add_argument("--full-steps", type=int, default=0)
     parser.add_argument(
         "--json-opens", action="store_true", help="also open without any cache"
     )
@@ -203,8 +143,6 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads(subprocess.check_output(command, text=True))
         cache = "none" if uncached else "writer's"
         print(json.dumps({**result, "cache": cache}), flush=True)
-    if args.full_steps:
-        print(json.dumps(full_step_bytes(args.folder / "full", args.full_steps)))
 
 
 if __name__ == "__main__":

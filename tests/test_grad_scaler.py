@@ -25,6 +25,7 @@ from cockpit.exceptions import (
     ConfigurationError,
     NonFiniteWarning,
 )
+from cockpit.logs import LogReader
 from tests.test_training_unchanged import (
     OPTIMIZERS,
     ResidualNorm,
@@ -69,8 +70,7 @@ def flat(value, prefix=""):
 
 
 def records(run_dir):
-    lines = (run_dir / "steps.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return LogReader(run_dir).read_new()
 
 
 @pytest.mark.parametrize("model_name", MODELS)

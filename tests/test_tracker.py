@@ -20,6 +20,7 @@ from cockpit.exceptions import (
     UnsupportedModelError,
     UsageError,
 )
+from cockpit.logs import LogReader
 
 BATCH = 8
 
@@ -480,8 +481,7 @@ def test_nan_loss_is_logged_and_warned_about(tmp_path):
     assert len(record) == 1
     assert record[0].filename == __file__
 
-    with open(ck.run_dir / "steps.jsonl", encoding="utf-8") as file:
-        records = [json.loads(line) for line in file]
+    records = LogReader(ck.run_dir).read_new()
     # Values a record explains in its "notes" (e.g. a noise scale with G2 <= 0) are
     # expected; the NaN loss makes everything at step 2 non-finite without a note.
     unexplained = {

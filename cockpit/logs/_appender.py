@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cockpit.exceptions import LogDirError
 from cockpit.logs._format import decode_line, encode_record
+from cockpit.logs._note_table import NoteTable
 from cockpit.logs._notices import Notices
 from cockpit.logs._segments import SegmentWriter
 from cockpit.logs.schema import (
@@ -125,6 +126,8 @@ class StepsAppender:
         self._notices = notices
         self._watch = watch
         self._segments = segments or SegmentWriter(run_dir, active=False)
+        self._notes = NoteTable()  # what the lines written leave out
+        self._read_notes = NoteTable()  # what the mirror's records get back
         self.lost: dict[str, Any] | None = None
         self.deleted = False
 
@@ -262,7 +265,7 @@ class StepsAppender:
                 notices = record.pop(NOTICES)
                 for text in notices if isinstance(notices, list) else [notices]:
                     self._notices.once(str(text))
-            line, nonfinite = encode_record(record)
+            line, nonfinite = encode_record(record, self._notes)
         except Exception as err:
             self._write_error(step, err)
             return
@@ -276,6 +279,7 @@ class StepsAppender:
             self._segments.add(line, written)
         if self._mirror is not None or self._watch is not None:
             decoded = decode_line(line)
+            self._read_notes.expand(decoded)
             self._to_mirror("write", decoded)
             if self._watch is not None:
                 self._watch(decoded)
@@ -303,7 +307,7 @@ class StepsAppender:
             "wrote an error record instead"
         )
         line, _ = encode_record(
-            {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}
+            {STEP: number, TIME: time.time(), VALUES: {}, ERROR: error}, self._notes
         )
         written = self._write_line(line, number)
         if written:

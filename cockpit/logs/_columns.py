@@ -81,7 +81,9 @@ COLUMNS_DIR = ".columns"
 MIN_SEGMENT_BYTES = 2**20
 #: Bytes at the end of a segment's range whose CRC-32 the segment carries.
 _CHECKED_BYTES = 2**16
-_VERSION = b"2"  # 2: histogram cells packed as in the log (format 2.0)
+# 2: histogram cells packed as in the log (format 2.0); 3: counts packed as in format
+# 3.0, and the notes known at the segment's end (``cockpit.logs._note_table``)
+_VERSION = b"3"
 _SUFFIX = ".arrow"
 
 
@@ -108,6 +110,7 @@ class Segment:
         scalar_rows: How many rows of ``table`` are scalars.
         errors: The writer's error records in the range.
         warnings: The corrupt-line warnings its reader gave.
+        notes: Each path's last noted reason at ``end`` (``LogReader.notes``).
 
     """
 
@@ -118,6 +121,7 @@ class Segment:
     scalar_rows: int
     errors: list[dict[str, Any]]
     warnings: list[str]
+    notes: dict[str, str]
 
     def scalars(self) -> pa.Table:
         """The scalar rows."""
@@ -232,7 +236,9 @@ def write_segment(
     span = Span(start, reader.offset, start_lines, reader.lines)
     rows = flatten_rows(records)
     errors = [r for r in records if ERROR in r]
-    return save_segment(reader.run_dir, reader.root, span, rows, errors, warned)
+    return save_segment(
+        reader.run_dir, reader.root, span, rows, errors, warned, reader.notes
+    )
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,7 @@ def save_segment(
     rows: tuple[list[ScalarRow], list[HistogramRow]],
     errors: list[dict[str, Any]],
     warned: list[str],
+    notes: dict[str, str],
 ) -> Segment | None:
     """Write the segment of ``span`` into ``run_dir/.columns`` (any length).
 
@@ -266,6 +273,7 @@ def save_segment(
         rows: ``flatten_rows`` of their records.
         errors: Their writer's error records.
         warned: The corrupt-line warnings reading them gave.
+        notes: The notes known after the last line (``LogReader.notes``).
 
     Returns:
         The segment written, or ``None`` (no ``pyarrow``, or it could not be
@@ -289,6 +297,7 @@ def save_segment(
             b"start_lines": str(span.start_lines).encode(),
             b"errors": orjson.dumps(errors),
             b"warnings": orjson.dumps(warned),
+            b"notes": orjson.dumps(notes),
         }
         table = _table(pa, scalars, histograms).replace_schema_metadata(metadata)
         fd, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -305,7 +314,7 @@ def save_segment(
     except (OSError, ValueError, pa.ArrowException):
         return None
     return Segment(
-        span.start, span.end, span.lines, table, len(scalars), errors, warned
+        span.start, span.end, span.lines, table, len(scalars), errors, warned, notes
     )
 
 
@@ -351,6 +360,7 @@ def _open(pa: Any, reader: LogReader, start: int, end: int) -> Segment | None:
             int(meta[b"scalar_rows"]),
             orjson.loads(meta[b"errors"]),
             orjson.loads(meta[b"warnings"]),
+            orjson.loads(meta[b"notes"]),
         )
     except (OSError, ValueError, KeyError, pa.ArrowException):
         return None
@@ -361,6 +371,8 @@ def _open(pa: Any, reader: LogReader, start: int, end: int) -> Segment | None:
         )
         and isinstance(segment.warnings, list)
         and all(isinstance(w, str) for w in segment.warnings)
+        and isinstance(segment.notes, dict)
+        and all(isinstance(n, str) for n in segment.notes.values())
     )
     rows = 0 <= segment.scalar_rows <= table.num_rows
     return segment if lists and rows and segment.lines >= 0 else None
@@ -416,7 +428,7 @@ def read_segments(reader: LogReader, max_bytes: int | None = None) -> list[Segme
         if segment is None:
             break
         segments.append(segment)
-        reader.skip_to(segment.end, segment.lines)
+        reader.skip_to(segment.end, segment.lines, segment.notes)
     return segments
 
 

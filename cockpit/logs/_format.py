@@ -10,9 +10,12 @@ names their keys. A line looks like::
 JSON has no NaN or infinity, so non-finite numbers under ``"values"`` are written as
 ``null`` and their dotted paths (relative to ``"values"``) listed in ``"nonfinite"``.
 Histograms under ``"values"`` are written short (:func:`compact`): counts as integers,
-packed, and equal-width edges as their ends (:mod:`cockpit.logs._packing`, format
-2.0; :func:`decode_line` unpacks them, so readers see the lists of format 1.0), and a
+packed, and equal-width edges as their ends (:mod:`cockpit.logs._packing`), and a
 per-layer histogram leaves out edges equal to the whole model's (readers take those).
+Format 3.0 also names a record's parameters once (``cockpit.logs._layer_table``) and
+leaves out the notes a reader can tell (``cockpit.logs._note_table``, given to
+:func:`encode_record` by the writer and kept by ``LogReader``). :func:`decode_line`
+undoes the rest, so readers see the records of format 1.0, whatever the format.
 Floats keep their shortest exact representation: a float64 model's statistics are
 float64, and rounding them would lose what they are checked to; statistics of float32
 tensors reach the writer already as the shortest decimal of their float32 value
@@ -37,12 +40,22 @@ import numpy as np
 import orjson
 
 from cockpit.exceptions import LogFormatError
-from cockpit.logs._packing import MARKERS, pack_counts, pack_edges, unpack
+from cockpit.logs._layer_table import expand_layers, factor_layers
+from cockpit.logs._note_table import NoteTable
+from cockpit.logs._packing import (
+    MARKERS,
+    pack_counts,
+    pack_edges,
+    pack_together,
+    unpack,
+)
 from cockpit.logs.schema import (
     COUNTS,
     EDGES,
+    LAYERS,
     META_FILE,
     NONFINITE,
+    NOTES,
     PER_LAYER,
     STEP,
     VALUES,
@@ -50,7 +63,7 @@ from cockpit.logs.schema import (
     Y_EDGES,
 )
 
-FORMAT_VERSION = "2.0"
+FORMAT_VERSION = "3.0"
 _EDGE_KEYS = (EDGES, X_EDGES, Y_EDGES)
 _EXACT_INTEGERS = 2.0**53
 
@@ -189,10 +202,11 @@ def compact(value: Any) -> Any:
     :data:`COUNTS` list) are rounded to integers: they are estimated from samples
     that each count as at least one value, so the rounding error (under 1; the
     largest remainders round up, keeping the sum) is below the estimate's
-    resolution; then packed (:func:`~cockpit.logs._packing.pack_counts`). Edges
-    are packed where their ends reproduce them (``pack_edges``). A per-layer
-    histogram drops edges equal to its whole model's, which readers take instead
-    (``cockpit.logs.flatten``).
+    resolution; then packed (:func:`~cockpit.logs._packing.pack_counts`), a
+    histogram's and its per-layer histograms' together where they have one shape
+    (``pack_together``). Edges are packed where their ends reproduce them
+    (``pack_edges``). A per-layer histogram drops edges equal to its whole
+    model's, which readers take instead (``cockpit.logs.flatten``).
 
     Args:
         value: Output of :func:`to_python`.
@@ -205,12 +219,22 @@ def compact(value: Any) -> Any:
         return [compact(item) for item in value]
     if not isinstance(value, dict):
         return value
-    out = {key: _compact_item(key, item) for key, item in value.items()}
-    layers = out.get(PER_LAYER)
-    if isinstance(layers, dict) and (EDGES in out or X_EDGES in out):
-        out[PER_LAYER] = {
-            name: _without_shared_edges(hist, out) for name, hist in layers.items()
-        }
+    layers = value.get(PER_LAYER)
+    if not (isinstance(layers, dict) and (EDGES in value or X_EDGES in value)):
+        return {key: _compact_item(key, item) for key, item in value.items()}
+    together = _counts_together(value, layers)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == COUNTS and together is not None:
+            out[key] = together
+        elif key != PER_LAYER:
+            out[key] = _compact_item(key, item)
+        else:
+            out[key] = None  # below, once the whole's edges are packed
+    out[PER_LAYER] = {
+        name: _without_shared_edges(_layer(hist, together is not None), out)
+        for name, hist in layers.items()
+    }
     return out
 
 
@@ -222,25 +246,49 @@ def _compact_item(key: str, item: Any) -> Any:
     return compact(item)
 
 
-def _counts(value: Any) -> Any:
-    """Integer counts with the same sum, packed where they are a 1D or 2D array.
+def _layer(hist: Any, without_counts: bool) -> Any:
+    if without_counts and isinstance(hist, dict):
+        hist = {key: item for key, item in hist.items() if key != COUNTS}
+    return compact(hist)
 
-    Floors, plus one for the largest remainders; packed by ``pack_counts``.
+
+def _counts_together(whole: dict[str, Any], layers: dict[str, Any]) -> Any:
+    """The counts of ``whole`` and of each of its ``layers`` packed as one, or None."""
+    hists = [whole, *layers.values()]
+    if not all(isinstance(hist, dict) and COUNTS in hist for hist in hists):
+        return None
+    arrays = [_integer_counts(hist[COUNTS]) for hist in hists]
+    if any(array is None for array in arrays):
+        return None
+    return pack_together(arrays)
+
+
+def _integer_counts(value: Any) -> np.ndarray | None:
+    """Integer counts with the same sum: floors, plus one for the largest remainders.
+
+    ``None`` where ``value`` is not an array of finite numbers below 2**53.
     """
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):  # ragged, or null where a count was not finite
-        return compact(value)
+        return None
     if not (
         np.isfinite(array).all() and np.abs(array).max(initial=0) < _EXACT_INTEGERS
     ):
-        return compact(value)
+        return None
     floors = np.floor(array)
     missing = round(float(array.sum() - floors.sum()))
     if missing > 0:
         largest = np.argsort(floors - array, axis=None, kind="stable")[:missing]
         floors.flat[largest] += 1
-    integers = floors.astype(np.int64)
+    return floors.astype(np.int64)
+
+
+def _counts(value: Any) -> Any:
+    """Integer counts (:func:`_integer_counts`), packed where they are 1D or 2D."""
+    integers = _integer_counts(value)
+    if integers is None:
+        return compact(value)
     packed = pack_counts(integers)
     return integers.tolist() if packed is integers else packed
 
@@ -270,13 +318,19 @@ def _check_record(record: object) -> None:
         raise ValueError(f"A log record's {NONFINITE!r} must be a list of strings.")
 
 
-def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
+def encode_record(
+    record: dict[str, Any], notes: NoteTable | None = None
+) -> tuple[str, list[str]]:
     """Encode one record as a JSON line, writing non-finite values as ``null``.
 
     Args:
         record: ``{"step": int, "time": float, "values": {...}}`` plus optional keys
             (e.g. ``"notes"``) that pass through; a ``"nonfinite"`` list it already
             carries is merged with the paths found here.
+        notes: The run's notes so far: notes it expects are left out, and it learns
+            the others. ``None`` writes the notes as they are, and ``{}`` where
+            there are none but non-finite values, so the line reads alike wherever
+            it is appended.
 
     Returns:
         The line (compact JSON, no trailing newline) and the paths, relative to
@@ -292,9 +346,15 @@ def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
     found: list[str] = []
     outside: list[str] = []
     line: dict[str, Any] = {}
+    if LAYERS in record:
+        raise ValueError(
+            f"A log record must not carry {LAYERS!r}: the writer names the layers."
+        )
     for key, value in record.items():
         if key == VALUES:
-            line[key] = compact(to_python(value, "", found))
+            line[key], layers = factor_layers(compact(to_python(value, "", found)))
+            if layers is not None:
+                line[LAYERS] = layers
         elif key != NONFINITE:
             line[key] = to_python(value, key, outside)
     if outside:
@@ -305,6 +365,10 @@ def encode_record(record: dict[str, Any]) -> tuple[str, list[str]]:
     merged = list(dict.fromkeys([*record.get(NONFINITE, []), *found]))
     if merged:
         line[NONFINITE] = merged
+    if notes is not None:
+        notes.shorten(line)
+    elif NONFINITE in line and NOTES not in line:
+        line[NOTES] = {}  # "none", not "as expected": a line that reads alike anywhere
     return json.dumps(line, allow_nan=False, separators=_SEPARATORS), found
 
 
@@ -328,6 +392,8 @@ def decode_line(line: str | bytes) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     values = record.get(VALUES)
+    if LAYERS in record and isinstance(values, dict):
+        expand_layers(values, record.pop(LAYERS))
     raw = line.encode() if isinstance(line, str) else line
     if isinstance(values, dict) and any(marker in raw for marker in MARKERS):
         unpack(values)

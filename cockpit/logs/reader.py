@@ -25,6 +25,7 @@ from cockpit.exceptions import CorruptLogWarning, LogFormatError
 from cockpit.logs import _columns
 from cockpit.logs._format import check_version, decode_line
 from cockpit.logs._meta_fields import checked_meta
+from cockpit.logs._note_table import NoteTable
 from cockpit.logs.flatten import records_to_frames
 from cockpit.logs.schema import ERROR, META_FILE, STEPS_FILE
 
@@ -80,19 +81,38 @@ class LogReader:
         self._max_line = max_line_bytes
         self._lines_read = 0
         self._quiet = quiet
+        self._notes = NoteTable()
 
     @property
     def lines(self) -> int:
         """Lines of ``steps.jsonl`` consumed so far (numbering corrupt lines)."""
         return self._lines_read
 
-    def skip_to(self, offset: int, lines: int) -> None:
+    @property
+    def notes(self) -> dict[str, str]:
+        """Each path's last noted reason up to :attr:`offset` (a copy).
+
+        What format 3.0's records leave out (``cockpit.logs._note_table``).
+        """
+        return dict(self._notes.known)
+
+    def skip_to(
+        self, offset: int, lines: int, notes: dict[str, str] | None = None
+    ) -> None:
         """Go on reading at byte ``offset``, the end of line ``lines``.
 
         For a reader that has the records before ``offset`` from elsewhere (the
         columnar cache, ``cockpit.logs._columns``).
+
+        Args:
+            offset: The byte to go on at.
+            lines: Lines before it.
+            notes: :attr:`notes` at ``offset``; ``None`` keeps the reader's.
+
         """
         self.offset, self._lines_read = offset, lines
+        if notes is not None:
+            self._notes = NoteTable(notes)
 
     def _file(self, name: str) -> Path:
         """The path to open for the run's file ``name``, checked against ``root``.
@@ -223,9 +243,12 @@ class LogReader:
                 )
             elif raw.strip():
                 try:
-                    records.append(decode_line(raw))
+                    record = decode_line(raw)
                 except (ValueError, RecursionError) as err:
                     corrupt.add(lines, str(err))
+                else:
+                    self._notes.expand(record)
+                    records.append(record)
             if size is not None and len(records) >= size:
                 self.offset, self._lines_read = offset, lines
                 if progress is not None:

@@ -7,7 +7,9 @@ is one record::
 
 with :data:`NONFINITE` only where a value was not finite, :data:`NOTES` where the
 tracker explains a value, and :data:`ERROR` (and empty :data:`VALUES`) where the writer
-could not log the step. A record's :data:`VALUES` maps log keys to a number, or to a
+could not log the step. These are the records as readers return them; on disk, format
+3.0 also writes :data:`LAYERS` and leaves out notes a reader can tell
+(``cockpit.logs._format``). A record's :data:`VALUES` maps log keys to a number, or to a
 dict in one of these layouts:
 
 * layered: ``{TOTAL: number, PER_LAYER: {parameter name: number}}``, optionally with
@@ -28,6 +30,7 @@ __all__ = [
     "COUNTS",
     "EDGES",
     "ERROR",
+    "LAYERS",
     "MAX",
     "META_FILE",
     "MIN",
@@ -60,6 +63,9 @@ VALUES = "values"
 NONFINITE = "nonfinite"
 #: Path -> why the value there is what it is (e.g. why it is not finite).
 NOTES = "notes"
+#: The parameter names of a record's ``per_layer`` lists (format 3.0): readers turn
+#: each list back into ``{name: value}`` (``cockpit.logs._layer_table``).
+LAYERS = "layers"
 #: Why the writer could not log a record; such a record has no values.
 ERROR = "error"
 #: Messages a record hands to the writer's notices; never written to the log.

@@ -10,7 +10,6 @@ and scales its micro-batches' losses so that ``.grad`` is the whole batch's
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from contextlib import nullcontext
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 import cockpit
+from cockpit.logs import LogReader
 from cockpit.quantities import PRESETS, REGISTRY
 
 STEPS = 3
@@ -120,8 +120,7 @@ def train(
 def records(run_dir: Path) -> dict[int, dict]:
     """Step -> its values, merged over the step's records."""
     steps: dict[int, dict] = {}
-    for line in (run_dir / "steps.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in LogReader(run_dir).read_new():
         steps.setdefault(record["step"], {}).update(record["values"])
     return steps
 

@@ -21,6 +21,7 @@ from torch import nn
 
 import cockpit
 from cockpit.exceptions import ConfigurationError, UsageError
+from cockpit.logs import LogReader
 from tests import reference
 
 N, M = 8, 3
@@ -64,8 +65,7 @@ def _steps(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # alpha's notes on a step of length 0
         ck.close()
-    lines = (tmp_path / name / "steps.jsonl").read_text().splitlines()
-    return [json.loads(line)["values"] for line in lines]
+    return [record["values"] for record in LogReader(tmp_path / name).read_new()]
 
 
 def _numbers(value, path=""):

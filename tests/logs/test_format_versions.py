@@ -1,4 +1,4 @@
-"""Every reader gives back what the tracker logged (format 2.0), and reads format 1.0.
+"""Every reader gives back what the tracker logged (format 3.0), and reads 1.0 and 2.0.
 
 The tracker's values are caught as the writer gets them (the materialized record,
 before encoding); the readers' are decoded from the log: ``LogReader``,
@@ -6,10 +6,12 @@ before encoding); the readers' are decoded from the log: ``LogReader``,
 and the report's ``read_run``.
 """
 
+import base64
 import copy
 import json
 import math
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from cockpit.logs import LogReader, _appender, _columns
 from cockpit.logs.flatten import flatten_rows
 from tests.test_reliability import train
 
-FIXTURE = Path(__file__).parent / "fixtures" / "format_1_0"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _train(logdir: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
@@ -32,9 +34,9 @@ def _train(logdir: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     logged = []
     encode = _appender.encode_record
 
-    def caught(record):
+    def caught(record, notes=None):
         logged.append(copy.deepcopy(record))
-        return encode(record)
+        return encode(record, notes)
 
     monkeypatch.setattr(_appender, "encode_record", caught)
     torch.manual_seed(0)
@@ -77,11 +79,22 @@ def _assert_counts_rounded(decoded, logged):
     assert abs(decoded.sum() - logged.sum()) <= 0.5
 
 
-def test_the_log_is_format_2_and_packs_the_histograms(trained):
+def test_the_log_is_format_3_and_packs_the_histograms_and_names(trained):
     run_dir, _ = trained
-    assert json.loads((run_dir / "meta.json").read_text())["format_version"] == "2.0"
+    assert json.loads((run_dir / "meta.json").read_text())["format_version"] == "3.0"
     text = (run_dir / "steps.jsonl").read_text()
-    assert '"packed":' in text and '"bins":' in text
+    assert '"bits":' in text and '"f32:' in text and '"layers":' in text
+    assert '"packed":' not in text
+
+
+def test_the_reader_gives_back_every_record_as_logged(trained):
+    """Exactly, notes included, where counts and edges are already as they read."""
+    run_dir, logged = trained
+    records = LogReader(run_dir).read_new()
+    assert any("notes" in record for record in logged)
+    for got, want in zip(records, logged, strict=True):
+        assert got.get("notes") == want.get("notes")
+        assert got["values"].keys() == want["values"].keys()
 
 
 def test_the_reader_gives_back_the_logged_values(trained):
@@ -141,9 +154,9 @@ def test_the_store_and_the_report_read_the_packed_histograms(trained):
             _assert_counts_rounded(shown.counts, counts)
 
 
-def _fixture_copy(tmp_path):
-    run_dir = tmp_path / "format_1_0"
-    shutil.copytree(FIXTURE, run_dir)
+def _fixture_copy(tmp_path, name="format_1_0"):
+    run_dir = tmp_path / name
+    shutil.copytree(FIXTURES / name, run_dir)
     return run_dir
 
 
@@ -162,10 +175,49 @@ def test_a_format_1_0_log_reads_as_its_json_says(tmp_path):
     assert {r[1] for r in histograms} == {"grad_hist_1d", "grad_hist_2d"}
 
 
-def test_the_store_reads_a_format_1_0_log(tmp_path):
-    _fixture_copy(tmp_path)
+@pytest.mark.parametrize("name", ["format_1_0", "format_2_0"])
+def test_the_store_reads_an_older_log(tmp_path, name):
+    _fixture_copy(tmp_path, name)
     store = RunStore(tmp_path)
     store.poll()
-    state = store.state("format_1_0")
+    state = store.state(name)
     assert state.error is None and not state.notices
     assert len(state.data.histograms("grad_hist_2d")) == 3
+
+
+def _format_2_0_unpacked(line):
+    """A format 2.0 line's record, unpacked here as format 2.0 documents it."""
+    record = json.loads(line)
+
+    def unpack(tree):
+        for key, item in tree.items():
+            if key == "counts" and isinstance(item, dict):
+                planes = zlib.decompress(base64.b64decode(item["packed"]))
+                size = math.prod(item["shape"])
+                by_plane = np.frombuffer(planes, np.uint8).reshape(8, size)
+                counts = np.ascontiguousarray(by_plane.T).view("<u8")
+                tree[key] = counts.reshape(item["shape"]).astype(np.int64).tolist()
+            elif key.endswith("edges") and isinstance(item, dict):
+                dtype = {32: np.float32, 64: np.float64}[item["float"]]
+                low, high, bins = dtype(item["from"]), dtype(item["to"]), item["bins"]
+                steps = np.arange(bins, dtype=dtype) / dtype(bins)
+                edges = np.append(low + (high - low) * steps, high)
+                tree[key] = edges.astype(np.float64).tolist()
+            elif isinstance(item, dict):
+                unpack(item)
+
+    unpack(record["values"])
+    return record
+
+
+def test_a_format_2_0_log_reads_as_its_json_says(tmp_path):
+    run_dir = _fixture_copy(tmp_path, "format_2_0")
+    assert json.loads((run_dir / "meta.json").read_text())["format_version"] == "2.0"
+    lines = (run_dir / "steps.jsonl").read_text().splitlines()
+    assert '"packed"' in lines[0] and "notes" in lines[0]
+    plain = [_format_2_0_unpacked(line) for line in lines]
+    assert LogReader(run_dir).read_new() == plain
+    run = cockpit.load(run_dir)
+    scalars, histograms = flatten_rows(plain)
+    np.testing.assert_array_equal(run.scalars["value"], [r[3] for r in scalars])
+    assert run.histograms["counts"].tolist() == [r[5] for r in histograms]

@@ -1,4 +1,4 @@
-"""Format 2.0's packed histograms and float32 digits: exact round trips, and refusals."""
+"""Packed histograms (formats 2.0, 3.0) and float32 digits: exact round trips, refusals."""
 
 import base64
 import json
@@ -66,13 +66,14 @@ def test_edges_of_the_tracker_pack_to_their_ends_and_unpack_exactly(dtype, bits,
         edges = bin_edges(low, high, bins).numpy()
         logged = float32_shortest(edges) if bits == 32 else edges
         packed = pack_edges(logged.tolist())
-        assert packed == {
-            "from": logged[0],
-            "to": logged[-1],
-            "bins": bins,
-            "float": bits,
-        }
-        assert pack_edges(edges.astype(np.float64).tolist())["bins"] == bins
+        kind, low, high, count = packed.split(":")
+        assert (kind, float(low), float(high), int(count)) == (
+            f"f{bits}",
+            logged[0],
+            logged[-1],
+            bins,
+        )
+        assert pack_edges(edges.astype(np.float64).tolist()).endswith(f":{bins}")
         tree = {"edges": packed}
         unpack(tree)
         assert tree["edges"] == edges.astype(np.float64).tolist()  # the tracker's
@@ -82,7 +83,7 @@ def test_edges_not_equally_spaced_or_not_float32_stay_a_list():
     assert pack_edges([0.0, 1.0, 3.0]) == [0.0, 1.0, 3.0]
     assert pack_edges([0.0, None]) == [0.0, None]
     near = [0.0, 0.1 + 1e-12, 0.2]  # float32 edges 0, 0.1, 0.2, but not float32
-    assert pack_edges(float32_shortest(near).tolist())["float"] == 32
+    assert pack_edges(float32_shortest(near).tolist()).startswith("f32:")
     assert pack_edges(near) == near
 
 
@@ -126,6 +127,16 @@ def _packed_line(counts: object) -> str:
             },
             "need 8 bytes, got 9 or more",
         ),
+        ({"shape": [2], "bits": "not base64 ~~~~"}, "do not decode"),
+        ({"shape": [2**30], "bits": ""}, "at most"),
+        ({"shape": [2], "bits": 3}, "'bits' \\(or 'packed'\\) string"),
+        (
+            {
+                "shape": [1],
+                "bits": base64.b64encode(zlib.compress(bytes(2**20))).decode(),
+            },
+            "need 1 bit lengths, got 2 or more",
+        ),
     ],
 )
 def test_malformed_packed_counts_make_the_line_corrupt(counts, problem):
@@ -140,9 +151,17 @@ def test_malformed_packed_counts_make_the_line_corrupt(counts, problem):
         {"from": 0.0, "to": 1.0, "bins": 4, "float": [32]},
         {"from": 0.0, "to": None, "bins": 4, "float": 64},
         {"from": -3e38, "to": 3e38, "bins": 4, "float": 32},
+        "f32:0.0:1.0",
+        "f32:0.0:1.0:4:5",
+        "f32:0.0:one:4",
+        "f32:0.0:1.0:-4",
+        "f64:0.0:1.0:0",
+        "f32:nan:1.0:4",
+        "f32:-3e38:3e38:4",
     ],
 )
 def test_malformed_packed_edges_make_the_line_corrupt(edges):
+    """Format 2.0's dicts and format 3.0's texts alike."""
     line = json.dumps({"step": 1, "values": {"h": {"edges": edges, "counts": [1]}}})
     with pytest.raises(ValueError, match="edges"):
         decode_line(line)
@@ -181,6 +200,7 @@ JSON_LEAVES = st.one_of(
         optional={
             "shape": st.one_of(JSON_LEAVES, st.lists(JSON_LEAVES, max_size=3)),
             "packed": st.one_of(JSON_LEAVES, st.binary(max_size=64).map(base64_text)),
+            "bits": st.one_of(JSON_LEAVES, st.binary(max_size=64).map(base64_text)),
             "from": JSON_LEAVES,
             "to": JSON_LEAVES,
             "bins": JSON_LEAVES,
@@ -197,3 +217,42 @@ def test_any_packed_value_unpacks_or_makes_the_line_corrupt(packed, key):
         return
     value = record["values"]["h"][key]
     assert isinstance(value, list)
+
+
+def test_a_histogram_and_its_per_layer_counts_pack_in_one_text():
+    counts = np.arange(6).reshape(2, 3)
+    hist = {"x_edges": [0.0, 1.0, 2.0], "y_edges": [0.0, 1.0, 2.0, 3.0]}
+    layers = {
+        name: {**hist, "counts": (counts * k).tolist()}
+        for k, name in [(2, "a"), (3, "b")]
+    }
+    record = {
+        "step": 0,
+        "values": {"h": {**hist, "counts": counts.tolist(), "per_layer": layers}},
+    }
+    line, _ = encode_record(record)
+    assert line.count('"bits":') == 1 and '"layers":2' in line
+    assert (
+        decode_line(line)["values"]["h"]["per_layer"]["b"]["counts"]
+        == (counts * 3).tolist()
+    )
+    assert decode_line(line)["values"]["h"]["counts"] == counts.tolist()
+
+
+@pytest.mark.parametrize(
+    "per_layer",
+    [
+        {},
+        {"a": {}, "b": {}, "c": {}},
+        {"a": {"counts": [[1]]}, "b": {}},
+        {"a": [], "b": {}},
+    ],
+)
+def test_counts_packed_together_need_their_per_layer_histograms(per_layer):
+    hist = {"x_edges": [0.0, 1.0, 2.0], "y_edges": [0.0, 1.0, 2.0, 3.0]}
+    layers = {name: {**hist, "counts": [[1, 2, 3], [4, 5, 6]]} for name in ("a", "b")}
+    values = {"h": {**hist, "counts": [[0, 1, 2], [3, 4, 5]], "per_layer": layers}}
+    packed = json.loads(encode_record({"step": 0, "values": values})[0])
+    packed["values"]["h"]["per_layer"] = per_layer
+    with pytest.raises(ValueError, match="as many per-layer histograms"):
+        decode_line(json.dumps(packed))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cockpit.exceptions import CorruptLogWarning, LogFormatError
-from cockpit.logs import LogReader, RunWriter, load
+from cockpit.logs import FORMAT_VERSION, LogReader, RunWriter, load
 from cockpit.logs.reader import records_to_frames
 
 
@@ -140,8 +140,9 @@ def test_missing_steps_file_reads_as_empty(tmp_path):
 
 
 def test_newer_major_version_is_refused(tmp_path):
-    make_run_dir(tmp_path / "run", line(0), meta={"format_version": "3.0"})
-    with pytest.raises(LogFormatError, match=r"format 3\.0.*upgrade cockpit"):
+    newer = int(FORMAT_VERSION.split(".")[0]) + 1
+    make_run_dir(tmp_path / "run", line(0), meta={"format_version": f"{newer}.0"})
+    with pytest.raises(LogFormatError, match=rf"format {newer}\.0.*upgrade cockpit"):
         load(tmp_path / "run")
 
 

@@ -158,3 +158,19 @@ def test_a_store_reading_the_cache_a_part_per_poll_reads_it_all(tmp_path, monkey
         polls += 1
     assert polls > 2
     assert segments(run_dir) == written  # no segment of decoded JSON
+
+
+def test_after_a_segment_the_rest_of_a_closed_log_is_one_however_short(tmp_path):
+    """Else ``load`` joins cached and decoded rows: a copy of the whole frame."""
+    run_dir = tmp_path / "run"
+    write(run_dir, range(40), segment_bytes=3000)
+    found = segments(run_dir)
+    size = (run_dir / "steps.jsonl").stat().st_size
+    assert found[-1][1] == size
+    assert found[-1][1] - found[-1][0] < _columns.MIN_SEGMENT_BYTES
+
+
+def test_a_short_log_alone_is_left_to_the_json(tmp_path):
+    run_dir = tmp_path / "run"
+    write(run_dir, range(5), segment_bytes=2**20)
+    assert segments(run_dir) == []
