@@ -17,7 +17,12 @@ from cockpit.exceptions import (
 )
 from cockpit.quantities import HessMaxEv
 from tests.problems import PROBLEMS
-from tests.quantities.tracking import logged, repeat_batch, tracked_run
+from tests.quantities.tracking import (
+    linear_cockpit,
+    logged,
+    repeat_batch,
+    tracked_run,
+)
 from tests.reference import per_sample_losses
 from tests.reference_curvature import at_step, flatten, hessian, unflatten
 
@@ -106,21 +111,12 @@ def test_a_zero_gradient_starts_from_the_previous_vector(tmp_path):
     ``H = 2 X^T X / (N C)`` (per output) is not; the gradient start falls back and
     the solve still finds the top eigenvalue."""
     torch.manual_seed(0)
-    model = nn.Linear(4, 2).double()
-    loss_fn = nn.MSELoss()
+    quantities = {"hess_max_ev": HessMaxEv(tol=1e-12, max_iter=50)}
+    model, loss_fn, ck = linear_cockpit(tmp_path, quantities, (4, 2))
     x = torch.randn(8, 4, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    quantity = HessMaxEv(tol=1e-12, max_iter=50)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities={"hess_max_ev": quantity},
-    )
+    optimizer = ck.optimizer
     for _ in range(2):
         optimizer.zero_grad()
         with ck.track():
