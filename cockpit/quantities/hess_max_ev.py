@@ -15,6 +15,7 @@ from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
 
 _SOLVERS = ("lanczos", "power")
+_STARTS = ("gradient", "previous")
 
 
 class HessMaxEv(Quantity):
@@ -25,8 +26,15 @@ class HessMaxEv(Quantity):
     ``create_graph``) and runs an eigensolver on ``v -> H v``: ``"lanczos"``
     (default; the largest algebraic eigenvalue) or ``"power"`` iteration (the
     eigenvalue of largest magnitude, as in PyHessian, Yao et al. 2020). Each solve
-    starts from the previous step's eigenvector, so on nearby steps a few products
-    suffice when the Hessian changes little. Cost: one forward and one backward pass
+    starts from the step's mini-batch gradient (``start="gradient"``, the default):
+    gradients lie mostly in the top eigenspace of the Hessian (Gur-Ari, Roberts, Dyer
+    2018), and on 3c3d, where every step draws a new batch, Lanczos then settled
+    after about 8 instead of 13 products per solve
+    (``benchmarks/results/fullcurv/``). ``start="previous"`` starts from the previous
+    step's eigenvector, which wins when the Hessian changes little between steps (the
+    same batch again, full-batch training). A zero or non-finite gradient falls back
+    to the previous eigenvector (a random vector at the first step). Cost: one
+    forward and one backward pass
     with graph, then one Hessian-vector product (about two backward passes) per
     iteration; when the top eigenvalues lie close together Lanczos needs many
     iterations, which is why the ``full`` preset runs it every 10th step. A
@@ -58,6 +66,7 @@ class HessMaxEv(Quantity):
         max_iter: At most this many Hessian-vector products per step.
         max_error: Relative size of the residual bound at which the solve also
             stops, e.g. ``0.05`` (``None``: only the rule on ``tol``).
+        start: ``"gradient"`` or ``"previous"``: where each solve starts.
 
     """
 
@@ -71,9 +80,11 @@ class HessMaxEv(Quantity):
         tol: float = 1e-3,
         max_iter: int = 20,
         max_error: float | None = None,
+        start: str = "gradient",
     ):
         super().__init__(schedule)
         self.method = check_choice("method", method, _SOLVERS)
+        self.start = check_choice("start", start, _STARTS)
         check_solver(self.name, tol, max_iter)
         if max_error is not None and not max_error > 0:
             raise ConfigurationError(
@@ -86,7 +97,12 @@ class HessMaxEv(Quantity):
         self._warm = WarmStart(self.name, tol)
 
     def options(self) -> dict[str, Any]:
-        options = {"method": self.method, "tol": self.tol, "max_iter": self.max_iter}
+        options = {
+            "method": self.method,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "start": self.start,
+        }
         if self.max_error is not None:
             options["max_error"] = self.max_error
         return options
@@ -99,6 +115,7 @@ class HessMaxEv(Quantity):
             self.max_iter,
             start=self._warm.start,
             max_error=self.max_error,
+            from_gradient=self.start == "gradient",
         )
 
     def finalize(self, states: StepStates) -> dict[str, Any]:

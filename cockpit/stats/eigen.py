@@ -107,14 +107,17 @@ def lanczos(
             f"lanczos needs max_iter >= {k}, got {max_iter}: each product adds one "
             f"estimate, and k={k} are asked for."
         )
-    basis = [start / start.norm()]
+    # Rows filled as the space grows (a view of the first m, never a stacked copy
+    # per iteration); pages of rows a solve never reaches are not touched.
+    basis = start.new_empty(max_iter, start.numel())
+    basis[0] = start / start.norm()
     previous = np.zeros(0)
     alphas: list[float] = []
     betas: list[float] = []
     for m in range(1, max_iter + 1):
-        w = matvec(basis[-1])
-        alphas.append(float(basis[-1] @ w))
-        stacked = torch.stack(basis)
+        w = matvec(basis[m - 1])
+        alphas.append(float(basis[m - 1] @ w))
+        stacked = basis[:m]
         for _ in range(2):  # twice keeps the basis orthogonal to working precision
             w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
@@ -126,7 +129,7 @@ def lanczos(
         if closed and m < min(k, start.numel()):
             generator = generator or torch.Generator(start.device).manual_seed(0)
             betas.append(0.0)  # the tridiagonal matrix splits into blocks
-            basis.append(_orthogonal_direction(stacked, generator))
+            basis[m] = _orthogonal_direction(stacked, generator)
             continue
         settled = m > k and bool(
             np.all(np.abs(thetas - previous) <= tol * np.abs(thetas))
@@ -153,7 +156,7 @@ def lanczos(
                 ritz.sum(1),
             )
         betas.append(beta)
-        basis.append(w / beta)
+        basis[m] = w / beta
     raise AssertionError("unreachable")
 
 

@@ -17,7 +17,12 @@ from cockpit.exceptions import (
 )
 from cockpit.quantities import HessMaxEv
 from tests.problems import PROBLEMS
-from tests.quantities.tracking import logged, repeat_batch, tracked_run
+from tests.quantities.tracking import (
+    linear_cockpit,
+    logged,
+    repeat_batch,
+    tracked_run,
+)
 from tests.reference import per_sample_losses
 from tests.reference_curvature import at_step, flatten, hessian, unflatten
 
@@ -78,6 +83,52 @@ def test_a_tight_residual_rule_brackets_the_top_eigenvalue(problem, tmp_path):
         assert residual <= 1e-6 * abs(value)
         assert value <= top + 1e-10 * abs(top)
         assert top - value <= residual
+
+
+@pytest.mark.parametrize("start", ["gradient", "previous"])
+def test_each_start_finds_the_top_eigenvalue_within_its_bound(problem, start, tmp_path):
+    """The default rule from either start: ``value <= lambda_max`` (a Rayleigh
+    quotient) and an eigenvalue of the exact Hessian within the logged residual;
+    solved tightly, the exact top eigenvalue."""
+    for tol, max_iter in ((1e-3, 20), (1e-12, 400)):
+        quantity = HessMaxEv(tol=tol, max_iter=max_iter, start=start)
+        logdir = tmp_path / str(tol)
+        run, refs = tracked_run(problem, logdir, {"hess_max_ev": quantity}, steps=3)
+        for step, ref in enumerate(refs):
+            model, loss_fn, x, y = at_step(problem, ref.params, step)
+            values = torch.linalg.eigvalsh(hessian(model, loss_fn, x, y))
+            top = values[-1].item()
+            value = logged(run, "hess_max_ev", step)
+            residual = logged(run, "hess_max_ev.residual", step)
+            assert value <= top + 1e-10 * abs(top)
+            assert (values - value).abs().min().item() <= residual + 1e-12
+            if tol == 1e-12:
+                assert value == pytest.approx(top, rel=1e-8, abs=1e-10)
+
+
+def test_a_zero_gradient_starts_from_the_previous_vector(tmp_path):
+    """Targets equal to the outputs of a linear model: ``dL/dtheta = 0`` but
+    ``H = 2 X^T X / (N C)`` (per output) is not; the gradient start falls back and
+    the solve still finds the top eigenvalue."""
+    torch.manual_seed(0)
+    quantities = {"hess_max_ev": HessMaxEv(tol=1e-12, max_iter=50)}
+    model, loss_fn, ck = linear_cockpit(tmp_path, quantities, (4, 2))
+    x = torch.randn(8, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x)
+    optimizer = ck.optimizer
+    for _ in range(2):
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        assert not any(p.grad.any() for p in model.parameters())
+        optimizer.step()
+    ck.close()
+    run = cockpit.load(ck.run_dir)
+    top = torch.linalg.eigvalsh(hessian(model, loss_fn, x, y))[-1].item()
+    for step in (0, 1):
+        assert logged(run, "hess_max_ev", step) == pytest.approx(top, rel=1e-10)
+        assert logged(run, "hess_max_ev.converged", step) == 1.0
 
 
 def test_the_residual_rule_needs_fewer_products(tmp_path):
@@ -159,7 +210,8 @@ def test_non_convergence_is_logged_and_warned_once(tmp_path):
 
 def test_warm_start_needs_fewer_iterations(tmp_path):
     """At fixed parameters and batch, the second solve starts at the eigenvector."""
-    quantities = {"hess_max_ev": HessMaxEv(tol=1e-6, max_iter=100, max_error=None)}
+    quantity = HessMaxEv(tol=1e-6, max_iter=100, max_error=None, start="previous")
+    quantities = {"hess_max_ev": quantity}
     run, _ = repeat_batch(PROBLEMS[0], tmp_path, quantities, 2)
     iterations = run.scalar("hess_max_ev.iterations")
     assert iterations.iloc[1] < iterations.iloc[0]
@@ -172,6 +224,7 @@ def test_warm_start_needs_fewer_iterations(tmp_path):
         ({"max_iter": 0}, "max_iter >= 1, got tol=0.001, max_iter=0"),
         ({"tol": -1.0}, "tol > 0"),
         ({"max_error": 0.0}, "max_error > 0 .* or None, got max_error=0.0"),
+        ({"start": "warm"}, "Unknown start 'warm'. Choose one of: gradient, previous"),
     ],
 )
 def test_bad_options(kwargs, match):
