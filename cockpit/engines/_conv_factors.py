@@ -21,7 +21,6 @@ nearly free; and ``economy``'s GSNR and histogram need the elements of ``g_n``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -55,8 +54,11 @@ class ConvFactors:
     Attributes:
         x: ``[N, C_in, H, W]``, the layer's input, detached.
         delta: ``[N, p, T]``, output gradients of the per-sample losses.
-        param: The ``[p, C_in, k, k]`` weight.
-        geometry: ``kernel_size``, ``stride``, ``padding``, ``dilation``.
+        param: The ``[p, C_in, k_h, k_w]`` weight.
+        stride: The convolution's stride.
+        dilation: Its dilation.
+        padding: Its padding in ``F.pad``'s order (``padding="same"`` resolved).
+        padding_mode: ``F.pad``'s mode (``"constant"`` for zeros).
         positions: The histogram sample's parameter positions, drawn when the
             factors arrive (in the order of the backward pass, as every layer's).
         rounding: See :class:`~cockpit.engines._sample_request.LayerStats`.
@@ -66,7 +68,10 @@ class ConvFactors:
     x: Tensor
     delta: Tensor
     param: Tensor
-    geometry: dict[str, Any]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[int, ...]
+    padding_mode: str
     positions: Tensor | None
     rounding: float
 
@@ -93,14 +98,19 @@ class ConvFactors:
         if request.hist_budget is not None:
             n = delta.shape[0]
             positions = draw_positions(request, n, weight.numel(), delta.device)
-        geometry = {
-            "kernel_size": module.kernel_size,
-            "stride": module.stride,
-            "padding": module.padding,
-            "dilation": module.dilation,
-        }
-        scaled = delta.detach().flatten(2) * scale
-        return cls(x, scaled, weight, geometry, positions, rounding)
+        mode = module.padding_mode
+        return cls(
+            x,
+            delta.detach().flatten(2) * scale,
+            weight,
+            module.stride,
+            module.dilation,
+            # Conv2d's own F.pad arguments: "same" resolved, in F.pad's order.
+            tuple(module._reversed_padding_repeated_twice),
+            "constant" if mode == "zeros" else mode,
+            positions,
+            rounding,
+        )
 
     @torch.no_grad()
     def reduce(self, grad: Tensor, request: SampleRequest) -> LayerStats:
@@ -115,21 +125,22 @@ class ConvFactors:
             request: What to compute.
 
         """
-        x, delta, weight = self.x, self.delta, self.param
+        delta, weight = self.delta, self.param
+        x = nn.functional.pad(self.x, self.padding, self.padding_mode)
         n, p, t = delta.shape
-        kernel = self.geometry["kernel_size"]
-        geometry = {k: v for k, v in self.geometry.items() if k != "kernel_size"}
-        unfold_rows = weight[0].numel()
-        chunk = max(1, layer_stats.CHUNK_ELEMENTS // (unfold_rows * max(t, p)))
-        buffer = delta.new_empty((chunk, p, unfold_rows))
+        d = weight[0].numel()
+        chunk = max(1, layer_stats.CHUNK_ELEMENTS // (d * max(t, p)))
+        buffer = delta.new_empty((chunk, p, d))
 
         def per_sample(rows: slice) -> Tensor:
-            unfolded = nn.functional.unfold(x[rows], kernel, **geometry)
+            unfolded = self._unfold(x[rows], t)
             out = buffer[: unfolded.shape[0]]
             return torch.bmm(delta[rows], unfolded.transpose(1, 2), out=out).flatten(1)
 
         def project(direction: Tensor) -> Tensor:
-            response = nn.functional.conv2d(x, direction.view_as(weight), **geometry)
+            response = nn.functional.conv2d(
+                x, direction.view_as(weight), None, self.stride, 0, self.dilation
+            )
             return (response.flatten(2) * delta).sum((1, 2))
 
         stats = from_chunks(
@@ -145,3 +156,23 @@ class ConvFactors:
         )
         stats.rounding = self.rounding
         return stats
+
+    def _unfold(self, padded: Tensor, t: int) -> Tensor:
+        """``[c, d, T]``: ``F.unfold`` of padded inputs, as one strided copy.
+
+        The patches are a strided view ``[c, C_in, k_h, k_w, H_out, W_out]`` of the
+        input; copying it is several times faster than ``F.unfold`` on a CPU (on
+        the 3c3d CNN's second convolution, 0.4 vs 3 ms per chunk of 12 samples).
+        """
+        c, channels = padded.shape[:2]
+        k_h, k_w = self.param.shape[2:]
+        s_n, s_c, s_h, s_w = padded.stride()
+        (d_h, d_w), (t_h, t_w) = self.dilation, self.stride
+        h_out = (padded.shape[2] - d_h * (k_h - 1) - 1) // t_h + 1
+        w_out = t // h_out
+        patches = padded.as_strided(
+            (c, channels, k_h, k_w, h_out, w_out),
+            (s_n, s_c, d_h * s_h, d_w * s_w, t_h * s_h, t_w * s_w),
+            padded.storage_offset(),
+        )
+        return patches.reshape(c, channels * k_h * k_w, t)

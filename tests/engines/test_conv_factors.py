@@ -21,14 +21,21 @@ from tests import reference
 
 N = 5
 
-#: (name, convolution, input shape without batch): stride, padding, dilation,
-#: groups, with and without bias, and the other convolution types' biases.
+#: (name, convolution, input shape without batch): stride, padding (also "same"
+#: and reflected), dilation, groups, with and without bias, and the other
+#: convolution types' biases. The first seven take the factor route.
 CONVOLUTIONS = [
     ("plain", lambda: nn.Conv2d(3, 8, 3), (3, 5, 5)),
     ("stride", lambda: nn.Conv2d(3, 5, 3, stride=2), (3, 7, 7)),
     ("padding", lambda: nn.Conv2d(3, 8, (3, 2), padding=(1, 0)), (3, 3, 3)),
     ("dilation-no-bias", lambda: nn.Conv2d(2, 8, 2, dilation=2, bias=False), (2, 5, 5)),
     ("all", lambda: nn.Conv2d(3, 6, 3, stride=2, padding=1, dilation=2), (3, 7, 7)),
+    (
+        "reflect",
+        lambda: nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"),
+        (3, 3, 3),
+    ),
+    ("same", lambda: nn.Conv2d(2, 8, (2, 3), padding="same", dilation=2), (2, 3, 3)),
     ("groups", lambda: nn.Conv2d(4, 6, 3, groups=2, padding=1), (4, 4, 4)),
     ("many-positions", lambda: nn.Conv2d(3, 2, 2), (3, 6, 6)),
     ("conv1d", lambda: nn.Conv1d(3, 4, 3, stride=2), (3, 9)),
@@ -118,7 +125,7 @@ def test_factor_route_taken_where_documented(monkeypatch):
         expected = isinstance(conv, nn.Conv2d) and chunked(conv, out)
         assert taken.pop(id(conv), False) == expected
         routes.append(expected)
-    assert routes.count(True) == 5
+    assert routes.count(True) == 7
 
 
 def test_small_chunks_same_statistics(monkeypatch):
