@@ -156,7 +156,7 @@ class _ConvStats(_BatchGradStats):
 
     def _weight(self, ext, module, g_inp, g_out, bp_quantities):
         delta = g_out[0]
-        if not isinstance(module, nn.Conv2d) or not chunked(module, delta):
+        if not isinstance(module, nn.Conv2d) or not chunked(module):
             return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
         start = time.perf_counter()
         scale = ext.scale(delta.shape[0])
