@@ -34,7 +34,11 @@ from cockpit.engines._sample_request import (
     widen,
 )
 
-__all__ = ["ConvFactors", "chunked"]
+__all__ = ["KEEP_ELEMENTS", "ConvFactors", "chunked", "reduce_all"]
+
+#: Per-sample gradient numbers a step may keep for projections known only after
+#: ``optimizer.step()`` (alpha), all layers together: 32 MB in float32.
+KEEP_ELEMENTS = 2**23
 
 
 def chunked(module: nn.Conv2d) -> bool:
@@ -114,17 +118,33 @@ class ConvFactors:
             rounding,
         )
 
+    @property
+    def positions_per_sample(self) -> int:
+        """T, the output positions: a later projection's cost per kept element."""
+        return self.delta.shape[2]
+
+    @property
+    def elements(self) -> int:
+        """``N D_l``, the numbers of all per-sample gradients."""
+        return self.delta.shape[0] * self.param.numel()
+
     @torch.no_grad()
-    def reduce(self, grad: Tensor, request: SampleRequest) -> LayerStats:
+    def reduce(
+        self, grad: Tensor, request: SampleRequest, keep: bool = False
+    ) -> LayerStats:
         """The layer's statistics, given its mini-batch gradient.
 
         ``g_n . g`` uses ``grad`` (autograd's); the logged ``LayerStats.grad`` is
         the mean of the ``g_n`` formed here, so that it checks the hooks against
-        ``.grad`` independently (``moves._verify``).
+        ``.grad`` independently (``moves._verify``). A direction known only later
+        is projected by one forward convolution with it as the weight
+        (``g_n . V = <delta_n, conv(x_n, V)>``, ``N T p d``), or, with ``keep``, on
+        the kept ``[N, D_l]`` per-sample gradients (``N D_l``).
 
         Args:
             grad: ``[p d]``, the mini-batch gradient ``g = (1/N) sum_n g_n``.
             request: What to compute.
+            keep: Keep all per-sample gradients for a later projection.
 
         """
         delta, weight = self.delta, self.param
@@ -132,11 +152,11 @@ class ConvFactors:
         n, p, t = delta.shape
         d = weight[0].numel()
         chunk = max(1, layer_stats.CHUNK_ELEMENTS // (d * max(t, p)))
-        buffer = delta.new_empty((chunk, p, d))
+        buffer = delta.new_empty((n if keep else chunk, p, d))
 
         def per_sample(rows: slice) -> Tensor:
             unfolded = self._unfold(x[rows], t)
-            out = buffer[: unfolded.shape[0]]
+            out = buffer[rows] if keep else buffer[: unfolded.shape[0]]
             return torch.bmm(delta[rows], unfolded.transpose(1, 2), out=out).flatten(1)
 
         def project(direction: Tensor) -> Tensor:
@@ -144,6 +164,9 @@ class ConvFactors:
                 x, direction.view_as(weight), None, self.stride, 0, self.dilation
             )
             return (response.flatten(2) * delta).sum((1, 2))
+
+        if keep:
+            project = buffer.view(n, -1).__matmul__
 
         stats = from_chunks(
             per_sample,
@@ -178,3 +201,33 @@ class ConvFactors:
             padded.storage_offset(),
         )
         return patches.reshape(c, channels * k_h * k_w, t)
+
+
+def reduce_all(
+    factors: dict[str, ConvFactors], grads: dict[str, Tensor], request: SampleRequest
+) -> dict[str, LayerStats]:
+    """Every layer's statistics, keeping per-sample gradients where they pay most.
+
+    With ``request.keep_for_projection``, the layers whose later projection costs
+    the most per kept number (most output positions T) keep their ``[N, D_l]``
+    per-sample gradients, while all kept fit :data:`KEEP_ELEMENTS`; the others
+    project by convolution (:meth:`ConvFactors.reduce`).
+
+    Args:
+        factors: Parameter name -> the weight's factors.
+        grads: Parameter name -> flat gradient of the mean loss ``[D_l]``.
+        request: What to compute.
+
+    """
+    kept: set[str] = set()
+    if request.keep_for_projection:
+        budget = KEEP_ELEMENTS
+        by_cost = sorted(factors, key=lambda n: -factors[n].positions_per_sample)
+        for name in by_cost:
+            if factors[name].elements <= budget:
+                kept.add(name)
+                budget -= factors[name].elements
+    return {
+        name: f.reduce(grads[name], request, name in kept)
+        for name, f in factors.items()
+    }

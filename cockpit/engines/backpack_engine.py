@@ -38,7 +38,7 @@ from backpack.extensions.firstorder.batch_grad import (
 from torch import Tensor, nn
 
 from cockpit.engines._backpack_hooks import attach_hooks
-from cockpit.engines._conv_factors import ConvFactors, chunked
+from cockpit.engines._conv_factors import ConvFactors, chunked, reduce_all
 from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines._savefield import take
 from cockpit.engines.layer_stats import (
@@ -238,7 +238,7 @@ def collect(
     ``Linear`` layers and biases left their factors: they are reduced here, all
     layers of equal shapes in one batched operation (:func:`from_linear_factor_groups`).
     ``Conv2d`` weights left theirs too, reduced with their mini-batch gradient from
-    ``grads`` (:meth:`ConvFactors.reduce`).
+    ``grads`` (:func:`~cockpit.engines._conv_factors.reduce_all`).
 
     Args:
         params: Parameter name -> parameter.
@@ -250,7 +250,6 @@ def collect(
     pending = {n: f for n, f in found.items() if isinstance(f, Factors)}
     reduced = from_linear_factor_groups(list(pending.values()), request)
     found.update(zip(pending, reduced, strict=True))
-    for name, factors in found.items():
-        if isinstance(factors, ConvFactors):
-            found[name] = factors.reduce(grads[name], request)
+    convolutions = {n: f for n, f in found.items() if isinstance(f, ConvFactors)}
+    found.update(reduce_all(convolutions, grads, request))
     return found

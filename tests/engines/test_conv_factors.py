@@ -14,7 +14,7 @@ import torch
 from backpack import backpack
 from torch import nn
 
-from cockpit.engines import backpack_engine, layer_stats
+from cockpit.engines import _conv_factors, backpack_engine, layer_stats
 from cockpit.engines._conv_factors import ConvFactors, chunked
 from cockpit.engines.layer_stats import SampleRequest
 from tests import reference
@@ -69,10 +69,14 @@ def _tracked(model, loss_fn, x, y, request):
     return backpack_engine.collect(params, request, grads)
 
 
+@pytest.mark.parametrize("keep", [0, None], ids=["by-convolution", "kept"])
 @pytest.mark.parametrize(
     "make_conv, shape", [c[1:] for c in CONVOLUTIONS], ids=[c[0] for c in CONVOLUTIONS]
 )
-def test_statistics_match_per_sample_gradients(make_conv, shape):
+def test_statistics_match_per_sample_gradients(monkeypatch, make_conv, shape, keep):
+    """Every statistic; the later projection by convolution and on kept gradients."""
+    if keep is not None:
+        monkeypatch.setattr(_conv_factors, "KEEP_ELEMENTS", keep)
     model, loss_fn, x, y = _problem(make_conv, shape)
     generator = torch.Generator().manual_seed(1)
     directions = {
@@ -137,3 +141,30 @@ def test_small_chunks_same_statistics(monkeypatch):
     single = _tracked(model, loss_fn, x, y, request)["0.weight"]
     for field in ("grad", "sq_norms", "dots", "sum_sq"):
         torch.testing.assert_close(getattr(single, field), getattr(whole, field))
+
+
+def test_kept_where_later_projections_cost_most(monkeypatch):
+    """The budget goes to the layers with the most output positions first."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3),  # T = 36, N D_l = 5 * 54
+        nn.Conv2d(3, 4, 3, stride=2),  # T = 4, N D_l = 5 * 108
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    ).double()
+    x = torch.randn(N, 2, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,))
+    projected = []
+    conv2d = torch.nn.functional.conv2d
+
+    def count(*args, **kwargs):
+        projected.append(args[1].shape)
+        return conv2d(*args, **kwargs)
+
+    request = SampleRequest(mean_reduction=True, keep_for_projection=True)
+    monkeypatch.setattr(_conv_factors, "KEEP_ELEMENTS", 5 * 54 + 5 * 108 - 1)
+    found = _tracked(model, nn.CrossEntropyLoss(), x, y, request)
+    monkeypatch.setattr(torch.nn.functional, "conv2d", count)
+    for name in ("0.weight", "1.weight"):
+        found[name].project(torch.ones(found[name].grad.numel(), dtype=torch.float64))
+    assert projected == [torch.Size([4, 3, 3, 3])]
