@@ -7,9 +7,12 @@ so per-sample gradients live for one layer at a time. ``Linear`` layers on 2D in
 (and every ``Linear`` bias) use the outer-product factorization and never form
 per-sample gradients: their hooks keep the two factors, and :func:`collect` reduces
 all layers of equal shapes together after the backward pass, so that the work per
-step grows with the number of distinct layer shapes rather than the depth; other layers
-use BackPACK's ``BatchGrad`` module extensions (inside
-``weight_jac_t_save_memory``, which roughly halves its cost for convolutions).
+step grows with the number of distinct layer shapes rather than the depth. Every
+convolution's bias is such a factor pair too, and ungrouped ``Conv2d`` weights keep
+their input and output gradient, reduced by :func:`collect` with the layer's gradient
+from autograd (:mod:`cockpit.engines._conv_factors`). Other layers use BackPACK's
+``BatchGrad`` module extensions (inside ``weight_jac_t_save_memory``, which roughly
+halves its cost for convolutions).
 Under autocast, inputs and output gradients are cast to the parameter's dtype first
 (:func:`~cockpit.engines.layer_stats.widen`).
 
