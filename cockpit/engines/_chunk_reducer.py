@@ -15,7 +15,7 @@ from torch import Tensor
 
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
-__all__ = ["DRAW", "ChunkReducer", "from_blocks", "from_chunks"]
+__all__ = ["DRAW", "ChunkReducer", "from_blocks"]
 
 #: ``positions`` of :class:`ChunkReducer`: draw the histogram sample's positions now.
 DRAW: Literal["draw"] = "draw"
@@ -130,40 +130,6 @@ class ChunkReducer:
         if request.keep_for_projection:
             stats.project = project
         return stats
-
-
-def from_chunks(
-    per_sample: Callable[[slice], Tensor],
-    project: Callable[[Tensor], Tensor],
-    n: int,
-    chunk: int,
-    grad: Tensor,
-    param: Tensor,
-    request: SampleRequest,
-    positions: Tensor | Literal["draw"] | None = DRAW,
-    mean_of_blocks: bool = False,
-) -> LayerStats:
-    """Reduce per-sample gradients that ``per_sample`` produces block by block.
-
-    Args:
-        per_sample: ``rows -> [len(rows), D_l]`` per-sample gradients of those samples
-            (it may reuse one buffer for every block).
-        project: ``v [D_l] -> [N]``, ``g_n . v`` without the blocks (for later use).
-        n: Batch size N.
-        chunk: Samples per block.
-        grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
-        param: The parameter.
-        request: What to compute.
-        positions: See :class:`ChunkReducer`.
-        mean_of_blocks: See :class:`ChunkReducer`.
-
-    Returns:
-        The layer's statistics.
-    """
-    reducer = ChunkReducer(n, grad, param, request, positions, mean_of_blocks)
-    for first in range(0, n, chunk):
-        reducer.add(per_sample(slice(first, first + chunk)), reused=True)
-    return reducer.finish(project)
 
 
 def from_blocks(

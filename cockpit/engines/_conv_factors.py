@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cockpit.engines import layer_stats
-from cockpit.engines._chunk_reducer import from_chunks
+from cockpit.engines._chunk_reducer import ChunkReducer
 from cockpit.engines._sample_request import (
     LayerStats,
     SampleRequest,
@@ -168,17 +168,10 @@ class ConvFactors:
         if keep:
             project = buffer.view(n, -1).__matmul__
 
-        stats = from_chunks(
-            per_sample,
-            project,
-            n,
-            chunk,
-            grad,
-            weight,
-            request,
-            positions=self.positions,
-            mean_of_blocks=True,
-        )
+        reducer = ChunkReducer(n, grad, weight, request, self.positions, True)
+        for first in range(0, n, chunk):
+            reducer.add(per_sample(slice(first, first + chunk)), reused=not keep)
+        stats = reducer.finish(project)
         stats.rounding = self.rounding
         return stats
 
