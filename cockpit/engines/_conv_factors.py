@@ -8,14 +8,17 @@ two factors (:class:`ConvFactors`); they are reduced once the backward pass is o
 autograd. So the tracker never recomputes ``g`` (one weight gradient, ``N T p d``
 multiply-adds, as much as forming all ``g_n``), and ``g_n . g`` needs nothing extra.
 
-The ``g_n`` are formed a chunk of samples at a time (``unfold`` and a batched
-product, ``N T p d``) and reduced at once (:class:`ChunkReducer`), so the
-``[N, p d]`` per-sample gradients never exist at once. Why not the "ghost norm"
+The ``g_n`` are formed a chunk of samples at a time (patches and a batched product,
+``N T p d``) and reduced at once (:class:`ChunkReducer`), so the ``[N, p d]``
+per-sample gradients exist at once only where alpha keeps them for a projection
+known after ``optimizer.step()`` (:func:`reduce_all`, at most
+:data:`KEEP_ELEMENTS` numbers per step). Why not the "ghost norm"
 ``||g_n||^2 = <A_n A_n^T, B_n B_n^T>`` (Li et al. 2021, Bu et al. 2023,
-``N T^2 (d + p)``) where it is cheaper than forming ``g_n``: every preset also needs
-``g_n . g``, which costs ``N T p d`` without ``g_n`` (``sum_t b_nt . (g a_nt)``, one
-forward convolution), as much as forming the ``g_n`` from which the norms then come
-nearly free; and ``economy``'s GSNR and histogram need the elements of ``g_n``.
+``N T^2 (d + p)``) where it is cheaper than forming ``g_n``: the statistics always
+include ``g_n . g`` (:class:`LayerStats` ``dots``, which the gradient tests read), and
+that costs ``N T p d`` without ``g_n`` (``sum_t b_nt . (g a_nt)``, one forward
+convolution), as much as forming the ``g_n``, from which the norms then come nearly
+free; and ``economy``'s GSNR and histogram need the elements of ``g_n`` anyway.
 """
 
 from __future__ import annotations
@@ -34,21 +37,19 @@ from cockpit.engines._sample_request import (
     widen,
 )
 
-__all__ = ["KEEP_ELEMENTS", "ConvFactors", "chunked", "reduce_all"]
+__all__ = ["KEEP_ELEMENTS", "ConvFactors", "factor_route", "reduce_all"]
 
 #: Per-sample gradient numbers a step may keep for projections known only after
 #: ``optimizer.step()`` (alpha), all layers together: 32 MB in float32.
 KEEP_ELEMENTS = 2**23
 
 
-def chunked(module: nn.Conv2d) -> bool:
-    """Whether the factor route is taken: for ungrouped convolutions.
+def factor_route(module: nn.Conv2d) -> bool:
+    """Whether the weight takes the factor route: if it is ungrouped.
 
-    Forming the patches as a strided copy, the factor route beat BackPACK's grouped
-    convolution on every convolution measured on a CPU (1 thread, batch 128,
-    including ``T = 56 p``): 3 -> 64 channels, 5x5 on 32x32 inputs 168 vs 218 ms
-    per tracked step of a one-convolution network; 3 -> 16, 3x3, 32x32: 36 vs 58;
-    16 -> 32, 3x3, 32x32: 102 vs 232; 64 -> 64, 3x3, 16x16: 102 vs 413.
+    With the patches as one strided copy, the factor route took less CPU time than
+    BackPACK's grouped convolution on every convolution measured, up to ``T = 56 p``
+    (``benchmarks/conv_routes.py``; ``benchmarks/results/conv/README.md``).
     """
     return module.groups == 1
 
@@ -179,8 +180,7 @@ class ConvFactors:
         """``[c, d, T]``: ``F.unfold`` of padded inputs, as one strided copy.
 
         The patches are a strided view ``[c, C_in, k_h, k_w, H_out, W_out]`` of the
-        input; copying it is several times faster than ``F.unfold`` on a CPU (on
-        the 3c3d CNN's second convolution, 0.4 vs 3 ms per chunk of 12 samples).
+        input; copying it is several times faster than ``F.unfold`` on a CPU.
         """
         c, channels = padded.shape[:2]
         k_h, k_w = self.param.shape[2:]

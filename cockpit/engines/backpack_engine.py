@@ -41,7 +41,7 @@ from backpack.extensions.firstorder.batch_grad import (
 from torch import Tensor, nn
 
 from cockpit.engines._backpack_hooks import attach_hooks
-from cockpit.engines._conv_factors import ConvFactors, chunked, reduce_all
+from cockpit.engines._conv_factors import ConvFactors, factor_route, reduce_all
 from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines._savefield import take
 from cockpit.engines.layer_stats import (
@@ -146,7 +146,7 @@ class _ConvStats(_BatchGradStats):
     A convolution's per-sample bias gradient is its output gradient summed over the
     output positions, ``delta_n.sum(positions)`` (``[p]``): it becomes the factor
     pair ``(delta_n, 1)`` of a ``Linear`` bias and is reduced with them. A ``Conv2d``
-    weight on the factor route (:func:`~cockpit.engines._conv_factors.chunked`)
+    weight on the factor route (:func:`~cockpit.engines._conv_factors.factor_route`)
     keeps its input and output gradient (:class:`ConvFactors`), reduced by
     :func:`collect`; other weights get BackPACK's ``BatchGrad``.
     """
@@ -159,7 +159,7 @@ class _ConvStats(_BatchGradStats):
 
     def _weight(self, ext, module, g_inp, g_out, bp_quantities):
         delta = g_out[0]
-        if not isinstance(module, nn.Conv2d) or not chunked(module):
+        if not isinstance(module, nn.Conv2d) or not factor_route(module):
             return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
         start = time.perf_counter()
         scale = ext.scale(delta.shape[0])

@@ -15,7 +15,7 @@ from backpack import backpack
 from torch import nn
 
 from cockpit.engines import _conv_factors, backpack_engine, layer_stats
-from cockpit.engines._conv_factors import ConvFactors, chunked
+from cockpit.engines._conv_factors import ConvFactors, factor_route
 from cockpit.engines.layer_stats import SampleRequest
 from tests import reference
 
@@ -125,7 +125,7 @@ def test_factor_route_taken_where_documented(monkeypatch):
         model, loss_fn, x, y = _problem(make_conv, shape)
         _tracked(model, loss_fn, x, y, SampleRequest(mean_reduction=True))
         conv = model[0]
-        expected = isinstance(conv, nn.Conv2d) and chunked(conv)
+        expected = isinstance(conv, nn.Conv2d) and factor_route(conv)
         assert taken.pop(id(conv), False) == expected
         routes.append(expected)
     assert routes == [True] * 7 + [False, True, False, False]
