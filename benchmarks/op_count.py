@@ -9,6 +9,12 @@ configuration::
 
     .venv/bin/python benchmarks/op_count.py --problems deep_mlp mlp 3c3d --configs economy
 
+``--flops`` counts instead the floating-point operations of the matrix products and
+convolutions (``torch.utils.flop_counter.FlopCounterMode``; element-wise operations
+and reductions are not counted): the arithmetic the tracker adds::
+
+    .venv/bin/python benchmarks/op_count.py --flops --problems 3c3d --configs economy
+
 Run it at two commits to compare them.
 """
 
@@ -21,6 +27,7 @@ import torch
 from _overhead.configs import CONFIGS, PLAIN, Run, build_run
 from _overhead.problems import PROBLEMS, Problem, make_problem
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 
 class _Counter(TorchDispatchMode):
@@ -35,16 +42,19 @@ class _Counter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def ops_per_step(run: Run, problem: Problem, steps: int, warmup: int) -> float:
-    """Mean ATen operations per step of ``run`` (its writer flushed around them)."""
+def ops_per_step(
+    run: Run, problem: Problem, steps: int, warmup: int, flops: bool = False
+) -> float:
+    """Mean ATen operations (or FLOP) per step of ``run`` (writer flushed around)."""
     for _ in range(warmup):
         run.step(problem.batches)
     run.flush()
-    with _Counter() as counter:
+    with FlopCounterMode(display=False) if flops else _Counter() as counter:
         for _ in range(steps):
             run.step(problem.batches)
     run.flush()
-    return counter.count / steps
+    count = counter.get_total_flops() if flops else counter.count
+    return count / steps
 
 
 def main() -> None:
@@ -53,21 +63,28 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["economy"])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--flops", action="store_true", help="count GFLOP instead")
     args = parser.parse_args()
     device = torch.device("cpu")
-    print("| problem | config | ATen ops per step | extra over plain |")
-    print("|---|---|---:|---:|")
+    unit, scale = ("GFLOP", 1e9) if args.flops else ("ATen ops", 1)
+    print(f"| problem | config | {unit} per step | extra over plain | ratio to plain |")
+    print("|---|---|---:|---:|---:|")
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-ops-") as logdir:
             plain = None
             for config in [PLAIN, *(c for c in args.configs if c != PLAIN)]:
                 run = build_run(problem, config, device, logdir)
-                ops = ops_per_step(run, problem, args.steps, args.warmup)
+                ops = ops_per_step(run, problem, args.steps, args.warmup, args.flops)
+                ops /= scale
                 if run.ck is not None:
                     run.ck.close()
                 plain = ops if plain is None else plain
-                print(f"| {name} | {config} | {ops:.0f} | {ops - plain:.0f} |")
+                digits = 2 if args.flops else 0
+                print(
+                    f"| {name} | {config} | {ops:.{digits}f} | "
+                    f"{ops - plain:.{digits}f} | {ops / plain:.2f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ and the BackPACK engine's convolutions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
-__all__ = ["ChunkReducer", "from_blocks", "from_chunks"]
+__all__ = ["DRAW", "ChunkReducer", "from_blocks"]
+
+#: ``positions`` of :class:`ChunkReducer`: draw the histogram sample's positions now.
+DRAW: Literal["draw"] = "draw"
 
 
 class ChunkReducer:
@@ -30,16 +34,33 @@ class ChunkReducer:
         grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
         param: The parameter.
         request: What to compute.
+        positions: The histogram sample's positions if drawn already (``None``:
+            all), or :data:`DRAW` to draw them now.
+        mean_of_blocks: Log the mean of the blocks as ``grad`` (one more pass per
+            block) instead of ``grad``, which then serves ``g_n . g`` only.
 
     """
 
-    def __init__(self, n: int, grad: Tensor, param: Tensor, request: SampleRequest):
+    def __init__(
+        self,
+        n: int,
+        grad: Tensor,
+        param: Tensor,
+        request: SampleRequest,
+        positions: Tensor | Literal["draw"] | None = DRAW,
+        mean_of_blocks: bool = False,
+    ):
         self.n, self.grad, self.param, self.request = n, grad, param, request
         self.direction = request.directions.get(id(param))
         self.hist = request.hist_budget is not None
-        self.positions = (
-            draw_positions(request, n, grad.numel(), grad.device) if self.hist else None
-        )
+        if isinstance(positions, str):
+            positions = (
+                draw_positions(request, n, grad.numel(), grad.device)
+                if self.hist
+                else None
+            )
+        self.positions = positions
+        self.block_sum = grad.new_zeros(grad.shape) if mean_of_blocks else None
         self.parts: dict[str, list[Tensor]] = {
             "sq": [],
             "dots": [],
@@ -60,6 +81,8 @@ class ChunkReducer:
         parts = self.parts
         parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
         parts["dots"].append(block @ self.grad)
+        if self.block_sum is not None:
+            self.block_sum += block.sum(0)
         if self.direction is not None:
             parts["proj"].append(block @ self.direction)
         if self.request.sum_sq:
@@ -85,8 +108,9 @@ class ChunkReducer:
 
         """
         parts, request = self.parts, self.request
+        grad = self.grad if self.block_sum is None else self.block_sum / self.n
         stats = LayerStats(
-            grad=self.grad,
+            grad=grad,
             sq_norms=torch.cat(parts["sq"]),
             dots=torch.cat(parts["dots"]),
         )
@@ -106,36 +130,6 @@ class ChunkReducer:
         if request.keep_for_projection:
             stats.project = project
         return stats
-
-
-def from_chunks(
-    per_sample: Callable[[slice], Tensor],
-    project: Callable[[Tensor], Tensor],
-    n: int,
-    chunk: int,
-    grad: Tensor,
-    param: Tensor,
-    request: SampleRequest,
-) -> LayerStats:
-    """Reduce per-sample gradients that ``per_sample`` produces block by block.
-
-    Args:
-        per_sample: ``rows -> [len(rows), D_l]`` per-sample gradients of those samples
-            (it may reuse one buffer for every block).
-        project: ``v [D_l] -> [N]``, ``g_n . v`` without the blocks (for later use).
-        n: Batch size N.
-        chunk: Samples per block.
-        grad: ``[D_l]``, the mini-batch gradient (mean of the per-sample ones).
-        param: The parameter.
-        request: What to compute.
-
-    Returns:
-        The layer's statistics.
-    """
-    reducer = ChunkReducer(n, grad, param, request)
-    for first in range(0, n, chunk):
-        reducer.add(per_sample(slice(first, first + chunk)), reused=True)
-    return reducer.finish(project)
 
 
 def from_blocks(

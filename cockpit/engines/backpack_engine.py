@@ -7,9 +7,12 @@ so per-sample gradients live for one layer at a time. ``Linear`` layers on 2D in
 (and every ``Linear`` bias) use the outer-product factorization and never form
 per-sample gradients: their hooks keep the two factors, and :func:`collect` reduces
 all layers of equal shapes together after the backward pass, so that the work per
-step grows with the number of distinct layer shapes rather than the depth; other layers
-use BackPACK's ``BatchGrad`` module extensions (inside
-``weight_jac_t_save_memory``, which roughly halves its cost for convolutions).
+step grows with the number of distinct layer shapes rather than the depth. Every
+convolution's bias is such a factor pair too, and ungrouped ``Conv2d`` weights keep
+their input and output gradient, reduced by :func:`collect` with the layer's gradient
+from autograd (:mod:`cockpit.engines._conv_factors`). Other layers use BackPACK's
+``BatchGrad`` module extensions (inside ``weight_jac_t_save_memory``, which roughly
+halves its cost for convolutions).
 Under autocast, inputs and output gradients are cast to the parameter's dtype first
 (:func:`~cockpit.engines.layer_stats.widen`).
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 from backpack.extensions.firstorder.base import (
     FirstOrderBackpropExtension,
     FirstOrderModuleExtension,
@@ -39,13 +41,12 @@ from backpack.extensions.firstorder.batch_grad import (
 from torch import Tensor, nn
 
 from cockpit.engines._backpack_hooks import attach_hooks
+from cockpit.engines._conv_factors import ConvFactors, factor_route, reduce_all
 from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines._savefield import take
 from cockpit.engines.layer_stats import (
-    CHUNK_ELEMENTS,
     LayerStats,
     SampleRequest,
-    from_chunks,
     from_per_sample,
     widen,
 )
@@ -139,81 +140,58 @@ class _BatchGradStats(FirstOrderModuleExtension):
         return reduce
 
 
-class _Conv2dStats(_BatchGradStats):
-    """``Conv2d``: per-sample weight gradients chunk by chunk when P <= 2 out.
+class _ConvStats(_BatchGradStats):
+    """Convolutions: biases as factors; ``Conv2d`` weights as factors where cheaper.
 
-    The per-sample weight gradient is ``delta_n [out, P] @ unfold(x_n)^T [P, in k^2]``
-    over the P output positions. When ``P <= 2 out`` the unfolded input is at most
-    twice the result, and batched matrix products over chunks of samples beat
-    BackPACK's grouped convolution on a CPU (on the 3c3d CNN's third convolution:
-    14 vs 70 ms). Each chunk is reduced at once (:func:`from_chunks`), so the
-    ``[N, D_l]`` per-sample gradients never exist. A projection needed after
-    ``optimizer.step()`` (alpha) uses ``g_n . V = <delta_n, conv(x_n, V)>``: one
-    forward convolution with V as the weight, from the kept input and output
-    gradient. Otherwise, and for grouped convolutions, BackPACK's ``BatchGrad``
-    computes the per-sample gradients.
+    A convolution's per-sample bias gradient is its output gradient summed over the
+    output positions, ``delta_n.sum(positions)`` (``[p]``): it becomes the factor
+    pair ``(delta_n, 1)`` of a ``Linear`` bias and is reduced with them. A ``Conv2d``
+    weight on the factor route (:func:`~cockpit.engines._conv_factors.factor_route`)
+    keeps its input and output gradient (:class:`ConvFactors`), reduced by
+    :func:`collect`; other weights get BackPACK's ``BatchGrad``.
     """
 
-    def __init__(self) -> None:
-        super().__init__(conv2d.BatchGradConv2d(), ["bias", "weight"])
+    def __init__(self, batch_grad: FirstOrderModuleExtension, params: list[str]):
+        super().__init__(batch_grad, params)
         self._batch_grad_weight = self.weight
         self.weight = self._weight
+        self.bias = self._bias
 
-    def _weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats:
+    def _weight(self, ext, module, g_inp, g_out, bp_quantities):
         delta = g_out[0]
-        n, d_out = delta.shape[:2]
-        positions = delta[0, 0].numel()
-        if module.groups != 1 or positions > 2 * d_out:
+        if not isinstance(module, nn.Conv2d) or not factor_route(module):
             return self._batch_grad_weight(ext, module, g_inp, g_out, bp_quantities)
         start = time.perf_counter()
-        weight = module.weight
-        # Detached: the projection may run after backward with grad mode on.
-        (x, delta), rounding = widen([module.input0.detach(), delta], weight.dtype)
-        geometry = {
-            "stride": module.stride,
-            "padding": module.padding,
-            "dilation": module.dilation,
-        }
-        scale = ext.scale(n)
-        grad = nn.grad.conv2d_weight(x, weight.shape, delta, **geometry) * (scale / n)
-        scaled = delta.flatten(2) * scale
-        unfold_rows = weight[0].numel()
-        chunk = max(1, CHUNK_ELEMENTS // (unfold_rows * max(positions, d_out)))
-        buffer = delta.new_empty((chunk, d_out, unfold_rows))
-
-        def per_sample(rows: slice) -> Tensor:
-            unfolded = nn.functional.unfold(
-                x[rows], module.kernel_size, **geometry
-            ).transpose(1, 2)
-            out = buffer[: unfolded.shape[0]]
-            return torch.bmm(scaled[rows], unfolded, out=out).flatten(1)
-
-        def project(direction: Tensor) -> Tensor:
-            response = nn.functional.conv2d(x, direction.view_as(weight), **geometry)
-            return (response.flatten(2) * scaled).sum((1, 2))
-
-        stats = from_chunks(
-            per_sample, project, n, chunk, grad.reshape(-1), weight, ext.request
-        )
-        stats.rounding = rounding
+        scale = ext.scale(delta.shape[0])
+        found = ConvFactors.arrive(module, delta, ext.request, scale)
         ext.seconds += time.perf_counter() - start
-        return stats
+        return found
+
+    def _bias(self, ext, module, g_inp, g_out, bp_quantities) -> Factors:
+        start = time.perf_counter()
+        (out,), rounding = widen([g_out[0]], module.bias.dtype)
+        n = out.shape[0]
+        summed = out.flatten(2).sum(2)
+        ones, scale = ext.ones(summed, n), ext.scale(n)
+        found = Factors.arrive(summed, ones, module.bias, ext.request, rounding, scale)
+        ext.seconds += time.perf_counter() - start
+        return found
 
 
 def _module_extensions() -> dict[type[nn.Module], FirstOrderModuleExtension]:
     weight_and_bias = ["bias", "weight"]
     return {
         nn.Linear: _LinearStats(),
-        nn.Conv1d: _BatchGradStats(conv1d.BatchGradConv1d(), weight_and_bias),
-        nn.Conv2d: _Conv2dStats(),
-        nn.Conv3d: _BatchGradStats(conv3d.BatchGradConv3d(), weight_and_bias),
-        nn.ConvTranspose1d: _BatchGradStats(
+        nn.Conv1d: _ConvStats(conv1d.BatchGradConv1d(), weight_and_bias),
+        nn.Conv2d: _ConvStats(conv2d.BatchGradConv2d(), weight_and_bias),
+        nn.Conv3d: _ConvStats(conv3d.BatchGradConv3d(), weight_and_bias),
+        nn.ConvTranspose1d: _ConvStats(
             conv_transpose1d.BatchGradConvTranspose1d(), weight_and_bias
         ),
-        nn.ConvTranspose2d: _BatchGradStats(
+        nn.ConvTranspose2d: _ConvStats(
             conv_transpose2d.BatchGradConvTranspose2d(), weight_and_bias
         ),
-        nn.ConvTranspose3d: _BatchGradStats(
+        nn.ConvTranspose3d: _ConvStats(
             conv_transpose3d.BatchGradConvTranspose3d(), weight_and_bias
         ),
         nn.Embedding: _BatchGradStats(embedding.BatchGradEmbedding(), ["weight"]),
@@ -254,15 +232,27 @@ class PerSampleStats(FirstOrderBackpropExtension):
 
 
 def collect(
-    params: dict[str, nn.Parameter], request: SampleRequest
+    params: dict[str, nn.Parameter],
+    request: SampleRequest,
+    grads: dict[str, Tensor],
 ) -> dict[str, LayerStats]:
     """Take the statistics the extension left on the parameters (and remove them).
 
-    ``Linear`` layers left their factors: they are reduced here, all layers of equal
-    shapes in one batched operation (:func:`from_linear_factor_groups`).
+    ``Linear`` layers and biases left their factors: they are reduced here, all
+    layers of equal shapes in one batched operation (:func:`from_linear_factor_groups`).
+    ``Conv2d`` weights left theirs too, reduced with their mini-batch gradient from
+    ``grads`` (:func:`~cockpit.engines._conv_factors.reduce_all`).
+
+    Args:
+        params: Parameter name -> parameter.
+        request: What the statistics hold.
+        grads: Parameter name -> flat gradient of the mean loss ``[D_l]``.
+
     """
     found = take(params, SAVEFIELD)
     pending = {n: f for n, f in found.items() if isinstance(f, Factors)}
     reduced = from_linear_factor_groups(list(pending.values()), request)
     found.update(zip(pending, reduced, strict=True))
+    convolutions = {n: f for n, f in found.items() if isinstance(f, ConvFactors)}
+    found.update(reduce_all(convolutions, grads, request))
     return found

@@ -5,8 +5,8 @@ Three routes produce the same :class:`LayerStats` (what to compute is a
 
 - :func:`from_per_sample`: from materialized per-sample gradients ``[N, D_l]`` (any
   layer BackPACK's ``BatchGrad`` supports). O(N D_l) work and memory, freed on return.
-- :func:`from_chunks` and :class:`ChunkReducer` (:mod:`cockpit.engines._chunk_reducer`):
-  from per-sample gradients that arrive a chunk of samples at a time.
+- :class:`ChunkReducer` (:mod:`cockpit.engines._chunk_reducer`): from per-sample
+  gradients that arrive a chunk of samples at a time.
 - :func:`from_linear_factors` (:mod:`cockpit.engines._linear_factors`): for ``Linear``
   layers on ``[N, in]`` inputs, whose per-sample gradient is the outer product
   ``g_n = delta_n x_n^T``. Norms, projections and element-wise second moments then are
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cockpit.engines._chunk_reducer import ChunkReducer, from_chunks
+from cockpit.engines._chunk_reducer import ChunkReducer
 from cockpit.engines._linear_factors import from_linear_factors
 from cockpit.engines._sample_request import (
     MIN_LAYER_SAMPLES,
@@ -38,7 +38,6 @@ __all__ = [
     "ChunkReducer",
     "LayerStats",
     "SampleRequest",
-    "from_chunks",
     "from_linear_factors",
     "from_per_sample",
     "sample_positions",

@@ -87,7 +87,7 @@ def layer_stats(
         replay: ``names -> statistics`` of those parameters from the replay.
 
     """
-    found = backpack_engine.collect(params, request)
+    found = backpack_engine.collect(params, request, grads)
     moved = set(engines.replay) | set(engines.batch)
     if module_grads is not None:
         found.update(module_grads.collect(params, request))

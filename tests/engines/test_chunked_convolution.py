@@ -2,7 +2,7 @@
 
 import pytest
 
-from cockpit.engines import backpack_engine
+from cockpit.engines import layer_stats
 from tests.problems import PROBLEMS
 from tests.quantities.test_alpha import _expected_alpha
 from tests.quantities.tracking import check_per_layer_reference, logged, tracked_run
@@ -12,7 +12,7 @@ UNFOLDING = next(p for p in PROBLEMS if p.name == "cnn-unfold-ce-sum")
 
 @pytest.fixture
 def one_sample_chunks(monkeypatch):
-    monkeypatch.setattr(backpack_engine, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(layer_stats, "CHUNK_ELEMENTS", 1)
 
 
 @pytest.mark.parametrize("name", ["norm_test", "inner_product_test", "mean_gsnr"])

@@ -1,0 +1,226 @@
+"""``Conv2d`` weights' per-sample statistics from the layer's two factors.
+
+The per-sample weight gradient of a convolution is ``g_n = B_n^T A_n`` (``[p, d]``):
+``A_n = unfold(x_n)^T`` (``[T, d]``, ``d = C_in k^2`` input patches at the ``T``
+output positions) and ``B_n`` (``[T, p]``), the output gradient. The hook keeps the
+two factors (:class:`ConvFactors`); they are reduced once the backward pass is over
+(:meth:`ConvFactors.reduce`), when the layer's mini-batch gradient ``g`` is known from
+autograd. So the tracker never recomputes ``g`` (one weight gradient, ``N T p d``
+multiply-adds, as much as forming all ``g_n``), and ``g_n . g`` needs nothing extra.
+
+The ``g_n`` are formed a chunk of samples at a time (patches and a batched product,
+``N T p d``) and reduced at once (:class:`ChunkReducer`), so the ``[N, p d]``
+per-sample gradients exist at once only where alpha keeps them for a projection
+known after ``optimizer.step()`` (:func:`reduce_all`, at most
+:data:`KEEP_ELEMENTS` numbers per step). Why not the "ghost norm"
+``||g_n||^2 = <A_n A_n^T, B_n B_n^T>`` (Li et al. 2021, Bu et al. 2023,
+``N T^2 (d + p)``) where it is cheaper than forming ``g_n``: the statistics always
+include ``g_n . g`` (:class:`LayerStats` ``dots``, which the gradient tests read), and
+that costs ``N T p d`` without ``g_n`` (``sum_t b_nt . (g a_nt)``, one forward
+convolution), as much as forming the ``g_n``, from which the norms then come nearly
+free; and ``economy``'s GSNR and histogram need the elements of ``g_n`` anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from cockpit.engines import layer_stats
+from cockpit.engines._chunk_reducer import ChunkReducer
+from cockpit.engines._sample_request import (
+    LayerStats,
+    SampleRequest,
+    draw_positions,
+    widen,
+)
+
+__all__ = ["KEEP_ELEMENTS", "ConvFactors", "factor_route", "reduce_all"]
+
+#: Per-sample gradient numbers a step may keep for projections known only after
+#: ``optimizer.step()`` (alpha), all layers together: 32 MB in float32.
+KEEP_ELEMENTS = 2**23
+
+
+def factor_route(module: nn.Conv2d) -> bool:
+    """Whether the weight takes the factor route: if it is ungrouped.
+
+    With the patches as one strided copy, the factor route took less CPU time than
+    BackPACK's grouped convolution on every convolution measured, up to ``T = 56 p``
+    (``benchmarks/conv_routes.py``; ``benchmarks/results/conv/README.md``).
+    """
+    return module.groups == 1
+
+
+@dataclass
+class ConvFactors:
+    """One ``Conv2d`` weight's input and scaled output gradient, reduced later.
+
+    Attributes:
+        x: ``[N, C_in, H, W]``, the layer's input, detached.
+        delta: ``[N, p, T]``, output gradients of the per-sample losses.
+        param: The ``[p, C_in, k_h, k_w]`` weight.
+        stride: The convolution's stride.
+        dilation: Its dilation.
+        padding: Its padding in ``F.pad``'s order (``padding="same"`` resolved).
+        padding_mode: ``F.pad``'s mode (``"constant"`` for zeros).
+        positions: The histogram sample's parameter positions, drawn when the
+            factors arrive (in the order of the backward pass, as every layer's).
+        rounding: See :class:`~cockpit.engines._sample_request.LayerStats`.
+
+    """
+
+    x: Tensor
+    delta: Tensor
+    param: Tensor
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[int, ...]
+    padding_mode: str
+    positions: Tensor | None
+    rounding: float
+
+    @classmethod
+    def arrive(
+        cls,
+        module: nn.Conv2d,
+        delta: Tensor,
+        request: SampleRequest,
+        scale: int | Tensor,
+    ) -> ConvFactors:
+        """The factors of ``module``'s weight from its output gradient ``delta``.
+
+        Args:
+            module: The convolution (its stored ``input0``).
+            delta: ``[N, p, H_out, W_out]``, BackPACK's output gradient.
+            request: What to compute (whether a histogram draws positions now).
+            scale: From BackPACK's output gradients to the per-sample losses'.
+
+        """
+        weight = module.weight
+        (x, delta), rounding = widen([module.input0.detach(), delta], weight.dtype)
+        positions = None
+        if request.hist_budget is not None:
+            n = delta.shape[0]
+            positions = draw_positions(request, n, weight.numel(), delta.device)
+        mode = module.padding_mode
+        return cls(
+            x,
+            delta.detach().flatten(2) * scale,
+            weight,
+            module.stride,
+            module.dilation,
+            # Conv2d's own F.pad arguments: "same" resolved, in F.pad's order.
+            tuple(module._reversed_padding_repeated_twice),
+            "constant" if mode == "zeros" else mode,
+            positions,
+            rounding,
+        )
+
+    @property
+    def positions_per_sample(self) -> int:
+        """T, the output positions: a later projection's cost per kept element."""
+        return self.delta.shape[2]
+
+    @property
+    def elements(self) -> int:
+        """``N D_l``, the numbers of all per-sample gradients."""
+        return self.delta.shape[0] * self.param.numel()
+
+    @torch.no_grad()
+    def reduce(
+        self, grad: Tensor, request: SampleRequest, keep: bool = False
+    ) -> LayerStats:
+        """The layer's statistics, given its mini-batch gradient.
+
+        ``g_n . g`` uses ``grad`` (autograd's); the logged ``LayerStats.grad`` is
+        the mean of the ``g_n`` formed here, so that it checks the hooks against
+        ``.grad`` independently (``moves._verify``). A direction known only later
+        is projected by one forward convolution with it as the weight
+        (``g_n . V = <delta_n, conv(x_n, V)>``, ``N T p d``), or, with ``keep``, on
+        the kept ``[N, D_l]`` per-sample gradients (``N D_l``).
+
+        Args:
+            grad: ``[p d]``, the mini-batch gradient ``g = (1/N) sum_n g_n``.
+            request: What to compute.
+            keep: Keep all per-sample gradients for a later projection.
+
+        """
+        delta, weight = self.delta, self.param
+        x = nn.functional.pad(self.x, self.padding, self.padding_mode)
+        n, p, t = delta.shape
+        d = weight[0].numel()
+        chunk = max(1, layer_stats.CHUNK_ELEMENTS // (d * max(t, p)))
+        buffer = delta.new_empty((n if keep else chunk, p, d))
+
+        def per_sample(rows: slice) -> Tensor:
+            unfolded = self._unfold(x[rows], t)
+            out = buffer[rows] if keep else buffer[: unfolded.shape[0]]
+            return torch.bmm(delta[rows], unfolded.transpose(1, 2), out=out).flatten(1)
+
+        def project(direction: Tensor) -> Tensor:
+            response = nn.functional.conv2d(
+                x, direction.view_as(weight), None, self.stride, 0, self.dilation
+            )
+            return (response.flatten(2) * delta).sum((1, 2))
+
+        if keep:
+            project = buffer.view(n, -1).__matmul__
+
+        reducer = ChunkReducer(n, grad, weight, request, self.positions, True)
+        for first in range(0, n, chunk):
+            reducer.add(per_sample(slice(first, first + chunk)), reused=not keep)
+        stats = reducer.finish(project)
+        stats.rounding = self.rounding
+        return stats
+
+    def _unfold(self, padded: Tensor, t: int) -> Tensor:
+        """``[c, d, T]``: ``F.unfold`` of padded inputs, as one strided copy.
+
+        The patches are a strided view ``[c, C_in, k_h, k_w, H_out, W_out]`` of the
+        input; copying it is several times faster than ``F.unfold`` on a CPU.
+        """
+        c, channels = padded.shape[:2]
+        k_h, k_w = self.param.shape[2:]
+        s_n, s_c, s_h, s_w = padded.stride()
+        (d_h, d_w), (t_h, t_w) = self.dilation, self.stride
+        h_out = (padded.shape[2] - d_h * (k_h - 1) - 1) // t_h + 1
+        w_out = t // h_out
+        patches = padded.as_strided(
+            (c, channels, k_h, k_w, h_out, w_out),
+            (s_n, s_c, d_h * s_h, d_w * s_w, t_h * s_h, t_w * s_w),
+            padded.storage_offset(),
+        )
+        return patches.reshape(c, channels * k_h * k_w, t)
+
+
+def reduce_all(
+    factors: dict[str, ConvFactors], grads: dict[str, Tensor], request: SampleRequest
+) -> dict[str, LayerStats]:
+    """Every layer's statistics, keeping per-sample gradients where they pay most.
+
+    With ``request.keep_for_projection``, the layers whose later projection costs
+    the most per kept number (most output positions T) keep their ``[N, D_l]``
+    per-sample gradients, while all kept fit :data:`KEEP_ELEMENTS`; the others
+    project by convolution (:meth:`ConvFactors.reduce`).
+
+    Args:
+        factors: Parameter name -> the weight's factors.
+        grads: Parameter name -> flat gradient of the mean loss ``[D_l]``.
+        request: What to compute.
+
+    """
+    kept: set[str] = set()
+    if request.keep_for_projection:
+        budget = KEEP_ELEMENTS
+        by_cost = sorted(factors, key=lambda n: -factors[n].positions_per_sample)
+        for name in by_cost:
+            if factors[name].elements <= budget:
+                kept.add(name)
+                budget -= factors[name].elements
+    return {
+        name: f.reduce(grads[name], request, name in kept)
+        for name, f in factors.items()
+    }

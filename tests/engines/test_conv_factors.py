@@ -1,0 +1,170 @@
+"""Convolutions' per-sample statistics from their factors against torch.func, float64.
+
+The BackPACK engine's convolution routes (``Conv2d`` weights reduced from their
+input and output gradient after the backward pass with autograd's mini-batch
+gradient; every convolution's bias as the factor pair ``(delta_n summed, 1)``;
+BackPACK's ``BatchGrad`` for the other weights) on tiny models of every geometry,
+compared statistic by statistic with per-sample gradients from ``torch.func``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from backpack import backpack
+from torch import nn
+
+from cockpit.engines import _conv_factors, backpack_engine, layer_stats
+from cockpit.engines._conv_factors import ConvFactors, factor_route
+from cockpit.engines.layer_stats import SampleRequest
+from tests import reference
+
+N = 5
+
+#: (name, convolution, input shape without batch): stride, padding (also "same"
+#: and reflected), dilation, groups, with and without bias, and the other
+#: convolution types' biases. All ungrouped Conv2d take the factor route.
+CONVOLUTIONS = [
+    ("plain", lambda: nn.Conv2d(3, 8, 3), (3, 5, 5)),
+    ("stride", lambda: nn.Conv2d(3, 5, 3, stride=2), (3, 7, 7)),
+    ("padding", lambda: nn.Conv2d(3, 8, (3, 2), padding=(1, 0)), (3, 3, 3)),
+    ("dilation-no-bias", lambda: nn.Conv2d(2, 8, 2, dilation=2, bias=False), (2, 5, 5)),
+    ("all", lambda: nn.Conv2d(3, 6, 3, stride=2, padding=1, dilation=2), (3, 7, 7)),
+    (
+        "reflect",
+        lambda: nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"),
+        (3, 3, 3),
+    ),
+    ("same", lambda: nn.Conv2d(2, 8, (2, 3), padding="same", dilation=2), (2, 3, 3)),
+    ("groups", lambda: nn.Conv2d(4, 6, 3, groups=2, padding=1), (4, 4, 4)),
+    ("many-positions", lambda: nn.Conv2d(3, 2, 2), (3, 6, 6)),
+    ("conv1d", lambda: nn.Conv1d(3, 4, 3, stride=2), (3, 9)),
+    ("transpose", lambda: nn.ConvTranspose2d(3, 2, 3, stride=2), (3, 3, 3)),
+]
+
+
+def _problem(make_conv, shape):
+    torch.manual_seed(0)
+    conv = make_conv().double()
+    with torch.no_grad():
+        features = conv(torch.zeros(1, *shape, dtype=torch.float64)).numel()
+    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(features, 3))
+    model = model.double()
+    x = torch.randn(N, *shape, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,))
+    return model, nn.CrossEntropyLoss(), x, y
+
+
+def _tracked(model, loss_fn, x, y, request):
+    """The engine's statistics of every parameter after one backward pass."""
+    params = dict(model.named_parameters())
+    handles = backpack_engine.attach_hooks(list(model.modules())[1:])
+    try:
+        with backpack(backpack_engine.PerSampleStats(request)):
+            loss_fn(model(x), y).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads = {name: p.grad.reshape(-1) for name, p in params.items()}
+    return backpack_engine.collect(params, request, grads)
+
+
+@pytest.mark.parametrize("keep", [0, None], ids=["by-convolution", "kept"])
+@pytest.mark.parametrize(
+    "make_conv, shape", [c[1:] for c in CONVOLUTIONS], ids=[c[0] for c in CONVOLUTIONS]
+)
+def test_statistics_match_per_sample_gradients(monkeypatch, make_conv, shape, keep):
+    """Every statistic; the later projection by convolution and on kept gradients."""
+    if keep is not None:
+        monkeypatch.setattr(_conv_factors, "KEEP_ELEMENTS", keep)
+    model, loss_fn, x, y = _problem(make_conv, shape)
+    generator = torch.Generator().manual_seed(1)
+    directions = {
+        name: torch.randn(p.numel(), dtype=torch.float64, generator=generator)
+        for name, p in model.named_parameters()
+    }
+    later = {name: torch.randn_like(v) for name, v in directions.items()}
+    params = dict(model.named_parameters())
+    request = SampleRequest(
+        mean_reduction=True,
+        sum_sq=True,
+        hist_budget=0,
+        total_params=sum(p.numel() for p in params.values()),
+        directions={id(params[name]): v for name, v in directions.items()},
+        keep_for_projection=True,
+    )
+    found = _tracked(model, loss_fn, x, y, request)
+    per_sample = reference.per_sample_grads(model, loss_fn, x, y)
+    for name, stats in found.items():
+        g_n = per_sample[name].reshape(N, -1)
+        g = g_n.mean(0)
+        torch.testing.assert_close(stats.grad, g)
+        torch.testing.assert_close(stats.sq_norms, (g_n**2).sum(1))
+        torch.testing.assert_close(stats.dots, g_n @ g)
+        torch.testing.assert_close(stats.sum_sq, (g_n**2).sum(0))
+        torch.testing.assert_close(stats.projection, g_n @ directions[name])
+        torch.testing.assert_close(stats.project(later[name]), g_n @ later[name])
+        torch.testing.assert_close(stats.low, g_n.min())
+        torch.testing.assert_close(stats.high, g_n.max())
+        expected = g_n.reshape(-1).sort().values
+        torch.testing.assert_close(stats.hist_values.sort().values, expected)
+
+
+def test_factor_route_taken_where_documented(monkeypatch):
+    """Ungrouped ``Conv2d`` weights leave factors, the others not."""
+    taken = {}
+    arrive = ConvFactors.arrive
+
+    def record(module, delta, request, scale):
+        taken[id(module)] = True
+        return arrive(module, delta, request, scale)
+
+    monkeypatch.setattr(ConvFactors, "arrive", staticmethod(record))
+    routes = []
+    for _, make_conv, shape in CONVOLUTIONS:
+        model, loss_fn, x, y = _problem(make_conv, shape)
+        _tracked(model, loss_fn, x, y, SampleRequest(mean_reduction=True))
+        conv = model[0]
+        expected = isinstance(conv, nn.Conv2d) and factor_route(conv)
+        assert taken.pop(id(conv), False) == expected
+        routes.append(expected)
+    assert routes == [True] * 7 + [False, True, False, False]
+
+
+def test_small_chunks_same_statistics(monkeypatch):
+    """One sample per chunk gives the statistics of one chunk for all samples."""
+    model, loss_fn, x, y = _problem(CONVOLUTIONS[1][1], CONVOLUTIONS[1][2])
+    request = SampleRequest(mean_reduction=True, sum_sq=True)
+    whole = _tracked(model, loss_fn, x, y, request)["0.weight"]
+    model.zero_grad()
+    monkeypatch.setattr(layer_stats, "CHUNK_ELEMENTS", 1)
+    single = _tracked(model, loss_fn, x, y, request)["0.weight"]
+    for field in ("grad", "sq_norms", "dots", "sum_sq"):
+        torch.testing.assert_close(getattr(single, field), getattr(whole, field))
+
+
+def test_kept_where_later_projections_cost_most(monkeypatch):
+    """The budget goes to the layers with the most output positions first."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3),  # T = 36, N D_l = 5 * 54
+        nn.Conv2d(3, 4, 3, stride=2),  # T = 4, N D_l = 5 * 108
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    ).double()
+    x = torch.randn(N, 2, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,))
+    projected = []
+    conv2d = torch.nn.functional.conv2d
+
+    def count(*args, **kwargs):
+        projected.append(args[1].shape)
+        return conv2d(*args, **kwargs)
+
+    request = SampleRequest(mean_reduction=True, keep_for_projection=True)
+    monkeypatch.setattr(_conv_factors, "KEEP_ELEMENTS", 5 * 54 + 5 * 108 - 1)
+    found = _tracked(model, nn.CrossEntropyLoss(), x, y, request)
+    monkeypatch.setattr(torch.nn.functional, "conv2d", count)
+    for name in ("0.weight", "1.weight"):
+        found[name].project(torch.ones(found[name].grad.numel(), dtype=torch.float64))
+    assert projected == [torch.Size([4, 3, 3, 3])]
