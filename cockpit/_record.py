@@ -11,7 +11,11 @@ their float32 value, at most 9 significant digits instead of the 17 of a float64
 digits beyond a float32's are noise. A host-side result of such tensors only (an
 :class:`OnHost`, computed in float64) is rounded so too where it lies in float32's
 normal range: its inputs carry a float32's precision, so it has no more. Statistics of
-float64 tensors keep every digit.
+float64 tensors keep every digit, unless the record is ``single``: the tracked model
+computes in float32 or narrower, so the statistics the tracker accumulates in float64
+from it (moments, sums of squares) carry a float32's precision too, and their values
+in float32's normal range are written the same way (about a third fewer bytes per
+number; a float64 model's records keep 17 digits).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import Tensor
 from cockpit.logs._packing import float32_shortest
 
 #: Floating dtypes whose statistics are written with float32's digits.
-_SINGLE = frozenset({torch.float32, torch.float16, torch.bfloat16})
+NARROW_FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
 _FLOAT32 = np.finfo(np.float32)
 
 
@@ -121,7 +125,18 @@ class _Host:
     values: dict[int, Any] = field(default_factory=dict)
 
 
-def _to_host(logged: list[Tensor], inputs: list[Tensor]) -> _Host:
+def _shortest(arrays: np.ndarray, dtype: torch.dtype, single: bool) -> np.ndarray:
+    """``arrays`` as logged: float32's digits for narrow dtypes, or when ``single``."""
+    if dtype in NARROW_FLOATS:
+        return float32_shortest(arrays)
+    if not (single and dtype == torch.float64):
+        return arrays
+    size = np.abs(arrays)
+    normal = (size >= _FLOAT32.tiny) & (size <= _FLOAT32.max)
+    return np.where(normal, float32_shortest(np.where(normal, arrays, 0)), arrays)
+
+
+def _to_host(logged: list[Tensor], inputs: list[Tensor], single: bool) -> _Host:
     """One device-to-host copy and one conversion per device and dtype.
 
     A record holds hundreds of small tensors (a value per layer and quantity): one
@@ -129,7 +144,8 @@ def _to_host(logged: list[Tensor], inputs: list[Tensor]) -> _Host:
     ``no_grad``, no ``detach`` per tensor), one :func:`float32_shortest` and one
     ``tolist`` convert what is logged as it is, so the work per tensor is a slice of
     a list. The inputs of :class:`OnHost` functions that are not scalars, which may
-    be large (Kronecker factors), are only copied.
+    be large (Kronecker factors), are only copied. ``single``: see
+    :class:`TensorRecord`.
     """
     seen: set[int] = set()
     groups: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = {}
@@ -148,7 +164,7 @@ def _to_host(logged: list[Tensor], inputs: list[Tensor]) -> _Host:
             flat = torch.cat(parts).cpu()  # a copy even of one part
         arrays = flat.double().numpy() if flat.is_floating_point() else flat.numpy()
         size = len(scalars) + sum(t.numel() for t in others)
-        shown = float32_shortest(arrays[:size]) if dtype in _SINGLE else arrays
+        shown = _shortest(arrays[:size], dtype, single)
         numbers = shown[: len(scalars)].tolist()
         host.values.update(zip(map(id, scalars), numbers, strict=True))
         offset = 0
@@ -171,6 +187,8 @@ class TensorRecord:
         step: The step the values belong to.
         time: Wall-clock time (unix seconds) of the step.
         values: Quantity name -> value tree of tensors, numbers and :class:`OnHost`.
+        single: The tracked model computes in float32 or narrower: float64 values
+            (and :class:`OnHost` results) are written with float32's digits too.
 
     """
 
@@ -178,13 +196,14 @@ class TensorRecord:
     time: float
     values: dict[str, Any]
     notes: dict[str, str] = field(default_factory=dict)
+    single: bool = False
 
     def materialize(self) -> dict[str, Any]:
         """Copy to the host and finish: a plain, JSON-able record (writer thread)."""
         logged: list[Tensor] = []
         inputs: list[Tensor] = []
         _leaves(self.values, logged, inputs)
-        host = _to_host(logged, inputs)
+        host = _to_host(logged, inputs, self.single)
         notes = dict(self.notes)
         notices: list[str] = []
 
@@ -207,8 +226,10 @@ class TensorRecord:
             if isinstance(tree, OnHost):
                 arrays = (host.arrays[id(t)] for t in tree.tensors)
                 result = settle(tree.fn(*arrays), path)
-                single = all(t.dtype in _SINGLE for t in tree.tensors)
-                return _as_single(result) if single and tree.tensors else result
+                narrow = all(t.dtype in NARROW_FLOATS for t in tree.tensors)
+                if self.single or (narrow and tree.tensors):
+                    return _as_single(result)
+                return result
             if isinstance(tree, dict):
                 return {k: convert(v, f"{path}.{k}") for k, v in tree.items()}
             if isinstance(tree, (list, tuple)):

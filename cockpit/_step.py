@@ -314,11 +314,16 @@ class TrackedStep:
             value = quantity.finalize(states)
             if isinstance(value, Late):
                 late.append(
-                    TensorRecord(value.step, self.time, {quantity.name: value.value})
+                    TensorRecord(
+                        value.step,
+                        self.time,
+                        {quantity.name: value.value},
+                        single=self.ck.single,
+                    )
                 )
             elif value is not None:
                 values[quantity.name] = value
-        return TensorRecord(self.step, self.time, values), late
+        return TensorRecord(self.step, self.time, values, single=self.ck.single), late
 
     def _solve(self, quantities: list[Quantity], mean_scale: float) -> dict[str, Any]:
         """The eigensolves the quantities ask for, on the replayed step, in order."""

@@ -32,6 +32,8 @@ class StepInputs:
         curvature_modules: The leaf modules BackPACK's curvature extensions hook.
         batch_norms: The model's BatchNorm modules.
         hist_samples: Histogram sample budget (0: exact).
+        single: Every parameter is float32 or narrower: the records' float64
+            statistics are written with float32's digits (:mod:`cockpit._record`).
         generator: The tracker's random generator on a device.
         sampling_seed: Draws a seed for Monte-Carlo curvature.
 
@@ -47,6 +49,7 @@ class StepInputs:
     curvature_modules: list[nn.Module]
     batch_norms: list[nn.Module]
     hist_samples: int
+    single: bool
     generator: Callable[[torch.device], torch.Generator]
     sampling_seed: Callable[[], int]
 

@@ -38,7 +38,7 @@ from cockpit._meta import new_run_name, run_meta
 from cockpit._open_runs import register, unregister
 from cockpit._optimizer_step import OptimizerWatch
 from cockpit._pieces import StepPieces, split_absence
-from cockpit._record import TensorRecord
+from cockpit._record import NARROW_FLOATS, TensorRecord
 from cockpit._step import TrackedStep
 from cockpit._step_io import StepInputs, StepResult
 from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
@@ -230,6 +230,7 @@ class Cockpit:
             curvature_modules=self.curvature_modules,
             batch_norms=self.batch_norms,
             hist_samples=hist_samples,
+            single=all(p.dtype in NARROW_FLOATS for p in self.params.values()),
             generator=self.generator,
             sampling_seed=self.sampling_seed,
         )

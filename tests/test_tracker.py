@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -659,3 +660,47 @@ def test_block_inside_the_optimizer_closure_logs_the_step_taken(tmp_path):
     logged = cockpit.load(ck.run_dir).scalar("update_size")
     assert logged.index.tolist() == [0, 1, 2]
     assert logged.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def _floats(tree):
+    if isinstance(tree, float):
+        yield tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            if not key.endswith("edges"):  # the reader expands f32:<from>:<to>:<bins>
+                yield from _floats(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _floats(value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_statistics_are_written_with_the_digits_of_the_models_precision(
+    tmp_path, dtype
+):
+    model = mlp().to(dtype)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, preset="business")
+    for step in range(3):
+        x, y = batch(step)
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x.to(dtype)), y).backward()
+        optimizer.step()
+    ck.close()
+    skip = {"time", "step_time", "tracker_time", "overhead_share"}  # host clocks
+    numbers = [
+        number
+        for record in LogReader(ck.run_dir).read_new()
+        for key, value in record["values"].items()
+        if key not in skip
+        for number in _floats(value)
+        if math.isfinite(number) and 1e-30 < abs(number) < 1e30
+    ]
+    assert len(numbers) > 100
+    shortest = [float(str(np.float32(n))) for n in numbers]
+    if dtype == torch.float32:
+        assert numbers == shortest  # float32's shortest digits, float64 states too
+    else:
+        assert sum(n != s for n, s in zip(numbers, shortest, strict=True)) > 50

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cockpit._record import TensorRecord
+from cockpit._record import OnHost, TensorRecord
 from cockpit.logs._format import decode_line, encode_record
 from cockpit.logs._packing import (
     MAX_BINS,
@@ -104,6 +104,20 @@ def test_statistics_of_float32_tensors_keep_float32_digits_float64_all():
     assert record["values"]["a"] == [0.1, 0.33333334]
     assert np.array_equal(np.float32(record["values"]["a"]), single.numpy())
     assert record["values"]["b"] == double.tolist()
+
+
+def test_a_single_record_writes_float64_statistics_with_float32_digits():
+    """A float32 model's float64 statistics: float32's digits where float32 holds them."""
+    double = torch.tensor([0.1, 1 / 3, 1e-300, 1e300, 123456789.0], dtype=torch.float64)
+    on_host = OnHost(lambda a: {"x": float(a[1]), "tiny": float(a[2])}, (double,))
+    values = {"b": double, "c": on_host}
+    written = TensorRecord(0, 0.0, values, single=True).materialize()["values"]
+    # Outside float32's normal range a value keeps its float64 digits.
+    assert written["b"] == [0.1, 0.33333334, 1e-300, 1e300, 123456790.0]
+    assert written["c"] == {"x": 0.33333334, "tiny": 1e-300}
+    kept = TensorRecord(0, 0.0, values).materialize()["values"]
+    assert kept["b"] == double.tolist()
+    assert kept["c"] == {"x": 1 / 3, "tiny": 1e-300}
 
 
 def _packed_line(counts: object) -> str:
