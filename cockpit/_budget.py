@@ -3,8 +3,17 @@
 ``Cockpit(budget=0.05)`` hands its budgeted quantities a :class:`BudgetSchedule`
 each, which asks one :class:`BudgetControl` whether the quantity is due. The control
 measures nothing on the device: the tracker reports each step's wall time (from one
-``track()`` entry to the next, the same clock as ``step_time``) and which quantities
-it tracked, and the control compares tracked steps with untracked ones.
+``track()`` entry to the next, the same clock as ``step_time``), which quantities
+it tracked and the CPU seconds the log writer's thread spent meanwhile, and the
+control compares tracked steps with untracked ones.
+
+The writer's seconds are overhead wherever they fall. Its thread materializes and
+encodes a record while the next steps run, untracked ones too, and on a machine with
+few cores (or a training thread that needs the GIL) it slows them about as much as it
+computes. So each step's own time is its wall time minus the writer's seconds during
+it: the plain step's time is not inflated by the writer, and the writer's seconds of
+the period are added to its measured extra time in full. On many idle cores that
+overstates the writer's cost; the budget errs on that side.
 
 The run in phases (steps counted by ``track()`` blocks):
 
@@ -24,10 +33,10 @@ The run in phases (steps counted by ``track()`` blocks):
    and plans again, so the plan follows costs that change.
 
 The measured share of the last period, ``extra / (n * plain step + extra)`` with
-``extra`` the tracked steps' time beyond the plain step (medians per set of tracked
-quantities), is logged as ``overhead_share`` at each tracked step; the plan, the
-costs and the shares are in ``meta.json`` under ``budget``, rewritten at each
-re-plan.
+``extra`` the tracked steps' own time beyond the plain step (medians per set of
+tracked quantities) plus the writer's CPU seconds, is logged as ``overhead_share``
+at each tracked step; the plan, the costs, the shares and the writer's ms per step
+are in ``meta.json`` under ``budget``, rewritten at each re-plan.
 """
 
 from __future__ import annotations
@@ -138,6 +147,8 @@ class BudgetControl:
             lambda: deque(maxlen=_PROBES)
         )
         self._window: list[tuple[float, frozenset[str]]] = []
+        self._window_writer = 0.0
+        self.writer_seconds: float | None = None
         self._tracked_counts: dict[str, int] = defaultdict(int)
         self._due_counts: dict[str, int] = defaultdict(int)
 
@@ -163,12 +174,28 @@ class BudgetControl:
             {s: c for s, c in self._probes.items() if name not in s},
         )
 
-    def observe(self, step: int, seconds: float, tracked: Iterable[str]) -> None:
-        """Take step ``step``'s wall time and the quantities tracked in it.
+    def observe(
+        self,
+        step: int,
+        seconds: float,
+        tracked: Iterable[str],
+        writer_seconds: float = 0.0,
+    ) -> None:
+        """Take step ``step``'s wall time, its tracked quantities, the writer's time.
 
         Host arithmetic only, called by the tracker at the next ``track()`` entry;
         re-plans when the calibration or a period has just ended.
+
+        Args:
+            step: The step observed.
+            seconds: Its wall time, from its ``track()`` entry to the next.
+            tracked: The quantities it tracked.
+            writer_seconds: CPU seconds the log writer's thread spent in that time.
+
         """
+        # The step's own time; a record written across several steps is taken
+        # off the step it ends in, and counted once, in the period's extra time.
+        seconds = max(seconds - writer_seconds, 0.0)
         tracked = frozenset(q for q in tracked if q in self.uses)
         for q in tracked:
             self._tracked_counts[q] += 1
@@ -180,6 +207,7 @@ class BudgetControl:
             self._probes[tracked].append(seconds)
         if step >= self.start:
             self._window.append((seconds, tracked))
+            self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
             self._replan(step + 1)
@@ -211,8 +239,9 @@ class BudgetControl:
         """Measure the period just ended; scale the costs by measured / predicted.
 
         The extra time of the period is, per set of tracked quantities, the median
-        of its steps' times minus the plain step's, times their count: a slow step of
-        the user's own (a validation pass) is an outlier there, not overhead.
+        of its steps' own times minus the plain step's, times their count (a slow
+        step of the user's own, a validation pass, is an outlier there, not
+        overhead), plus the writer's CPU seconds in the period.
         """
         assert self.costs is not None
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
@@ -220,12 +249,15 @@ class BudgetControl:
             if tracked:
                 by_set[tracked].append(seconds - plain)
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
+        measured += self._window_writer
+        self.writer_seconds = self._window_writer / len(self._window)
         total = plain * len(self._window) + measured
         self.measured_share = measured / total if total > 0 else None
         predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
         if predicted > 0 and measured > 0:
             self.scale = min(max(measured / predicted, 0.1), 10.0)
         self._window = []
+        self._window_writer = 0.0
 
     def as_meta(self) -> dict[str, Any]:
         """The plan and what it rests on, for ``meta.json``'s ``budget``."""
@@ -237,6 +269,7 @@ class BudgetControl:
             "planned_at": self.planned_at,
             "intervals": dict(self.intervals),
             "plain_step_ms": _ms(self.plain_seconds),
+            "writer_ms_per_step": _ms(self.writer_seconds),
             "cost_scale": self.scale,
             "costs_ms": None
             if costs is None

@@ -204,6 +204,11 @@ class SilentWriter:
         """No notices: nothing is written."""
         return []
 
+    @property
+    def cpu_seconds(self) -> float:
+        """No thread, no time."""
+        return 0.0
+
     def close(self, status: str = "finished") -> None:
         """Nothing to close."""
 

@@ -23,6 +23,7 @@ import torch
 from backpack import backpack, memory_cleanup
 from backpack.core.derivatives.convnd import weight_jac_t_save_memory
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from cockpit._ddp_average import DDPAverage
 from cockpit._input_capture import InputMoments
@@ -79,7 +80,7 @@ class TrackedStep:
             p.register_hook(functools.partial(self._keep_grad, name))
             for name, p in ck.params.items()
         ]
-        self._stack.callback(lambda: [h.remove() for h in handles])
+        self._stack.callback(_remove_all, handles)
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
         self._declared = fill.declared(self.active)
         self._average = None
@@ -138,8 +139,7 @@ class TrackedStep:
                 self._losses.batch_size,
                 self._request.scale,
             )
-            handles = self._module_grads.attach()
-            self._stack.callback(lambda: [h.remove() for h in handles])
+            self._stack.callback(_remove_all, self._module_grads.attach())
         self._seconds += time.perf_counter() - start
         return self
 
@@ -199,7 +199,7 @@ class TrackedStep:
         else:
             modules = ck.engines.layers(ck.model)
             handles = backpack_engine.attach_hooks(modules, **found)
-        self._stack.callback(lambda: [h.remove() for h in handles])
+        self._stack.callback(_remove_all, handles)
         self._stack.callback(lambda: [memory_cleanup(m) for m in modules])
         self._stack.enter_context(backpack(*extensions))
         self._stack.enter_context(weight_jac_t_save_memory(True))
@@ -446,3 +446,14 @@ class TrackedStep:
 
 
 __all__ = ["TrackedStep"]
+
+
+def _remove_all(handles: list[RemovableHandle]) -> None:
+    """Remove the hooks of ``handles``, given when registered with the exit stack.
+
+    Not a ``lambda`` reading a local ``handles``: that removes whatever the name holds
+    at exit, so hooks registered under a name later reused stay installed and run at
+    every later step, tracked or not.
+    """
+    for handle in handles:
+        handle.remove()

@@ -262,6 +262,7 @@ class Cockpit:
         self.step = 0
         self._last_entry: float | None = None
         self._step_time: float | None = None
+        self._writer_seconds = 0.0
         self._last_tracked: frozenset[str] = frozenset()
         self._in_track = False
         self._closed = False
@@ -428,8 +429,11 @@ class Cockpit:
         self._step_time = None if self._last_entry is None else now - self._last_entry
         self._last_entry = now
         step, self.step = self.step, self.step + 1
+        writer_seconds = self.writer.cpu_seconds
         if self._budget is not None and self._step_time is not None:
-            self._budget.observe(step - 1, self._step_time, self._last_tracked)
+            spent = writer_seconds - self._writer_seconds
+            self._budget.observe(step - 1, self._step_time, self._last_tracked, spent)
+        self._writer_seconds = writer_seconds
         self._active = [q for q in self.quantities.values() if q.is_active(step)]
         self._last_tracked = frozenset(q.name for q in self._active)
 

@@ -100,6 +100,34 @@ def test_a_slow_step_of_the_users_own_is_not_overhead():
     assert control.measured_share == pytest.approx(0.45 / (50 + 0.45))
 
 
+def test_the_writers_seconds_count_as_overhead_not_as_the_plain_step():
+    """The writer writes each record during the next step, tracked or not.
+
+    Steps are 1 s plain; a tracked step adds 0.01 s of its own, and its record takes
+    the writer 0.06 s of CPU during the following step, whose wall time grows by as
+    much (few cores). Untracked steps then look 1.06 s long: taken as the plain
+    step, the writer's cost would vanish from the measured share.
+    """
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    writer, previous = 0.06, frozenset()
+    for step in range(control.start + 50):
+        tracked = control.due(step)
+        spent = writer if previous else 0.0
+        seconds = 1.0 + 0.01 * bool(tracked) + spent
+        control.observe(step, seconds, tracked, writer_seconds=spent)
+        previous = tracked
+    assert control.plain_seconds == pytest.approx(1.0)
+    # The period after calibration: every quantity every step but the reference
+    # steps (offsets 9, 19, ...), so 45 tracked steps of 0.01 s, each followed by a
+    # step of the period with 0.06 s of the writer.
+    extra = 45 * 0.01 + 45 * writer
+    assert control.measured_share == pytest.approx(extra / (50 + extra))
+    assert control.writer_seconds == pytest.approx(45 * writer / 50)
+    # 0.063 s per step is over the 0.0526 s allowed: the new plan is sparser.
+    assert max(control.intervals.values()) > 1
+    assert control.planned_share <= 0.05
+
+
 def mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -142,6 +170,7 @@ def test_default_cockpit_follows_economy_under_the_budget(tmp_path):
     assert set(plan["intervals"]) == set(PRESETS["economy"])
     assert set(plan["intervals"].values()) <= set(LADDER)
     assert plan["plain_step_ms"] > 0 and plan["costs_ms"]["engine"]["per_sample"] >= 0
+    assert plan["writer_ms_per_step"] > 0  # the writer's CPU time is counted
     shares = {
         r["values"]["overhead_share"]
         for r in records

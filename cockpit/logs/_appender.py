@@ -101,6 +101,9 @@ class StepsAppender:
         lost: ``None``, or after a fault ``{"records", "first_step", "last_step",
             "error"}``: the records not written, for ``meta.json``.
         deleted: Whether the run directory was found deleted.
+        cpu_seconds: The writer thread's CPU time so far (``time.thread_time``),
+            updated after each item: what the writer costs the training where
+            cores are few (the overhead budget counts it, :mod:`cockpit._budget`).
 
     """
 
@@ -130,11 +133,14 @@ class StepsAppender:
         self._read_notes = NoteTable()  # what the mirror's records get back
         self.lost: dict[str, Any] | None = None
         self.deleted = False
+        self.cpu_seconds = 0.0
 
     def run(self) -> None:
         """Drain the queue until :data:`STOP`: the writer thread's target."""
         last_sync = time.monotonic()
+        started = time.thread_time()
         while True:
+            self.cpu_seconds = time.thread_time() - started
             if self._segments.pending and self._queue.empty():
                 self._segments.work()  # the cache waits for idle time, never a line
             wait = None

@@ -163,6 +163,11 @@ class RunWriter:
         """Return and clear the notices gathered by the writer thread."""
         return self._notices.drain()
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds the writer thread has spent so far (one float read, no lock)."""
+        return self._appender.cpu_seconds
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record submitted so far is written (and mirrored).
 

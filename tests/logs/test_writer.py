@@ -1,6 +1,7 @@
 import json
 import math
 import threading
+import time
 
 import pytest
 
@@ -87,6 +88,31 @@ def test_materialize_runs_on_the_writer_thread(writer):
     writer.flush()
     assert deferred.thread is not threading.current_thread()
     assert read_lines(writer.run_dir) == [{"step": 4, "values": {"alpha": 0.5}}]
+
+
+class Busy(Deferred):
+    """Computes ``cpu`` seconds on the writer thread, then sleeps ``idle`` seconds."""
+
+    def __init__(self, step, cpu, idle):
+        super().__init__(step, {"step": step, "values": {}})
+        self.cpu, self.idle = cpu, idle
+
+    def materialize(self):
+        start = time.thread_time()
+        while time.thread_time() - start < self.cpu:
+            pass
+        time.sleep(self.idle)
+        return super().materialize()
+
+
+def test_cpu_seconds_count_the_writer_threads_work_not_its_waits(writer):
+    # The training thread's own work is not the writer's.
+    start = time.thread_time()
+    while time.thread_time() - start < 0.05:
+        pass
+    writer.submit(Busy(0, cpu=0.03, idle=0.5))
+    writer.flush()
+    assert 0.03 <= writer.cpu_seconds < 0.03 + 0.25  # not the 0.5 s asleep
 
 
 def test_materialize_may_return_several_records(writer):
