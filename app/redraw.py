@@ -192,8 +192,8 @@ def register_redraws(app: Dash, store: RunStore, throttle: Throttle) -> None:
         *values: Any,
     ) -> Any:
         *choices, drawn = values
-        store.open(selected or [])
-        with store.lock:
+        with store.serving(), store.lock:  # the store's lock is re-entrant
+            store.open(selected or [])
             runs = store.runs(selected or [])
             chosen = view(*choices)
             wanted = {
@@ -234,8 +234,8 @@ def _register_group(
         version: Any, visible: Any, selected: list[str] | None, *values: Any
     ) -> list[Any]:
         *choices, drawn = values
-        store.open(selected or [])
-        with store.lock:
+        with store.serving(), store.lock:  # the store's lock is re-entrant
+            store.open(selected or [])
             start = time.perf_counter()
             runs = store.runs(selected or [])
             chosen = view(*choices)

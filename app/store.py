@@ -15,8 +15,9 @@ import contextlib
 import gc
 import os
 import threading
+import time
 import warnings
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,7 +40,15 @@ POLL_BYTES = 64 * 2**20
 SEGMENT_BYTES = 16 * POLL_BYTES
 #: Bytes of ``steps.jsonl`` the background diagnosis of cached records decodes at a
 #: time: its records are all in memory at once (about 20 MB per 8 MiB).
-DIAGNOSIS_BYTES = 8 * 2**20
+DIAGNOSIS_BYTES = 2 * 2**20
+#: Seconds the background diagnosis waits, between two of its parts, for the panels'
+#: requests to finish (:meth:`RunStore.serving`): it shares one interpreter with
+#: them, and a build it ran beside took ten times as long (3.5 s against 0.35 s for
+#: a 100,000-step run). A steady stream of requests delays it by this much per part.
+DIAGNOSIS_YIELD_S = 2.0
+#: Seconds without a request before the background diagnosis goes on: a page's
+#: panels come as several requests in a row, and the gaps between them are short.
+QUIET_S = 0.5
 
 
 class RunNameError(CockpitError, ValueError):
@@ -61,6 +70,9 @@ class RunState:
         diagnoser: Checks each record once, as it is read; its alerts are
             ``data.alerts``.
         lock: Held while the run is read or drawn (the store's).
+        quiet: Waits (at most its argument, in seconds) until no panel request has
+            been served for :data:`QUIET_S` (the store's :meth:`RunStore.quiet`);
+            the background diagnosis calls it between its parts.
         opened: Whether ``steps.jsonl`` has been read (runs are read once shown).
         diagnosed: Bytes of ``steps.jsonl`` whose records the diagnoser has seen;
             behind :attr:`reader`'s offset while it catches up with records the
@@ -76,6 +88,7 @@ class RunState:
     status: str = "unknown"
     diagnoser: Diagnoser = field(default_factory=Diagnoser)
     lock: Any = field(default_factory=threading.RLock, repr=False)
+    quiet: Callable[[float], None] = field(default=lambda _: None, repr=False)
     diagnosed: int = 0
     opened: bool = False
     _catching_up: threading.Thread | None = field(default=None, repr=False)
@@ -181,6 +194,7 @@ class RunState:
         """
         behind = LogReader(self.reader.run_dir, root=self.reader.root, quiet=True)
         while True:
+            self.quiet(DIAGNOSIS_YIELD_S)
             with self.lock:
                 gap = self.reader.offset - self.diagnosed
                 if gap <= 0:
@@ -193,8 +207,14 @@ class RunState:
                 with self.lock:
                     self._catching_up = None
                 return
+            # The diagnoser's work runs outside the lock, so the panels' requests
+            # do not wait for it: until ``diagnosed`` moves on below, a poll leaves
+            # the diagnoser to this thread (its reads start past ``diagnosed``).
+            if records:
+                self.diagnoser.feed(records)
             with self.lock:
-                self._diagnose(records, behind.offset)
+                self.data.alerts = self.diagnoser.alerts
+                self.diagnosed = behind.offset
 
     def _note(self, messages: Iterable[str]) -> None:
         """Add notices not shown yet (``meta.json``'s come again at every poll)."""
@@ -251,7 +271,47 @@ class RunStore:
             )
         self.version = 0
         self.lock = threading.RLock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._serving = 0
+        self._served = 0.0  # time.monotonic() at the end of the last request
+        self._counting = threading.Lock()
         self._runs: dict[str, RunState] = {}
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around a panel request: background work pauses between its parts.
+
+        The diagnosis of records read from the columnar cache runs on a thread of
+        this process (:meth:`RunState._diagnose_cached`); it waits, at most
+        :data:`DIAGNOSIS_YIELD_S` per part, while any request is in here.
+        """
+        with self._counting:
+            self._serving += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._counting:
+                self._serving -= 1
+                self._served = time.monotonic()
+                if self._serving == 0:
+                    self._idle.set()
+
+    def quiet(self, limit: float) -> None:
+        """Wait until no request has been served for :data:`QUIET_S` seconds.
+
+        At most ``limit`` seconds: a steady stream of requests slows background work
+        down, it does not stop it.
+        """
+        end = time.monotonic() + limit
+        while (now := time.monotonic()) < end:
+            if not self._idle.wait(end - now):
+                return
+            rest = self._served + QUIET_S - time.monotonic()
+            if rest <= 0:
+                return
+            time.sleep(min(rest, max(0.0, end - time.monotonic())))
 
     def resolve(self, name: str) -> Path:
         """The directory of the run called ``name``.
@@ -291,7 +351,9 @@ class RunStore:
             except RunNameError:
                 continue
             reader = LogReader(path, root=self.logdir)
-            self._runs[name] = RunState(name, reader, RunData(name), lock=self.lock)
+            self._runs[name] = RunState(
+                name, reader, RunData(name), lock=self.lock, quiet=self.quiet
+            )
             found = True
         return found
 

@@ -1,9 +1,10 @@
 import json
 import os
+import time
 
 import pytest
 
-from cockpit.app.store import RunNameError, RunStore
+from cockpit.app.store import QUIET_S, RunNameError, RunStore
 from tests.instruments.synthetic import step_records, write_run
 
 
@@ -164,3 +165,19 @@ def test_reading_pauses_the_garbage_collector_only_meanwhile(logdir, monkeypatch
     store.poll()
     assert gc.isenabled()
     assert "ZeroDivisionError" in (store.state("alpha-run").error or "")
+
+
+def test_background_work_waits_while_panels_are_served(tmp_path):
+    """``quiet`` holds background work back during a request and just after it."""
+    store = RunStore(tmp_path)
+    start = time.monotonic()
+    store.quiet(5.0)
+    assert time.monotonic() - start < 0.1  # no request yet: no wait
+    with store.serving():
+        start = time.monotonic()
+        store.quiet(0.3)  # a request in progress: waits its limit
+        assert time.monotonic() - start >= 0.29
+    start = time.monotonic()
+    store.quiet(5.0)  # a request just ended: waits until QUIET_S after it
+    waited = time.monotonic() - start
+    assert QUIET_S - 0.05 <= waited < QUIET_S + 0.5
