@@ -200,7 +200,7 @@ class TrackedStep:
             modules = ck.engines.layers(ck.model)
             handles = backpack_engine.attach_hooks(modules, **found)
         self._stack.callback(_remove_all, handles)
-        self._stack.callback(lambda: [memory_cleanup(m) for m in modules])
+        self._stack.callback(_clean_all, modules)
         self._stack.enter_context(backpack(*extensions))
         self._stack.enter_context(weight_jac_t_save_memory(True))
 
@@ -457,3 +457,9 @@ def _remove_all(handles: list[RemovableHandle]) -> None:
     """
     for handle in handles:
         handle.remove()
+
+
+def _clean_all(modules: list) -> None:
+    """Free what BackPACK stored on ``modules`` (the same reason as :func:`_remove_all`)."""
+    for module in modules:
+        memory_cleanup(module)
