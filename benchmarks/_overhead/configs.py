@@ -25,14 +25,14 @@ SCHEDULED = "full-scheduled"
 #: its calibration only).
 BUDGET = "budget"
 FUNC = "/torch.func"
-#: The batch replay on a random subsample of this many samples per step
-#: (``Cockpit(replay_samples=...)``), as ``<preset>/replay8`` configurations.
-REPLAY_SAMPLES = 8
-SUBSAMPLE = f"/replay{REPLAY_SAMPLES}"
-#: A histogram sample of 2**16 elements instead of the default 2**20
-#: (``Cockpit(hist_samples=...)``), as ``<preset>/hist64k`` configurations.
-HIST_SAMPLES = 2**16
-SMALL_HIST = "/hist64k"
+#: The batch replay on a random subsample of M samples per step
+#: (``Cockpit(replay_samples=M)``), as ``<preset>/replay<M>`` configurations.
+REPLAY_SAMPLES = {f"/replay{m}": m for m in (2, 4, 8)}
+#: Histogram samples other than the default (``Cockpit(hist_samples=...)``), as
+#: ``<preset>/hist64k`` (2**16, the default since 2026-11-30, kept so that the
+#: commands of earlier results still run) and ``<preset>/hist1m`` (2**20, the default
+#: before) configurations.
+HIST_SAMPLES = {"/hist64k": 2**16, "/hist1m": 2**20}
 #: Quantities with non-default options, as ``<quantity>/<variant>`` configurations,
 #: and groups of quantities that share work (a dict of them).
 VARIANTS: dict[str, Callable[[], Any]] = {
@@ -49,8 +49,8 @@ assert len(set(CONFIGS)) == len(CONFIGS), "a preset and a quantity share a name"
 DEFAULT_CONFIGS = [*CONFIGS, "economy" + FUNC, "business" + FUNC]
 CONFIGS += [*VARIANTS]
 CONFIGS += [c + FUNC for c in CONFIGS if c != PLAIN]
-CONFIGS += [p + SUBSAMPLE for p in PRESETS]
-CONFIGS += [p + SMALL_HIST for p in PRESETS]
+CONFIGS += [p + suffix for suffix in REPLAY_SAMPLES for p in PRESETS]
+CONFIGS += [p + suffix for suffix in HIST_SAMPLES for p in PRESETS]
 #: Plain SGD (no momentum, no weight decay), so that every quantity is defined.
 LR = 0.01
 
@@ -91,7 +91,9 @@ class Run:
 
 def _tracking(config: str) -> dict[str, Any]:
     """The Cockpit's ``preset`` and ``quantities`` for a configuration but plain."""
-    base = config.removesuffix(FUNC).removesuffix(SUBSAMPLE).removesuffix(SMALL_HIST)
+    base = config.removesuffix(FUNC)
+    for suffix in [*REPLAY_SAMPLES, *HIST_SAMPLES]:
+        base = base.removesuffix(suffix)
     if base == BUDGET:
         return {}
     if base == SCHEDULED:
@@ -122,8 +124,18 @@ def build_run(problem: Problem, config: str, device: torch.device, logdir: str) 
             run_name=f"{problem.name}-{config.replace('/', '-')}",
             engine="torch.func" if config.endswith(FUNC) else "auto",
             loss_input=problem.loss_input,
-            replay_samples=REPLAY_SAMPLES if config.endswith(SUBSAMPLE) else None,
-            **({"hist_samples": HIST_SAMPLES} if config.endswith(SMALL_HIST) else {}),
+            replay_samples=_suffixed(REPLAY_SAMPLES, config),
+            **_optional("hist_samples", _suffixed(HIST_SAMPLES, config)),
             **_tracking(config),
         )
     return Run(config, model, loss_fn, optimizer, ck, problem.loss_input)
+
+
+def _suffixed(values: dict[str, int], config: str) -> int | None:
+    """The value of ``config``'s suffix among ``values``' keys, if it has one."""
+    return next((v for suffix, v in values.items() if config.endswith(suffix)), None)
+
+
+def _optional(name: str, value: int | None) -> dict[str, int]:
+    """``{name: value}``, or nothing where ``value`` is None (the Cockpit's default)."""
+    return {} if value is None else {name: value}
