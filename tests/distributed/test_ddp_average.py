@@ -1,9 +1,10 @@
-"""DDP's averaged ``.grad`` stands in for the summed gradient only when it is exact.
+"""DDP's averaged ``.grad`` stands in for the summed gradients only when it is exact.
 
 With every piece of every rank equally large (12 samples: 2 ranks x 2 micro-batches
 of 3) and DDP averaging the last block's backward pass, the tracker takes the
-gradient from DDP instead of all-reducing its own copy: each rank sends exactly
-``D`` float64 fewer per tracked step than with unequal shards (13 samples), and the
+gradient from DDP instead of all-reducing its own copies (``.grad``'s and, in
+float64 without autocast, the per-sample engine's mean): each rank sends exactly
+``2 D`` float64 fewer per tracked step than with unequal shards (13 samples), and the
 values still equal a single process on the whole batch (the MAX collective carries
 2 more float64, the range of the loss scales). Wrong shortcuts these
 would catch: taking ``.grad`` when DDP never averaged it (every block under
@@ -153,8 +154,9 @@ def _saved(got: list[dict], summed: list[dict]) -> list[int]:
 def test_equal_pieces_take_the_gradient_from_ddp(runs, whole_equal):
     equal = runs("equal")
     _assert_matches_whole(runs.run_dir("equal"), whole_equal)
-    # D float64 not summed, 2 more in the MAX collective (the loss scales' range).
-    assert _saved(equal, runs("unequal")) == [STEPS * (D - 2) * 8] * 2
+    # 2 D float64 not summed (.grad's and the engine's mean), 2 more in the MAX
+    # collective (the loss scales' range).
+    assert _saved(equal, runs("unequal")) == [STEPS * (2 * D - 2) * 8] * 2
     reads = equal[0]["reads"]
     assert set(reads) <= EXPECTED_READS, reads
     assert reads["_distributed.py:gather_host"] == STEPS  # each step's header
@@ -164,7 +166,7 @@ def test_equal_pieces_take_the_gradient_from_ddp(runs, whole_equal):
 def test_a_gradient_ddp_never_averaged_is_summed(runs, whole_equal):
     never = runs("never_synced")
     _assert_matches_whole(runs.run_dir("never_synced"), whole_equal)
-    assert _saved(runs("equal"), never) == [STEPS * (D - 2) * 8] * 2
+    assert _saved(runs("equal"), never) == [STEPS * (2 * D - 2) * 8] * 2
 
 
 def test_clipping_inside_the_block_does_not_reach_the_logged_gradient(runs, tmp_path):
