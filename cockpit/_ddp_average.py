@@ -6,7 +6,9 @@ user's loss. When every piece of the step (every micro-batch of every rank) has 
 same number of samples ``n`` and the same loss scale ``c``, that average is, up to
 the host factor ``(1 or 1/n) / (c A)`` for A micro-batches per rank, the whole step's
 mean gradient ``g``: the tracker takes it (SAME) instead of all-reducing its own
-copy of the ``D`` gradient entries again (:mod:`cockpit._pieces`).
+copy of the ``D`` gradient entries again (:mod:`cockpit._pieces`). When every piece
+also ran in full precision (:func:`full_precision`) it stands in for the per-sample
+engine's mean as well, so neither ``D``-sized mean is sent.
 
 ``.grad`` is read in an autograd final callback queued behind DDP's own (which
 copies the reduced buckets into ``.grad``), so what user code does to ``.grad``

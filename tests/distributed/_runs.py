@@ -70,6 +70,7 @@ def train(
     batch: int = BATCH,
     clip: float | None = None,
     ddp_sync: bool = True,
+    autocast: bool = False,
 ) -> cockpit.Cockpit:
     """Train and track; with ``world > 1`` inside an initialized process group.
 
@@ -79,6 +80,8 @@ def train(
         ddp_sync: DDP averages the gradient in the last block's backward pass;
             ``False``: every block runs under ``no_sync`` and the ranks average
             ``.grad`` by hand before the step (the same training).
+        autocast: Run the forward passes under CPU autocast (bfloat16), which
+            leaves this float64 model's operations in float64.
 
     Returns:
         The closed Cockpit (``ranks.bytes_sent``).
@@ -100,8 +103,10 @@ def train(
             last = i == accumulation_steps - 1
             alone = world > 1 and not (last and ddp_sync)
             sync = model.no_sync() if alone else nullcontext()
+            cast = torch.autocast("cpu", torch.bfloat16, enabled=autocast)
             with sync, ck.track():
-                loss = loss_fn(model(x[part]), y[part])
+                with cast:
+                    loss = loss_fn(model(x[part]), y[part])
                 # The usual loss / K, exact for unequal pieces: .grad (after DDP's
                 # average over ranks) is the whole batch's, so the training is too.
                 share = len(part) / batch if reduction == "mean" else 1

@@ -9,8 +9,9 @@ values still equal a single process on the whole batch (the MAX collective carri
 2 more float64, the range of the loss scales). Wrong shortcuts these
 would catch: taking ``.grad`` when DDP never averaged it (every block under
 ``no_sync``, the ranks averaging by hand afterwards), taking it after user code
-changed it (clipping inside the block), or with loss scales that differ between
-ranks (logged non-finite, never a wrong value). Rank 0 also records every
+changed it (clipping inside the block), with loss scales that differ between
+ranks (logged non-finite, never a wrong value), or taking it for the engine's mean
+after a forward pass under autocast or in a 16-bit dtype. Rank 0 also records every
 conversion of a tensor to a host value that the tracker makes on the training
 thread: none after the collectives (:data:`EXPECTED_READS` lists the host-only ones).
 """
@@ -30,7 +31,9 @@ import torch
 import torch.multiprocessing as mp
 
 import cockpit
+from cockpit._ddp_average import full_precision
 from cockpit._pieces import Piece, _AveragedGrads
+from cockpit.engines.layer_stats import LayerStats
 from tests.distributed._runs import STEPS, records, train
 from tests.distributed.test_split_steps import _assert_matches_whole, _free_port
 
@@ -101,6 +104,7 @@ def rank_main(rank: int, world: int, port: int, out: str, case: str) -> None:
         "unequal": {"batch": UNEQUAL},
         "never_synced": {"batch": EQUAL, "ddp_sync": False},
         "clipped": {"batch": EQUAL, "clip": CLIP},
+        "autocast": {"batch": EQUAL, "autocast": True},
     }[case]
     try:
         logdir = Path(out) / case / f"rank{rank}"
@@ -169,6 +173,13 @@ def test_a_gradient_ddp_never_averaged_is_summed(runs, whole_equal):
     assert _saved(runs("equal"), never) == [STEPS * (2 * D - 2) * 8] * 2
 
 
+def test_under_autocast_the_engines_mean_is_summed(runs, whole_equal):
+    """Autocast leaves this float64 model in float64, but is seen: one D more."""
+    autocast = runs("autocast")
+    _assert_matches_whole(runs.run_dir("autocast"), whole_equal)
+    assert _saved(runs("equal"), autocast) == [STEPS * D * 8] * 2
+
+
 def test_clipping_inside_the_block_does_not_reach_the_logged_gradient(runs, tmp_path):
     train(tmp_path, batch=EQUAL, clip=CLIP)
     runs("clipped")
@@ -202,3 +213,16 @@ def test_loss_scales_that_differ_between_ranks_give_nan_not_a_wrong_value():
     high, negated_low = torch.tensor(1.0).double(), torch.tensor(-0.5).double()
     got = averaged.mean_gradient(high, negated_low)["w"]
     assert torch.isnan(got).all()
+
+
+def _layer(dtype: torch.dtype, rounding: float = 0.0) -> LayerStats:
+    grad = torch.zeros(2, dtype=dtype)
+    return LayerStats(grad=grad, sq_norms=grad, dots=grad, rounding=rounding)
+
+
+def test_full_precision_means_no_autocast_no_narrowed_layer_and_32_or_64_bits():
+    assert full_precision(False, [_layer(torch.float32), _layer(torch.float64)])
+    assert not full_precision(True, [_layer(torch.float64)])
+    narrowed = _layer(torch.float32, rounding=torch.finfo(torch.bfloat16).eps)
+    assert not full_precision(False, [_layer(torch.float64), narrowed])
+    assert not full_precision(False, [_layer(torch.bfloat16)])
