@@ -82,14 +82,20 @@ def _train(logdir: Path, run: str, x, y, model: nn.Module, steps: int) -> None:
         ck.close()
 
 
+def _never(autocast: bool, layers) -> bool:
+    """``summed``: the substitution switched off, the engine's mean summed."""
+    return False
+
+
 def _rank(rank: int, world: int, port: int, args, logdir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    substitutes = cockpit._pieces.full_precision
     for problem in args.problems:
         for run in ("ddp", "summed"):
-            if run == "summed":  # switch the substitution off: the engine's sum
-                cockpit._pieces.full_precision = lambda *_: False
+            chosen = substitutes if run == "ddp" else _never
+            cockpit._pieces.full_precision = chosen
             torch.manual_seed(0)
             x, y, model = problem_data(problem)
             x, y = equal_shard(x, rank, world), equal_shard(y, rank, world)

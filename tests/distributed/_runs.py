@@ -38,15 +38,18 @@ def tracked_mlp(
     run_name: str = "run",
     wrap: bool = False,
     reduction: str = "mean",
+    width: int = 5,
     **options,
 ) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, cockpit.Cockpit]:
     """The float64 MLP (in DDP if ``wrap``), its loss, plain SGD and its Cockpit.
 
     The Cockpit tracks :func:`_quantities` with exact histograms unless ``options``
-    say otherwise.
+    say otherwise. ``width``: the hidden layer's.
     """
     torch.manual_seed(0)
-    model: nn.Module = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    model: nn.Module = nn.Sequential(
+        nn.Linear(4, width), nn.Tanh(), nn.Linear(width, 3)
+    )
     model = model.double()
     if wrap:
         model = nn.parallel.DistributedDataParallel(model)

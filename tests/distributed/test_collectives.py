@@ -37,12 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DYING = "tests.distributed._dying_rank"
 
 
-def _bytes_per_step(logdir: Path, batch: int) -> list[int]:
-    model, loss_fn, optimizer, ck = tracked_mlp(logdir, f"batch{batch}", wrap=True)
+def _sent_per_step(ck: cockpit.Cockpit, model, loss_fn, optimizer, batches) -> list:
+    """Bytes ``ck``'s rank hands to collectives in each tracked step, then close."""
     sent = []
-    for _ in range(STEPS):
-        x = torch.randn(batch, 4, dtype=torch.float64)
-        y = torch.randint(0, 3, (batch,))
+    for x, y in batches:
         before = ck.ranks.bytes_sent
         optimizer.zero_grad()
         with ck.track():
@@ -53,69 +51,50 @@ def _bytes_per_step(logdir: Path, batch: int) -> list[int]:
     return sent
 
 
-def bytes_main(rank: int, world: int, port: int, out: str) -> None:
-    """A spawned rank: the bytes it sends per step at each batch size."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        sent = {b: _bytes_per_step(Path(out) / "logs", b) for b in BATCHES}
-        (Path(out) / f"rank{rank}.json").write_text(json.dumps(sent))
-        torch.distributed.barrier()
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def test_bytes_per_step_do_not_grow_with_the_batch(tmp_path):
-    mp.spawn(bytes_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    for rank in range(2):
-        sent = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        small, large = (sent[str(b)] for b in BATCHES)
-        assert all(b > 0 for b in small), sent
-        assert small == large, f"rank {rank}: {sent}"
-
-
-def _mlp(width: int) -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Linear(4, width), torch.nn.Tanh(), torch.nn.Linear(width, 3)
-    ).double()
-
-
-def _economy_bytes(logdir: Path, width: int) -> list[int]:
-    """Bytes sent per tracked step under ``economy`` (every quantity at every step)."""
-    torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(_mlp(width))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    quantities = dict.fromkeys(PRESETS["economy"], 1)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=logdir,
-        run_name=f"width{width}",
-        quantities=quantities,
-    )
-    data = torch.Generator().manual_seed(1)
-    sent = []
-    for _ in range(STEPS):
-        x = torch.randn(6, 4, generator=data, dtype=torch.float64)
-        y = torch.randint(0, 3, (6,), generator=data)
-        before = ck.ranks.bytes_sent
-        optimizer.zero_grad()
-        with ck.track():
-            loss_fn(model(x), y).backward()
-        optimizer.step()
-        sent.append(ck.ranks.bytes_sent - before)
-    ck.close()
+def _by_batch(logdir: Path) -> dict[int, list[int]]:
+    """Bytes per step of the full MLP run at each batch size of :data:`BATCHES`."""
+    sent = {}
+    for batch in BATCHES:
+        model, loss_fn, optimizer, ck = tracked_mlp(logdir, f"batch{batch}", wrap=True)
+        batches = [
+            (torch.randn(batch, 4, dtype=torch.float64), torch.randint(0, 3, (batch,)))
+            for _ in range(STEPS)
+        ]
+        sent[batch] = _sent_per_step(ck, model, loss_fn, optimizer, batches)
     return sent
 
 
-def economy_main(rank: int, world: int, port: int, out: str) -> None:
-    """A spawned rank: the bytes it sends per economy step at each width."""
+def _by_width(logdir: Path) -> dict[int, dict]:
+    """Per width: the MLP's size, its parameter tensors, the bytes per economy step."""
+    found = {}
+    for width in WIDTHS:
+        economy = dict.fromkeys(PRESETS["economy"], 1)  # every quantity, every step
+        model, loss_fn, optimizer, ck = tracked_mlp(
+            logdir, f"width{width}", wrap=True, width=width, quantities=economy
+        )
+        params = list(model.parameters())
+        data = torch.Generator().manual_seed(1)
+        batches = [
+            (
+                torch.randn(6, 4, generator=data, dtype=torch.float64),
+                torch.randint(0, 3, (6,), generator=data),
+            )
+            for _ in range(STEPS)
+        ]
+        found[width] = {
+            "size": sum(p.numel() for p in params),
+            "tensors": len(params),
+            "sent": _sent_per_step(ck, model, loss_fn, optimizer, batches),
+        }
+    return found
+
+
+def sent_main(rank: int, world: int, port: int, out: str, measure) -> None:
+    """A spawned rank: ``measure``'s bytes per step, written to ``out``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        sent = {w: _economy_bytes(Path(out) / "logs", w) for w in WIDTHS}
+        sent = measure(Path(out) / "logs")
         (Path(out) / f"rank{rank}.json").write_text(json.dumps(sent))
         torch.distributed.barrier()
     finally:
@@ -123,21 +102,32 @@ def economy_main(rank: int, world: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+def _spawn(tmp_path: Path, measure) -> list[dict]:
+    """Per rank of 2, ``measure``'s bytes per step (keys as strings)."""
+    port = _free_port()
+    mp.spawn(sent_main, args=(2, port, str(tmp_path), measure), nprocs=2, join=True)
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_bytes_per_step_do_not_grow_with_the_batch(tmp_path):
+    for rank, sent in enumerate(_spawn(tmp_path, _by_batch)):
+        small, large = (sent[str(b)] for b in BATCHES)
+        assert all(b > 0 for b in small), sent
+        assert small == large, f"rank {rank}: {sent}"
+
+
 def test_economy_with_equal_shards_sends_one_model_sized_vector(tmp_path):
     """``D`` float64 plus a few numbers per parameter tensor; summing ``.grad``'s
     or the engine's mean gradient as well would add ``D`` more each."""
-    mp.spawn(economy_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    sizes = {w: sum(p.numel() for p in _mlp(w).parameters()) for w in WIDTHS}
-    tensors = len(list(_mlp(WIDTHS[0]).parameters()))
-    for rank in range(2):
-        sent = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        narrow, wide = (sent[str(w)] for w in WIDTHS)
-        growth = (sizes[WIDTHS[1]] - sizes[WIDTHS[0]]) * 8
-        assert [b - a for a, b in zip(narrow, wide, strict=True)] == [growth] * STEPS
+    for found in _spawn(tmp_path, _by_width):
+        narrow, wide = (found[str(w)] for w in WIDTHS)
+        growth = (wide["size"] - narrow["size"]) * 8
+        steps = zip(narrow["sent"], wide["sent"], strict=True)
+        assert [b - a for a, b in steps] == [growth] * STEPS, found
         # The rest: histogram counts, and for the network and each parameter
         # tensor a few moments [3] and extremes.
-        rest = [b - sizes[WIDTHS[1]] * 8 for b in wide]
-        assert max(rest) <= (BINS + 32 * (tensors + 1)) * 8, (rest, sizes)
+        rest = [b - wide["size"] * 8 for b in wide["sent"]]
+        assert max(rest) <= (BINS + 32 * (wide["tensors"] + 1)) * 8, found
 
 
 def test_a_dead_rank_makes_the_other_raise_not_hang(tmp_path):
