@@ -62,7 +62,7 @@ def full_precision(autocast: bool, layers: Iterable[LayerStats]) -> bool:
     has: ``Var = mean ||g_n||^2 - ||g||^2`` amplifies either rounding by the same
     ``||g||^2 / Var``. With a forward pass under autocast, a layer's inputs or output
     gradients narrower than its parameter (``LayerStats.rounding``) or 16-bit
-    parameters the two differ by about ``1e-3`` relative, which the variance
+    parameters the two differ by ``1e-3`` relative or more, which the variance
     formulas would amplify past the single-process rounding: then the engine's mean
     is summed.
 

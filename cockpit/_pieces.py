@@ -232,10 +232,11 @@ class _Across:
     The header exchanges host integers (:meth:`Ranks.gather_host`): each rank's
     sample count, its pieces' common size (``-1`` if they differ), whether its
     last piece caught DDP's averaged gradient and whether its pieces ran in full
-    precision (:func:`~cockpit._ddp_average.full_precision`). When every piece of every rank has the same
-    size and every rank caught the average, ``grads`` is taken from it (SAME) rather
-    than summed: DDP has already reduced it; so is ``sample_grads`` if every rank
-    also ran in full precision. Every rank decides alike, from the same header.
+    precision (:func:`~cockpit._ddp_average.full_precision`). When every piece of
+    every rank has the same size and every rank caught the average, ``grads`` is
+    taken from it (SAME) rather than summed: DDP has already reduced it; so is
+    ``sample_grads`` if every rank also ran in full precision. Every rank decides
+    alike, from the same header.
     """
 
     def __init__(
