@@ -6,7 +6,9 @@ user's loss. When every piece of the step (every micro-batch of every rank) has 
 same number of samples ``n`` and the same loss scale ``c``, that average is, up to
 the host factor ``(1 or 1/n) / (c A)`` for A micro-batches per rank, the whole step's
 mean gradient ``g``: the tracker takes it (SAME) instead of all-reducing its own
-copy of the ``D`` gradient entries again (:mod:`cockpit._pieces`).
+copy of the ``D`` gradient entries again (:mod:`cockpit._pieces`). When every piece
+also ran in full precision (:func:`full_precision`) it stands in for the per-sample
+engine's mean as well, so neither ``D``-sized mean is sent.
 
 ``.grad`` is read in an autograd final callback queued behind DDP's own (which
 copies the reduced buckets into ``.grad``), so what user code does to ``.grad``
@@ -18,12 +20,19 @@ all-reduce change what ``.grad`` holds, and then the tracker sums its own copies
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["DDPAverage", "plain_average"]
+from cockpit.engines.layer_stats import LayerStats
+
+__all__ = ["FULL_PRECISION", "DDPAverage", "full_precision", "plain_average"]
+
+#: Parameter dtypes in which DDP's average may stand in for the engine's mean.
+FULL_PRECISION = frozenset({torch.float32, torch.float64})
 
 
 def plain_average(ddp: nn.parallel.DistributedDataParallel) -> bool:
@@ -43,6 +52,30 @@ def plain_average(ddp: nn.parallel.DistributedDataParallel) -> bool:
     return "comm_hook" not in ddp._get_ddp_logging_data()  # built-in hooks
 
 
+def full_precision(autocast: bool, layers: Iterable[LayerStats]) -> bool:
+    """DDP's average may stand in for the per-sample engine's mean ``sample_grads``.
+
+    Both are ``g = (1/N) sum_n g_n`` ``[D]``, summed in different orders (autograd
+    and DDP's buckets; the engine's ``[N, D_l]`` rows or factors). Without autocast,
+    in float32 or float64, each differs from the exact mean by the dtype's rounding,
+    so the substitution adds an error of the order the single-process value already
+    has: ``Var = mean ||g_n||^2 - ||g||^2`` amplifies either rounding by the same
+    ``||g||^2 / Var``. With a forward pass under autocast, a layer's inputs or output
+    gradients narrower than its parameter (``LayerStats.rounding``) or 16-bit
+    parameters the two differ by ``1e-3`` relative or more, which the variance
+    formulas would amplify past the single-process rounding: then the engine's mean
+    is summed.
+
+    Args:
+        autocast: A forward pass of the block ran under autocast.
+        layers: The block's per-sample statistics.
+
+    """
+    return not autocast and all(
+        stats.rounding == 0 and stats.grad.dtype in FULL_PRECISION for stats in layers
+    )
+
+
 class DDPAverage:
     """Captures DDP's averaged ``.grad`` at the end of a synchronized backward pass.
 
@@ -52,6 +85,8 @@ class DDPAverage:
 
     Attributes:
         synced: The last forward pass inside the block prepared DDP's reduction.
+        autocast: A forward pass inside the block ran under autocast, so ``.grad``
+            carries the narrower dtype's rounding (``1e-3`` relative in float16).
         grads: Parameter name -> flat ``(1/W) sum_r G_r`` ``[D_l]``, once a
             synchronized backward pass has ended; else ``None``.
 
@@ -63,8 +98,10 @@ class DDPAverage:
         self.ddp = ddp
         self.params = params
         self.synced = False
+        self.autocast = False
         self.grads: dict[str, Tensor] | None = None
         self._armed = False
+        self._device = next(iter(params.values())).device.type
 
     def attach(self) -> RemovableHandle:
         """Watch the DDP model's forward passes; remove the handle on block exit."""
@@ -76,6 +113,7 @@ class DDPAverage:
             and module.require_backward_grad_sync
             and plain_average(self.ddp)
         )
+        self.autocast |= torch.is_autocast_enabled(self._device)
 
     def arm(self) -> None:
         """Called as a backward pass reaches a parameter: read ``.grad`` at its end."""

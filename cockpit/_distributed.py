@@ -6,16 +6,19 @@ of the given process group (default: the world). Each collective is one flat ten
 per dtype, whatever the number of states or parameters. Per tracked step a rank sends:
 
 ==============  ===============================================================
-``all_gather``  header: host integers, int64 ``[3]``: its sample count ``n_r``,
+``all_gather``  header: host integers, int64 ``[4]``: its sample count ``n_r``,
                 its pieces' common size (``-1`` if they differ), whether its
-                last piece caught DDP's average (:mod:`cockpit._ddp_average`).
+                last piece caught DDP's average (:mod:`cockpit._ddp_average`),
+                whether its pieces ran in full precision (no autocast, float32
+                or float64: :func:`cockpit._ddp_average.full_precision`).
                 On a group with a CPU backend (gloo, or torch's default
                 ``cpu:gloo,cuda:nccl``) a CPU tensor that never touches the device
 ``all_reduce``  SUM of the summed states a due quantity reads, ``D`` numbers
                 each (the model's size, in its dtype): ``grads`` (``grad_norm``)
-                unless DDP's average stands in for it; ``sample_grads`` (every
-                quantity on per-sample gradients); ``sum_sq`` (``mean_gsnr``,
-                ``early_stopping``, ``tic_diag``); curvature diagonals
+                and ``sample_grads`` (every quantity on per-sample gradients)
+                unless DDP's average stands in for them; ``sum_sq``
+                (``mean_gsnr``, ``early_stopping``, ``tic_diag``: filled and sent
+                only at a step where one of them is due); curvature diagonals
                 (``hess_trace``, ``tic_diag``, ``tic_trace``); ``input_moments``
                 ``[3]``. A state no due quantity reads is neither filled nor sent
 ``all_reduce``  MAX of the maxima and the negated minima (histogram ranges), a
@@ -30,7 +33,12 @@ per dtype, whatever the number of states or parameters. Per tracked step a rank 
                 step (alpha), float64 ``[L + 1, 3]``, if due
 ==============  ===============================================================
 
-Why the D-sized states that remain are sent:
+So with equal shards under ``economy`` (every quantity due) a rank sends one
+``D``-sized SUM, ``sum_sq``, as large as DDP's own gradient all-reduce, plus a few
+numbers per parameter tensor and the histogram's counts
+(``tests/distributed/test_collectives.py``); at a step where no ``sum_sq``
+quantity is due, no ``D``-sized tensor at all. Why the D-sized states are sent
+when they are:
 
 - ``grads``: DDP's synchronized backward pass already leaves ``(1/W) sum_r G_r`` in
   ``.grad``. When every piece of every rank has the same size (the header says so)
@@ -41,9 +49,23 @@ Why the D-sized states that remain are sent:
   with a communication hook or its own mixed precision, or a ``process_group``
   other than the DDP model's.
 - ``sample_grads``: the per-sample engine's mean, which the formulas pair with the
-  same engine's ``||g_n||^2`` moments (variances are differences of the two).
-  DDP's ``.grad`` agrees with it only to the engine's rounding (``1e-3`` relative
-  under autocast), so it is summed, not substituted.
+  same engine's ``||g_n||^2`` moments (variances are differences of the two, which
+  amplify any rounding of ``g`` by ``||g||^2 / Var``). Whenever DDP's average
+  stands in for ``grads`` and every piece of every rank ran without autocast in
+  float32 or float64, it stands in here too: it differs from the engine's mean by
+  the dtype's rounding, as the engine's own mean differs from the exact one
+  (float64: the values equal one process's to ``1e-9`` relative,
+  ``tests/distributed/test_ddp_average.py``; float32, measured by
+  ``benchmarks/ddp_engine_mean.py`` on the digits CNN and 3c3d: up to ``1e-6``
+  relative from the summed mean, except ``gradient_noise_scale`` of a layer whose
+  ``B_simple`` is 1,000 times the batch, which amplifies the rounding to
+  ``2e-4``). Under autocast the two
+  differ by ``1e-3`` relative and the engine's mean is summed. No formulation
+  is exact without the ``D`` entries: ``||g||^2`` of the engine's mean has cross
+  terms ``g_r . g_s`` between ranks. Dotting each rank's per-sample gradients
+  with DDP's mean ``g'`` gives ``g . g'``, off by ``g . (g' - g)`` against
+  ``||g'||^2``'s ``2 g . (g' - g)``: the same rounding within a factor 2, so the
+  simpler substitution is taken.
 - ``sum_sq`` and a diagonal read by ``tic_diag``: element-wise ratios
   (``g_j^2 / Var_j``, ``M_j / h_j``) need every element of the whole step.
   Quantities that read only a diagonal's trace (``hess_trace``, ``tic_trace``)

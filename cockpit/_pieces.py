@@ -21,7 +21,9 @@ concatenated batch:
 Across ranks the same table maps onto collectives
 (:class:`~cockpit._distributed.Ranks`), except that ``grads`` comes from DDP's own
 average when every piece of every rank is equally large (:class:`_AveragedGrads`,
-:mod:`cockpit._ddp_average`).
+:mod:`cockpit._ddp_average`), and so does ``sample_grads`` when, in addition, every
+piece ran in its parameters' full precision
+(:func:`~cockpit._ddp_average.full_precision`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from cockpit._ddp_average import full_precision
 from cockpit._distributed import Ranks, leaves, rebuild
 from cockpit.engines._linear_factors import project_layers
 from cockpit.engines.layer_stats import LayerStats
@@ -86,6 +89,7 @@ class Piece:
         averaged: Parameter name -> DDP's average of the ranks' ``.grad`` ``[D_l]``
             after the block's synchronized backward pass
             (:mod:`cockpit._ddp_average`), or ``None``.
+        autocast: A forward pass of the block ran under autocast.
 
     """
 
@@ -95,6 +99,7 @@ class Piece:
     seconds: float
     loss_scales: list[Tensor] = field(default_factory=list)
     averaged: dict[str, Tensor] | None = None
+    autocast: bool = False
 
 
 @dataclass
@@ -225,10 +230,13 @@ class _Across:
     """The collectives of one split step on several ranks (``cockpit._distributed``).
 
     The header exchanges host integers (:meth:`Ranks.gather_host`): each rank's
-    sample count, its pieces' common size (``-1`` if they differ) and whether its
-    last piece caught DDP's averaged gradient. When every piece of every rank has
-    the same size and every rank caught the average, ``grads`` is taken from it
-    (SAME) rather than summed: DDP has already reduced it.
+    sample count, its pieces' common size (``-1`` if they differ), whether its
+    last piece caught DDP's averaged gradient and whether its pieces ran in full
+    precision (:func:`~cockpit._ddp_average.full_precision`). When every piece of
+    every rank has the same size and every rank caught the average, ``grads`` is
+    taken from it (SAME) rather than summed: DDP has already reduced it; so is
+    ``sample_grads`` if every rank also ran in full precision. Every rank decides
+    alike, from the same header.
     """
 
     def __init__(
@@ -241,26 +249,29 @@ class _Across:
             sum(p.size for p in pieces),
             sizes.pop() if len(sizes) == 1 else -1,
             int(last.averaged is not None),
+            int(all(full_precision(p.autocast, p.layers.values()) for p in pieces)),
         ]
         rows = ranks.gather_host(header, device)
         self.sizes = [row[0] for row in rows]
         self.total = sum(self.sizes)
         size = rows[0][1]
         self.averaged = None
+        #: States taken from DDP's average instead of summed.
+        self.from_ddp: set[str] = set()
         if size > 0 and all(row[1] == size and row[2] for row in rows):
             self.averaged = _AveragedGrads(pieces, size, mean)
+            precise = all(row[3] for row in rows)
+            self.from_ddp = {"grads", "sample_grads"} if precise else {"grads"}
 
     def reduce(self, states: dict[str, Any], shares: set[str]) -> None:
         """Sum the summed states (shares of the whole mean), max/min the extremes."""
         share = self.sizes[self.ranks.rank] / self.total
         states["count"] = self.total
-        same = self.averaged is not None and "grads" in states
+        same = self.from_ddp & states.keys()
         summed = [
             k
             for k in states
-            if SPECS[k].reduce is Reduce.SUM
-            and k != "count"
-            and not (same and k == "grads")
+            if SPECS[k].reduce is Reduce.SUM and k != "count" and k not in same
         ]
         values = [
             _scaled(states[k], share) if k in shares else states[k] for k in summed
@@ -274,6 +285,7 @@ class _Across:
         flat = [leaf for k in high for leaf in leaves(states[k])]
         flat += [-leaf for k in low for leaf in leaves(states[k])]
         if same:
+            assert self.averaged is not None
             flat += self.averaged.scale_range()
         extremes = iter(self.ranks.all_reduce(flat, dist.ReduceOp.MAX))
         for name in high:
@@ -281,7 +293,9 @@ class _Across:
         for name in low:
             states[name] = rebuild(states[name], (-leaf for leaf in extremes))
         if same:
-            states["grads"] = self.averaged.mean_gradient(*extremes)
+            mean = self.averaged.mean_gradient(*extremes)
+            for name in same:  # the engine's layers: those with per-sample statistics
+                states[name] = {layer: mean[layer] for layer in states[name]}
 
     def merge(self, states: dict[str, Any]) -> dict[str, Any]:
         """Merge the per-sample moments of every rank, on every rank.

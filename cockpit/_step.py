@@ -85,7 +85,9 @@ class TrackedStep:
         self._declared = fill.declared(self.active)
         self._average = None
         ranks = None if self.pieces is None else self.pieces.ranks
-        if ranks is not None and ranks.ddp is not None and "grads" in self._declared:
+        # DDP's average may stand in for .grad's gradient and the engine's mean.
+        averaged = self._declared & {"grads", "sample_grads"}
+        if ranks is not None and ranks.ddp is not None and averaged:
             self._average = DDPAverage(ranks.ddp, ck.params)
             self._stack.callback(self._average.attach().remove)
         self._input = None
@@ -225,8 +227,10 @@ class TrackedStep:
         if self.pieces is not None:
             seconds = self._seconds + time.perf_counter() - start
             n = states["count"]
-            averaged = None if self._average is None else self._average.grads
-            piece = Piece(states, layers, n, seconds, self._loss_scales, averaged)
+            average = self._average
+            piece = Piece(states, layers, n, seconds, self._loss_scales)
+            if average is not None:
+                piece.averaged, piece.autocast = average.grads, average.autocast
             whole = self.pieces.add(piece)
             if whole is None:  # more pieces of this step to come
                 return

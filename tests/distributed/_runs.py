@@ -38,15 +38,18 @@ def tracked_mlp(
     run_name: str = "run",
     wrap: bool = False,
     reduction: str = "mean",
+    width: int = 5,
     **options,
 ) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, cockpit.Cockpit]:
     """The float64 MLP (in DDP if ``wrap``), its loss, plain SGD and its Cockpit.
 
     The Cockpit tracks :func:`_quantities` with exact histograms unless ``options``
-    say otherwise.
+    say otherwise. ``width``: the hidden layer's.
     """
     torch.manual_seed(0)
-    model: nn.Module = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    model: nn.Module = nn.Sequential(
+        nn.Linear(4, width), nn.Tanh(), nn.Linear(width, 3)
+    )
     model = model.double()
     if wrap:
         model = nn.parallel.DistributedDataParallel(model)
@@ -70,6 +73,7 @@ def train(
     batch: int = BATCH,
     clip: float | None = None,
     ddp_sync: bool = True,
+    autocast: bool = False,
 ) -> cockpit.Cockpit:
     """Train and track; with ``world > 1`` inside an initialized process group.
 
@@ -79,6 +83,8 @@ def train(
         ddp_sync: DDP averages the gradient in the last block's backward pass;
             ``False``: every block runs under ``no_sync`` and the ranks average
             ``.grad`` by hand before the step (the same training).
+        autocast: Run the forward passes under CPU autocast (bfloat16), which
+            leaves this float64 model's operations in float64.
 
     Returns:
         The closed Cockpit (``ranks.bytes_sent``).
@@ -100,8 +106,10 @@ def train(
             last = i == accumulation_steps - 1
             alone = world > 1 and not (last and ddp_sync)
             sync = model.no_sync() if alone else nullcontext()
+            cast = torch.autocast("cpu", torch.bfloat16, enabled=autocast)
             with sync, ck.track():
-                loss = loss_fn(model(x[part]), y[part])
+                with cast:
+                    loss = loss_fn(model(x[part]), y[part])
                 # The usual loss / K, exact for unequal pieces: .grad (after DDP's
                 # average over ranks) is the whole batch's, so the training is too.
                 share = len(part) / batch if reduction == "mean" else 1

@@ -1,15 +1,17 @@
-"""DDP's averaged ``.grad`` stands in for the summed gradient only when it is exact.
+"""DDP's averaged ``.grad`` stands in for the summed gradients only when it is exact.
 
 With every piece of every rank equally large (12 samples: 2 ranks x 2 micro-batches
 of 3) and DDP averaging the last block's backward pass, the tracker takes the
-gradient from DDP instead of all-reducing its own copy: each rank sends exactly
-``D`` float64 fewer per tracked step than with unequal shards (13 samples), and the
+gradient from DDP instead of all-reducing its own copies (``.grad``'s and, in
+float64 without autocast, the per-sample engine's mean): each rank sends exactly
+``2 D`` float64 fewer per tracked step than with unequal shards (13 samples), and the
 values still equal a single process on the whole batch (the MAX collective carries
 2 more float64, the range of the loss scales). Wrong shortcuts these
 would catch: taking ``.grad`` when DDP never averaged it (every block under
 ``no_sync``, the ranks averaging by hand afterwards), taking it after user code
-changed it (clipping inside the block), or with loss scales that differ between
-ranks (logged non-finite, never a wrong value). Rank 0 also records every
+changed it (clipping inside the block), with loss scales that differ between
+ranks (logged non-finite, never a wrong value), or taking it for the engine's mean
+after a forward pass under autocast or in a 16-bit dtype. Rank 0 also records every
 conversion of a tensor to a host value that the tracker makes on the training
 thread: none after the collectives (:data:`EXPECTED_READS` lists the host-only ones).
 """
@@ -29,7 +31,9 @@ import torch
 import torch.multiprocessing as mp
 
 import cockpit
+from cockpit._ddp_average import full_precision
 from cockpit._pieces import Piece, _AveragedGrads
+from cockpit.engines.layer_stats import LayerStats
 from tests.distributed._runs import STEPS, records, train
 from tests.distributed.test_split_steps import _assert_matches_whole, _free_port
 
@@ -100,6 +104,7 @@ def rank_main(rank: int, world: int, port: int, out: str, case: str) -> None:
         "unequal": {"batch": UNEQUAL},
         "never_synced": {"batch": EQUAL, "ddp_sync": False},
         "clipped": {"batch": EQUAL, "clip": CLIP},
+        "autocast": {"batch": EQUAL, "autocast": True},
     }[case]
     try:
         logdir = Path(out) / case / f"rank{rank}"
@@ -153,8 +158,9 @@ def _saved(got: list[dict], summed: list[dict]) -> list[int]:
 def test_equal_pieces_take_the_gradient_from_ddp(runs, whole_equal):
     equal = runs("equal")
     _assert_matches_whole(runs.run_dir("equal"), whole_equal)
-    # D float64 not summed, 2 more in the MAX collective (the loss scales' range).
-    assert _saved(equal, runs("unequal")) == [STEPS * (D - 2) * 8] * 2
+    # 2 D float64 not summed (.grad's and the engine's mean), 2 more in the MAX
+    # collective (the loss scales' range).
+    assert _saved(equal, runs("unequal")) == [STEPS * (2 * D - 2) * 8] * 2
     reads = equal[0]["reads"]
     assert set(reads) <= EXPECTED_READS, reads
     assert reads["_distributed.py:gather_host"] == STEPS  # each step's header
@@ -164,7 +170,14 @@ def test_equal_pieces_take_the_gradient_from_ddp(runs, whole_equal):
 def test_a_gradient_ddp_never_averaged_is_summed(runs, whole_equal):
     never = runs("never_synced")
     _assert_matches_whole(runs.run_dir("never_synced"), whole_equal)
-    assert _saved(runs("equal"), never) == [STEPS * (D - 2) * 8] * 2
+    assert _saved(runs("equal"), never) == [STEPS * (2 * D - 2) * 8] * 2
+
+
+def test_under_autocast_the_engines_mean_is_summed(runs, whole_equal):
+    """Autocast leaves this float64 model in float64, but is seen: one D more."""
+    autocast = runs("autocast")
+    _assert_matches_whole(runs.run_dir("autocast"), whole_equal)
+    assert _saved(runs("equal"), autocast) == [STEPS * D * 8] * 2
 
 
 def test_clipping_inside_the_block_does_not_reach_the_logged_gradient(runs, tmp_path):
@@ -200,3 +213,16 @@ def test_loss_scales_that_differ_between_ranks_give_nan_not_a_wrong_value():
     high, negated_low = torch.tensor(1.0).double(), torch.tensor(-0.5).double()
     got = averaged.mean_gradient(high, negated_low)["w"]
     assert torch.isnan(got).all()
+
+
+def _layer(dtype: torch.dtype, rounding: float = 0.0) -> LayerStats:
+    grad = torch.zeros(2, dtype=dtype)
+    return LayerStats(grad=grad, sq_norms=grad, dots=grad, rounding=rounding)
+
+
+def test_full_precision_means_no_autocast_no_narrowed_layer_and_32_or_64_bits():
+    assert full_precision(False, [_layer(torch.float32), _layer(torch.float64)])
+    assert not full_precision(True, [_layer(torch.float64)])
+    narrowed = _layer(torch.float32, rounding=torch.finfo(torch.bfloat16).eps)
+    assert not full_precision(False, [_layer(torch.float64), narrowed])
+    assert not full_precision(False, [_layer(torch.bfloat16)])
