@@ -1,6 +1,7 @@
-"""The block's own gradient, kept as it arrives at each parameter.
+"""The block's own gradient: read from ``.grad`` as the backward pass ends, or kept
+as it arrives at each parameter (``cockpit/_block_grads.py``).
 
-It is scaled on arrival (the scaled product is the copy the block keeps), so what
+It is scaled as it is taken (the scaled product is the copy the block keeps), so what
 changes ``.grad`` in place later inside the block does not reach the statistics.
 """
 
@@ -56,3 +57,41 @@ def test_a_backward_pass_not_through_the_loss_is_refused(tmp_path):
         loss_fn(model(x), y)
         model(x).square().sum().backward()
     ck.close()
+
+
+def test_a_hook_after_accumulation_does_not_change_the_logged_gradient(tmp_path):
+    """A parameter hook run after its gradient is accumulated may change ``.grad``
+    before the backward pass ends: the gradient is then kept as it arrives, not read
+    from ``.grad``."""
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
+    x, y = _batch(3)
+    loss_fn(model(x), y).backward()
+    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
+    expected["total"] = torch.stack(list(expected.values())).norm()
+    model.zero_grad(set_to_none=True)
+
+    def inflate(p: torch.Tensor) -> None:
+        p.grad.mul_(10.0)
+
+    for p in model.parameters():
+        p.register_post_accumulate_grad_hook(inflate)
+    with ck.track():
+        loss_fn(model(x), y).backward()
+    ck.close()
+    assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
+
+
+def test_a_usual_block_hooks_no_parameter(tmp_path):
+    """With every ``.grad`` empty as the block opens, the block's gradient is read as
+    its backward pass ends: no hook on any parameter, and the logged gradient is
+    that of the step."""
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
+    x, y = _batch(4)
+    with ck.track():
+        hooked = [len(p._backward_hooks or {}) for p in model.parameters()]
+        loss_fn(model(x), y).backward()
+    ck.close()
+    assert hooked == [0, 0]
+    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
+    expected["total"] = torch.stack(list(expected.values())).norm()
+    assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
