@@ -131,9 +131,11 @@ class BlockGradients:
         reached = {name: grad for name, grad in grads.items() if grad is not None}
         if not reached:  # a pass that reached no parameter (autograd.grad)
             return
-        scale = self._grad_scale()
-        for name, grad in reached.items():
-            self._kept[name] = _flat(grad) * scale
+        # One fused product for all (torch._foreach_mul: the same products as one
+        # multiplication per parameter, one dispatch instead of one per tensor).
+        flat = [_flat(grad) for grad in reached.values()]
+        scaled = torch._foreach_mul(flat, self._grad_scale())
+        self._kept.update(zip(reached, scaled, strict=True))
 
     def _keep(self, name: str, grad: Tensor) -> None:
         """A gradient arriving at a parameter, scaled before DDP averages ``.grad``."""

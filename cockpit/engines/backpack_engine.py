@@ -76,14 +76,14 @@ class _LinearStats(FirstOrderModuleExtension):
         super().__init__(params=["bias", "weight"])
 
     def weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats | Factors:
-        return _linear_weight(ext, module, module.input0, g_out[0])
+        return _linear_weight(ext, module.weight, module.input0, g_out[0])
 
     def bias(self, ext, module, g_inp, g_out, bp_quantities) -> Factors:
-        return _linear_bias(ext, module, g_out[0])
+        return _linear_bias(ext, module.bias, g_out[0])
 
 
 def _linear_weight(
-    ext: PerSampleStats, module: nn.Linear, x: Tensor, out: Tensor
+    ext: PerSampleStats, weight: Tensor, x: Tensor, out: Tensor
 ) -> LayerStats | Factors:
     """The weight's factors ``(delta [N, out], x [N, in])``, or its statistics.
 
@@ -91,10 +91,10 @@ def _linear_weight(
     per-sample gradients ``sum_t delta_{n,t} x_{n,t}^T`` and reduce them here.
     """
     start = time.perf_counter()
-    (x, out), rounding = widen([x, out], module.weight.dtype)
+    (x, out), rounding = widen([x, out], weight.dtype)
     if x.dim() == 2 and ext.request.hist_budget != 0:
         scale = ext.scale(out.shape[0])
-        found = Factors.arrive(out, x, module.weight, ext.request, rounding, scale)
+        found = Factors.arrive(out, x, weight, ext.request, rounding, scale)
         ext.seconds += time.perf_counter() - start
         return found
     n = x.shape[0]
@@ -107,22 +107,22 @@ def _linear_weight(
     else:
         delta = delta * scale
     per_sample = delta.transpose(1, 2) @ x
-    stats = from_per_sample(per_sample, module.weight, ext.request)
+    stats = from_per_sample(per_sample, weight, ext.request)
     stats.rounding = rounding
     ext.seconds += time.perf_counter() - start
     return stats
 
 
-def _linear_bias(ext: PerSampleStats, module: nn.Linear, out: Tensor) -> Factors:
+def _linear_bias(ext: PerSampleStats, bias: Tensor, out: Tensor) -> Factors:
     """The bias's per-sample gradient ``delta_n`` is the factor pair (delta, 1)."""
     start = time.perf_counter()
-    (out,), rounding = widen([out], module.bias.dtype)
+    (out,), rounding = widen([out], bias.dtype)
     n = out.shape[0]
     if out.dim() > 2:
         out = out.reshape(n, -1, out.shape[-1]).sum(1)
     ones = ext.ones(out, n)
     scale = ext.scale(n)
-    found = Factors.arrive(out, ones, module.bias, ext.request, rounding, scale)
+    found = Factors.arrive(out, ones, bias, ext.request, rounding, scale)
     ext.seconds += time.perf_counter() - start
     return found
 
@@ -259,9 +259,9 @@ class PerSampleStats(FirstOrderBackpropExtension):
         """
         bias, weight = module.bias, module.weight
         if isinstance(bias, Tensor) and bias.requires_grad:
-            setattr(bias, SAVEFIELD, _linear_bias(self, module, grad_output))
+            setattr(bias, SAVEFIELD, _linear_bias(self, bias, grad_output))
         if isinstance(weight, Tensor) and weight.requires_grad:
-            setattr(weight, SAVEFIELD, _linear_weight(self, module, x, grad_output))
+            setattr(weight, SAVEFIELD, _linear_weight(self, weight, x, grad_output))
 
     def scale(self, batch_size: int) -> int | Tensor:
         """Factor from BackPACK's gradients of the batch loss to per-sample gradients.
