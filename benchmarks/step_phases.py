@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import torch
-from _overhead.configs import CONFIGS, PLAIN, Run, build_run
+from _overhead.configs import CONFIGS, Run, warm_runs
 from _overhead.problems import PROBLEMS, make_problem
 
 PHASES = ("zero_grad", "enter", "forward", "backward", "exit", "optimizer")
@@ -69,11 +69,7 @@ def main() -> None:
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-phases-") as logdir:
-            configs = [PLAIN, *(c for c in args.configs if c != PLAIN)]
-            runs = [build_run(problem, c, device, logdir) for c in configs]
-            for run in runs:
-                for _ in range(args.warmup):
-                    run.step(problem.batches)
+            runs = warm_runs(problem, args.configs, device, logdir, args.warmup)
             times: dict[str, list[list[float]]] = {run.config: [] for run in runs}
             for _ in range(args.rounds):
                 for run in runs:

@@ -127,3 +127,19 @@ def build_run(problem: Problem, config: str, device: torch.device, logdir: str) 
             **_tracking(config),
         )
     return Run(config, model, loss_fn, optimizer, ck, problem.loss_input)
+
+
+def warm_runs(
+    problem: Problem,
+    configs: list[str],
+    device: torch.device,
+    logdir: str,
+    warmup: int,
+) -> list[Run]:
+    """Plain training first, then each other configuration, ``warmup`` steps each."""
+    names = [PLAIN, *(c for c in configs if c != PLAIN)]
+    runs = [build_run(problem, c, device, logdir) for c in names]
+    for run in runs:
+        for _ in range(warmup):
+            run.step(problem.batches)
+    return runs
