@@ -11,8 +11,10 @@ the block made of it. Two routes, chosen as the block opens:
   module's output, reads it before ``backward()`` returns (before clipping). No
   hook per parameter is registered, called or removed.
 - **arrive**: otherwise, a tensor hook on each parameter keeps its gradient as it
-  arrives. A second backward pass in a read block switches to it as that pass
-  reaches the loss (the first pass was read already), so the passes add up.
+  arrives. A read block switches to it as a backward pass reaches the loss if that
+  pass is the second (the first was read already, so the passes add up) or if
+  ``.grad`` was set inside the block before it (a trainer zeroing the gradients
+  with ``set_to_none=False`` after the block opened).
 
 Either way the kept gradient is ``grad.reshape(-1) * (1 or 1/N) / c``, with ``c``
 the gradient that reached the loss output in that pass (the user's loss scale):
@@ -93,11 +95,12 @@ class BlockGradients:
         self._passes += 1
         if not self._read:
             return
-        if self._passes > 1:  # a second pass: its gradients add to the read ones
+        # A second pass adds to the gradients read from the first; ``.grad`` set
+        # inside the block before this pass (``zero_grad(set_to_none=False)``)
+        # would add to this one's: from here on, keep them as they arrive.
+        if self._passes > 1 or _touched(self.params):
             self._read = False
             self._hook_all()
-        elif _touched(self.params):
-            raise UsageError(_BEFORE_THE_LOSS)
         else:
             Variable._execution_engine.queue_callback(self._read_all)
 

@@ -95,3 +95,20 @@ def test_a_usual_block_hooks_no_parameter(tmp_path):
     expected = {n: p.grad.norm() for n, p in model.named_parameters()}
     expected["total"] = torch.stack(list(expected.values())).norm()
     assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
+
+
+def test_gradients_zeroed_inside_the_block_are_not_added(tmp_path):
+    """``zero_grad(set_to_none=False)`` after the block opened (as a trainer may do)
+    leaves zeros in ``.grad`` before the backward pass: the logged gradient is the
+    pass's own, as it arrives."""
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
+    x, y = _batch(5)
+    loss_fn(model(x), y).backward()
+    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
+    expected["total"] = torch.stack(list(expected.values())).norm()
+    model.zero_grad(set_to_none=True)
+    with ck.track():
+        model.zero_grad(set_to_none=False)
+        loss_fn(model(x), y).backward()
+    ck.close()
+    assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
