@@ -21,13 +21,25 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randn(6, 3, generator=gen, dtype=torch.float64)
 
 
+def _norms(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``||.grad||`` per parameter and in total, the layout ``grad_norm`` logs."""
+    norms = {n: p.grad.norm() for n, p in model.named_parameters()}
+    norms["total"] = torch.stack(list(norms.values())).norm()
+    return norms
+
+
+def _untracked_norms(model, loss_fn, x, y) -> dict[str, torch.Tensor]:
+    """:func:`_norms` of an untracked backward pass; ``.grad`` emptied after."""
+    loss_fn(model(x), y).backward()
+    norms = _norms(model)
+    model.zero_grad(set_to_none=True)
+    return norms
+
+
 def test_clipping_inside_the_block_does_not_change_the_logged_gradient(tmp_path):
     model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
     x, y = _batch()
-    loss_fn(model(x), y).backward()
-    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
-    expected["total"] = torch.stack(list(expected.values())).norm()
-    model.zero_grad(set_to_none=True)
+    expected = _untracked_norms(model, loss_fn, x, y)
     with ck.track():
         loss_fn(model(x), y).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
@@ -65,10 +77,7 @@ def test_a_hook_after_accumulation_does_not_change_the_logged_gradient(tmp_path)
     from ``.grad``."""
     model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
     x, y = _batch(3)
-    loss_fn(model(x), y).backward()
-    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
-    expected["total"] = torch.stack(list(expected.values())).norm()
-    model.zero_grad(set_to_none=True)
+    expected = _untracked_norms(model, loss_fn, x, y)
 
     def inflate(p: torch.Tensor) -> None:
         p.grad.mul_(10.0)
@@ -92,8 +101,7 @@ def test_a_usual_block_hooks_no_parameter(tmp_path):
         loss_fn(model(x), y).backward()
     ck.close()
     assert hooked == [0, 0]
-    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
-    expected["total"] = torch.stack(list(expected.values())).norm()
+    expected = _norms(model)
     assert_per_layer(cockpit.load(ck.run_dir), "grad_norm", 0, expected)
 
 
@@ -103,10 +111,7 @@ def test_gradients_zeroed_inside_the_block_are_not_added(tmp_path):
     pass's own, as it arrives."""
     model, loss_fn, ck = linear_cockpit(tmp_path, {"grad_norm": 1}, (4, 3))
     x, y = _batch(5)
-    loss_fn(model(x), y).backward()
-    expected = {n: p.grad.norm() for n, p in model.named_parameters()}
-    expected["total"] = torch.stack(list(expected.values())).norm()
-    model.zero_grad(set_to_none=True)
+    expected = _untracked_norms(model, loss_fn, x, y)
     with ck.track():
         model.zero_grad(set_to_none=False)
         loss_fn(model(x), y).backward()
