@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import torch
-from _overhead.configs import CONFIGS, PLAIN, Run, build_run
+from _overhead.configs import CONFIGS, PLAIN, Run, warm_runs
 from _overhead.problems import PROBLEMS, Batches, make_problem
 
 
@@ -72,11 +72,7 @@ def main() -> None:
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-fixed-") as logdir:
-            configs = [PLAIN, *(c for c in args.configs if c != PLAIN)]
-            runs = [build_run(problem, c, device, logdir) for c in configs]
-            for run in runs:
-                for _ in range(args.warmup):
-                    run.step(problem.batches)
+            runs = warm_runs(problem, args.configs, device, logdir, args.warmup)
             if args.profile:
                 for run in runs[1:]:
                     print(f"## {name} {run.config}")

@@ -13,6 +13,10 @@ Run from the repository root::
     .venv/bin/python benchmarks/values_unchanged.py record /tmp/after    # new commit
     .venv/bin/python benchmarks/values_unchanged.py compare /tmp/before /tmp/after
 
+``record --preset economy`` records that preset's quantities alone instead: without
+the second-order quantities of ``full``, BackPACK runs first-order extensions only,
+a route of its own (``Linear`` layers' factors kept by the tracker's hooks).
+
 A commit that adds a quantity to the ``full`` preset adds its key to every run, so the
 recordings differ by that key alone if nothing else changed. ``--new KEY [KEY ...]``
 drops those keys from the *after* recording (the values in ``steps.jsonl``, and the
@@ -45,14 +49,18 @@ CLOCKS = ("step_time", "tracker_time")
 META_STAMPS = ("created", "start_time", "end_time", "host", "run_name", "versions")
 
 
-def record(out: Path) -> None:
+def record(out: Path, preset: str | None = None) -> None:
     import torch
 
     import cockpit
     from cockpit.presets import PRESETS
     from tests.problems import PROBLEMS
 
-    quantities = {**dict.fromkeys(PRESETS["full"], 1), "early_stopping": 1, "cabs": 1}
+    if preset is None:
+        names = [*PRESETS["full"], "early_stopping", "cabs"]
+    else:
+        names = list(PRESETS[preset])
+    quantities = dict.fromkeys(names, 1)
     for problem in PROBLEMS:
         model, loss_fn = problem.make()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -171,7 +179,14 @@ def compare(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("record").add_argument("out", type=Path)
+    rec = sub.add_parser("record")
+    rec.add_argument("out", type=Path)
+    rec.add_argument(
+        "--preset",
+        choices=["economy", "business", "full"],
+        help="record this preset's quantities alone (default: full, early_stopping "
+        "and cabs)",
+    )
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
@@ -196,7 +211,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.command == "record":
-        record(args.out)
+        record(args.out, args.preset)
         return 0
     return compare(args.before, args.after, tuple(args.new), args.rtol, args.atol)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
@@ -28,6 +30,8 @@ class LossCapture:
     user's loss scale ``c`` (``loss / accumulation_steps`` gives ``1/K``, a gradient
     scaler its scale, a plain ``loss.backward()`` 1): :attr:`output_grad`, a 0-dim
     tensor on the device, read by the engines to undo it without a host sync.
+    :attr:`on_backward`, if set, is called as each backward pass reaches the output,
+    once ``output_grad`` holds that pass's ``c``.
     """
 
     def __init__(self, loss_fn: nn.Module, mean_reduction: bool):
@@ -39,6 +43,7 @@ class LossCapture:
         self.input_shape: torch.Size | None = None
         self.backward_reached = False
         self.output_grad: Tensor | None = None
+        self.on_backward: Callable[[], None] | None = None
 
     def __enter__(self) -> LossCapture:
         self.losses = []
@@ -78,6 +83,8 @@ class LossCapture:
     def _mark_backward(self, grad: Tensor) -> None:
         self.backward_reached = True
         self.output_grad = grad.detach()
+        if self.on_backward is not None:
+            self.on_backward()
 
     def loss_scale(self) -> Tensor:
         """``c``: the gradient that reached the loss output (after the backward)."""

@@ -14,17 +14,16 @@ submits what it returns.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from backpack import backpack, memory_cleanup
 from backpack.core.derivatives.convnd import weight_jac_t_save_memory
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from cockpit._block_grads import BlockGradients
 from cockpit._ddp_average import DDPAverage
 from cockpit._input_capture import InputMoments
 from cockpit._loss_capture import LossCapture
@@ -39,7 +38,6 @@ from cockpit.engines.func_engine import Batch, gram_parts
 from cockpit.engines.hessian import ForwardCapture
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.engines.module_func import ModuleGrads
-from cockpit.exceptions import UsageError
 from cockpit.quantities import Quantity
 from cockpit.quantities._view import StepStates
 
@@ -73,14 +71,6 @@ class TrackedStep:
         self.time = time.time()
         ck = self.ck
         engines = ck.engines
-        self._local_grads: dict[str, Tensor] = {}
-        self._scale_of: Tensor | None = None
-        self._loss_scales: list[Tensor] = []
-        handles = [
-            p.register_hook(functools.partial(self._keep_grad, name))
-            for name, p in ck.params.items()
-        ]
-        self._stack.callback(_remove_all, handles)
         self._losses = self._stack.enter_context(LossCapture(ck.loss_fn, ck.mean))
         self._declared = fill.declared(self.active)
         self._average = None
@@ -90,6 +80,10 @@ class TrackedStep:
         if ranks is not None and ranks.ddp is not None and averaged:
             self._average = DDPAverage(ranks.ddp, ck.params)
             self._stack.callback(self._average.attach().remove)
+        self._grads = self._stack.enter_context(
+            BlockGradients(ck.params, self._losses, ck.mean, self._average)
+        )
+        self._losses.on_backward = self._grads.at_loss
         self._input = None
         if "input_moments" in self._declared:
             self._input = self._stack.enter_context(InputMoments(ck.model))
@@ -145,49 +139,20 @@ class TrackedStep:
         self._seconds += time.perf_counter() - start
         return self
 
-    def _keep_grad(self, name: str, grad: Tensor) -> None:
-        """This block's own flat ``g_l``, scaled as it arrives, before DDP averages it.
-
-        The scaling is the copy the block needs: autograd may make the incoming
-        tensor ``.grad`` itself, which DDP then overwrites in place with the average
-        over ranks (and clipping inside the block rescales).
-        """
-        if self._average is not None:
-            self._average.arm()
-        if grad.requires_grad:
-            grad = grad.detach()
-        scaled = grad.reshape(-1) * self._grad_scale()
-        kept = self._local_grads.get(name)
-        self._local_grads[name] = scaled if kept is None else kept + scaled
-
-    def _grad_scale(self) -> Tensor:
-        """``(1 or 1/N) / c``: from a gradient of the user's loss to ``g`` of the mean.
-
-        Computed once per backward pass (``c``, the loss scale, is read at the loss
-        module's output, which the backward pass reaches before any parameter).
-        """
-        c = self._losses.output_grad
-        if c is None:
-            raise UsageError(
-                "A gradient reached a parameter inside the track() block before the "
-                "backward pass reached the loss computed with the Cockpit's loss_fn. "
-                "Start the block's backward pass at that loss (an extra term added "
-                "to it is fine; a separate backward pass of another loss is not)."
-            )
-        if c is not self._scale_of:
-            n = self._losses.batch_size()
-            self._scale_of, self._scale = c, (1.0 if self.ck.mean else 1.0 / n) / c
-            self._loss_scales.append(c)
-        return self._scale
-
     def _extend(self, extensions: list) -> None:
-        """Hook the modules the extensions need and open one ``backpack`` context."""
+        """Hook the modules the extensions need and open one ``backpack`` context.
+
+        First-order statistics alone (no curvature extension) take ``Linear``
+        layers past BackPACK (``direct``); the context is opened only if another
+        hooked module needs it.
+        """
         ck = self.ck
         auto = ck.engines.engine == "auto"
         found = {
             "reused": self._found.reused if auto else None,
             "failed": self._found.failed if auto else None,
         }
+        direct = {}
         if self._backpack_curvature:
             modules = ck.curvature_modules
             handles = backpack_engine.attach_hooks(
@@ -199,10 +164,15 @@ class TrackedStep:
                 **found,
             )
         else:
+            assert self._extension is not None
             modules = ck.engines.layers(ck.model)
-            handles = backpack_engine.attach_hooks(modules, **found)
+            direct = self._extension.direct()
+            handles = backpack_engine.attach_hooks(modules, direct=direct, **found)
         self._stack.callback(_remove_all, handles)
-        self._stack.callback(_clean_all, modules)
+        stored = [m for m in modules if type(m) not in direct]
+        if not stored:
+            return
+        self._stack.callback(_clean_all, stored)
         self._stack.enter_context(backpack(*extensions))
         self._stack.enter_context(weight_jac_t_save_memory(True))
 
@@ -228,7 +198,7 @@ class TrackedStep:
             seconds = self._seconds + time.perf_counter() - start
             n = states["count"]
             average = self._average
-            piece = Piece(states, layers, n, seconds, self._loss_scales)
+            piece = Piece(states, layers, n, seconds, self._grads.loss_scales)
             if average is not None:
                 piece.averaged, piece.autocast = average.grads, average.autocast
             whole = self.pieces.add(piece)
@@ -277,11 +247,11 @@ class TrackedStep:
     def _fill(self) -> tuple[dict[str, Any], dict[str, LayerStats]]:
         """Fill the due quantities' states of this block's batch."""
         ck = self.ck
+        grads = self._grads.gradients()
         losses = self._losses.per_sample_losses()
         n = losses.shape[0]
         if self._replay is not None:
             ck.func.adopt(self._replay.output, self._losses.input_shape)
-        grads = self._batch_gradients()
         layers = self._layer_stats(n, grads)
         states = fill.backward_states(
             self._declared,
@@ -364,18 +334,6 @@ class TrackedStep:
                     f"({type(error).__name__}: {str(error).splitlines()[0]})"
                 )
         return results
-
-    def _batch_gradients(self) -> dict[str, Tensor]:
-        """``g_l`` of this block's mean loss, without the user's loss scale ``c``."""
-        # From this block's own gradients (tensor hooks), not .grad: .grad holds
-        # earlier micro-batches too, and under DDP the average over ranks.
-        kept = self._local_grads
-        return {
-            name: kept[name]
-            if name in kept
-            else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
-            for name, p in self.ck.params.items()
-        }
 
     def _batch(self) -> Batch:
         assert self._replay is not None

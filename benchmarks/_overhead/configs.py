@@ -139,3 +139,19 @@ def _suffixed(values: dict[str, int], config: str) -> int | None:
 def _optional(name: str, value: int | None) -> dict[str, int]:
     """``{name: value}``, or nothing where ``value`` is None (the Cockpit's default)."""
     return {} if value is None else {name: value}
+
+
+def warm_runs(
+    problem: Problem,
+    configs: list[str],
+    device: torch.device,
+    logdir: str,
+    warmup: int,
+) -> list[Run]:
+    """Plain training first, then each other configuration, ``warmup`` steps each."""
+    names = [PLAIN, *(c for c in configs if c != PLAIN)]
+    runs = [build_run(problem, c, device, logdir) for c in names]
+    for run in runs:
+        for _ in range(warmup):
+            run.step(problem.batches)
+    return runs

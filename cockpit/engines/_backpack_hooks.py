@@ -2,13 +2,17 @@
 
 Like ``backpack.extend``, but removable, tolerant of in-place operations on a layer's
 output, and able to record modules that run twice, break the chain of modules, or
-make an extension fail, instead of stopping the backward pass.
+make an extension fail, instead of stopping the backward pass. Layer types with a
+*direct* handler (first-order statistics only: ``Linear``) skip BackPACK: the hook
+keeps the layer's input and hands it with the output gradient to the handler, which
+leaves what BackPACK's module extension would, without BackPACK's per-module
+dispatch, its attributes on the module, or their cleanup.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from backpack import hook_run_extensions, hook_store_io
@@ -18,7 +22,11 @@ from torch.utils.hooks import RemovableHandle
 from cockpit.engines.curvature import CHAIN_BROKEN
 from cockpit.exceptions import UnsupportedModelError, UsageError
 
-__all__ = ["attach_hooks"]
+__all__ = ["DirectHandler", "attach_hooks"]
+
+#: ``(module, input, output gradient) -> None``: a layer's first-order statistics
+#: without BackPACK (:func:`attach_hooks`).
+DirectHandler = Callable[[nn.Module, Tensor, Tensor], None]
 
 
 def attach_hooks(
@@ -29,6 +37,7 @@ def attach_hooks(
     reused: set[int] | None = None,
     broken: list[nn.Module] | None = None,
     failed: dict[int, str] | None = None,
+    direct: Mapping[type[nn.Module], DirectHandler] | None = None,
 ) -> list[RemovableHandle]:
     """Store the layer inputs and run the extensions on each output's gradient.
 
@@ -55,6 +64,10 @@ def attach_hooks(
             batch dimension, say an embedding of ``arange(T)``) records the error
             here by the module's ``id`` and the backward pass goes on, instead of
             the error stopping it.
+        direct: Layer type -> handler for modules of exactly that type, run
+            instead of BackPACK's extensions (only where no extension needs
+            BackPACK's chain of modules): nothing is stored on those modules, so
+            they need no ``memory_cleanup``.
 
     Raises:
         UsageError: From the forward pass, if a module runs twice in one tracked
@@ -67,6 +80,7 @@ def attach_hooks(
     seen: set[int] = set()
     skip = reused if reused is not None else set()
     stand_ins: dict[tuple, Tensor] = {}
+    handlers = direct if direct is not None else {}
 
     def store_and_watch(module: nn.Module, inputs: tuple, output: Tensor) -> None:
         if id(module) in seen:
@@ -80,17 +94,24 @@ def attach_hooks(
                 "step; use engine='auto' or engine='torch.func' for reused modules."
             )
         seen.add(id(module))
-        hook_store_io(module, inputs, output)
-        if not keep_outputs:
-            # BackPACK's first-order derivatives read only the output's shape;
-            # holding the output would keep it alive through the backward pass
-            # (25 MB for the first convolution of the 3c3d CNN). Layers of equal
-            # output shapes share one stand-in (no operation per layer).
-            module.output = _stand_in(output, stand_ins)
+        handler = handlers.get(type(module))
+        if handler is not None:
+            run = functools.partial(handler, module, inputs[0])
+        else:
+            hook_store_io(module, inputs, output)
+            if not keep_outputs:
+                # BackPACK's first-order derivatives read only the output's shape;
+                # holding the output would keep it alive through the backward pass
+                # (25 MB for the first convolution of the 3c3d CNN). Layers of equal
+                # output shapes share one stand-in (no operation per layer).
+                module.output = _stand_in(output, stand_ins)
+            run = functools.partial(_backpack, module)
         if isinstance(output, Tensor) and output.requires_grad:
             seed = sampling_seed if module is loss_fn else None
             output.register_hook(
-                functools.partial(_run_extensions, module, seed, skip, broken, failed)
+                functools.partial(
+                    _run_extensions, module, run, seed, skip, broken, failed
+                )
             )
 
     targets = [*modules, *([loss_fn] if loss_fn is not None else [])]
@@ -105,8 +126,14 @@ def _stand_in(output: Tensor, made: dict[tuple, Tensor]) -> Tensor:
     return made[key]
 
 
+def _backpack(module: nn.Module, grad_output: Tensor) -> None:
+    """BackPACK's extensions on ``module``, from the gradient of its output."""
+    hook_run_extensions(module, (None,), (grad_output,))
+
+
 def _run_extensions(
     module: nn.Module,
+    run: Callable[[Tensor], None],
     seed: Callable[[], int] | None,
     skip: set[int],
     broken: list[nn.Module] | None,
@@ -117,7 +144,7 @@ def _run_extensions(
         return
     try:
         if seed is None:
-            hook_run_extensions(module, (None,), (grad_output,))
+            run(grad_output)
             return
         device = grad_output.device
         cuda = device.type == "cuda"
@@ -127,7 +154,7 @@ def _run_extensions(
             if cuda:
                 with torch.cuda.device(device):
                     torch.cuda.manual_seed(value)
-            hook_run_extensions(module, (None,), (grad_output,))
+            run(grad_output)
     except Exception as error:
         chain = isinstance(error, AssertionError) and (
             "expects a backpropagation quantity" in str(error)

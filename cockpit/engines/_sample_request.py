@@ -164,6 +164,8 @@ def widen(tensors: list[Tensor], dtype: torch.dtype) -> tuple[list[Tensor], floa
         The tensors (integer ones unchanged) and the largest machine epsilon among
         the floating dtypes narrower than ``dtype`` (0 if none).
     """
+    if all([t.dtype == dtype for t in tensors]):  # the usual case, in one call
+        return tensors, 0.0
     precision = _eps(dtype)
     rounding = max((_eps(t.dtype) for t in tensors), default=0.0)
     rounding = rounding if rounding > precision else 0.0

@@ -65,7 +65,7 @@ def sample_request(
         sum_sq="sum_sq" in names,
         hist_budget=hist_samples if "hist" in names else None,
         with_param_values=any({"hist", "params"} <= q.states for q in active),
-        total_params=sum(p.numel() for p in params.values()),
+        total_params=sum([p.numel() for p in params.values()]),
         keep_for_projection=any(q.keeps_for_step(step) for q in active),
         generator=generator,
     )

@@ -52,7 +52,7 @@ PACKAGE = Path(cockpit.__file__).parent
 EXPECTED_READS = {
     "_distributed.py:gather_host",
     "tracker.py:sampling_seed",
-    "_backpack_hooks.py:_run_extensions",
+    "_backpack_hooks.py:_backpack",
     "moves.py:_verify",
 }
 _CONVERSIONS = ("item", "tolist", "__int__", "__float__", "__bool__", "__index__")
