@@ -16,6 +16,12 @@ the block made of it. Two routes, chosen as the block opens:
   ``.grad`` was set inside the block before it (a trainer zeroing the gradients
   with ``set_to_none=False`` after the block opened).
 
+A backward pass that never reaches the loss output is seen only as gradients in
+``.grad``: a block in which no pass reaches it is refused, but a separate backward
+pass of another loss beside the loss's own is not detected, and the statistics then
+describe the loss's gradient (with it or without the other's part, by route), not
+``.grad``. Add such terms to the loss before ``backward()``.
+
 Either way the kept gradient is ``grad.reshape(-1) * (1 or 1/N) / c``, with ``c``
 the gradient that reached the loss output in that pass (the user's loss scale):
 the scaled product is the copy the block keeps, so what changes ``.grad`` in place
