@@ -37,7 +37,13 @@ from cockpit.engines._sample_request import (
     widen,
 )
 
-__all__ = ["KEEP_ELEMENTS", "ConvFactors", "factor_route", "reduce_all"]
+__all__ = [
+    "KEEP_ELEMENTS",
+    "ConvFactors",
+    "factor_route",
+    "reduce_all",
+    "unfold_patches",
+]
 
 #: Per-sample gradient numbers a step may keep for projections known only after
 #: ``optimizer.step()`` (alpha), all layers together: 32 MB in float32.
@@ -156,7 +162,9 @@ class ConvFactors:
         buffer = delta.new_empty((n if keep else chunk, p, d))
 
         def per_sample(rows: slice) -> Tensor:
-            unfolded = self._unfold(x[rows], t)
+            unfolded = unfold_patches(
+                x[rows], weight.shape[2:], self.dilation, self.stride, t
+            )
             out = buffer[rows] if keep else buffer[: unfolded.shape[0]]
             return torch.bmm(delta[rows], unfolded.transpose(1, 2), out=out).flatten(1)
 
@@ -176,24 +184,32 @@ class ConvFactors:
         stats.rounding = self.rounding
         return stats
 
-    def _unfold(self, padded: Tensor, t: int) -> Tensor:
-        """``[c, d, T]``: ``F.unfold`` of padded inputs, as one strided copy.
 
-        The patches are a strided view ``[c, C_in, k_h, k_w, H_out, W_out]`` of the
-        input; copying it is several times faster than ``F.unfold`` on a CPU.
-        """
-        c, channels = padded.shape[:2]
-        k_h, k_w = self.param.shape[2:]
-        s_n, s_c, s_h, s_w = padded.stride()
-        (d_h, d_w), (t_h, t_w) = self.dilation, self.stride
-        h_out = (padded.shape[2] - d_h * (k_h - 1) - 1) // t_h + 1
-        w_out = t // h_out
-        patches = padded.as_strided(
-            (c, channels, k_h, k_w, h_out, w_out),
-            (s_n, s_c, d_h * s_h, d_w * s_w, t_h * s_h, t_w * s_w),
-            padded.storage_offset(),
-        )
-        return patches.reshape(c, channels * k_h * k_w, t)
+def unfold_patches(
+    padded: Tensor,
+    kernel_size: tuple[int, ...],
+    dilation: tuple[int, ...],
+    stride: tuple[int, ...],
+    t: int,
+) -> Tensor:
+    """``[c, d, T]``: ``F.unfold`` of padded inputs ``[c, C_in, H, W]``, one copy.
+
+    The patches are a strided view ``[c, C_in, k_h, k_w, H_out, W_out]`` of the
+    input; copying it is several times faster than ``F.unfold`` on a CPU.
+    ``d = C_in k_h k_w``; ``T = H_out W_out`` output positions.
+    """
+    c, channels = padded.shape[:2]
+    k_h, k_w = kernel_size
+    s_n, s_c, s_h, s_w = padded.stride()
+    (d_h, d_w), (t_h, t_w) = dilation, stride
+    h_out = (padded.shape[2] - d_h * (k_h - 1) - 1) // t_h + 1
+    w_out = t // h_out
+    patches = padded.as_strided(
+        (c, channels, k_h, k_w, h_out, w_out),
+        (s_n, s_c, d_h * s_h, d_w * s_w, t_h * s_h, t_w * s_w),
+        padded.storage_offset(),
+    )
+    return patches.reshape(c, channels * k_h * k_w, t)
 
 
 def reduce_all(
