@@ -20,41 +20,21 @@ from torch import nn
 from cockpit.engines import _conv_diag_ggn, layer_stats
 from cockpit.engines.curvature import diagonal_extension
 from tests import reference_curvature
+from tests.engines.conv_cases import CONVOLUTIONS, problem
 
-N = 4
-
-#: (name, convolution, input shape without batch): the geometries BackPACK
-#: backpropagates through (not ``padding="same"``); the last two keep its route.
-CONVOLUTIONS = [
-    ("plain", lambda: nn.Conv2d(3, 4, 3), (3, 5, 5)),
-    ("stride", lambda: nn.Conv2d(2, 3, 3, stride=2), (2, 7, 7)),
-    ("padding", lambda: nn.Conv2d(2, 4, (3, 2), padding=(1, 0)), (2, 3, 3)),
-    ("dilation-no-bias", lambda: nn.Conv2d(2, 3, 2, dilation=2, bias=False), (2, 5, 5)),
-    ("all", lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2), (2, 6, 6)),
-    ("groups", lambda: nn.Conv2d(4, 2, 3, groups=2, padding=1), (4, 3, 3)),
-    (
-        "reflect",
-        lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
-        (2, 3, 3),
-    ),
-]
-IDS = [c[0] for c in CONVOLUTIONS]
-CASES = [c[1:] for c in CONVOLUTIONS]
-#: BackPACK pads with zeros whatever the padding mode, so its diagonal is not the
-#: GGN's for "reflect"; the route leaves that layer to BackPACK (compared below).
-EXACT = [(i, c) for i, c in zip(IDS, CASES, strict=True) if i != "reflect"]
+#: BackPACK backpropagates through every case but ``padding="same"``; it pads with
+#: zeros whatever the padding mode, so its diagonal is not the GGN's for "reflect",
+#: where the patch route leaves the layer to it (compared with BackPACK below).
+#: "groups", "reflect", "conv1d" and "transpose" keep BackPACK's route.
+BACKPACK = [c for c in CONVOLUTIONS if c[0] != "same"]
+EXACT = [c for c in BACKPACK if c[0] != "reflect"]
+OFF_ROUTE = {"groups", "reflect", "conv1d", "transpose"}
 
 
-def _problem(make_conv, shape):
-    torch.manual_seed(0)
-    conv = make_conv().double()
-    with torch.no_grad():
-        features = conv(torch.zeros(1, *shape, dtype=torch.float64)).numel()
-    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(features, 3))
-    model = model.double()
-    x = torch.randn(N, *shape, dtype=torch.float64)
-    y = torch.randint(0, 3, (N,))
-    return model, nn.CrossEntropyLoss(), x, y
+def _cases(cases):
+    return pytest.mark.parametrize(
+        "make_conv, shape", [c[1:] for c in cases], ids=[c[0] for c in cases]
+    )
 
 
 def _backward_input(x):
@@ -84,11 +64,9 @@ def chunking(request, monkeypatch):
         monkeypatch.setattr(layer_stats, "CHUNK_ELEMENTS", request.param)
 
 
-@pytest.mark.parametrize(
-    "make_conv, shape", [c for _, c in EXACT], ids=[i for i, _ in EXACT]
-)
+@_cases(EXACT)
 def test_exact_diagonal_matches_the_ggn_from_jacobians(chunking, make_conv, shape):
-    model, loss_fn, x, y = _problem(make_conv, shape)
+    model, loss_fn, x, y = problem(make_conv, shape)
     found = _diagonals(model, loss_fn, x, y, diagonal_extension("ggn_exact"))
     expected = reference_curvature.ggn(model, loss_fn, x, y).diagonal()
     expected = reference_curvature.unflatten(model, expected)
@@ -96,11 +74,11 @@ def test_exact_diagonal_matches_the_ggn_from_jacobians(chunking, make_conv, shap
         torch.testing.assert_close(diagonal, expected[name].view_as(diagonal))
 
 
-@pytest.mark.parametrize("make_conv, shape", CASES, ids=IDS)
+@_cases(BACKPACK)
 @pytest.mark.parametrize("samples", [1, 3])
 def test_monte_carlo_diagonal_matches_backpacks(chunking, make_conv, shape, samples):
     """Same sampled labels, so BackPACK's own route is the reference."""
-    model, loss_fn, x, y = _problem(make_conv, shape)
+    model, loss_fn, x, y = problem(make_conv, shape)
     patched = diagonal_extension("ggn_mc")
     if samples != 1:
         patched = DiagGGNMC(mc_samples=samples)
@@ -124,11 +102,11 @@ def test_route_taken_where_documented(monkeypatch):
         return route(module, factor)
 
     monkeypatch.setattr(_conv_diag_ggn, "weight_diagonal", record)
-    for name, make_conv, shape in CONVOLUTIONS:
-        model, loss_fn, x, y = _problem(make_conv, shape)
+    for name, make_conv, shape in BACKPACK:
+        model, loss_fn, x, y = problem(make_conv, shape)
         taken.clear()
         _diagonals(model, loss_fn, x, y, diagonal_extension("ggn_exact"))
-        assert (len(taken) == 1) == (name not in {"groups", "reflect"}), name
+        assert (len(taken) == 1) == (name not in OFF_ROUTE), name
 
 
 def test_exact_extension_is_backpacks_elsewhere():
