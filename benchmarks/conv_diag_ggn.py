@@ -10,19 +10,31 @@ machine inflate it less than wall time), medians over ``--repeats`` calls, the t
 routes interleaved; and the largest relative difference of the two results::
 
     .venv/bin/python benchmarks/conv_diag_ggn.py --threads 1
+
+With ``--tracked STEPS``, instead, whole ``business`` steps of the overhead
+benchmark's 3c3d (``_overhead``), the route switched every step in one process
+(BackPACK's by making :func:`~cockpit.engines._conv_diag_ggn.patch_route` refuse
+every layer): the medians of the training thread's CPU time and of the wall time
+per step (with more than one thread the wall time is the one to read)::
+
+    .venv/bin/python benchmarks/conv_diag_ggn.py --threads 1 --tracked 12
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
+from _overhead.configs import build_run
+from _overhead.problems import make_problem
 from backpack.utils import conv as backpack_conv
 from torch import Tensor, nn
 
+from cockpit.engines import _conv_diag_ggn
 from cockpit.engines._conv_diag_ggn import weight_diagonal
 
 #: 3c3d's convolutions (DeepOBS) and their input sizes.
@@ -48,15 +60,48 @@ def thread_ms(
     return 1e3 * (time.thread_time() - start)
 
 
+def tracked_steps(steps: int) -> None:
+    """Median thread CPU and wall ms of ``business`` steps on 3c3d, alternating."""
+    patch_route = _conv_diag_ggn.patch_route
+    problem = make_problem("3c3d", torch.device("cpu"))
+    with tempfile.TemporaryDirectory(prefix="cockpit-diag-") as logdir:
+        run = build_run(problem, "business", torch.device("cpu"), logdir)
+        run.step(problem.batches)  # warm-up
+        times: dict[str, list[tuple[float, float]]] = {"BackPACK": [], "patches": []}
+        try:
+            for step in range(steps):
+                route = "patches" if step % 2 else "BackPACK"
+                _conv_diag_ggn.patch_route = (
+                    patch_route if route == "patches" else lambda module: False
+                )
+                cpu, wall = time.thread_time(), time.perf_counter()
+                run.step(problem.batches)
+                cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+                times[route].append((1e3 * cpu, 1e3 * wall))
+        finally:
+            _conv_diag_ggn.patch_route = patch_route
+        run.flush()
+        run.ck.close()
+    print(f"3c3d business, {steps} steps alternating, median ms per step:")
+    for route, values in times.items():
+        cpu = statistics.median(v[0] for v in values)
+        wall = statistics.median(v[1] for v in values)
+        print(f"- {route}: thread CPU {cpu:.1f}, wall {wall:.1f} ({len(values)} steps)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--columns", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tracked", type=int, metavar="STEPS")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.tracked:
+        tracked_steps(args.tracked)
+        return
     print(f"intra-op threads: {args.threads}, batch {args.batch}")
     print("| layer | V | BackPACK ms | patches ms | ratio | max rel. difference |")
     print("|---|---:|---:|---:|---:|---:|")
