@@ -69,6 +69,7 @@ class ChunkReducer:
             "extremes": [],
         }
         self.sum_sq: Tensor | None = None
+        self.squares: Tensor | None = None
 
     def add(self, block: Tensor, reused: bool = False) -> None:
         """Reduce ``block`` ``[c, D_l]``, the next c samples' gradients.
@@ -79,15 +80,19 @@ class ChunkReducer:
 
         """
         parts = self.parts
-        parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
+        if self.request.sum_sq:
+            # One squared copy serves both sums, written into one buffer per layer.
+            squares = torch.square(block, out=self._squares(block))
+            parts["sq"].append(squares.sum(1))
+            summed = squares.sum(0)
+            self.sum_sq = summed if self.sum_sq is None else self.sum_sq + summed
+        else:
+            parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
         parts["dots"].append(block @ self.grad)
         if self.block_sum is not None:
             self.block_sum += block.sum(0)
         if self.direction is not None:
             parts["proj"].append(block @ self.direction)
-        if self.request.sum_sq:
-            squares = block.square().sum(0)
-            self.sum_sq = squares if self.sum_sq is None else self.sum_sq + squares
         if self.hist:
             parts["extremes"].append(torch.stack(torch.aminmax(block)))
             picked = (
@@ -98,6 +103,12 @@ class ChunkReducer:
             if reused and self.positions is None:
                 picked = picked.clone()  # indexing above copies already
             parts["hist"].append(picked.reshape(-1))
+
+    def _squares(self, block: Tensor) -> Tensor:
+        """A ``[c, D_l]`` buffer for ``block``'s squares, kept for the next blocks."""
+        if self.squares is None or self.squares.shape[0] < block.shape[0]:
+            self.squares = block.new_empty(block.shape)
+        return self.squares[: block.shape[0]]
 
     def finish(self, project: Callable[[Tensor], Tensor] | None) -> LayerStats:
         """The statistics of all blocks added.

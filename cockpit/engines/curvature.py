@@ -29,6 +29,7 @@ from backpack.extensions.backprop_extension import BackpropExtension
 from torch import Tensor, nn
 
 from cockpit.engines import ggn_gram
+from cockpit.engines._conv_diag_ggn import PatchDiagGGNConv2d
 from cockpit.engines._savefield import take
 from cockpit.exceptions import ConfigurationError, UnsupportedModelError
 
@@ -38,6 +39,9 @@ DIAGONALS: dict[str, tuple[type[BackpropExtension], str]] = {
     "ggn_exact": (DiagGGNExact, "diag_ggn_exact"),
     "hessian": (DiagHessian, "diag_h"),
 }
+
+#: Diagonal sources whose ``Conv2d`` weights take the patch route.
+PATCHED_DIAGONALS = frozenset({"ggn_mc", "ggn_exact"})
 
 #: Kronecker-factored curvature: option value -> (extension class, savefield).
 KRONECKER: dict[str, tuple[type[BackpropExtension], str]] = {
@@ -53,6 +57,19 @@ def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
             f"Unknown {kind} {value!r}. Choose one of: {', '.join(sorted(valid))}."
         )
     return value
+
+
+def diagonal_extension(name: str) -> BackpropExtension:
+    """BackPACK's extension of the diagonal source ``name``.
+
+    The GGN diagonals of ``Conv2d`` weights come from strided input patches
+    (:mod:`cockpit.engines._conv_diag_ggn`: the same values up to float rounding,
+    without ``F.unfold`` and without a ``[V, N, p, d]`` tensor).
+    """
+    extension = DIAGONALS[name][0]()
+    if name in PATCHED_DIAGONALS:
+        extension.set_module_extension(nn.Conv2d, PatchDiagGGNConv2d(), overwrite=True)
+    return extension
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class CurvatureRequest:
                 factor).
 
         """
-        exts = [DIAGONALS[name][0]() for name in sorted(self.diagonals)]
+        exts = [diagonal_extension(name) for name in sorted(self.diagonals)]
         exts += [KRONECKER[name][0]() for name in sorted(self.kronecker)]
         if self.gram is not None:
             gram = self.gram
@@ -204,11 +221,13 @@ __all__ = [
     "CHAIN_BROKEN",
     "DIAGONALS",
     "KRONECKER",
+    "PATCHED_DIAGONALS",
     "Curvature",
     "CurvatureRequest",
     "GramRequest",
     "check_choice",
     "check_supported",
     "collect",
+    "diagonal_extension",
     "leaf_modules",
 ]

@@ -18,41 +18,7 @@ from cockpit.engines import _conv_factors, backpack_engine, layer_stats
 from cockpit.engines._conv_factors import ConvFactors, factor_route
 from cockpit.engines.layer_stats import SampleRequest
 from tests import reference
-
-N = 5
-
-#: (name, convolution, input shape without batch): stride, padding (also "same"
-#: and reflected), dilation, groups, with and without bias, and the other
-#: convolution types' biases. All ungrouped Conv2d take the factor route.
-CONVOLUTIONS = [
-    ("plain", lambda: nn.Conv2d(3, 8, 3), (3, 5, 5)),
-    ("stride", lambda: nn.Conv2d(3, 5, 3, stride=2), (3, 7, 7)),
-    ("padding", lambda: nn.Conv2d(3, 8, (3, 2), padding=(1, 0)), (3, 3, 3)),
-    ("dilation-no-bias", lambda: nn.Conv2d(2, 8, 2, dilation=2, bias=False), (2, 5, 5)),
-    ("all", lambda: nn.Conv2d(3, 6, 3, stride=2, padding=1, dilation=2), (3, 7, 7)),
-    (
-        "reflect",
-        lambda: nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"),
-        (3, 3, 3),
-    ),
-    ("same", lambda: nn.Conv2d(2, 8, (2, 3), padding="same", dilation=2), (2, 3, 3)),
-    ("groups", lambda: nn.Conv2d(4, 6, 3, groups=2, padding=1), (4, 4, 4)),
-    ("many-positions", lambda: nn.Conv2d(3, 2, 2), (3, 6, 6)),
-    ("conv1d", lambda: nn.Conv1d(3, 4, 3, stride=2), (3, 9)),
-    ("transpose", lambda: nn.ConvTranspose2d(3, 2, 3, stride=2), (3, 3, 3)),
-]
-
-
-def _problem(make_conv, shape):
-    torch.manual_seed(0)
-    conv = make_conv().double()
-    with torch.no_grad():
-        features = conv(torch.zeros(1, *shape, dtype=torch.float64)).numel()
-    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(features, 3))
-    model = model.double()
-    x = torch.randn(N, *shape, dtype=torch.float64)
-    y = torch.randint(0, 3, (N,))
-    return model, nn.CrossEntropyLoss(), x, y
+from tests.engines.conv_cases import CONVOLUTIONS, N, problem
 
 
 def _tracked(model, loss_fn, x, y, request):
@@ -77,7 +43,7 @@ def test_statistics_match_per_sample_gradients(monkeypatch, make_conv, shape, ke
     """Every statistic; the later projection by convolution and on kept gradients."""
     if keep is not None:
         monkeypatch.setattr(_conv_factors, "KEEP_ELEMENTS", keep)
-    model, loss_fn, x, y = _problem(make_conv, shape)
+    model, loss_fn, x, y = problem(make_conv, shape)
     generator = torch.Generator().manual_seed(1)
     directions = {
         name: torch.randn(p.numel(), dtype=torch.float64, generator=generator)
@@ -122,7 +88,7 @@ def test_factor_route_taken_where_documented(monkeypatch):
     monkeypatch.setattr(ConvFactors, "arrive", staticmethod(record))
     routes = []
     for _, make_conv, shape in CONVOLUTIONS:
-        model, loss_fn, x, y = _problem(make_conv, shape)
+        model, loss_fn, x, y = problem(make_conv, shape)
         _tracked(model, loss_fn, x, y, SampleRequest(mean_reduction=True))
         conv = model[0]
         expected = isinstance(conv, nn.Conv2d) and factor_route(conv)
@@ -133,7 +99,7 @@ def test_factor_route_taken_where_documented(monkeypatch):
 
 def test_small_chunks_same_statistics(monkeypatch):
     """One sample per chunk gives the statistics of one chunk for all samples."""
-    model, loss_fn, x, y = _problem(CONVOLUTIONS[1][1], CONVOLUTIONS[1][2])
+    model, loss_fn, x, y = problem(CONVOLUTIONS[1][1], CONVOLUTIONS[1][2])
     request = SampleRequest(mean_reduction=True, sum_sq=True)
     whole = _tracked(model, loss_fn, x, y, request)["0.weight"]
     model.zero_grad()
