@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from _overhead.configs import LR
+from _overhead.configs import LR, Run
 from _overhead.problems import PROBLEMS, make_problem
 from torch import Tensor, nn
 
@@ -67,27 +67,21 @@ def recorded_projections(name: str, steps: int, products: int) -> list[Tensor]:
         found.append(0.5 * (q @ hq.T + hq @ q.T))
         return result
 
-    quantity = HessMaxEv(tol=1e-30, max_iter=products, max_error=None)
+    # Capped on purpose: no stopping rule, every product kept.
+    capped = HessMaxEv(tol=1e-30, max_iter=products, max_error=None)
+    tracking = {
+        "preset": None,
+        "quantities": {"hess_max_ev": capped},
+        "loss_input": problem.loss_input,
+    }
     eigen_solve._SOLVERS["lanczos"] = recording
     try:
         with tempfile.TemporaryDirectory() as logdir, warnings.catch_warnings():
-            warnings.simplefilter("ignore", CockpitWarning)  # capped on purpose
-            ck = cockpit.Cockpit(
-                model,
-                loss_fn,
-                optimizer,
-                logdir=logdir,
-                preset=None,
-                quantities={"hess_max_ev": quantity},
-                loss_input=problem.loss_input,
-            )
-            to_loss = problem.loss_input or (lambda out: out)
-            for step in range(steps):
-                x, y = problem.batches[step % len(problem.batches)]
-                optimizer.zero_grad()
-                with ck.track():
-                    loss_fn(to_loss(model(x)), y).backward()
-                optimizer.step()
+            warnings.simplefilter("ignore", CockpitWarning)
+            ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=logdir, **tracking)
+            run = Run("recorded", model, loss_fn, optimizer, ck, problem.loss_input)
+            for _ in range(steps):
+                run.step(problem.batches)
             ck.close()
     finally:
         eigen_solve._SOLVERS["lanczos"] = original
