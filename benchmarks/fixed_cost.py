@@ -9,8 +9,8 @@ thread alone (``time.thread_time``)::
     .venv/bin/python benchmarks/fixed_cost.py --problems mlp deep_mlp
 
 Medians over ``--rounds`` blocks of ``--steps`` steps. With ``--profile`` it prints,
-per problem and configuration, the tracked steps' cProfile (top functions by own time
-and by calls, training thread only) instead of timing them.
+per problem and configuration, the tracked steps' cProfile (top functions by own time,
+by calls and by cumulative time; training thread only) instead of timing them.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ def cpu_ms_per_step(run: Run, batches: Batches, steps: int) -> tuple[float, floa
 
 
 def profile(run: Run, batches: Batches, steps: int, top: int) -> None:
-    """Print cProfile's top functions by own time and by calls over ``steps`` steps."""
+    """Print cProfile's top functions by own time, by calls and by cumulative time.
+
+    The cumulative table names the parts of a step (the eigensolve, a BackPACK
+    extension's module hook) and what each costs with everything it calls.
+    """
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(steps):
@@ -49,6 +53,7 @@ def profile(run: Run, batches: Batches, steps: int, top: int) -> None:
     stats = pstats.Stats(profiler)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("ncalls").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 def main() -> None:

@@ -72,7 +72,9 @@ quantities only every 10th step; ``full-scheduled`` is that default, whose cost 
 the mean, not the median), and each quantity in ``REGISTRY`` alone
 (``preset=None, quantities=[name]``) at every step, with its default options, and
 ``ggn_top_eigen/lanczos`` (``GgnTopEigen(method="lanczos")``, matrix-free),
-``hess_max_ev/max_error`` (``HessMaxEv(max_error=0.05)``, the residual rule) and
+``hess_max_ev/settled`` and ``full/settled`` (``HessMaxEv(max_error=None)``: the
+estimate settled to ``tol`` alone, the stopping rule before the residual rule became
+the default; alone, and with every quantity of ``full`` at every step) and
 ``hutchinson+hess_max_ev`` (``hess_trace`` with ``curvature="hessian"`` and
 ``hess_max_ev`` together: one replay and one gradient graph). A
 configuration followed by ``/torch.func`` forces that engine (``economy/torch.func``;
