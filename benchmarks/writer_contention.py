@@ -10,15 +10,18 @@ medians of all timed steps), each a variant of the same tracked training:
   concurrent writer work;
 * ``economy/1-thread``, ``plain/1-thread``: ``torch.set_num_threads(1)`` during the
   block (restored after it);
+* ``economy/writer-held+1-thread``: both;
 * ``economy/switch-0.5ms``: ``sys.setswitchinterval(5e-4)`` during the block, a
   diagnostic only (restored after it): if the training thread waits for the GIL
   held by the writer, a shorter switch interval shortens each wait.
 
-Per variant: median wall ms per step, median CPU ms of the training thread per step
-(``time.thread_time``), their difference (time the training thread was runnable or
-blocked but not running: waiting for the GIL, for the pool's threads, or for a
-CPU), the writer thread's CPU ms per step (``RunWriter.cpu_seconds``, counted over
-the block and the flush after it; two records per economy step), and how many
+Per variant, medians over the steps of the training thread's wall ms per step and
+its parts: on a CPU (``time.thread_time``), waiting for a CPU (runnable, but other
+threads or processes had the cores; from the kernel's
+``/proc/thread-self/schedstat``), and asleep (the rest: blocked on the GIL, or on
+the intra-op pool's threads; the parts' medians need not add up to the wall
+time's); the writer thread's CPU ms per step (``RunWriter.cpu_seconds``, counted
+over the block and the flush after it; two records per economy step), and how many
 blocks other processes contended (``overhead.py``'s ``/proc/stat`` check; before
 each block the script waits for quiet CPUs, up to ``--patience`` seconds in all)::
 
@@ -96,6 +99,12 @@ def _as_is() -> Iterator[None]:
     yield
 
 
+@contextmanager
+def _held_one_thread(run: Run) -> Iterator[None]:
+    with _writer_held(run), _threads(1):
+        yield
+
+
 #: Variant -> (configuration it trains, context around its timed block).
 VARIANTS: dict[str, tuple[str, Callable[[Run], object]]] = {
     PLAIN: (PLAIN, lambda run: _as_is()),
@@ -103,16 +112,34 @@ VARIANTS: dict[str, tuple[str, Callable[[Run], object]]] = {
     ECONOMY: (ECONOMY, lambda run: _as_is()),
     "economy/writer-held": (ECONOMY, _writer_held),
     "economy/1-thread": (ECONOMY, lambda run: _threads(1)),
+    "economy/writer-held+1-thread": (ECONOMY, lambda run: _held_one_thread(run)),
     "economy/switch-0.5ms": (ECONOMY, lambda run: _switch_interval(5e-4)),
 }
 
 
+def _queued() -> float:
+    """Seconds this thread has waited for a CPU, from the kernel.
+
+    The second field of ``/proc/thread-self/schedstat``: time runnable but waiting
+    in a run queue (other threads or processes had the CPUs), added when the thread
+    gets a CPU. Wall time minus that and the CPU time (``time.thread_time``; the
+    first field is only updated at ticks) is the time the thread slept: blocked on
+    the GIL, on a lock, or on the intra-op pool.
+    """
+    with open("/proc/thread-self/schedstat") as stat:
+        return 1e-9 * int(stat.read().split()[1])
+
+
+#: Per step: wall, on a CPU, waiting for a CPU, asleep (wall - the other two).
+METRICS = ("wall", "cpu", "queued", "asleep")
+
+
 def _block(
     run: Run, batches, steps: int, context, monitor: CpuMonitor
-) -> tuple[list, list, float, bool]:
-    """Wall and thread-CPU seconds of each step, the writer's CPU seconds per step,
+) -> tuple[dict[str, list[float]], float, bool]:
+    """:data:`METRICS` of each step (seconds), the writer's CPU seconds per step,
     and whether other processes used the CPUs meanwhile (waits for quiet first)."""
-    walls, cpus = [], []
+    times: dict[str, list[float]] = {m: [] for m in METRICS}
     monitor.wait_for_quiet()
     writer = run.ck.writer if run.ck is not None else None
     run.flush()
@@ -120,15 +147,19 @@ def _block(
     before = monitor.snapshot()
     with context(run):
         for _ in range(steps):
-            wall, cpu = time.perf_counter(), time.thread_time()
+            queued, cpu, wall = _queued(), time.thread_time(), time.perf_counter()
             run.step(batches)
-            cpus.append(time.thread_time() - cpu)
-            walls.append(time.perf_counter() - wall)
+            wall = time.perf_counter() - wall
+            cpu, queued = time.thread_time() - cpu, _queued() - queued
+            for metric, value in zip(
+                METRICS, (wall, cpu, queued, wall - cpu - queued), strict=True
+            ):
+                times[metric].append(value)
     contended = monitor.contended(monitor.others_share(before, monitor.snapshot()))
     run.flush()
     time.sleep(0.01)  # the writer updates cpu_seconds after the flush item
     writer_cpu = (writer.cpu_seconds - writer_before) if writer is not None else 0.0
-    return walls, cpus, writer_cpu / steps, contended
+    return times, writer_cpu / steps, contended
 
 
 def main() -> None:
@@ -152,10 +183,10 @@ def main() -> None:
         f"load average before {os.getloadavg()}\n"
     )
     print(
-        "| problem | variant | wall ms/step | training thread CPU ms/step | "
-        "wall - CPU | writer CPU ms/step | wall ratio to plain | contended blocks |"
+        "| problem | variant | wall ms/step | on a CPU | waiting for a CPU | asleep "
+        "| writer CPU ms/step | wall ratio to plain | contended blocks |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     monitor = CpuMonitor(threshold=0.15, patience=args.patience)
     for name in args.problems:
         problem = make_problem(name, device)
@@ -168,28 +199,30 @@ def main() -> None:
                 for _ in range(args.warmup):
                     runs[variant].step(problem.batches)
                 runs[variant].flush()
-            times: dict[str, tuple[list, list, list, list]] = {
-                v: ([], [], [], []) for v in args.variants
-            }
+            times = {v: {m: [] for m in METRICS} for v in args.variants}
+            writers: dict[str, list[float]] = {v: [] for v in args.variants}
+            contention: dict[str, list[bool]] = {v: [] for v in args.variants}
             rng = random.Random(0)
             for _ in range(args.rounds):
                 for variant in rng.sample(args.variants, len(args.variants)):
                     context = VARIANTS[variant][1]
-                    walls, cpus, writer, contended = _block(
+                    block, writer, contended = _block(
                         runs[variant], problem.batches, args.steps, context, monitor
                     )
-                    times[variant][0].extend(walls)
-                    times[variant][1].extend(cpus)
-                    times[variant][2].append(writer)
-                    times[variant][3].append(contended)
-            plain = statistics.median(times[PLAIN][0]) if PLAIN in times else None
-            for variant, (walls, cpus, writer, contended) in times.items():
-                wall, cpu = statistics.median(walls), statistics.median(cpus)
-                ratio = f"{wall / plain:.1f}x" if plain else "-"
+                    for metric, values in block.items():
+                        times[variant][metric] += values
+                    writers[variant].append(writer)
+                    contention[variant].append(contended)
+            plain = statistics.median(times[PLAIN]["wall"]) if PLAIN in times else None
+            for variant, metrics in times.items():
+                ms = [1e3 * statistics.median(metrics[m]) for m in METRICS]
+                ratio = f"{ms[0] / 1e3 / plain:.1f}x" if plain else "-"
+                contended = contention[variant]
                 print(
-                    f"| {name} | {variant} | {wall * 1e3:.2f} | {cpu * 1e3:.2f} | "
-                    f"{(wall - cpu) * 1e3:.2f} | {statistics.median(writer) * 1e3:.2f} "
-                    f"| {ratio} | {sum(contended)} of {len(contended)} |"
+                    f"| {name} | {variant} | "
+                    + " | ".join(f"{value:.2f}" for value in ms)
+                    + f" | {1e3 * statistics.median(writers[variant]):.2f} | {ratio} "
+                    f"| {sum(contended)} of {len(contended)} |"
                 )
             for run in runs.values():
                 if run.ck is not None:
