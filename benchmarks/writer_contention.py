@@ -15,15 +15,15 @@ medians of all timed steps), each a variant of the same tracked training:
   diagnostic only (restored after it): if the training thread waits for the GIL
   held by the writer, a shorter switch interval shortens each wait.
 
-Per variant, medians over the steps of the training thread's wall ms per step and
-its parts: on a CPU (``time.thread_time``), waiting for a CPU (runnable, but other
-threads or processes had the cores; from the kernel's
-``/proc/thread-self/schedstat``), and asleep (the rest: blocked on the GIL, or on
-the intra-op pool's threads; the parts' medians need not add up to the wall
-time's); the writer thread's CPU ms per step (``RunWriter.cpu_seconds``, counted
-over the block and the flush after it; two records per economy step), and how many
-blocks other processes contended (``overhead.py``'s ``/proc/stat`` check; before
-each block the script waits for quiet CPUs, up to ``--patience`` seconds in all)::
+Per variant: the median and the mean of the training thread's wall ms per step,
+and the means of its parts (they add up to the mean): on a CPU
+(``time.thread_time``), waiting for a CPU (runnable, but other threads or processes
+had the cores; from the kernel's ``/proc/thread-self/schedstat``), and asleep (the
+rest: blocked on the GIL, or on the intra-op pool's threads); the writer thread's
+CPU ms per step (``RunWriter.cpu_seconds``, counted over the block and the flush
+after it; two records per economy step), and how many blocks other processes
+contended (``overhead.py``'s ``/proc/stat`` check; before each block the script
+waits for quiet CPUs, up to ``--patience`` seconds in all)::
 
     .venv/bin/python benchmarks/writer_contention.py --problems mlp deep_mlp
 
@@ -183,10 +183,11 @@ def main() -> None:
         f"load average before {os.getloadavg()}\n"
     )
     print(
-        "| problem | variant | wall ms/step | on a CPU | waiting for a CPU | asleep "
-        "| writer CPU ms/step | wall ratio to plain | contended blocks |"
+        "| problem | variant | wall ms/step (median) | wall (mean) | on a CPU (mean) "
+        "| waiting for a CPU (mean) | asleep (mean) | writer CPU ms/step "
+        "| median wall ratio to plain | contended blocks |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     monitor = CpuMonitor(threshold=0.15, patience=args.patience)
     for name in args.problems:
         problem = make_problem(name, device)
@@ -215,8 +216,11 @@ def main() -> None:
                     contention[variant].append(contended)
             plain = statistics.median(times[PLAIN]["wall"]) if PLAIN in times else None
             for variant, metrics in times.items():
-                ms = [1e3 * statistics.median(metrics[m]) for m in METRICS]
-                ratio = f"{ms[0] / 1e3 / plain:.1f}x" if plain else "-"
+                median = statistics.median(metrics["wall"])
+                ms = [1e3 * median] + [
+                    1e3 * statistics.mean(metrics[m]) for m in METRICS
+                ]
+                ratio = f"{median / plain:.1f}x" if plain else "-"
                 contended = contention[variant]
                 print(
                     f"| {name} | {variant} | "

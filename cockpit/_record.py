@@ -250,27 +250,29 @@ def _fill(found: _Found, single: bool) -> dict[int, np.ndarray]:
     arrays_by_id: dict[int, np.ndarray] = {}
     for (_, dtype), group in found.groups.items():
         scalars, others = group.scalars, group.others
-        # 0-d inputs (of a per-layer OnHost) join the stack: no reshape of each.
+        # 0-d inputs (of a per-layer OnHost) are stacked too: no reshape of each.
         scalar_inputs = [t for t in group.inputs if t.dim() == 0]
         array_inputs = [t for t in group.inputs if t.dim() != 0]
-        stacked = scalars + scalar_inputs
         with torch.no_grad():
-            parts = [torch.stack(stacked)] if stacked else []
-            parts += [t.reshape(-1) for t in others + array_inputs]
+            parts = [torch.stack(scalars)] if scalars else []
+            parts += [t.reshape(-1) for t in others]
+            parts += [torch.stack(scalar_inputs)] if scalar_inputs else []
+            parts += [t.reshape(-1) for t in array_inputs]
             flat = torch.cat(parts).cpu()  # a copy even of one part
         arrays = flat.double().numpy() if flat.is_floating_point() else flat.numpy()
-        size = len(stacked) + sum(t.numel() for t in others)
+        size = len(scalars) + sum(t.numel() for t in others)
         shown = _shortest(arrays[:size], dtype, single)
         numbers = shown[: len(scalars)].tolist()
         for (container, key), number in zip(group.scalar_slots, numbers, strict=True):
             container[key] = number
-        for index, tensor in enumerate(scalar_inputs, start=len(scalars)):
-            arrays_by_id[id(tensor)] = arrays[index, ...]  # a 0-d array
-        offset = len(stacked)
+        offset = len(scalars)
         for tensor, (container, key) in zip(others, group.other_slots, strict=True):
             end = offset + tensor.numel()
             container[key] = shown[offset:end].reshape(tensor.shape).tolist()
             offset = end
+        for index, tensor in enumerate(scalar_inputs, start=offset):
+            arrays_by_id[id(tensor)] = arrays[index, ...]  # a 0-d array
+        offset += len(scalar_inputs)
         for tensor in array_inputs:
             end = offset + tensor.numel()
             arrays_by_id[id(tensor)] = arrays[offset:end].reshape(tensor.shape)
