@@ -207,6 +207,11 @@ def _plain(value: dict[Any, Any]) -> bool:
 
 def _numbers(value: list[int | float], path: str, nonfinite: list[str]) -> list[Any]:
     """Fast path of :func:`to_python` for the long flat lists of histograms."""
+    try:
+        if math.isfinite(sum(value)):  # as in :func:`_plain`: all finite
+            return value
+    except OverflowError:  # an int beyond a float's range
+        pass
     bad = [
         i
         for i, item in enumerate(value)
