@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from _overhead.configs import Run, build_run
@@ -75,23 +76,22 @@ def _writer_held(run: Run) -> Iterator[None]:
 
 
 @contextmanager
-def _threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
+def _setting(get: Callable[[], Any], put: Callable[[Any], None], value) -> Iterator:
+    """Set a process-wide setting for the block, and restore it after."""
+    before = get()
+    put(value)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        put(before)
 
 
-@contextmanager
-def _switch_interval(seconds: float) -> Iterator[None]:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
+def _threads(count: int):
+    return _setting(torch.get_num_threads, torch.set_num_threads, count)
+
+
+def _switch_interval(seconds: float):
+    return _setting(sys.getswitchinterval, sys.setswitchinterval, seconds)
 
 
 @contextmanager
