@@ -20,7 +20,9 @@ number; a float64 model's records keep 17 digits).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,10 @@ from cockpit.logs._packing import float32_shortest
 #: Floating dtypes whose statistics are written with float32's digits.
 NARROW_FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
 _FLOAT32 = np.finfo(np.float32)
+_TENSOR = frozenset({Tensor})
+_DTYPE = operator.attrgetter("dtype")
+#: A tensor's ``(device, dtype)``: the groups of one host copy each.
+_KIND = operator.attrgetter("device", "dtype")
 
 
 @dataclass
@@ -83,46 +89,135 @@ class OnHost:
     tensors: tuple[Tensor, ...]
 
 
-def _as_single(tree: Any) -> Any:
-    """The floats of ``tree`` in float32's normal range as :func:`float32_shortest`."""
-    if isinstance(tree, float) and _FLOAT32.tiny <= abs(tree) <= _FLOAT32.max:
-        return float(float32_shortest(tree))
-    if isinstance(tree, dict):
-        return {key: _as_single(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_as_single(value) for value in tree]
-    return tree
+#: Where a value goes in a record's copy: (dict or list, key or index).
+_Slot = tuple[Any, Any]
 
 
-def _leaves(tree: Any, logged: list[Tensor], inputs: list[Tensor]) -> None:
-    """Append the tensors logged as they are, and the inputs of :class:`OnHost`."""
-    if isinstance(tree, Tensor):
-        logged.append(tree)
-    elif isinstance(tree, OnHost):
-        inputs.extend(tree.tensors)
-    elif isinstance(tree, dict):
-        for value in tree.values():
-            _leaves(value, logged, inputs)
-    elif isinstance(tree, (list, tuple)):
-        for value in tree:
-            _leaves(value, logged, inputs)
+def _note_single(container: Any, key: Any, places: list[_Slot]) -> None:
+    """Note where ``container[key]`` holds floats in float32's normal range.
+
+    The dicts and lists on the way are copied first, so that rounding the floats
+    in place (:func:`_round_single`) leaves what an :class:`OnHost` function
+    returned as it was.
+    """
+    value = container[key]
+    if isinstance(value, float):
+        if _FLOAT32.tiny <= abs(value) <= _FLOAT32.max:
+            places.append((container, key))
+    elif isinstance(value, dict):
+        copy = container[key] = dict(value)
+        for inner in copy:
+            _note_single(copy, inner, places)
+    elif isinstance(value, list):
+        copy = container[key] = list(value)
+        for index in range(len(copy)):
+            _note_single(copy, index, places)
+
+
+def _round_single(places: list[_Slot]) -> None:
+    """The floats at ``places`` as :func:`float32_shortest`, in one call for all."""
+    if places:
+        rounded = float32_shortest([c[k] for c, k in places]).tolist()
+        for (container, key), number in zip(places, rounded, strict=True):
+            container[key] = number
 
 
 @dataclass
-class _Host:
-    """A record's tensors on the host, converted once per device and dtype.
+class _Group:
+    """The tensors of one device and dtype, and where their values go.
 
     Attributes:
-        arrays: ``id(tensor)`` -> numpy array (float64 for floating tensors), what
-            an :class:`OnHost` function receives.
-        values: ``id(tensor)`` -> the logged Python value of a tensor logged as it
-            is (a number, or nested lists), float32 statistics already as
-            :func:`float32_shortest`.
+        scalars: The 0-d tensors logged as they are, one stack for all.
+        scalar_slots: Where each scalar's number goes.
+        others: The other tensors logged as they are.
+        other_slots: Where each of them goes (as nested lists).
+        inputs: The inputs of :class:`OnHost` functions (copied, as float64
+            arrays for floating dtypes).
 
     """
 
-    arrays: dict[int, np.ndarray] = field(default_factory=dict)
-    values: dict[int, Any] = field(default_factory=dict)
+    scalars: list[Tensor] = field(default_factory=list)
+    scalar_slots: list[_Slot] = field(default_factory=list)
+    others: list[Tensor] = field(default_factory=list)
+    other_slots: list[_Slot] = field(default_factory=list)
+    inputs: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class _Found:
+    """What :func:`_skeleton` found: tensors by device and dtype, and OnHost nodes.
+
+    Attributes:
+        groups: ``(device, dtype)`` -> :class:`_Group`, in the order first seen.
+        on_host: ``(node, slot, path)`` of each :class:`OnHost`, in tree order.
+
+    """
+
+    groups: dict[tuple[torch.device, torch.dtype], _Group] = field(default_factory=dict)
+    on_host: list[tuple[OnHost, _Slot, str]] = field(default_factory=list)
+
+    def group(self, tensor: Tensor) -> _Group:
+        """The group of ``tensor``'s device and dtype (new if it is the first)."""
+        kind = _KIND(tensor)
+        group = self.groups.get(kind)
+        if group is None:
+            group = self.groups[kind] = _Group()
+        return group
+
+
+def _skeleton(tree: dict | list | tuple, path: str, found: _Found) -> dict | list:
+    """A copy of the containers of ``tree``, each tensor and OnHost noted in ``found``.
+
+    One walk over the containers; their values are put into the copy later
+    (:func:`_fill`), where the tensors and the :class:`OnHost` nodes stand now.
+    ``path`` is the dotted path of ``tree`` (as in a record's ``notes``), ``""`` for
+    the values themselves.
+    """
+    if isinstance(tree, dict):
+        out: dict | list = dict(tree)
+        if _scalars_alike(tree, out, found):
+            return out
+        items: Iterable[tuple[Any, Any]] = tree.items()
+    else:
+        out, items = list(tree), enumerate(tree)
+    for key, value in items:
+        if isinstance(value, Tensor):
+            group = found.group(value)
+            if value.dim() == 0:
+                group.scalars.append(value)
+                group.scalar_slots.append((out, key))
+            else:
+                group.others.append(value)
+                group.other_slots.append((out, key))
+        elif isinstance(value, (dict, list, tuple, OnHost)):
+            inner = (
+                f"{path}[{key}]"
+                if isinstance(out, list)
+                else (f"{path}.{key}" if path else str(key))
+            )
+            if isinstance(value, OnHost):
+                found.on_host.append((value, (out, key), inner))
+            else:
+                out[key] = _skeleton(value, inner, found)
+    return out
+
+
+def _scalars_alike(tree: dict, out: dict, found: _Found) -> bool:
+    """Note a dict of 0-d tensors of one device and dtype at once, if it is one.
+
+    The per-layer dicts (a value per parameter) are most of a record: a few C-level
+    passes over them instead of a turn of :func:`_skeleton`'s loop per tensor.
+    """
+    values = list(tree.values())
+    if not (values and _TENSOR.issuperset(map(type, values))):
+        return False
+    kinds = set(map(_KIND, values))
+    if len(kinds) != 1 or any(map(Tensor.dim, values)):
+        return False
+    group = found.group(values[0])
+    group.scalars += values
+    group.scalar_slots += zip(itertools.repeat(out), tree)
+    return True
 
 
 def _shortest(arrays: np.ndarray, dtype: torch.dtype, single: bool) -> np.ndarray:
@@ -136,47 +231,53 @@ def _shortest(arrays: np.ndarray, dtype: torch.dtype, single: bool) -> np.ndarra
     return np.where(normal, float32_shortest(np.where(normal, arrays, 0)), arrays)
 
 
-def _to_host(logged: list[Tensor], inputs: list[Tensor], single: bool) -> _Host:
-    """One device-to-host copy and one conversion per device and dtype.
+def _fill(found: _Found, single: bool) -> dict[int, np.ndarray]:
+    """Copy to the host, put the logged values in place; the OnHost inputs' arrays.
 
-    A record holds hundreds of small tensors (a value per layer and quantity): one
+    One device-to-host copy and one conversion per device and dtype: one
     ``torch.stack`` gathers the scalars and one ``torch.cat`` everything (under
     ``no_grad``, no ``detach`` per tensor), one :func:`float32_shortest` and one
-    ``tolist`` convert what is logged as it is, so the work per tensor is a slice of
-    a list. The inputs of :class:`OnHost` functions that are not scalars, which may
-    be large (Kronecker factors), are only copied. ``single``: see
-    :class:`TensorRecord`.
+    ``tolist`` convert what is logged as it is, so the work per tensor is one
+    assignment into the record's copy. The inputs of :class:`OnHost` functions,
+    which may be large (Kronecker factors), are only copied; returned by ``id``
+    as float64 arrays for floating dtypes. ``single``: see :class:`TensorRecord`.
     """
-    seen: set[int] = set()
-    groups: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = {}
-    for kind, tensors in ((0, logged), (2, inputs)):
-        for tensor in tensors:
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                split = groups.setdefault((tensor.device, tensor.dtype), ([], [], []))
-                split[0 if tensor.dim() == 0 else kind or 1].append(tensor)
-    wanted = {id(t) for t in inputs}
-    host = _Host()
-    for (_, dtype), (scalars, others, extra) in groups.items():
+    inputs = [tensor for node, _, _ in found.on_host for tensor in node.tensors]
+    groups = found.groups
+    for kind, tensor in zip(map(_KIND, inputs), inputs, strict=True):
+        group = groups.get(kind) or found.group(tensor)
+        group.inputs.append(tensor)
+    arrays_by_id: dict[int, np.ndarray] = {}
+    for (_, dtype), group in found.groups.items():
+        scalars, others = group.scalars, group.others
+        # 0-d inputs (of a per-layer OnHost) are stacked too: no reshape of each.
+        scalar_inputs = [t for t in group.inputs if t.dim() == 0]
+        array_inputs = [t for t in group.inputs if t.dim() != 0]
         with torch.no_grad():
             parts = [torch.stack(scalars)] if scalars else []
-            parts += [t.reshape(-1) for t in others + extra]
+            parts += [t.reshape(-1) for t in others]
+            parts += [torch.stack(scalar_inputs)] if scalar_inputs else []
+            parts += [t.reshape(-1) for t in array_inputs]
             flat = torch.cat(parts).cpu()  # a copy even of one part
         arrays = flat.double().numpy() if flat.is_floating_point() else flat.numpy()
         size = len(scalars) + sum(t.numel() for t in others)
         shown = _shortest(arrays[:size], dtype, single)
         numbers = shown[: len(scalars)].tolist()
-        host.values.update(zip(map(id, scalars), numbers, strict=True))
-        offset = 0
-        for tensor in scalars + others + extra:
+        for (container, key), number in zip(group.scalar_slots, numbers, strict=True):
+            container[key] = number
+        offset = len(scalars)
+        for tensor, (container, key) in zip(others, group.other_slots, strict=True):
             end = offset + tensor.numel()
-            if id(tensor) in wanted:
-                host.arrays[id(tensor)] = arrays[offset:end].reshape(tensor.shape)
-            if len(scalars) <= offset and end <= size:  # one of the others
-                value = shown[offset:end].reshape(tensor.shape).tolist()
-                host.values[id(tensor)] = value
+            container[key] = shown[offset:end].reshape(tensor.shape).tolist()
             offset = end
-    return host
+        for index, tensor in enumerate(scalar_inputs, start=offset):
+            arrays_by_id[id(tensor)] = arrays[index, ...]  # a 0-d array
+        offset += len(scalar_inputs)
+        for tensor in array_inputs:
+            end = offset + tensor.numel()
+            arrays_by_id[id(tensor)] = arrays[offset:end].reshape(tensor.shape)
+            offset = end
+    return arrays_by_id
 
 
 @dataclass
@@ -200,10 +301,9 @@ class TensorRecord:
 
     def materialize(self) -> dict[str, Any]:
         """Copy to the host and finish: a plain, JSON-able record (writer thread)."""
-        logged: list[Tensor] = []
-        inputs: list[Tensor] = []
-        _leaves(self.values, logged, inputs)
-        host = _to_host(logged, inputs, self.single)
+        found = _Found()
+        values = _skeleton(self.values, "", found)
+        arrays = _fill(found, self.single)
         notes = dict(self.notes)
         notices: list[str] = []
 
@@ -220,23 +320,15 @@ class TensorRecord:
                 return {k: settle(v, f"{path}.{k}") for k, v in result.items()}
             return result
 
-        def convert(tree: Any, path: str) -> Any:
-            if isinstance(tree, Tensor):
-                return host.values[id(tree)]
-            if isinstance(tree, OnHost):
-                arrays = (host.arrays[id(t)] for t in tree.tensors)
-                result = settle(tree.fn(*arrays), path)
-                narrow = all(t.dtype in NARROW_FLOATS for t in tree.tensors)
-                if self.single or (narrow and tree.tensors):
-                    return _as_single(result)
-                return result
-            if isinstance(tree, dict):
-                return {k: convert(v, f"{path}.{k}") for k, v in tree.items()}
-            if isinstance(tree, (list, tuple)):
-                return [convert(v, f"{path}[{i}]") for i, v in enumerate(tree)]
-            return tree
-
-        values = {key: convert(value, key) for key, value in self.values.items()}
+        single: list[_Slot] = []  # where the results' floats take float32's digits
+        for node, (container, key), path in found.on_host:
+            inputs = node.tensors
+            result = node.fn(*[arrays[i] for i in map(id, inputs)])
+            container[key] = settle(result, path)
+            narrow = NARROW_FLOATS.issuperset(map(_DTYPE, inputs))
+            if self.single or (narrow and inputs):
+                _note_single(container, key, single)
+        _round_single(single)
         record: dict[str, Any] = {
             "step": self.step,
             "time": self.time,

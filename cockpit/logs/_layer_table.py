@@ -24,23 +24,22 @@ from cockpit.logs.schema import PER_LAYER
 __all__ = ["expand_layers", "factor_layers"]
 
 
-def _layer_names(tree: Any, found: Counter[tuple[str, ...]]) -> None:
-    if not isinstance(tree, dict):
-        return
+# Both walk dicts only; the type test before each call saves a call per number.
+def _layer_names(tree: dict[str, Any], found: Counter[tuple[str, ...]]) -> None:
     for key, item in tree.items():
-        if key == PER_LAYER and isinstance(item, dict) and item:
-            found[tuple(item)] += 1
-        _layer_names(item, found)
+        if isinstance(item, dict):
+            if key == PER_LAYER and item:
+                found[tuple(item)] += 1
+            _layer_names(item, found)
 
 
-def _as_lists(tree: Any, names: tuple[str, ...]) -> Any:
-    if not isinstance(tree, dict):
-        return tree
+def _as_lists(tree: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for key, item in tree.items():
-        item = _as_lists(item, names)
-        if key == PER_LAYER and isinstance(item, dict) and tuple(item) == names:
-            item = list(item.values())
+        if isinstance(item, dict):
+            item = _as_lists(item, names)
+            if key == PER_LAYER and tuple(item) == names:
+                item = list(item.values())
         out[key] = item
     return out
 
@@ -81,7 +80,7 @@ def expand_layers(tree: dict[str, Any], names: object) -> None:
     """
     if (
         not isinstance(names, list)
-        or not all(isinstance(name, str) for name in names)
+        or not {str}.issuperset(map(type, names))
         or len(set(names)) != len(names)
     ):
         raise ValueError("a record's 'layers' must be a list of distinct strings")

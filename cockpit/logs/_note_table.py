@@ -49,9 +49,11 @@ class NoteTable:
     def _learn(self, notes: object) -> None:
         if isinstance(notes, dict):
             self.known.update(
-                (path, reason)
-                for path, reason in notes.items()
-                if isinstance(reason, str)
+                {
+                    path: reason
+                    for path, reason in notes.items()
+                    if isinstance(reason, str)
+                }
             )
 
     def shorten(self, line: dict[str, Any]) -> None:

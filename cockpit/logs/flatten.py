@@ -166,6 +166,16 @@ class _Rows(_Walk):
     def number(self, step: int, quantity: str, layer: str | None, value: Any) -> None:
         self.scalars.append((step, quantity, layer, _as_float(value)))
 
+    def per_layer(self, step: int, quantity: str, layers: dict[str, Any]) -> None:
+        scalars = self.scalars
+        for layer, entry in layers.items():
+            if type(entry) is float:  # the common cases, inlined
+                scalars.append((step, quantity, layer, entry))
+            elif entry is None:
+                scalars.append((step, quantity, layer, math.nan))
+            else:
+                self.layer(step, quantity, layer, entry)
+
 
 class _Columns(_Walk):
     def __init__(self) -> None:

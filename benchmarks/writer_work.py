@@ -1,0 +1,139 @@
+"""The log writer's work per record: CPU time and Python calls, by stage.
+
+A tracked step hands the writer one record (tensors still on the device); the
+writer thread materializes it (``TensorRecord.materialize``: one host copy, the
+conversion to Python), encodes it (``encode_record``) and appends the line, and in
+its idle time sorts the line into the columnar cache (``SegmentWriter``). All of it
+is Python that holds the GIL, so on a machine where the training thread is itself
+mostly Python (small models) it adds to the step's wall time instead of overlapping
+it (``benchmarks/writer_contention.py``).
+
+This script records the items a Cockpit submits over ``--steps`` steps of a
+problem (economy preset, every step), then replays them on the main thread through
+each stage of the writer (the run's own ``StepsAppender`` and ``SegmentWriter`` on a
+scratch directory): the median CPU milliseconds per record over ``--repeats``
+replays (``time.thread_time``), and Python function calls per record from
+``cProfile`` (deterministic, the same on a loaded machine)::
+
+    .venv/bin/python benchmarks/writer_work.py --problems mlp deep_mlp
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import queue
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _overhead.configs import build_run
+from _overhead.problems import PROBLEMS, make_problem
+
+from cockpit.logs._appender import StepsAppender, open_steps
+from cockpit.logs._notices import Notices
+from cockpit.logs._segments import SegmentWriter
+
+
+def recorded_items(name: str, steps: int, warmup: int) -> list[Any]:
+    """The items a Cockpit (economy, every step) submits to its writer."""
+    problem = make_problem(name, torch.device("cpu"))
+    items: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="cockpit-work-") as logdir:
+        run = build_run(problem, "economy", torch.device("cpu"), logdir)
+        assert run.ck is not None
+        for _ in range(warmup):
+            run.step(problem.batches)
+        submit = run.ck.writer.submit
+        run.ck.writer.submit = lambda item: (items.append(item), submit(item))[1]
+        for _ in range(steps):
+            run.step(problem.batches)
+        run.ck.close()
+    return items
+
+
+def _appender(run_dir: Path) -> StepsAppender:
+    fd = open_steps(run_dir)
+    segments = SegmentWriter(run_dir)
+    return StepsAppender(
+        run_dir, fd, queue.SimpleQueue(), 2.0, None, Notices(), None, segments
+    )
+
+
+Stage = tuple[Callable[[], Any], Callable[[Any], None]]
+
+
+def stages(items: list[Any], scratch: Path) -> dict[str, Stage]:
+    """Each stage as ``(prepare, measured)``: ``measured(prepare())`` is timed."""
+    materialized = [item.materialize() for item in items]
+
+    def fresh() -> StepsAppender:
+        return _appender(Path(tempfile.mkdtemp(dir=scratch)))
+
+    def materialize(_: Any) -> None:
+        for item in items:
+            item.materialize()
+
+    def no_cache() -> StepsAppender:
+        appender = fresh()
+        appender._segments.active = False
+        return appender
+
+    def encode(appender: StepsAppender) -> None:
+        for record in materialized:
+            appender._write_record(record)
+
+    def written() -> StepsAppender:
+        appender = fresh()
+        encode(appender)
+        return appender
+
+    def cache(appender: StepsAppender) -> None:
+        segments = appender._segments
+        while segments.pending:
+            segments.work()
+
+    return {
+        "materialize": (lambda: None, materialize),
+        "encode and append": (no_cache, encode),
+        "columnar cache": (written, cache),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=["mlp"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("| problem | stage | CPU ms per record | Python calls per record |")
+    print("|---|---|---:|---:|")
+    for name in args.problems:
+        items = recorded_items(name, args.steps, args.warmup)
+        with tempfile.TemporaryDirectory(prefix="cockpit-work-") as scratch:
+            for stage, (prepare, measured) in stages(items, Path(scratch)).items():
+                seconds = []
+                for _ in range(args.repeats):
+                    state = prepare()
+                    start = time.thread_time()
+                    measured(state)
+                    seconds.append(time.thread_time() - start)
+                profiler = cProfile.Profile()
+                profiler.runcall(measured, prepare())
+                calls = pstats.Stats(profiler).total_calls  # type: ignore[attr-defined]
+                print(
+                    f"| {name} | {stage} | "
+                    f"{1e3 * statistics.median(seconds) / len(items):.3f} | "
+                    f"{calls / len(items):,.0f} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
