@@ -16,6 +16,10 @@ replays (``time.thread_time``), and Python function calls per record from
 ``cProfile`` (deterministic, the same on a loaded machine)::
 
     .venv/bin/python benchmarks/writer_work.py --problems mlp deep_mlp
+    .venv/bin/python benchmarks/writer_work.py --problems 3c3d --config full --profile 25
+
+``--config`` takes ``overhead.py``'s configurations (every quantity at every step);
+``--profile K`` prints each stage's K functions of largest cumulative time.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _overhead.configs import build_run
+from _overhead.configs import CONFIGS, PLAIN, build_run
 from _overhead.problems import PROBLEMS, make_problem
 
 from cockpit.logs._appender import StepsAppender, open_steps
@@ -40,12 +44,12 @@ from cockpit.logs._notices import Notices
 from cockpit.logs._segments import SegmentWriter
 
 
-def recorded_items(name: str, steps: int, warmup: int) -> list[Any]:
-    """The items a Cockpit (economy, every step) submits to its writer."""
+def recorded_items(name: str, config: str, steps: int, warmup: int) -> list[Any]:
+    """The items a Cockpit (``config``, e.g. economy at every step) submits."""
     problem = make_problem(name, torch.device("cpu"))
     items: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="cockpit-work-") as logdir:
-        run = build_run(problem, "economy", torch.device("cpu"), logdir)
+        run = build_run(problem, config, torch.device("cpu"), logdir)
         assert run.ck is not None
         for _ in range(warmup):
             run.step(problem.batches)
@@ -111,12 +115,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--config", choices=[c for c in CONFIGS if c != PLAIN], default="economy"
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="K", help="print each stage's top K"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print("| problem | stage | CPU ms per record | Python calls per record |")
     print("|---|---|---:|---:|")
     for name in args.problems:
-        items = recorded_items(name, args.steps, args.warmup)
+        items = recorded_items(name, args.config, args.steps, args.warmup)
         with tempfile.TemporaryDirectory(prefix="cockpit-work-") as scratch:
             for stage, (prepare, measured) in stages(items, Path(scratch)).items():
                 seconds = []
@@ -127,7 +137,10 @@ def main() -> None:
                     seconds.append(time.thread_time() - start)
                 profiler = cProfile.Profile()
                 profiler.runcall(measured, prepare())
-                calls = pstats.Stats(profiler).total_calls  # type: ignore[attr-defined]
+                stats = pstats.Stats(profiler)
+                calls = stats.total_calls  # type: ignore[attr-defined]
+                if args.profile:
+                    stats.sort_stats("cumulative").print_stats(args.profile)
                 print(
                     f"| {name} | {stage} | "
                     f"{1e3 * statistics.median(seconds) / len(items):.3f} | "
