@@ -17,9 +17,8 @@ from torch import Tensor, nn
 
 import cockpit
 from cockpit.engines.module_func import ModuleGrads
-from tests.models.brute_force import whole_batch_grads
 from tests.models.cases import CASES, LENGTH, Batch, Case
-from tests.models.test_matrix import FIRST_ORDER, check_first_order
+from tests.models.test_matrix import brute_force_run, check_first_order
 
 STEPS = 3
 
@@ -53,30 +52,6 @@ GPT2 = next(c for c in CASES if c.name == "gpt2")
 SHARED_QUERY = Case("shared_query", SharedQuery, _token_classes)
 
 
-def _tracked(case: Case, tmp_path, dtype: torch.dtype, quantities: list[str]):
-    """``STEPS`` tracked SGD steps; the brute-force per-sample gradients of each."""
-    model, loss_fn = case.make(dtype), case.loss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities=quantities,
-        loss_input=case.loss_input,
-    )
-    expected = []
-    for batch in case.batches(STEPS, dtype):
-        expected.append(whole_batch_grads(case, model, loss_fn, batch))
-        optimizer.zero_grad()
-        with ck.track():
-            case.loss_of(loss_fn, batch.forward(model), batch.target).backward()
-        optimizer.step()
-    ck.close()
-    return ck, cockpit.load(ck.run_dir), expected
-
-
 @pytest.mark.parametrize(
     ("case", "spread", "replayed"),
     [
@@ -88,7 +63,7 @@ def _tracked(case: Case, tmp_path, dtype: torch.dtype, quantities: list[str]):
 def test_statistics_match_brute_force(tmp_path, case, spread, replayed):
     """Step 0 from the replay (BackPACK found no batch dimension), then per module."""
     pytest.importorskip("transformers")
-    ck, run, expected = _tracked(case, tmp_path, torch.float64, list(FIRST_ORDER))
+    ck, run, expected = brute_force_run(case, tmp_path, STEPS)
     assert set(ck.engines.replay) == replayed
     assert spread <= set(ck.engines.module)
     assert ck.engines.verified  # checked again at the step after the move

@@ -1,51 +1,27 @@
 """Which parameters of the tiny GPT-2, BERT and T5 cases end in the whole-model replay.
 
-Three economy steps of plain SGD per case (``tests/models/cases.py``), then the
-engine assignment's ``replay`` (parameter -> why). Run from the repository root::
+Three economy steps of plain SGD per case (``model_matrix.py``'s runs of
+``tests/models/cases.py``), then ``meta.json``'s ``torch.func replay`` (parameter ->
+why). Run from the ``benchmarks`` folder::
 
-    .venv/bin/python benchmarks/results/wpe/replayed_parameters.py
+    python results/wpe/replayed_parameters.py
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
-import warnings
+from pathlib import Path
 
-import torch
+BENCHMARKS = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS.parent)]
 
-import cockpit
+from model_matrix import _step_times  # noqa: E402
 
-sys.path.insert(0, ".")
-from tests.models.cases import CASES
-
-NAMES = ("gpt2", "bert_mlm", "t5")
-
-
-def replayed(case) -> dict[str, str]:
-    """The case's replayed parameters after three tracked economy steps."""
-    model, loss_fn = case.make(), case.loss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ck = cockpit.Cockpit(
-            model,
-            loss_fn,
-            optimizer,
-            logdir=tempfile.mkdtemp(),
-            preset="economy",
-            loss_input=case.loss_input,
-        )
-        for batch in case.batches(3):
-            optimizer.zero_grad()
-            with ck.track():
-                case.loss_of(loss_fn, batch.forward(model), batch.target).backward()
-            optimizer.step()
-        ck.close()
-    return ck.engines.replay
-
+from tests.models.cases import CASES  # noqa: E402
 
 if __name__ == "__main__":
     for case in CASES:
-        if case.name in NAMES:
-            print(case.name, "replay:", replayed(case))
+        if case.name in ("gpt2", "bert_mlm", "t5"):
+            _, meta = _step_times(case, "economy", 3, tempfile.mkdtemp())
+            print(case.name, "replay:", meta["engines"]["torch.func replay"])
