@@ -22,8 +22,9 @@ hook returns ``output.expand(N, T, C)`` instead (a stride-0 view, no copy) and k
 the indices expanded alike, so the closed form sees N samples. The broadcast add gives
 the same values, and autograd's backward of ``expand`` sums the ``[N, T, C]`` gradient
 to ``[1, T, C]`` with the same ``sum_to`` as the broadcast add's backward: ``.grad`` is
-bit for bit the same (``tests/models/test_matrix.py`` trains GPT-2 with its default
-``position_ids`` tracked and untracked). N is the leading dimension of the model's
+bit for bit the same (``tests/engines/test_unbatched_lookup.py`` and
+``tests/models/test_matrix.py`` train GPT-2 with its default ``position_ids`` tracked
+and untracked). N is the leading dimension of the model's
 first tensor argument at its first call in the step. A model that uses such an output
 other than under broadcasting against ``[N, ...]`` tensors sees N copies: an in-place
 update of it raises, a sum over all its elements is N times larger; the first tracked
@@ -93,7 +94,10 @@ class ModuleGrads:
         self._inside = False
 
     def attach(self) -> list[RemovableHandle]:
-        """Forward hooks on every owner module; remove them after the step."""
+        """Forward hooks on every owner module (and a pre-hook on the model for N).
+
+        Remove them after the step.
+        """
         handles = []
         if self.model is not None:
             handles.append(
@@ -113,7 +117,9 @@ class ModuleGrads:
             if first is not None and first.dim() > 0:
                 self.forward_batch = first.shape[0]
 
-    def _forward(self, module: nn.Module, args: tuple, kwargs: dict, output):
+    def _forward(
+        self, module: nn.Module, args: tuple, kwargs: dict, output: object
+    ) -> Tensor | None:
         if self._inside:
             return None  # the vmapped call below
         if not (isinstance(output, Tensor) and output.requires_grad):
