@@ -134,6 +134,7 @@ class TrackedStep:
                 engines.module_owners(ck.model),
                 self._losses.batch_size,
                 self._request.scale,
+                ck.model,
             )
             self._stack.callback(_remove_all, self._module_grads.attach())
         self._seconds += time.perf_counter() - start

@@ -14,10 +14,27 @@ Layers with a closed form (:mod:`cockpit.engines.closed_forms`: the norms, ``Lin
 gradient is a sum of outer products keep its factors, and their statistics come from
 :func:`~cockpit.engines._summed_factors.from_summed_factors`.
 
-This needs every call's output to carry the batch dimension: a module called on
-inputs without it (a position embedding on ``arange(T)``) cannot split its gradient
-by sample and is reported in :attr:`ModuleGrads.failed`, so that the caller uses
-the whole-model replay (:mod:`cockpit.engines.func_engine`) for it instead.
+This needs every call's output to carry the batch dimension. One case without it is
+made to carry it (:func:`_spread_width`): a lookup of integer indices with leading
+dimension 1 (Hugging Face GPT-2's position table ``wpe`` on ``position_ids`` ``[1, T]``)
+whose output ``[1, T, C]`` the model adds to ``[N, T, C]`` by broadcasting. The forward
+hook returns ``output.expand(N, T, C)`` instead (a stride-0 view, no copy) and keeps
+the indices expanded alike, so the closed form sees N samples. The broadcast add gives
+the same values, and autograd's backward of ``expand`` sums the ``[N, T, C]`` gradient
+to ``[1, T, C]`` with the same ``sum_to`` as the broadcast add's backward: ``.grad`` is
+bit for bit the same (``tests/engines/test_unbatched_lookup.py`` and
+``tests/models/test_matrix.py`` train GPT-2 with its default ``position_ids`` tracked
+and untracked). N is the leading dimension of the model's
+first tensor argument at its first call in the step. A model that uses such an output
+other than under broadcasting against ``[N, ...]`` tensors sees N copies: an in-place
+update of it raises, a sum over all its elements is N times larger; the first tracked
+step's check that per-sample gradients add up to ``.grad`` does not see that, so the
+rule is kept this narrow (integer inputs only, N > 1, no input carrying N).
+
+Any other module called on inputs without the batch dimension (a position embedding
+on ``arange(T)`` of shape ``[T]``) cannot split its gradient by sample and is reported
+in :attr:`ModuleGrads.failed`, so that the caller uses the whole-model replay
+(:mod:`cockpit.engines.func_engine`) for it instead.
 """
 
 from __future__ import annotations
@@ -53,6 +70,8 @@ class ModuleGrads:
         scale: ``N -> factor`` from output gradients of the user's loss to
             per-sample gradients (:meth:`SampleRequest.scale`: undoes a mean's
             ``1/N`` and the user's loss scale).
+        model: The tracked model, whose first tensor argument gives N during the
+            forward pass (``None``: unbatched lookups are not spread, they fail).
 
     """
 
@@ -61,10 +80,13 @@ class ModuleGrads:
         owners: dict[nn.Module, list[tuple[str, str]]],
         batch_size: Callable[[], int],
         scale: Callable[[int], int | Tensor],
+        model: nn.Module | None = None,
     ):
         self.owners = owners
         self.batch_size = batch_size
         self.scale = scale
+        self.model = model
+        self.forward_batch: int | None = None
         self.per_sample: dict[str, Tensor | Factors] = {}
         self.failed: set[str] = set()
         self.errors: dict[str, str] = {}
@@ -72,23 +94,49 @@ class ModuleGrads:
         self._inside = False
 
     def attach(self) -> list[RemovableHandle]:
-        """Forward hooks on every owner module; remove them after the step."""
-        return [
+        """Forward hooks on every owner module (and a pre-hook on the model for N).
+
+        Remove them after the step.
+        """
+        handles = []
+        if self.model is not None:
+            handles.append(
+                self.model.register_forward_pre_hook(self._take_batch, with_kwargs=True)
+            )
+        return handles + [
             module.register_forward_hook(self._forward, with_kwargs=True)
             for module in self.owners
         ]
 
-    def _forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+    def _take_batch(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
+        """N: the leading dimension of the model's first tensor argument (first call)."""
+        if self.forward_batch is None:
+            first = next(
+                (v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None
+            )
+            if first is not None and first.dim() > 0:
+                self.forward_batch = first.shape[0]
+
+    def _forward(
+        self, module: nn.Module, args: tuple, kwargs: dict, output: object
+    ) -> Tensor | None:
         if self._inside:
-            return  # the vmapped call below
+            return None  # the vmapped call below
         if not (isinstance(output, Tensor) and output.requires_grad):
             self._fail(module)
-            return
+            return None
+        n = _spread_width(self.forward_batch, args, kwargs, output)
+        if n is not None:
+            # Broadcast by the model anyway: the view gives the closed form N samples.
+            output = output.expand(n, *output.shape[1:])
+            args = tuple(_spread(a, n) for a in args)
+            kwargs = {k: _spread(v, n) for k, v in kwargs.items()}
         inputs = (
             tuple(a.detach() if isinstance(a, Tensor) else a for a in args),
             {k: v.detach() if isinstance(v, Tensor) else v for k, v in kwargs.items()},
         )
         output.register_hook(functools.partial(self._backward, module, inputs))
+        return None if n is None else output
 
     def _fail(self, module: nn.Module) -> None:
         self.failed.update(name for name, _ in self.owners[module])
@@ -191,6 +239,34 @@ class ModuleGrads:
             layer.rounding = self.rounding.get(name, 0.0)
         self.per_sample = {}
         return stats
+
+
+def _spread_width(
+    n: int | None, args: tuple, kwargs: dict, output: Tensor
+) -> int | None:
+    """N if this call is an unbatched lookup to spread over the batch, else ``None``.
+
+    A lookup: every tensor argument holds integer indices with leading dimension 1
+    (``position_ids`` ``[1, T]``), and so does the output, while the batch has N > 1.
+    """
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)]
+    lookup = bool(tensors) and all(
+        not t.is_floating_point()
+        and not t.is_complex()
+        and t.dim() > 0
+        and t.shape[0] == 1
+        for t in tensors
+    )
+    if n is None or n <= 1 or not lookup or output.dim() == 0 or output.shape[0] != 1:
+        return None
+    return n
+
+
+def _spread(value: object, n: int) -> object:
+    """``value`` expanded from leading dimension 1 to N (a view), if it is a tensor."""
+    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == 1:
+        return value.expand(n, *value.shape[1:])
+    return value
 
 
 def _floating(value: object) -> bool:

@@ -3,8 +3,9 @@
 Structure cannot show everything at construction. At a tracked step the hooks report
 what they found, and parameters move to another engine from then on
 (:meth:`~cockpit.engines.choice.Assignment.move`): to torch.func per module if their
-BackPACK layer ran twice or BackPACK failed on it; to the replay if their module's
-calls have no batch dimension, if the per-module engine failed, or if their
+BackPACK layer ran twice, BackPACK failed on it, or its input had no batch dimension
+(``auto`` engine); to the replay if their module's calls have no batch dimension
+under the per-module engine, if the per-module engine failed, or if their
 per-sample gradients do not add up to ``.grad``; every parameter to the batch replay
 if a BatchNorm layer is in training mode (:func:`couple`). The parameters that move get this
 step's statistics from the replay, so no step is lost.
@@ -115,7 +116,7 @@ def layer_stats(
         for name, stats in found.items()
         if stats.sq_norms.shape[0] != n and name not in moved
     ]
-    engines.move(unbatched, REPLAY, "its module's input has no batch dimension")
+    _move_unbatched(engines, unbatched)
     moved.update(unbatched)
     if not engines.verified:
         engines.verified = True
@@ -129,6 +130,24 @@ def layer_stats(
             zeros = torch.zeros(n, *p.shape, device=p.device, dtype=p.dtype)
             found[name] = from_per_sample(zeros, p, request)
     return {name: found[name] for name in params}
+
+
+def _move_unbatched(engines: Assignment, names: list[str]) -> None:
+    """Parameters whose module's input has no batch dimension leave BackPACK.
+
+    In ``auto`` mode they go to torch.func per module, which spreads a lookup on
+    ``[1, T]`` indices over the batch (:mod:`cockpit.engines.module_func`) and
+    reports any other unbatched call, which then goes to the replay; the check that
+    per-sample gradients add up to ``.grad`` runs again at the next step, for them.
+    Otherwise they go to the replay at once. This step's statistics of them come
+    from the replay either way.
+    """
+    why = "its module's input has no batch dimension"
+    if engines.engine == "auto" and names:
+        engines.move(names, MODULE, why)
+        engines.verified = False
+    else:
+        engines.move(names, REPLAY, why)
 
 
 def backpack_params(

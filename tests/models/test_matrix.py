@@ -166,6 +166,18 @@ def check_first_order(
 
 def test_first_order_against_brute_force(case, tmp_path):
     """Sum rule and first-order quantities, float64, two steps of plain SGD."""
+    _, run, expected = brute_force_run(case, tmp_path, 2)
+    for step, grads in enumerate(expected):
+        check_first_order(run, step, grads, case.rtol)
+
+
+def brute_force_run(
+    case: Case, tmp_path, steps: int
+) -> tuple[cockpit.Cockpit, Run, list[dict[str, Tensor]]]:
+    """``steps`` tracked SGD steps in float64 with the sum rule checked at each.
+
+    Returns the tracker, its run and each step's brute-force per-sample gradients.
+    """
     model, loss_fn = case.make(torch.float64), case.loss()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     ck = cockpit.Cockpit(
@@ -178,7 +190,7 @@ def test_first_order_against_brute_force(case, tmp_path):
         loss_input=case.loss_input,
     )
     expected = []
-    for batch in case.batches(2, torch.float64):
+    for batch in case.batches(steps, torch.float64):
         grads = whole_batch_grads(case, model, loss_fn, batch)
         expected.append(grads)
         optimizer.zero_grad()
@@ -192,9 +204,7 @@ def test_first_order_against_brute_force(case, tmp_path):
             )
         optimizer.step()
     ck.close()
-    run = cockpit.load(ck.run_dir)
-    for step, grads in enumerate(expected):
-        check_first_order(run, step, grads, case.rtol)
+    return ck, cockpit.load(ck.run_dir), expected
 
 
 @pytest.mark.parametrize(
