@@ -242,11 +242,9 @@ def _fill(found: _Found, single: bool) -> dict[int, np.ndarray]:
     which may be large (Kronecker factors), are only copied; returned by ``id``
     as float64 arrays for floating dtypes. ``single``: see :class:`TensorRecord`.
     """
-    inputs = [tensor for node, _, _ in found.on_host for tensor in node.tensors]
-    groups = found.groups
-    for kind, tensor in zip(map(_KIND, inputs), inputs, strict=True):
-        group = groups.get(kind) or found.group(tensor)
-        group.inputs.append(tensor)
+    for node, _, _ in found.on_host:
+        for tensor in node.tensors:
+            found.group(tensor).inputs.append(tensor)
     arrays_by_id: dict[int, np.ndarray] = {}
     for (_, dtype), group in found.groups.items():
         scalars, others = group.scalars, group.others
