@@ -34,20 +34,40 @@ from cockpit.engines._sample_request import (
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "DEVICE_CHUNK_ELEMENTS",
     "MIN_LAYER_SAMPLES",
     "ChunkReducer",
     "LayerStats",
     "SampleRequest",
+    "chunk_samples",
     "from_linear_factors",
     "from_per_sample",
     "sample_positions",
     "widen",
 ]
 
-#: Elements per temporary chunk: small enough that the allocator reuses the memory
-#: instead of mapping fresh pages each time (glibc maps blocks above 32 MB afresh),
-#: which for tensors of tens of MB costs more than the arithmetic on them.
+#: Elements per temporary chunk on the CPU: small enough that the allocator reuses the
+#: memory instead of mapping fresh pages each time (glibc maps blocks above 32 MB
+#: afresh), which for tensors of tens of MB costs more than the arithmetic on them.
+#: Larger chunks did not help: 2**18 to 2**21 took the same time on 3c3d's
+#: convolutions (``benchmarks/results/convecon/``).
 CHUNK_ELEMENTS = 2**20
+
+#: Elements per temporary chunk on other devices (256 MB in float32). A GPU's caching
+#: allocator reuses blocks of any size, while every chunk costs the same kernel
+#: launches and Python calls (about 20 in the convolution routes, whatever its size),
+#: which on a GPU are the step's cost: chunks as large as this memory bound allows.
+DEVICE_CHUNK_ELEMENTS = 2**26
+
+
+def chunk_samples(device: torch.device, n: int, per_sample: int) -> int:
+    """Samples per chunk of N when the largest temporary holds ``per_sample`` each.
+
+    Between 1 and N; at most :data:`CHUNK_ELEMENTS` elements per temporary on the
+    CPU, :data:`DEVICE_CHUNK_ELEMENTS` elsewhere.
+    """
+    bound = CHUNK_ELEMENTS if device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
+    return max(1, min(n, bound // per_sample))
 
 
 def from_per_sample(
@@ -88,10 +108,10 @@ def from_per_sample(
 def _sum_of_squares(flat: Tensor) -> Tensor:
     """``[D]``: ``sum_n flat[n]^2``, squaring chunks of rows.
 
-    Squaring all of a large ``[N, D]`` at once allocates a copy as large; chunks of
-    :data:`CHUNK_ELEMENTS` are cheaper.
+    Squaring all of a large ``[N, D]`` at once allocates a copy as large; chunks
+    (:func:`chunk_samples`) are cheaper.
     """
-    rows = max(1, CHUNK_ELEMENTS // flat.shape[1])
+    rows = chunk_samples(flat.device, *flat.shape)
     return sum(chunk.square().sum(0) for chunk in flat.split(rows))
 
 

@@ -134,3 +134,24 @@ def test_kept_where_later_projections_cost_most(monkeypatch):
     for name in ("0.weight", "1.weight"):
         found[name].project(torch.ones(found[name].grad.numel(), dtype=torch.float64))
     assert projected == [torch.Size([4, 3, 3, 3])]
+
+
+@pytest.mark.parametrize("padding", [(0, 0, 0, 0), (1, 0, 2, 1)])
+def test_pad_input_copies_only_where_it_pads(padding):
+    """No padding: the input itself (F.pad would copy it); else F.pad's result."""
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    padded = _conv_factors.pad_input(x, padding)
+    torch.testing.assert_close(padded, nn.functional.pad(x, padding))
+    assert (padded is x) == (not any(padding))
+
+
+def test_chunks_are_bounded_on_the_cpu_and_whole_batches_elsewhere():
+    """The CPU keeps its small chunks; other devices take up to N samples at once."""
+    per_sample = 75 * 784  # 3c3d's first convolution: d T patches per sample
+    cpu = layer_stats.chunk_samples(torch.device("cpu"), 128, per_sample)
+    gpu = layer_stats.chunk_samples(torch.device("cuda"), 128, per_sample)
+    assert cpu == layer_stats.CHUNK_ELEMENTS // per_sample < 128
+    assert gpu == 128
+    huge = layer_stats.DEVICE_CHUNK_ELEMENTS  # one sample is over any bound
+    assert layer_stats.chunk_samples(torch.device("cuda"), 128, huge * 2) == 1
+    assert layer_stats.chunk_samples(torch.device("cpu"), 3, 1) == 3
