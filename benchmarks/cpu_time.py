@@ -13,7 +13,12 @@ ratios from one run::
     .venv/bin/python benchmarks/cpu_time.py --configs economy --profile  # + cProfile
 
 ``--profile`` adds a profile of the tracked steps (cProfile on the thread's CPU
-time): the tracker's functions by cumulative time.
+time): the tracker's functions by cumulative time. ``--profile-files REGEX`` chooses
+the files whose functions are listed, e.g. BackPACK's derivatives next to the
+tracker's engines::
+
+    .venv/bin/python benchmarks/cpu_time.py --configs business --profile \
+        --profile-files "cockpit/engines|backpack/core/derivatives"
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ import torch
 from _overhead.configs import CONFIGS, PLAIN, build_run
 from _overhead.problems import PROBLEMS, make_problem
 
+#: The files ``--profile`` lists by default: the tracker's engines and quantities.
+TRACKER_FILES = r"cockpit/(engines|quantities|stats|states)"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -39,6 +47,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per block")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-files", default=TRACKER_FILES, metavar="REGEX")
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = torch.device("cpu")
@@ -66,13 +75,15 @@ def main() -> None:
                 print(f"| {config} | {median * 1e3:.1f} | {median / plain:.2f} |")
             if args.profile:
                 for config in configs[1:]:
-                    _profile(runs[config], problem, config, args.steps)
+                    _profile(
+                        runs[config], problem, config, args.steps, args.profile_files
+                    )
             for run in runs.values():
                 if run.ck is not None:
                     run.ck.close()
 
 
-def _profile(run, problem, config: str, steps: int) -> None:
+def _profile(run, problem, config: str, steps: int, files: str) -> None:
     """The tracker's functions by cumulative CPU time over ``steps`` steps."""
     profiler = cProfile.Profile(time.thread_time)
     profiler.enable()
@@ -82,7 +93,7 @@ def _profile(run, problem, config: str, steps: int) -> None:
     run.flush()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
-    stats.print_stats(r"cockpit/(engines|quantities|stats|states)", 25)
+    stats.print_stats(files, 25)
     print(f"\n{config}: cProfile over {steps} steps (CPU seconds)\n\n```")
     print(out.getvalue().split("\n\n", 2)[-1].strip())
     print("```")

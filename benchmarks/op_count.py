@@ -16,6 +16,13 @@ and reductions are not counted): the arithmetic the tracker adds::
     .venv/bin/python benchmarks/op_count.py --flops --problems 3c3d --configs economy
 
 Run it at two commits to compare them.
+
+``--device-chunks`` counts the CPU run with the chunk bound of other devices
+(``layer_stats.DEVICE_CHUNK_ELEMENTS`` as the CPU's ``CHUNK_ELEMENTS``): the operations,
+and so the kernel launches, that the chunked routes (convolutions) dispatch per step on
+a GPU, counted on a machine without one::
+
+    .venv/bin/python benchmarks/op_count.py --problems 3c3d --configs economy business --device-chunks
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from _overhead.configs import CONFIGS, PLAIN, Run, build_run
 from _overhead.problems import PROBLEMS, Problem, make_problem
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+from cockpit.engines import layer_stats
 
 
 class _Counter(TorchDispatchMode):
@@ -64,7 +73,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--flops", action="store_true", help="count GFLOP instead")
+    parser.add_argument(
+        "--device-chunks",
+        action="store_true",
+        help="chunk as on a GPU (layer_stats.DEVICE_CHUNK_ELEMENTS)",
+    )
     args = parser.parse_args()
+    if args.device_chunks:
+        layer_stats.CHUNK_ELEMENTS = layer_stats.DEVICE_CHUNK_ELEMENTS
     device = torch.device("cpu")
     unit, scale = ("GFLOP", 1e9) if args.flops else ("ATen ops", 1)
     print(f"| problem | config | {unit} per step | extra over plain | ratio to plain |")
