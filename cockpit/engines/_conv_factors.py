@@ -42,6 +42,7 @@ __all__ = [
     "KEEP_ELEMENTS",
     "ConvFactors",
     "factor_route",
+    "kept_layers",
     "pad_input",
     "reduce_all",
     "unfold_patches",
@@ -244,10 +245,9 @@ def reduce_all(
 ) -> dict[str, LayerStats]:
     """Every layer's statistics, keeping per-sample gradients where they pay most.
 
-    With ``request.keep_for_projection``, the layers whose later projection costs
-    the most per kept number (most output positions T) keep their ``[N, D_l]``
-    per-sample gradients, while all kept fit :data:`KEEP_ELEMENTS`; the others
-    project by convolution (:meth:`ConvFactors.reduce`).
+    With ``request.keep_for_projection``, the layers of :func:`kept_layers` keep
+    their ``[N, D_l]`` per-sample gradients; the others project by convolution
+    (:meth:`ConvFactors.reduce`).
 
     Args:
         factors: Parameter name -> the weight's factors.
@@ -255,15 +255,23 @@ def reduce_all(
         request: What to compute.
 
     """
-    kept: set[str] = set()
-    if request.keep_for_projection:
-        budget = KEEP_ELEMENTS
-        by_cost = sorted(factors, key=lambda n: -factors[n].positions_per_sample)
-        for name in by_cost:
-            if factors[name].elements <= budget:
-                kept.add(name)
-                budget -= factors[name].elements
+    kept = kept_layers(factors) if request.keep_for_projection else set()
     return {
         name: f.reduce(grads[name], request, name in kept)
         for name, f in factors.items()
     }
+
+
+def kept_layers(factors: dict[str, ConvFactors]) -> set[str]:
+    """The layers that keep their per-sample gradients for a later projection.
+
+    Those whose projection by convolution costs the most per kept number (most
+    output positions T) first, while all kept fit :data:`KEEP_ELEMENTS`.
+    """
+    kept: set[str] = set()
+    budget = KEEP_ELEMENTS
+    for name in sorted(factors, key=lambda n: -factors[n].positions_per_sample):
+        if factors[name].elements <= budget:
+            kept.add(name)
+            budget -= factors[name].elements
+    return kept
