@@ -16,6 +16,12 @@ thread, in interleaved rounds (median):
   for alpha where ``reduce_all`` keeps them), plus its later projection if not kept::
 
     .venv/bin/python benchmarks/conv_floor.py --problem 3c3d
+
+``--chunk-elements B [B ...]`` also times ``reduce`` with each bound ``B`` on the
+CPU's chunks (``layer_stats.CHUNK_ELEMENTS``, 2**20 by default), interleaved with
+the rest::
+
+    .venv/bin/python benchmarks/conv_floor.py --chunk-elements 262144 1048576 4194304
 """
 
 from __future__ import annotations
@@ -102,10 +108,25 @@ def routines(f: _conv_factors.ConvFactors, grad, request, keep: bool) -> dict:
     return dict(zip(ROUTINES, (weight_grad, products, reduce), strict=True))
 
 
+def with_chunks(reduce: Callable[[], None], bound: int) -> Callable[[], None]:
+    """``reduce`` with ``bound`` elements per chunk on the CPU."""
+
+    def bounded() -> None:
+        default = layer_stats.CHUNK_ELEMENTS
+        layer_stats.CHUNK_ELEMENTS = bound
+        try:
+            reduce()
+        finally:
+            layer_stats.CHUNK_ELEMENTS = default
+
+    return bounded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--problem", choices=PROBLEMS, default="3c3d")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--chunk-elements", nargs="*", type=int, default=[])
     args = parser.parse_args()
     torch.set_num_threads(1)
     factors, grads, request = captured(args.problem)
@@ -114,6 +135,8 @@ def main() -> None:
     for name, f in factors.items():
         for what, routine in routines(f, grads[name], request, name in kept).items():
             timed[name, what] = routine
+        for bound in args.chunk_elements:
+            timed[name, f"reduce, {bound}"] = with_chunks(timed[name, "reduce"], bound)
     times: dict[tuple[str, str], list[float]] = {key: [] for key in timed}
     rng = random.Random(0)
     for _ in range(args.rounds):
@@ -130,6 +153,14 @@ def main() -> None:
             f"| {name} | {ms['weight grad']:.1f} | {ms['products']:.1f} | "
             f"{ms['reduce']:.1f} | {ms['products'] / ms['weight grad']:.2f} |"
         )
+    if args.chunk_elements:
+        bounds = args.chunk_elements
+        print("\n`reduce` by elements per chunk, median CPU ms\n")
+        print("| layer | " + " | ".join(map(str, bounds)) + " |")
+        print("|---|" + "---:|" * len(bounds))
+        for name in factors:
+            ms = [statistics.median(times[name, f"reduce, {b}"]) * 1e3 for b in bounds]
+            print(f"| {name} | " + " | ".join(f"{m:.1f}" for m in ms) + " |")
 
 
 if __name__ == "__main__":

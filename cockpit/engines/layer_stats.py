@@ -49,8 +49,8 @@ __all__ = [
 #: Elements per temporary chunk on the CPU: small enough that the allocator reuses the
 #: memory instead of mapping fresh pages each time (glibc maps blocks above 32 MB
 #: afresh), which for tensors of tens of MB costs more than the arithmetic on them.
-#: Larger chunks did not help: 2**18 to 2**21 took the same time on 3c3d's
-#: convolutions (``benchmarks/results/convecon/``).
+#: Chunks of 2**18 or 2**22 elements took as long or longer on 3c3d's convolutions
+#: (``benchmarks/conv_floor.py --chunk-elements``, ``benchmarks/results/convecon/``).
 CHUNK_ELEMENTS = 2**20
 
 #: Elements per temporary chunk on other devices (256 MB in float32). A GPU's caching
