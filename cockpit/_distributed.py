@@ -99,13 +99,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from cockpit.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from cockpit._sharded import Sharding
 
 __all__ = ["Ranks", "SilentWriter", "leaves", "rebuild"]
 
@@ -117,11 +120,14 @@ class Ranks:
         group: The process group; ``None``: the world.
         ddp: The DDP model whose average over this group's ranks lands in
             ``.grad`` (:mod:`cockpit._ddp_average`), or ``None``.
+        sharding: How ``fully_shard`` split the parameters over these ranks
+            (:mod:`cockpit._sharded`), or ``None`` if every rank holds them whole.
 
     Attributes:
         rank: This process's rank in the group.
         size: W, the number of ranks.
         ddp: See above.
+        sharding: See above.
         bytes_sent: Bytes this rank has handed to collectives so far (payload only).
 
     """
@@ -130,6 +136,7 @@ class Ranks:
         self,
         group: dist.ProcessGroup | None = None,
         ddp: nn.parallel.DistributedDataParallel | None = None,
+        sharding: Sharding | None = None,
     ):
         if not dist.is_available() or not dist.is_initialized():
             raise ConfigurationError(
@@ -142,6 +149,7 @@ class Ranks:
         self.rank = dist.get_rank(self.group)
         self.size = dist.get_world_size(self.group)
         self.ddp = ddp
+        self.sharding = sharding
         self.bytes_sent = 0
         # A group that carries CPU tensors (gloo, or torch's default
         # "cpu:gloo,cuda:nccl") exchanges host integers without touching the device.

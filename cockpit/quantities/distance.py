@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._view import StepStates, norm_rows
+from cockpit.quantities._view import StepStates
 
 
 class Distance(Quantity):
@@ -17,10 +15,7 @@ class Distance(Quantity):
 
     name = "distance"
     states = frozenset({"params", "initial"})
+    shardable = True
 
     def finalize(self, states: StepStates) -> dict:
-        names = list(states["params"])
-        initial = [states["initial"][name] for name in names]
-        with torch.no_grad():  # the parameters require grad; no graph is needed
-            moved = torch._foreach_sub(list(states["params"].values()), initial)
-        return states.layered_rows(norm_rows(moved), names)
+        return states.layered_rows(states.moved_norms, list(states["params"]))

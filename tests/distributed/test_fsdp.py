@@ -1,0 +1,301 @@
+"""FSDP (``fully_shard``): the reduction-only quantities equal one process's, the rest
+are absent with the reason.
+
+A float64 MLP whose output dimensions (5 and 2) no world size here divides, so its
+``Shard(0)`` shards are uneven (5 rows: 3 + 2 on 2 ranks, 2 + 2 + 1 on 3; 2 rows:
+1 + 1 + 0 on 3, an empty shard), trains 3 steps of plain SGD on a global batch of 13
+samples split unequally over 2 and 3 gloo processes on 127.0.0.1 (each rank scales
+its mean loss by ``n_r W / N`` so that FSDP's averaged ``.grad`` is the global
+batch's gradient). Its log must equal, up to float rounding, one process's log of
+the same unsharded MLP on the whole batch, and brute force from that process:
+the norms of ``.grad``, of the parameters, of their distance from the start and of
+each step, and the mean loss. Every rank writes into its own directory; only rank
+0's may exist.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import cockpit
+from cockpit._sharded import SHARDED_REASON
+from cockpit.exceptions import AbsentQuantityWarning, ConfigurationError
+from cockpit.logs.schema import PER_LAYER, TOTAL
+from cockpit.quantities import PRESETS, REGISTRY
+from tests.distributed._runs import records
+from tests.distributed.test_split_steps import _assert_same, _free_port
+
+STEPS = 3
+BATCH = 13
+NAMES = ["0.weight", "0.bias", "2.weight", "2.bias"]
+#: The quantities FSDP keeps: sums over samples and norms of sharded vectors.
+SHARDABLE = {"loss", "grad_norm", "param_norm", "distance", "update_size"}
+SHARDABLE |= {"input_scale"}
+#: Timing, not statistics.
+UNCOMPARED = {"tracker_time", "step_time"}
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+
+
+def _batches():
+    data = torch.Generator().manual_seed(1)
+    for _ in range(STEPS):
+        x = torch.randn(BATCH, 4, generator=data, dtype=torch.float64)
+        yield x, torch.randint(0, 2, (BATCH,), generator=data)
+
+
+def _sharded_mlp() -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    model = _mlp()
+    for layer in (model[0], model[2]):
+        fully_shard(layer)
+    return fully_shard(model)
+
+
+def _train_sharded(logdir: Path, rank: int, world: int, scale: bool, **options):
+    """Train the sharded MLP on this rank's shard; the bytes sent per step."""
+    model = _sharded_mlp()
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model, loss_fn, optimizer, logdir=logdir, run_name="run", **options
+    )
+    sent = []
+    for x, y in _batches():
+        shard = torch.tensor_split(torch.arange(BATCH), world)[rank]
+        before = ck.ranks.bytes_sent
+        optimizer.zero_grad()
+        with ck.track():
+            loss = loss_fn(model(x[shard]), y[shard])
+            # FSDP averages .grad over the ranks; n_r W / N makes it the global
+            # batch's mean gradient with unequal shards (scale=False: it is not).
+            (loss * (len(shard) * world / BATCH if scale else 1.0)).backward()
+        optimizer.step()
+        sent.append(ck.ranks.bytes_sent - before)
+    ck.close()
+    return sent
+
+
+def _partly_sharded_refusal() -> str:
+    """The error for a model whose root parameters ``fully_shard`` left whole."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = nn.Sequential(fully_shard(_mlp()), nn.Linear(2, 2).double())
+    try:
+        cockpit.Cockpit(model, nn.CrossEntropyLoss(), None, logdir="unused")
+    except ConfigurationError as error:
+        return str(error)
+    return "accepted"
+
+
+def rank_main(rank: int, world: int, port: int, out: str) -> None:
+    """A spawned rank: the default, economy and unscaled runs, and the refusals."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        root = Path(out)
+        summary: dict = {
+            "sent": _train_sharded(root / f"default{rank}", rank, world, True)
+        }
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _train_sharded(root / f"economy{rank}", rank, world, True, preset="economy")
+        summary["warned"] = sorted(
+            str(w.message).split("'")[1]
+            for w in caught
+            if issubclass(w.category, AbsentQuantityWarning)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the non-finite norms' warnings
+            _train_sharded(root / f"unscaled{rank}", rank, world, False)
+        summary["refused"] = _partly_sharded_refusal()
+        (root / f"summary{rank}.json").write_text(json.dumps(summary))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _whole(logdir: Path) -> dict[int, dict]:
+    """One process, the unsharded MLP, the whole batch; brute force by step."""
+    model = _mlp()
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=logdir,
+        run_name="run",
+        quantities=sorted(SHARDABLE),
+    )
+    start = [p.detach().clone() for p in model.parameters()]
+    brute = {}
+    for step, (x, y) in enumerate(_batches()):
+        optimizer.zero_grad()
+        with ck.track():
+            loss = loss_fn(model(x), y)
+            loss.backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer.step()
+        after = [p.detach() for p in model.parameters()]
+        norms = {
+            "grad_norm": [p.grad for p in model.parameters()],
+            "param_norm": before,
+            "distance": [b - s for b, s in zip(before, start, strict=True)],
+            "update_size": [a - b for a, b in zip(after, before, strict=True)],
+        }
+        brute[step] = {"loss": float(loss.detach())} | {
+            key: [float(torch.linalg.vector_norm(t)) for t in tensors]
+            for key, tensors in norms.items()
+        }
+    ck.close()
+    return brute
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("whole")
+    return logdir / "run", _whole(logdir)
+
+
+@pytest.fixture(scope="module", params=[2, 3])
+def sharded(request, tmp_path_factory):
+    world = request.param
+    out = tmp_path_factory.mktemp(f"fsdp{world}")
+    mp.spawn(rank_main, args=(world, _free_port(), str(out)), nprocs=world)
+    summaries = [
+        json.loads((out / f"summary{r}.json").read_text()) for r in range(world)
+    ]
+    return world, out, summaries
+
+
+def _values(run_dir: Path) -> dict[int, dict]:
+    return {
+        step: {k: v for k, v in values.items() if k not in UNCOMPARED}
+        for step, values in records(run_dir).items()
+    }
+
+
+def test_the_reduction_only_quantities_equal_one_process(sharded, whole):
+    _, out, _ = sharded
+    whole_dir, brute = whole
+    got = _values(out / "default0" / "run")
+    _assert_same(got, _values(whole_dir))
+    for step, expected in brute.items():
+        assert math.isclose(got[step]["loss"][TOTAL], expected["loss"], rel_tol=1e-12)
+        for key in ("grad_norm", "param_norm", "distance", "update_size"):
+            per_layer = got[step][key][PER_LAYER]
+            assert list(per_layer) == NAMES  # the original parameter names
+            logged = [per_layer[name] for name in NAMES]
+            assert logged == pytest.approx(expected[key], rel=1e-12), (step, key)
+            total = math.sqrt(sum(v**2 for v in expected[key]))
+            assert got[step][key][TOTAL] == pytest.approx(total, rel=1e-12)
+
+
+def test_the_rest_is_absent_with_the_reason(sharded):
+    _, out, summaries = sharded
+    meta = json.loads((out / "default0" / "run" / "meta.json").read_text())
+    assert meta["preset"] == "full"
+    assert set(meta["quantities"]) == SHARDABLE
+    assert meta["absent"] == dict.fromkeys(
+        set(PRESETS["full"]) - SHARDABLE, SHARDED_REASON
+    )
+    # Asked for by name (a preset), each absent one is warned about too.
+    economy = json.loads((out / "economy0" / "run" / "meta.json").read_text())
+    dropped = set(PRESETS["economy"]) - SHARDABLE
+    assert economy["absent"] == dict.fromkeys(dropped, SHARDED_REASON)
+    assert all(summary["warned"] == sorted(dropped) for summary in summaries)
+    for values in records(out / "economy0" / "run").values():
+        assert set(values) & set(REGISTRY) == set(PRESETS["economy"]) & SHARDABLE
+
+
+def test_rank_0_writes_one_log_with_the_sharding(sharded):
+    world, out, _ = sharded
+    for rank in range(1, world):
+        assert not (out / f"default{rank}").exists()
+    meta = json.loads((out / "default0" / "run" / "meta.json").read_text())
+    assert (meta["world_size"], meta["global_batch_size"]) == (world, BATCH)
+    assert meta["parameters"] == {
+        "0.weight": [5, 4],
+        "0.bias": [5],
+        "2.weight": [2, 5],
+        "2.bias": [2],
+    }
+    rows = {2: {5: [3, 2], 2: [1, 1]}, 3: {5: [2, 2, 1], 2: [1, 1, 0]}}[world]
+    assert meta["sharding"] == {
+        "api": "fully_shard",
+        "gradient_divide_factor": float(world),
+        "placements": dict.fromkeys(NAMES, "Shard(dim=0)"),
+        "elements_per_rank": {
+            "0.weight": [4 * r for r in rows[5]],
+            "0.bias": rows[5],
+            "2.weight": [5 * r for r in rows[2]],
+            "2.bias": rows[2],
+        },
+    }
+
+
+def test_a_few_small_tensors_per_step(sharded):
+    """What a rank sends per step, whatever its shard: no parameter or gradient."""
+    _, _, summaries = sharded
+    layers = len(NAMES)
+    expected = 8 * (
+        4  # header: sample count, pieces' size, two flags (int64)
+        + 1
+        + 2  # MAX: the input's largest |x|, the range of k
+        + 3  # the per-sample losses' moments (count, mean, M2)
+        + 3  # SUM: the input's count, sum and sum of squares
+        + 3 * layers  # SUM: squared shard norms of grads, params, params - initial
+        + layers  # after optimizer.step(): squared shard norms of the step
+    )
+    for summary in summaries:
+        assert summary["sent"] == [expected] * STEPS
+
+
+def test_unscaled_unequal_shards_log_a_nonfinite_gradient_norm(sharded):
+    """FSDP's average of unequal shards is not the global batch's gradient."""
+    _, out, _ = sharded
+    for values in records(out / "unscaled0" / "run").values():
+        assert values["grad_norm"][TOTAL] is None  # logged as null
+        assert set(values["grad_norm"][PER_LAYER].values()) == {None}
+        assert values["param_norm"][TOTAL] is not None
+
+
+def test_a_partly_sharded_model_is_refused(sharded):
+    _, _, summaries = sharded
+    for summary in summaries:
+        assert summary["refused"].startswith(
+            "Parameters ['1.weight', '1.bias'] of the fully_shard model are not sharded"
+        )
+        assert "Apply fully_shard to the root module" in summary["refused"]
+
+
+class FullyShardedDataParallel(nn.Module):
+    """A stand-in for FSDP1's wrapper: on a CPU-only torch 2.14 the real one refuses
+    to be built ("FSDP needs a non-CPU accelerator device")."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self._fsdp_wrapped_module = module
+
+
+def test_fsdp1_is_refused_naming_fully_shard(tmp_path):
+    model = FullyShardedDataParallel(_mlp())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigurationError, match=r"FSDP1.*fully_shard \(FSDP2\)"):
+        cockpit.Cockpit(model, nn.CrossEntropyLoss(), optimizer, logdir=tmp_path)
+    assert not list(tmp_path.iterdir())
