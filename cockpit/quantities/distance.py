@@ -10,7 +10,8 @@ class Distance(Quantity):
     """``||theta_t - theta_0||_2``, total and per parameter.
 
     ``theta_0`` are the parameters when the :class:`~cockpit.Cockpit` was created
-    (one copy of the parameters is kept for this).
+    (one copy of the parameters is kept for this; of sharded parameters, FSDP, each
+    rank keeps its own shard and the norms add over the ranks).
     """
 
     name = "distance"

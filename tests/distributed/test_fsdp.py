@@ -28,12 +28,14 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import cockpit
+from cockpit._pieces import Piece, _AveragedGrads
 from cockpit._sharded import SHARDED_REASON
 from cockpit.exceptions import AbsentQuantityWarning, ConfigurationError
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities import PRESETS, REGISTRY
 from tests.distributed._runs import records
 from tests.distributed.test_split_steps import _assert_same, _free_port
+from tests.scripts import run_python, torchrun
 
 STEPS = 3
 BATCH = 13
@@ -41,6 +43,8 @@ NAMES = ["0.weight", "0.bias", "2.weight", "2.bias"]
 #: The quantities FSDP keeps: sums over samples and norms of sharded vectors.
 SHARDABLE = {"loss", "grad_norm", "param_norm", "distance", "update_size"}
 SHARDABLE |= {"input_scale"}
+#: The gradient norm that one run clips to inside its blocks.
+CLIP = 1e-3
 #: Timing, not statistics.
 UNCOMPARED = {"tracker_time", "step_time"}
 
@@ -66,24 +70,49 @@ def _sharded_mlp() -> nn.Module:
     return fully_shard(model)
 
 
-def _train_sharded(logdir: Path, rank: int, world: int, scale: bool, **options):
-    """Train the sharded MLP on this rank's shard; the bytes sent per step."""
-    model = _sharded_mlp()
+def _tracked(model: nn.Module, logdir: Path, **options):
+    """The loss, plain SGD and the Cockpit (run ``run`` in ``logdir``) of ``model``."""
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ck = cockpit.Cockpit(
         model, loss_fn, optimizer, logdir=logdir, run_name="run", **options
+    )
+    return loss_fn, optimizer, ck
+
+
+def _train_sharded(
+    logdir: Path,
+    rank: int,
+    world: int,
+    scale: bool,
+    pieces: int = 1,
+    clip: float | None = None,
+    **options,
+):
+    """Train the sharded MLP on this rank's shard; the bytes sent per step.
+
+    ``pieces``: micro-batches per step, all but the last without FSDP's
+    reduce-scatter (``set_requires_gradient_sync(False)``). ``clip``: clip the
+    gradient to this norm inside each step's block, after ``backward()``.
+    """
+    model = _sharded_mlp()
+    loss_fn, optimizer, ck = _tracked(
+        model, logdir, accumulation_steps=pieces, **options
     )
     sent = []
     for x, y in _batches():
         shard = torch.tensor_split(torch.arange(BATCH), world)[rank]
         before = ck.ranks.bytes_sent
         optimizer.zero_grad()
-        with ck.track():
-            loss = loss_fn(model(x[shard]), y[shard])
-            # FSDP averages .grad over the ranks; n_r W / N makes it the global
-            # batch's mean gradient with unequal shards (scale=False: it is not).
-            (loss * (len(shard) * world / BATCH if scale else 1.0)).backward()
+        for i, part in enumerate(torch.tensor_split(shard, pieces)):
+            model.set_requires_gradient_sync(i == pieces - 1)
+            with ck.track():
+                loss = loss_fn(model(x[part]), y[part])
+                # FSDP averages .grad over the ranks; n W / N makes it the global
+                # batch's mean gradient with unequal pieces (scale=False: it is not).
+                (loss * (len(part) * world / BATCH if scale else 1.0)).backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         sent.append(ck.ranks.bytes_sent - before)
     ck.close()
@@ -103,7 +132,8 @@ def _partly_sharded_refusal() -> str:
 
 
 def rank_main(rank: int, world: int, port: int, out: str) -> None:
-    """A spawned rank: the default, economy and unscaled runs, and the refusals."""
+    """A spawned rank: the default, economy, accumulated, clipped and unscaled runs,
+    and the refusal of a partly sharded model."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -119,6 +149,8 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
             for w in caught
             if issubclass(w.category, AbsentQuantityWarning)
         )
+        _train_sharded(root / f"accumulated{rank}", rank, world, True, pieces=2)
+        _train_sharded(root / f"clipped{rank}", rank, world, True, clip=CLIP)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the non-finite norms' warnings
             _train_sharded(root / f"unscaled{rank}", rank, world, False)
@@ -132,16 +164,7 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
 def _whole(logdir: Path) -> dict[int, dict]:
     """One process, the unsharded MLP, the whole batch; brute force by step."""
     model = _mlp()
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=logdir,
-        run_name="run",
-        quantities=sorted(SHARDABLE),
-    )
+    loss_fn, optimizer, ck = _tracked(model, logdir, quantities=sorted(SHARDABLE))
     start = [p.detach().clone() for p in model.parameters()]
     brute = {}
     for step, (x, y) in enumerate(_batches()):
@@ -204,6 +227,24 @@ def test_the_reduction_only_quantities_equal_one_process(sharded, whole):
             assert logged == pytest.approx(expected[key], rel=1e-12), (step, key)
             total = math.sqrt(sum(v**2 for v in expected[key]))
             assert got[step][key][TOTAL] == pytest.approx(total, rel=1e-12)
+
+
+def test_accumulated_micro_batches_equal_one_process(sharded, whole):
+    _, out, _ = sharded
+    got = _values(out / "accumulated0" / "run")
+    _assert_same(got, _values(whole[0]))
+    meta = json.loads((out / "accumulated0" / "run" / "meta.json").read_text())
+    assert (meta["accumulation_steps"], meta["global_batch_size"]) == (2, BATCH)
+
+
+def test_clipping_inside_the_block_does_not_reach_the_statistics(sharded, whole):
+    """The first step's gradient is the unclipped one; the step taken was clipped."""
+    _, out, _ = sharded
+    got, expected = _values(out / "clipped0" / "run")[0], _values(whole[0])[0]
+    _assert_same(got["grad_norm"], expected["grad_norm"])
+    assert got["grad_norm"][TOTAL] > 10 * CLIP
+    # clip_grad_norm_ scales by CLIP / (norm + 1e-6): 1e-5 relative below CLIP.
+    assert got["update_size"][TOTAL] == pytest.approx(0.1 * CLIP, rel=1e-4)
 
 
 def test_the_rest_is_absent_with_the_reason(sharded):
@@ -299,3 +340,47 @@ def test_fsdp1_is_refused_naming_fully_shard(tmp_path):
     with pytest.raises(ConfigurationError, match=r"FSDP1.*fully_shard \(FSDP2\)"):
         cockpit.Cockpit(model, nn.CrossEntropyLoss(), optimizer, logdir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_torchrun_example_writes_one_run_of_the_shardable_quantities(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "examples" / "fsdp_digits.py"
+    args = [str(example), "--steps", "3", "--logdir", str(tmp_path)]
+    run_python([*torchrun(2), *args], cwd=tmp_path, timeout=300)
+    assert [p.name for p in tmp_path.iterdir()] == ["fsdp_digits"]
+    meta = json.loads((tmp_path / "fsdp_digits" / "meta.json").read_text())
+    assert (meta["status"], meta["world_size"], meta["global_batch_size"]) == (
+        "finished",
+        2,
+        64,
+    )
+    assert set(meta["quantities"]) == SHARDABLE
+    steps = records(tmp_path / "fsdp_digits")
+    assert sorted(steps) == [0, 1, 2]
+    assert all(set(v) & set(REGISTRY) == SHARDABLE for v in steps.values())
+
+
+def _shard_piece(size: int, c: float) -> Piece:
+    grads = {"w": torch.tensor([2.0, -4.0], dtype=torch.float64)}
+    return Piece(
+        {"grads": grads}, {}, size, 0.0, [torch.tensor(c, dtype=torch.float64)]
+    )
+
+
+def test_the_reduced_shard_is_divided_by_k_equal_up_to_rounding():
+    """``g = grad F / (N s)`` with ``s = c / n``, the same on every piece and rank.
+
+    Unequal pieces of 7 and 6 of N = 13 samples on W = 2 ranks, scaled by
+    ``n W / N``: ``c / n`` is ``2 / 13`` on both up to rounding, so ``k = 1``.
+    """
+    pieces = [_shard_piece(n, n * 2 / 13) for n in (7, 6)]
+    sharded = _AveragedGrads.of_shards(pieces, 13, 2.0, mean=True)
+    high, negated_low = sharded.scale_range()
+    got = sharded.mean_gradient(high, negated_low)["w"]
+    torch.testing.assert_close(got, torch.tensor([2.0, -4.0]).double())
+    # A sum-reduced loss needs no scaling: g = grad F / (N c).
+    summed = _AveragedGrads.of_shards([_shard_piece(7, 2.0)], 13, 2.0, mean=False)
+    got = summed.mean_gradient(*summed.scale_range())["w"]
+    torch.testing.assert_close(got, torch.tensor([2.0, -4.0]).double() / 13)
+    # A rank that scaled by n_r / N alone (k twice as large): NaN, not a wrong g.
+    other = torch.tensor(7 / 13 / 7, dtype=torch.float64)
+    assert torch.isnan(sharded.mean_gradient(high, -other)["w"]).all()
