@@ -26,9 +26,12 @@ disagree are caught on the device and log a non-finite gradient norm, not a wron
 one, as DDP's average does (:mod:`cockpit._ddp_average`).
 
 **What is absent, and why** (:data:`SHARDED_REASON`, in ``meta.json``'s
-``absent``). Every per-sample quantity (alpha, the histograms, ``mean_gsnr``, the
-gradient tests, the noise scale, ...) and every curvature quantity. What full FSDP
-support would need:
+``absent``, with a warning each when a preset or ``quantities`` asked for it).
+Every per-sample quantity (alpha, the histograms, ``mean_gsnr``, the gradient
+tests, the noise scale, ...) and every curvature quantity. Given neither a preset
+nor quantities, the tracker takes ``full`` and keeps its shardable part, all of it
+at every step (a few norms of the rank's shards), the rest noted in ``meta.json``
+and one line of the ``cockpit`` logger. What full FSDP support would need:
 
 - *The per-sample engines on FSDP's unsharded parameters.* In FSDP's forward and
   backward pass each layer's weight is all-gathered whole, and a rank holds the
@@ -285,6 +288,8 @@ class ShardedGradients:
     def _read(self) -> None:
         shards = [local(p.grad) for p in self.params.values() if p.grad is not None]
         names = [n for n, p in self.params.items() if p.grad is not None]
+        if not shards:  # a micro-batch FSDP did not reduce-scatter (no sync)
+            return
         copies = torch._foreach_mul([s.reshape(-1) for s in shards], 1.0)
         self._kept = dict(zip(names, copies, strict=True))
 
