@@ -23,7 +23,10 @@ Across ranks the same table maps onto collectives
 average when every piece of every rank is equally large (:class:`_AveragedGrads`,
 :mod:`cockpit._ddp_average`), and so does ``sample_grads`` when, in addition, every
 piece ran in its parameters' full precision
-(:func:`~cockpit._ddp_average.full_precision`).
+(:func:`~cockpit._ddp_average.full_precision`). On parameters sharded by FSDP,
+``grads`` is the rank's shard of FSDP's reduce-scattered gradient, and the
+per-layer vectors (``grads``, ``params``, ``initial``, the step) enter only through
+their norms, whose squares add over the shards (:mod:`cockpit._sharded`).
 """
 
 from __future__ import annotations
@@ -245,7 +248,9 @@ class _Across:
     every rank has the same size and every rank caught the average, ``grads`` is
     taken from it (SAME) rather than summed: DDP has already reduced it; so is
     ``sample_grads`` if every rank also ran in full precision. Every rank decides
-    alike, from the same header.
+    alike, from the same header. On sharded parameters (FSDP) ``grads`` is always
+    FSDP's reduce-scattered shard, and the norms of the sharded states are summed
+    over the ranks (:meth:`shard_norms`, :mod:`cockpit._sharded`).
     """
 
     def __init__(
@@ -265,7 +270,7 @@ class _Across:
         self.total = sum(self.sizes)
         size = rows[0][1]
         self.averaged = None
-        #: States taken from DDP's average instead of summed.
+        #: States taken from DDP's average (or FSDP's shard of it) instead of summed.
         self.from_ddp: set[str] = set()
         if ranks.sharding is not None and "grads" in last.states:
             divide = ranks.sharding.divide_factor
@@ -424,7 +429,7 @@ class _AveragedGrads:
         return cls(pieces[-1].states["grads"], scales, divide / total)
 
     def scale_range(self) -> list[Tensor]:
-        """``[max c, -min c]`` over this rank's backward passes."""
+        """``[max s, -min s]`` over this rank's backward passes."""
         return [self.scales.amax(), -self.scales.amin()]
 
     def mean_gradient(self, highest: Tensor, negated_lowest: Tensor) -> dict:

@@ -29,6 +29,7 @@ from torch import nn
 
 import cockpit
 from cockpit._pieces import Piece, _AveragedGrads
+from cockpit._setup import default_tracking
 from cockpit._sharded import SHARDED_REASON
 from cockpit.exceptions import AbsentQuantityWarning, ConfigurationError
 from cockpit.logs.schema import PER_LAYER, TOTAL
@@ -384,3 +385,11 @@ def test_the_reduced_shard_is_divided_by_k_equal_up_to_rounding():
     # A rank that scaled by n_r / N alone (k twice as large): NaN, not a wrong g.
     other = torch.tensor(7 / 13 / 7, dtype=torch.float64)
     assert torch.isnan(sharded.mean_gradient(high, -other)["w"]).all()
+
+
+def test_the_default_under_fsdp_is_full_without_a_budget():
+    assert default_tracking(None, None, None, ranks=2, sharded=True) == ("full", None)
+    assert default_tracking("economy", None, None, 2, sharded=True) == ("economy", None)
+    assert default_tracking(None, ["loss"], None, 2, sharded=True) == (None, None)
+    with pytest.raises(ConfigurationError, match="across 2 processes"):
+        default_tracking(None, None, 0.05, ranks=2, sharded=True)
