@@ -120,21 +120,35 @@ def _train_sharded(
     return sent
 
 
-def _partly_sharded_refusal() -> str:
-    """The error for a model whose root parameters ``fully_shard`` left whole."""
+def _refusals(world: int) -> dict[str, str]:
+    """The errors for shardings the tracker cannot read, by case.
+
+    ``partly``: the root's own parameters left whole; ``hsdp``: a 2-D mesh
+    (1 replica x W shards); ``group``: a ``process_group`` other than the mesh's.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    model = nn.Sequential(fully_shard(_mlp()), nn.Linear(2, 2).double())
-    try:
-        cockpit.Cockpit(model, nn.CrossEntropyLoss(), None, logdir="unused")
-    except ConfigurationError as error:
-        return str(error)
-    return "accepted"
+    hsdp = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
+    cases = {
+        "partly": (nn.Sequential(fully_shard(_mlp()), nn.Linear(2, 2).double()), None),
+        "hsdp": (fully_shard(_mlp(), mesh=hsdp), None),
+        "group": (fully_shard(_mlp()), dist.new_group(list(range(world)))),
+    }
+    found = {}
+    for case, (model, group) in cases.items():
+        try:
+            cockpit.Cockpit(
+                model, nn.CrossEntropyLoss(), None, process_group=group, logdir="-"
+            )
+        except ConfigurationError as error:
+            found[case] = str(error)
+    return found
 
 
 def rank_main(rank: int, world: int, port: int, out: str) -> None:
     """A spawned rank: the default, economy, accumulated, clipped and unscaled runs,
-    and the refusal of a partly sharded model."""
+    and the refusals."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -155,7 +169,7 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the non-finite norms' warnings
             _train_sharded(root / f"unscaled{rank}", rank, world, False)
-        summary["refused"] = _partly_sharded_refusal()
+        summary["refused"] = _refusals(world)
         (root / f"summary{rank}.json").write_text(json.dumps(summary))
         dist.barrier()
     finally:
@@ -317,13 +331,15 @@ def test_unscaled_unequal_shards_log_a_nonfinite_gradient_norm(sharded):
         assert values["param_norm"][TOTAL] is not None
 
 
-def test_a_partly_sharded_model_is_refused(sharded):
+def test_shardings_the_tracker_cannot_read_are_refused(sharded):
     _, _, summaries = sharded
-    for summary in summaries:
-        assert summary["refused"].startswith(
+    for refused in (summary["refused"] for summary in summaries):
+        assert refused["partly"].startswith(
             "Parameters ['1.weight', '1.bias'] of the fully_shard model are not sharded"
         )
-        assert "Apply fully_shard to the root module" in summary["refused"]
+        assert "Apply fully_shard to the root module" in refused["partly"]
+        assert "got meshes of dimensions [2]" in refused["hsdp"]
+        assert "process_group must be the fully_shard model's own" in refused["group"]
 
 
 class FullyShardedDataParallel(nn.Module):
