@@ -9,8 +9,12 @@ its mean loss by ``n_r W / N`` so that FSDP's averaged ``.grad`` is the global
 batch's gradient). Its log must equal, up to float rounding, one process's log of
 the same unsharded MLP on the whole batch, and brute force from that process:
 the norms of ``.grad``, of the parameters, of their distance from the start and of
-each step, and the mean loss. Every rank writes into its own directory; only rank
-0's may exist.
+each step, and the mean loss; so must 2 micro-batches per rank, and the first
+step's gradient when each block clips it. Every rank writes into its own
+directory; only rank 0's may exist. The same spawned ranks check what is absent
+(with the default and with ``preset="economy"``), the bytes sent per step, the
+non-finite gradient norm of ranks whose losses are not scaled to their shares,
+and the refusals of shardings the tracker cannot read.
 """
 
 from __future__ import annotations
@@ -42,8 +46,14 @@ STEPS = 3
 BATCH = 13
 NAMES = ["0.weight", "0.bias", "2.weight", "2.bias"]
 #: The quantities FSDP keeps: sums over samples and norms of sharded vectors.
-SHARDABLE = {"loss", "grad_norm", "param_norm", "distance", "update_size"}
-SHARDABLE |= {"input_scale"}
+SHARDABLE = {
+    "loss",
+    "input_scale",
+    "grad_norm",
+    "param_norm",
+    "distance",
+    "update_size",
+}
 #: The gradient norm that one run clips to inside its blocks.
 CLIP = 1e-3
 #: Timing, not statistics.
