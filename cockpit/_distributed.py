@@ -72,6 +72,31 @@ when they are:
   could send per-layer traces instead when ``tic_diag`` is not due at the step;
   the presets schedule the three together, so this is not done.
 
+Under FSDP (``fully_shard``, :mod:`cockpit._sharded`) the ranks hold the
+parameters in shards and only the reduction-only quantities run (``loss``,
+``grad_norm``, ``param_norm``, ``distance``, ``update_size``, ``input_scale``).
+Per tracked step a rank then sends, every step the same (``[L]``: one number per
+parameter tensor):
+
+==============  ===============================================================
+``all_gather``  the header above, int64 ``[4]``
+``all_reduce``  MAX of the input's largest ``|x|`` (``input_scale``) and the range
+                of ``k = c w N / (F n)`` over its backward passes (2 scalars,
+                ``grad_norm``), float64
+``all_gather``  the per-sample losses' moments, float64 ``[1, 3]``
+``all_reduce``  SUM of the input's ``(count, sum, sum of squares)``, float64 ``[3]``
+``all_reduce``  SUM of the squared norms of its shards, float64 ``[3 L]``: of the
+                mean gradient, the parameters and ``params - initial``, those due
+``all_reduce``  after ``optimizer.step()``: SUM of the step's squared shard norms,
+                float64 ``[L]`` (``update_size``)
+==============  ===============================================================
+
+No parameter, gradient or per-sample vector is gathered: with the default
+quantities that is ``8 (13 + 4 L)`` bytes per rank and step, 232 for the 4
+parameter tensors of ``tests/distributed/test_fsdp.py``. Once, when the run
+starts, an ``all_gather`` of ``[L]`` integers (each rank's shard sizes) goes into
+``meta.json``'s ``sharding``.
+
 Nothing waits for the device on the training thread after a collective: the
 header's integers come back as host integers (the sample count N, the shares
 ``n_r / N`` and the choice between DDP's average and the SUM are decided on the
@@ -99,13 +124,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from cockpit.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from cockpit._sharded import Sharding
 
 __all__ = ["Ranks", "SilentWriter", "leaves", "rebuild"]
 
@@ -117,11 +145,14 @@ class Ranks:
         group: The process group; ``None``: the world.
         ddp: The DDP model whose average over this group's ranks lands in
             ``.grad`` (:mod:`cockpit._ddp_average`), or ``None``.
+        sharding: How ``fully_shard`` split the parameters over these ranks
+            (:mod:`cockpit._sharded`), or ``None`` if every rank holds them whole.
 
     Attributes:
         rank: This process's rank in the group.
         size: W, the number of ranks.
         ddp: See above.
+        sharding: See above.
         bytes_sent: Bytes this rank has handed to collectives so far (payload only).
 
     """
@@ -130,10 +161,12 @@ class Ranks:
         self,
         group: dist.ProcessGroup | None = None,
         ddp: nn.parallel.DistributedDataParallel | None = None,
+        sharding: Sharding | None = None,
     ):
         if not dist.is_available() or not dist.is_initialized():
             raise ConfigurationError(
-                "Cockpit got a DistributedDataParallel model or a process_group, but "
+                "Cockpit got a DistributedDataParallel or fully_shard model or a "
+                "process_group, but "
                 "torch.distributed is not initialized. Call "
                 "torch.distributed.init_process_group(...) (torchrun sets its "
                 "environment) before creating the Cockpit."
@@ -142,6 +175,7 @@ class Ranks:
         self.rank = dist.get_rank(self.group)
         self.size = dist.get_world_size(self.group)
         self.ddp = ddp
+        self.sharding = sharding
         self.bytes_sent = 0
         # A group that carries CPU tensors (gloo, or torch's default
         # "cpu:gloo,cuda:nccl") exchanges host integers without touching the device.

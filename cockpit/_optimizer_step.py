@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cockpit._record import TensorRecord
+from cockpit._sharded import is_shard, local
 from cockpit.engines import fill
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.exceptions import UsageError
@@ -204,15 +205,23 @@ class _FlatParams:
 
     def __init__(self, params: dict[str, nn.Parameter]):
         self.params = params
+        self._sharded = any(is_shard(p) for p in params.values())
         self._addresses: list[int] = []
         self._views: list[Tensor] = []
 
     def views(self) -> list[Tensor]:
-        """Parameter order: the flat parameters, sharing their storage."""
-        addresses = [p.data_ptr() for p in self.params.values()]
+        """Parameter order: the flat parameters, sharing their storage.
+
+        Of sharded parameters (FSDP), this rank's shards, looked up at each call:
+        FSDP may move a shard to new storage when it first runs.
+        """
+        params = list(self.params.values())
+        if self._sharded:
+            params = [local(p) for p in params]
+        addresses = [p.data_ptr() for p in params]
         if addresses != self._addresses:
-            views = [p.detach().reshape(-1) for p in self.params.values()]
-            if all(p.is_contiguous() for p in self.params.values()):
+            views = [p.detach().reshape(-1) for p in params]
+            if all(p.is_contiguous() for p in params):
                 self._addresses, self._views = addresses, views
             return views
         return self._views

@@ -23,7 +23,10 @@ Across ranks the same table maps onto collectives
 average when every piece of every rank is equally large (:class:`_AveragedGrads`,
 :mod:`cockpit._ddp_average`), and so does ``sample_grads`` when, in addition, every
 piece ran in its parameters' full precision
-(:func:`~cockpit._ddp_average.full_precision`).
+(:func:`~cockpit._ddp_average.full_precision`). On parameters sharded by FSDP,
+``grads`` is the rank's shard of FSDP's reduce-scattered gradient, and the
+per-layer vectors (``grads``, ``params``, ``initial``, the step) enter only through
+their norms, whose squares add over the shards (:mod:`cockpit._sharded`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch import Tensor
 
 from cockpit._ddp_average import full_precision
 from cockpit._distributed import Ranks, leaves, rebuild
+from cockpit._sharded import SHARDED_REASON, local, shard_norm_rows
 from cockpit.engines._linear_factors import project_layers
 from cockpit.engines.layer_stats import LayerStats
 from cockpit.states import SPECS, Reduce, projected_moments, reduce_states
@@ -65,8 +69,14 @@ HESSIAN_REASON = (
 )
 
 
-def split_absence(quantity: Any) -> str | None:
-    """Why ``quantity`` cannot be tracked on split steps, or ``None`` if it can."""
+def split_absence(quantity: Any, sharded: bool = False) -> str | None:
+    """Why ``quantity`` cannot be tracked on split steps, or ``None`` if it can.
+
+    ``sharded``: the ranks hold the parameters in shards (FSDP), where only the
+    quantities marked ``shardable`` are computed (:mod:`cockpit._sharded`).
+    """
+    if sharded and not quantity.shardable:
+        return SHARDED_REASON
     if quantity.states & WHOLE:
         return WHOLE_REASON
     if getattr(quantity, "curvature", None) == "hessian":
@@ -214,7 +224,9 @@ class StepPieces:
         if across is None:
             return WholeStep(states, groups, absent, _unchanged, None, seconds)
         across.merge(states)
-        return WholeStep(states, groups, absent, across.merge, across.sum, seconds)
+        if self.ranks.sharding is not None:
+            states["shard_norms"] = across.shard_norms(states)
+        return WholeStep(states, groups, absent, across.after_step, across.sum, seconds)
 
 
 def _unchanged(states: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +248,9 @@ class _Across:
     every rank has the same size and every rank caught the average, ``grads`` is
     taken from it (SAME) rather than summed: DDP has already reduced it; so is
     ``sample_grads`` if every rank also ran in full precision. Every rank decides
-    alike, from the same header.
+    alike, from the same header. On sharded parameters (FSDP) ``grads`` is always
+    FSDP's reduce-scattered shard, and the norms of the sharded states are summed
+    over the ranks (:meth:`shard_norms`, :mod:`cockpit._sharded`).
     """
 
     def __init__(
@@ -256,10 +270,14 @@ class _Across:
         self.total = sum(self.sizes)
         size = rows[0][1]
         self.averaged = None
-        #: States taken from DDP's average instead of summed.
+        #: States taken from DDP's average (or FSDP's shard of it) instead of summed.
         self.from_ddp: set[str] = set()
-        if size > 0 and all(row[1] == size and row[2] for row in rows):
-            self.averaged = _AveragedGrads(pieces, size, mean)
+        if ranks.sharding is not None and "grads" in last.states:
+            divide = ranks.sharding.divide_factor
+            self.averaged = _AveragedGrads.of_shards(pieces, self.total, divide, mean)
+            self.from_ddp = {"grads"}
+        elif size > 0 and all(row[1] == size and row[2] for row in rows):
+            self.averaged = _AveragedGrads.of_ddp(pieces, size, mean)
             precise = all(row[3] for row in rows)
             self.from_ddp = {"grads", "sample_grads"} if precise else {"grads"}
 
@@ -313,6 +331,36 @@ class _Across:
             states[name] = rebuild(states[name], merged)
         return states
 
+    def after_step(self, states: dict[str, Any]) -> dict[str, Any]:
+        """The step states of every rank: merged moments, the sharded step's norms."""
+        states = self.merge(states)
+        if self.ranks.sharding is not None and "step" in states:
+            shards = {"step": list(states["step"].delta.values())}
+            states["step_shard_norms"] = self._norm_rows(shards)["step"]
+        return states
+
+    def shard_norms(self, states: dict[str, Any]) -> dict[str, Tensor]:
+        """``shard_norms``: the norms of the sharded per-layer states the step holds.
+
+        ``grads`` (this rank's shard of the mean gradient), ``params`` and, with
+        ``initial``, ``moved = params - initial``, in one collective.
+        """
+        shards = {}
+        if "grads" in states:
+            shards["grads"] = list(states["grads"].values())
+        if "params" in states:
+            params = [local(p) for p in states["params"].values()]
+            shards["params"] = params
+            if "initial" in states:
+                initial = [local(states["initial"][name]) for name in states["params"]]
+                shards["moved"] = torch._foreach_sub(params, initial)
+        return self._norm_rows(shards) if shards else {}
+
+    def _norm_rows(self, shards: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+        return shard_norm_rows(
+            lambda tensors: self.ranks.all_reduce(tensors, dist.ReduceOp.SUM), shards
+        )
+
     def sum(self, value: Any) -> Any:
         """``value`` (a nesting of tensors and integers) summed over the ranks.
 
@@ -332,31 +380,67 @@ class _Across:
 
 
 class _AveragedGrads:
-    """``g`` of the whole step from DDP's average, when all pieces are equal.
+    """``g`` of the whole step from the average the ranks' ``.grad`` already holds.
 
-    DDP leaves ``(1/W) sum_r sum_k c w G_{r,k}`` in ``.grad`` (W ranks, A pieces
-    each of n samples, loss scale c, ``w = 1`` for a mean loss and ``n`` for a sum,
-    ``G_{r,k}`` the piece's mean gradient), so ``g = (1/(W A)) sum G_{r,k}`` is
-    that times ``1 / (c w A)``. The one assumption, a loss scale c equal on every
-    piece of every rank, is checked on the device: the MAX collective carries the
-    largest c and the negated smallest, and a step where they differ logs a
-    non-finite gradient norm instead of a wrong one.
+    ``g = average * factor / s``, where the scale ``s`` of every backward pass of
+    every rank must be the same: the MAX collective carries the largest ``s`` and
+    the negated smallest, and a step where they differ logs a non-finite gradient
+    norm instead of a wrong one.
+
+    Args:
+        average: Parameter name -> this rank's ``.grad`` (or its shard), flat.
+        scales: ``s`` of each of this rank's backward passes (device scalars).
+        factor: The host factor.
+
     """
 
-    def __init__(self, pieces: list[Piece], size: int, mean: bool):
+    def __init__(self, average: dict[str, Tensor], scales: list[Tensor], factor: float):
+        self.average = average
+        self.scales = torch.stack([s.reshape(()) for s in scales])
+        self.factor = factor
+
+    @classmethod
+    def of_ddp(cls, pieces: list[Piece], size: int, mean: bool) -> _AveragedGrads:
+        """DDP's average, when every piece of every rank has ``size`` samples.
+
+        DDP leaves ``(1/W) sum_r sum_k c w G_{r,k}`` in ``.grad`` (W ranks, A pieces
+        each of n samples, loss scale c, ``w = 1`` for a mean loss and ``n`` for a
+        sum, ``G_{r,k}`` the piece's mean gradient), so ``g = (1/(W A)) sum
+        G_{r,k}`` is that times ``1 / (c w A)``: ``s = c``, ``factor = 1 / (w A)``.
+        """
         assert pieces[-1].averaged is not None
-        self.average = pieces[-1].averaged
-        self.scales = torch.stack(
-            [c.reshape(()) for p in pieces for c in p.loss_scales]
-        )
-        self.factor = (1.0 if mean else 1.0 / size) / len(pieces)
+        scales = [c for p in pieces for c in p.loss_scales]
+        factor = (1.0 if mean else 1.0 / size) / len(pieces)
+        return cls(pieces[-1].averaged, scales, factor)
+
+    @classmethod
+    def of_shards(
+        cls, pieces: list[Piece], total: int, divide: float, mean: bool
+    ) -> _AveragedGrads:
+        """FSDP's reduce-scattered ``.grad`` shard, for pieces of any sizes.
+
+        FSDP leaves (this rank's shard of) ``(1/F) sum_{r,k} c w G_{r,k}`` in
+        ``.grad`` after the last piece's backward pass (F: its divide factor;
+        ``n_{r,k}`` samples per piece, c, w, G as in :meth:`of_ddp`), which is the
+        whole step's ``g = sum (n_{r,k} / N) G_{r,k}`` times ``k`` when ``c w N /
+        (F n_{r,k}) = k`` for every piece: ``s = c w / n``, ``factor = F / N``.
+        """
+        scales = [c / p.size if mean else c for p in pieces for c in p.loss_scales]
+        return cls(pieces[-1].states["grads"], scales, divide / total)
 
     def scale_range(self) -> list[Tensor]:
-        """``[max c, -min c]`` over this rank's backward passes."""
+        """``[max s, -min s]`` over this rank's backward passes."""
         return [self.scales.amax(), -self.scales.amin()]
 
     def mean_gradient(self, highest: Tensor, negated_lowest: Tensor) -> dict:
-        """Parameter name -> ``g_l``, NaN where the ranks' loss scales differed."""
-        uniform = highest == -negated_lowest
+        """Parameter name -> ``g_l``, NaN where the ranks' scales ``s`` differed.
+
+        Equal up to rounding: ``c w / n`` of scales ``c = n_r W / N`` that make
+        ``.grad`` the mean gradient of unequal shards rounds differently on each
+        rank. Scales that differ by more than 8 units in the last place differ for
+        a reason (ranks scaling their losses differently), not by rounding.
+        """
+        spread = highest + negated_lowest
+        uniform = spread <= 8 * torch.finfo(highest.dtype).eps * highest.abs()
         scale = torch.where(uniform, self.factor / highest, torch.nan)
         return {name: average * scale for name, average in self.average.items()}

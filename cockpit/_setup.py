@@ -14,6 +14,7 @@ from torch import nn
 
 from cockpit._budget import DEFAULT_BUDGET, BudgetControl, check_budget
 from cockpit._distributed import Ranks
+from cockpit._sharded import Sharding, fsdp_kind
 from cockpit.catalog import ENTRIES, PRESET_NAMES
 from cockpit.engines.curvature import CurvatureRequest
 from cockpit.exceptions import ConfigurationError
@@ -68,7 +69,11 @@ def resolve_quantities(
 
 
 def default_tracking(
-    preset: str | None, quantities: object, budget: object, ranks: int = 1
+    preset: str | None,
+    quantities: object,
+    budget: object,
+    ranks: int = 1,
+    sharded: bool = False,
 ) -> tuple[str | None, float | None]:
     """The preset and budget to use: the economy preset under a 5 % budget by default.
 
@@ -77,9 +82,12 @@ def default_tracking(
     Otherwise the preset and schedules keep their meaning, under ``budget`` if given.
     A step split across ``ranks > 1`` processes has no budget: each rank would plan
     from its own timings, and ranks tracking different quantities at a step would
-    wait on each other's collectives. The default there is the plain economy preset.
+    wait on each other's collectives. The default there is the plain economy preset;
+    with ``sharded`` parameters (FSDP) it is ``full``, of which only the quantities
+    that need reductions alone are tracked, all of them at every step (they cost a
+    few norms of the rank's shards), the others being absent with the reason.
     """
-    if ranks > 1:
+    if ranks > 1 or sharded:
         if budget is not None:
             raise ConfigurationError(
                 f"budget={budget!r} cannot be kept across {ranks} processes: each "
@@ -87,7 +95,8 @@ def default_tracking(
                 "longer match. Pass a preset or schedules instead (e.g. "
                 "preset='economy', quantities={'alpha': cockpit.every(10)})."
             )
-        return preset or ("economy" if quantities is None else None), None
+        default = "full" if sharded else "economy"
+        return preset or (default if quantities is None else None), None
     if preset is None and quantities is None:
         return "economy", check_budget(DEFAULT_BUDGET if budget is None else budget)
     return preset, None if budget is None else check_budget(budget)
@@ -224,23 +233,19 @@ def distributed(model: nn.Module, process_group: Any) -> tuple[nn.Module, Ranks 
 
     A ``DistributedDataParallel`` model is tracked through its ``module`` (hooks and
     replays must not run DDP's reducer), on its process group unless one is given.
-    FSDP shards the parameters themselves: per-sample statistics would need each
-    rank's shard of every per-sample gradient, which no engine gathers, so it is
-    refused.
+    A ``fully_shard`` (FSDP2) model is tracked as it is, on its device mesh's group,
+    for the quantities that need only reductions (:mod:`cockpit._sharded`); FSDP1
+    is refused.
 
     Raises:
-        ConfigurationError: For an FSDP model, or a group without
+        ConfigurationError: For an FSDP1 model or a sharding the tracker cannot
+            read (:meth:`~cockpit._sharded.Sharding.of`), or a group without
             ``torch.distributed`` initialized.
 
     """
-    if type(model).__name__ == "FullyShardedDataParallel" or hasattr(
-        model, "_fsdp_wrapped_module"
-    ):
-        raise ConfigurationError(
-            "Cockpit got an FSDP model. FSDP shards the parameters, and the per-sample "
-            "statistics need every rank's full per-sample gradients, which no engine "
-            "here gathers. Track a DistributedDataParallel model instead."
-        )
+    if fsdp_kind(model) is not None:
+        sharding = Sharding.of(model, process_group)
+        return model, Ranks(sharding.group, sharding=sharding)
     if isinstance(model, nn.parallel.DistributedDataParallel):
         group = process_group if process_group is not None else model.process_group
         averages = group is model.process_group  # DDP's .grad: over these ranks

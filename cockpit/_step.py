@@ -30,6 +30,7 @@ from cockpit._loss_capture import LossCapture
 from cockpit._optimizer_step import AwaitingStep
 from cockpit._pieces import Piece, StepPieces
 from cockpit._record import Late, TensorRecord
+from cockpit._sharded import ShardedGradients
 from cockpit._step_io import StepInputs, StepResult
 from cockpit.engines import backpack_engine, curvature, fill, moves
 from cockpit.engines.curvature import Curvature, CurvatureRequest
@@ -80,9 +81,12 @@ class TrackedStep:
         if ranks is not None and ranks.ddp is not None and averaged:
             self._average = DDPAverage(ranks.ddp, ck.params)
             self._stack.callback(self._average.attach().remove)
-        self._grads = self._stack.enter_context(
-            BlockGradients(ck.params, self._losses, ck.mean, self._average)
-        )
+        grads: BlockGradients | ShardedGradients
+        if ranks is not None and ranks.sharding is not None:  # FSDP's .grad shards
+            grads = ShardedGradients(ck.params, self._losses)
+        else:
+            grads = BlockGradients(ck.params, self._losses, ck.mean, self._average)
+        self._grads = self._stack.enter_context(grads)
         self._losses.on_backward = self._grads.at_loss
         self._input = None
         if "input_moments" in self._declared:

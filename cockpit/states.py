@@ -143,6 +143,13 @@ SPECS: dict[str, StateSpec] = {
     ),
     "input_absmax": _spec(_R.MAX, False, "[] largest |element| of the model input"),
     "params": _spec(_R.SAME, True, "the parameter values"),
+    "shard_norms": _spec(
+        _R.SAME,
+        False,
+        "key -> [L + 1] norms of a per-layer state held in shards (FSDP: 'grads', "
+        "'params', 'moved' = params - initial), the network's last, from the ranks' "
+        "summed squares of their shards",
+    ),
     "initial": _spec(_R.SAME, True, "the parameter values when tracking started"),
     "lr": _spec(_R.SAME, False, "plain SGD's learning rate, or None"),
     "mean_reduction": _spec(_R.SAME, False, "the user's loss averages over samples"),
@@ -156,6 +163,12 @@ SPECS: dict[str, StateSpec] = {
     "step": _spec(_R.SAME, False, "the step the optimizer took", after_step=True),
     "unit_step": _spec(
         _R.SAME, True, "[D_l] the step taken divided by its length", after_step=True
+    ),
+    "step_shard_norms": _spec(
+        _R.SAME,
+        False,
+        "[L + 1] norms of the step taken, from the ranks' shards, as shard_norms",
+        after_step=True,
     ),
     "step_slopes": _spec(
         _R.MOMENTS,

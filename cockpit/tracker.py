@@ -135,7 +135,10 @@ class Cockpit:
             (default: the DDP model's group, else the world). A
             ``DistributedDataParallel`` model is tracked through its ``module``;
             states are reduced across ranks and rank 0 alone writes the log. See
-            :mod:`cockpit._distributed`.
+            :mod:`cockpit._distributed`. A ``fully_shard`` (FSDP2) model is
+            tracked on its device mesh's group, for the quantities that need only
+            reductions (by default all of them, at every step); the others are
+            absent with the reason (:mod:`cockpit._sharded`).
         replay_samples: For models whose samples are coupled (BatchNorm in
             training mode), the batch replay's per-sample gradients of a seeded
             uniform random subsample of this many samples per ``track()`` block
@@ -191,18 +194,21 @@ class Cockpit:
         self.hist_samples = hist_samples
         _setup.check_replay_samples(replay_samples)
         self.replay_samples = replay_samples
+        sharding = None if self.ranks is None else self.ranks.sharding
+        chosen = preset is not None or quantities is not None
         preset, budget = _setup.default_tracking(
-            preset, quantities, budget, 1 if self.ranks is None else self.ranks.size
+            preset,
+            quantities,
+            budget,
+            1 if self.ranks is None else self.ranks.size,
+            sharded=sharding is not None,
         )
         self.quantities = _setup.resolve_quantities(preset, quantities)
         self._budget: BudgetControl | None = None
         self.absent = self._drop_undefined()
         self.pieces = StepPieces(accumulation_steps, self.mean, self.ranks)
         if self.pieces.split:
-            for name, quantity in list(self.quantities.items()):
-                why = split_absence(quantity)
-                if why is not None:
-                    self.drop(name, self.absent, why, stacklevel=3)
+            self._drop_unsplittable(sharding is not None, warn=chosen)
         self._choose_engines(
             engine,
             self.absent,
@@ -252,6 +258,8 @@ class Cockpit:
             budget=None if self._budget is None else self._budget.as_meta(),
         )
         meta["world_size"] = 1 if self.ranks is None else self.ranks.size
+        if self.ranks is not None and sharding is not None:
+            meta["sharding"] = sharding.as_meta(self.ranks, self.params)
         meta["accumulation_steps"] = accumulation_steps
         meta["replay_samples"] = replay_samples
         self.writer: RunWriter | SilentWriter = SilentWriter(run_dir)
@@ -312,18 +320,45 @@ class Cockpit:
         self.engines.verified = engine == "torch.func" or not needing
 
     def drop(
-        self, name: str, absent: dict[str, str], why: str, stacklevel: int
+        self,
+        name: str,
+        absent: dict[str, str],
+        why: str,
+        stacklevel: int,
+        warn: bool = True,
     ) -> None:
-        """Stop tracking ``name``, with a warning and the reason in ``meta.json``."""
+        """Stop tracking ``name``, with a warning and the reason in ``meta.json``.
+
+        ``warn=False``: a quantity the user did not ask for (the default's), noted
+        in ``meta.json`` only.
+        """
         absent[name] = why
         self.quantities.pop(name, None)
         if self._budget is not None:
             self._budget.forget(name)
+        if not warn:
+            return
         warnings.warn(
             f"'{name}' is not tracked: {why}.",
             AbsentQuantityWarning,
             stacklevel=stacklevel,
         )
+
+    def _drop_unsplittable(self, sharded: bool, warn: bool) -> None:
+        """Drop the quantities split steps cannot have (:func:`split_absence`).
+
+        ``warn=False`` (the user chose no quantity): one line per reason in the
+        ``cockpit`` logger instead of a warning per quantity.
+        """
+        dropped: dict[str, list[str]] = {}
+        for name, quantity in list(self.quantities.items()):
+            why = split_absence(quantity, sharded=sharded)
+            if why is not None:
+                self.drop(name, self.absent, why, stacklevel=4, warn=warn)
+                dropped.setdefault(why, []).append(name)
+        if not warn:
+            for why, names in dropped.items():
+                LOG.info("cockpit: %s not tracked: %s.", ", ".join(names), why)
 
     def stop_kronecker(self) -> None:
         """Stop quantities only BackPACK computes, once curvature moved to torch.func."""

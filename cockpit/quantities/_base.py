@@ -47,6 +47,11 @@ class Quantity:
     states: frozenset[str] = frozenset()
     #: The states :meth:`finalize_step` reads, known after ``optimizer.step()``.
     step_states: frozenset[str] = frozenset()
+    #: Computable when the ranks hold the parameters in shards (FSDP,
+    #: :mod:`cockpit._sharded`): the finalizers read only sums over samples
+    #: (losses, the input's moments) and the norms of per-layer vectors through
+    #: :class:`~cockpit.quantities._view.StepStates`' norm views, never elements.
+    shardable: ClassVar[bool] = False
 
     def __init__(self, schedule: Schedule | int = 1):
         self.schedule = as_schedule(schedule, self.name)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.stats import moments
+from cockpit.stats.parameters import param_norms
 
 #: Per-layer states and how the whole network's value follows from the layers'
 #: (concatenate parameter vectors; per-sample moments: :data:`_ROWS`).
@@ -94,7 +95,50 @@ class StepStates:
 
         One ``_foreach_norm`` for all parameters (a fused kernel on a GPU).
         """
+        sharded = self._shard_norms("grads")
+        if sharded is not None:
+            return sharded
         return norm_rows(list(self["grads"].values()))
+
+    @functools.cached_property
+    def param_norm_rows(self) -> Tensor:
+        """``[L + 1]``: ``||theta_l||`` of the parameters, TOTAL last.
+
+        :func:`cockpit.stats.parameters.param_norms` of the parameters, unless the
+        ranks hold them in shards.
+        """
+        sharded = self._shard_norms("params")
+        if sharded is not None:
+            return sharded
+        params = {name: p.detach() for name, p in self["params"].items()}
+        total, per_layer = param_norms(params)
+        return torch.stack([*per_layer.values(), total])
+
+    @functools.cached_property
+    def moved_norms(self) -> Tensor:
+        """``[L + 1]``: ``||theta_l - theta_{0,l}||`` from ``initial``, TOTAL last."""
+        sharded = self._shard_norms("moved")
+        if sharded is not None:
+            return sharded
+        initial = [self["initial"][name] for name in self["params"]]
+        with torch.no_grad():  # the parameters require grad; no graph is needed
+            moved = torch._foreach_sub(list(self["params"].values()), initial)
+        return norm_rows(moved)
+
+    @functools.cached_property
+    def step_norms(self) -> Tensor:
+        """``[L + 1]``: ``||s_l||`` of the step the optimizer took, TOTAL last."""
+        if "step_shard_norms" in self:
+            return self["step_shard_norms"]
+        return norm_rows(list(self["step"].delta.values()))
+
+    def _shard_norms(self, key: str) -> Tensor | None:
+        """The ranks' norms of a sharded per-layer state (FSDP), else ``None``.
+
+        ``key``: ``grads``, ``params`` or ``moved`` (``params - initial``); see
+        the ``shard_norms`` state (:mod:`cockpit._sharded`).
+        """
+        return self._states["shard_norms"][key] if "shard_norms" in self else None
 
     def network(self, name: str) -> dict[str, Tensor]:
         """A per-layer state with the whole network's value under TOTAL.

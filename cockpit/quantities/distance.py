@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import torch
-
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._view import StepStates, norm_rows
+from cockpit.quantities._view import StepStates
 
 
 class Distance(Quantity):
     """``||theta_t - theta_0||_2``, total and per parameter.
 
     ``theta_0`` are the parameters when the :class:`~cockpit.Cockpit` was created
-    (one copy of the parameters is kept for this).
+    (one copy of the parameters is kept for this; of sharded parameters, FSDP, each
+    rank keeps its own shard and the norms add over the ranks).
     """
 
     name = "distance"
     states = frozenset({"params", "initial"})
+    shardable = True
 
     def finalize(self, states: StepStates) -> dict:
-        names = list(states["params"])
-        initial = [states["initial"][name] for name in names]
-        with torch.no_grad():  # the parameters require grad; no graph is needed
-            moved = torch._foreach_sub(list(states["params"].values()), initial)
-        return states.layered_rows(norm_rows(moved), names)
+        return states.layered_rows(states.moved_norms, list(states["params"]))

@@ -11,6 +11,7 @@ class GradNorm(Quantity):
 
     name = "grad_norm"
     states = frozenset({"grads"})
+    shardable = True
 
     def finalize(self, states: StepStates) -> dict:
         return states.layered_rows(states.grad_norms, list(states["grads"]))

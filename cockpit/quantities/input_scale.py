@@ -21,6 +21,7 @@ class InputScale(Quantity):
 
     name = "input_scale"
     states = frozenset({"input_moments", "input_absmax"})
+    shardable = True
 
     def finalize(self, states: StepStates) -> dict | None:
         if "input_moments" not in states:

@@ -16,6 +16,7 @@ class Loss(Quantity):
 
     name = "loss"
     states = frozenset({"losses"})
+    shardable = True
 
     def finalize(self, states: StepStates) -> dict:
         return {TOTAL: states.loss, "variance": states.loss_variance}

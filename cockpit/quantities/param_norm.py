@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
-from cockpit.stats.parameters import param_norms
 
 
 class ParamNorm(Quantity):
@@ -20,8 +18,7 @@ class ParamNorm(Quantity):
 
     name = "param_norm"
     states = frozenset({"params"})
+    shardable = True
 
     def finalize(self, states: StepStates) -> dict:
-        params = {name: p.detach() for name, p in states["params"].items()}
-        total, per_layer = param_norms(params)
-        return {TOTAL: total, PER_LAYER: per_layer}
+        return states.layered_rows(states.param_norm_rows, list(states["params"]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._view import StepStates, norm_rows
+from cockpit.quantities._view import StepStates
 
 
 class UpdateSize(Quantity):
@@ -11,7 +11,7 @@ class UpdateSize(Quantity):
 
     name = "update_size"
     step_states = frozenset({"step"})
+    shardable = True
 
     def finalize_step(self, states: StepStates) -> dict:
-        delta = states["step"].delta
-        return states.layered_rows(norm_rows(list(delta.values())), list(delta))
+        return states.layered_rows(states.step_norms, list(states["step"].delta))

@@ -197,18 +197,18 @@ def _piece(scale: float) -> Piece:
 def test_the_average_is_scaled_back_to_the_mean_gradient():
     """``g = average / (c w A)``: w = 1 for a mean loss, n for a sum."""
     pieces = [_piece(0.5), _piece(0.5)]
-    mean = _AveragedGrads(pieces, 3, mean=True)
+    mean = _AveragedGrads.of_ddp(pieces, 3, mean=True)
     high, negated_low = mean.scale_range()
     got = mean.mean_gradient(high, negated_low)["w"]
     torch.testing.assert_close(got, torch.tensor([2.0, -4.0]).double() / (0.5 * 2))
-    summed = _AveragedGrads(pieces, 3, mean=False)
+    summed = _AveragedGrads.of_ddp(pieces, 3, mean=False)
     got = summed.mean_gradient(*summed.scale_range())["w"]
     expected = torch.tensor([2.0, -4.0]).double() / (0.5 * 3 * 2)
     torch.testing.assert_close(got, expected)
 
 
 def test_loss_scales_that_differ_between_ranks_give_nan_not_a_wrong_value():
-    averaged = _AveragedGrads([_piece(0.5), _piece(0.5)], 3, mean=True)
+    averaged = _AveragedGrads.of_ddp([_piece(0.5), _piece(0.5)], 3, mean=True)
     # Another rank's largest scale was 1.0: the MAX collective's result.
     high, negated_low = torch.tensor(1.0).double(), torch.tensor(-0.5).double()
     got = averaged.mean_gradient(high, negated_low)["w"]
