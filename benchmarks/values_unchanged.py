@@ -1,8 +1,10 @@
 """A refactoring check: every quantity's logged values, bit for bit, before and after.
 
-Records, for every problem in ``tests/problems.py``, a short run with every quantity
-of the ``full`` preset plus ``early_stopping`` and ``cabs`` due at every step (plain
-SGD, so all of them are defined), then compares two such recordings line by line.
+Records, for every problem in ``tests/problems.py`` and the library models named in
+``LIBRARY`` (``tests/models/cases.py``: the tiny GPT-2, whose ``Conv1D`` layers take
+the summed-factor route), a short run with every quantity of the ``full`` preset plus
+``early_stopping`` and ``cabs`` due at every step (plain SGD, so all of them are
+defined), then compares two such recordings line by line.
 The JSON lines hold floats as ``repr`` (shortest round trip), so equal text is equal
 bits. Wall-clock fields (``time``, ``step_time``, ``tracker_time``) and the run's
 creation stamp are left out of the comparison.
@@ -45,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 STEPS = 4
+#: Library models (``tests/models/cases.py``) recorded besides ``tests/problems.py``.
+#: In float64, as the problems, so that reordered sums differ in the last bits only.
+LIBRARY = ("gpt2",)
 CLOCKS = ("step_time", "tracker_time")
 META_STAMPS = ("created", "start_time", "end_time", "host", "run_name", "versions")
 
@@ -52,8 +57,8 @@ META_STAMPS = ("created", "start_time", "end_time", "host", "run_name", "version
 def record(out: Path, preset: str | None = None) -> None:
     import torch
 
-    import cockpit
     from cockpit.presets import PRESETS
+    from tests.models.cases import CASES
     from tests.problems import PROBLEMS
 
     if preset is None:
@@ -63,27 +68,63 @@ def record(out: Path, preset: str | None = None) -> None:
     quantities = dict.fromkeys(names, 1)
     for problem in PROBLEMS:
         model, loss_fn = problem.make()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ck = cockpit.Cockpit(
-                model,
-                loss_fn,
-                optimizer,
-                logdir=out,
-                run_name=problem.name,
-                preset=None,
-                quantities=quantities,
-                loss_input=getattr(problem, "loss_input", None),
-            )
-            for step in range(STEPS):
-                x, y = problem.batch(step)
-                optimizer.zero_grad()
-                with ck.track():
-                    loss_fn(model(x), y).backward()
-                optimizer.step()
-            ck.close()
-        print(f"recorded {problem.name}")
+        batches = [problem.batch(step) for step in range(STEPS)]
+        loss_input = getattr(problem, "loss_input", None)
+        _record_run(out, problem.name, model, loss_fn, batches, quantities, loss_input)
+    for case in (c for c in CASES if c.name in LIBRARY):
+        batches = _doubled(case.batches(2 * STEPS, torch.float64))
+        model = case.make(torch.float64)
+        _record_run(
+            out, case.name, model, case.loss(), batches, quantities, case.loss_input
+        )
+
+
+def _doubled(batches: list) -> list:
+    """Pairs of a library case's keyword batches as one of twice the samples.
+
+    ``ggn_top_eigen`` asks for 4 eigenvalues, more than the GGN of a case's 3 samples
+    has.
+    """
+    import torch
+
+    pairs = zip(batches[::2], batches[1::2], strict=True)
+    return [
+        (
+            {k: torch.cat([a.kwargs[k], b.kwargs[k]]) for k in a.kwargs},
+            torch.cat([a.target, b.target]),
+        )
+        for a, b in pairs
+    ]
+
+
+def _record_run(out, name, model, loss_fn, batches, quantities, loss_input) -> None:
+    """Train on ``batches`` (``(inputs, target)``; a dict of inputs goes by keyword)."""
+    import torch
+
+    import cockpit
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ck = cockpit.Cockpit(
+            model,
+            loss_fn,
+            optimizer,
+            logdir=out,
+            run_name=name,
+            preset=None,
+            quantities=quantities,
+            loss_input=loss_input,
+        )
+        for x, y in batches:
+            optimizer.zero_grad()
+            with ck.track():
+                output = model(**x) if isinstance(x, dict) else model(x)
+                z = output if loss_input is None else loss_input(output)
+                loss_fn(z, y).backward()
+            optimizer.step()
+        ck.close()
+    print(f"recorded {name}")
 
 
 def _lines(run: Path, new: tuple[str, ...] = ()) -> list[dict]:

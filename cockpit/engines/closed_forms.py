@@ -5,8 +5,10 @@ per-sample losses w.r.t. its output ``delta`` (same leading axes as the output) 
 returns the per-sample gradients by attribute name: ``{"weight": [N, *shape], ...}``.
 Layers whose weight gradient is a sum of outer products (``Linear``-like layers on
 ``[N, T, in]`` inputs) return it as its two factors instead (:class:`Factors`), so that
-the statistics come from small matrix products and the ``[N, out, in]`` gradients need
-never exist (:func:`cockpit.engines._summed_factors.from_summed_factors`).
+the reduction chooses how to form the statistics: by ``T x T`` Gram matrices without
+the ``[N, in, out]`` gradients where no element-wise statistic is due and that is
+cheaper, else by forming them once, all at a time or a chunk of samples at a time
+(:func:`cockpit.engines._summed_factors.from_summed_factors`).
 
 :func:`closed_form` finds the function for a module, or ``None`` (then the per-module
 engine differentiates it with ``vmap`` of ``vjp``).

@@ -225,19 +225,25 @@ class ModuleGrads:
     def collect(
         self, params: dict[str, nn.Parameter], request: SampleRequest
     ) -> dict[str, LayerStats]:
-        """Reduce the accumulated per-sample gradients (of every call) per parameter."""
-        stats = {
-            name: (
+        """Reduce the accumulated per-sample gradients (of every call) per parameter.
+
+        In the order of the backward pass (the histogram draws follow it), each
+        entry dropped as it is taken: a layer's factors are freed before the next
+        layer's per-sample gradients are formed (some of which are kept for later
+        projections), so that the two do not all exist at once.
+        """
+        stats: dict[str, LayerStats] = {}
+        while self.per_sample:
+            name, grads = next(iter(self.per_sample.items()))
+            del self.per_sample[name]
+            if name in self.failed:
+                continue
+            stats[name] = (
                 from_summed_factors(grads.left, grads.right, params[name], request)
                 if isinstance(grads, Factors)
                 else from_per_sample(grads, params[name], request)
             )
-            for name, grads in self.per_sample.items()
-            if name not in self.failed
-        }
-        for name, layer in stats.items():
-            layer.rounding = self.rounding.get(name, 0.0)
-        self.per_sample = {}
+            stats[name].rounding = self.rounding.get(name, 0.0)
         return stats
 
 
