@@ -46,13 +46,22 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cockpit.budget import LADDER, Costs, allowed_seconds, attribute, mean_cost, plan
+from cockpit.budget import (
+    LADDER,
+    Costs,
+    allowance,
+    allowed_seconds,
+    attribute,
+    mean_cost,
+    plan,
+)
 from cockpit.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_BUDGET",
     "BudgetControl",
     "BudgetSchedule",
+    "calibration_probes",
     "check_budget",
     "probe_sets",
 ]
@@ -128,16 +137,17 @@ class BudgetControl:
         )
         names = list(uses)
         self.calibration = [frozenset(names)]
-        for probe in probe_sets(uses):
+        for probe in calibration_probes(uses):
             self.calibration += [frozenset(), probe]
         self.calibration.append(frozenset())
-        self._probe_sets = {probe for probe in self.calibration[1:] if probe}
+        self._probe_sets = {probe for probe in self.calibration if probe}
         self.start = len(self.calibration)
         self.intervals = dict.fromkeys(names, max(ladder))
         self.costs: Costs | None = None
         self.scale = 1.0
         self.plain_seconds: float | None = None
         self.measured_share: float | None = None
+        self.run_share: float | None = None
         self.planned_share: float | None = None
         self.planned_at: int | None = None
         self.over_budget = False
@@ -148,6 +158,9 @@ class BudgetControl:
         )
         self._window: list[tuple[float, frozenset[str]]] = []
         self._window_writer = 0.0
+        self._window_tracker = 0.0
+        self._steps = 0  # the steps of the run measured so far (calibration too)
+        self._spent = 0.0  # their extra seconds beyond as many plain steps
         self.writer_seconds: float | None = None
         self._tracked_counts: dict[str, int] = defaultdict(int)
         self._due_counts: dict[str, int] = defaultdict(int)
@@ -169,6 +182,8 @@ class BudgetControl:
         """Stop planning for ``name`` (the tracker dropped it)."""
         self.uses.pop(name, None)
         self.intervals.pop(name, None)
+        self.calibration = [s - {name} for s in self.calibration]
+        self._probe_sets = {s - {name} for s in self._probe_sets} - {frozenset()}
         self._probes = defaultdict(
             self._probes.default_factory,
             {s: c for s, c in self._probes.items() if name not in s},
@@ -180,6 +195,7 @@ class BudgetControl:
         seconds: float,
         tracked: Iterable[str],
         writer_seconds: float = 0.0,
+        tracker_seconds: float = 0.0,
     ) -> None:
         """Take step ``step``'s wall time, its tracked quantities, the writer's time.
 
@@ -191,6 +207,9 @@ class BudgetControl:
             seconds: Its wall time, from its ``track()`` entry to the next.
             tracked: The quantities it tracked.
             writer_seconds: CPU seconds the log writer's thread spent in that time.
+            tracker_seconds: Seconds ``track()``'s entry took at that step
+                (choosing what is due, this bookkeeping): of an untracked step
+                they are overhead, not part of the plain step.
 
         """
         # The step's own time; a record written across several steps is taken
@@ -202,12 +221,13 @@ class BudgetControl:
         for q in self.due(step) & tracked:
             self._due_counts[q] += 1
         if not tracked:
+            seconds = max(seconds - tracker_seconds, 0.0)
             self._baseline.append(seconds)
-        if step > 0 and (len(tracked) == 1 or tracked in self._probe_sets):
+            self._window_tracker += tracker_seconds
+        if len(tracked) == 1 or tracked in self._probe_sets:
             self._probes[tracked].append(seconds)
-        if step >= self.start:
-            self._window.append((seconds, tracked))
-            self._window_writer += writer_seconds
+        self._window.append((seconds, tracked))
+        self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
             self._replan(step + 1)
@@ -226,22 +246,28 @@ class BudgetControl:
         }
         self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
         if self._window:
-            self._correct(plain)
+            self._correct(plain, rescale=at > self.start)
         scaled = self.costs.scaled(self.scale)
-        self.intervals = plan(scaled, plain, self.budget, self.rank, self.ladder)
+        allowed = allowance(self.budget, plain, self._steps, self._spent, self.period)
+        self.intervals = plan(
+            scaled, plain, self.budget, self.rank, self.ladder, allowed=allowed
+        )
         planned = mean_cost(scaled, self.intervals, self.ladder)
         self.planned_share = planned / (plain + planned) if plain + planned else 0.0
         self.over_budget = planned > allowed_seconds(self.budget, plain)
         self.planned_at = at
         self.changed = True
 
-    def _correct(self, plain: float) -> None:
-        """Measure the period just ended; scale the costs by measured / predicted.
+    def _correct(self, plain: float, rescale: bool) -> None:
+        """Measure the steps since the last plan; scale the costs if ``rescale``.
 
-        The extra time of the period is, per set of tracked quantities, the median
+        The extra time of the window is, per set of tracked quantities, the median
         of its steps' own times minus the plain step's, times their count (a slow
         step of the user's own, a validation pass, is an outlier there, not
-        overhead), plus the writer's CPU seconds in the period.
+        overhead), plus the writer's CPU seconds and ``track()``'s own seconds on
+        untracked steps. It adds to the run's, whose share is ``run_share``. The
+        first window is the calibration: its probes priced the model, so it only
+        adds to the run's extra time.
         """
         assert self.costs is not None
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
@@ -249,15 +275,17 @@ class BudgetControl:
             if tracked:
                 by_set[tracked].append(seconds - plain)
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
-        measured += self._window_writer
+        measured += self._window_writer + self._window_tracker
         self.writer_seconds = self._window_writer / len(self._window)
-        total = plain * len(self._window) + measured
-        self.measured_share = measured / total if total > 0 else None
+        self.measured_share = _share(measured, plain * len(self._window))
+        self._steps += len(self._window)
+        self._spent += measured
+        self.run_share = _share(self._spent, plain * self._steps)
         predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
-        if predicted > 0 and measured > 0:
+        if rescale and predicted > 0 and measured > 0:
             self.scale = min(max(measured / predicted, 0.1), 10.0)
         self._window = []
-        self._window_writer = 0.0
+        self._window_writer = self._window_tracker = 0.0
 
     def as_meta(self) -> dict[str, Any]:
         """The plan and what it rests on, for ``meta.json``'s ``budget``."""
@@ -280,8 +308,36 @@ class BudgetControl:
             },
             "planned_share": self.planned_share,
             "measured_share": self.measured_share,
+            "run_share": self.run_share,
             "over_budget": self.over_budget,
         }
+
+
+def calibration_probes(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
+    """The probes after step 0: :func:`probe_sets` but the dearest engine group.
+
+    Step 0 tracks everything; whatever engines the other probes leave unpriced, it
+    prices (:func:`cockpit.budget.attribute`). So the group needing the most
+    engines (the largest on a tie) is not probed again: under the economy preset
+    the per-sample pass, which with ``alpha``'s second step would cost two more
+    per-sample passes in the calibration.
+    """
+    probes = probe_sets(uses)
+    groups = [p for p in probes if any(uses[q] for q in p)]
+    if not groups:
+        return probes
+
+    def engines(probe: frozenset[str]) -> int:
+        return len(frozenset().union(*(uses[q] for q in probe)))
+
+    dearest = max(groups, key=lambda p: (engines(p), len(p), sorted(p)))
+    return [p for p in probes if p != dearest]
+
+
+def _share(extra: float, plain: float) -> float | None:
+    """``extra / (plain + extra)``, or None with no time at all."""
+    total = plain + extra
+    return extra / total if total > 0 else None
 
 
 def probe_sets(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
