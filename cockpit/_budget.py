@@ -17,26 +17,36 @@ overstates the writer's cost; the budget errs on that side.
 
 The run in phases (steps counted by ``track()`` blocks):
 
-1. Step 0 tracks every budgeted quantity, so every panel has a first value.
-2. Calibration: pairs of an untracked step and a probe step. The probes track each
-   quantity that needs no engine alone (they are cheap, or as the eigensolves
-   costly on their own) and the quantities needing the same engines together (one
-   per-sample pass serves all of them, so probing them one by one would cost that
-   pass many times over). Untracked steps give the plain step's time (median); the
-   probes' extra seconds are split into the cost model by
-   :func:`cockpit.budget.attribute`.
+1. Step 0 tracks every budgeted quantity, so every panel has a first value; its
+   time prices the engines together with the quantities probed only there.
+2. Calibration: pairs of an untracked step and a probe step
+   (:func:`calibration_probes`). The probes track each quantity that needs no
+   engine alone (they are cheap, or as the eigensolves costly on their own) and
+   the quantities needing the same engines together, but for the group needing
+   the most engines, which step 0 prices (under the economy preset the per-sample
+   pass: probing it again would cost it twice more, with ``alpha``'s second
+   step). Untracked steps give the plain step's time (median); the probes' extra
+   seconds are split into the cost model by :func:`cockpit.budget.attribute`.
 3. From then on the plan of :func:`cockpit.budget.plan`, repeating every
    ``P = lcm(ladder)`` steps; the last step of every 10 is left untracked as a
-   reference for the plain step (so "every step" means 9 steps of 10). After every period the control re-plans: it
-   compares the measured extra time of the tracked steps (medians per set of tracked
-   quantities) with what the cost model predicted, scales the costs by the ratio
-   and plans again, so the plan follows costs that change.
+   reference for the plain step (so "every step" means 9 steps of 10). After
+   every period the control re-plans: steps tracking a probed set again (a single
+   quantity, or everything as at step 0) re-price it, the measured extra time of
+   the tracked steps (medians per set of tracked quantities) against the cost
+   model's prediction scales the costs, and the plan must keep the run's share
+   within the budget (:func:`cockpit.budget.allowance`): what the calibration
+   cost beyond the budget is paid back by sparser plans.
 
-The measured share of the last period, ``extra / (n * plain step + extra)`` with
-``extra`` the tracked steps' own time beyond the plain step (medians per set of
-tracked quantities) plus the writer's CPU seconds, is logged as ``overhead_share``
-at each tracked step; the plan, the costs, the shares and the writer's ms per step
-are in ``meta.json`` under ``budget``, rewritten at each re-plan.
+The measured extra time of a stretch of steps is, per set of tracked quantities,
+the median of its steps' own times minus the plain step's, times their count, plus
+the writer's CPU seconds and ``track()``'s own entry on untracked steps (choosing
+what is due, this bookkeeping), which the plain step's time does not hold. Over the
+last period it gives ``measured_share``, ``extra / (n * plain step + extra)``; over
+the whole run, calibration included, ``run_share``, logged as ``overhead_share`` at
+each tracked step. The plan, the costs, the shares and the writer's ms per step are
+in ``meta.json`` under ``budget``, rewritten at each re-plan. Not counted: the
+optimizer's two step hooks (:mod:`cockpit._optimizer_step`), run inside the user's
+``optimizer.step()``, and on a GPU the work a tracked step queues for later steps.
 """
 
 from __future__ import annotations
