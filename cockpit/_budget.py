@@ -43,7 +43,7 @@ the writer's CPU seconds and ``track()``'s own entry on untracked steps (choosin
 what is due, this bookkeeping), which the plain step's time does not hold. Over the
 last period it gives ``measured_share``, ``extra / (n * plain step + extra)``; over
 the whole run, calibration included, ``run_share``, logged as ``overhead_share`` at
-each tracked step. The plan, the costs, the shares and the writer's ms per step are
+each tracked step from the first period on. The plan, the costs, the shares and the writer's ms per step are
 in ``meta.json`` under ``budget``, rewritten at each re-plan. Not counted: the
 optimizer's two step hooks (:mod:`cockpit._optimizer_step`), run inside the user's
 ``optimizer.step()``, and on a GPU the work a tracked step queues for later steps.
@@ -256,7 +256,7 @@ class BudgetControl:
         }
         self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
         if self._window:
-            self._correct(plain, rescale=at > self.start)
+            self._correct(plain, calibration=at == self.start)
         scaled = self.costs.scaled(self.scale)
         allowed = allowance(self.budget, plain, self._steps, self._spent, self.period)
         self.intervals = plan(
@@ -268,16 +268,16 @@ class BudgetControl:
         self.planned_at = at
         self.changed = True
 
-    def _correct(self, plain: float, rescale: bool) -> None:
-        """Measure the steps since the last plan; scale the costs if ``rescale``.
+    def _correct(self, plain: float, calibration: bool) -> None:
+        """Measure the steps since the last plan; scale the costs by their error.
 
         The extra time of the window is, per set of tracked quantities, the median
         of its steps' own times minus the plain step's, times their count (a slow
         step of the user's own, a validation pass, is an outlier there, not
         overhead), plus the writer's CPU seconds and ``track()``'s own seconds on
-        untracked steps. It adds to the run's, whose share is ``run_share``. The
-        first window is the calibration: its probes priced the model, so it only
-        adds to the run's extra time.
+        untracked steps. It adds to the run's extra time. The ``calibration``
+        window only adds: its probes priced the model, and the shares are logged
+        from the first period on, so that none describes the calibration alone.
         """
         assert self.costs is not None
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
@@ -286,14 +286,15 @@ class BudgetControl:
                 by_set[tracked].append(seconds - plain)
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
         measured += self._window_writer + self._window_tracker
-        self.writer_seconds = self._window_writer / len(self._window)
-        self.measured_share = _share(measured, plain * len(self._window))
         self._steps += len(self._window)
         self._spent += measured
-        self.run_share = _share(self._spent, plain * self._steps)
-        predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
-        if rescale and predicted > 0 and measured > 0:
-            self.scale = min(max(measured / predicted, 0.1), 10.0)
+        if not calibration:
+            self.writer_seconds = self._window_writer / len(self._window)
+            self.measured_share = _share(measured, plain * len(self._window))
+            self.run_share = _share(self._spent, plain * self._steps)
+            predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
+            if predicted > 0 and measured > 0:
+                self.scale = min(max(measured / predicted, 0.1), 10.0)
         self._window = []
         self._window_writer = self._window_tracker = 0.0
 

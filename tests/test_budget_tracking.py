@@ -57,8 +57,8 @@ def test_control_calibrates_plans_and_corrects_from_wall_times():
     drive(control, range(control.start), modelled)
     assert control.costs.fixed == pytest.approx(0.01)
     assert control.costs.engine == {"per_sample": pytest.approx(0.5)}
-    # The calibration cost 0.51 + 0.01 s over 4 plain seconds: the run's share.
-    assert control.run_share == pytest.approx(0.52 / 4.52)
+    # The calibration cost 0.51 + 0.01 s: a debt, but no share is logged yet.
+    assert control.run_share is None and control.measured_share is None
     # Allowed: 0.05 / 0.95 = 0.0526 s per step, less the calibration's debt spread
     # over the next 50 steps: (54 * 0.0526 - 0.52) / 50 = 0.0464. loss every step
     # costs 0.01; the per-sample pair every 25th step 0.5 * 2 / 50 = 0.02 more;
