@@ -149,8 +149,9 @@ def report(name: str, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    """The options, shared with ``budget_account.py``."""
+    parser = argparse.ArgumentParser(description=description.split("\n", 1)[0])
     parser.add_argument(
         "--problems", nargs="+", choices=PROBLEMS, default=["3c3d", "transformer"]
     )
@@ -162,6 +163,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contention-threshold", type=float, default=0.15)
     parser.add_argument("--patience", type=float, default=120.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if min(args.steps, args.block) < 1:
         parser.error("--steps and --block must be >= 1")

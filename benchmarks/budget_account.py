@@ -21,10 +21,16 @@ The budget run's extra CPU time over ``plain``'s median step, summed by part:
 Their sum over ``steps x plain`` is the run's measured share; next to it the plan's
 own figures from ``meta.json`` (the planned share and its measured shares), so
 what the planner predicts can be held against what happened. The options are
-``budget.py``'s (``--patience`` waits for quiet CPUs before each block)::
+``budget.py``'s (``--patience`` waits for quiet CPUs before each block).
+
+``--counts`` times nothing: it counts each step's ATen operations and FLOP (matrix
+products and convolutions, ``torch.utils.flop_counter``) on the training thread,
+which no load changes, for the budget run's first ``--steps`` steps and a plain
+step, and sums the calibration's and the plans' extra in plain steps::
 
     .venv/bin/python benchmarks/budget_account.py --problems 3c3d --steps 200
     .venv/bin/python benchmarks/budget_account.py --patience 0 --json out.json
+    .venv/bin/python benchmarks/budget_account.py --counts --steps 62
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ import torch
 from _overhead.configs import BUDGET, PLAIN, Run, build_run
 from _overhead.problems import Problem, make_problem
 from _overhead.timing import CpuMonitor
-from budget import parse_args
+from budget import build_parser, parse_args
+from op_count import _Counter
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def step_costs(run: Run, problem: Problem) -> dict[str, Any]:
@@ -171,6 +179,62 @@ def report(name: str, found: dict[str, Any], plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def counted(run: Run, problem: Problem, steps: int) -> list[dict[str, Any]]:
+    """ATen operations, FLOP and tracked quantities of each of ``steps`` steps."""
+    rows = []
+    for _ in range(steps):
+        with FlopCounterMode(display=False) as flop, _Counter() as ops:
+            run.step(problem.batches)
+        tracked = sorted(run.ck._last_tracked) if run.ck else []
+        rows.append(
+            {"ops": ops.count, "flop": flop.get_total_flops(), "tracked": tracked}
+        )
+    run.flush()
+    return rows
+
+
+def count_report(name: str, plain: dict, rows: list[dict], start: int) -> str:
+    """Per calibration step and in sum, the extra work in plain steps."""
+    lines = [
+        f"### {name}: counts (plain step: {plain['ops']} ATen ops, "
+        f"{plain['flop']:.4g} FLOP)",
+        "",
+        "| steps | tracked | extra ATen ops / plain step | extra FLOP / plain step |",
+        "|---|---|---:|---:|",
+    ]
+
+    def extra(part: list[dict], key: str) -> float:
+        return sum(r[key] - plain[key] for r in part) / plain[key]
+
+    for step, row in enumerate(rows[:start]):
+        lines.append(
+            f"| {step} | {_label(row['tracked']) or '-'} | "
+            f"{extra([row], 'ops'):.2f} | {extra([row], 'flop'):.2f} |"
+        )
+    for label, part in (("calibration", rows[:start]), ("after", rows[start:])):
+        lines.append(
+            f"| {label} ({len(part)}) | sum | {extra(part, 'ops'):.2f} | "
+            f"{extra(part, 'flop'):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def count_problem(name: str, args, logdir: str) -> dict[str, Any]:
+    """The ``--counts`` mode for one problem (module docstring)."""
+    device = torch.device(args.device)
+    problem = make_problem(name, device)
+    runs = {c: build_run(problem, c, device, logdir) for c in (PLAIN, BUDGET)}
+    plain = counted(runs[PLAIN], problem, 2)[-1]  # the first also counts warm-up
+    rows = counted(runs[BUDGET], problem, args.steps)
+    ck = runs[BUDGET].ck
+    assert ck is not None
+    ck.close()
+    plan = json.loads((ck.run_dir / "meta.json").read_text())["budget"]
+    start = plan["calibration_steps"]
+    print(count_report(name, plain, rows, start), flush=True)
+    return {"plain": plain, "rows": rows, "calibration_steps": start, "plan": plan}
+
+
 def account_problem(name: str, args, logdir: str) -> dict[str, Any]:
     """Train ``name`` plain and under the budget; the accounting and the plan."""
     device = torch.device(args.device)
@@ -185,10 +249,15 @@ def account_problem(name: str, args, logdir: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    parser = build_parser(__doc__)
+    parser.add_argument("--counts", action="store_true", help="count, do not time")
+    args = parse_args(argv, parser)
     results = {}
     with tempfile.TemporaryDirectory() as logdir:
         for name in args.problems:
+            if args.counts:
+                results[name] = count_problem(name, args, logdir)
+                continue
             results[name] = account_problem(name, args, logdir)
             print(report(name, results[name], results[name]["plan"]), flush=True)
     if args.json:
