@@ -82,6 +82,9 @@ DEFAULT_BUDGET = 0.05
 _BASELINE_STEPS = 25
 #: Recent probes of a quantity alone whose median is its cost.
 _PROBES = 9
+#: The untracked steps nearest a probe whose median is its plain step: the load
+#: of a shared machine drifts, and a probe is priced against the steps around it.
+_LOCAL_STEPS = 5
 #: Every this many steps one stays untracked, the plain step's reference. Its offset
 #: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
 #: planned every step skip it.
@@ -166,6 +169,7 @@ class BudgetControl:
         self._probes: dict[frozenset[str], deque[float]] = defaultdict(
             lambda: deque(maxlen=_PROBES)
         )
+        self._unpriced: list[tuple[frozenset[str], float]] = []
         self._window: list[tuple[float, frozenset[str]]] = []
         self._window_writer = 0.0
         self._window_tracker = 0.0
@@ -198,6 +202,7 @@ class BudgetControl:
             self._probes.default_factory,
             {s: c for s, c in self._probes.items() if name not in s},
         )
+        self._unpriced = [(s - {name}, t) for s, t in self._unpriced if s - {name}]
 
     def observe(
         self,
@@ -235,19 +240,35 @@ class BudgetControl:
             self._baseline.append(seconds)
             self._window_tracker += tracker_seconds
         if len(tracked) == 1 or tracked in self._probe_sets:
-            self._probes[tracked].append(seconds)
+            self._unpriced.append((tracked, seconds))
+        self._price_probes(least=min(_LOCAL_STEPS, 3))
         self._window.append((seconds, tracked))
         self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
             self._replan(step + 1)
 
+    def _price_probes(self, least: int) -> None:
+        """Price the probes seen so far against the nearest untracked steps.
+
+        A probe's extra seconds are its own minus the median of the last
+        ``_LOCAL_STEPS`` untracked steps, once there are ``least`` of them (step 0
+        waits for the calibration's first untracked steps).
+        """
+        if len(self._baseline) < max(least, 1) or not self._unpriced:
+            return
+        local = statistics.median(list(self._baseline)[-_LOCAL_STEPS:])
+        for tracked, seconds in self._unpriced:
+            self._probes[tracked].append(seconds - local)
+        self._unpriced = []
+
     def _replan(self, at: int) -> None:
+        self._price_probes(least=1)
         if not self._baseline or not self.uses:
             return
         plain = statistics.median(self._baseline)
         self.plain_seconds = plain
-        probes = {s: statistics.median(c) - plain for s, c in self._probes.items() if c}
+        probes = {s: statistics.median(c) for s, c in self._probes.items() if c}
         costs = attribute(probes, self.uses)
         spans = {
             q: min(max(round(self._tracked_counts[q] / n), 1), 2)

@@ -235,7 +235,9 @@ def plan(
         rank: Quantity -> informativeness rank (0 best); default 0 for all.
         ladder: The intervals to choose from, ascending.
         allowed: The mean extra seconds per step to stay within; by default
-            ``allowed_seconds(budget, step_seconds)`` (see :func:`allowance`).
+            ``allowed_seconds(budget, step_seconds)`` (see :func:`allowance`). At 0
+            every quantity keeps the longest interval, even if priced at 0 (noise
+            on a loaded machine makes probes look free).
 
     Returns:
         Quantity -> interval, for every quantity of ``costs.own``.
@@ -246,6 +248,8 @@ def plan(
         allowed = allowed_seconds(budget, step_seconds)
     rungs = sorted(ladder)
     chosen = {q: len(rungs) - 1 for q in sorted(costs.own)}
+    if allowed <= 0:  # a debt: nothing beyond the floor, however cheap it looks
+        return {q: rungs[-1] for q in chosen}
 
     def as_intervals(rung_of: Mapping[str, int]) -> dict[str, int]:
         return {q: rungs[r] for q, r in rung_of.items()}

@@ -260,3 +260,10 @@ def test_plan_within_a_smaller_allowance_is_never_denser(costs, step, fraction):
     else:
         assert tight == longest
     assert mean_cost(costs, tight) <= mean_cost(costs, full) * (1 + 1e-12)
+
+
+def test_no_allowance_keeps_the_floor_even_for_quantities_priced_free():
+    """Probes priced 0 (noise): with a debt to repay, still nothing but the floor."""
+    free = Costs(0.0, {"per_sample": 0.0}, {"a": 0.0, "b": 0.0})
+    assert plan(free, 1.0, 0.05) == {"a": 1, "b": 1}
+    assert plan(free, 1.0, 0.05, allowed=0.0) == {"a": 50, "b": 50}

@@ -148,7 +148,30 @@ def test_a_dropped_quantity_leaves_the_probed_sets():
     assert control.calibration[0] == frozenset({"loss", "grad_norm"})
     # Step 0 tracked norm_test too before it was dropped: it still prices the pass.
     control.observe(0, 1.51, USES)
-    assert list(control._probes) == [frozenset({"loss", "grad_norm"})]
+    control.observe(1, 1.0, ())
+    control._price_probes(least=1)
+    assert {s: list(c) for s, c in control._probes.items()} == {
+        frozenset({"loss", "grad_norm"}): [0.51]
+    }
+
+
+def test_a_probe_is_priced_against_the_untracked_steps_around_it():
+    """The load of a shared machine drifts: plain steps take 1 s, then 2 s.
+
+    The loss probes run at the 2 s load; priced against the median of all recent
+    untracked steps (1 s) they would cost 1.01 s each, against their neighbours
+    0.01 s, as at calibration.
+    """
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    drive(control, range(control.start), lambda tracked: 0.01 * bool(tracked))
+    step = control.start
+    for plain, tracked, count in ((1.0, (), 40), (2.0, (), 5), (2.01, LOSS, 5)):
+        for _ in range(count):
+            control.observe(step, plain, tracked)
+            step += 1
+    assert control.planned_at == step
+    assert control.plain_seconds == 1.0  # the median of the last 25 untracked steps
+    assert control.costs.fixed == pytest.approx(0.01)
 
 
 def test_a_slow_step_of_the_users_own_is_not_overhead():
