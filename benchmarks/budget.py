@@ -14,7 +14,8 @@ all) for other processes to leave the CPUs quiet (``_overhead/timing.py``'s
 each block; the table's ``contended`` column counts blocks above the threshold.
 
 Printed per problem: the ratio of the total times (budget / plain, the target is at
-most 1.07), the measured share that the tracker logged last and the plan in
+most 1.07), the measured share that the tracker logged last (the run's, calibration
+included) and the plan in
 ``meta.json``, and per economy quantity how many steps logged it and the longest gap
 between two of them (the target: at most 50)::
 
@@ -133,7 +134,8 @@ def report(name: str, result: dict[str, Any]) -> str:
         f"contended blocks plain {result['contended_blocks'][PLAIN]}, budget "
         f"{result['contended_blocks'][BUDGET]}; last logged overhead_share "
         f"{result['last_overhead_share']}; plan at step {plan['planned_at']}: "
-        f"planned share {plan['planned_share']}, plain step {plan['plain_step_ms']} "
+        f"planned share {plan['planned_share']}, last period's share "
+        f"{plan['measured_share']}, plain step {plan['plain_step_ms']} "
         f"ms, over budget {plan['over_budget']}",
         "",
         "| quantity | interval (last plan) | steps logged | longest gap |",
@@ -147,8 +149,9 @@ def report(name: str, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    """The options, shared with ``budget_account.py``."""
+    parser = argparse.ArgumentParser(description=description.split("\n", 1)[0])
     parser.add_argument(
         "--problems", nargs="+", choices=PROBLEMS, default=["3c3d", "transformer"]
     )
@@ -160,6 +163,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contention-threshold", type=float, default=0.15)
     parser.add_argument("--patience", type=float, default=120.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if min(args.steps, args.block) < 1:
         parser.error("--steps and --block must be >= 1")

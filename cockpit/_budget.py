@@ -17,26 +17,36 @@ overstates the writer's cost; the budget errs on that side.
 
 The run in phases (steps counted by ``track()`` blocks):
 
-1. Step 0 tracks every budgeted quantity, so every panel has a first value.
-2. Calibration: pairs of an untracked step and a probe step. The probes track each
-   quantity that needs no engine alone (they are cheap, or as the eigensolves
-   costly on their own) and the quantities needing the same engines together (one
-   per-sample pass serves all of them, so probing them one by one would cost that
-   pass many times over). Untracked steps give the plain step's time (median); the
-   probes' extra seconds are split into the cost model by
-   :func:`cockpit.budget.attribute`.
+1. Step 0 tracks every budgeted quantity, so every panel has a first value; its
+   time prices the engines together with the quantities probed only there.
+2. Calibration: pairs of an untracked step and a probe step
+   (:func:`calibration_probes`). The probes track each quantity that needs no
+   engine alone (they are cheap, or as the eigensolves costly on their own) and
+   the quantities needing the same engines together, but for the group needing
+   the most engines, which step 0 prices (under the economy preset the per-sample
+   pass: probing it again would cost it twice more, with ``alpha``'s second
+   step). Untracked steps give the plain step's time (median); the probes' extra
+   seconds are split into the cost model by :func:`cockpit.budget.attribute`.
 3. From then on the plan of :func:`cockpit.budget.plan`, repeating every
    ``P = lcm(ladder)`` steps; the last step of every 10 is left untracked as a
-   reference for the plain step (so "every step" means 9 steps of 10). After every period the control re-plans: it
-   compares the measured extra time of the tracked steps (medians per set of tracked
-   quantities) with what the cost model predicted, scales the costs by the ratio
-   and plans again, so the plan follows costs that change.
+   reference for the plain step (so "every step" means 9 steps of 10). After
+   every period the control re-plans: steps tracking a probed set again (a single
+   quantity, or everything as at step 0) re-price it, the measured extra time of
+   the tracked steps (medians per set of tracked quantities) against the cost
+   model's prediction scales the costs, and the plan must keep the run's share
+   within the budget (:func:`cockpit.budget.allowance`): what the calibration
+   cost beyond the budget is paid back by sparser plans.
 
-The measured share of the last period, ``extra / (n * plain step + extra)`` with
-``extra`` the tracked steps' own time beyond the plain step (medians per set of
-tracked quantities) plus the writer's CPU seconds, is logged as ``overhead_share``
-at each tracked step; the plan, the costs, the shares and the writer's ms per step
-are in ``meta.json`` under ``budget``, rewritten at each re-plan.
+The measured extra time of a stretch of steps is, per set of tracked quantities,
+the median of its steps' own times minus the plain step's, times their count, plus
+the writer's CPU seconds and ``track()``'s own entry on untracked steps (choosing
+what is due, this bookkeeping), which the plain step's time does not hold. Over the
+last period it gives ``measured_share``, ``extra / (n * plain step + extra)``; over
+the whole run, calibration included, ``run_share``, logged as ``overhead_share`` at
+each tracked step from the first period on. The plan, the costs, the shares and the writer's ms per step are
+in ``meta.json`` under ``budget``, rewritten at each re-plan. Not counted: the
+optimizer's two step hooks (:mod:`cockpit._optimizer_step`), run inside the user's
+``optimizer.step()``, and on a GPU the work a tracked step queues for later steps.
 """
 
 from __future__ import annotations
@@ -46,13 +56,22 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cockpit.budget import LADDER, Costs, allowed_seconds, attribute, mean_cost, plan
+from cockpit.budget import (
+    LADDER,
+    Costs,
+    allowance,
+    allowed_seconds,
+    attribute,
+    mean_cost,
+    plan,
+)
 from cockpit.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_BUDGET",
     "BudgetControl",
     "BudgetSchedule",
+    "calibration_probes",
     "check_budget",
     "probe_sets",
 ]
@@ -63,6 +82,9 @@ DEFAULT_BUDGET = 0.05
 _BASELINE_STEPS = 25
 #: Recent probes of a quantity alone whose median is its cost.
 _PROBES = 9
+#: The untracked steps nearest a probe whose median is its plain step: the load
+#: of a shared machine drifts, and a probe is priced against the steps around it.
+_LOCAL_STEPS = 5
 #: Every this many steps one stays untracked, the plain step's reference. Its offset
 #: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
 #: planned every step skip it.
@@ -128,16 +150,17 @@ class BudgetControl:
         )
         names = list(uses)
         self.calibration = [frozenset(names)]
-        for probe in probe_sets(uses):
+        for probe in calibration_probes(uses):
             self.calibration += [frozenset(), probe]
         self.calibration.append(frozenset())
-        self._probe_sets = {probe for probe in self.calibration[1:] if probe}
+        self._probe_sets = {probe for probe in self.calibration if probe}
         self.start = len(self.calibration)
         self.intervals = dict.fromkeys(names, max(ladder))
         self.costs: Costs | None = None
         self.scale = 1.0
         self.plain_seconds: float | None = None
         self.measured_share: float | None = None
+        self.run_share: float | None = None
         self.planned_share: float | None = None
         self.planned_at: int | None = None
         self.over_budget = False
@@ -146,8 +169,12 @@ class BudgetControl:
         self._probes: dict[frozenset[str], deque[float]] = defaultdict(
             lambda: deque(maxlen=_PROBES)
         )
+        self._unpriced: list[tuple[frozenset[str], float]] = []
         self._window: list[tuple[float, frozenset[str]]] = []
         self._window_writer = 0.0
+        self._window_tracker = 0.0
+        self._steps = 0  # the steps of the run measured so far (calibration too)
+        self._spent = 0.0  # their extra seconds beyond as many plain steps
         self.writer_seconds: float | None = None
         self._tracked_counts: dict[str, int] = defaultdict(int)
         self._due_counts: dict[str, int] = defaultdict(int)
@@ -169,10 +196,13 @@ class BudgetControl:
         """Stop planning for ``name`` (the tracker dropped it)."""
         self.uses.pop(name, None)
         self.intervals.pop(name, None)
+        self.calibration = [s - {name} for s in self.calibration]
+        self._probe_sets = {s - {name} for s in self._probe_sets} - {frozenset()}
         self._probes = defaultdict(
             self._probes.default_factory,
             {s: c for s, c in self._probes.items() if name not in s},
         )
+        self._unpriced = [(s - {name}, t) for s, t in self._unpriced if s - {name}]
 
     def observe(
         self,
@@ -180,6 +210,7 @@ class BudgetControl:
         seconds: float,
         tracked: Iterable[str],
         writer_seconds: float = 0.0,
+        tracker_seconds: float = 0.0,
     ) -> None:
         """Take step ``step``'s wall time, its tracked quantities, the writer's time.
 
@@ -191,6 +222,9 @@ class BudgetControl:
             seconds: Its wall time, from its ``track()`` entry to the next.
             tracked: The quantities it tracked.
             writer_seconds: CPU seconds the log writer's thread spent in that time.
+            tracker_seconds: Seconds ``track()``'s entry took at that step
+                (choosing what is due, this bookkeeping): of an untracked step
+                they are overhead, not part of the plain step.
 
         """
         # The step's own time; a record written across several steps is taken
@@ -202,22 +236,39 @@ class BudgetControl:
         for q in self.due(step) & tracked:
             self._due_counts[q] += 1
         if not tracked:
+            seconds = max(seconds - tracker_seconds, 0.0)
             self._baseline.append(seconds)
-        if step > 0 and (len(tracked) == 1 or tracked in self._probe_sets):
-            self._probes[tracked].append(seconds)
-        if step >= self.start:
-            self._window.append((seconds, tracked))
-            self._window_writer += writer_seconds
+            self._window_tracker += tracker_seconds
+        if len(tracked) == 1 or tracked in self._probe_sets:
+            self._unpriced.append((tracked, seconds))
+        self._price_probes(least=min(_LOCAL_STEPS, 3))
+        self._window.append((seconds, tracked))
+        self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
             self._replan(step + 1)
 
+    def _price_probes(self, least: int) -> None:
+        """Price the probes seen so far against the nearest untracked steps.
+
+        A probe's extra seconds are its own minus the median of the last
+        ``_LOCAL_STEPS`` untracked steps, once there are ``least`` of them (step 0
+        waits for the calibration's first untracked steps).
+        """
+        if len(self._baseline) < max(least, 1) or not self._unpriced:
+            return
+        local = statistics.median(list(self._baseline)[-_LOCAL_STEPS:])
+        for tracked, seconds in self._unpriced:
+            self._probes[tracked].append(seconds - local)
+        self._unpriced = []
+
     def _replan(self, at: int) -> None:
+        self._price_probes(least=1)
         if not self._baseline or not self.uses:
             return
         plain = statistics.median(self._baseline)
         self.plain_seconds = plain
-        probes = {s: statistics.median(c) - plain for s, c in self._probes.items() if c}
+        probes = {s: statistics.median(c) for s, c in self._probes.items() if c}
         costs = attribute(probes, self.uses)
         spans = {
             q: min(max(round(self._tracked_counts[q] / n), 1), 2)
@@ -226,22 +277,28 @@ class BudgetControl:
         }
         self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
         if self._window:
-            self._correct(plain)
+            self._correct(plain, calibration=at == self.start)
         scaled = self.costs.scaled(self.scale)
-        self.intervals = plan(scaled, plain, self.budget, self.rank, self.ladder)
+        allowed = allowance(self.budget, plain, self._steps, self._spent, self.period)
+        self.intervals = plan(
+            scaled, plain, self.budget, self.rank, self.ladder, allowed=allowed
+        )
         planned = mean_cost(scaled, self.intervals, self.ladder)
         self.planned_share = planned / (plain + planned) if plain + planned else 0.0
         self.over_budget = planned > allowed_seconds(self.budget, plain)
         self.planned_at = at
         self.changed = True
 
-    def _correct(self, plain: float) -> None:
-        """Measure the period just ended; scale the costs by measured / predicted.
+    def _correct(self, plain: float, calibration: bool) -> None:
+        """Measure the steps since the last plan; scale the costs by their error.
 
-        The extra time of the period is, per set of tracked quantities, the median
+        The extra time of the window is, per set of tracked quantities, the median
         of its steps' own times minus the plain step's, times their count (a slow
         step of the user's own, a validation pass, is an outlier there, not
-        overhead), plus the writer's CPU seconds in the period.
+        overhead), plus the writer's CPU seconds and ``track()``'s own seconds on
+        untracked steps. It adds to the run's extra time. The ``calibration``
+        window only adds: its probes priced the model, and the shares are logged
+        from the first period on, so that none describes the calibration alone.
         """
         assert self.costs is not None
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
@@ -249,15 +306,18 @@ class BudgetControl:
             if tracked:
                 by_set[tracked].append(seconds - plain)
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
-        measured += self._window_writer
-        self.writer_seconds = self._window_writer / len(self._window)
-        total = plain * len(self._window) + measured
-        self.measured_share = measured / total if total > 0 else None
-        predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
-        if predicted > 0 and measured > 0:
-            self.scale = min(max(measured / predicted, 0.1), 10.0)
+        measured += self._window_writer + self._window_tracker
+        self._steps += len(self._window)
+        self._spent += measured
+        if not calibration:
+            self.writer_seconds = self._window_writer / len(self._window)
+            self.measured_share = _share(measured, plain * len(self._window))
+            self.run_share = _share(self._spent, plain * self._steps)
+            predicted = sum(len(s) * self.costs.of(q) for q, s in by_set.items())
+            if predicted > 0 and measured > 0:
+                self.scale = min(max(measured / predicted, 0.1), 10.0)
         self._window = []
-        self._window_writer = 0.0
+        self._window_writer = self._window_tracker = 0.0
 
     def as_meta(self) -> dict[str, Any]:
         """The plan and what it rests on, for ``meta.json``'s ``budget``."""
@@ -280,8 +340,36 @@ class BudgetControl:
             },
             "planned_share": self.planned_share,
             "measured_share": self.measured_share,
+            "run_share": self.run_share,
             "over_budget": self.over_budget,
         }
+
+
+def calibration_probes(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:
+    """The probes after step 0: :func:`probe_sets` but the dearest engine group.
+
+    Step 0 tracks everything; whatever engines the other probes leave unpriced, it
+    prices (:func:`cockpit.budget.attribute`). So the group needing the most
+    engines (the largest on a tie) is not probed again: under the economy preset
+    the per-sample pass, which with ``alpha``'s second step would cost two more
+    per-sample passes in the calibration.
+    """
+    probes = probe_sets(uses)
+    groups = [p for p in probes if any(uses[q] for q in p)]
+    if not groups:
+        return probes
+
+    def engines(probe: frozenset[str]) -> int:
+        return len(frozenset().union(*(uses[q] for q in probe)))
+
+    dearest = max(groups, key=lambda p: (engines(p), len(p), sorted(p)))
+    return [p for p in probes if p != dearest]
+
+
+def _share(extra: float, plain: float) -> float | None:
+    """``extra / (plain + extra)``, or None with no time at all."""
+    total = plain + extra
+    return extra / total if total > 0 else None
 
 
 def probe_sets(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:

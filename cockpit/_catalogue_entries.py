@@ -272,8 +272,8 @@ CATALOGUE: tuple[Entry, ...] = (
         "overhead",
         "Measured overhead share",
         "Under an overhead budget: the share of the wall time the tracker took over "
-        "the last planning period, measured against untracked steps, the log "
-        "writer's CPU time included; it should stay at or under the budget.",
+        "the run so far, calibration included, measured against untracked steps, "
+        "the log writer's CPU time included; it should stay at or under the budget.",
         bookkeeping=True,
     ),
 )

@@ -21,7 +21,9 @@ under the model:
     mean_cost = (1 / P) sum_{s < P} cost(due(s))
 
 The budget ``b`` is a share of the wall time: ``mean_cost / (step + mean_cost) <= b``,
-i.e. ``mean_cost <= b / (1 - b) * step`` with ``step`` the plain step's seconds.
+i.e. ``mean_cost <= b / (1 - b) * step`` with ``step`` the plain step's seconds. It
+holds for the whole run, not period by period: :func:`allowance` lowers the next
+period's allowed cost by what the run spent beyond it so far (the calibration).
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["LADDER", "Costs", "allowed_seconds", "attribute", "mean_cost", "plan"]
+__all__ = [
+    "LADDER",
+    "Costs",
+    "allowance",
+    "allowed_seconds",
+    "attribute",
+    "mean_cost",
+    "plan",
+]
 
 #: The intervals a plan chooses from; the largest is the longest a quantity waits.
 LADDER = (1, 2, 5, 10, 25, 50)
@@ -83,13 +93,15 @@ def attribute(
     """Split the measured costs of probe steps into the cost model.
 
     ``probes[S]`` is the extra wall time of a step tracking exactly the set ``S``. The
-    cheapest single quantity that needs no engine sets ``fixed``. Then the probes in
-    order of how many engines they need, cheapest first: the first probe needing an
-    engine not yet priced sets its cost to the probe's cost minus ``fixed`` and the
-    engines already priced (split evenly if it brings several), so the engines'
-    costs include the work of the quantities probed with them. A quantity probed
-    alone keeps the rest as ``own``; one probed only in a group has ``own`` 0.
-    Negative differences (measurement noise) become 0.
+    cheapest single quantity that needs no engine sets ``fixed``. Then, in order of
+    how many engines they need, cheapest first, each probe's rest (its cost minus
+    ``fixed`` and the engines and ``own`` costs priced so far) goes to the engines it
+    brings that have no price yet (split evenly), or, where it brings none and
+    tracks one quantity, to that quantity's ``own``. Last, the quantities probed
+    only in groups share the rest of the first group holding them: step 0, which
+    tracks everything, prices the per-sample pass and the quantities that were not
+    probed alone. Each probe that set a price is reproduced by :meth:`Costs.of`;
+    negative rests (measurement noise) become 0.
 
     Args:
         probes: Set of tracked quantities -> seconds of a step tracking exactly it.
@@ -100,22 +112,29 @@ def attribute(
     def engines_of(tracked: frozenset[str]) -> frozenset[str]:
         return frozenset().union(*(uses.get(q, frozenset()) for q in tracked))
 
+    def rest_of(tracked: frozenset[str], cost: float) -> float:
+        """The probe's cost beyond ``fixed`` and what is priced so far."""
+        priced = sum(engine.get(e, 0.0) for e in engines_of(tracked))
+        return cost - fixed - priced - sum(own.get(q, 0.0) for q in tracked)
+
     free = [c for s, c in probes.items() if len(s) == 1 and not engines_of(s)]
     fixed = max(min(free), 0.0) if free else 0.0
     engine: dict[str, float] = {}
+    own: dict[str, float] = {}
     order = sorted(probes.items(), key=lambda p: (len(engines_of(p[0])), p[1]))
     for tracked, cost in order:
-        needed = engines_of(tracked)
-        new = sorted(needed - engine.keys())
+        new = sorted(engines_of(tracked) - engine.keys())
+        rest = max(rest_of(tracked, cost), 0.0)
         if new:
-            rest = cost - fixed - sum(engine[e] for e in needed & engine.keys())
-            engine.update(dict.fromkeys(new, max(rest, 0.0) / len(new)))
-    own = {}
-    for q in uses:
-        alone = probes.get(frozenset({q}))
-        paid = fixed + sum(engine.get(e, 0.0) for e in uses[q])
-        own[q] = 0.0 if alone is None else max(alone - paid, 0.0)
-    return Costs(fixed, engine, own, dict(uses))
+            engine.update(dict.fromkeys(new, rest / len(new)))
+        if len(tracked) == 1:
+            own.update(dict.fromkeys(tracked, 0.0 if new else rest))
+    for tracked, cost in order:  # groups: their quantities not probed alone
+        unpriced = tracked - own.keys()
+        if unpriced:
+            rest = max(rest_of(tracked, cost), 0.0)
+            own.update(dict.fromkeys(unpriced, rest / len(unpriced)))
+    return Costs(fixed, engine, {q: own.get(q, 0.0) for q in uses}, dict(uses))
 
 
 def _period(ladder: tuple[int, ...]) -> int:
@@ -163,12 +182,41 @@ def allowed_seconds(budget: float, step_seconds: float) -> float:
     return budget / (1.0 - budget) * step_seconds
 
 
+def allowance(
+    budget: float, step_seconds: float, steps: int, spent: float, period: int
+) -> float:
+    """The mean extra seconds per step the next ``period`` steps may cost.
+
+    The budget holds for the run so far, calibration included, not only for each
+    period: after ``steps`` steps that cost ``spent`` extra seconds in all, the next
+    ``period`` steps may cost ``c`` each on average where
+
+        spent + period * c <= a * (steps + period),  a = allowed_seconds(budget, step)
+
+    i.e. the run's share stays at or under ``budget``. A debt (calibration, a period
+    dearer than planned) is paid back by sparser plans; savings are not spent later,
+    so ``c`` is at most ``a``, and at least 0.
+
+    Args:
+        budget: The tracker's allowed share of the wall time, in (0, 1).
+        step_seconds: The plain training step's wall time in seconds.
+        steps: Steps observed so far.
+        spent: Their extra seconds beyond ``steps`` plain steps.
+        period: The steps the next plan runs for.
+
+    """
+    steady = allowed_seconds(budget, step_seconds)
+    owed = (steady * (steps + period) - spent) / period
+    return min(max(owed, 0.0), steady)
+
+
 def plan(
     costs: Costs,
     step_seconds: float,
     budget: float,
     rank: Mapping[str, int] | None = None,
     ladder: tuple[int, ...] = LADDER,
+    allowed: float | None = None,
 ) -> dict[str, int]:
     """Each quantity's interval: as short as the budget allows, cheapest first.
 
@@ -186,15 +234,22 @@ def plan(
         budget: The tracker's allowed share of the wall time, in (0, 1).
         rank: Quantity -> informativeness rank (0 best); default 0 for all.
         ladder: The intervals to choose from, ascending.
+        allowed: The mean extra seconds per step to stay within; by default
+            ``allowed_seconds(budget, step_seconds)`` (see :func:`allowance`). At 0
+            every quantity keeps the longest interval, even if priced at 0 (noise
+            on a loaded machine makes probes look free).
 
     Returns:
         Quantity -> interval, for every quantity of ``costs.own``.
 
     """
     rank = rank or {}
-    allowed = allowed_seconds(budget, step_seconds)
+    if allowed is None:
+        allowed = allowed_seconds(budget, step_seconds)
     rungs = sorted(ladder)
     chosen = {q: len(rungs) - 1 for q in sorted(costs.own)}
+    if allowed <= 0:  # a debt: nothing beyond the floor, however cheap it looks
+        return {q: rungs[-1] for q in chosen}
 
     def as_intervals(rung_of: Mapping[str, int]) -> dict[str, int]:
         return {q: rungs[r] for q, r in rung_of.items()}

@@ -271,6 +271,7 @@ class Cockpit:
         self._last_entry: float | None = None
         self._step_time: float | None = None
         self._writer_seconds = 0.0
+        self._untracked_seconds = 0.0  # track()'s entry on an untracked step
         self._last_tracked: frozenset[str] = frozenset()
         self._in_track = False
         self._closed = False
@@ -420,8 +421,8 @@ class Cockpit:
         }
         if self._step_time is not None:
             values["step_time"] = self._step_time
-        if self._budget is not None and self._budget.measured_share is not None:
-            values["overhead_share"] = self._budget.measured_share
+        if self._budget is not None and self._budget.run_share is not None:
+            values["overhead_share"] = self._budget.run_share
         return values
 
     @contextlib.contextmanager
@@ -431,6 +432,7 @@ class Cockpit:
         With ``accumulation_steps=K``, K blocks make one step: the first starts it,
         the K-th reduces the blocks' states and writes the step's record.
         """
+        entered = time.perf_counter()
         self._check_usable()
         block = self._blocks % self.pieces.accumulation_steps
         if block == 0:
@@ -442,6 +444,9 @@ class Cockpit:
         self._in_track = True
         try:
             if not self._active:
+                # The budget counts track()'s entry (choosing what is due, its
+                # own bookkeeping) on a plain step as overhead.
+                self._untracked_seconds += time.perf_counter() - entered
                 yield
                 return
             tracked = TrackedStep(
@@ -467,8 +472,15 @@ class Cockpit:
         writer_seconds = self.writer.cpu_seconds
         if self._budget is not None and self._step_time is not None:
             spent = writer_seconds - self._writer_seconds
-            self._budget.observe(step - 1, self._step_time, self._last_tracked, spent)
+            self._budget.observe(
+                step - 1,
+                self._step_time,
+                self._last_tracked,
+                spent,
+                self._untracked_seconds,
+            )
         self._writer_seconds = writer_seconds
+        self._untracked_seconds = 0.0
         self._active = [q for q in self.quantities.values() if q.is_active(step)]
         self._last_tracked = frozenset(q.name for q in self._active)
 
@@ -507,6 +519,8 @@ class Cockpit:
         for name, why in result.inapplicable.items():
             self.absent[name] = why
             self.quantities.pop(name, None)
+            if self._budget is not None:
+                self._budget.forget(name)
             self.engines.changed = True
             LOG.info("cockpit: '%s' is not tracked: %s.", name, why)
         for record in result.late:

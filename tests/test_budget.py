@@ -7,10 +7,19 @@ period; the plans' properties (budget respected, every quantity at most every
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cockpit.budget import LADDER, Costs, allowed_seconds, attribute, mean_cost, plan
+from cockpit.budget import (
+    LADDER,
+    Costs,
+    allowance,
+    allowed_seconds,
+    attribute,
+    mean_cost,
+    plan,
+)
 
 NAMES = ("a", "b", "c", "d", "e")
 ENGINES = ("per_sample", "curvature")
@@ -168,12 +177,12 @@ def test_attribute_splits_probes_into_fixed_engine_and_own():
         "loss": 0.0,
         "distance": 2.0,
         "grad_norm": 0.0,
-        "norm_test": 0.0,  # probed only in its group: priced in the engine
+        "norm_test": 2.0,  # probed only in its group: what grad_norm leaves of it
         "hess_trace": 0.0,
     }
-    # The model reproduces every probe that set a price.
-    for probe in ({"loss"}, {"distance"}, {"grad_norm"}, {"hess_trace"}):
-        assert costs.of(probe) == probes[frozenset(probe)]
+    # The model reproduces every probe, the group's too.
+    for probe in probes:
+        assert costs.of(probe) == probes[probe]
 
 
 def test_attribute_turns_noise_below_zero_into_zero():
@@ -183,3 +192,78 @@ def test_attribute_turns_noise_below_zero_into_zero():
     )
     assert costs.engine == {"per_sample": 0.0}
     assert costs.own == {"a": 0.0, "b": 0.0}
+
+
+def test_attribute_prices_the_engine_from_step_0_net_of_the_probed_quantities():
+    """Step 0 tracks everything; the engine-free quantities were probed alone.
+
+    Made-up seconds: fixed 1, loss 0 and distance 2 of their own, the per-sample
+    pass 20, ``alpha`` 4 and ``norm_test`` 6 of their own beyond it (alpha probed
+    alone, ``norm_test`` only in step 0).
+    """
+    uses = {
+        "loss": frozenset(),
+        "distance": frozenset(),
+        "alpha": frozenset({"per_sample"}),
+        "norm_test": frozenset({"per_sample"}),
+    }
+    everything = frozenset(uses)
+    probes = {
+        frozenset({"loss"}): 1.0,
+        frozenset({"distance"}): 1.0 + 2.0,
+        frozenset({"alpha"}): 1.0 + 20.0 + 4.0,
+        everything: 1.0 + 2.0 + 20.0 + 4.0 + 6.0,
+    }
+    costs = attribute(probes, uses)
+    # alpha alone is the cheaper probe of the engine: it prices the pass with its
+    # own 4 s inside, and step 0 leaves norm_test the rest, 6 s.
+    assert costs.engine == {"per_sample": 24.0}
+    assert costs.own == {"loss": 0.0, "distance": 2.0, "alpha": 0.0, "norm_test": 6.0}
+    # The engine is not charged the distance probed alone: each probe reproduced.
+    for probe, seconds in probes.items():
+        assert costs.of(probe) == seconds
+    # Noise: step 0 cheaper than alpha's own step. Step 0 prices the engine, alpha
+    # keeps its rest; step 0 is then priced dear, never cheap.
+    probes[frozenset({"alpha"})] = 40.0
+    costs = attribute(probes, uses)
+    assert costs.engine == {"per_sample": 30.0}  # 33 - 1 - 2 (distance's own)
+    assert costs.own["alpha"] == 9.0 and costs.own["norm_test"] == 0.0
+    assert costs.of(frozenset({"alpha"})) == 40.0
+    assert costs.of(everything) > probes[everything]
+
+
+def test_allowance_repays_what_the_run_spent_beyond_the_budget():
+    steady = allowed_seconds(0.05, 1.0)  # 1 / 19 s per step
+    # Nothing spent yet: the steady allowance; savings are not spent later.
+    assert allowance(0.05, 1.0, steps=10, spent=0.0, period=50) == steady
+    # 12 calibration steps that cost 1.2 s: the next 50 steps may cost what keeps
+    # the 62 steps' extra at 62 * steady.
+    owed = allowance(0.05, 1.0, steps=12, spent=1.2, period=50)
+    assert owed == (62 * steady - 1.2) / 50
+    assert 0 < owed < steady
+    # The run's share after the period is then exactly the budget.
+    extra = 1.2 + 50 * owed
+    assert extra / (62 * 1.0 + extra) == pytest.approx(0.05)
+    # A debt beyond the next period's whole allowance: nothing but the floor.
+    assert allowance(0.05, 1.0, steps=12, spent=10.0, period=50) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(costs_strategy, st.floats(0.01, 10.0), st.floats(0.0, 1.0))
+def test_plan_within_a_smaller_allowance_is_never_denser(costs, step, fraction):
+    full = plan(costs, step, 0.1)
+    allowed = fraction * allowed_seconds(0.1, step)
+    tight = plan(costs, step, 0.1, allowed=allowed)
+    longest = {q: max(LADDER) for q in costs.own}
+    if mean_cost(costs, longest) <= allowed:
+        assert mean_cost(costs, tight) <= allowed * (1 + 1e-12)
+    else:
+        assert tight == longest
+    assert mean_cost(costs, tight) <= mean_cost(costs, full) * (1 + 1e-12)
+
+
+def test_no_allowance_keeps_the_floor_even_for_quantities_priced_free():
+    """Probes priced 0 (noise): with a debt to repay, still nothing but the floor."""
+    free = Costs(0.0, {"per_sample": 0.0}, {"a": 0.0, "b": 0.0})
+    assert plan(free, 1.0, 0.05) == {"a": 1, "b": 1}
+    assert plan(free, 1.0, 0.05, allowed=0.0) == {"a": 50, "b": 50}

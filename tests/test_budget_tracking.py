@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import cockpit
-from cockpit._budget import BudgetControl
+from cockpit._budget import BudgetControl, calibration_probes
+from cockpit._setup import engine_uses, resolve_quantities
 from cockpit.budget import LADDER
 from cockpit.exceptions import ConfigurationError
 from cockpit.quantities import PRESETS, GradNorm
@@ -31,6 +32,7 @@ from tests.test_training_unchanged import (
 PER_SAMPLE = frozenset({"per_sample"})
 USES = {"loss": frozenset(), "grad_norm": PER_SAMPLE, "norm_test": PER_SAMPLE}
 PER_SAMPLE_Q = frozenset({"grad_norm", "norm_test"})
+LOSS = frozenset({"loss"})
 
 
 def drive(control: BudgetControl, steps: range, extra) -> list[float]:
@@ -45,17 +47,22 @@ def drive(control: BudgetControl, steps: range, extra) -> list[float]:
 
 def test_control_calibrates_plans_and_corrects_from_wall_times():
     control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
-    assert control.calibration[0] == frozenset(USES)  # everything at step 0
-    probes = [s for s in control.calibration[1:] if s]
-    assert sorted(map(sorted, probes)) == [["grad_norm", "norm_test"], ["loss"]]
+    # Everything at step 0, which also prices the per-sample pass: the probes
+    # after it are the engine-free quantities alone, between untracked steps.
+    assert control.calibration == [frozenset(USES), frozenset(), LOSS, frozenset()]
 
     def modelled(tracked):  # fixed 0.01 s, the per-sample pass 0.5 s
         return (0.01 if tracked else 0.0) + (0.5 if tracked & PER_SAMPLE_Q else 0.0)
 
     drive(control, range(control.start), modelled)
-    # Allowed: 0.05 / 0.95 = 0.0526 s per step. loss every step costs 0.01; the
-    # per-sample pair every 25th step 0.5 * 2 / 50 = 0.02 more; every 10th 0.05
-    # more would exceed it.
+    assert control.costs.fixed == pytest.approx(0.01)
+    assert control.costs.engine == {"per_sample": pytest.approx(0.5)}
+    # The calibration cost 0.51 + 0.01 s: a debt, but no share is logged yet.
+    assert control.run_share is None and control.measured_share is None
+    # Allowed: 0.05 / 0.95 = 0.0526 s per step, less the calibration's debt spread
+    # over the next 50 steps: (54 * 0.0526 - 0.52) / 50 = 0.0464. loss every step
+    # costs 0.01; the per-sample pair every 25th step 0.5 * 2 / 50 = 0.02 more;
+    # every 10th 0.05 more would exceed it.
     assert control.intervals == {"loss": 1, "grad_norm": 25, "norm_test": 25}
     assert control.planned_at == control.start
 
@@ -66,12 +73,13 @@ def test_control_calibrates_plans_and_corrects_from_wall_times():
     due = [control.due(step) for step in steps]
     window = drive(control, steps, doubled)
     # Untracked steps took exactly the plain second, so no median hides anything.
-    expected = (sum(window) - 50 * 1.0) / sum(window)
-    assert control.measured_share == pytest.approx(expected)
-    # The scaled model reproduces the extra time the period measured.
+    extra = sum(window) - 50 * 1.0
+    assert control.measured_share == pytest.approx(extra / sum(window))
+    assert control.run_share == pytest.approx((0.52 + extra) / (54 + 0.52 + extra))
+    # Both probed sets ran again and re-priced the model (loss alone, and
+    # everything at offsets 0 and 25), which now reproduces the period.
     scaled = control.costs.scaled(control.scale)
-    assert control.scale > 1.4
-    assert sum(map(scaled.of, due)) == pytest.approx(sum(window) - 50 * 1.0)
+    assert sum(map(scaled.of, due)) == pytest.approx(extra)
     # Now the pair every 25th step would cost 0.02 + 0.08 > 0.0526.
     assert control.intervals == {"loss": 1, "grad_norm": 50, "norm_test": 50}
     # The last step of every 10 is left untracked, as the plain reference.
@@ -82,6 +90,88 @@ def test_control_calibrates_plans_and_corrects_from_wall_times():
         39,
         49,
     ]
+
+
+def test_the_calibrations_cost_is_repaid_by_a_sparser_first_plan():
+    """A per-sample pass as dear as a plain step: the calibration is a debt.
+
+    Calibration: step 0 (everything, 1.01 s extra) and the loss probe (0.01 s). Every
+    25th step for the pair costs 0.01 + 2 * 1.0 / 50 = 0.05 s per step, within the
+    steady 0.0526 s, but not within (54 * 0.0526 - 1.02) / 50 = 0.0364 s: the first
+    plan waits 50 steps, and the run's share stays within the budget.
+    """
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+
+    def dear(tracked):
+        return (0.01 if tracked else 0.0) + (1.0 if tracked & PER_SAMPLE_Q else 0.0)
+
+    drive(control, range(control.start), dear)
+    assert control.intervals == {"loss": 1, "grad_norm": 50, "norm_test": 50}
+    drive(control, range(control.start, control.start + 50), dear)
+    assert control.run_share <= 0.05
+
+
+def test_tracks_own_entry_on_untracked_steps_is_overhead():
+    """1 s plain steps whose track() entry took 0.002 s: not plain, but overhead."""
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    for step in range(control.start + 50):
+        tracked = control.due(step)
+        entry = 0.0 if tracked else 0.002
+        seconds = 1.0 + entry + (0.01 if tracked else 0.0)
+        control.observe(step, seconds, tracked, tracker_seconds=entry)
+    assert control.plain_seconds == pytest.approx(1.0)
+    # The period: every quantity every step but offsets 9, 19, ...: 45 tracked
+    # steps of 0.01 s, 5 untracked ones with 0.002 s of track() each.
+    extra = 45 * 0.01 + 5 * 0.002
+    assert control.measured_share == pytest.approx(extra / (50 + extra))
+
+
+def test_economy_is_calibrated_with_two_per_sample_passes():
+    """Step 0 and alpha's second step; the per-sample group is not probed again."""
+    uses = engine_uses(resolve_quantities("economy", None))
+    control = BudgetControl(0.05, uses, dict.fromkeys(uses, 0))
+    needing = [s for s in control.calibration if any(uses[q] for q in s)]
+    assert needing == [frozenset(uses)]
+    alone = {q for s in control.calibration[1:] if len(s) == 1 for q in s}
+    assert alone == {q for q, engines in uses.items() if not engines}
+    # With a second engine, the per-sample pass is probed apart from step 0.
+    business = engine_uses(resolve_quantities("business", None))
+    groups = [s for s in calibration_probes(business) if any(business[q] for q in s)]
+    engines = [frozenset().union(*(business[q] for q in s)) for s in groups]
+    assert frozenset({"per_sample"}) in engines
+    assert frozenset({"per_sample", "curvature"}) not in engines
+
+
+def test_a_dropped_quantity_leaves_the_probed_sets():
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    control.forget("norm_test")
+    assert control.calibration[0] == frozenset({"loss", "grad_norm"})
+    # Step 0 tracked norm_test too before it was dropped: it still prices the pass.
+    control.observe(0, 1.51, USES)
+    control.observe(1, 1.0, ())
+    control._price_probes(least=1)
+    assert {s: list(c) for s, c in control._probes.items()} == {
+        frozenset({"loss", "grad_norm"}): [0.51]
+    }
+
+
+def test_a_probe_is_priced_against_the_untracked_steps_around_it():
+    """The load of a shared machine drifts: plain steps take 1 s, then 2 s.
+
+    The loss probes run at the 2 s load; priced against the median of all recent
+    untracked steps (1 s) they would cost 1.01 s each, against their neighbours
+    0.01 s, as at calibration.
+    """
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    drive(control, range(control.start), lambda tracked: 0.01 * bool(tracked))
+    step = control.start
+    for plain, tracked, count in ((1.0, (), 40), (2.0, (), 5), (2.01, LOSS, 5)):
+        for _ in range(count):
+            control.observe(step, plain, tracked)
+            step += 1
+    assert control.planned_at == step
+    assert control.plain_seconds == 1.0  # the median of the last 25 untracked steps
+    assert control.costs.fixed == pytest.approx(0.01)
 
 
 def test_a_slow_step_of_the_users_own_is_not_overhead():
@@ -176,7 +266,7 @@ def test_default_cockpit_follows_economy_under_the_budget(tmp_path):
         for r in records
         if r["step"] >= start + 50 and "overhead_share" in r["values"]
     }
-    assert shares == {plan["measured_share"]}
+    assert shares == {plan["run_share"]}  # the run's share, calibration included
     assert not any(
         "overhead_share" in r["values"] for r in records if r["step"] < start
     )
