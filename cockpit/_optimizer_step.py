@@ -48,7 +48,7 @@ class AwaitingStep:
     layers: list[tuple[dict[str, LayerStats], int]]
     record: TensorRecord
     quantities: list[Quantity]
-    before: dict[str, Tensor] = field(default_factory=dict)
+    before: list[Tensor] = field(default_factory=list)
     handles: list[Any] = field(default_factory=list)
     gather: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
@@ -166,21 +166,18 @@ def _install_hooks(
     ``inside_step``: the block ended inside ``optimizer.step(closure)``, whose
     pre-hooks have already run; the snapshot is taken now instead.
     """
-    names = list(flat.params)
 
     def before(opt, args, kwargs) -> None:
-        # One fused call per list (torch._foreach_*): many small parameters cost
-        # launches, not arithmetic.
-        snapshot = torch._foreach_mul(flat.views(), 1.0)
-        awaiting.before = dict(zip(names, snapshot, strict=True))
+        awaiting.before = flat.concatenated()
 
     def after(opt, args, kwargs) -> None:
         for handle in awaiting.handles:
             handle.remove()
         awaiting.handles.clear()
-        before = list(awaiting.before.values())
-        delta = torch._foreach_sub(flat.views(), before)
-        done(awaiting, _Taken(delta=dict(zip(names, delta, strict=True))))
+        after = flat.concatenated()
+        for now, then in zip(after, awaiting.before, strict=True):
+            now.sub_(then)
+        done(awaiting, _Taken.from_buffers(after, flat))
 
     if inside_step:
         before(optimizer, (), {})
@@ -200,12 +197,22 @@ class _FlatParams:
     parameter tensor. They are remade when a parameter's storage changes
     (``param.data = ...``, ``model.to(...)``), and never kept for a parameter that is
     not contiguous, whose flat form is a copy.
+
+    The snapshots around ``optimizer.step()`` are :meth:`concatenated` copies, one
+    buffer per device and dtype: a ``torch._foreach_*`` call over the parameters
+    still dispatches once per tensor on a CPU, a concatenation once per buffer.
     """
 
     def __init__(self, params: dict[str, nn.Parameter]):
         self.params = params
         self._addresses: list[int] = []
         self._views: list[Tensor] = []
+        self.buckets = _buckets(params)
+
+    def concatenated(self) -> list[Tensor]:
+        """The parameters' values copied into one flat buffer per :attr:`buckets`."""
+        views = self.views()
+        return [torch.cat([views[i] for i in bucket]) for bucket in self.buckets]
 
     def views(self) -> list[Tensor]:
         """Parameter order: the flat parameters, sharing their storage."""
@@ -218,11 +225,54 @@ class _FlatParams:
         return self._views
 
 
+def _buckets(params: dict[str, nn.Parameter]) -> list[list[int]]:
+    """Parameter positions by device and dtype (one bucket for most models)."""
+    found: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, param in enumerate(params.values()):
+        found.setdefault((param.device, param.dtype), []).append(i)
+    return list(found.values())
+
+
 class _Taken(StepTaken):
-    """:class:`StepTaken` whose per-parameter squared norms are one fused call."""
+    """:class:`StepTaken` held in flat buffers, its squared norms one fused call.
+
+    Attributes:
+        buffers: The step of every parameter of a bucket, concatenated ``[D_b]``;
+            ``delta``'s tensors are views into them.
+        flat: The buckets' parameter positions and the parameter sizes.
+
+    """
+
+    buffers: list[Tensor] | None = None
+    flat: _FlatParams | None = None
+
+    @classmethod
+    def from_buffers(cls, buffers: list[Tensor], flat: _FlatParams) -> _Taken:
+        """The step from the buckets' flat buffers, split into views per parameter."""
+        taken = cls(delta=dict(zip(flat.params, _split(buffers, flat), strict=True)))
+        taken.buffers, taken.flat = buffers, flat
+        return taken
 
     @functools.cached_property
     def sq_norms(self) -> dict[str, Tensor]:
         """``||s_l||^2`` per parameter, from ``torch._foreach_norm``."""
-        norms = torch._foreach_norm(list(self.delta.values()))
+        norms = self.norms
         return dict(zip(self.delta, torch._foreach_mul(norms, norms), strict=True))
+
+    def divided(self, divisor: Tensor) -> dict[str, Tensor]:
+        """``s_l / divisor`` per parameter: one division per buffer."""
+        if self.buffers is None or self.flat is None:
+            return super().divided(divisor)
+        quotients = [buffer / divisor for buffer in self.buffers]
+        return dict(zip(self.delta, _split(quotients, self.flat), strict=True))
+
+
+def _split(buffers: list[Tensor], flat: _FlatParams) -> list[Tensor]:
+    """Views ``[D_l]`` into the buckets' flat buffers, in parameter order."""
+    sizes = [p.numel() for p in flat.params.values()]
+    parts: list[Tensor] = [buffers[0]] * len(sizes)
+    for buffer, bucket in zip(buffers, flat.buckets, strict=True):
+        pieces = buffer.split([sizes[i] for i in bucket])
+        for i, piece in zip(bucket, pieces, strict=True):
+            parts[i] = piece
+    return parts

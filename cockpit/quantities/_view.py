@@ -224,5 +224,10 @@ def norm_rows(tensors: list[Tensor]) -> Tensor:
     One ``torch._foreach_norm`` call (a fused kernel on a GPU) instead of one
     reduction per tensor.
     """
-    norms = torch.stack(torch._foreach_norm(tensors))
-    return torch.cat([norms, torch.linalg.vector_norm(norms).reshape(1)])
+    return rows_of_norms(torch._foreach_norm(tensors))
+
+
+def rows_of_norms(norms: list[Tensor]) -> Tensor:
+    """``[L + 1]``: the given norms, and the norm of all of their tensors last."""
+    stacked = torch.stack(norms)
+    return torch.cat([stacked, torch.linalg.vector_norm(stacked).reshape(1)])

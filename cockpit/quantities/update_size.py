@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cockpit.quantities._base import Quantity
-from cockpit.quantities._view import StepStates, norm_rows
+from cockpit.quantities._view import StepStates, rows_of_norms
 
 
 class UpdateSize(Quantity):
@@ -13,5 +13,5 @@ class UpdateSize(Quantity):
     step_states = frozenset({"step"})
 
     def finalize_step(self, states: StepStates) -> dict:
-        delta = states["step"].delta
-        return states.layered_rows(norm_rows(list(delta.values())), list(delta))
+        step = states["step"]
+        return states.layered_rows(rows_of_norms(step.norms), list(step.delta))
