@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cockpit import _flat_buffers
 from cockpit._record import TensorRecord
 from cockpit.engines import fill
 from cockpit.engines.layer_stats import LayerStats
@@ -199,38 +200,35 @@ class _FlatParams:
     not contiguous, whose flat form is a copy.
 
     The snapshots around ``optimizer.step()`` are :meth:`concatenated` copies, one
-    buffer per device and dtype: a ``torch._foreach_*`` call over the parameters
-    still dispatches once per tensor on a CPU, a concatenation once per buffer.
+    buffer per device and dtype (:mod:`cockpit._flat_buffers`).
     """
 
     def __init__(self, params: dict[str, nn.Parameter]):
         self.params = params
         self._addresses: list[int] = []
         self._views: list[Tensor] = []
-        self.buckets = _buckets(params)
+        self.buckets: list[list[int]] = []
+        self.sizes = [p.numel() for p in params.values()]
 
     def concatenated(self) -> list[Tensor]:
-        """The parameters' values copied into one flat buffer per :attr:`buckets`."""
-        views = self.views()
-        return [torch.cat([views[i] for i in bucket]) for bucket in self.buckets]
+        """The parameters' values copied into one flat buffer per bucket."""
+        return _flat_buffers.concatenate(self.views(), self.buckets)
 
     def views(self) -> list[Tensor]:
         """Parameter order: the flat parameters, sharing their storage."""
         addresses = [p.data_ptr() for p in self.params.values()]
         if addresses != self._addresses:
             views = [p.detach().reshape(-1) for p in self.params.values()]
+            self.buckets = _flat_buffers.buckets(views)
             if all(p.is_contiguous() for p in self.params.values()):
                 self._addresses, self._views = addresses, views
             return views
         return self._views
 
-
-def _buckets(params: dict[str, nn.Parameter]) -> list[list[int]]:
-    """Parameter positions by device and dtype (one bucket for most models)."""
-    found: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, param in enumerate(params.values()):
-        found.setdefault((param.device, param.dtype), []).append(i)
-    return list(found.values())
+    def split(self, buffers: list[Tensor]) -> dict[str, Tensor]:
+        """Parameter name -> its view ``[D_l]`` into buffers laid out as the snapshots."""
+        parts = _flat_buffers.split(buffers, self.buckets, self.sizes)
+        return dict(zip(self.params, parts, strict=True))
 
 
 class _Taken(StepTaken):
@@ -239,7 +237,7 @@ class _Taken(StepTaken):
     Attributes:
         buffers: The step of every parameter of a bucket, concatenated ``[D_b]``;
             ``delta``'s tensors are views into them.
-        flat: The buckets' parameter positions and the parameter sizes.
+        flat: The parameters' layout in the buffers.
 
     """
 
@@ -249,7 +247,7 @@ class _Taken(StepTaken):
     @classmethod
     def from_buffers(cls, buffers: list[Tensor], flat: _FlatParams) -> _Taken:
         """The step from the buckets' flat buffers, split into views per parameter."""
-        taken = cls(delta=dict(zip(flat.params, _split(buffers, flat), strict=True)))
+        taken = cls(delta=flat.split(buffers))
         taken.buffers, taken.flat = buffers, flat
         return taken
 
@@ -263,16 +261,4 @@ class _Taken(StepTaken):
         """``s_l / divisor`` per parameter: one division per buffer."""
         if self.buffers is None or self.flat is None:
             return super().divided(divisor)
-        quotients = [buffer / divisor for buffer in self.buffers]
-        return dict(zip(self.delta, _split(quotients, self.flat), strict=True))
-
-
-def _split(buffers: list[Tensor], flat: _FlatParams) -> list[Tensor]:
-    """Views ``[D_l]`` into the buckets' flat buffers, in parameter order."""
-    sizes = [p.numel() for p in flat.params.values()]
-    parts: list[Tensor] = [buffers[0]] * len(sizes)
-    for buffer, bucket in zip(buffers, flat.buckets, strict=True):
-        pieces = buffer.split([sizes[i] for i in bucket])
-        for i, piece in zip(bucket, pieces, strict=True):
-            parts[i] = piece
-    return parts
+        return self.flat.split([buffer / divisor for buffer in self.buffers])

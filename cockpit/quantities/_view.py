@@ -121,7 +121,7 @@ class StepStates:
         if name not in self._rows:
             layers, network = self[name]["layers"], self[name]["network"]
             self._rows[name] = torch.stack(
-                [*(layers[layer] for layer in self._layers), network]
+                [*[layers[layer] for layer in self._layers], network]
             )
         return self._rows[name]
 
@@ -167,7 +167,8 @@ class StepStates:
 
         In the order of :meth:`rows`, the network's last.
         """
-        return norm_rows([self["sample_grads"][n] for n in self._layers]).square()
+        grads = self["sample_grads"]
+        return norm_rows([grads[n] for n in self._layers]).square()
 
     @functools.cached_property
     def sample_grad_sq_norms(self) -> dict[str, Tensor]:
@@ -182,7 +183,8 @@ class StepStates:
         Parameters of equal size are stacked and averaged in one call, so the work
         grows with the number of distinct sizes, not of parameters.
         """
-        sizes = [self["sample_grads"][n].numel() for n in self._layers]
+        grads = self["sample_grads"]
+        sizes = [grads[n].numel() for n in self._layers]
         segments = values.split(sizes)
         means: list[Tensor] = [values.new_zeros(())] * len(sizes)
         by_size: dict[int, list[int]] = {}

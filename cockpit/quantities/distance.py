@@ -19,8 +19,8 @@ class Distance(Quantity):
     states = frozenset({"params", "initial"})
 
     def finalize(self, states: StepStates) -> dict:
-        names = list(states["params"])
-        initial = [states["initial"][name] for name in names]
+        names, start = list(states["params"]), states["initial"]
+        initial = [start[name] for name in names]
         with torch.no_grad():  # the parameters require grad; no graph is needed
             moved = torch._foreach_sub(list(states["params"].values()), initial)
         return states.layered_rows(norm_rows(moved), names)
