@@ -254,8 +254,18 @@ class _Taken(StepTaken):
     @functools.cached_property
     def sq_norms(self) -> dict[str, Tensor]:
         """``||s_l||^2`` per parameter, from ``torch._foreach_norm``."""
-        norms = self.norms
-        return dict(zip(self.delta, torch._foreach_mul(norms, norms), strict=True))
+        return dict(zip(self.delta, self._sq_norm_rows.unbind(0), strict=True))
+
+    @functools.cached_property
+    def _sq_norm_rows(self) -> Tensor:
+        """``[L]``: ``||s_l||^2``, each norm times itself (one product for all)."""
+        norms = torch.stack(self.norms)
+        return norms * norms
+
+    @functools.cached_property
+    def length(self) -> Tensor:
+        """``tau = ||s||``: the sum of the squared norms, without a tensor per layer."""
+        return self._sq_norm_rows.sum().sqrt()
 
     def divided(self, divisor: Tensor) -> dict[str, Tensor]:
         """``s_l / divisor`` per parameter: one division per buffer."""
