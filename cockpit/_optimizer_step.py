@@ -258,9 +258,16 @@ class _Taken(StepTaken):
 
     @functools.cached_property
     def _sq_norm_rows(self) -> Tensor:
-        """``[L]``: ``||s_l||^2``, each norm times itself (one product for all)."""
-        norms = torch.stack(self.norms)
-        return norms * norms
+        """``[L]``: ``||s_l||^2``, each norm times itself in its own dtype.
+
+        One product for all where the parameters share a dtype; stacked norms of
+        several dtypes would be promoted before the product and round differently.
+        """
+        norms = self.norms
+        if len({norm.dtype for norm in norms}) == 1:
+            stacked = torch.stack(norms)
+            return stacked * stacked
+        return torch.stack(torch._foreach_mul(norms, norms))
 
     @functools.cached_property
     def length(self) -> Tensor:
