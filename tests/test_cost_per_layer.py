@@ -8,7 +8,8 @@ record dispatched 18 operations per added parameter tensor (a ``detach`` and a
 ``reshape`` per logged value), now none (9 per record at both depths); a tracked step
 added 3.5 operations per parameter tensor to plain training, now 2.0 (the copy of the
 block's gradient: a view and a multiplication); since the hooks pass 1.0 (the view:
-one fused multiplication scales every gradient).
+one multiplication scales every gradient, since the small-models pass on one flat
+buffer per device and dtype).
 
 Host work is Python as much as operations: the Python function calls a tracked step
 adds per parameter tensor (``sys.setprofile``), and the hooks it registers. Before
@@ -148,8 +149,9 @@ def test_writing_a_record_costs_no_operation_per_parameter_tensor(tmp_path):
 
 def test_a_tracked_step_adds_few_operations_per_parameter_tensor(tmp_path):
     """Operations a tracked step adds to plain training, per added parameter tensor:
-    the flat view of the block's gradient (one fused multiplication scales all of
-    them); the statistics themselves are one batched operation per layer shape.
+    the flat view of the block's gradient (one multiplication of their concatenation
+    scales all of them); the statistics themselves are one batched operation per
+    layer shape.
     """
     per_tensor, grown = _per_added_tensor(tmp_path, _Operations)
     assert per_tensor <= 1.5, grown
