@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
+from cockpit import _flat_buffers
 from cockpit._ddp_average import DDPAverage
 from cockpit._loss_capture import LossCapture
 from cockpit.exceptions import UsageError
@@ -140,10 +141,14 @@ class BlockGradients:
         reached = {name: grad for name, grad in grads.items() if grad is not None}
         if not reached:  # a pass that reached no parameter (autograd.grad)
             return
-        # One fused product for all (torch._foreach_mul: the same products as one
-        # multiplication per parameter, one dispatch instead of one per tensor).
+        # One product per flat buffer (the same products as one multiplication per
+        # parameter; torch._foreach_mul dispatches once per tensor on a CPU).
         flat = [_flat(grad) for grad in reached.values()]
-        scaled = torch._foreach_mul(flat, self._grad_scale())
+        groups = _flat_buffers.buckets(flat)
+        scale = self._grad_scale()
+        buffers = [b.mul_(scale) for b in _flat_buffers.concatenate(flat, groups)]
+        sizes = [grad.numel() for grad in flat]
+        scaled = _flat_buffers.split(buffers, groups, sizes)
         self._kept.update(zip(reached, scaled, strict=True))
 
     def _keep(self, name: str, grad: Tensor) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cockpit import _flat_buffers
 from cockpit._record import TensorRecord
 from cockpit._sharded import is_shard, local
 from cockpit.engines import fill
@@ -49,7 +50,7 @@ class AwaitingStep:
     layers: list[tuple[dict[str, LayerStats], int]]
     record: TensorRecord
     quantities: list[Quantity]
-    before: dict[str, Tensor] = field(default_factory=dict)
+    before: list[Tensor] = field(default_factory=list)
     handles: list[Any] = field(default_factory=list)
     gather: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
@@ -167,21 +168,18 @@ def _install_hooks(
     ``inside_step``: the block ended inside ``optimizer.step(closure)``, whose
     pre-hooks have already run; the snapshot is taken now instead.
     """
-    names = list(flat.params)
 
     def before(opt, args, kwargs) -> None:
-        # One fused call per list (torch._foreach_*): many small parameters cost
-        # launches, not arithmetic.
-        snapshot = torch._foreach_mul(flat.views(), 1.0)
-        awaiting.before = dict(zip(names, snapshot, strict=True))
+        awaiting.before = flat.concatenated()
 
     def after(opt, args, kwargs) -> None:
         for handle in awaiting.handles:
             handle.remove()
         awaiting.handles.clear()
-        before = list(awaiting.before.values())
-        delta = torch._foreach_sub(flat.views(), before)
-        done(awaiting, _Taken(delta=dict(zip(names, delta, strict=True))))
+        after = flat.concatenated()
+        for now, then in zip(after, awaiting.before, strict=True):
+            now.sub_(then)
+        done(awaiting, _Taken.from_buffers(after, flat))
 
     if inside_step:
         before(optimizer, (), {})
@@ -201,6 +199,9 @@ class _FlatParams:
     parameter tensor. They are remade when a parameter's storage changes
     (``param.data = ...``, ``model.to(...)``), and never kept for a parameter that is
     not contiguous, whose flat form is a copy.
+
+    The snapshots around ``optimizer.step()`` are :meth:`concatenated` copies, one
+    buffer per device and dtype (:mod:`cockpit._flat_buffers`).
     """
 
     def __init__(self, params: dict[str, nn.Parameter]):
@@ -208,6 +209,12 @@ class _FlatParams:
         self._sharded = any(is_shard(p) for p in params.values())
         self._addresses: list[int] = []
         self._views: list[Tensor] = []
+        self.buckets: list[list[int]] = []
+        self.sizes = [p.numel() for p in params.values()]
+
+    def concatenated(self) -> list[Tensor]:
+        """The parameters' values copied into one flat buffer per bucket."""
+        return _flat_buffers.concatenate(self.views(), self.buckets)
 
     def views(self) -> list[Tensor]:
         """Parameter order: the flat parameters, sharing their storage.
@@ -221,17 +228,63 @@ class _FlatParams:
         addresses = [p.data_ptr() for p in params]
         if addresses != self._addresses:
             views = [p.detach().reshape(-1) for p in params]
+            self.buckets = _flat_buffers.buckets(views)
             if all(p.is_contiguous() for p in params):
                 self._addresses, self._views = addresses, views
             return views
         return self._views
 
+    def split(self, buffers: list[Tensor]) -> dict[str, Tensor]:
+        """Parameter name -> its view ``[D_l]`` into buffers laid out as the snapshots."""
+        parts = _flat_buffers.split(buffers, self.buckets, self.sizes)
+        return dict(zip(self.params, parts, strict=True))
+
 
 class _Taken(StepTaken):
-    """:class:`StepTaken` whose per-parameter squared norms are one fused call."""
+    """:class:`StepTaken` held in flat buffers, its squared norms one fused call.
+
+    Attributes:
+        buffers: The step of every parameter of a bucket, concatenated ``[D_b]``;
+            ``delta``'s tensors are views into them.
+        flat: The parameters' layout in the buffers.
+
+    """
+
+    buffers: list[Tensor] | None = None
+    flat: _FlatParams | None = None
+
+    @classmethod
+    def from_buffers(cls, buffers: list[Tensor], flat: _FlatParams) -> _Taken:
+        """The step from the buckets' flat buffers, split into views per parameter."""
+        taken = cls(delta=flat.split(buffers))
+        taken.buffers, taken.flat = buffers, flat
+        return taken
 
     @functools.cached_property
     def sq_norms(self) -> dict[str, Tensor]:
         """``||s_l||^2`` per parameter, from ``torch._foreach_norm``."""
-        norms = torch._foreach_norm(list(self.delta.values()))
-        return dict(zip(self.delta, torch._foreach_mul(norms, norms), strict=True))
+        return dict(zip(self.delta, self._sq_norm_rows.unbind(0), strict=True))
+
+    @functools.cached_property
+    def _sq_norm_rows(self) -> Tensor:
+        """``[L]``: ``||s_l||^2``, each norm times itself in its own dtype.
+
+        One product for all where the parameters share a dtype; stacked norms of
+        several dtypes would be promoted before the product and round differently.
+        """
+        norms = self.norms
+        if len({norm.dtype for norm in norms}) == 1:
+            stacked = torch.stack(norms)
+            return stacked * stacked
+        return torch.stack(torch._foreach_mul(norms, norms))
+
+    @functools.cached_property
+    def length(self) -> Tensor:
+        """``tau = ||s||``: the sum of the squared norms, without a tensor per layer."""
+        return self._sq_norm_rows.sum().sqrt()
+
+    def divided(self, divisor: Tensor) -> dict[str, Tensor]:
+        """``s_l / divisor`` per parameter: one division per buffer."""
+        if self.buffers is None or self.flat is None:
+            return super().divided(divisor)
+        return self.flat.split([buffer / divisor for buffer in self.buffers])

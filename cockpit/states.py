@@ -306,6 +306,21 @@ class StepTaken:
         return {name: (s**2).sum() for name, s in self.delta.items()}
 
     @functools.cached_property
+    def norms(self) -> list[Tensor]:
+        """``||s_l||`` per parameter, in the order of ``delta`` (one fused call)."""
+        return torch._foreach_norm(list(self.delta.values()))
+
+    def divided(self, divisor: Tensor) -> dict[str, Tensor]:
+        """``s_l / divisor`` per parameter (``divisor`` a 0-d tensor)."""
+        return dict(
+            zip(
+                self.delta,
+                torch._foreach_div(list(self.delta.values()), divisor),
+                strict=True,
+            )
+        )
+
+    @functools.cached_property
     def length(self) -> Tensor:
         """``tau = ||s||``."""
         return torch.stack(list(self.sq_norms.values())).sum().sqrt()

@@ -66,6 +66,7 @@ class SampleRequest:
     _scales: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(
         default_factory=dict, repr=False
     )
+    _positions: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
 
     def scale(self, batch_size: int) -> int | Tensor:
         """Factor from output gradients of the user's loss to per-sample gradients.
@@ -144,8 +145,14 @@ def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
 def draw_positions(
     request: SampleRequest, n: int, numel: int, device: torch.device
 ) -> Tensor | None:
-    """``[m]`` uniformly drawn parameter positions, or ``None`` for all of them."""
-    m = sample_positions(request, n, numel)
+    """``[m]`` uniformly drawn parameter positions, or ``None`` for all of them.
+
+    ``m`` is looked up, not recomputed, for a layer size seen before in this step
+    (no further Python call per layer).
+    """
+    m = request._positions.get((n, numel))
+    if m is None:
+        m = request._positions[n, numel] = sample_positions(request, n, numel)
     if m == numel:
         return None
     assert request.generator is not None
@@ -164,7 +171,10 @@ def widen(tensors: list[Tensor], dtype: torch.dtype) -> tuple[list[Tensor], floa
         The tensors (integer ones unchanged) and the largest machine epsilon among
         the floating dtypes narrower than ``dtype`` (0 if none).
     """
-    if all([t.dtype == dtype for t in tensors]):  # the usual case, in one call
+    for tensor in tensors:  # the usual case: all of dtype, no further Python call
+        if tensor.dtype != dtype:
+            break
+    else:
         return tensors, 0.0
     precision = _eps(dtype)
     rounding = max((_eps(t.dtype) for t in tensors), default=0.0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 
 from backpack.extensions.firstorder.base import (
     FirstOrderBackpropExtension,
@@ -237,6 +238,10 @@ class PerSampleStats(FirstOrderBackpropExtension):
     def __init__(self, request: SampleRequest):
         super().__init__(savefield=SAVEFIELD, module_exts=_module_extensions())
         self.request = request
+        #: ``batch_size -> factor`` from BackPACK's gradients of the batch loss to
+        #: per-sample gradients (:meth:`SampleRequest.scale`), bound here: no
+        #: wrapper call per layer.
+        self.scale: Callable[[int], int | Tensor] = request.scale
         self.seconds = 0.0
         self._ones: dict[tuple, Tensor] = {}
 
@@ -262,13 +267,6 @@ class PerSampleStats(FirstOrderBackpropExtension):
             setattr(bias, SAVEFIELD, _linear_bias(self, bias, grad_output))
         if isinstance(weight, Tensor) and weight.requires_grad:
             setattr(weight, SAVEFIELD, _linear_weight(self, weight, x, grad_output))
-
-    def scale(self, batch_size: int) -> int | Tensor:
-        """Factor from BackPACK's gradients of the batch loss to per-sample gradients.
-
-        See :meth:`~cockpit.engines.layer_stats.SampleRequest.scale`.
-        """
-        return self.request.scale(batch_size)
 
 
 def collect(

@@ -137,8 +137,7 @@ def step_states(
     if "unit_step" in names or "step_slopes" in names:
         tau = taken.length
         divisor = tau.clamp(min=torch.finfo(tau.dtype).tiny)
-        unit = torch._foreach_div(list(taken.delta.values()), divisor)
-        states["unit_step"] = dict(zip(taken.delta, unit, strict=True))
+        states["unit_step"] = taken.divided(divisor)
         if "step_slopes" in names:
             states["step_slopes"] = projected_moments(
                 groups, states["unit_step"], project=project_layers

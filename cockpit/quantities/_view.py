@@ -130,7 +130,7 @@ class StepStates:
         """``[L + 1]``: ``||s_l||`` of the step the optimizer took, TOTAL last."""
         if "step_shard_norms" in self:
             return self["step_shard_norms"]
-        return norm_rows(list(self["step"].delta.values()))
+        return rows_of_norms(self["step"].norms)
 
     def _shard_norms(self, key: str) -> Tensor | None:
         """The ranks' norms of a sharded per-layer state (FSDP), else ``None``.
@@ -165,7 +165,7 @@ class StepStates:
         if name not in self._rows:
             layers, network = self[name]["layers"], self[name]["network"]
             self._rows[name] = torch.stack(
-                [*(layers[layer] for layer in self._layers), network]
+                [*[layers[layer] for layer in self._layers], network]
             )
         return self._rows[name]
 
@@ -211,7 +211,8 @@ class StepStates:
 
         In the order of :meth:`rows`, the network's last.
         """
-        return norm_rows([self["sample_grads"][n] for n in self._layers]).square()
+        grads = self["sample_grads"]
+        return norm_rows([grads[n] for n in self._layers]).square()
 
     @functools.cached_property
     def sample_grad_sq_norms(self) -> dict[str, Tensor]:
@@ -226,7 +227,8 @@ class StepStates:
         Parameters of equal size are stacked and averaged in one call, so the work
         grows with the number of distinct sizes, not of parameters.
         """
-        sizes = [self["sample_grads"][n].numel() for n in self._layers]
+        grads = self["sample_grads"]
+        sizes = [grads[n].numel() for n in self._layers]
         segments = values.split(sizes)
         means: list[Tensor] = [values.new_zeros(())] * len(sizes)
         by_size: dict[int, list[int]] = {}
@@ -268,5 +270,10 @@ def norm_rows(tensors: list[Tensor]) -> Tensor:
     One ``torch._foreach_norm`` call (a fused kernel on a GPU) instead of one
     reduction per tensor.
     """
-    norms = torch.stack(torch._foreach_norm(tensors))
-    return torch.cat([norms, torch.linalg.vector_norm(norms).reshape(1)])
+    return rows_of_norms(torch._foreach_norm(tensors))
+
+
+def rows_of_norms(norms: list[Tensor]) -> Tensor:
+    """``[L + 1]``: the given norms, and the norm of all of their tensors last."""
+    stacked = torch.stack(norms)
+    return torch.cat([stacked, torch.linalg.vector_norm(stacked).reshape(1)])

@@ -47,7 +47,7 @@ class GradHist1d(Quantity):
         groups = [(h.values, h.weight) for s in states["hist"].values() for h in s]
         return {
             COUNTS: histogram_1d(groups, lowest, highest, self.bins),
-            "sample_size": sum(values.numel() for values, _ in groups),
+            "sample_size": sum([values.numel() for values, _ in groups]),
         }
 
     def finalize(self, states: StepStates) -> dict:

@@ -14,6 +14,8 @@ as counts of a made-up range.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -83,7 +85,7 @@ def _count(index: Tensor, groups: list[tuple], size: int, like: Tensor) -> Tenso
 
 def _by_weight(groups: list[tuple]) -> list[tuple]:
     """The groups sorted by their weight (the last entry), for :func:`_count`."""
-    return sorted(groups, key=lambda group: float(group[-1]))
+    return sorted(groups, key=operator.itemgetter(-1))
 
 
 def _flat_cat(tensors: list[Tensor]) -> Tensor:
