@@ -120,9 +120,10 @@ class StepStates:
         sharded = self._shard_norms("moved")
         if sharded is not None:
             return sharded
-        initial = [self["initial"][name] for name in self["params"]]
+        params, start = self["params"], self["initial"]
+        initial = [start[name] for name in params]
         with torch.no_grad():  # the parameters require grad; no graph is needed
-            moved = torch._foreach_sub(list(self["params"].values()), initial)
+            moved = torch._foreach_sub(list(params.values()), initial)
         return norm_rows(moved)
 
     @functools.cached_property
