@@ -30,6 +30,7 @@ from backpack.extensions.backprop_extension import BackpropExtension
 from backpack.extensions.module_extension import ModuleExtension
 from torch import Tensor, nn
 
+from cockpit.engines._saved_pool_indices import reuse_saved_pool_indices
 from cockpit.engines._savefield import take
 
 __all__ = ["SAVEFIELD", "SharedMonteCarlo", "shared_extension", "unpack"]
@@ -100,7 +101,7 @@ class SharedMonteCarlo(SqrtGGNMC):
     def __init__(self, mc_samples: int, consumers: list[BackpropExtension]):
         super().__init__(mc_samples=mc_samples)
         self.savefield = SAVEFIELD
-        rules = _module_extensions(self)
+        rules = _module_extensions(reuse_saved_pool_indices(self))
         backprop = dict(rules)
         rules.clear()
         kinds = set(backprop).intersection(*map(_module_extensions, consumers))
