@@ -210,7 +210,8 @@ class _FlatParams:
         self._addresses: list[int] = []
         self._views: list[Tensor] = []
         self.buckets: list[list[int]] = []
-        self.sizes = [p.numel() for p in params.values()]
+        #: Elements of each flat view (of a rank's shard under FSDP).
+        self.sizes: list[int] = []
 
     def concatenated(self) -> list[Tensor]:
         """The parameters' values copied into one flat buffer per bucket."""
@@ -229,6 +230,7 @@ class _FlatParams:
         if addresses != self._addresses:
             views = [p.detach().reshape(-1) for p in params]
             self.buckets = _flat_buffers.buckets(views)
+            self.sizes = [view.numel() for view in views]
             if all(p.is_contiguous() for p in params):
                 self._addresses, self._views = addresses, views
             return views
