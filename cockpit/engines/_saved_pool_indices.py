@@ -17,11 +17,9 @@ node keeps them as ``_saved_result1``. :class:`SavedIndexMaxPool2d` and
 They fall back to BackPACK's second pooling (the same indices, only slower) when the
 node is not there or not the pooling's: an output changed in place afterwards
 (``ReLU(inplace=True)`` after the pooling makes the output's ``grad_fn`` the ReLU's),
-a pooling without gradients, a saved tensor already freed (BackPACK's own module
+a pooling without gradients, or a saved tensor already freed (BackPACK's own module
 backward hooks run after the pooling's node; the tracker's hooks on the output's
-gradient run before it), or a BackPACK version
-whose extensions keep their module table elsewhere (:func:`reuse_saved_pool_indices`
-then leaves the extension as it is).
+gradient run before it).
 """
 
 from __future__ import annotations
@@ -32,13 +30,12 @@ from backpack.extensions.backprop_extension import BackpropExtension
 from backpack.utils.subsampling import subsample
 from torch import Tensor, nn
 
+from cockpit.engines._savefield import module_table
+
 #: The backward nodes of the poolings that keep their indices as ``_saved_result1``.
 _POOLING_NODES = frozenset(
     {"MaxPool2DWithIndicesBackward0", "MaxPool3DWithIndicesBackward0"}
 )
-
-#: Where BackPACK's ``BackpropExtension`` keeps its module -> module extension table.
-_MODULE_TABLE = "_BackpropExtension__module_extensions"
 
 
 def saved_indices(module: nn.Module) -> Tensor | None:
@@ -94,9 +91,7 @@ def reuse_saved_pool_indices(extension: BackpropExtension) -> BackpropExtension:
     (in place: each extension object has its own module extension instances).
     Returns ``extension``.
     """
-    table = getattr(extension, _MODULE_TABLE, None)
-    if not isinstance(table, dict):
-        return extension
+    table = module_table(extension)
     for module_class, (original, replacement) in _REPLACEMENTS.items():
         module_extension = table.get(module_class)
         if type(getattr(module_extension, "derivatives", None)) is original:

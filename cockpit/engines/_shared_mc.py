@@ -31,15 +31,11 @@ from backpack.extensions.module_extension import ModuleExtension
 from torch import Tensor, nn
 
 from cockpit.engines._saved_pool_indices import reuse_saved_pool_indices
-from cockpit.engines._savefield import take
+from cockpit.engines._savefield import module_table, take
 
 __all__ = ["SAVEFIELD", "SharedMonteCarlo", "shared_extension", "unpack"]
 
 SAVEFIELD = "_cockpit_shared_mc"
-
-
-def _module_extensions(extension: BackpropExtension) -> dict[type, ModuleExtension]:
-    return extension._BackpropExtension__module_extensions
 
 
 def _first_samples(factor: Tensor, extension: BackpropExtension) -> Tensor:
@@ -101,12 +97,12 @@ class SharedMonteCarlo(SqrtGGNMC):
     def __init__(self, mc_samples: int, consumers: list[BackpropExtension]):
         super().__init__(mc_samples=mc_samples)
         self.savefield = SAVEFIELD
-        rules = _module_extensions(reuse_saved_pool_indices(self))
+        rules = module_table(reuse_saved_pool_indices(self))
         backprop = dict(rules)
         rules.clear()
-        kinds = set(backprop).intersection(*map(_module_extensions, consumers))
+        kinds = set(backprop).intersection(*map(module_table, consumers))
         for kind in kinds:
-            parts = [(c, _module_extensions(c)[kind]) for c in consumers]
+            parts = [(c, module_table(c)[kind]) for c in consumers]
             rules[kind] = _Consumers(backprop[kind], parts)
 
 

@@ -39,7 +39,7 @@ from cockpit.engines import ggn_gram
 from cockpit.engines._conv_diag_ggn import PatchDiagGGNConv2d
 from cockpit.engines._conv_kfac import PatchKFACConv2d
 from cockpit.engines._saved_pool_indices import reuse_saved_pool_indices
-from cockpit.engines._savefield import take
+from cockpit.engines._savefield import module_table, take
 from cockpit.engines._shared_mc import shared_extension, unpack
 from cockpit.exceptions import ConfigurationError, UnsupportedModelError
 
@@ -232,7 +232,7 @@ def check_supported(
     modules = [*leaf_modules(model), ("loss_fn", loss_fn)]
     for quantity, exts in extensions.items():
         for ext in exts:
-            known = ext._BackpropExtension__module_extensions
+            known = module_table(ext)
             for name, module in modules:
                 if type(module) not in known:
                     raise UnsupportedModelError(

@@ -31,7 +31,7 @@ from backpack.extensions import SqrtGGNExact, SqrtGGNMC
 from backpack.extensions.module_extension import ModuleExtension
 from torch import Tensor, nn
 
-from cockpit.engines._savefield import take
+from cockpit.engines._savefield import module_table, take
 
 SAVEFIELD = "_cockpit_ggn_gram"
 
@@ -99,8 +99,7 @@ def _reduce_with(module_ext: ModuleExtension, name: str):
 def _with_gram_parts(extension):
     """Make ``extension`` save :class:`GramPart` under :data:`SAVEFIELD`."""
     extension.savefield = SAVEFIELD
-    modules = extension._BackpropExtension__module_extensions
-    for module_ext in modules.values():
+    for module_ext in module_table(extension).values():
         for name in module_ext._ModuleExtension__params:
             setattr(module_ext, name, _reduce_with(module_ext, name))
     return extension

@@ -158,14 +158,6 @@ def test_ggn_diagonal_through_saved_indices_equals_autograds(pool):
         torch.testing.assert_close(ours[name], value, rtol=1e-10, atol=1e-12)
 
 
-def test_an_extension_without_the_module_table_is_left_as_it_is():
-    class Bare:
-        pass
-
-    bare = Bare()
-    assert reuse_saved_pool_indices(bare) is bare
-
-
 def _tracked_values(tmp_path, name: str) -> pd.DataFrame:
     """Every value of business's curvature quantities and kfac_block on a pooled CNN."""
     model = cnn(POOLS["2d"]())
