@@ -24,6 +24,7 @@ from backpack.extensions.secondorder.hbp.conv2d import HBPConv2d
 from torch import Tensor, nn
 
 from cockpit.engines._conv_diag_ggn import patch_route
+from cockpit.engines._conv_factors import pad_input, patch_view
 
 __all__ = ["BLOCK_ROWS", "PatchKFACConv2d", "patch_matrix", "symmetric_product"]
 
@@ -44,19 +45,11 @@ def patch_matrix(module: nn.Conv2d, x: Tensor) -> Tensor:
         x: Its input ``[N, C_in, H, W]``.
 
     """
-    padded = nn.functional.pad(x, module._reversed_padding_repeated_twice)
-    n, channels, height, width = padded.shape
-    k_h, k_w = module.kernel_size
-    (d_h, d_w), (t_h, t_w) = module.dilation, module.stride
-    h_out = (height - d_h * (k_h - 1) - 1) // t_h + 1
-    w_out = (width - d_w * (k_w - 1) - 1) // t_w + 1
-    s_n, s_c, s_h, s_w = padded.stride()
-    patches = padded.as_strided(
-        (channels, k_h, k_w, n, h_out, w_out),
-        (s_c, d_h * s_h, d_w * s_w, s_n, t_h * s_h, t_w * s_w),
-        padded.storage_offset(),
-    )
-    return patches.reshape(channels * k_h * k_w, n * h_out * w_out)
+    padded = pad_input(x, module._reversed_padding_repeated_twice)
+    patches = patch_view(padded, module.kernel_size, module.dilation, module.stride)
+    # [C_in, k_h, k_w, N, H_out, W_out]: the batch next to the positions.
+    patches = patches.permute(1, 2, 3, 0, 4, 5)
+    return patches.reshape(module.weight[0].numel(), -1)
 
 
 def symmetric_product(matrix: Tensor, block_rows: int = BLOCK_ROWS) -> Tensor:
