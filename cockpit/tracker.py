@@ -517,10 +517,7 @@ class Cockpit:
             self.drop(name, self.absent, why, stacklevel=4)
             self.engines.changed = True  # meta.json's absent is written with them
         for name, why in result.inapplicable.items():
-            self.absent[name] = why
-            self.quantities.pop(name, None)
-            if self._budget is not None:
-                self._budget.forget(name)
+            self.drop(name, self.absent, why, stacklevel=1, warn=False)
             self.engines.changed = True
             LOG.info("cockpit: '%s' is not tracked: %s.", name, why)
         for record in result.late:
