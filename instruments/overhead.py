@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from cockpit.instruments._data import RunData, Series
 from cockpit.instruments._figures import fmt, header, hline
 from cockpit.instruments._lines import LinesInstrument
-from cockpit.instruments._report_axes import newest_text, subtitle
+from cockpit.instruments._report_axes import newest_text, reference, subtitle
 from cockpit.instruments._view import View
 
 if TYPE_CHECKING:
@@ -83,8 +83,13 @@ class OverheadGauge(LinesInstrument):
         axes[0].set_ylabel("ms per step", fontsize=8)
         subtitle(axes[0], newest_text(first, self.unit) + _tracker_share(run, view))
         axes[1].set_ylabel("% of wall time", fontsize=8)
-        if _plan(run):
-            subtitle(axes[1], plan_text(run))
+        plan = _plan(run)
+        if plan:
+            subtitle(axes[1], plan_text(run, verdict=False))
+            label = f"budget {fmt(100.0 * plan['budget'])} %"
+            if plan.get("over_budget"):
+                label += ": over budget, raise budget= or track fewer quantities"
+            reference(axes[1], 100.0 * plan["budget"], label)
 
 
 def _plan(run: RunData) -> dict[str, Any] | None:
@@ -92,8 +97,13 @@ def _plan(run: RunData) -> dict[str, Any] | None:
     return plan if isinstance(plan, dict) and "intervals" in plan else None
 
 
-def plan_text(run: RunData) -> str:
-    """The run's overhead budget and plan, e.g. ``budget 5 %: every 1: loss; ...``."""
+def plan_text(run: RunData, verdict: bool = True) -> str:
+    """The run's overhead budget and plan, e.g. ``budget 5 %: every 1: loss; ...``.
+
+    With ``verdict``, a plan over its budget (``over_budget``: every quantity at
+    the longest interval still costs more) says so, with the plain step's time and
+    what to change (the report says it at its budget line instead).
+    """
     plan = _plan(run)
     if plan is None:
         return "no overhead budget (fixed schedules)"
@@ -108,7 +118,14 @@ def plan_text(run: RunData) -> str:
         if plan.get("planned_at") is None
         else f"planned at step {plan['planned_at']}"
     )
-    return f"budget {fmt(100.0 * plan['budget'])} % ({when}): {groups}"
+    text = f"budget {fmt(100.0 * plan['budget'])} % ({when}): {groups}"
+    if verdict and plan.get("over_budget") and plan.get("planned_share") is not None:
+        text += (
+            f". Over budget: even this plan costs {fmt(100.0 * plan['planned_share'])}"
+            f" % of a {fmt(plan.get('plain_step_ms'))} ms step; raise budget= or "
+            "track fewer quantities"
+        )
+    return text
 
 
 def _tracker_share(run: RunData, view: View) -> str:

@@ -346,3 +346,32 @@ def test_overhead_shows_the_budget_and_its_plan(full):
     REGISTRY["overhead"]().draw_report(cell, budgeted, View())
     bottom = cell.axes[1].get_title(loc="left")
     assert bottom.startswith("budget 5 % (planned at step 62): every 1: loss")
+    budget_lines = [
+        line for line in cell.axes[1].lines if set(line.get_ydata()) == {5.0}
+    ]
+    assert len(budget_lines) == 1
+    assert [text.get_text() for text in cell.axes[1].texts] == ["budget 5 %"]
+
+
+def test_overhead_says_when_even_the_sparsest_plan_is_over_budget():
+    plan = {
+        "budget": 0.05,
+        "planned_at": 262,
+        "intervals": {"loss": 50, "alpha": 50},
+        "over_budget": True,
+        "planned_share": 0.738,
+        "plain_step_ms": 0.619,
+    }
+    scalars, histograms = records_to_frames(through_json(records(60, 0, True)))
+    run = RunData.from_frames("tiny", scalars, histograms, {"budget": plan})
+    title = REGISTRY["overhead"]().figure([run], View()).layout.title.text
+    assert "Over budget: even this plan costs 73.8 % of a 0.619 ms step" in title
+    assert "raise budget= or track fewer quantities" in title
+    from matplotlib.figure import Figure
+
+    cell = Figure().subfigures(1, 1)
+    REGISTRY["overhead"]().draw_report(cell, run, View())
+    assert "Over budget" not in cell.axes[1].get_title(loc="left")
+    assert [text.get_text() for text in cell.axes[1].texts] == [
+        "budget 5 %: over budget, raise budget= or track fewer quantities"
+    ]
