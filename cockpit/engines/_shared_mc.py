@@ -30,7 +30,7 @@ from backpack.extensions.backprop_extension import BackpropExtension
 from backpack.extensions.module_extension import ModuleExtension
 from torch import Tensor, nn
 
-from cockpit.engines._saved_pool_indices import reuse_saved_pool_indices
+from cockpit.engines._derivatives import cheaper_derivatives
 from cockpit.engines._savefield import module_table, take
 
 __all__ = ["SAVEFIELD", "SharedMonteCarlo", "shared_extension", "unpack"]
@@ -97,7 +97,7 @@ class SharedMonteCarlo(SqrtGGNMC):
     def __init__(self, mc_samples: int, consumers: list[BackpropExtension]):
         super().__init__(mc_samples=mc_samples)
         self.savefield = SAVEFIELD
-        rules = module_table(reuse_saved_pool_indices(self))
+        rules = module_table(cheaper_derivatives(self))
         backprop = dict(rules)
         rules.clear()
         kinds = set(backprop).intersection(*map(module_table, consumers))

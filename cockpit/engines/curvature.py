@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from cockpit.engines import ggn_gram
 from cockpit.engines._conv_diag_ggn import PatchDiagGGNConv2d
 from cockpit.engines._conv_kfac import PatchKFACConv2d
-from cockpit.engines._saved_pool_indices import reuse_saved_pool_indices
+from cockpit.engines._derivatives import cheaper_derivatives
 from cockpit.engines._savefield import module_table, take
 from cockpit.engines._shared_mc import shared_extension, unpack
 from cockpit.exceptions import ConfigurationError, UnsupportedModelError
@@ -141,8 +141,8 @@ class CurvatureRequest:
 
         Extensions that draw the same number of Monte-Carlo samples (``ggn_mc``,
         ``kfac``, a Monte-Carlo Gram factor) share one draw and one backpropagation
-        (:mod:`cockpit.engines._shared_mc`). Max-pooling layers backpropagate on
-        the indices autograd saved (:mod:`cockpit.engines._saved_pool_indices`).
+        (:mod:`cockpit.engines._shared_mc`). Max-pooling and ReLU layers
+        backpropagate with autograd's kernels (:mod:`cockpit.engines._derivatives`).
 
         Args:
             batch_size: The step's batch size, once known (sub-sampling of the GGN
@@ -159,7 +159,7 @@ class CurvatureRequest:
                 )
             )
         by_samples: dict[int, list[BackpropExtension]] = {}
-        for ext in map(reuse_saved_pool_indices, exts):
+        for ext in map(cheaper_derivatives, exts):
             if isinstance(ext, MONTE_CARLO):
                 by_samples.setdefault(ext.get_num_mc_samples(), []).append(ext)
         shared = [e for e in exts if not isinstance(e, MONTE_CARLO)]

@@ -1,28 +1,25 @@
 """Max-pooling Jacobians from autograd's saved indices (float64, tiny CNNs).
 
 The saved-index derivatives must give BackPACK's values bit for bit (the indices are
-the same), take no second pooling where the saved node is there, fall back where it
-is not (an in-place ReLU after the pooling), and the GGN diagonal through them must
-equal the one from autograd Jacobians.
+the same, and autograd's backward kernel adds in the order of BackPACK's scatter),
+take no second pooling where the saved node is there, fall back where it is not (an
+in-place ReLU after the pooling), keep BackPACK's scatter for a channels-last input,
+and the GGN diagonal through them must equal the one from autograd Jacobians.
 """
 
 from __future__ import annotations
 
-import copy
-
 import pandas as pd
 import pytest
 import torch
-from backpack import backpack
 from backpack.core.derivatives.maxpoolnd import MaxPoolNDDerivatives
 from backpack.extensions import KFAC, DiagGGNExact, DiagGGNMC, SqrtGGNExact
 from torch import nn
 
 import cockpit
 from cockpit.engines import _saved_pool_indices
-from cockpit.engines._backpack_hooks import attach_hooks
-from cockpit.engines._saved_pool_indices import reuse_saved_pool_indices
 from tests import reference_curvature
+from tests.engines.extension_run import run
 
 POOLS = {
     "2d": lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
@@ -49,34 +46,6 @@ def cnn3d() -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(2 * 3 * 3 * 3, 3),
     ).double()
-
-
-def run(model, x, y, make_extension, reuse: bool):
-    """The extension's savefields after one backward pass with the tracker's hooks.
-
-    The hooks run the extensions on each output's gradient, before the pooling's
-    backward node frees its saved indices (BackPACK's own module backward hooks run
-    after it, so the saved-index route would always fall back there).
-    """
-    model = copy.deepcopy(model)
-    loss_fn = nn.CrossEntropyLoss()
-    extension = make_extension()
-    if reuse:
-        reuse_saved_pool_indices(extension)
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = attach_hooks(leaves, keep_outputs=True, loss_fn=loss_fn)
-    loss = loss_fn(model(x), y)
-    with backpack(extension):
-        loss.backward()
-    for handle in handles:
-        handle.remove()
-    field = extension.savefield
-    out = {}
-    for name, p in model.named_parameters():
-        value = getattr(p, field)
-        out[name] = [v.clone() for v in value] if isinstance(value, list) else value
-        delattr(p, field)
-    return out
 
 
 @pytest.fixture
@@ -109,10 +78,10 @@ def test_saved_indices_give_backpacks_values_without_a_second_pooling(
 ):
     x, y = data((5, 2, 7, 7))
     torch.manual_seed(2)
-    before = run(cnn(POOLS[pool]()), x, y, make_extension, reuse=False)
+    before = run(cnn(POOLS[pool]()), x, y, make_extension, cheaper=False)
     recomputed = len(fallbacks)
     torch.manual_seed(2)
-    after = run(cnn(POOLS[pool]()), x, y, make_extension, reuse=True)
+    after = run(cnn(POOLS[pool]()), x, y, make_extension, cheaper=True)
     assert recomputed > 0  # BackPACK's own route pools again
     assert len(fallbacks) == recomputed  # the saved-index route never does
     for name in before:
@@ -127,9 +96,9 @@ def test_saved_indices_give_backpacks_values_without_a_second_pooling(
 def test_maxpool3d_takes_the_saved_indices(fallbacks):
     torch.manual_seed(1)
     x, y = torch.randn(5, 1, 5, 5, 5, dtype=torch.float64), torch.randint(0, 3, (5,))
-    before = run(cnn3d(), x, y, DiagGGNExact, reuse=False)
+    before = run(cnn3d(), x, y, DiagGGNExact, cheaper=False)
     recomputed = len(fallbacks)
-    after = run(cnn3d(), x, y, DiagGGNExact, reuse=True)
+    after = run(cnn3d(), x, y, DiagGGNExact, cheaper=True)
     assert recomputed > 0 and len(fallbacks) == recomputed
     for name in before:
         assert torch.equal(after[name], before[name]), name
@@ -138,9 +107,11 @@ def test_maxpool3d_takes_the_saved_indices(fallbacks):
 def test_an_output_changed_in_place_falls_back_to_pooling_again(fallbacks):
     x, y = data((5, 2, 7, 7))
     model = cnn(POOLS["2d"](), inplace_after=True)
-    before = run(model, x, y, DiagGGNExact, reuse=False)
+    before = run(model, x, y, DiagGGNExact, cheaper=False)
     recomputed = len(fallbacks)
-    after = run(cnn(POOLS["2d"](), inplace_after=True), x, y, DiagGGNExact, reuse=True)
+    after = run(
+        cnn(POOLS["2d"](), inplace_after=True), x, y, DiagGGNExact, cheaper=True
+    )
     assert len(fallbacks) == 2 * recomputed  # the ReLU's node, not the pooling's
     for name in before:
         assert torch.equal(after[name], before[name]), name
@@ -151,7 +122,7 @@ def test_ggn_diagonal_through_saved_indices_equals_autograds(pool):
     """The exact GGN diagonal against the GGN built from Jacobians."""
     x, y = data((5, 2, 7, 7))
     model = cnn(POOLS[pool]())
-    ours = run(model, x, y, DiagGGNExact, reuse=True)
+    ours = run(model, x, y, DiagGGNExact, cheaper=True)
     ggn = reference_curvature.ggn(model, nn.CrossEntropyLoss(), x, y)
     expected = reference_curvature.unflatten(model, ggn.diagonal())
     for name, value in expected.items():
@@ -193,3 +164,41 @@ def test_the_tracker_logs_the_same_curvature_without_a_second_pooling(
     assert fallbacks  # BackPACK's route pools again
     assert {"hess_trace", "tic_diag", "kfac_block.trace"} <= set(saved.quantity)
     pd.testing.assert_frame_equal(saved, pooled)
+
+
+@pytest.fixture
+def scatters(monkeypatch):
+    """Counts BackPACK's own transposed pooling Jacobians (zeros and scatter_add_)."""
+    calls = []
+    original = MaxPoolNDDerivatives._jac_t_mat_prod
+
+    def counted(self, module, *args, **kwargs):
+        calls.append(type(module).__name__)
+        return original(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(MaxPoolNDDerivatives, "_jac_t_mat_prod", counted)
+    return calls
+
+
+def test_subsampled_factor_takes_the_backward_kernel(scatters):
+    x, y = data((5, 2, 7, 7))
+
+    def subsampled():
+        return SqrtGGNExact(subsampling=[1, 3])
+
+    before = run(cnn(POOLS["2d"]()), x, y, subsampled, cheaper=False)
+    assert scatters == ["MaxPool2d"]
+    after = run(cnn(POOLS["2d"]()), x, y, subsampled, cheaper=True)
+    assert scatters == ["MaxPool2d"]  # not BackPACK's scatter again
+    for name in before:
+        assert torch.equal(after[name], before[name]), name
+
+
+def test_a_channels_last_input_keeps_backpacks_scatter(scatters):
+    x, y = data((5, 2, 7, 7))
+    x = x.contiguous(memory_format=torch.channels_last)
+    before = run(cnn(POOLS["2d"]()), x, y, DiagGGNExact, cheaper=False)
+    after = run(cnn(POOLS["2d"]()), x, y, DiagGGNExact, cheaper=True)
+    assert scatters == ["MaxPool2d", "MaxPool2d"]
+    for name in before:
+        assert torch.equal(after[name], before[name]), name
