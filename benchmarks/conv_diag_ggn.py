@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
-from _overhead.configs import build_run
-from _overhead.problems import make_problem
+from _overhead.routes import alternate
 from backpack.utils import conv as backpack_conv
 from torch import Tensor, nn
 
@@ -60,33 +59,15 @@ def thread_ms(
     return 1e3 * (time.thread_time() - start)
 
 
-def tracked_steps(steps: int) -> None:
-    """Median thread CPU and wall ms of ``business`` steps on 3c3d, alternating."""
+@contextmanager
+def backpack_everywhere() -> Iterator[None]:
+    """BackPACK's route at every layer: :func:`patch_route` refuses them all."""
     patch_route = _conv_diag_ggn.patch_route
-    problem = make_problem("3c3d", torch.device("cpu"))
-    with tempfile.TemporaryDirectory(prefix="cockpit-diag-") as logdir:
-        run = build_run(problem, "business", torch.device("cpu"), logdir)
-        run.step(problem.batches)  # warm-up
-        times: dict[str, list[tuple[float, float]]] = {"BackPACK": [], "patches": []}
-        try:
-            for step in range(steps):
-                route = "patches" if step % 2 else "BackPACK"
-                _conv_diag_ggn.patch_route = (
-                    patch_route if route == "patches" else lambda module: False
-                )
-                cpu, wall = time.thread_time(), time.perf_counter()
-                run.step(problem.batches)
-                cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
-                times[route].append((1e3 * cpu, 1e3 * wall))
-        finally:
-            _conv_diag_ggn.patch_route = patch_route
-        run.flush()
-        run.ck.close()
-    print(f"3c3d business, {steps} steps alternating, median ms per step:")
-    for route, values in times.items():
-        cpu = statistics.median(v[0] for v in values)
-        wall = statistics.median(v[1] for v in values)
-        print(f"- {route}: thread CPU {cpu:.1f}, wall {wall:.1f} ({len(values)} steps)")
+    _conv_diag_ggn.patch_route = lambda module: False
+    try:
+        yield
+    finally:
+        _conv_diag_ggn.patch_route = patch_route
 
 
 def main() -> None:
@@ -100,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.tracked:
-        tracked_steps(args.tracked)
+        routes = {"BackPACK": backpack_everywhere, "patches": nullcontext}
+        alternate("3c3d", "business", routes, args.tracked)
         return
     print(f"intra-op threads: {args.threads}, batch {args.batch}")
     print("| layer | V | BackPACK ms | patches ms | ratio | max rel. difference |")

@@ -115,10 +115,19 @@ class _SavedIndices:
         arguments = _pool_arguments(module, self.N)
         backward = _BACKWARD_KERNELS[self.N]
         result = mat.new_empty((mat.shape[0], *input0.shape))
-        for column, out in zip(mat, result, strict=True):
-            backward(
-                column, input0, *arguments, module.ceil_mode, indices, grad_input=out
-            )
+        # The ``out=`` form refuses inputs that require grad (a backward pass with
+        # ``create_graph=True`` runs the hooks in grad mode); nothing differentiates
+        # through the backpropagated factor.
+        with torch.no_grad():
+            for column, out in zip(mat, result, strict=True):
+                backward(
+                    column,
+                    input0,
+                    *arguments,
+                    module.ceil_mode,
+                    indices,
+                    grad_input=out,
+                )
         return result
 
 
