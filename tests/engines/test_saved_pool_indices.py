@@ -12,12 +12,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from backpack.core.derivatives.maxpool2d import MaxPool2DDerivatives
 from backpack.core.derivatives.maxpoolnd import MaxPoolNDDerivatives
 from backpack.extensions import KFAC, DiagGGNExact, DiagGGNMC, SqrtGGNExact
 from torch import nn
 
 import cockpit
 from cockpit.engines import _saved_pool_indices
+from cockpit.engines._saved_pool_indices import SavedIndexMaxPool2d
 from tests import reference_curvature
 from tests.engines.extension_run import run
 
@@ -202,3 +204,16 @@ def test_a_channels_last_input_keeps_backpacks_scatter(scatters):
     assert scatters == ["MaxPool2d", "MaxPool2d"]
     for name in before:
         assert torch.equal(after[name], before[name]), name
+
+
+def test_the_backward_kernel_runs_in_grad_mode():
+    """A backward pass with ``create_graph=True`` runs the hooks in grad mode."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    pool = nn.MaxPool2d(2)
+    pool.input0, pool.output = x, pool(x)
+    mat = torch.randn(3, *pool.output.shape, dtype=torch.float64)
+    with torch.enable_grad():
+        ours = SavedIndexMaxPool2d().jac_t_mat_prod(pool, None, None, mat)
+    expected = MaxPool2DDerivatives().jac_t_mat_prod(pool, None, None, mat)
+    assert torch.equal(ours, expected)
