@@ -17,14 +17,19 @@ benchmark's 3c3d, the three routes switched every step in one process
 (``_overhead/routes.py``)::
 
     .venv/bin/python benchmarks/backprop_kernels.py --threads 1 --tracked 12
+
+``--pieces`` adds, to ``--tracked``, the CPU time of this thread per step in each
+derivatives class's ``jac_t_mat_prod`` and in the ``Conv2d`` weights' GGN diagonal,
+by route.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -36,6 +41,7 @@ from backpack.core.derivatives.relu import ReLUDerivatives
 from torch import Tensor, nn
 
 from cockpit.engines import _derivatives
+from cockpit.engines._conv_diag_ggn import PatchDiagGGNConv2d
 from cockpit.engines._saved_pool_indices import SavedIndexMaxPool2d
 
 #: 3c3d's ReLU inputs (the convolutions' outputs), each followed by MaxPool2d(2).
@@ -65,9 +71,33 @@ def derivatives(route: str, module: nn.Module) -> BaseDerivatives:
     return _derivatives.REPLACEMENTS[kind][0]()
 
 
+#: (route, piece) -> CPU seconds of this thread, with ``--pieces``.
+PIECES: dict[tuple[str, str], float] = collections.defaultdict(float)
+#: The route :func:`tracker_route` switched to last.
+CURRENT = ["none"]
+#: Route -> steps it ran (warm-up included).
+STEPS: collections.Counter[str] = collections.Counter()
+
+
+def timed(owner: type, name: str, piece: Callable[[object], str]) -> None:
+    """Add the thread CPU time of ``owner.name`` to :data:`PIECES` from now on."""
+    method = getattr(owner, name)
+
+    def wrapper(self, *args, **kwargs):
+        start = time.thread_time()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            PIECES[CURRENT[0], piece(self)] += time.thread_time() - start
+
+    setattr(owner, name, wrapper)
+
+
 @contextmanager
 def tracker_route(route: str) -> Iterator[None]:
     """The tracker's curvature extensions on ``route``'s derivatives."""
+    CURRENT[0] = route
+    STEPS[route] += 1
     replacements = _derivatives.REPLACEMENTS
     _derivatives.REPLACEMENTS = {
         kind: (original, ROUTES[route][kind])
@@ -101,12 +131,21 @@ def main() -> None:
     parser.add_argument("--columns", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--tracked", type=int, metavar="STEPS")
+    parser.add_argument("--pieces", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.tracked:
+        if args.pieces:
+            timed(BaseDerivatives, "jac_t_mat_prod", lambda d: type(d).__name__)
+            timed(PatchDiagGGNConv2d, "weight", lambda _: "Conv2d weight diagonal")
         routes = {route: partial(tracker_route, route) for route in ROUTES}
         alternate("3c3d", "business", routes, args.tracked)
+        for route in ROUTES if args.pieces else []:
+            print(f"{route}, CPU ms per step ({STEPS[route]} steps with the warm-up):")
+            for (owner, piece), seconds in sorted(PIECES.items()):
+                if owner == route:
+                    print(f"- {piece}: {1e3 * seconds / STEPS[route]:.1f}")
         return
     print(f"intra-op threads: {args.threads}, batch {args.batch}")
     print(f"| layer | input | V | {' ms | '.join(ROUTES)} ms |")
