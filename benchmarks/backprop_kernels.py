@@ -25,7 +25,6 @@ by route.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
 import time
@@ -34,7 +33,7 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
-from _overhead.routes import alternate
+from _overhead.routes import alternate, route_arguments
 from backpack.core.derivatives.basederivatives import BaseDerivatives
 from backpack.core.derivatives.maxpoolnd import MaxPoolNDDerivatives
 from backpack.core.derivatives.relu import ReLUDerivatives
@@ -125,12 +124,7 @@ def thread_ms(derivatives: BaseDerivatives, module: nn.Module, mat: Tensor) -> f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--columns", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--tracked", type=int, metavar="STEPS")
+    parser = route_arguments(__doc__.split("\n", 1)[0])
     parser.add_argument("--pieces", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -22,14 +22,13 @@ per step (with more than one thread the wall time is the one to read)::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 
 import torch
-from _overhead.routes import alternate
+from _overhead.routes import alternate, route_arguments
 from backpack.utils import conv as backpack_conv
 from torch import Tensor, nn
 
@@ -71,12 +70,7 @@ def backpack_everywhere() -> Iterator[None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--columns", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--tracked", type=int, metavar="STEPS")
+    parser = route_arguments(__doc__.split("\n", 1)[0])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ it (usually by patching one module attribute) for one step.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -21,6 +22,22 @@ from _overhead.problems import make_problem
 
 #: Route name -> a context manager factory that switches the tracker to it.
 Routes = dict[str, Callable[[], AbstractContextManager]]
+
+
+def route_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark of routes: per call on 3c3d's layers, or tracked.
+
+    ``--threads``, ``--batch``, ``--columns`` (V, the backpropagated factor's
+    columns per sample), ``--repeats`` (per-call medians) and ``--tracked STEPS``
+    (whole steps by :func:`alternate` instead).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--columns", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tracked", type=int, metavar="STEPS")
+    return parser
 
 
 def alternate(problem_name: str, config: str, routes: Routes, steps: int) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from backpack.core.derivatives.relu import ReLUDerivatives
 from backpack.utils.subsampling import subsample
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = ["FusedReLUDerivatives"]
 
@@ -33,14 +33,10 @@ __all__ = ["FusedReLUDerivatives"]
 class FusedReLUDerivatives(ReLUDerivatives):
     """BackPACK's ``ReLU`` derivatives, the transposed Jacobian in one kernel."""
 
-    def _jac_t_mat_prod(
-        self,
-        module: nn.ReLU,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
-        """``M`` where the input is positive, else 0: ``[V, N, *x.shape[1:]]``."""
+    def _jac_t_mat_prod(self, module, g_inp, g_out, mat, subsampling=None) -> Tensor:
+        """``M`` where the input is positive, else 0: ``[V, N, *x.shape[1:]]``.
+
+        BackPACK's signature; the gradients ``g_inp``, ``g_out`` are not read.
+        """
         input0 = subsample(module.input0, subsampling=subsampling)
         return torch.ops.aten.threshold_backward(mat, input0, 0)
