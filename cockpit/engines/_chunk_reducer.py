@@ -76,18 +76,11 @@ class ChunkReducer:
 
         Args:
             block: The per-sample gradients.
-            reused: The caller overwrites ``block`` later (copy what is kept).
+            reused: The caller overwrites ``block`` later (copy what is kept; it
+                may be overwritten here, after every other read).
 
         """
         parts = self.parts
-        if self.request.sum_sq:
-            # One squared copy serves both sums, written into one buffer per layer.
-            squares = torch.square(block, out=self._squares(block))
-            parts["sq"].append(squares.sum(1))
-            summed = squares.sum(0)
-            self.sum_sq = summed if self.sum_sq is None else self.sum_sq + summed
-        else:
-            parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
         parts["dots"].append(block @ self.grad)
         if self.block_sum is not None:
             self.block_sum += block.sum(0)
@@ -103,6 +96,17 @@ class ChunkReducer:
             if reused and self.positions is None:
                 picked = picked.clone()  # indexing above copies already
             parts["hist"].append(picked.reshape(-1))
+        if self.request.sum_sq:
+            # One squared copy serves both sums: a block the caller overwrites
+            # anyway is squared in place, last, so no second chunk-sized buffer
+            # competes with it for the cache; others go into one buffer per layer.
+            out = block if reused else self._squares(block)
+            squares = torch.square(block, out=out)
+            parts["sq"].append(squares.sum(1))
+            summed = squares.sum(0)
+            self.sum_sq = summed if self.sum_sq is None else self.sum_sq.add_(summed)
+        else:
+            parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
 
     def _squares(self, block: Tensor) -> Tensor:
         """A ``[c, D_l]`` buffer for ``block``'s squares, kept for the next blocks."""

@@ -72,9 +72,10 @@ class ConvFactors:
         x: ``[N, C_in, H, W]``, the layer's input, detached.
         delta: ``[N, p, T]``, BackPACK's output gradients (of the batch loss).
         scale: From ``delta`` to the per-sample losses' output gradients, applied
-            per chunk to the smaller of ``delta`` (``p T`` per sample) and the
-            per-sample gradients (``p d``), not to all of ``delta`` up front
-            (on 3c3d's first layer a 25 MB copy per step for 2.5 MB of products).
+            per chunk by the copy that unfolds the input patches
+            (:func:`unfold_patches`): no pass over ``delta`` or the products of
+            its own, and no copy of all of ``delta`` up front (on 3c3d's first
+            layer 25 MB per step).
         param: The ``[p, C_in, k_h, k_w]`` weight.
         stride: The convolution's stride.
         dilation: Its dilation.
@@ -170,16 +171,16 @@ class ConvFactors:
         d = weight[0].numel()
         chunk = layer_stats.chunk_samples(delta.device, n, d * max(t, p))
         buffer = delta.new_empty((n if keep else chunk, p, d))
-        scale, scale_products = self.scale, d <= t
+        patches = x.new_empty((chunk, d, t))
+        scale = self.scale
 
         def per_sample(rows: slice) -> Tensor:
             unfolded = unfold_patches(
-                x[rows], weight.shape[2:], self.dilation, self.stride, t
+                x[rows], weight.shape[2:], self.dilation, self.stride, t, scale, patches
             )
             out = buffer[rows] if keep else buffer[: unfolded.shape[0]]
-            factor = delta[rows] if scale_products else delta[rows] * scale
-            torch.bmm(factor, unfolded.transpose(1, 2), out=out)
-            return (out.mul_(scale) if scale_products else out).flatten(1)
+            torch.bmm(delta[rows], unfolded.transpose(1, 2), out=out)
+            return out.flatten(1)
 
         def project(direction: Tensor) -> Tensor:
             response = nn.functional.conv2d(
@@ -244,14 +245,32 @@ def unfold_patches(
     dilation: tuple[int, ...],
     stride: tuple[int, ...],
     t: int,
+    scale: int | Tensor = 1,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """``[c, d, T]``: ``F.unfold`` of padded inputs ``[c, C_in, H, W]``, one copy.
+    """``[c, d, T]``: ``scale`` times ``F.unfold`` of padded inputs ``[c, C_in, H, W]``.
 
-    The copy of :func:`patch_view`, several times faster than ``F.unfold`` on a
+    One copy of :func:`patch_view`, several times faster than ``F.unfold`` on a
     CPU. ``d = C_in k_h k_w``; ``T = H_out W_out`` output positions.
+
+    Args:
+        padded: The padded inputs.
+        kernel_size: The convolution's kernel size.
+        dilation: Its dilation.
+        stride: Its stride.
+        t: T.
+        scale: A number or 0-dim tensor the copy multiplies by in the same pass
+            (the factor route's per-sample scale: no pass of its own).
+        out: ``[>= c, d, T]``, a buffer to copy into (reused across chunks, so
+            no allocation per chunk); ``None``: a new tensor.
+
     """
     patches = patch_view(padded, kernel_size, dilation, stride)
-    return patches.reshape(padded.shape[0], -1, t)
+    c = padded.shape[0]
+    d = patches[0].numel() // t
+    unfolded = padded.new_empty((c, d, t)) if out is None else out[:c]
+    torch.mul(patches, scale, out=unfolded.view(patches.shape))
+    return unfolded
 
 
 def reduce_all(
