@@ -155,19 +155,3 @@ def test_chunks_are_bounded_on_the_cpu_and_whole_batches_elsewhere():
     huge = layer_stats.DEVICE_CHUNK_ELEMENTS  # one sample is over any bound
     assert layer_stats.chunk_samples(torch.device("cuda"), 128, huge * 2) == 1
     assert layer_stats.chunk_samples(torch.device("cpu"), 3, 1) == 3
-
-
-@pytest.mark.parametrize("scale", [1, torch.tensor(3.0, dtype=torch.float64)])
-def test_unfold_patches_is_scaled_unfold_written_into_the_buffer(scale):
-    """``scale`` times ``F.unfold`` in one copy, into the rows of a larger buffer."""
-    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
-    kernel, dilation, stride = (3, 2), (2, 1), (1, 2)
-    expected = nn.functional.unfold(x, kernel, dilation, 0, stride) * scale
-    t = expected.shape[2]
-    buffer = torch.full((4, 3 * 6, t), float("nan"), dtype=torch.float64)
-    found = _conv_factors.unfold_patches(x, kernel, dilation, stride, t, scale, buffer)
-    torch.testing.assert_close(found, expected, rtol=0, atol=0)
-    assert found.data_ptr() == buffer.data_ptr()
-    assert buffer[2:].isnan().all()  # rows past the chunk untouched
-    fresh = _conv_factors.unfold_patches(x, kernel, dilation, stride, t, scale)
-    torch.testing.assert_close(fresh, expected, rtol=0, atol=0)
