@@ -29,7 +29,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import collections
-import random
 import statistics
 import tempfile
 import threading
@@ -37,7 +36,7 @@ import time
 import traceback
 
 import torch
-from _overhead.configs import CONFIGS, PLAIN, build_run
+from _overhead.configs import CONFIGS, PLAIN, build_run, interleaved_steps
 from _overhead.problems import PROBLEMS, make_problem
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -64,22 +63,14 @@ def main() -> None:
             run.step(problem.batches)
             run.flush()
         split: dict[str, dict[str, list[float]]] = {c: {} for c in configs}
-        rng = random.Random(0)
-        for _ in range(args.rounds):
-            for config in rng.sample(configs, len(configs)):
-                run = runs[config]
-                run.step(problem.batches)  # warm-up
-                for _ in range(args.steps):
-                    before = thread_times()
-                    start = time.perf_counter()
-                    run.step(problem.batches)
-                    wall = time.perf_counter() - start
-                    spent = {
-                        k: v - before.get(k, 0.0) for k, v in thread_times().items()
-                    }
-                    for key, value in {"wall": wall, **spent}.items():
-                        split[config].setdefault(key, []).append(value)
-                run.flush()
+        for config, run in interleaved_steps(runs, problem, args.rounds, args.steps):
+            before = thread_times()
+            start = time.perf_counter()
+            run.step(problem.batches)
+            wall = time.perf_counter() - start
+            spent = {k: v - before.get(k, 0.0) for k, v in thread_times().items()}
+            for key, value in {"wall": wall, **spent}.items():
+                split[config].setdefault(key, []).append(value)
         _report(args, split)
         if args.ops:
             _op_split(runs[configs[-1]], problem, args.steps, args.top)
