@@ -87,7 +87,7 @@ class ChunkReducer:
         if self.direction is not None:
             parts["proj"].append(block @ self.direction)
         if self.hist:
-            parts["extremes"].append(torch.stack(torch.aminmax(block)))
+            parts["extremes"].extend(torch.aminmax(block))  # stacked once, in finish
             picked = (
                 block
                 if self.positions is None
@@ -133,8 +133,8 @@ class ChunkReducer:
         if self.direction is not None:
             stats.projection = torch.cat(parts["proj"])
         if self.hist:
-            low_high = torch.stack(parts["extremes"])
-            stats.low, stats.high = low_high[:, 0].min(), low_high[:, 1].max()
+            low_high = torch.stack(parts["extremes"])  # min, max, min, max, ...
+            stats.low, stats.high = low_high[0::2].min(), low_high[1::2].max()
             stats.hist_values = torch.cat(parts["hist"])
             values = self.param.detach().reshape(-1)
             if self.positions is not None:
