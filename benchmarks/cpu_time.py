@@ -27,13 +27,12 @@ import argparse
 import cProfile
 import io
 import pstats
-import random
 import statistics
 import tempfile
 import time
 
 import torch
-from _overhead.configs import CONFIGS, PLAIN, build_run
+from _overhead.configs import CONFIGS, PLAIN, build_run, interleaved_steps
 from _overhead.problems import PROBLEMS, make_problem
 
 #: The files ``--profile`` lists by default: the tracker's engines and quantities.
@@ -57,16 +56,12 @@ def main() -> None:
         times: dict[str, list[float]] = {c: [] for c in configs}
         with tempfile.TemporaryDirectory(prefix="cockpit-cpu-") as logdir:
             runs = {c: build_run(problem, c, device, logdir) for c in configs}
-            rng = random.Random(0)
-            for _ in range(args.rounds):
-                for config in rng.sample(configs, len(configs)):
-                    run = runs[config]
-                    run.step(problem.batches)  # warm-up
-                    for _ in range(args.steps):
-                        start = time.thread_time()
-                        run.step(problem.batches)
-                        times[config].append(time.thread_time() - start)
-                    run.flush()
+            for config, run in interleaved_steps(
+                runs, problem, args.rounds, args.steps
+            ):
+                start = time.thread_time()
+                run.step(problem.batches)
+                times[config].append(time.thread_time() - start)
             plain = statistics.median(times[PLAIN])
             print(f"\n{name}: median CPU ms per step (training thread, 1 thread)\n")
             print("| config | CPU ms | ratio to plain |\n|---|---:|---:|")

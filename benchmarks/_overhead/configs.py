@@ -6,7 +6,8 @@ and a Cockpit (none for :data:`PLAIN`). ``overhead.py``'s docstring describes th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,3 +162,22 @@ def warm_runs(
         for _ in range(warmup):
             run.step(problem.batches)
     return runs
+
+
+def interleaved_steps(
+    runs: dict[str, Run], problem: Problem, rounds: int, steps: int
+) -> Iterator[tuple[str, Run]]:
+    """``(config, run)`` before each timed step, blocks in shuffled rounds.
+
+    Per round every configuration once, in an order drawn from a fixed seed: one
+    untimed warm-up step, ``steps`` steps for the caller to time (it runs each
+    itself), then the writer flushed, untimed.
+    """
+    rng = random.Random(0)
+    for _ in range(rounds):
+        for config in rng.sample(list(runs), len(runs)):
+            run = runs[config]
+            run.step(problem.batches)  # warm-up
+            for _ in range(steps):
+                yield config, run
+            run.flush()

@@ -76,25 +76,18 @@ class ChunkReducer:
 
         Args:
             block: The per-sample gradients.
-            reused: The caller overwrites ``block`` later (copy what is kept).
+            reused: The caller overwrites ``block`` later (copy what is kept; it
+                may be overwritten here, after every other read).
 
         """
         parts = self.parts
-        if self.request.sum_sq:
-            # One squared copy serves both sums, written into one buffer per layer.
-            squares = torch.square(block, out=self._squares(block))
-            parts["sq"].append(squares.sum(1))
-            summed = squares.sum(0)
-            self.sum_sq = summed if self.sum_sq is None else self.sum_sq + summed
-        else:
-            parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
         parts["dots"].append(block @ self.grad)
         if self.block_sum is not None:
             self.block_sum += block.sum(0)
         if self.direction is not None:
             parts["proj"].append(block @ self.direction)
         if self.hist:
-            parts["extremes"].append(torch.stack(torch.aminmax(block)))
+            parts["extremes"].extend(torch.aminmax(block))  # stacked once, in finish
             picked = (
                 block
                 if self.positions is None
@@ -103,6 +96,17 @@ class ChunkReducer:
             if reused and self.positions is None:
                 picked = picked.clone()  # indexing above copies already
             parts["hist"].append(picked.reshape(-1))
+        if self.request.sum_sq:
+            # One squared copy serves both sums: a block the caller overwrites
+            # anyway is squared in place, last, so no second chunk-sized buffer
+            # competes with it for the cache; others go into one buffer per layer.
+            out = block if reused else self._squares(block)
+            squares = torch.square(block, out=out)
+            parts["sq"].append(squares.sum(1))
+            summed = squares.sum(0)
+            self.sum_sq = summed if self.sum_sq is None else self.sum_sq.add_(summed)
+        else:
+            parts["sq"].append(torch.linalg.vector_norm(block, dim=1).square())
 
     def _squares(self, block: Tensor) -> Tensor:
         """A ``[c, D_l]`` buffer for ``block``'s squares, kept for the next blocks."""
@@ -129,8 +133,8 @@ class ChunkReducer:
         if self.direction is not None:
             stats.projection = torch.cat(parts["proj"])
         if self.hist:
-            low_high = torch.stack(parts["extremes"])
-            stats.low, stats.high = low_high[:, 0].min(), low_high[:, 1].max()
+            low_high = torch.stack(parts["extremes"])  # min, max, min, max, ...
+            stats.low, stats.high = low_high[0::2].min(), low_high[1::2].max()
             stats.hist_values = torch.cat(parts["hist"])
             values = self.param.detach().reshape(-1)
             if self.positions is not None:
