@@ -275,7 +275,10 @@ def _histogram_sample(
     factors, delta, x = group.factors, group.delta, group.x
     g, n, d_in = x.shape
     # No per-layer detach or flattening: under no_grad, the stack is flattened.
-    params = _stack([f.param for f in factors]).reshape(g, -1)  # [G, D_l]
+    # The parameters only where a quantity reads their values (grad_hist_2d).
+    params = None
+    if request.with_param_values:
+        params = _stack([f.param for f in factors]).reshape(g, -1)  # [G, D_l]
     if factors[0].positions is None:
         values = delta[:, :, :, None] * x[:, :, None, :]
     else:
@@ -284,11 +287,12 @@ def _histogram_sample(
         rows, cols = drawn // d_in, drawn % d_in
         values = torch.gather(delta, 2, rows[:, None, :].expand(g, n, m))
         values = values * torch.gather(x, 2, cols[:, None, :].expand(g, n, m))
-        params = torch.gather(params, 1, drawn)
+        if params is not None:
+            params = torch.gather(params, 1, drawn)
         for layer in stats:
             layer.hist_weight = factors[0].param.numel() / m
     sampled = values.reshape(g, -1).unbind(0)
-    repeated = params.repeat(1, n).unbind(0) if request.with_param_values else None
+    repeated = params.repeat(1, n).unbind(0) if params is not None else None
     for j, layer in enumerate(stats):
         layer.hist_values = sampled[j]
         if repeated is not None:
