@@ -50,12 +50,12 @@ class InputMoments:
             return
         with torch.no_grad():
             x = x.detach()
-            sums = torch.stack(
-                [x.sum(dtype=torch.float64), x.square().sum(dtype=torch.float64)]
+            count = torch.full((), x.numel(), dtype=torch.float64, device=x.device)
+            self.moments = torch.stack(
+                [count, x.sum(dtype=torch.float64), x.square().sum(dtype=torch.float64)]
             )
-            count = torch.full((1,), x.numel(), dtype=torch.float64, device=x.device)
-            self.moments = torch.cat([count, sums])
-            self.absmax = x.abs().amax().double()
+            # max |x| in one reduction (the infinity norm is exact, NaN propagates).
+            self.absmax = torch.linalg.vector_norm(x, float("inf")).double()
 
     def __enter__(self) -> InputMoments:
         self._handle = self.model.register_forward_pre_hook(
