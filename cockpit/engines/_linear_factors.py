@@ -279,7 +279,7 @@ def _histogram_sample(
     (``positions`` ``None``) or all drew the same number of positions ``m``.
     """
     factors, delta, x = group.factors, group.delta, group.x
-    g, n, d_in = x.shape
+    g, n = x.shape[:2]
     # No per-layer detach or flattening: under no_grad, the stack is flattened.
     # The parameters only where a quantity reads their values (grad_hist_2d).
     params = None
@@ -288,18 +288,39 @@ def _histogram_sample(
     if factors[0].positions is None:
         values = delta[:, :, :, None] * x[:, :, None, :]
     else:
-        drawn = _stack([f.positions for f in factors])  # [G, m]
-        m = drawn.shape[1]
-        rows, cols = drawn // d_in, drawn % d_in
-        values = torch.gather(delta, 2, rows[:, None, :].expand(g, n, m))
-        values = values * torch.gather(x, 2, cols[:, None, :].expand(g, n, m))
+        # Every layer of the group drew (their sizes are equal).
+        positions = [f.positions for f in factors if f.positions is not None]
+        values = _products_at(delta, x, positions)
         if params is not None:
-            params = torch.gather(params, 1, drawn)
+            params = torch.gather(params, 1, _stack(positions))
         for layer in stats:
-            layer.hist_weight = factors[0].param.numel() / m
+            layer.hist_weight = factors[0].param.numel() / values.shape[2]
     sampled = values.reshape(g, -1).unbind(0)
     repeated = params.repeat(1, n).unbind(0) if params is not None else None
     for j, layer in enumerate(stats):
         layer.hist_values = sampled[j]
         if repeated is not None:
             layer.hist_params = repeated[j]
+
+
+def _products_at(delta: Tensor, x: Tensor, positions: list[Tensor]) -> Tensor:
+    """``[G, N, m]``: ``delta[g, n, p // in] * x[g, n, p % in]`` at the drawn ``p``.
+
+    Args:
+        delta: ``[G, N, out]``.
+        x: ``[G, N, in]``.
+        positions: Per layer, ``[m]`` flat positions in its ``[out, in]`` gradient.
+
+    A group of one layer (each group, where the layers' shapes differ) selects its
+    columns from the 1-D positions: two ``index_select``, the same values as the
+    gathers along index tensors broadcast to ``[G, N, m]``, in half the operations.
+    """
+    d_in = x.shape[2]
+    if len(positions) == 1:
+        drawn = positions[0]
+        return delta.index_select(2, drawn // d_in) * x.index_select(2, drawn % d_in)
+    stacked = torch.stack(positions)  # [G, m]
+    g, n, m = *x.shape[:2], stacked.shape[1]
+    rows, cols = stacked // d_in, stacked % d_in
+    values = torch.gather(delta, 2, rows[:, None, :].expand(g, n, m))
+    return values * torch.gather(x, 2, cols[:, None, :].expand(g, n, m))
