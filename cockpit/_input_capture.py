@@ -54,8 +54,7 @@ class InputMoments:
             self.moments = torch.stack(
                 [count, x.sum(dtype=torch.float64), x.square().sum(dtype=torch.float64)]
             )
-            # max |x| in one reduction (the infinity norm is exact, NaN propagates).
-            self.absmax = torch.linalg.vector_norm(x, float("inf")).double()
+            self.absmax = x.abs().amax().double()
 
     def __enter__(self) -> InputMoments:
         self._handle = self.model.register_forward_pre_hook(

@@ -311,16 +311,13 @@ def _products_at(delta: Tensor, x: Tensor, positions: list[Tensor]) -> Tensor:
         x: ``[G, N, in]``.
         positions: Per layer, ``[m]`` flat positions in its ``[out, in]`` gradient.
 
-    A group of one layer (each group, where the layers' shapes differ) selects its
-    columns from the 1-D positions: two ``index_select``, the same values as the
-    gathers along index tensors broadcast to ``[G, N, m]``, in half the operations.
+    A group of one layer (each group, where the layers' shapes differ) broadcasts
+    its ``[m]`` positions to the gathers' ``[1, N, m]`` index as they are, without
+    a stack and an axis inserted. Gathers, not ``index_select``, which along the
+    last axis is several times slower on a CPU.
     """
-    d_in = x.shape[2]
-    if len(positions) == 1:
-        drawn = positions[0]
-        return delta.index_select(2, drawn // d_in) * x.index_select(2, drawn % d_in)
-    stacked = torch.stack(positions)  # [G, m]
-    g, n, m = *x.shape[:2], stacked.shape[1]
-    rows, cols = stacked // d_in, stacked % d_in
-    values = torch.gather(delta, 2, rows[:, None, :].expand(g, n, m))
-    return values * torch.gather(x, 2, cols[:, None, :].expand(g, n, m))
+    drawn = positions[0] if len(positions) == 1 else torch.stack(positions)[:, None]
+    g, n, d_in = x.shape
+    index = (g, n, drawn.shape[-1])  # [G, 1, m] or [m] broadcast to [G, N, m]
+    values = torch.gather(delta, 2, (drawn // d_in).expand(index))
+    return values * torch.gather(x, 2, (drawn % d_in).expand(index))

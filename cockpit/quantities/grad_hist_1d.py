@@ -33,7 +33,7 @@ class GradHist1d(Quantity):
 
     The edges span the exact minimum and maximum of all elements. The counts are
     estimated from a uniform random sample of the elements (the Cockpit's
-    ``hist_samples``, default 2**20; the sample size is logged), each sampled element
+    ``hist_samples``, default 2**16; the sample size is logged), each sampled element
     standing for ``N D_l / K_l`` elements of its layer. ``hist_samples=0`` counts every
     element exactly, which materializes all per-sample gradients of a layer and costs
     about as much as the backward pass itself on a CNN.
