@@ -50,11 +50,10 @@ class InputMoments:
             return
         with torch.no_grad():
             x = x.detach()
-            sums = torch.stack(
-                [x.sum(dtype=torch.float64), x.square().sum(dtype=torch.float64)]
+            count = torch.full((), x.numel(), dtype=torch.float64, device=x.device)
+            self.moments = torch.stack(
+                [count, x.sum(dtype=torch.float64), x.square().sum(dtype=torch.float64)]
             )
-            count = torch.full((1,), x.numel(), dtype=torch.float64, device=x.device)
-            self.moments = torch.cat([count, sums])
             self.absmax = x.abs().amax().double()
 
     def __enter__(self) -> InputMoments:

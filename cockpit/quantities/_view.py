@@ -17,6 +17,7 @@ from torch import Tensor
 
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.stats import moments
+from cockpit.stats.histograms import safe_range
 from cockpit.stats.parameters import param_norms
 
 #: Per-layer states and how the whole network's value follows from the layers'
@@ -133,6 +134,16 @@ class StepStates:
             return self["step_shard_norms"]
         return rows_of_norms(self["step"].norms)
 
+    @functools.cached_property
+    def grad_extremes(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """``(min, max, span)`` of all per-sample gradient elements of the network.
+
+        ``span`` is :func:`~cockpit.stats.histograms.safe_range` of the two, the
+        range the histogram's counts and its edges are both taken on: once per step.
+        """
+        lowest, highest = self.network("low")[TOTAL], self.network("high")[TOTAL]
+        return lowest, highest, safe_range(lowest, highest)
+
     def _shard_norms(self, key: str) -> Tensor | None:
         """The ranks' norms of a sharded per-layer state (FSDP), else ``None``.
 
@@ -236,6 +247,9 @@ class StepStates:
         for i, size in enumerate(sizes):
             by_size.setdefault(size, []).append(i)
         for members in by_size.values():
+            if len(members) == 1:  # a size of its own: no stack to take apart
+                means[members[0]] = segments[members[0]].mean()
+                continue
             group = torch.stack([segments[i] for i in members]).mean(1)
             for i, mean in zip(members, group.unbind(0), strict=True):
                 means[i] = mean

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from cockpit.logs.schema import COUNTS, EDGES, TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
-from cockpit.stats.histograms import histogram_1d, safe_range
+from cockpit.stats.histograms import histogram_1d
 
 
 def bin_edges(low: torch.Tensor, high: torch.Tensor, bins: int) -> torch.Tensor:
     """``[bins + 1]`` equally spaced edges from ``low`` to exactly ``high``."""
-    steps = torch.arange(bins, device=low.device, dtype=low.dtype) / bins
+    steps = _fractions(bins, low.dtype, low.device)
     return torch.cat([low + (high - low) * steps, high.reshape(1)])
+
+
+@functools.cache
+def _fractions(bins: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[bins]``: ``i / bins``, the same at every step: made once per dtype and device.
+
+    Never written to: :func:`bin_edges` only reads it.
+    """
+    return torch.arange(bins, device=device, dtype=dtype) / bins
 
 
 class GradHist1d(Quantity):
@@ -22,7 +33,7 @@ class GradHist1d(Quantity):
 
     The edges span the exact minimum and maximum of all elements. The counts are
     estimated from a uniform random sample of the elements (the Cockpit's
-    ``hist_samples``, default 2**20; the sample size is logged), each sampled element
+    ``hist_samples``, default 2**16; the sample size is logged), each sampled element
     standing for ``N D_l / K_l`` elements of its layer. ``hist_samples=0`` counts every
     element exactly, which materializes all per-sample gradients of a layer and costs
     about as much as the backward pass itself on a CNN.
@@ -42,21 +53,19 @@ class GradHist1d(Quantity):
 
     def count(self, states: StepStates) -> dict:
         """Counts of this process's sampled elements on the step's edges."""
-        lowest = states.network("low")[TOTAL]
-        highest = states.network("high")[TOTAL]
+        lowest, highest, span = states.grad_extremes
         groups = [(h.values, h.weight) for s in states["hist"].values() for h in s]
         return {
-            COUNTS: histogram_1d(groups, lowest, highest, self.bins),
+            COUNTS: histogram_1d(groups, lowest, highest, self.bins, span),
             "sample_size": sum([values.numel() for values, _ in groups]),
         }
 
     def finalize(self, states: StepStates) -> dict:
-        lowest = states.network("low")[TOTAL]
-        highest = states.network("high")[TOTAL]
-        low, high = safe_range(lowest, highest)  # for the edges
-        size = states.network("sample_grads")[TOTAL].numel()
+        lowest, highest, span = states.grad_extremes
+        # D from the layers' sizes: no concatenation of the gradients to count them.
+        size = sum([grad.numel() for grad in states["sample_grads"].values()])
         return {
-            EDGES: bin_edges(low, high, self.bins),
+            EDGES: bin_edges(*span, self.bins),
             **states.counts(self),
             "min": lowest,
             "max": highest,

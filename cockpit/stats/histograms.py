@@ -14,6 +14,7 @@ as counts of a made-up range.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -63,23 +64,26 @@ def _count(index: Tensor, groups: list[tuple], size: int, like: Tensor) -> Tenso
     """``[size]`` counts of each index, each group's entries counting its weight.
 
     ``index`` holds the groups' indices one after the other; each run of groups
-    with the same weight adds it (a one-element tensor filled on the device,
-    expanded without copies) per entry, in one ``index_add_``: the groups come
-    sorted by weight (:func:`_by_weight`), so layers of equal size share one call.
-    No tensor is built from host data: on a GPU that copy would wait for the device.
+    with the same weight adds it per entry in one ``index_add_``, as its ``alpha``
+    times a one expanded without copies (``1 * w`` is ``w`` exactly): the groups
+    come sorted by weight (:func:`_by_weight`), so layers of equal size share one
+    call. No tensor is built from host data: on a GPU that copy would wait for the
+    device; one ones tensor serves every run.
     """
     counts = torch.zeros(size, dtype=like.dtype, device=like.device)
+    one = torch.ones(1, dtype=like.dtype, device=like.device)
     sizes: list[int] = []
     weights: list[float] = []
     for group in groups:
-        if weights and weights[-1] == float(group[-1]):
+        weight = float(group[-1])
+        if weights and weights[-1] == weight:
             sizes[-1] += group[0].numel()
         else:
             sizes.append(group[0].numel())
-            weights.append(float(group[-1]))
-    for part, weight in zip(index.split(sizes), weights, strict=True):
-        value = torch.full((1,), weight, dtype=like.dtype, device=like.device)
-        counts.index_add_(0, part, value.expand(part.shape[0]))
+            weights.append(weight)
+    parts = index.split(sizes) if len(sizes) > 1 else (index,)
+    for part, weight in zip(parts, weights, strict=True):
+        counts.index_add_(0, part, one.expand(part.shape[0]), alpha=weight)
     return counts
 
 
@@ -98,12 +102,17 @@ def _flat_cat(tensors: list[Tensor]) -> Tensor:
 
 
 def _nan_unless_finite(counts: Tensor, *ends: Tensor) -> Tensor:
-    finite = torch.stack([torch.isfinite(end) for end in ends]).all()
-    return torch.where(finite, counts, torch.full_like(counts, float("nan")))
+    """``counts``, or NaN everywhere if an end is not finite (three operations)."""
+    finite = torch.isfinite(torch.stack(ends)).all()
+    return torch.where(finite, counts, math.nan)
 
 
 def histogram_1d(
-    groups: list[tuple[Tensor, float]], low: Tensor, high: Tensor, bins: int
+    groups: list[tuple[Tensor, float]],
+    low: Tensor,
+    high: Tensor,
+    bins: int,
+    span: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Weighted counts in ``bins`` equal bins on ``[low, high]``.
 
@@ -113,11 +122,13 @@ def histogram_1d(
         low: ``[]``, left edge: the exact minimum of the values.
         high: ``[]``, right edge: the exact maximum of the values.
         bins: Number of bins.
+        span: ``safe_range(low, high)``, if the caller has it already (the edges
+            are drawn on it too): not computed twice per step.
 
     Returns:
         ``[bins]`` counts; NaN if the range is not finite.
     """
-    start, stop = safe_range(low, high)
+    start, stop = safe_range(low, high) if span is None else span
     groups = _by_weight(groups)
     values = _flat_cat([v for v, _ in groups])
     index = bin_index(values, start, stop, bins)
