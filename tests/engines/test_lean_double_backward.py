@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cockpit.engines._lean_double_backward import LeanDoubleBackward
 from cockpit.engines.hessian import ForwardCapture, hvp_operator
-from tests.reference_curvature import flatten, hessian
+from tests.reference_curvature import hessian
 
 
 def _cnn() -> nn.Module:
@@ -122,7 +122,6 @@ def test_the_replay_takes_the_routes_and_its_products_are_exact():
     vector = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
     exact = hessian(model, nn.CrossEntropyLoss(), x, y) @ vector
     torch.testing.assert_close(hvp_operator(gradient, params, 1.0)(vector), exact)
-    torch.testing.assert_close(flatten(model), flatten(model))  # weights untouched
 
 
 class _OpCount(TorchDispatchMode):
