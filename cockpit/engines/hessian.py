@@ -33,6 +33,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.hooks import RemovableHandle
 
+from cockpit.engines._lean_double_backward import LeanDoubleBackward
 from cockpit.exceptions import UsageError
 
 
@@ -119,11 +120,15 @@ class ForwardCapture:
         copies = {n: b.clone() for n, b in self.model.named_buffers()}
         # Fused attention kernels (flash, memory-efficient) have no second
         # derivative; Hessian- and GGN-vector products need one, so the replay
-        # computes scaled_dot_product_attention with the exact math kernel.
+        # computes scaled_dot_product_attention with the exact math kernel. ReLU,
+        # max-pooling and the input's convolutions take routes whose second
+        # derivative skips autograd's zeros and unused input gradients
+        # (_lean_double_backward; values and gradients unchanged).
         with (
             torch.random.fork_rng(devices=devices),
             torch.enable_grad(),
             sdpa_kernel(SDPBackend.MATH),
+            LeanDoubleBackward(),
         ):
             torch.set_rng_state(self.rng["cpu"])
             for device in devices:
