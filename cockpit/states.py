@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit._layer_rows import LayerRows
 from cockpit.exceptions import UsageError
 from cockpit.stats.moments import merge, moments
 
@@ -250,7 +251,7 @@ def layer_moments(
     rows = torch.stack([per_layer[name] for name in names])
     summary = moments(torch.cat([rows, rows.sum(0, keepdim=True)]), population)
     return {
-        "layers": dict(zip(names, summary[:-1].unbind(0), strict=True)),
+        "layers": LayerRows(names, summary[:-1]),
         "network": summary[-1],
     }
 

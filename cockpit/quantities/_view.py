@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit._layer_rows import LayerRows, stacked
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.stats import moments
 from cockpit.stats.parameters import param_norms
@@ -165,14 +166,19 @@ class StepStates:
         """
         if name not in self._rows:
             layers, network = self[name]["layers"], self[name]["network"]
-            self._rows[name] = torch.stack(
-                [*[layers[layer] for layer in self._layers], network]
+            self._rows[name] = torch.cat(
+                [stacked(layers, self._layers), network.unsqueeze(0)]
             )
         return self._rows[name]
 
     @functools.cached_property
     def _rows(self) -> dict[str, Tensor]:
         return {}
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The parameters with per-sample statistics, in the order of :meth:`rows`."""
+        return self._layers
 
     @functools.cached_property
     def _layers(self) -> list[str]:
@@ -199,8 +205,8 @@ class StepStates:
             names: The layers' names.
 
         """
-        by_name = _by_name(self._layers if names is None else names, values)
-        return {TOTAL: by_name.pop(TOTAL), PER_LAYER: by_name}
+        names = self._layers if names is None else names
+        return {TOTAL: values[-1], PER_LAYER: LayerRows(names, values[:-1])}
 
     @functools.cached_property
     def _networks(self) -> dict[str, dict[str, Tensor]]:
@@ -260,9 +266,9 @@ class StepStates:
         return {}
 
 
-def _by_name(names: list[str], rows: Tensor) -> dict[str, Tensor]:
+def _by_name(names: list[str], rows: Tensor) -> LayerRows:
     """``[L + 1, ...]`` rows as name -> row, the last under TOTAL."""
-    return dict(zip([*names, TOTAL], rows.unbind(0), strict=True))
+    return LayerRows([*names, TOTAL], rows)
 
 
 def norm_rows(tensors: list[Tensor]) -> Tensor:
