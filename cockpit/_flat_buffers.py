@@ -10,10 +10,13 @@ the same bits either way.
 
 from __future__ import annotations
 
+import functools
+import itertools
+
 import torch
 from torch import Tensor
 
-__all__ = ["buckets", "concatenate", "split"]
+__all__ = ["FlatViews", "buckets", "concatenate", "norm_rows", "split"]
 
 
 def buckets(tensors: list[Tensor]) -> list[list[int]]:
@@ -46,3 +49,109 @@ def split(
         for i, piece in zip(group, pieces, strict=True):
             parts[i] = piece
     return parts
+
+
+class FlatViews(dict[str, Tensor]):
+    """Parameter name -> view into flat buffers, which it keeps with their layout.
+
+    A plain dict to every reader; :func:`norm_rows` reads the buffers instead of the
+    views. Nothing may replace a value: the buffers would no longer hold it.
+
+    Attributes:
+        buffers: One per bucket (:func:`buckets`).
+        groups: The positions of :func:`buckets`.
+        sizes: ``D_i`` of every view, in the views' order.
+
+    """
+
+    buffers: list[Tensor]
+    groups: list[list[int]]
+    sizes: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        names: list[str],
+        buffers: list[Tensor],
+        groups: list[list[int]],
+        sizes: list[int],
+    ) -> FlatViews:
+        """The views ``[D_i]`` of :func:`split`, by name, with their buffers."""
+        made = cls(zip(names, split(buffers, groups, sizes), strict=True))
+        made.buffers, made.groups, made.sizes = buffers, groups, sizes
+        return made
+
+
+def norm_rows(values: dict[str, Tensor]) -> Tensor:
+    """``[L]``: the Euclidean norm of each tensor, in the mapping's order.
+
+    From the buffers of :class:`FlatViews` with one buffer: one reduction per run of
+    equal-sized, equally spaced segments (:func:`_segment_runs`), the same bits as
+    a norm per tensor (each row is reduced alone, in the same order). Otherwise one
+    ``torch._foreach_norm`` (a fused kernel on a GPU, one kernel per tensor on a
+    CPU).
+    """
+    if not isinstance(values, FlatViews) or len(values.buffers) != 1:
+        return torch.stack(torch._foreach_norm(list(values.values())))
+    (buffer,) = values.buffers
+    runs, order = _segment_runs(tuple(values.sizes))
+    base = buffer.storage_offset()
+    parts = [
+        torch.linalg.vector_norm(
+            buffer.as_strided((count, size), (step, 1), base + start), dim=1
+        )
+        for start, count, size, step in runs
+    ]
+    found = torch.cat(parts) if len(parts) > 1 else parts[0]
+    if order is None:
+        return found
+    return found.index_select(0, _on_device(order, buffer.device))
+
+
+#: ``(start, count, size, step)``: ``count`` segments of ``size`` elements at
+#: ``start + k * step`` of a buffer.
+_Run = tuple[int, int, int, int]
+
+
+@functools.cache
+def _segment_runs(sizes: tuple[int, ...]) -> tuple[list[_Run], Tensor | None]:
+    """Consecutive segments of ``sizes`` as runs of equal, equally spaced segments.
+
+    Segments of one size are taken in order and a run ends where the spacing
+    changes (a 64-layer MLP of equal widths: its hidden weights form one run, its
+    hidden biases another). Returns the runs and the positions that put the runs'
+    results back into the segments' order (``None``: already in order).
+    """
+    offsets = [0, *itertools.accumulate(sizes)][:-1]
+    by_size: dict[int, list[int]] = {}
+    for i, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(i)
+    runs: list[_Run] = []
+    members: list[int] = []
+    for size, positions in by_size.items():
+        k = 0
+        while k < len(positions):
+            end = k + 1
+            step = size
+            if end < len(positions):
+                step = offsets[positions[end]] - offsets[positions[k]]
+                while (
+                    end + 1 < len(positions)
+                    and offsets[positions[end + 1]] - offsets[positions[end]] == step
+                ):
+                    end += 1
+                end += 1
+            runs.append((offsets[positions[k]], end - k, size, step))
+            members += positions[k:end]
+            k = end
+    if members == sorted(members):
+        return runs, None
+    inverse = torch.empty(len(members), dtype=torch.long)
+    inverse[torch.tensor(members)] = torch.arange(len(members))
+    return runs, inverse
+
+
+@functools.cache
+def _on_device(index: Tensor, device: torch.device) -> Tensor:
+    """``index`` on ``device``, copied once per device."""
+    return index.to(device)

@@ -238,8 +238,8 @@ class _FlatParams:
 
     def split(self, buffers: list[Tensor]) -> dict[str, Tensor]:
         """Parameter name -> its view ``[D_l]`` into buffers laid out as the snapshots."""
-        parts = _flat_buffers.split(buffers, self.buckets, self.sizes)
-        return dict(zip(self.params, parts, strict=True))
+        names = list(self.params)
+        return _flat_buffers.FlatViews.of(names, buffers, self.buckets, self.sizes)
 
 
 class _Taken(StepTaken):
@@ -271,10 +271,14 @@ class _Taken(StepTaken):
     def _sq_norm_rows(self) -> Tensor:
         """``[L]``: ``||s_l||^2``, each norm times itself in its own dtype.
 
-        One product for all where the parameters share a dtype; stacked norms of
-        several dtypes would be promoted before the product and round differently.
+        One product for all where the parameters share a dtype (one bucket);
+        stacked norms of several dtypes would be promoted before the product and
+        round differently.
         """
-        norms = self.norms
+        if self.buffers is not None and len(self.buffers) == 1:
+            rows = self.norm_rows
+            return rows * rows
+        norms = torch._foreach_norm(list(self.delta.values()))
         if len({norm.dtype for norm in norms}) == 1:
             stacked = torch.stack(norms)
             return stacked * stacked

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit import _flat_buffers
 from cockpit._layer_rows import LayerRows
 from cockpit.exceptions import UsageError
 from cockpit.stats.moments import merge, moments
@@ -307,9 +308,13 @@ class StepTaken:
         return {name: (s**2).sum() for name, s in self.delta.items()}
 
     @functools.cached_property
-    def norms(self) -> list[Tensor]:
-        """``||s_l||`` per parameter, in the order of ``delta`` (one fused call)."""
-        return torch._foreach_norm(list(self.delta.values()))
+    def norm_rows(self) -> Tensor:
+        """``[L]``: ``||s_l||`` per parameter, in the order of ``delta``.
+
+        From flat buffers where ``delta`` holds views into them, otherwise one
+        fused call (:func:`cockpit._flat_buffers.norm_rows`).
+        """
+        return _flat_buffers.norm_rows(self.delta)
 
     def divided(self, divisor: Tensor) -> dict[str, Tensor]:
         """``s_l / divisor`` per parameter (``divisor`` a 0-d tensor)."""

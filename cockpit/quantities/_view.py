@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit import _flat_buffers
 from cockpit._layer_rows import LayerRows, stacked
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.stats import moments
@@ -99,7 +100,7 @@ class StepStates:
         sharded = self._shard_norms("grads")
         if sharded is not None:
             return sharded
-        return norm_rows(list(self["grads"].values()))
+        return norm_rows(self["grads"])
 
     @functools.cached_property
     def param_norm_rows(self) -> Tensor:
@@ -125,14 +126,14 @@ class StepStates:
         initial = [start[name] for name in params]
         with torch.no_grad():  # the parameters require grad; no graph is needed
             moved = torch._foreach_sub(list(params.values()), initial)
-        return norm_rows(moved)
+        return norm_rows(dict(zip(params, moved, strict=True)))
 
     @functools.cached_property
     def step_norms(self) -> Tensor:
         """``[L + 1]``: ``||s_l||`` of the step the optimizer took, TOTAL last."""
         if "step_shard_norms" in self:
             return self["step_shard_norms"]
-        return rows_of_norms(self["step"].norms)
+        return with_total(self["step"].norm_rows)
 
     def _shard_norms(self, key: str) -> Tensor | None:
         """The ranks' norms of a sharded per-layer state (FSDP), else ``None``.
@@ -219,7 +220,7 @@ class StepStates:
         In the order of :meth:`rows`, the network's last.
         """
         grads = self["sample_grads"]
-        return norm_rows([grads[n] for n in self._layers]).square()
+        return norm_rows({n: grads[n] for n in self._layers}).square()
 
     @functools.cached_property
     def sample_grad_sq_norms(self) -> dict[str, Tensor]:
@@ -271,16 +272,15 @@ def _by_name(names: list[str], rows: Tensor) -> LayerRows:
     return LayerRows([*names, TOTAL], rows)
 
 
-def norm_rows(tensors: list[Tensor]) -> Tensor:
+def norm_rows(values: dict[str, Tensor]) -> Tensor:
     """``[L + 1]``: each tensor's Euclidean norm, and the norm of all of them last.
 
-    One ``torch._foreach_norm`` call (a fused kernel on a GPU) instead of one
-    reduction per tensor.
+    A few reductions over flat buffers, or one ``torch._foreach_norm`` call
+    (:func:`cockpit._flat_buffers.norm_rows`), never one call per tensor.
     """
-    return rows_of_norms(torch._foreach_norm(tensors))
+    return with_total(_flat_buffers.norm_rows(values))
 
 
-def rows_of_norms(norms: list[Tensor]) -> Tensor:
-    """``[L + 1]``: the given norms, and the norm of all of their tensors last."""
-    stacked = torch.stack(norms)
-    return torch.cat([stacked, torch.linalg.vector_norm(stacked).reshape(1)])
+def with_total(norms: Tensor) -> Tensor:
+    """``[L + 1]``: the ``[L]`` norms, and the norm of all of their tensors last."""
+    return torch.cat([norms, torch.linalg.vector_norm(norms).reshape(1)])
