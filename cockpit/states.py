@@ -59,6 +59,7 @@ __all__ = [
     "layer_moments",
     "projected_moments",
     "reduce_states",
+    "rows_moments",
 ]
 
 
@@ -249,7 +250,15 @@ def layer_moments(
     names = [name for name, values in per_layer.items() if values is not None]
     if not names:
         return None
-    rows = torch.stack([per_layer[name] for name in names])
+    return rows_moments(
+        names, torch.stack([per_layer[name] for name in names]), population
+    )
+
+
+def rows_moments(
+    names: list[str], rows: Tensor, population: int | None = None
+) -> dict[str, Any]:
+    """:func:`layer_moments` of per-sample values already stacked, ``[L, M]``."""
     summary = moments(torch.cat([rows, rows.sum(0, keepdim=True)]), population)
     return {
         "layers": LayerRows(names, summary[:-1]),

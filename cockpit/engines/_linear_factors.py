@@ -153,13 +153,18 @@ def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
     rows = zip(
         grad.reshape(g, -1).unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True
     )
-    stats = [LayerStats(grad=gr, sq_norms=sq, dots=dt) for gr, sq, dt in rows]
+    # The stacks stay with the layers: states take them whole (stacked_field).
+    stacks = {"grad": grad.reshape(g, -1), "sq_norms": sq_norms, "dots": dots}
+    stats = [
+        LayerStats(grad=gr, sq_norms=sq, dots=dt, group=stacks, index=j)
+        for j, (gr, sq, dt) in enumerate(rows)
+    ]
     if request.sum_sq:
         sum_sq = torch.bmm(delta_sq.transpose(1, 2), x_sq).reshape(g, -1)
         for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
             layer.sum_sq = row
     group = _Stacked(factors, delta, x)
-    _projections(stats, group, request)
+    _projections(stats, group, request, stacks)
     if request.hist_budget is not None:
         low, high = _outer_product_extremes(delta, x)
         for layer, lo, hi in zip(stats, low.unbind(0), high.unbind(0), strict=True):
@@ -232,9 +237,15 @@ def project_layers(
 
 
 def _projections(
-    stats: list[LayerStats], group: _Stacked, request: SampleRequest
+    stats: list[LayerStats],
+    group: _Stacked,
+    request: SampleRequest,
+    stacks: dict[str, Tensor],
 ) -> None:
-    """``g_n . v`` along the requested directions now, and the projector for later."""
+    """``g_n . v`` along the requested directions now, and the projector for later.
+
+    Projections of the whole group go into ``stacks`` too (``projection``).
+    """
     factors = group.factors
     directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
     if directed:
@@ -243,7 +254,10 @@ def _projections(
         if len(directed) < len(factors):
             part = _Stacked(factors, group.delta[directed], group.x[directed])
         v = _stack([request.directions[id(factors[j].param)] for j in directed])
-        for j, row in zip(directed, part.project(v).unbind(0), strict=True):
+        projected = part.project(v)
+        if part is group:
+            stacks["projection"] = projected
+        for j, row in zip(directed, projected.unbind(0), strict=True):
             stats[j].projection = row
     if request.keep_for_projection:
         for j, layer in enumerate(stats):

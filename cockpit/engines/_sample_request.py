@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,7 @@ __all__ = [
     "SampleRequest",
     "draw_positions",
     "sample_positions",
+    "stacked_field",
     "widen",
 ]
 
@@ -106,6 +107,10 @@ class LayerStats:
         rounding: Machine epsilon of the narrower dtype the layer's inputs or output
             gradients had (bfloat16 or float16 under autocast; the statistics are
             computed in the parameter's dtype from those values), 0 if none was.
+        group: Field -> ``[G, ...]``, the stacked statistics of the layers reduced
+            together with this one, whose row ``index`` this layer's are
+            (:func:`stacked_field`); ``None`` for a layer reduced alone.
+        index: This layer's row in ``group``.
 
     """
 
@@ -121,6 +126,43 @@ class LayerStats:
     hist_params: Tensor | None = None
     hist_weight: float = 1.0
     rounding: float = 0.0
+    group: dict[str, Tensor] | None = None
+    index: int = 0
+
+
+def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
+    """``[L, ...]``: ``field`` of every layer, stacked in their order.
+
+    Layers reduced together (:mod:`cockpit.engines._linear_factors`) hold their
+    group's stacked statistics (``group``: field -> ``[G, ...]``) and their row in
+    it (``index``): the groups' stacks are concatenated and the rows put in order
+    by one ``index_select``, the same values as stacking each layer's row, without
+    an operation per layer. ``None`` if a layer has no value for ``field``.
+    """
+    found: dict[int, tuple[Tensor, int]] = {}  # id(stack) -> (stack, first row)
+    positions: list[int] = []
+    total = 0
+    for layer in layers:
+        stack = None if layer.group is None else layer.group.get(field)
+        if stack is None:
+            values = [getattr(layer, field) for layer in layers]
+            return None if any(v is None for v in values) else torch.stack(values)
+        entry = found.get(id(stack))
+        if entry is None:
+            entry = found[id(stack)] = (stack, total)
+            total += stack.shape[0]
+        positions.append(entry[1] + layer.index)
+    stacks = [stack for stack, _ in found.values()]
+    rows = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
+    if total == len(positions) and positions == list(range(total)):
+        return rows
+    return rows.index_select(0, _positions(tuple(positions), rows.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(positions: tuple[int, ...], device: torch.device) -> Tensor:
+    """``positions`` as an index on ``device``, made once per layout (no copy per step)."""
+    return torch.tensor(positions, device=device)
 
 
 def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
