@@ -16,7 +16,17 @@ import itertools
 import torch
 from torch import Tensor
 
-__all__ = ["FlatViews", "buckets", "concatenate", "norm_rows", "split"]
+__all__ = [
+    "FlatViews",
+    "StackedViews",
+    "buckets",
+    "concatenate",
+    "copies",
+    "norm_rows",
+    "segment_norms",
+    "sizes",
+    "split",
+]
 
 
 def buckets(tensors: list[Tensor]) -> list[list[int]]:
@@ -55,7 +65,8 @@ class FlatViews(dict[str, Tensor]):
     """Parameter name -> view into flat buffers, which it keeps with their layout.
 
     A plain dict to every reader; :func:`norm_rows` reads the buffers instead of the
-    views. Nothing may replace a value: the buffers would no longer hold it.
+    views (flat, or shaped as the tensors they copy: :func:`copies`). Nothing may
+    replace a value by another tensor: the buffers would no longer hold it.
 
     Attributes:
         buffers: One per bucket (:func:`buckets`).
@@ -82,19 +93,64 @@ class FlatViews(dict[str, Tensor]):
         return made
 
 
+class StackedViews(dict[str, Tensor]):
+    """Parameter name -> a row of one of a few ``[G, D]`` stacks, kept with the order.
+
+    A plain dict to every reader; :func:`norm_rows` reduces the stacks' rows
+    instead of the views. Nothing may replace a value.
+
+    Attributes:
+        stacks: ``[G_k, D_k]`` each; the values are their rows.
+        order: The positions, in the stacks' concatenated rows, of the values in
+            the dict's order (``None``: the same order).
+
+    """
+
+    stacks: list[Tensor]
+    order: Tensor | None
+
+
+def copies(tensors: dict[str, Tensor]) -> FlatViews:
+    """Copies of ``tensors``, each shaped as it is, in one flat buffer per bucket."""
+    flat = [tensor.detach().reshape(-1) for tensor in tensors.values()]
+    groups = buckets(flat)
+    made = FlatViews.of(list(tensors), concatenate(flat, groups), groups, sizes(flat))
+    for (name, view), tensor in zip(made.items(), tensors.values(), strict=True):
+        made[name] = view.view(tensor.shape)  # the same view, shaped
+    return made
+
+
+def sizes(tensors: list[Tensor]) -> list[int]:
+    """``D_i`` of every tensor."""
+    return [tensor.numel() for tensor in tensors]
+
+
 def norm_rows(values: dict[str, Tensor]) -> Tensor:
     """``[L]``: the Euclidean norm of each tensor, in the mapping's order.
 
     From the buffers of :class:`FlatViews` with one buffer: one reduction per run of
     equal-sized, equally spaced segments (:func:`_segment_runs`), the same bits as
-    a norm per tensor (each row is reduced alone, in the same order). Otherwise one
+    a norm per tensor (each row is reduced alone, in the same order); from the
+    stacks of :class:`StackedViews`, one reduction per stack. Otherwise one
     ``torch._foreach_norm`` (a fused kernel on a GPU, one kernel per tensor on a
     CPU).
     """
+    if isinstance(values, StackedViews):
+        parts = [torch.linalg.vector_norm(stack, dim=1) for stack in values.stacks]
+        found = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return found if values.order is None else found.index_select(0, values.order)
     if not isinstance(values, FlatViews) or len(values.buffers) != 1:
         return torch.stack(torch._foreach_norm(list(values.values())))
-    (buffer,) = values.buffers
-    runs, order = _segment_runs(tuple(values.sizes))
+    return segment_norms(values.buffers[0], values.sizes)
+
+
+def segment_norms(buffer: Tensor, sizes: list[int]) -> Tensor:
+    """``[L]``: the norm of each consecutive segment of ``buffer`` of ``sizes``.
+
+    One reduction per run of equal, equally spaced segments (:func:`_segment_runs`),
+    the same bits as a norm per segment.
+    """
+    runs, order = _segment_runs(tuple(sizes))
     base = buffer.storage_offset()
     parts = [
         torch.linalg.vector_norm(

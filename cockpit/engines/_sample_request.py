@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from cockpit._flat_buffers import StackedViews
+
 __all__ = [
     "MIN_LAYER_SAMPLES",
     "LayerStats",
     "SampleRequest",
     "draw_positions",
+    "field_views",
     "sample_positions",
     "stacked_field",
     "widen",
@@ -139,24 +142,54 @@ def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
     by one ``index_select``, the same values as stacking each layer's row, without
     an operation per layer. ``None`` if a layer has no value for ``field``.
     """
+    grouped = _group_rows(layers, field)
+    if grouped is None:
+        values = [getattr(layer, field) for layer in layers]
+        return None if any(v is None for v in values) else torch.stack(values)
+    stacks, order = grouped
+    rows = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
+    return rows if order is None else rows.index_select(0, order)
+
+
+def field_views(layers: dict[str, LayerStats], field: str) -> dict[str, Tensor]:
+    """Parameter name -> ``field`` of its layer; with the groups' stacks if all have.
+
+    A :class:`~cockpit._flat_buffers.StackedViews` where every layer's value is a
+    row of its group's stack (norms then reduce the stacks, not each row).
+    """
+    values = {name: getattr(layer, field) for name, layer in layers.items()}
+    grouped = _group_rows(list(layers.values()), field) if layers else None
+    if grouped is None:
+        return values
+    views = StackedViews(values)
+    views.stacks, views.order = grouped
+    return views
+
+
+def _group_rows(
+    layers: Sequence[LayerStats], field: str
+) -> tuple[list[Tensor], Tensor | None] | None:
+    """The groups' stacks of ``field`` and the layers' rows in their concatenation.
+
+    ``None`` if a layer holds no group stack of ``field``; the order ``None`` if
+    the concatenated rows are the layers' in order.
+    """
     found: dict[int, tuple[Tensor, int]] = {}  # id(stack) -> (stack, first row)
     positions: list[int] = []
     total = 0
     for layer in layers:
         stack = None if layer.group is None else layer.group.get(field)
         if stack is None:
-            values = [getattr(layer, field) for layer in layers]
-            return None if any(v is None for v in values) else torch.stack(values)
+            return None
         entry = found.get(id(stack))
         if entry is None:
             entry = found[id(stack)] = (stack, total)
             total += stack.shape[0]
         positions.append(entry[1] + layer.index)
     stacks = [stack for stack, _ in found.values()]
-    rows = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
     if total == len(positions) and positions == list(range(total)):
-        return rows
-    return rows.index_select(0, _positions(tuple(positions), rows.device))
+        return stacks, None
+    return stacks, _positions(tuple(positions), stacks[0].device)
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from cockpit.engines import ggn_gram
 from cockpit.engines._linear_factors import project_layers
-from cockpit.engines._sample_request import stacked_field
+from cockpit.engines._sample_request import field_views, stacked_field
 from cockpit.engines.curvature import Curvature
 from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.quantities import Quantity
@@ -105,7 +105,7 @@ def backward_states(
         if name not in names:
             continue
         if SPECS[name].reduce is not Reduce.MOMENTS:
-            states[name] = {n: getattr(s, field) for n, s in layers.items()}
+            states[name] = field_views(layers, field)
             continue
         rows = stacked_field(list(layers.values()), field) if layers else None
         if rows is not None:  # every layer has it: no stack or split per layer

@@ -123,6 +123,12 @@ class StepStates:
         if sharded is not None:
             return sharded
         params, start = self["params"], self["initial"]
+        if isinstance(start, _flat_buffers.FlatViews) and len(start.buffers) == 1:
+            # One difference of flat buffers; its segments' norms, few reductions.
+            with torch.no_grad():
+                now = torch.cat([p.reshape(-1) for p in params.values()])
+                moved = now.sub_(start.buffers[0])
+            return with_total(_flat_buffers.segment_norms(moved, start.sizes))
         initial = [start[name] for name in params]
         with torch.no_grad():  # the parameters require grad; no graph is needed
             moved = torch._foreach_sub(list(params.values()), initial)
@@ -219,8 +225,7 @@ class StepStates:
 
         In the order of :meth:`rows`, the network's last.
         """
-        grads = self["sample_grads"]
-        return norm_rows({n: grads[n] for n in self._layers}).square()
+        return norm_rows(self["sample_grads"]).square()  # in the order of _layers
 
     @functools.cached_property
     def sample_grad_sq_norms(self) -> dict[str, Tensor]:
