@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -23,9 +24,11 @@ __all__ = [
     "concatenate",
     "copies",
     "norm_rows",
+    "segment_means",
     "segment_norms",
     "sizes",
     "split",
+    "stacked_rows",
 ]
 
 
@@ -109,6 +112,16 @@ class StackedViews(dict[str, Tensor]):
     stacks: list[Tensor]
     order: Tensor | None
 
+    def rows(self) -> Tensor:
+        """``[L, ...]``: the values stacked in the dict's order, from the stacks."""
+        return stacked_rows(self.stacks, self.order)
+
+
+def stacked_rows(stacks: list[Tensor], order: Tensor | None) -> Tensor:
+    """``[L, ...]``: the rows at ``order`` of the stacks' concatenation (all: None)."""
+    rows = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
+    return rows if order is None else rows.index_select(0, order)
+
 
 def copies(tensors: dict[str, Tensor]) -> FlatViews:
     """Copies of ``tensors``, each shaped as it is, in one flat buffer per bucket."""
@@ -137,8 +150,7 @@ def norm_rows(values: dict[str, Tensor]) -> Tensor:
     """
     if isinstance(values, StackedViews):
         parts = [torch.linalg.vector_norm(stack, dim=1) for stack in values.stacks]
-        found = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return found if values.order is None else found.index_select(0, values.order)
+        return stacked_rows(parts, values.order)
     if not isinstance(values, FlatViews) or len(values.buffers) != 1:
         return torch.stack(torch._foreach_norm(list(values.values())))
     return segment_norms(values.buffers[0], values.sizes)
@@ -148,20 +160,35 @@ def segment_norms(buffer: Tensor, sizes: list[int]) -> Tensor:
     """``[L]``: the norm of each consecutive segment of ``buffer`` of ``sizes``.
 
     One reduction per run of equal, equally spaced segments (:func:`_segment_runs`),
-    the same bits as a norm per segment.
+    the same bits as a norm per segment (each row is reduced alone, in order).
     """
+    return _by_segment(
+        buffer, sizes, lambda rows: torch.linalg.vector_norm(rows, dim=1)
+    )
+
+
+def segment_means(buffer: Tensor, sizes: list[int]) -> Tensor:
+    """``[L]``: the mean of each consecutive segment of ``buffer`` of ``sizes``.
+
+    As :func:`segment_norms`: the same bits as a mean per segment.
+    """
+    return _by_segment(buffer, sizes, lambda rows: rows.mean(1))
+
+
+def _by_segment(
+    buffer: Tensor, sizes: list[int], reduce: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``[L]``: ``reduce`` (``[G, D] -> [G]``, by row) of each segment, in order."""
+    buffer = buffer.contiguous()  # itself if it is, as buffers are
     runs, order = _segment_runs(tuple(sizes))
     base = buffer.storage_offset()
     parts = [
-        torch.linalg.vector_norm(
-            buffer.as_strided((count, size), (step, 1), base + start), dim=1
-        )
+        reduce(buffer.as_strided((count, size), (step, 1), base + start))
         for start, count, size, step in runs
     ]
-    found = torch.cat(parts) if len(parts) > 1 else parts[0]
-    if order is None:
-        return found
-    return found.index_select(0, _on_device(order, buffer.device))
+    return stacked_rows(
+        parts, None if order is None else _on_device(order, buffer.device)
+    )
 
 
 #: ``(start, count, size, step)``: ``count`` segments of ``size`` elements at

@@ -167,6 +167,7 @@ def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
     _projections(stats, group, request, stacks)
     if request.hist_budget is not None:
         low, high = _outer_product_extremes(delta, x)
+        stacks.update(low=low, high=high)
         for layer, lo, hi in zip(stats, low.unbind(0), high.unbind(0), strict=True):
             layer.low, layer.high = lo, hi
         _histogram_sample(stats, group, request)

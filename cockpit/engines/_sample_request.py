@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from cockpit._flat_buffers import StackedViews
+from cockpit._flat_buffers import StackedViews, stacked_rows
 
 __all__ = [
     "MIN_LAYER_SAMPLES",
@@ -146,9 +146,7 @@ def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
     if grouped is None:
         values = [getattr(layer, field) for layer in layers]
         return None if any(v is None for v in values) else torch.stack(values)
-    stacks, order = grouped
-    rows = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
-    return rows if order is None else rows.index_select(0, order)
+    return stacked_rows(*grouped)
 
 
 def field_views(layers: dict[str, LayerStats], field: str) -> dict[str, Tensor]:

@@ -23,12 +23,20 @@ from cockpit.stats.parameters import param_norms
 
 #: Per-layer states and how the whole network's value follows from the layers'
 #: (concatenate parameter vectors; per-sample moments: :data:`_ROWS`).
-_NETWORK: dict[str, Callable[[list[Tensor]], Tensor]] = {
-    "sample_grads": torch.cat,
-    "sum_sq": torch.cat,
-    "low": lambda parts: torch.stack(parts).min(),
-    "high": lambda parts: torch.stack(parts).max(),
+_NETWORK: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {
+    "sample_grads": lambda layers: torch.cat(list(layers.values())),
+    "sum_sq": lambda layers: torch.cat(list(layers.values())),
+    "low": lambda layers: _stacked(layers).min(),
+    "high": lambda layers: _stacked(layers).max(),
 }
+
+
+def _stacked(layers: dict[str, Tensor]) -> Tensor:
+    """``[L, ...]``: the layers' values, from their groups' stacks if they have."""
+    if isinstance(layers, _flat_buffers.StackedViews):
+        return layers.rows()
+    return torch.stack(list(layers.values()))
+
 
 #: Per-layer per-sample moments, stacked to ``[L + 1, 3]`` with the network's (of the
 #: per-sample sums over layers) as the last row, so that a formula runs once for all
@@ -161,7 +169,7 @@ class StepStates:
                 self._networks[name] = _by_name(self._layers, self.rows(name))
             else:
                 layers = self[name]
-                total = _NETWORK[name](list(layers.values()))
+                total = _NETWORK[name](layers)
                 self._networks[name] = {**layers, TOTAL: total}
         return self._networks[name]
 
@@ -237,21 +245,14 @@ class StepStates:
 
         ``values`` are element-wise values in the layout of the network's
         ``sample_grads`` (the layers' concatenation); the whole mean comes last.
-        Parameters of equal size are stacked and averaged in one call, so the work
-        grows with the number of distinct sizes, not of parameters.
+        Equal, equally spaced segments are averaged in one call
+        (:func:`cockpit._flat_buffers.segment_means`), so the work grows with the
+        number of distinct sizes, not of parameters.
         """
         grads = self["sample_grads"]
         sizes = [grads[n].numel() for n in self._layers]
-        segments = values.split(sizes)
-        means: list[Tensor] = [values.new_zeros(())] * len(sizes)
-        by_size: dict[int, list[int]] = {}
-        for i, size in enumerate(sizes):
-            by_size.setdefault(size, []).append(i)
-        for members in by_size.values():
-            group = torch.stack([segments[i] for i in members]).mean(1)
-            for i, mean in zip(members, group.unbind(0), strict=True):
-                means[i] = mean
-        return torch.stack([*means, values.mean()])
+        means = _flat_buffers.segment_means(values, sizes)
+        return torch.cat([means, values.mean().reshape(1)])
 
     def layered(self, fn: Callable[[str], Any]) -> dict[str, Any]:
         """``fn(name)`` for every parameter and TOTAL, in the log's layered layout."""
