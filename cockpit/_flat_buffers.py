@@ -23,6 +23,7 @@ __all__ = [
     "buckets",
     "concatenate",
     "copies",
+    "index",
     "norm_rows",
     "segment_means",
     "segment_norms",
@@ -232,6 +233,15 @@ def _segment_runs(sizes: tuple[int, ...]) -> tuple[list[_Run], Tensor | None]:
     inverse = torch.empty(len(members), dtype=torch.long)
     inverse[torch.tensor(members)] = torch.arange(len(members))
     return runs, inverse
+
+
+@functools.lru_cache(maxsize=64)
+def index(positions: tuple[int, ...], device: torch.device) -> Tensor:
+    """``positions`` as an index tensor on ``device``, made once per layout.
+
+    No host-to-device copy per step.
+    """
+    return torch.tensor(positions, device=device)
 
 
 @functools.cache

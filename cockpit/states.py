@@ -247,6 +247,8 @@ def layer_moments(
         values.
 
     """
+    if isinstance(per_layer, LayerRows):  # already stacked (project_layers)
+        return rows_moments(per_layer.names, per_layer.rows, population)
     names = [name for name, values in per_layer.items() if values is not None]
     if not names:
         return None

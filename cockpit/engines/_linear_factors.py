@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit import _flat_buffers
+from cockpit._layer_rows import LayerRows
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
 __all__ = [
@@ -215,7 +217,10 @@ def project_layers(
         directions: Parameter name -> flat ``v_l``.
 
     Returns:
-        Parameter name -> ``[N]``, in the order of ``directions``.
+        Parameter name -> ``[N]``, in the order of ``directions``: a
+        :class:`~cockpit._layer_rows.LayerRows` of the groups' ``[G, N]``
+        products where every direction's layer is in a group projected whole
+        (no split of the products and stack of the rows per layer).
 
     """
     found: dict[str, Tensor] = {}
@@ -227,14 +232,32 @@ def project_layers(
             group[1][project.index] = name
         else:
             found[name] = project(direction)
+    blocks: list[tuple[list[str], Tensor]] = []  # whole groups: names, [G, N]
     for group, names in groups.values():
         if len(names) < len(group.factors):
             found.update({n: layers[n].project(directions[n]) for n in names.values()})
             continue
         ordered = [names[j] for j in range(len(names))]
         stacked = _stack([directions[n] for n in ordered])
-        found.update(zip(ordered, group.project(stacked).unbind(0), strict=True))
+        blocks.append((ordered, group.project(stacked)))
+    if blocks and not found:
+        return _block_rows(blocks, list(directions))
+    for ordered, projected in blocks:
+        found.update(zip(ordered, projected.unbind(0), strict=True))
     return {name: found[name] for name in directions}
+
+
+def _block_rows(blocks: list[tuple[list[str], Tensor]], names: list[str]) -> LayerRows:
+    """The blocks' rows (``[G, N]`` each, of the names given) in the order of names."""
+    row: dict[str, int] = {}
+    for ordered, _ in blocks:
+        row.update(zip(ordered, range(len(row), len(row) + len(ordered)), strict=True))
+    positions = tuple(row[name] for name in names)
+    stacks = [projected for _, projected in blocks]
+    order = None
+    if positions != tuple(range(len(positions))):
+        order = _flat_buffers.index(positions, stacks[0].device)
+    return LayerRows(names, _flat_buffers.stacked_rows(stacks, order))
 
 
 def _projections(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from cockpit._flat_buffers import StackedViews, stacked_rows
+from cockpit._flat_buffers import StackedViews, index, stacked_rows
 
 __all__ = [
     "MIN_LAYER_SAMPLES",
@@ -187,13 +187,7 @@ def _group_rows(
     stacks = [stack for stack, _ in found.values()]
     if total == len(positions) and positions == list(range(total)):
         return stacks, None
-    return stacks, _positions(tuple(positions), stacks[0].device)
-
-
-@functools.lru_cache(maxsize=64)
-def _positions(positions: tuple[int, ...], device: torch.device) -> Tensor:
-    """``positions`` as an index on ``device``, made once per layout (no copy per step)."""
-    return torch.tensor(positions, device=device)
+    return stacks, index(tuple(positions), stacks[0].device)
 
 
 def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
