@@ -239,12 +239,18 @@ def _segment_runs(sizes: tuple[int, ...]) -> tuple[list[_Run], Tensor | None]:
 def index(positions: tuple[int, ...], device: torch.device) -> Tensor:
     """``positions`` as an index tensor on ``device``, made once per layout.
 
-    No host-to-device copy per step.
+    No host-to-device copy per step (:func:`_on_device`).
     """
-    return torch.tensor(positions, device=device)
+    return _on_device(torch.tensor(positions), device)
 
 
 @functools.cache
 def _on_device(index: Tensor, device: torch.device) -> Tensor:
-    """``index`` on ``device``, copied once per device."""
-    return index.to(device)
+    """``index`` on ``device``, copied once per device.
+
+    To a GPU from pinned memory without waiting: a layout first met after the
+    first step must not make the training thread wait for the device.
+    """
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
