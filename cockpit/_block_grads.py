@@ -148,13 +148,16 @@ class BlockGradients:
             return
         # One product per flat buffer (the same products as one multiplication per
         # parameter; torch._foreach_mul dispatches once per tensor on a CPU).
-        flat = [_flat(grad) for grad in reached.values()]
-        groups = _flat_buffers.buckets(flat)
+        # The copy under no_grad, not a detach per gradient, leaves the graphs of
+        # create_graph passes behind.
+        with torch.no_grad():
+            flat = [grad.reshape(-1) for grad in reached.values()]
+            groups = _flat_buffers.buckets(flat)
+            copies = _flat_buffers.concatenate(flat, groups)
         scale = self._grad_scale()
-        buffers = [b.mul_(scale) for b in _flat_buffers.concatenate(flat, groups)]
-        sizes = [grad.numel() for grad in flat]
-        names = list(reached)
-        self._kept = _flat_buffers.FlatViews.of(names, buffers, groups, sizes)
+        buffers = [b.mul_(scale) for b in copies]
+        sizes = _flat_buffers.sizes(flat)
+        self._kept = _flat_buffers.FlatViews.of(list(reached), buffers, groups, sizes)
 
     def _keep(self, name: str, grad: Tensor) -> None:
         """A gradient arriving at a parameter, scaled before DDP averages ``.grad``."""

@@ -76,12 +76,17 @@ class FlatViews(dict[str, Tensor]):
         buffers: One per bucket (:func:`buckets`).
         groups: The positions of :func:`buckets`.
         sizes: ``D_i`` of every view, in the views' order.
+        live: For :func:`copies` of tensors that change in place (the
+            parameters): their current flat views ``[D_i]`` in the same order,
+            made without an operation per tensor where the owner caches them;
+            ``None`` if not known.
 
     """
 
     buffers: list[Tensor]
     groups: list[list[int]]
     sizes: list[int]
+    live: Callable[[], list[Tensor]] | None = None
 
     @classmethod
     def of(

@@ -63,6 +63,9 @@ class OptimizerWatch:
         params: Parameter name -> tracked parameter.
         submit: Hands a finished record to the writer.
 
+    Attributes:
+        flat: The parameters' flat views, made once (also ``distance``'s).
+
     """
 
     def __init__(
@@ -72,7 +75,7 @@ class OptimizerWatch:
         submit: Callable[[TensorRecord], None],
     ):
         self.optimizer, self.params, self._submit = optimizer, params, submit
-        self._flat = _FlatParams(params)
+        self.flat = _FlatParams(params)
         self._awaiting: AwaitingStep | None = None
         self._stepped = True
         self._stepping = False
@@ -124,7 +127,7 @@ class OptimizerWatch:
         """Finish ``awaiting``'s record after the next ``optimizer.step()``."""
         awaiting.record.values["tracker_time"] = seconds
         self._awaiting = awaiting
-        _install_hooks(self.optimizer, self._flat, awaiting, self.flush, self._stepping)
+        _install_hooks(self.optimizer, self.flat, awaiting, self.flush, self._stepping)
 
     def flush(
         self, awaiting: AwaitingStep | None = None, taken: StepTaken | None = None

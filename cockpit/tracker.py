@@ -279,6 +279,8 @@ class Cockpit:
         self._blocks = 0
         self._active: list[Any] = []
         self._watch = OptimizerWatch(optimizer, self.params, self.submit)
+        if isinstance(self.initial, _flat_buffers.FlatViews):
+            self.initial.live = self._watch.flat.views
         register(self)
 
     def _choose_engines(

@@ -79,12 +79,6 @@ class Factors:
             )
         return cls(delta, x, param, positions, rounding, scale)
 
-    def key(self) -> tuple:
-        """Factors with the same key are reduced in one batched operation."""
-        scale = id(self.scale) if isinstance(self.scale, Tensor) else self.scale
-        shapes = (*self.delta.shape, *self.x.shape)
-        return (*shapes, self.delta.dtype, self.delta.device, scale)
-
 
 def from_linear_factors(
     delta: Tensor, x: Tensor, param: Tensor, request: SampleRequest
@@ -126,7 +120,11 @@ def from_linear_factor_groups(
     """
     groups: dict[tuple, list[int]] = {}
     for i, f in enumerate(factors):
-        groups.setdefault(f.key(), []).append(i)
+        # Reduced together: equal shapes, dtype, device and scale (inline: no
+        # Python call per parameter tensor).
+        scale = id(f.scale) if isinstance(f.scale, Tensor) else f.scale
+        key = (*f.delta.shape, *f.x.shape, f.delta.dtype, f.delta.device, scale)
+        groups.setdefault(key, []).append(i)
     results: list[LayerStats] = [None] * len(factors)  # type: ignore[list-item]
     for members in groups.values():
         stats = _group([factors[i] for i in members], request)

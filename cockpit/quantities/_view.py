@@ -131,11 +131,11 @@ class StepStates:
         if sharded is not None:
             return sharded
         params, start = self["params"], self["initial"]
-        if isinstance(start, _flat_buffers.FlatViews) and len(start.buffers) == 1:
+        flat = isinstance(start, _flat_buffers.FlatViews) and len(start.buffers) == 1
+        if flat and start.live is not None:
             # One difference of flat buffers; its segments' norms, few reductions.
             with torch.no_grad():
-                now = torch.cat([p.reshape(-1) for p in params.values()])
-                moved = now.sub_(start.buffers[0])
+                moved = torch.cat(start.live()).sub_(start.buffers[0])
             return with_total(_flat_buffers.segment_norms(moved, start.sizes))
         initial = [start[name] for name in params]
         with torch.no_grad():  # the parameters require grad; no graph is needed
