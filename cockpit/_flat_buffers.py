@@ -119,7 +119,10 @@ class StackedViews(dict[str, Tensor]):
     order: Tensor | None
 
     def rows(self) -> Tensor:
-        """``[L, ...]``: the values stacked in the dict's order, from the stacks."""
+        """``[L, ...]``: the values stacked in the dict's order, from the stacks.
+
+        For rows of one shape (per-layer scalars such as the extremes).
+        """
         return stacked_rows(self.stacks, self.order)
 
 
