@@ -5,7 +5,9 @@ an element-wise operation on every parameter (a copy, a difference, a scaling) c
 one dispatch per parameter tensor. Concatenated into one buffer per device and
 dtype (one for most models), it is one operation per buffer; the per-parameter
 tensors are then views into the buffers (:func:`split`). Element-wise results are
-the same bits either way.
+the same bits either way. Reductions per tensor (norms, means) run once per run of
+equal, equally spaced segments of a buffer (:func:`segment_norms`), a row each,
+which are the same bits as one reduction per tensor too.
 """
 
 from __future__ import annotations
