@@ -107,6 +107,8 @@ class BlockGradients:
         # would add to this one's: from here on, keep them as they arrive.
         if self._passes > 1 or _touched(self.params):
             self._read = False
+            # Gradients added to from here on are no longer views of the buffers.
+            self._kept = dict(self._kept)
             self._hook_all()
         else:
             Variable._execution_engine.queue_callback(self._read_all)
@@ -122,6 +124,9 @@ class BlockGradients:
         if self._passes == 0 and _touched(self.params):
             raise UsageError(_BEFORE_THE_LOSS)
         kept = self._kept
+        whole = isinstance(kept, _flat_buffers.FlatViews)
+        if whole and len(kept) == len(self.params):  # read: views in their order
+            return kept
         return {
             name: kept[name]
             if name in kept
@@ -143,13 +148,16 @@ class BlockGradients:
             return
         # One product per flat buffer (the same products as one multiplication per
         # parameter; torch._foreach_mul dispatches once per tensor on a CPU).
-        flat = [_flat(grad) for grad in reached.values()]
-        groups = _flat_buffers.buckets(flat)
+        # The copy under no_grad, not a detach per gradient, leaves the graphs of
+        # create_graph passes behind.
+        with torch.no_grad():
+            flat = [grad.reshape(-1) for grad in reached.values()]
+            groups = _flat_buffers.buckets(flat)
+            copies = _flat_buffers.concatenate(flat, groups)
         scale = self._grad_scale()
-        buffers = [b.mul_(scale) for b in _flat_buffers.concatenate(flat, groups)]
-        sizes = [grad.numel() for grad in flat]
-        scaled = _flat_buffers.split(buffers, groups, sizes)
-        self._kept.update(zip(reached, scaled, strict=True))
+        buffers = [b.mul_(scale) for b in copies]
+        sizes = _flat_buffers.sizes(flat)
+        self._kept = _flat_buffers.FlatViews.of(list(reached), buffers, groups, sizes)
 
     def _keep(self, name: str, grad: Tensor) -> None:
         """A gradient arriving at a parameter, scaled before DDP averages ``.grad``."""

@@ -5,15 +5,34 @@ an element-wise operation on every parameter (a copy, a difference, a scaling) c
 one dispatch per parameter tensor. Concatenated into one buffer per device and
 dtype (one for most models), it is one operation per buffer; the per-parameter
 tensors are then views into the buffers (:func:`split`). Element-wise results are
-the same bits either way.
+the same bits either way. Reductions per tensor (norms, means) run once per run of
+equal, equally spaced segments of a buffer (:func:`segment_norms`), a row each,
+which are the same bits as one reduction per tensor too.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-__all__ = ["buckets", "concatenate", "split"]
+__all__ = [
+    "FlatViews",
+    "StackedViews",
+    "buckets",
+    "concatenate",
+    "copies",
+    "index",
+    "norm_rows",
+    "segment_means",
+    "segment_norms",
+    "sizes",
+    "split",
+    "stacked_rows",
+]
 
 
 def buckets(tensors: list[Tensor]) -> list[list[int]]:
@@ -46,3 +65,202 @@ def split(
         for i, piece in zip(group, pieces, strict=True):
             parts[i] = piece
     return parts
+
+
+class FlatViews(dict[str, Tensor]):
+    """Parameter name -> view into flat buffers, which it keeps with their layout.
+
+    A plain dict to every reader; :func:`norm_rows` reads the buffers instead of the
+    views (flat, or shaped as the tensors they copy: :func:`copies`). Nothing may
+    replace a value by another tensor: the buffers would no longer hold it.
+
+    Attributes:
+        buffers: One per bucket (:func:`buckets`).
+        groups: The positions of :func:`buckets`.
+        sizes: ``D_i`` of every view, in the views' order.
+        live: For :func:`copies` of tensors that change in place (the
+            parameters): their current flat views ``[D_i]`` in the same order,
+            made without an operation per tensor where the owner caches them;
+            ``None`` if not known.
+
+    """
+
+    buffers: list[Tensor]
+    groups: list[list[int]]
+    sizes: list[int]
+    live: Callable[[], list[Tensor]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        names: list[str],
+        buffers: list[Tensor],
+        groups: list[list[int]],
+        sizes: list[int],
+    ) -> FlatViews:
+        """The views ``[D_i]`` of :func:`split`, by name, with their buffers."""
+        made = cls(zip(names, split(buffers, groups, sizes), strict=True))
+        made.buffers, made.groups, made.sizes = buffers, groups, sizes
+        return made
+
+
+class StackedViews(dict[str, Tensor]):
+    """Parameter name -> a row of one of a few ``[G, D]`` stacks, kept with the order.
+
+    A plain dict to every reader; :func:`norm_rows` reduces the stacks' rows
+    instead of the views. Nothing may replace a value.
+
+    Attributes:
+        stacks: ``[G_k, D_k]`` each; the values are their rows.
+        order: The positions, in the stacks' concatenated rows, of the values in
+            the dict's order (``None``: the same order).
+
+    """
+
+    stacks: list[Tensor]
+    order: Tensor | None
+
+    def rows(self) -> Tensor:
+        """``[L, ...]``: the values stacked in the dict's order, from the stacks.
+
+        For rows of one shape (per-layer scalars such as the extremes).
+        """
+        return stacked_rows(self.stacks, self.order)
+
+
+def stacked_rows(stacks: list[Tensor], order: Tensor | None) -> Tensor:
+    """``[L, ...]``: the rows at ``order`` of the stacks' concatenation (all: None)."""
+    rows = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
+    return rows if order is None else rows.index_select(0, order)
+
+
+def copies(tensors: dict[str, Tensor]) -> FlatViews:
+    """Copies of ``tensors``, each shaped as it is, in one flat buffer per bucket."""
+    flat = [tensor.detach().reshape(-1) for tensor in tensors.values()]
+    groups = buckets(flat)
+    made = FlatViews.of(list(tensors), concatenate(flat, groups), groups, sizes(flat))
+    for (name, view), tensor in zip(made.items(), tensors.values(), strict=True):
+        made[name] = view.view(tensor.shape)  # the same view, shaped
+    return made
+
+
+def sizes(tensors: list[Tensor]) -> list[int]:
+    """``D_i`` of every tensor."""
+    return [tensor.numel() for tensor in tensors]
+
+
+def norm_rows(values: dict[str, Tensor]) -> Tensor:
+    """``[L]``: the Euclidean norm of each tensor, in the mapping's order.
+
+    From the buffers of :class:`FlatViews` with one buffer: one reduction per run of
+    equal-sized, equally spaced segments (:func:`_segment_runs`), the same bits as
+    a norm per tensor (each row is reduced alone, in the same order); from the
+    stacks of :class:`StackedViews`, one reduction per stack. Otherwise one
+    ``torch._foreach_norm`` (a fused kernel on a GPU, one kernel per tensor on a
+    CPU).
+    """
+    if isinstance(values, StackedViews):
+        parts = [torch.linalg.vector_norm(stack, dim=1) for stack in values.stacks]
+        return stacked_rows(parts, values.order)
+    if not isinstance(values, FlatViews) or len(values.buffers) != 1:
+        return torch.stack(torch._foreach_norm(list(values.values())))
+    return segment_norms(values.buffers[0], values.sizes)
+
+
+def segment_norms(buffer: Tensor, sizes: list[int]) -> Tensor:
+    """``[L]``: the norm of each consecutive segment of ``buffer`` of ``sizes``.
+
+    One reduction per run of equal, equally spaced segments (:func:`_segment_runs`),
+    the same bits as a norm per segment (each row is reduced alone, in order).
+    """
+    return _by_segment(
+        buffer, sizes, lambda rows: torch.linalg.vector_norm(rows, dim=1)
+    )
+
+
+def segment_means(buffer: Tensor, sizes: list[int]) -> Tensor:
+    """``[L]``: the mean of each consecutive segment of ``buffer`` of ``sizes``.
+
+    As :func:`segment_norms`: the same bits as a mean per segment.
+    """
+    return _by_segment(buffer, sizes, lambda rows: rows.mean(1))
+
+
+def _by_segment(
+    buffer: Tensor, sizes: list[int], reduce: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``[L]``: ``reduce`` (``[G, D] -> [G]``, by row) of each segment, in order."""
+    buffer = buffer.contiguous()  # itself if it is, as buffers are
+    runs, order = _segment_runs(tuple(sizes))
+    base = buffer.storage_offset()
+    parts = [
+        reduce(buffer.as_strided((count, size), (step, 1), base + start))
+        for start, count, size, step in runs
+    ]
+    return stacked_rows(
+        parts, None if order is None else _on_device(order, buffer.device)
+    )
+
+
+#: ``(start, count, size, step)``: ``count`` segments of ``size`` elements at
+#: ``start + k * step`` of a buffer.
+_Run = tuple[int, int, int, int]
+
+
+@functools.cache
+def _segment_runs(sizes: tuple[int, ...]) -> tuple[list[_Run], Tensor | None]:
+    """Consecutive segments of ``sizes`` as runs of equal, equally spaced segments.
+
+    Segments of one size are taken in order and a run ends where the spacing
+    changes (a 64-layer MLP of equal widths: its hidden weights form one run, its
+    hidden biases another). Returns the runs and the positions that put the runs'
+    results back into the segments' order (``None``: already in order).
+    """
+    offsets = [0, *itertools.accumulate(sizes)][:-1]
+    by_size: dict[int, list[int]] = {}
+    for i, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(i)
+    runs: list[_Run] = []
+    members: list[int] = []
+    for size, positions in by_size.items():
+        k = 0
+        while k < len(positions):
+            end = k + 1
+            step = size
+            if end < len(positions):
+                step = offsets[positions[end]] - offsets[positions[k]]
+                while (
+                    end + 1 < len(positions)
+                    and offsets[positions[end + 1]] - offsets[positions[end]] == step
+                ):
+                    end += 1
+                end += 1
+            runs.append((offsets[positions[k]], end - k, size, step))
+            members += positions[k:end]
+            k = end
+    if members == sorted(members):
+        return runs, None
+    inverse = torch.empty(len(members), dtype=torch.long)
+    inverse[torch.tensor(members)] = torch.arange(len(members))
+    return runs, inverse
+
+
+@functools.lru_cache(maxsize=64)
+def index(positions: tuple[int, ...], device: torch.device) -> Tensor:
+    """``positions`` as an index tensor on ``device``, made once per layout.
+
+    No host-to-device copy per step (:func:`_on_device`).
+    """
+    return _on_device(torch.tensor(positions), device)
+
+
+@functools.cache
+def _on_device(index: Tensor, device: torch.device) -> Tensor:
+    """``index`` on ``device``, copied once per device.
+
+    To a GPU from pinned memory without waiting: a layout first met after the
+    first step must not make the training thread wait for the device.
+    """
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)

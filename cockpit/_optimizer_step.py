@@ -63,6 +63,9 @@ class OptimizerWatch:
         params: Parameter name -> tracked parameter.
         submit: Hands a finished record to the writer.
 
+    Attributes:
+        flat: The parameters' flat views, made once (also ``distance``'s).
+
     """
 
     def __init__(
@@ -72,7 +75,7 @@ class OptimizerWatch:
         submit: Callable[[TensorRecord], None],
     ):
         self.optimizer, self.params, self._submit = optimizer, params, submit
-        self._flat = _FlatParams(params)
+        self.flat = _FlatParams(params)
         self._awaiting: AwaitingStep | None = None
         self._stepped = True
         self._stepping = False
@@ -124,7 +127,7 @@ class OptimizerWatch:
         """Finish ``awaiting``'s record after the next ``optimizer.step()``."""
         awaiting.record.values["tracker_time"] = seconds
         self._awaiting = awaiting
-        _install_hooks(self.optimizer, self._flat, awaiting, self.flush, self._stepping)
+        _install_hooks(self.optimizer, self.flat, awaiting, self.flush, self._stepping)
 
     def flush(
         self, awaiting: AwaitingStep | None = None, taken: StepTaken | None = None
@@ -238,8 +241,8 @@ class _FlatParams:
 
     def split(self, buffers: list[Tensor]) -> dict[str, Tensor]:
         """Parameter name -> its view ``[D_l]`` into buffers laid out as the snapshots."""
-        parts = _flat_buffers.split(buffers, self.buckets, self.sizes)
-        return dict(zip(self.params, parts, strict=True))
+        names = list(self.params)
+        return _flat_buffers.FlatViews.of(names, buffers, self.buckets, self.sizes)
 
 
 class _Taken(StepTaken):
@@ -271,10 +274,14 @@ class _Taken(StepTaken):
     def _sq_norm_rows(self) -> Tensor:
         """``[L]``: ``||s_l||^2``, each norm times itself in its own dtype.
 
-        One product for all where the parameters share a dtype; stacked norms of
-        several dtypes would be promoted before the product and round differently.
+        One product for all where the parameters share a dtype (one bucket);
+        stacked norms of several dtypes would be promoted before the product and
+        round differently.
         """
-        norms = self.norms
+        if self.buffers is not None and len(self.buffers) == 1:
+            rows = self.norm_rows
+            return rows * rows
+        norms = torch._foreach_norm(list(self.delta.values()))
         if len({norm.dtype for norm in norms}) == 1:
             stacked = torch.stack(norms)
             return stacked * stacked

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cockpit._layer_rows import LayerRows
 from cockpit.logs._packing import float32_shortest
 
 #: Floating dtypes whose statistics are written with float32's digits.
@@ -150,11 +151,14 @@ class _Found:
     Attributes:
         groups: ``(device, dtype)`` -> :class:`_Group`, in the order first seen.
         on_host: ``(node, slot, path)`` of each :class:`OnHost`, in tree order.
+        named: ``(slot, names)`` of each :class:`~cockpit._layer_rows.LayerRows`,
+            whose list of rows becomes a dict by name once copied.
 
     """
 
     groups: dict[tuple[torch.device, torch.dtype], _Group] = field(default_factory=dict)
     on_host: list[tuple[OnHost, _Slot, str]] = field(default_factory=list)
+    named: list[tuple[_Slot, list[str]]] = field(default_factory=list)
 
     def group(self, tensor: Tensor) -> _Group:
         """The group of ``tensor``'s device and dtype (new if it is the first)."""
@@ -189,6 +193,11 @@ def _skeleton(tree: dict | list | tuple, path: str, found: _Found) -> dict | lis
             else:
                 group.others.append(value)
                 group.other_slots.append((out, key))
+        elif isinstance(value, LayerRows):  # one tensor, split by name once copied
+            group = found.group(value.rows)
+            group.others.append(value.rows)
+            group.other_slots.append((out, key))
+            found.named.append(((out, key), value.names))
         elif isinstance(value, (dict, list, tuple, OnHost)):
             inner = (
                 f"{path}[{key}]"
@@ -302,6 +311,8 @@ class TensorRecord:
         found = _Found()
         values = _skeleton(self.values, "", found)
         arrays = _fill(found, self.single)
+        for (container, key), names in found.named:
+            container[key] = dict(zip(names, container[key], strict=True))
         notes = dict(self.notes)
         notices: list[str] = []
 

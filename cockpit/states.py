@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit import _flat_buffers
+from cockpit._layer_rows import LayerRows
 from cockpit.exceptions import UsageError
 from cockpit.stats.moments import merge, moments
 
@@ -57,6 +59,7 @@ __all__ = [
     "layer_moments",
     "projected_moments",
     "reduce_states",
+    "rows_moments",
 ]
 
 
@@ -244,13 +247,23 @@ def layer_moments(
         values.
 
     """
+    if isinstance(per_layer, LayerRows):  # already stacked (project_layers)
+        return rows_moments(per_layer.names, per_layer.rows, population)
     names = [name for name, values in per_layer.items() if values is not None]
     if not names:
         return None
-    rows = torch.stack([per_layer[name] for name in names])
+    return rows_moments(
+        names, torch.stack([per_layer[name] for name in names]), population
+    )
+
+
+def rows_moments(
+    names: list[str], rows: Tensor, population: int | None = None
+) -> dict[str, Any]:
+    """:func:`layer_moments` of per-sample values already stacked, ``[L, M]``."""
     summary = moments(torch.cat([rows, rows.sum(0, keepdim=True)]), population)
     return {
-        "layers": dict(zip(names, summary[:-1].unbind(0), strict=True)),
+        "layers": LayerRows(names, summary[:-1]),
         "network": summary[-1],
     }
 
@@ -306,9 +319,13 @@ class StepTaken:
         return {name: (s**2).sum() for name, s in self.delta.items()}
 
     @functools.cached_property
-    def norms(self) -> list[Tensor]:
-        """``||s_l||`` per parameter, in the order of ``delta`` (one fused call)."""
-        return torch._foreach_norm(list(self.delta.values()))
+    def norm_rows(self) -> Tensor:
+        """``[L]``: ``||s_l||`` per parameter, in the order of ``delta``.
+
+        From flat buffers where ``delta`` holds views into them, otherwise one
+        fused call (:func:`cockpit._flat_buffers.norm_rows`).
+        """
+        return _flat_buffers.norm_rows(self.delta)
 
     def divided(self, divisor: Tensor) -> dict[str, Tensor]:
         """``s_l / divisor`` per parameter (``divisor`` a 0-d tensor)."""

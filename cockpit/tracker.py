@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from cockpit import _setup, presets
+from cockpit import _flat_buffers, _setup, presets
 from cockpit._budget import BudgetControl
 from cockpit._distributed import SilentWriter
 from cockpit._meta import new_run_name, run_meta
@@ -39,6 +39,7 @@ from cockpit._open_runs import register, unregister
 from cockpit._optimizer_step import OptimizerWatch
 from cockpit._pieces import StepPieces, split_absence
 from cockpit._record import NARROW_FLOATS, TensorRecord
+from cockpit._sharded import is_shard
 from cockpit._step import TrackedStep
 from cockpit._step_io import StepInputs, StepResult
 from cockpit.catalog import KRONECKER, PLAIN_SGD, keys_with
@@ -222,7 +223,7 @@ class Cockpit:
         ]
         self.initial = {}
         if any("initial" in q.states for q in self.quantities.values()):
-            self.initial = {n: p.detach().clone() for n, p in self.params.items()}
+            self.initial = _initial(self.params)
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
         self._inputs = StepInputs(
@@ -278,6 +279,8 @@ class Cockpit:
         self._blocks = 0
         self._active: list[Any] = []
         self._watch = OptimizerWatch(optimizer, self.params, self.submit)
+        if isinstance(self.initial, _flat_buffers.FlatViews):
+            self.initial.live = self._watch.flat.views
         register(self)
 
     def _choose_engines(
@@ -611,3 +614,15 @@ class Cockpit:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close("crashed" if exc_type is not None else "finished", stacklevel=2)
+
+
+def _initial(params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
+    """The parameters when tracking starts (``distance``'s origin), copied.
+
+    One flat copy per device and dtype (:func:`cockpit._flat_buffers.copies`), whose
+    difference to the parameters is one operation; sharded parameters (FSDP) are
+    copied one by one, each rank keeping its shards.
+    """
+    if any(is_shard(p) for p in params.values()):
+        return {name: p.detach().clone() for name, p in params.items()}
+    return _flat_buffers.copies(params)

@@ -69,3 +69,65 @@ def test_the_step_taken_equals_the_per_tensor_differences_bit_for_bit():
     norms = torch._foreach_norm(list(expected.values()))
     squares = torch._foreach_mul(norms, norms)
     assert torch.equal(taken.length, torch.stack(squares).sum().sqrt())
+
+
+def _segments_buffer(sizes: list[int], dtype: torch.dtype) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(2)
+    return torch.randn(sum(sizes), generator=gen, dtype=dtype)
+
+
+#: A deep MLP's layout (equal weights and biases interleaved, so their runs are
+#: equally spaced), then sizes that break the spacing and a size met once.
+SIZES = [12, 3, 12, 3, 12, 3, 12, 3, 20, 12, 3, 5, 7]
+
+
+def test_segment_norms_and_means_equal_one_reduction_per_segment_bit_for_bit():
+    """The runs of equal, equally spaced segments are reduced a row each; the
+    results must be those of each segment alone, in the segments' order, not only
+    close (a reordered sum would differ in the last bits)."""
+    for dtype in (torch.float32, torch.float64):
+        buffer = _segments_buffer(SIZES, dtype)
+        segments = buffer.split(SIZES)
+        norms = _flat_buffers.segment_norms(buffer, SIZES)
+        expected = torch.stack([torch.linalg.vector_norm(s) for s in segments])
+        assert torch.equal(norms, expected)
+        means = _flat_buffers.segment_means(buffer, SIZES)
+        assert torch.equal(means, torch.stack([s.mean() for s in segments]))
+    # A view into a larger buffer (an offset into its storage) reads its own segments.
+    offset = _segments_buffer([4, *SIZES], torch.float64)[4:]
+    expected = torch.stack([torch.linalg.vector_norm(s) for s in offset.split(SIZES)])
+    assert torch.equal(_flat_buffers.segment_norms(offset, SIZES), expected)
+
+
+def test_norm_rows_reads_flat_views_and_stacks_as_the_fused_norm_would():
+    """FlatViews (one buffer) and StackedViews give the norms of
+    torch._foreach_norm over their values; a plain dict is that call."""
+    buffer = _segments_buffer(SIZES, torch.float64)
+    groups = [list(range(len(SIZES)))]
+    names = [f"p{i}" for i in range(len(SIZES))]
+    views = _flat_buffers.FlatViews.of(names, [buffer], groups, SIZES)
+    reference = torch.stack(torch._foreach_norm(list(views.values())))
+    assert torch.equal(_flat_buffers.norm_rows(views), reference)
+    assert torch.equal(_flat_buffers.norm_rows(dict(views)), reference)
+    gen = torch.Generator().manual_seed(3)
+    stacks = [torch.randn(3, 6, generator=gen), torch.randn(2, 4, generator=gen)]
+    rows = [*stacks[0].unbind(0), *stacks[1].unbind(0)]
+    order = [3, 0, 4, 1, 2]  # the dict's values interleave the two stacks' rows
+    stacked = _flat_buffers.StackedViews({f"q{i}": rows[i] for i in order})
+    stacked.stacks, stacked.order = stacks, torch.tensor(order)
+    expected = torch.stack(torch._foreach_norm(list(stacked.values())))
+    assert torch.equal(_flat_buffers.norm_rows(stacked), expected)
+
+
+def test_copies_are_shaped_copies_in_one_buffer():
+    model = _mixed_model()
+    params = dict(model.named_parameters())
+    copied = _flat_buffers.copies(params)
+    assert len(copied.buffers) == 2  # float64 and float32
+    for name, p in params.items():
+        assert copied[name].shape == p.shape
+        assert torch.equal(copied[name], p.detach())
+    with torch.no_grad():
+        next(iter(params.values())).add_(1.0)
+    first = next(iter(params))
+    assert not torch.equal(copied[first], params[first].detach())  # a copy

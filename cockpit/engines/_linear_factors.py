@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit import _flat_buffers
+from cockpit._layer_rows import LayerRows
 from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
 
 __all__ = [
@@ -77,12 +79,6 @@ class Factors:
             )
         return cls(delta, x, param, positions, rounding, scale)
 
-    def key(self) -> tuple:
-        """Factors with the same key are reduced in one batched operation."""
-        scale = id(self.scale) if isinstance(self.scale, Tensor) else self.scale
-        shapes = (*self.delta.shape, *self.x.shape)
-        return (*shapes, self.delta.dtype, self.delta.device, scale)
-
 
 def from_linear_factors(
     delta: Tensor, x: Tensor, param: Tensor, request: SampleRequest
@@ -124,7 +120,11 @@ def from_linear_factor_groups(
     """
     groups: dict[tuple, list[int]] = {}
     for i, f in enumerate(factors):
-        groups.setdefault(f.key(), []).append(i)
+        # Reduced together: equal shapes, dtype, device and scale (inline: no
+        # Python call per parameter tensor).
+        scale = id(f.scale) if isinstance(f.scale, Tensor) else f.scale
+        key = (*f.delta.shape, *f.x.shape, f.delta.dtype, f.delta.device, scale)
+        groups.setdefault(key, []).append(i)
     results: list[LayerStats] = [None] * len(factors)  # type: ignore[list-item]
     for members in groups.values():
         stats = _group([factors[i] for i in members], request)
@@ -153,15 +153,21 @@ def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
     rows = zip(
         grad.reshape(g, -1).unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True
     )
-    stats = [LayerStats(grad=gr, sq_norms=sq, dots=dt) for gr, sq, dt in rows]
+    # The stacks stay with the layers: states take them whole (stacked_field).
+    stacks = {"grad": grad.reshape(g, -1), "sq_norms": sq_norms, "dots": dots}
+    stats = [
+        LayerStats(grad=gr, sq_norms=sq, dots=dt, group=stacks, index=j)
+        for j, (gr, sq, dt) in enumerate(rows)
+    ]
     if request.sum_sq:
         sum_sq = torch.bmm(delta_sq.transpose(1, 2), x_sq).reshape(g, -1)
         for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
             layer.sum_sq = row
     group = _Stacked(factors, delta, x)
-    _projections(stats, group, request)
+    _projections(stats, group, request, stacks)
     if request.hist_budget is not None:
         low, high = _outer_product_extremes(delta, x)
+        stacks.update(low=low, high=high)
         for layer, lo, hi in zip(stats, low.unbind(0), high.unbind(0), strict=True):
             layer.low, layer.high = lo, hi
         _histogram_sample(stats, group, request)
@@ -209,7 +215,10 @@ def project_layers(
         directions: Parameter name -> flat ``v_l``.
 
     Returns:
-        Parameter name -> ``[N]``, in the order of ``directions``.
+        Parameter name -> ``[N]``, in the order of ``directions``: a
+        :class:`~cockpit._layer_rows.LayerRows` of the groups' ``[G, N]``
+        products where every direction's layer is in a group projected whole
+        (no split of the products and stack of the rows per layer).
 
     """
     found: dict[str, Tensor] = {}
@@ -221,20 +230,44 @@ def project_layers(
             group[1][project.index] = name
         else:
             found[name] = project(direction)
+    blocks: list[tuple[list[str], Tensor]] = []  # whole groups: names, [G, N]
     for group, names in groups.values():
         if len(names) < len(group.factors):
             found.update({n: layers[n].project(directions[n]) for n in names.values()})
             continue
         ordered = [names[j] for j in range(len(names))]
         stacked = _stack([directions[n] for n in ordered])
-        found.update(zip(ordered, group.project(stacked).unbind(0), strict=True))
+        blocks.append((ordered, group.project(stacked)))
+    if blocks and not found:
+        return _block_rows(blocks, list(directions))
+    for ordered, projected in blocks:
+        found.update(zip(ordered, projected.unbind(0), strict=True))
     return {name: found[name] for name in directions}
 
 
+def _block_rows(blocks: list[tuple[list[str], Tensor]], names: list[str]) -> LayerRows:
+    """The blocks' rows (``[G, N]`` each, of the names given) in the order of names."""
+    row: dict[str, int] = {}
+    for ordered, _ in blocks:
+        row.update(zip(ordered, range(len(row), len(row) + len(ordered)), strict=True))
+    positions = tuple(row[name] for name in names)
+    stacks = [projected for _, projected in blocks]
+    order = None
+    if positions != tuple(range(len(positions))):
+        order = _flat_buffers.index(positions, stacks[0].device)
+    return LayerRows(names, _flat_buffers.stacked_rows(stacks, order))
+
+
 def _projections(
-    stats: list[LayerStats], group: _Stacked, request: SampleRequest
+    stats: list[LayerStats],
+    group: _Stacked,
+    request: SampleRequest,
+    stacks: dict[str, Tensor],
 ) -> None:
-    """``g_n . v`` along the requested directions now, and the projector for later."""
+    """``g_n . v`` along the requested directions now, and the projector for later.
+
+    Projections of the whole group go into ``stacks`` too (``projection``).
+    """
     factors = group.factors
     directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
     if directed:
@@ -243,7 +276,10 @@ def _projections(
         if len(directed) < len(factors):
             part = _Stacked(factors, group.delta[directed], group.x[directed])
         v = _stack([request.directions[id(factors[j].param)] for j in directed])
-        for j, row in zip(directed, part.project(v).unbind(0), strict=True):
+        projected = part.project(v)
+        if part is group:
+            stacks["projection"] = projected
+        for j, row in zip(directed, projected.unbind(0), strict=True):
             stats[j].projection = row
     if request.keep_for_projection:
         for j, layer in enumerate(stats):

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from cockpit._flat_buffers import StackedViews, index, stacked_rows
 
 __all__ = [
     "MIN_LAYER_SAMPLES",
     "LayerStats",
     "SampleRequest",
     "draw_positions",
+    "field_views",
     "sample_positions",
+    "stacked_field",
     "widen",
 ]
 
@@ -106,6 +110,10 @@ class LayerStats:
         rounding: Machine epsilon of the narrower dtype the layer's inputs or output
             gradients had (bfloat16 or float16 under autocast; the statistics are
             computed in the parameter's dtype from those values), 0 if none was.
+        group: Field -> ``[G, ...]``, the stacked statistics of the layers reduced
+            together with this one, whose row ``index`` this layer's are
+            (:func:`stacked_field`); ``None`` for a layer reduced alone.
+        index: This layer's row in ``group``.
 
     """
 
@@ -121,6 +129,65 @@ class LayerStats:
     hist_params: Tensor | None = None
     hist_weight: float = 1.0
     rounding: float = 0.0
+    group: dict[str, Tensor] | None = None
+    index: int = 0
+
+
+def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
+    """``[L, ...]``: ``field`` of every layer, stacked in their order.
+
+    Layers reduced together (:mod:`cockpit.engines._linear_factors`) hold their
+    group's stacked statistics (``group``: field -> ``[G, ...]``) and their row in
+    it (``index``): the groups' stacks are concatenated and the rows put in order
+    by one ``index_select``, the same values as stacking each layer's row, without
+    an operation per layer. ``None`` if a layer has no value for ``field``.
+    """
+    grouped = _group_rows(layers, field)
+    if grouped is None:
+        values = [getattr(layer, field) for layer in layers]
+        return None if any(v is None for v in values) else torch.stack(values)
+    return stacked_rows(*grouped)
+
+
+def field_views(layers: dict[str, LayerStats], field: str) -> dict[str, Tensor]:
+    """Parameter name -> ``field`` of its layer; with the groups' stacks if all have.
+
+    A :class:`~cockpit._flat_buffers.StackedViews` where every layer's value is a
+    row of its group's stack (norms then reduce the stacks, not each row).
+    """
+    values = {name: getattr(layer, field) for name, layer in layers.items()}
+    grouped = _group_rows(list(layers.values()), field) if layers else None
+    if grouped is None:
+        return values
+    views = StackedViews(values)
+    views.stacks, views.order = grouped
+    return views
+
+
+def _group_rows(
+    layers: Sequence[LayerStats], field: str
+) -> tuple[list[Tensor], Tensor | None] | None:
+    """The groups' stacks of ``field`` and the layers' rows in their concatenation.
+
+    ``None`` if a layer holds no group stack of ``field``; the order ``None`` if
+    the concatenated rows are the layers' in order.
+    """
+    found: dict[int, tuple[Tensor, int]] = {}  # id(stack) -> (stack, first row)
+    positions: list[int] = []
+    total = 0
+    for layer in layers:
+        stack = None if layer.group is None else layer.group.get(field)
+        if stack is None:
+            return None
+        entry = found.get(id(stack))
+        if entry is None:
+            entry = found[id(stack)] = (stack, total)
+            total += stack.shape[0]
+        positions.append(entry[1] + layer.index)
+    stacks = [stack for stack, _ in found.values()]
+    if total == len(positions) and positions == list(range(total)):
+        return stacks, None
+    return stacks, index(tuple(positions), stacks[0].device)
 
 
 def sample_positions(request: SampleRequest, n: int, numel: int) -> int:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from cockpit.engines import ggn_gram
 from cockpit.engines._linear_factors import project_layers
+from cockpit.engines._sample_request import field_views, stacked_field
 from cockpit.engines.curvature import Curvature
 from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.quantities import Quantity
@@ -26,6 +27,7 @@ from cockpit.states import (
     StepTaken,
     layer_moments,
     projected_moments,
+    rows_moments,
 )
 from cockpit.stats.moments import moments
 
@@ -100,12 +102,17 @@ def backward_states(
     if "grads" in names:  # a D-sized state: a split step reduces only what is read
         states["grads"] = grads
     for name, field in _LAYER_FIELDS.items():
-        if name in names:
+        if name not in names:
+            continue
+        if SPECS[name].reduce is not Reduce.MOMENTS:
+            states[name] = field_views(layers, field)
+            continue
+        rows = stacked_field(list(layers.values()), field) if layers else None
+        if rows is not None:  # every layer has it: no stack or split per layer
+            states[name] = rows_moments(list(layers), rows, losses.shape[0])
+        else:
             per_layer = {n: getattr(s, field) for n, s in layers.items()}
-            summarized = SPECS[name].reduce is Reduce.MOMENTS
-            states[name] = (
-                layer_moments(per_layer, losses.shape[0]) if summarized else per_layer
-            )
+            states[name] = layer_moments(per_layer, losses.shape[0])
     if "hist" in names:
         states["hist"] = {
             n: [HistSample(s.hist_values, s.hist_params, s.hist_weight)]

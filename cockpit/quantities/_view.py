@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cockpit import _flat_buffers
+from cockpit._layer_rows import LayerRows, stacked
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.stats import moments
 from cockpit.stats.histograms import safe_range
@@ -22,12 +24,20 @@ from cockpit.stats.parameters import param_norms
 
 #: Per-layer states and how the whole network's value follows from the layers'
 #: (concatenate parameter vectors; per-sample moments: :data:`_ROWS`).
-_NETWORK: dict[str, Callable[[list[Tensor]], Tensor]] = {
-    "sample_grads": torch.cat,
-    "sum_sq": torch.cat,
-    "low": lambda parts: torch.stack(parts).min(),
-    "high": lambda parts: torch.stack(parts).max(),
+_NETWORK: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {
+    "sample_grads": lambda layers: torch.cat(list(layers.values())),
+    "sum_sq": lambda layers: torch.cat(list(layers.values())),
+    "low": lambda layers: _stacked(layers).min(),
+    "high": lambda layers: _stacked(layers).max(),
 }
+
+
+def _stacked(layers: dict[str, Tensor]) -> Tensor:
+    """``[L, ...]``: the layers' values, from their groups' stacks if they have."""
+    if isinstance(layers, _flat_buffers.StackedViews):
+        return layers.rows()
+    return torch.stack(list(layers.values()))
+
 
 #: Per-layer per-sample moments, stacked to ``[L + 1, 3]`` with the network's (of the
 #: per-sample sums over layers) as the last row, so that a formula runs once for all
@@ -99,7 +109,7 @@ class StepStates:
         sharded = self._shard_norms("grads")
         if sharded is not None:
             return sharded
-        return norm_rows(list(self["grads"].values()))
+        return norm_rows(self["grads"])
 
     @functools.cached_property
     def param_norm_rows(self) -> Tensor:
@@ -122,17 +132,23 @@ class StepStates:
         if sharded is not None:
             return sharded
         params, start = self["params"], self["initial"]
+        flat = isinstance(start, _flat_buffers.FlatViews) and len(start.buffers) == 1
+        if flat and start.live is not None:
+            # One difference of flat buffers; its segments' norms, few reductions.
+            with torch.no_grad():
+                moved = torch.cat(start.live()).sub_(start.buffers[0])
+            return with_total(_flat_buffers.segment_norms(moved, start.sizes))
         initial = [start[name] for name in params]
         with torch.no_grad():  # the parameters require grad; no graph is needed
             moved = torch._foreach_sub(list(params.values()), initial)
-        return norm_rows(moved)
+        return norm_rows(dict(zip(params, moved, strict=True)))
 
     @functools.cached_property
     def step_norms(self) -> Tensor:
         """``[L + 1]``: ``||s_l||`` of the step the optimizer took, TOTAL last."""
         if "step_shard_norms" in self:
             return self["step_shard_norms"]
-        return rows_of_norms(self["step"].norms)
+        return with_total(self["step"].norm_rows)
 
     @functools.cached_property
     def grad_extremes(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
@@ -164,7 +180,7 @@ class StepStates:
                 self._networks[name] = _by_name(self._layers, self.rows(name))
             else:
                 layers = self[name]
-                total = _NETWORK[name](list(layers.values()))
+                total = _NETWORK[name](layers)
                 self._networks[name] = {**layers, TOTAL: total}
         return self._networks[name]
 
@@ -176,14 +192,19 @@ class StepStates:
         """
         if name not in self._rows:
             layers, network = self[name]["layers"], self[name]["network"]
-            self._rows[name] = torch.stack(
-                [*[layers[layer] for layer in self._layers], network]
+            self._rows[name] = torch.cat(
+                [stacked(layers, self._layers), network.unsqueeze(0)]
             )
         return self._rows[name]
 
     @functools.cached_property
     def _rows(self) -> dict[str, Tensor]:
         return {}
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The parameters with per-sample statistics, in the order of :meth:`rows`."""
+        return self._layers
 
     @functools.cached_property
     def _layers(self) -> list[str]:
@@ -210,8 +231,8 @@ class StepStates:
             names: The layers' names.
 
         """
-        by_name = _by_name(self._layers if names is None else names, values)
-        return {TOTAL: by_name.pop(TOTAL), PER_LAYER: by_name}
+        names = self._layers if names is None else names
+        return {TOTAL: values[-1], PER_LAYER: LayerRows(names, values[:-1])}
 
     @functools.cached_property
     def _networks(self) -> dict[str, dict[str, Tensor]]:
@@ -223,8 +244,7 @@ class StepStates:
 
         In the order of :meth:`rows`, the network's last.
         """
-        grads = self["sample_grads"]
-        return norm_rows([grads[n] for n in self._layers]).square()
+        return norm_rows(self["sample_grads"]).square()  # in the order of _layers
 
     @functools.cached_property
     def sample_grad_sq_norms(self) -> dict[str, Tensor]:
@@ -236,24 +256,14 @@ class StepStates:
 
         ``values`` are element-wise values in the layout of the network's
         ``sample_grads`` (the layers' concatenation); the whole mean comes last.
-        Parameters of equal size are stacked and averaged in one call, so the work
-        grows with the number of distinct sizes, not of parameters.
+        Equal, equally spaced segments are averaged in one call
+        (:func:`cockpit._flat_buffers.segment_means`), so the work grows with the
+        number of distinct sizes, not of parameters.
         """
         grads = self["sample_grads"]
         sizes = [grads[n].numel() for n in self._layers]
-        segments = values.split(sizes)
-        means: list[Tensor] = [values.new_zeros(())] * len(sizes)
-        by_size: dict[int, list[int]] = {}
-        for i, size in enumerate(sizes):
-            by_size.setdefault(size, []).append(i)
-        for members in by_size.values():
-            if len(members) == 1:  # a size of its own: no stack to take apart
-                means[members[0]] = segments[members[0]].mean()
-                continue
-            group = torch.stack([segments[i] for i in members]).mean(1)
-            for i, mean in zip(members, group.unbind(0), strict=True):
-                means[i] = mean
-        return torch.stack([*means, values.mean()])
+        means = _flat_buffers.segment_means(values, sizes)
+        return torch.cat([means, values.mean().reshape(1)])
 
     def layered(self, fn: Callable[[str], Any]) -> dict[str, Any]:
         """``fn(name)`` for every parameter and TOTAL, in the log's layered layout."""
@@ -274,21 +284,20 @@ class StepStates:
         return {}
 
 
-def _by_name(names: list[str], rows: Tensor) -> dict[str, Tensor]:
+def _by_name(names: list[str], rows: Tensor) -> LayerRows:
     """``[L + 1, ...]`` rows as name -> row, the last under TOTAL."""
-    return dict(zip([*names, TOTAL], rows.unbind(0), strict=True))
+    return LayerRows([*names, TOTAL], rows)
 
 
-def norm_rows(tensors: list[Tensor]) -> Tensor:
+def norm_rows(values: dict[str, Tensor]) -> Tensor:
     """``[L + 1]``: each tensor's Euclidean norm, and the norm of all of them last.
 
-    One ``torch._foreach_norm`` call (a fused kernel on a GPU) instead of one
-    reduction per tensor.
+    A few reductions over flat buffers, or one ``torch._foreach_norm`` call
+    (:func:`cockpit._flat_buffers.norm_rows`), never one call per tensor.
     """
-    return rows_of_norms(torch._foreach_norm(tensors))
+    return with_total(_flat_buffers.norm_rows(values))
 
 
-def rows_of_norms(norms: list[Tensor]) -> Tensor:
-    """``[L + 1]``: the given norms, and the norm of all of their tensors last."""
-    stacked = torch.stack(norms)
-    return torch.cat([stacked, torch.linalg.vector_norm(stacked).reshape(1)])
+def with_total(norms: Tensor) -> Tensor:
+    """``[L + 1]``: the ``[L]`` norms, and the norm of all of their tensors last."""
+    return torch.cat([norms, torch.linalg.vector_norm(norms).reshape(1)])

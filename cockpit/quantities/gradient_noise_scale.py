@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from cockpit._record import Flagged, OnHost
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
@@ -13,6 +17,14 @@ def _finish(b_simple, true_sq_norm) -> float | Flagged:
     if not true_sq_norm > 0:
         return Flagged("G2 <= 0: gradient noise swamps the signal at this batch size")
     return float(b_simple)
+
+
+def _finish_layers(
+    names: list[str], b_simple: np.ndarray, true_sq_norm: np.ndarray
+) -> dict[str, float | Flagged]:
+    """:func:`_finish` of each layer's ``[L]`` values, by parameter name."""
+    rows = zip(names, b_simple.tolist(), true_sq_norm.tolist(), strict=True)
+    return {name: _finish(b, true) for name, b, true in rows}
 
 
 class GradientNoiseScale(Quantity):
@@ -30,14 +42,11 @@ class GradientNoiseScale(Quantity):
         ratios, trace_cov, true_sq_norm = gradient_noise_scale(
             states.rows("sq_norms"), states.sample_grad_sq_norm_rows
         )
-        ratio, true = states.layered_rows(ratios), states.layered_rows(true_sq_norm)
-        per_layer = {
-            name: OnHost(_finish, (b, true[PER_LAYER][name]))
-            for name, b in ratio[PER_LAYER].items()
-        }
+        # One host-side step for all layers: no tensor or OnHost per layer.
+        per_layer = functools.partial(_finish_layers, states.layer_names)
         return {
-            TOTAL: OnHost(_finish, (ratio[TOTAL], true[TOTAL])),
-            PER_LAYER: per_layer,
+            TOTAL: OnHost(_finish, (ratios[-1], true_sq_norm[-1])),
+            PER_LAYER: OnHost(per_layer, (ratios[:-1], true_sq_norm[:-1])),
             "trace_cov": trace_cov[-1],
-            "true_grad_sq_norm": true[TOTAL],
+            "true_grad_sq_norm": true_sq_norm[-1],
         }
