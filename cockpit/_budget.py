@@ -7,6 +7,19 @@ measures nothing on the device: the tracker reports each step's wall time (from 
 it tracked and the CPU seconds the log writer's thread spent meanwhile, and the
 control compares tracked steps with untracked ones.
 
+Two clocks. A step's wall time is what the budget is about, but on a shared machine
+it varies tenfold with the other processes' load, and the difference of two noisy
+wall times can price the per-sample pass at 0 (or below), which no scale corrects.
+So the tracker also reports the training thread's CPU time per step
+(``time.thread_time``, one float read), which waiting for the cores does not
+inflate. A step's extra time beyond the plain step (:func:`_extra`) is its CPU
+extra converted to wall time by the plain steps' own ratio of wall to CPU time,
+where that ratio is not steady (the load varies: the wall extra would be noise); and
+where it is steady, the larger of that and the wall extra: on an idle CPU the two
+agree, and on a GPU, where the thread's CPU time misses the device's work, the wall
+extra is the larger. Probes are priced by the median of up to ``_PROBES`` such
+extras, and an engine priced at 0 by noise keeps its last positive price.
+
 The writer's seconds are overhead wherever they fall. Its thread materializes and
 encodes a record while the next steps run, untracked ones too, and on a machine with
 few cores (or a training thread that needs the GIL) it slows them about as much as it
@@ -53,7 +66,8 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cockpit.budget import (
@@ -85,10 +99,54 @@ _PROBES = 9
 #: The untracked steps nearest a probe whose median is its plain step: the load
 #: of a shared machine drifts, and a probe is priced against the steps around it.
 _LOCAL_STEPS = 5
+#: Plain steps whose ratio of wall to CPU time varies more than this factor (largest
+#: over smallest) are under a varying load: their wall time does not price a step.
+_STEADY = 1.5
 #: Every this many steps one stays untracked, the plain step's reference. Its offset
 #: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
 #: planned every step skip it.
 _REFERENCE_EVERY = 10
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """The plain step on both clocks, from recent untracked steps.
+
+    Attributes:
+        wall: The median wall seconds.
+        cpu: The median CPU seconds of the training thread, or None (not reported).
+        steady: Whether their ratio, wall over CPU, varied by at most
+            ``_STEADY`` (largest over smallest) across the steps.
+
+    """
+
+    wall: float
+    cpu: float | None
+    steady: bool
+
+    @classmethod
+    def of(cls, wall: Sequence[float], cpu: Sequence[float | None]) -> _Plain:
+        """From the untracked steps' wall and CPU seconds (equally many)."""
+        if not cpu or any(c is None or c <= 0 for c in cpu):
+            return cls(statistics.median(wall), None, True)
+        ratios = [w / c for w, c in zip(wall, cpu, strict=True)]  # type: ignore[operator]
+        steady = max(ratios) <= _STEADY * min(ratios)
+        return cls(statistics.median(wall), statistics.median(cpu), steady)  # type: ignore[type-var]
+
+
+def _extra(wall: float, cpu: float | None, plain: _Plain) -> float:
+    """A step's seconds beyond the plain step's (module doc: two clocks).
+
+    The thread's CPU extra in wall seconds, ``(cpu - plain.cpu) * plain.wall /
+    plain.cpu`` (the plain steps' ratio of wall to CPU time, i.e. the machine's
+    load and the device's share, applied to the work the step added on the training
+    thread); where the plain steps' ratio is steady, the wall extra ``wall -
+    plain.wall`` if it is larger. Without CPU times (``None``), the wall extra.
+    """
+    if cpu is None or plain.cpu is None:
+        return wall - plain.wall
+    extra = (cpu - plain.cpu) * plain.wall / plain.cpu
+    return max(extra, wall - plain.wall) if plain.steady else extra
 
 
 def check_budget(budget: object) -> float:
@@ -166,11 +224,13 @@ class BudgetControl:
         self.over_budget = False
         self.changed = False
         self._baseline: deque[float] = deque(maxlen=_BASELINE_STEPS)
+        self._baseline_cpu: deque[float | None] = deque(maxlen=_BASELINE_STEPS)
+        self._last_engine: dict[str, float] = {}  # the last positive prices
         self._probes: dict[frozenset[str], deque[float]] = defaultdict(
             lambda: deque(maxlen=_PROBES)
         )
-        self._unpriced: list[tuple[frozenset[str], float]] = []
-        self._window: list[tuple[float, frozenset[str]]] = []
+        self._unpriced: list[tuple[frozenset[str], float, float | None]] = []
+        self._window: list[tuple[float, float | None, frozenset[str]]] = []
         self._window_writer = 0.0
         self._window_tracker = 0.0
         self._steps = 0  # the steps of the run measured so far (calibration too)
@@ -202,7 +262,9 @@ class BudgetControl:
             self._probes.default_factory,
             {s: c for s, c in self._probes.items() if name not in s},
         )
-        self._unpriced = [(s - {name}, t) for s, t in self._unpriced if s - {name}]
+        self._unpriced = [
+            (s - {name}, wall, cpu) for s, wall, cpu in self._unpriced if s - {name}
+        ]
 
     def observe(
         self,
@@ -211,6 +273,7 @@ class BudgetControl:
         tracked: Iterable[str],
         writer_seconds: float = 0.0,
         tracker_seconds: float = 0.0,
+        cpu_seconds: float | None = None,
     ) -> None:
         """Take step ``step``'s wall time, its tracked quantities, the writer's time.
 
@@ -225,6 +288,8 @@ class BudgetControl:
             tracker_seconds: Seconds ``track()``'s entry took at that step
                 (choosing what is due, this bookkeeping): of an untracked step
                 they are overhead, not part of the plain step.
+            cpu_seconds: CPU seconds the training thread spent in that time
+                (``time.thread_time``), or None: priced by the wall time alone.
 
         """
         # The step's own time; a record written across several steps is taken
@@ -237,12 +302,15 @@ class BudgetControl:
             self._due_counts[q] += 1
         if not tracked:
             seconds = max(seconds - tracker_seconds, 0.0)
+            if cpu_seconds is not None:
+                cpu_seconds = max(cpu_seconds - tracker_seconds, 0.0)
             self._baseline.append(seconds)
+            self._baseline_cpu.append(cpu_seconds)
             self._window_tracker += tracker_seconds
         if len(tracked) == 1 or tracked in self._probe_sets:
-            self._unpriced.append((tracked, seconds))
+            self._unpriced.append((tracked, seconds, cpu_seconds))
         self._price_probes(least=min(_LOCAL_STEPS, 3))
-        self._window.append((seconds, tracked))
+        self._window.append((seconds, cpu_seconds, tracked))
         self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
@@ -251,15 +319,18 @@ class BudgetControl:
     def _price_probes(self, least: int) -> None:
         """Price the probes seen so far against the nearest untracked steps.
 
-        A probe's extra seconds are its own minus the median of the last
+        A probe's extra seconds (:func:`_extra`) are beyond the medians of the last
         ``_LOCAL_STEPS`` untracked steps, once there are ``least`` of them (step 0
         waits for the calibration's first untracked steps).
         """
         if len(self._baseline) < max(least, 1) or not self._unpriced:
             return
-        local = statistics.median(list(self._baseline)[-_LOCAL_STEPS:])
-        for tracked, seconds in self._unpriced:
-            self._probes[tracked].append(seconds - local)
+        local = _Plain.of(
+            list(self._baseline)[-_LOCAL_STEPS:],
+            list(self._baseline_cpu)[-_LOCAL_STEPS:],
+        )
+        for tracked, seconds, cpu_seconds in self._unpriced:
+            self._probes[tracked].append(_extra(seconds, cpu_seconds, local))
         self._unpriced = []
 
     def _replan(self, at: int) -> None:
@@ -270,14 +341,17 @@ class BudgetControl:
         self.plain_seconds = plain
         probes = {s: statistics.median(c) for s, c in self._probes.items() if c}
         costs = attribute(probes, self.uses)
+        engine = {e: c or self._last_engine.get(e, c) for e, c in costs.engine.items()}
+        self._last_engine.update({e: c for e, c in engine.items() if c > 0})
         spans = {
             q: min(max(round(self._tracked_counts[q] / n), 1), 2)
             for q, n in self._due_counts.items()
             if n and q in self.uses
         }
-        self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
+        self.costs = Costs(costs.fixed, engine, costs.own, costs.uses, spans)
         if self._window:
-            self._correct(plain, calibration=at == self.start)
+            both = _Plain.of(self._baseline, self._baseline_cpu)
+            self._correct(both, calibration=at == self.start)
         scaled = self.costs.scaled(self.scale)
         allowed = allowance(self.budget, plain, self._steps, self._spent, self.period)
         self.intervals = plan(
@@ -289,11 +363,11 @@ class BudgetControl:
         self.planned_at = at
         self.changed = True
 
-    def _correct(self, plain: float, calibration: bool) -> None:
+    def _correct(self, plain_step: _Plain, calibration: bool) -> None:
         """Measure the steps since the last plan; scale the costs by their error.
 
         The extra time of the window is, per set of tracked quantities, the median
-        of its steps' own times minus the plain step's, times their count (a slow
+        of its steps' extras (:func:`_extra`), times their count (a slow
         step of the user's own, a validation pass, is an outlier there, not
         overhead), plus the writer's CPU seconds and ``track()``'s own seconds on
         untracked steps. It adds to the run's extra time. The ``calibration``
@@ -301,10 +375,11 @@ class BudgetControl:
         from the first period on, so that none describes the calibration alone.
         """
         assert self.costs is not None
+        plain = plain_step.wall
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
-        for seconds, tracked in self._window:
+        for seconds, cpu, tracked in self._window:
             if tracked:
-                by_set[tracked].append(seconds - plain)
+                by_set[tracked].append(_extra(seconds, cpu, plain_step))
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
         measured += self._window_writer + self._window_tracker
         self._steps += len(self._window)
