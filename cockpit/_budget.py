@@ -7,18 +7,10 @@ measures nothing on the device: the tracker reports each step's wall time (from 
 it tracked and the CPU seconds the log writer's thread spent meanwhile, and the
 control compares tracked steps with untracked ones.
 
-Two clocks. A step's wall time is what the budget is about, but on a shared machine
-it varies tenfold with the other processes' load, and the difference of two noisy
-wall times can price the per-sample pass at 0 (or below), which no scale corrects.
-So the tracker also reports the training thread's CPU time per step
-(``time.thread_time``, one float read), which waiting for the cores does not
-inflate. A step's extra time beyond the plain step (:func:`_extra`) is its CPU
-extra converted to wall time by the plain steps' own ratio of wall to CPU time,
-where that ratio is not steady (the load varies: the wall extra would be noise); and
-where it is steady, the larger of that and the wall extra: on an idle CPU the two
-agree, and on a GPU, where the thread's CPU time misses the device's work, the wall
-extra is the larger. Probes are priced by the median of up to ``_PROBES`` such
-extras, and an engine priced at 0 by noise keeps its last positive price.
+Two clocks: the tracker also reports the training thread's CPU time per step, and a
+step's extra time is priced from both (:mod:`cockpit._budget_clocks`), so that a
+wall clock that varies tenfold with the load cannot price work that ran at 0; an
+engine priced at 0 all the same keeps its last positive price.
 
 The writer's seconds are overhead wherever they fall. Its thread materializes and
 encodes a record while the next steps run, untracked ones too, and on a machine with
@@ -66,10 +58,10 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cockpit._budget_clocks import PlainStep, step_extra
 from cockpit.budget import (
     LADDER,
     Costs,
@@ -99,54 +91,10 @@ _PROBES = 9
 #: The untracked steps nearest a probe whose median is its plain step: the load
 #: of a shared machine drifts, and a probe is priced against the steps around it.
 _LOCAL_STEPS = 5
-#: Plain steps whose ratio of wall to CPU time varies more than this factor (largest
-#: over smallest) are under a varying load: their wall time does not price a step.
-_STEADY = 1.5
 #: Every this many steps one stays untracked, the plain step's reference. Its offset
 #: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
 #: planned every step skip it.
 _REFERENCE_EVERY = 10
-
-
-@dataclass(frozen=True)
-class _Plain:
-    """The plain step on both clocks, from recent untracked steps.
-
-    Attributes:
-        wall: The median wall seconds.
-        cpu: The median CPU seconds of the training thread, or None (not reported).
-        steady: Whether their ratio, wall over CPU, varied by at most
-            ``_STEADY`` (largest over smallest) across the steps.
-
-    """
-
-    wall: float
-    cpu: float | None
-    steady: bool
-
-    @classmethod
-    def of(cls, wall: Sequence[float], cpu: Sequence[float | None]) -> _Plain:
-        """From the untracked steps' wall and CPU seconds (equally many)."""
-        if not cpu or any(c is None or c <= 0 for c in cpu):
-            return cls(statistics.median(wall), None, True)
-        ratios = [w / c for w, c in zip(wall, cpu, strict=True)]  # type: ignore[operator]
-        steady = max(ratios) <= _STEADY * min(ratios)
-        return cls(statistics.median(wall), statistics.median(cpu), steady)  # type: ignore[type-var]
-
-
-def _extra(wall: float, cpu: float | None, plain: _Plain) -> float:
-    """A step's seconds beyond the plain step's (module doc: two clocks).
-
-    The thread's CPU extra in wall seconds, ``(cpu - plain.cpu) * plain.wall /
-    plain.cpu`` (the plain steps' ratio of wall to CPU time, i.e. the machine's
-    load and the device's share, applied to the work the step added on the training
-    thread); where the plain steps' ratio is steady, the wall extra ``wall -
-    plain.wall`` if it is larger. Without CPU times (``None``), the wall extra.
-    """
-    if cpu is None or plain.cpu is None:
-        return wall - plain.wall
-    extra = (cpu - plain.cpu) * plain.wall / plain.cpu
-    return max(extra, wall - plain.wall) if plain.steady else extra
 
 
 def check_budget(budget: object) -> float:
@@ -325,12 +273,12 @@ class BudgetControl:
         """
         if len(self._baseline) < max(least, 1) or not self._unpriced:
             return
-        local = _Plain.of(
+        local = PlainStep.of(
             list(self._baseline)[-_LOCAL_STEPS:],
             list(self._baseline_cpu)[-_LOCAL_STEPS:],
         )
         for tracked, seconds, cpu_seconds in self._unpriced:
-            self._probes[tracked].append(_extra(seconds, cpu_seconds, local))
+            self._probes[tracked].append(step_extra(seconds, cpu_seconds, local))
         self._unpriced = []
 
     def _replan(self, at: int) -> None:
@@ -350,7 +298,7 @@ class BudgetControl:
         }
         self.costs = Costs(costs.fixed, engine, costs.own, costs.uses, spans)
         if self._window:
-            both = _Plain.of(self._baseline, self._baseline_cpu)
+            both = PlainStep.of(self._baseline, self._baseline_cpu)
             self._correct(both, calibration=at == self.start)
         scaled = self.costs.scaled(self.scale)
         allowed = allowance(self.budget, plain, self._steps, self._spent, self.period)
@@ -363,7 +311,7 @@ class BudgetControl:
         self.planned_at = at
         self.changed = True
 
-    def _correct(self, plain_step: _Plain, calibration: bool) -> None:
+    def _correct(self, plain_step: PlainStep, calibration: bool) -> None:
         """Measure the steps since the last plan; scale the costs by their error.
 
         The extra time of the window is, per set of tracked quantities, the median
@@ -379,7 +327,7 @@ class BudgetControl:
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
         for seconds, cpu, tracked in self._window:
             if tracked:
-                by_set[tracked].append(_extra(seconds, cpu, plain_step))
+                by_set[tracked].append(step_extra(seconds, cpu, plain_step))
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
         measured += self._window_writer + self._window_tracker
         self._steps += len(self._window)

@@ -261,6 +261,9 @@ def test_default_cockpit_follows_economy_under_the_budget(tmp_path):
     assert set(plan["intervals"]) == set(PRESETS["economy"])
     assert set(plan["intervals"].values()) <= set(LADDER)
     assert plan["plain_step_ms"] > 0 and plan["costs_ms"]["engine"]["per_sample"] >= 0
+    # The training thread's CPU time reached the control for every plain step.
+    cpu = list(ck._budget._baseline_cpu)
+    assert cpu and all(c is not None and c > 0 for c in cpu)
     assert plan["writer_ms_per_step"] > 0  # the writer's CPU time is counted
     shares = {
         r["values"]["overhead_share"]
