@@ -250,8 +250,8 @@ class BudgetControl:
             self._due_counts[q] += 1
         if not tracked:
             seconds = max(seconds - tracker_seconds, 0.0)
-            if cpu_seconds is not None:
-                cpu_seconds = max(cpu_seconds - tracker_seconds, 0.0)
+            # Not off the CPU time: tracker_seconds is wall time, which under load
+            # can exceed the whole step's CPU time; the entry's CPU is microseconds.
             self._baseline.append(seconds)
             self._baseline_cpu.append(cpu_seconds)
             self._window_tracker += tracker_seconds
