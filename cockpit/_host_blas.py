@@ -3,10 +3,11 @@
 numpy's BLAS (OpenBLAS) starts as many threads as there are cores. A decomposition in
 the writer's thread (``kfac_block``'s factor eigenvalues) then runs on every core at
 once, beside the training thread, and where cores are few or busy OpenBLAS's threads
-spin waiting for each other: on this project's 2-core machine under load the
-eigenvalues of 3c3d's KFAC factors took 2,068 ms of process CPU with the default
-threads against 195 ms with one (``benchmarks/results/writerbudget/README.md``). The
-writer is a background thread; it should take one core at most.
+spin waiting for each other: on this project's 2-core machine under load (average
+18-21) the eigenvalues of a 3c3d record's KFAC factors took 6,692 ms of process CPU
+with the default threads against 180 ms with one (``benchmarks/kfac_eigen.py``,
+``benchmarks/results/writerbudget/README.md``). The writer is a background thread;
+it should take one core at most.
 
 The limit is process-wide while it holds (BLAS has no per-thread setting), so a numpy
 product on another thread in those milliseconds runs on one thread too: slower, never
