@@ -12,8 +12,11 @@ This script records the items a Cockpit submits over ``--steps`` steps of a
 problem (economy preset, every step), then replays them on the main thread through
 each stage of the writer (the run's own ``StepsAppender`` and ``SegmentWriter`` on a
 scratch directory): the median CPU milliseconds per record over ``--repeats``
-replays (``time.thread_time``), and Python function calls per record from
-``cProfile`` (deterministic, the same on a loaded machine)::
+replays, of the replaying thread (``time.thread_time``) and of the whole process
+(``time.process_time``: also the threads a library starts, such as numpy's BLAS
+threads under ``kfac_block``'s eigenvalues, which the thread's time misses), and
+Python function calls per record from ``cProfile`` (deterministic, the same on a
+loaded machine)::
 
     .venv/bin/python benchmarks/writer_work.py --problems mlp deep_mlp
     .venv/bin/python benchmarks/writer_work.py --problems 3c3d --config full --profile 25
@@ -123,18 +126,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| problem | stage | CPU ms per record | Python calls per record |")
-    print("|---|---|---:|---:|")
+    print(
+        "| problem | stage | thread CPU ms per record | process CPU ms per record "
+        "| Python calls per record |"
+    )
+    print("|---|---|---:|---:|---:|")
     for name in args.problems:
         items = recorded_items(name, args.config, args.steps, args.warmup)
         with tempfile.TemporaryDirectory(prefix="cockpit-work-") as scratch:
             for stage, (prepare, measured) in stages(items, Path(scratch)).items():
-                seconds = []
+                seconds, process = [], []
                 for _ in range(args.repeats):
                     state = prepare()
-                    start = time.thread_time()
+                    start, start_process = time.thread_time(), time.process_time()
                     measured(state)
                     seconds.append(time.thread_time() - start)
+                    process.append(time.process_time() - start_process)
                 profiler = cProfile.Profile()
                 profiler.runcall(measured, prepare())
                 stats = pstats.Stats(profiler)
@@ -144,6 +151,7 @@ def main() -> None:
                 print(
                     f"| {name} | {stage} | "
                     f"{1e3 * statistics.median(seconds) / len(items):.3f} | "
+                    f"{1e3 * statistics.median(process) / len(items):.3f} | "
                     f"{calls / len(items):,.0f} |"
                 )
 

@@ -7,6 +7,11 @@ measures nothing on the device: the tracker reports each step's wall time (from 
 it tracked and the CPU seconds the log writer's thread spent meanwhile, and the
 control compares tracked steps with untracked ones.
 
+Two clocks: the tracker also reports the training thread's CPU time per step, and a
+step's extra time is priced from both (:mod:`cockpit._budget_clocks`), so that a
+wall clock that varies tenfold with the load cannot price work that ran at 0; an
+engine priced at 0 all the same keeps its last positive price.
+
 The writer's seconds are overhead wherever they fall. Its thread materializes and
 encodes a record while the next steps run, untracked ones too, and on a machine with
 few cores (or a training thread that needs the GIL) it slows them about as much as it
@@ -56,6 +61,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cockpit._budget_clocks import PlainStep, step_extra
 from cockpit.budget import (
     LADDER,
     Costs,
@@ -166,11 +172,13 @@ class BudgetControl:
         self.over_budget = False
         self.changed = False
         self._baseline: deque[float] = deque(maxlen=_BASELINE_STEPS)
+        self._baseline_cpu: deque[float | None] = deque(maxlen=_BASELINE_STEPS)
+        self._last_engine: dict[str, float] = {}  # the last positive prices
         self._probes: dict[frozenset[str], deque[float]] = defaultdict(
             lambda: deque(maxlen=_PROBES)
         )
-        self._unpriced: list[tuple[frozenset[str], float]] = []
-        self._window: list[tuple[float, frozenset[str]]] = []
+        self._unpriced: list[tuple[frozenset[str], float, float | None]] = []
+        self._window: list[tuple[float, float | None, frozenset[str]]] = []
         self._window_writer = 0.0
         self._window_tracker = 0.0
         self._steps = 0  # the steps of the run measured so far (calibration too)
@@ -202,7 +210,9 @@ class BudgetControl:
             self._probes.default_factory,
             {s: c for s, c in self._probes.items() if name not in s},
         )
-        self._unpriced = [(s - {name}, t) for s, t in self._unpriced if s - {name}]
+        self._unpriced = [
+            (s - {name}, wall, cpu) for s, wall, cpu in self._unpriced if s - {name}
+        ]
 
     def observe(
         self,
@@ -211,6 +221,7 @@ class BudgetControl:
         tracked: Iterable[str],
         writer_seconds: float = 0.0,
         tracker_seconds: float = 0.0,
+        cpu_seconds: float | None = None,
     ) -> None:
         """Take step ``step``'s wall time, its tracked quantities, the writer's time.
 
@@ -225,6 +236,8 @@ class BudgetControl:
             tracker_seconds: Seconds ``track()``'s entry took at that step
                 (choosing what is due, this bookkeeping): of an untracked step
                 they are overhead, not part of the plain step.
+            cpu_seconds: CPU seconds the training thread spent in that time
+                (``time.thread_time``), or None: priced by the wall time alone.
 
         """
         # The step's own time; a record written across several steps is taken
@@ -237,12 +250,15 @@ class BudgetControl:
             self._due_counts[q] += 1
         if not tracked:
             seconds = max(seconds - tracker_seconds, 0.0)
+            # Not off the CPU time: tracker_seconds is wall time, which under load
+            # can exceed the whole step's CPU time; the entry's CPU is microseconds.
             self._baseline.append(seconds)
+            self._baseline_cpu.append(cpu_seconds)
             self._window_tracker += tracker_seconds
         if len(tracked) == 1 or tracked in self._probe_sets:
-            self._unpriced.append((tracked, seconds))
+            self._unpriced.append((tracked, seconds, cpu_seconds))
         self._price_probes(least=min(_LOCAL_STEPS, 3))
-        self._window.append((seconds, tracked))
+        self._window.append((seconds, cpu_seconds, tracked))
         self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
@@ -251,15 +267,18 @@ class BudgetControl:
     def _price_probes(self, least: int) -> None:
         """Price the probes seen so far against the nearest untracked steps.
 
-        A probe's extra seconds are its own minus the median of the last
+        A probe's extra seconds (:func:`_extra`) are beyond the medians of the last
         ``_LOCAL_STEPS`` untracked steps, once there are ``least`` of them (step 0
         waits for the calibration's first untracked steps).
         """
         if len(self._baseline) < max(least, 1) or not self._unpriced:
             return
-        local = statistics.median(list(self._baseline)[-_LOCAL_STEPS:])
-        for tracked, seconds in self._unpriced:
-            self._probes[tracked].append(seconds - local)
+        local = PlainStep.of(
+            list(self._baseline)[-_LOCAL_STEPS:],
+            list(self._baseline_cpu)[-_LOCAL_STEPS:],
+        )
+        for tracked, seconds, cpu_seconds in self._unpriced:
+            self._probes[tracked].append(step_extra(seconds, cpu_seconds, local))
         self._unpriced = []
 
     def _replan(self, at: int) -> None:
@@ -270,14 +289,17 @@ class BudgetControl:
         self.plain_seconds = plain
         probes = {s: statistics.median(c) for s, c in self._probes.items() if c}
         costs = attribute(probes, self.uses)
+        engine = {e: c or self._last_engine.get(e, c) for e, c in costs.engine.items()}
+        self._last_engine.update({e: c for e, c in engine.items() if c > 0})
         spans = {
             q: min(max(round(self._tracked_counts[q] / n), 1), 2)
             for q, n in self._due_counts.items()
             if n and q in self.uses
         }
-        self.costs = Costs(costs.fixed, costs.engine, costs.own, costs.uses, spans)
+        self.costs = Costs(costs.fixed, engine, costs.own, costs.uses, spans)
         if self._window:
-            self._correct(plain, calibration=at == self.start)
+            both = PlainStep.of(self._baseline, self._baseline_cpu)
+            self._correct(both, calibration=at == self.start)
         scaled = self.costs.scaled(self.scale)
         allowed = allowance(self.budget, plain, self._steps, self._spent, self.period)
         self.intervals = plan(
@@ -289,11 +311,11 @@ class BudgetControl:
         self.planned_at = at
         self.changed = True
 
-    def _correct(self, plain: float, calibration: bool) -> None:
+    def _correct(self, plain_step: PlainStep, calibration: bool) -> None:
         """Measure the steps since the last plan; scale the costs by their error.
 
         The extra time of the window is, per set of tracked quantities, the median
-        of its steps' own times minus the plain step's, times their count (a slow
+        of its steps' extras (:func:`_extra`), times their count (a slow
         step of the user's own, a validation pass, is an outlier there, not
         overhead), plus the writer's CPU seconds and ``track()``'s own seconds on
         untracked steps. It adds to the run's extra time. The ``calibration``
@@ -301,10 +323,11 @@ class BudgetControl:
         from the first period on, so that none describes the calibration alone.
         """
         assert self.costs is not None
+        plain = plain_step.wall
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
-        for seconds, tracked in self._window:
+        for seconds, cpu, tracked in self._window:
             if tracked:
-                by_set[tracked].append(seconds - plain)
+                by_set[tracked].append(step_extra(seconds, cpu, plain_step))
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
         measured += self._window_writer + self._window_tracker
         self._steps += len(self._window)

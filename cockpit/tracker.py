@@ -270,6 +270,7 @@ class Cockpit:
         self._global_batch_size: int | None = None
         self.step = 0
         self._last_entry: float | None = None
+        self._last_cpu = 0.0  # the training thread's CPU seconds at that entry
         self._step_time: float | None = None
         self._writer_seconds = 0.0
         self._untracked_seconds = 0.0  # track()'s entry on an untracked step
@@ -471,6 +472,9 @@ class Cockpit:
         now = time.perf_counter()
         self._step_time = None if self._last_entry is None else now - self._last_entry
         self._last_entry = now
+        # The training thread's CPU time, which load distorts less than wall time.
+        cpu = time.thread_time()
+        cpu_seconds, self._last_cpu = cpu - self._last_cpu, cpu
         step, self.step = self.step, self.step + 1
         writer_seconds = self.writer.cpu_seconds
         if self._budget is not None and self._step_time is not None:
@@ -481,6 +485,7 @@ class Cockpit:
                 self._last_tracked,
                 spent,
                 self._untracked_seconds,
+                cpu_seconds,
             )
         self._writer_seconds = writer_seconds
         self._untracked_seconds = 0.0

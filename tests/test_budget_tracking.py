@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import random
 
 import pytest
 import torch
@@ -260,6 +261,9 @@ def test_default_cockpit_follows_economy_under_the_budget(tmp_path):
     assert set(plan["intervals"]) == set(PRESETS["economy"])
     assert set(plan["intervals"].values()) <= set(LADDER)
     assert plan["plain_step_ms"] > 0 and plan["costs_ms"]["engine"]["per_sample"] >= 0
+    # The training thread's CPU time reached the control for every plain step.
+    cpu = list(ck._budget._baseline_cpu)
+    assert cpu and all(c is not None and c > 0 for c in cpu)
     assert plan["writer_ms_per_step"] > 0  # the writer's CPU time is counted
     shares = {
         r["values"]["overhead_share"]
@@ -331,3 +335,75 @@ def test_training_unchanged_under_the_default_budget(tmp_path):
     tracked = train(model, nn.CrossEntropyLoss(), case, batches, {"logdir": tmp_path})
     untracked = train(twin, nn.CrossEntropyLoss(), case, batches, None)
     assert_bit_identical(tracked, untracked)
+
+
+def test_a_cpu_clock_that_agrees_with_the_wall_changes_no_plan():
+    """An idle CPU: the thread's CPU time equals the wall time; plans as before."""
+
+    def extra(tracked):
+        return (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
+
+    def run(with_cpu: bool) -> list[tuple]:
+        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+        plans = []
+        for step in range(control.start + 150):
+            tracked = control.due(step)
+            seconds = 1.0 + extra(tracked) * (2.0 if step > control.start else 1.0)
+            cpu = seconds if with_cpu else None
+            control.observe(step, seconds, tracked, cpu_seconds=cpu)
+            if control.changed:
+                control.changed = False
+                plans.append((dict(control.intervals), control.as_meta()))
+        return plans
+
+    plans = run(with_cpu=True)
+    assert len(plans) == 4  # the calibration's plan and three periods'
+    assert plans == run(with_cpu=False)
+
+
+def noisy_run(control: BudgetControl, steps: int, seed: int, with_cpu: bool):
+    """Steps of 0.1 s of CPU, tracked ones 0.002 s more and 0.03 s per per-sample
+    pass, each stretched by a load factor drawn log-uniformly from 1 to 10 (other
+    processes on a shared machine). The engine's price at each plan, the CPU seconds
+    the tracker added and the plain CPU seconds."""
+    rng = random.Random(seed)
+    prices, extra = [], 0.0
+    for step in range(steps):
+        tracked = control.due(step)
+        added = (0.002 if tracked else 0.0) + (0.03 if tracked & PER_SAMPLE_Q else 0.0)
+        cpu = 0.1 + added
+        extra += added
+        load = 10 ** rng.random()
+        control.observe(
+            step, cpu * load, tracked, cpu_seconds=cpu if with_cpu else None
+        )
+        if control.changed:
+            control.changed = False
+            prices.append(control.costs.engine["per_sample"])
+    return prices, extra, 0.1 * steps
+
+
+def test_a_tenfold_noisy_wall_clock_never_prices_the_per_sample_pass_at_0():
+    """Wall times that vary tenfold from step to step: the CPU clock keeps the price
+    of the per-sample pass above 0 and the run within the budget."""
+    steps = 600
+    for seed in range(3):
+        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+        prices, extra, plain = noisy_run(control, steps, seed, with_cpu=True)
+        assert len(prices) == 1 + (steps - control.start) // 50
+        assert min(prices) > 0
+        # The tracker's true share of the time, calibration included, stays within
+        # the budget (the load stretches plain and tracked work alike).
+        assert extra / (plain + extra) <= 0.05
+        # Every quantity waits at most 50 steps; loss (no engine) runs more often.
+        assert max(control.intervals.values()) <= 50
+        assert control.intervals["loss"] < 50
+    # The same noise priced by the wall clock alone: the weakness this guards
+    # against shows in these runs (an engine priced at 0 from the first plan on,
+    # which the last positive price cannot replace).
+    zero = []
+    for seed in range(3):
+        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+        prices, *_ = noisy_run(control, steps, seed, with_cpu=False)
+        zero.append(min(prices) == 0)
+    assert any(zero)

@@ -7,13 +7,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from cockpit._host_blas import one_blas_thread
 from cockpit._record import Flagged, OnHost
 from cockpit.engines.curvature import KRONECKER, CurvatureRequest, check_choice
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
-from cockpit.stats.curvature import SINGULAR, ZERO_BLOCK, kronecker_block
+from cockpit.stats.curvature import (
+    SINGULAR,
+    ZERO_BLOCK,
+    factor_eigenvalues,
+    kronecker_block,
+)
 
 _KEYS = ("max_eigenvalue", "trace", "condition", "nonzero_condition")
 
@@ -29,9 +35,11 @@ def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
     def finish(*factors: np.ndarray) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {k: {PER_LAYER: {}} for k in _KEYS}
         tops, lows, nonzeros, traces = [], [], [], []
+        with one_blas_thread():
+            spectra = factor_eigenvalues(factors)
         start = 0
         for name, size in zip(names, sizes, strict=True):
-            eigs = [np.linalg.eigvalsh(f) for f in factors[start : start + size]]
+            eigs = spectra[start : start + size]
             start += size
             eigs[0] = eigs[0] * scale
             block = kronecker_block(*eigs, eps=eps)

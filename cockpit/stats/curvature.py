@@ -8,6 +8,8 @@ uncentered second moment of the per-sample gradients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from torch import Tensor
 
@@ -103,6 +105,37 @@ def kronecker_block(*eigenvalues: np.ndarray, eps: float) -> dict[str, float | F
     }
 
 
+def factor_eigenvalues(factors: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each symmetric factor's eigenvalues, ascending; equal factors decomposed once.
+
+    A layer's weight and bias share the output factor ``B`` (BackPACK forms it twice,
+    as equal matrices), so of 3c3d's 18 factors 6 are repeats; an equal matrix has
+    the same eigenvalues, so each repeat reuses them (comparing costs ``O(d^2)``,
+    the decomposition ``O(d^3)``).
+
+    Args:
+        factors: ``[d_i, d_i]`` symmetric matrices.
+
+    Returns:
+        ``[d_i]`` eigenvalues per factor (``numpy.linalg.eigvalsh``).
+
+    """
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    out = []
+    for factor in factors:
+        same = (
+            values
+            for earlier, values in seen
+            if earlier.shape == factor.shape and np.array_equal(earlier, factor)
+        )
+        values = next(same, None)
+        if values is None:
+            values = np.linalg.eigvalsh(factor)
+            seen.append((factor, values))
+        out.append(values)
+    return out
+
+
 SINGULAR = Flagged(
     "singular block: a factor's smallest eigenvalue is zero up to round-off (e.g. "
     "fewer samples than inputs, or the softmax's all-ones direction), so the "
@@ -120,6 +153,7 @@ __all__ = [
     "SINGULAR",
     "TIC_EPS",
     "ZERO_BLOCK",
+    "factor_eigenvalues",
     "kronecker_block",
     "tic_diag",
     "tic_trace",

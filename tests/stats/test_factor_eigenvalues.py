@@ -1,0 +1,52 @@
+"""``factor_eigenvalues`` against ``eigvalsh`` of each factor, and the writer's one
+BLAS thread while it decomposes."""
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from cockpit._host_blas import one_blas_thread
+from cockpit.stats.curvature import factor_eigenvalues, kronecker_block
+
+
+def _psd(d: int, rank: int, seed: int) -> np.ndarray:
+    """A ``[d, d]`` positive semi-definite matrix of the given rank (float64)."""
+    x = np.random.default_rng(seed).standard_normal((rank, d))
+    return x.T @ x / rank
+
+
+def test_each_factor_gets_its_own_eigenvalues():
+    b, a, b_bias, other = _psd(4, 4, 0), _psd(6, 3, 1), _psd(4, 4, 0), _psd(4, 2, 2)
+    spectra = factor_eigenvalues([b, a, b_bias, other])
+    for factor, values in zip([b, a, b_bias, other], spectra, strict=True):
+        expected = torch.linalg.eigvalsh(torch.from_numpy(factor)).numpy()
+        np.testing.assert_allclose(values, expected, rtol=1e-12, atol=1e-12)
+    # The bias's equal factor reuses the weight's; a different one of the same
+    # shape does not.
+    assert spectra[2] is spectra[0]
+    assert spectra[3] is not spectra[0]
+    assert not np.allclose(spectra[3], spectra[0])
+
+
+def test_eigenvalues_give_the_explicit_kronecker_blocks_numbers():
+    """Top eigenvalue and trace of ``B (x) A`` from the spectra, against the block."""
+    b, a = _psd(3, 3, 3), _psd(5, 5, 4)
+    block = torch.kron(torch.from_numpy(b), torch.from_numpy(a))
+    values = torch.linalg.eigvalsh(block)
+    got = kronecker_block(*factor_eigenvalues([b, a]), eps=np.finfo(np.float64).eps)
+    assert got["max_eigenvalue"] == pytest.approx(values[-1].item(), rel=1e-12)
+    assert got["trace"] == pytest.approx(block.trace().item(), rel=1e-12)
+    assert got["condition"] == pytest.approx((values[-1] / values[0]).item(), rel=1e-9)
+
+
+def _blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_decomposition_runs_on_one_blas_thread():
+    before = _blas_threads()
+    assert before, "numpy's BLAS should be visible to threadpoolctl"
+    with one_blas_thread():
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before
