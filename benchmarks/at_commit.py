@@ -1,9 +1,11 @@
 """Run a benchmark script against the ``cockpit`` package of another source tree.
 
-The editable install makes ``import cockpit`` find this worktree whatever
-``PYTHONPATH`` says, so an exported commit put first on ``PYTHONPATH`` is *not*
-what runs. This runner takes the editable finder out, puts the tree first and runs
-the script (its own folder first too, as Python would)::
+An exported commit put first on ``PYTHONPATH`` usually wins over the editable
+install, but nothing says so when it does not (a script run with ``-m`` from the
+repository, a tree without ``cockpit/``): the comparison then runs one package
+twice. This runner takes the editable finder out, puts the tree first, fails unless
+``cockpit`` was imported from the tree, and runs the script (its own folder first
+too, as Python would)::
 
     git archive COMMIT | tar -x -C /tmp/before
     .venv/bin/python benchmarks/at_commit.py /tmp/before benchmarks/fixed_cost.py \

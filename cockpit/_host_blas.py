@@ -7,7 +7,13 @@ spin waiting for each other: on this project's 2-core machine under load (averag
 18-21) the eigenvalues of a 3c3d record's KFAC factors took 6,692 ms of process CPU
 with the default threads against 180 ms with one (``benchmarks/kfac_eigen.py``,
 ``benchmarks/results/writerbudget/README.md``). The writer is a background thread;
-it should take one core at most.
+it should take one core at most, so it holds this limit around every record's host
+finishing (``Record.materialize``): ``kfac_block``'s eigenvalues, the ViViT
+quantities' ``eigh``, alpha's fit.
+
+Only the BLAS libraries threadpoolctl finds as shared objects are limited (numpy's
+and scipy's OpenBLAS here); PyTorch's CPU kernels, which run on its own OpenMP pool
+and link their BLAS statically, keep their threads.
 
 The limit is process-wide while it holds (BLAS has no per-thread setting), so a numpy
 product on another thread in those milliseconds runs on one thread too: slower, never

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cockpit._host_blas import one_blas_thread
 from cockpit._layer_rows import LayerRows
 from cockpit.logs._packing import float32_shortest
 
@@ -330,13 +331,14 @@ class TensorRecord:
             return result
 
         single: list[_Slot] = []  # where the results' floats take float32's digits
-        for node, (container, key), path in found.on_host:
-            inputs = node.tensors
-            result = node.fn(*[arrays[i] for i in map(id, inputs)])
-            container[key] = settle(result, path)
-            narrow = NARROW_FLOATS.issuperset(map(_DTYPE, inputs))
-            if self.single or (narrow and inputs):
-                _note_single(container, key, single)
+        with one_blas_thread():  # the host finishing's decompositions: one core
+            for node, (container, key), path in found.on_host:
+                inputs = node.tensors
+                result = node.fn(*[arrays[i] for i in map(id, inputs)])
+                container[key] = settle(result, path)
+                narrow = NARROW_FLOATS.issuperset(map(_DTYPE, inputs))
+                if self.single or (narrow and inputs):
+                    _note_single(container, key, single)
         _round_single(single)
         record: dict[str, Any] = {
             "step": self.step,

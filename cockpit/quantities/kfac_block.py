@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cockpit._host_blas import one_blas_thread
 from cockpit._record import Flagged, OnHost
 from cockpit.engines.curvature import KRONECKER, CurvatureRequest, check_choice
 from cockpit.logs.schema import PER_LAYER, TOTAL
@@ -35,8 +34,7 @@ def _finish(names: list[str], sizes: list[int], scale: float, eps: float):
     def finish(*factors: np.ndarray) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {k: {PER_LAYER: {}} for k in _KEYS}
         tops, lows, nonzeros, traces = [], [], [], []
-        with one_blas_thread():
-            spectra = factor_eigenvalues(factors)
+        spectra = factor_eigenvalues(factors)  # on one BLAS thread: _record
         start = 0
         for name, size in zip(names, sizes, strict=True):
             eigs = spectra[start : start + size]

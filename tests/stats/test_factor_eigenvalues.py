@@ -1,12 +1,13 @@
 """``factor_eigenvalues`` against ``eigvalsh`` of each factor, and the writer's one
-BLAS thread while it decomposes."""
+BLAS thread while it finishes a record on the host."""
 
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from cockpit._host_blas import one_blas_thread
+from cockpit._record import OnHost, TensorRecord
 from cockpit.stats.curvature import factor_eigenvalues, kronecker_block
 
 
@@ -50,3 +51,20 @@ def test_decomposition_runs_on_one_blas_thread():
     with one_blas_thread():
         assert _blas_threads() == [1] * len(before)
     assert _blas_threads() == before
+
+
+def test_the_writer_finishes_records_on_one_blas_thread():
+    """Every host finishing (kfac_block's eigenvalues among them) holds the limit."""
+    seen: list[list[int]] = []
+
+    def finish(array):
+        seen.append(_blas_threads())
+        return float(array.sum())
+
+    values = {"x": OnHost(finish, (torch.ones(3),))}
+    with threadpool_limits(limits=2, user_api="blas"):  # more than one to take away
+        before = _blas_threads()
+        written = TensorRecord(0, 0.0, values).materialize()["values"]
+        assert _blas_threads() == before == [2] * len(before)
+    assert written["x"] == 3.0
+    assert seen == [[1] * len(before)]
