@@ -479,3 +479,28 @@ def test_noise_pricing_cheap_steps_at_0_is_floored_by_the_trackers_own_seconds()
         assert control.intervals["loss"] > 1
         # The tracker's true share of the CPU time, calibration included.
         assert extra / (plain + extra) <= 0.05
+
+
+def test_a_floor_below_noise_free_prices_changes_no_plan():
+    """Exact clocks: the tracker's own seconds (half of each step's extra) are
+    below every price, and the plans are those without them."""
+
+    def extra(tracked):
+        return (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
+
+    def run(with_floor: bool) -> list[tuple]:
+        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+        plans = []
+        for step in range(control.start + 150):
+            tracked = control.due(step)
+            added = extra(tracked) * (2.0 if step > control.start else 1.0)
+            own = added / 2 if with_floor and tracked else 0.0
+            control.observe(step, 1.0 + added, tracked, tracker_seconds=own)
+            if control.changed:
+                control.changed = False
+                plans.append((dict(control.intervals), control.as_meta()))
+        return plans
+
+    plans = run(with_floor=True)
+    assert len(plans) == 4
+    assert plans == run(with_floor=False)
