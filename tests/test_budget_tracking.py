@@ -363,28 +363,28 @@ def test_training_unchanged_under_the_default_budget(tmp_path):
     assert_bit_identical(tracked, untracked)
 
 
+def exact_plans(report) -> list[tuple]:
+    """The plans over exact clocks: steps of 1 s plain, tracked ones 0.01 s more and
+    0.2 s per per-sample pass (twice that after calibration), each observed with
+    the keywords ``report(seconds, tracked)`` returns."""
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    plans = []
+    for step in range(control.start + 150):
+        tracked = control.due(step)
+        added = (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
+        seconds = 1.0 + added * (2.0 if step > control.start else 1.0)
+        control.observe(step, seconds, tracked, **report(seconds, tracked))
+        if control.changed:
+            control.changed = False
+            plans.append((dict(control.intervals), control.as_meta()))
+    return plans
+
+
 def test_a_cpu_clock_that_agrees_with_the_wall_changes_no_plan():
     """An idle CPU: the thread's CPU time equals the wall time; plans as before."""
-
-    def extra(tracked):
-        return (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
-
-    def run(with_cpu: bool) -> list[tuple]:
-        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
-        plans = []
-        for step in range(control.start + 150):
-            tracked = control.due(step)
-            seconds = 1.0 + extra(tracked) * (2.0 if step > control.start else 1.0)
-            cpu = seconds if with_cpu else None
-            control.observe(step, seconds, tracked, cpu_seconds=cpu)
-            if control.changed:
-                control.changed = False
-                plans.append((dict(control.intervals), control.as_meta()))
-        return plans
-
-    plans = run(with_cpu=True)
+    plans = exact_plans(lambda seconds, tracked: {"cpu_seconds": seconds})
     assert len(plans) == 4  # the calibration's plan and three periods'
-    assert plans == run(with_cpu=False)
+    assert plans == exact_plans(lambda seconds, tracked: {})
 
 
 def noisy_run(control: BudgetControl, steps: int, seed: int, with_cpu: bool):
@@ -482,25 +482,12 @@ def test_noise_pricing_cheap_steps_at_0_is_floored_by_the_trackers_own_seconds()
 
 
 def test_a_floor_below_noise_free_prices_changes_no_plan():
-    """Exact clocks: the tracker's own seconds (half of each step's extra) are
-    below every price, and the plans are those without them."""
+    """Exact clocks: the tracker's own seconds (half of each tracked step's extra)
+    are below every price, and the plans are those without them."""
 
-    def extra(tracked):
-        return (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
+    def half_the_extra(seconds, tracked):
+        return {"tracker_seconds": (seconds - 1.0) / 2 if tracked else 0.0}
 
-    def run(with_floor: bool) -> list[tuple]:
-        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
-        plans = []
-        for step in range(control.start + 150):
-            tracked = control.due(step)
-            added = extra(tracked) * (2.0 if step > control.start else 1.0)
-            own = added / 2 if with_floor and tracked else 0.0
-            control.observe(step, 1.0 + added, tracked, tracker_seconds=own)
-            if control.changed:
-                control.changed = False
-                plans.append((dict(control.intervals), control.as_meta()))
-        return plans
-
-    plans = run(with_floor=True)
+    plans = exact_plans(half_the_extra)
     assert len(plans) == 4
-    assert plans == run(with_floor=False)
+    assert plans == exact_plans(lambda seconds, tracked: {})
