@@ -10,7 +10,11 @@ control compares tracked steps with untracked ones.
 Two clocks: the tracker also reports the training thread's CPU time per step, and a
 step's extra time is priced from both (:mod:`cockpit._budget_clocks`), so that a
 wall clock that varies tenfold with the load cannot price work that ran at 0; an
-engine priced at 0 all the same keeps its last positive price.
+engine priced at 0 all the same keeps its last positive price. Neither clock can
+price a tracked step below the tracker's own seconds in it (``tracker_time``, its
+hooks, entry and exit), which the tracker reports with the step: that floor keeps
+``fixed`` and the engine-free quantities above 0 where both clocks' differences are
+noise.
 
 The writer's seconds are overhead wherever they fall. Its thread materializes and
 encodes a record while the next steps run, untracked ones too, and on a machine with
@@ -177,8 +181,9 @@ class BudgetControl:
         self._probes: dict[frozenset[str], deque[float]] = defaultdict(
             lambda: deque(maxlen=_PROBES)
         )
-        self._unpriced: list[tuple[frozenset[str], float, float | None]] = []
-        self._window: list[tuple[float, float | None, frozenset[str]]] = []
+        # (tracked, wall, CPU, tracker's own seconds) of probes and of the period
+        self._unpriced: list[tuple[frozenset[str], float, float | None, float]] = []
+        self._window: list[tuple[frozenset[str], float, float | None, float]] = []
         self._window_writer = 0.0
         self._window_tracker = 0.0
         self._steps = 0  # the steps of the run measured so far (calibration too)
@@ -210,9 +215,7 @@ class BudgetControl:
             self._probes.default_factory,
             {s: c for s, c in self._probes.items() if name not in s},
         )
-        self._unpriced = [
-            (s - {name}, wall, cpu) for s, wall, cpu in self._unpriced if s - {name}
-        ]
+        self._unpriced = [(s - {name}, *t) for s, *t in self._unpriced if s - {name}]
 
     def observe(
         self,
@@ -233,9 +236,11 @@ class BudgetControl:
             seconds: Its wall time, from its ``track()`` entry to the next.
             tracked: The quantities it tracked.
             writer_seconds: CPU seconds the log writer's thread spent in that time.
-            tracker_seconds: Seconds ``track()``'s entry took at that step
-                (choosing what is due, this bookkeeping): of an untracked step
-                they are overhead, not part of the plain step.
+            tracker_seconds: The tracker's own wall seconds at that step. Of an
+                untracked step ``track()``'s entry (choosing what is due, this
+                bookkeeping): overhead, not part of the plain step. Of a tracked
+                step its ``tracker_time`` (entry, exit, hooks): the floor of the
+                step's extra seconds (:func:`step_extra`).
             cpu_seconds: CPU seconds the training thread spent in that time
                 (``time.thread_time``), or None: priced by the wall time alone.
 
@@ -255,10 +260,11 @@ class BudgetControl:
             self._baseline.append(seconds)
             self._baseline_cpu.append(cpu_seconds)
             self._window_tracker += tracker_seconds
+        own = tracker_seconds if tracked else 0.0
         if len(tracked) == 1 or tracked in self._probe_sets:
-            self._unpriced.append((tracked, seconds, cpu_seconds))
+            self._unpriced.append((tracked, seconds, cpu_seconds, own))
         self._price_probes(least=min(_LOCAL_STEPS, 3))
-        self._window.append((seconds, cpu_seconds, tracked))
+        self._window.append((tracked, seconds, cpu_seconds, own))
         self._window_writer += writer_seconds
         following = step + 1 - self.start
         if following >= 0 and following % self.period == 0:
@@ -267,7 +273,7 @@ class BudgetControl:
     def _price_probes(self, least: int) -> None:
         """Price the probes seen so far against the nearest untracked steps.
 
-        A probe's extra seconds (:func:`_extra`) are beyond the medians of the last
+        A probe's extra seconds (:func:`step_extra`) are beyond the medians of the last
         ``_LOCAL_STEPS`` untracked steps, once there are ``least`` of them (step 0
         waits for the calibration's first untracked steps).
         """
@@ -277,8 +283,8 @@ class BudgetControl:
             list(self._baseline)[-_LOCAL_STEPS:],
             list(self._baseline_cpu)[-_LOCAL_STEPS:],
         )
-        for tracked, seconds, cpu_seconds in self._unpriced:
-            self._probes[tracked].append(step_extra(seconds, cpu_seconds, local))
+        for tracked, seconds, cpu_seconds, own in self._unpriced:
+            self._probes[tracked].append(step_extra(seconds, cpu_seconds, local, own))
         self._unpriced = []
 
     def _replan(self, at: int) -> None:
@@ -315,7 +321,7 @@ class BudgetControl:
         """Measure the steps since the last plan; scale the costs by their error.
 
         The extra time of the window is, per set of tracked quantities, the median
-        of its steps' extras (:func:`_extra`), times their count (a slow
+        of its steps' extras (:func:`step_extra`), times their count (a slow
         step of the user's own, a validation pass, is an outlier there, not
         overhead), plus the writer's CPU seconds and ``track()``'s own seconds on
         untracked steps. It adds to the run's extra time. The ``calibration``
@@ -325,9 +331,9 @@ class BudgetControl:
         assert self.costs is not None
         plain = plain_step.wall
         by_set: dict[frozenset[str], list[float]] = defaultdict(list)
-        for seconds, cpu, tracked in self._window:
+        for tracked, seconds, cpu, own in self._window:
             if tracked:
-                by_set[tracked].append(step_extra(seconds, cpu, plain_step))
+                by_set[tracked].append(step_extra(seconds, cpu, plain_step, own))
         measured = sum(len(s) * statistics.median(s) for s in by_set.values())
         measured += self._window_writer + self._window_tracker
         self._steps += len(self._window)

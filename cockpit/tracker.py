@@ -273,7 +273,9 @@ class Cockpit:
         self._last_cpu = 0.0  # the training thread's CPU seconds at that entry
         self._step_time: float | None = None
         self._writer_seconds = 0.0
-        self._untracked_seconds = 0.0  # track()'s entry on an untracked step
+        # The tracker's own seconds in the step: track()'s entry on an untracked
+        # one, tracker_time on a tracked one (the budget's floor of its price).
+        self._own_seconds = 0.0
         self._last_tracked: frozenset[str] = frozenset()
         self._in_track = False
         self._closed = False
@@ -450,7 +452,7 @@ class Cockpit:
             if not self._active:
                 # The budget counts track()'s entry (choosing what is due, its
                 # own bookkeeping) on a plain step as overhead.
-                self._untracked_seconds += time.perf_counter() - entered
+                self._own_seconds += time.perf_counter() - entered
                 yield
                 return
             tracked = TrackedStep(
@@ -484,11 +486,11 @@ class Cockpit:
                 self._step_time,
                 self._last_tracked,
                 spent,
-                self._untracked_seconds,
+                self._own_seconds,
                 cpu_seconds,
             )
         self._writer_seconds = writer_seconds
-        self._untracked_seconds = 0.0
+        self._own_seconds = 0.0
         self._active = [q for q in self.quantities.values() if q.is_active(step)]
         self._last_tracked = frozenset(q.name for q in self._active)
 
@@ -534,6 +536,7 @@ class Cockpit:
             self._global_batch_size = result.batch_size
             self.writer.update_meta(global_batch_size=result.batch_size)
         result.record.values.update(self.bookkeeping(step, result.batch_size))
+        self._own_seconds += result.seconds
         if result.awaiting is not None:
             self._watch.wait(result.awaiting, result.seconds)
         else:

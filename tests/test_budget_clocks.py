@@ -37,3 +37,20 @@ def test_without_cpu_times_the_wall_alone():
     assert step_extra(2.5, None, plain) == pytest.approx(0.5)
     # One step without a CPU time (the first after a restart): the wall alone.
     assert PlainStep.of([1.0, 2.0], [1.0, None]).cpu is None
+
+
+def test_the_trackers_own_seconds_floor_the_extra_on_every_clock():
+    """A step that ran 0.01 s of the tracker's own code added at least 0.01 s.
+
+    At a light moment its clocks say less than the plain steps' medians: the wall
+    extra is -0.05 s, the CPU extra -0.002 s (in wall seconds at the plain 3x
+    stretch -0.006 s). Each route returns the floor; above it, the clocks decide.
+    """
+    varying = PlainStep.of([0.1, 0.5, 1.0, 0.3, 0.7], [0.1] * 5)
+    steady = PlainStep.of([0.3, 0.3, 0.3], [0.1, 0.1, 0.1])
+    wall_only = PlainStep.of([0.3, 0.3, 0.3], [None] * 3)
+    for plain in (varying, steady, wall_only):
+        assert step_extra(plain.wall - 0.05, 0.098, plain, own=0.01) == 0.01
+    # Above the floor the floor changes nothing: 0.05 s more CPU at the 3x stretch.
+    assert step_extra(0.45, 0.15, steady, own=0.01) == pytest.approx(0.15)
+    assert step_extra(0.45, 0.15, steady) == step_extra(0.45, 0.15, steady, 0.01)

@@ -11,6 +11,7 @@ import copy
 import itertools
 import json
 import random
+from collections import defaultdict
 
 import pytest
 import torch
@@ -283,6 +284,31 @@ def test_default_cockpit_follows_economy_under_the_budget(tmp_path):
     assert len(logged(records, "grad_norm")) < steps
 
 
+def test_a_tracked_steps_own_seconds_reach_the_control_as_its_floor(tmp_path):
+    """The control gets each tracked step's ``tracker_time`` (its entry, exit and
+    hooks; the optimizer's step hooks add to the logged value after it)."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit.Cockpit(model, nn.CrossEntropyLoss(), optimizer, logdir=tmp_path)
+    observed, observe = {}, ck._budget.observe
+
+    def spy(step, seconds, tracked, writer_seconds=0.0, tracker_seconds=0.0, cpu=None):
+        observed[step] = (frozenset(tracked), tracker_seconds)
+        observe(step, seconds, tracked, writer_seconds, tracker_seconds, cpu)
+
+    ck._budget.observe = spy
+    records, _ = train_steps(ck, model, ck._budget.start + 5)
+    logged_time = {  # alpha's record of the step before is the other kind
+        r["step"]: r["values"]["tracker_time"]
+        for r in records
+        if "tracker_time" in r["values"]
+    }
+    tracked = {step for step, (names, _) in observed.items() if names}
+    assert len(tracked) > 2 and tracked == set(logged_time) & set(observed)
+    for step in tracked:
+        assert 0 < observed[step][1] <= logged_time[step]
+
+
 def test_explicit_schedules_keep_their_meaning_under_a_budget(tmp_path):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -337,28 +363,28 @@ def test_training_unchanged_under_the_default_budget(tmp_path):
     assert_bit_identical(tracked, untracked)
 
 
+def exact_plans(report) -> list[tuple]:
+    """The plans over exact clocks: steps of 1 s plain, tracked ones 0.01 s more and
+    0.2 s per per-sample pass (twice that after calibration), each observed with
+    the keywords ``report(seconds, tracked)`` returns."""
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    plans = []
+    for step in range(control.start + 150):
+        tracked = control.due(step)
+        added = (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
+        seconds = 1.0 + added * (2.0 if step > control.start else 1.0)
+        control.observe(step, seconds, tracked, **report(seconds, tracked))
+        if control.changed:
+            control.changed = False
+            plans.append((dict(control.intervals), control.as_meta()))
+    return plans
+
+
 def test_a_cpu_clock_that_agrees_with_the_wall_changes_no_plan():
     """An idle CPU: the thread's CPU time equals the wall time; plans as before."""
-
-    def extra(tracked):
-        return (0.01 if tracked else 0.0) + (0.2 if tracked & PER_SAMPLE_Q else 0.0)
-
-    def run(with_cpu: bool) -> list[tuple]:
-        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
-        plans = []
-        for step in range(control.start + 150):
-            tracked = control.due(step)
-            seconds = 1.0 + extra(tracked) * (2.0 if step > control.start else 1.0)
-            cpu = seconds if with_cpu else None
-            control.observe(step, seconds, tracked, cpu_seconds=cpu)
-            if control.changed:
-                control.changed = False
-                plans.append((dict(control.intervals), control.as_meta()))
-        return plans
-
-    plans = run(with_cpu=True)
+    plans = exact_plans(lambda seconds, tracked: {"cpu_seconds": seconds})
     assert len(plans) == 4  # the calibration's plan and three periods'
-    assert plans == run(with_cpu=False)
+    assert plans == exact_plans(lambda seconds, tracked: {})
 
 
 def noisy_run(control: BudgetControl, steps: int, seed: int, with_cpu: bool):
@@ -407,3 +433,61 @@ def test_a_tenfold_noisy_wall_clock_never_prices_the_per_sample_pass_at_0():
         prices, *_ = noisy_run(control, steps, seed, with_cpu=False)
         zero.append(min(prices) == 0)
     assert any(zero)
+
+
+def cheap_noise_run(control: BudgetControl, steps: int, seed: int):
+    """Steps of 0.1 s of CPU; a tracked step adds 0.01 s of the tracker's own code
+    (10 % of the step: ``fixed``) and 0.1 s per per-sample pass. Both clocks are
+    noisy: the load stretches each step's wall time 1x to 10x (log-uniform), and
+    the thread's CPU time of a tracked step reads 0.01 s low (the plain part of it
+    landed at a light moment), so its CPU extra prices ``fixed`` at 0 (and the
+    engine 0.01 s low: the floor does not fix that). The tracker reports its own
+    wall seconds, 0.01 s at that step's stretch. Returns the tracker's true CPU
+    seconds, the plain CPU seconds, each probe's floor by tracked set, and the
+    costs and planned share of each plan."""
+    rng = random.Random(seed)
+    extra, floors, plans = 0.0, defaultdict(list), []
+    for step in range(steps):
+        tracked = control.due(step)
+        added = (0.01 if tracked else 0.0) + (0.1 if tracked & PER_SAMPLE_Q else 0.0)
+        extra += added
+        load = 10 ** rng.random()
+        cpu = (0.09 if tracked else 0.1) + added
+        own = 0.01 * load if tracked else 0.0
+        floors[tracked].append(own)
+        control.observe(step, cpu * load, tracked, tracker_seconds=own, cpu_seconds=cpu)
+        if control.changed:
+            control.changed = False
+            plans.append((control.costs, control.planned_share))
+    return extra, 0.1 * steps, floors, plans
+
+
+def test_noise_pricing_cheap_steps_at_0_is_floored_by_the_trackers_own_seconds():
+    """Without the floor these clocks price ``fixed`` and ``loss`` at 0, the plans
+    track loss at every step, and the run costs 11.5 % where 5 % is allowed."""
+    steps = 400
+    for seed in range(3):
+        control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+        extra, plain, floors, plans = cheap_noise_run(control, steps, seed)
+        assert len(plans) == 1 + (steps - control.start) // 50
+        for costs, planned_share in plans:
+            # Every probed set priced at or above its probes' least own seconds.
+            for tracked in (LOSS, frozenset(USES)):
+                assert costs.of(tracked) >= min(floors[tracked])
+            assert costs.fixed > 0
+            assert planned_share <= 0.05
+        assert control.intervals["loss"] > 1
+        # The tracker's true share of the CPU time, calibration included.
+        assert extra / (plain + extra) <= 0.05
+
+
+def test_a_floor_below_noise_free_prices_changes_no_plan():
+    """Exact clocks: the tracker's own seconds (half of each tracked step's extra)
+    are below every price, and the plans are those without them."""
+
+    def half_the_extra(seconds, tracked):
+        return {"tracker_seconds": (seconds - 1.0) / 2 if tracked else 0.0}
+
+    plans = exact_plans(half_the_extra)
+    assert len(plans) == 4
+    assert plans == exact_plans(lambda seconds, tracked: {})
