@@ -119,9 +119,9 @@ def backward_states(
         values = listed(field_views(layers, "hist_values"))
         # Every layer holds parameter values or none does (with_param_values).
         first = next(iter(layers.values()), None)
-        with_params = first is not None and first.hist_params is not None
-        params = listed(field_views(layers, "hist_params")) if with_params else None
-        params = params or [None] * len(layers)
+        params: list[Tensor | None] = [None] * len(layers)
+        if first is not None and first.hist_params is not None:
+            params = list(listed(field_views(layers, "hist_params")))
         states["hist"] = {
             n: [HistSample(v, p, s.hist_weight)]
             for (n, s), v, p in zip(layers.items(), values, params, strict=True)
