@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -26,7 +26,9 @@ __all__ = [
     "concatenate",
     "copies",
     "index",
+    "listed",
     "norm_rows",
+    "numels",
     "segment_means",
     "segment_norms",
     "sizes",
@@ -104,24 +106,57 @@ class FlatViews(dict[str, Tensor]):
         return made
 
 
-class StackedViews(dict[str, Tensor]):
-    """Parameter name -> a row of one of a few ``[G, D]`` stacks, kept with the order.
+class StackedViews(Mapping[str, Tensor]):
+    """Parameter name -> a row of one of a few ``[G, D]`` stacks, selected when read.
 
-    A plain dict to every reader; :func:`norm_rows` reduces the stacks' rows
-    instead of the views. Nothing may replace a value.
+    A read-only mapping to every reader; a stack is unbound into its rows only
+    when one of its values is first read (one operation per stack), so a step
+    whose readers take the stacks whole (:func:`norm_rows`, :meth:`rows`,
+    :meth:`numels`) makes none.
 
-    Attributes:
-        stacks: ``[G_k, D_k]`` each; the values are their rows.
+    Args:
+        rows: Name -> (its stack, its row in it), in the mapping's order.
+        stacks: ``[G_k, D_k]`` each, every stack of ``rows`` once.
         order: The positions, in the stacks' concatenated rows, of the values in
-            the dict's order (``None``: the same order).
+            the mapping's order (``None``: the same order).
 
     """
 
-    stacks: list[Tensor]
-    order: Tensor | None
+    def __init__(
+        self,
+        rows: dict[str, tuple[Tensor, int]],
+        stacks: list[Tensor],
+        order: Tensor | None,
+    ):
+        self._rows = rows
+        self._unbound: dict[int, tuple[Tensor, ...]] = {}
+        self.stacks = stacks
+        self.order = order
+
+    def __getitem__(self, name: str) -> Tensor:
+        stack, row = self._rows[name]
+        rows = self._unbound.get(id(stack))
+        if rows is None:  # one unbind per stack, when a row of it is first read
+            rows = self._unbound[id(stack)] = stack.unbind(0)
+        return rows[row]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def listed(self) -> list[Tensor]:
+        """The values in the mapping's order: one unbind per stack, no call per row."""
+        unbound = {id(s): s.unbind(0) for s in self.stacks}
+        return [unbound[id(stack)][row] for stack, row in self._rows.values()]
+
+    def numels(self) -> list[int]:
+        """``D_l`` of every value, in the mapping's order, without selecting rows."""
+        return [stack.shape[1:].numel() for stack, _ in self._rows.values()]
 
     def rows(self) -> Tensor:
-        """``[L, ...]``: the values stacked in the dict's order, from the stacks.
+        """``[L, ...]``: the values stacked in the mapping's order, from the stacks.
 
         For rows of one shape (per-layer scalars such as the extremes).
         """
@@ -144,12 +179,26 @@ def copies(tensors: dict[str, Tensor]) -> FlatViews:
     return made
 
 
+def listed(values: Mapping[str, Tensor]) -> list[Tensor]:
+    """The values in the mapping's order (:class:`StackedViews`: no call per row)."""
+    return (
+        values.listed() if isinstance(values, StackedViews) else list(values.values())
+    )
+
+
+def numels(values: Mapping[str, Tensor]) -> list[int]:
+    """``D_l`` of every value, in the mapping's order (:class:`StackedViews`: unread)."""
+    if isinstance(values, StackedViews):
+        return values.numels()
+    return sizes(list(values.values()))
+
+
 def sizes(tensors: list[Tensor]) -> list[int]:
     """``D_i`` of every tensor."""
     return [tensor.numel() for tensor in tensors]
 
 
-def norm_rows(values: dict[str, Tensor]) -> Tensor:
+def norm_rows(values: Mapping[str, Tensor]) -> Tensor:
     """``[L]``: the Euclidean norm of each tensor, in the mapping's order.
 
     From the buffers of :class:`FlatViews` with one buffer: one reduction per run of

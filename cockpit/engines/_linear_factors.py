@@ -22,7 +22,12 @@ from torch import Tensor
 
 from cockpit import _flat_buffers
 from cockpit._layer_rows import LayerRows
-from cockpit.engines._sample_request import LayerStats, SampleRequest, draw_positions
+from cockpit.engines._sample_request import (
+    GroupRow,
+    LayerStats,
+    SampleRequest,
+    draw_positions,
+)
 
 __all__ = [
     "Factors",
@@ -139,7 +144,7 @@ def _stack(tensors: list[Tensor]) -> Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
+def _group(factors: list[Factors], request: SampleRequest) -> list[GroupRow]:
     """The statistics of layers with equal factor shapes, as one batched reduction."""
     delta, x = _stack([f.delta for f in factors]), _stack([f.x for f in factors])
     if not isinstance(factors[0].scale, int) or factors[0].scale != 1:
@@ -150,27 +155,17 @@ def _group(factors: list[Factors], request: SampleRequest) -> list[LayerStats]:
     delta_sq, x_sq = delta**2, x**2
     sq_norms = delta_sq.sum(2) * x_sq.sum(2)  # [G, N]
     dots = torch.bmm(delta, grad).mul_(x).sum(2)
-    rows = zip(
-        grad.reshape(g, -1).unbind(0), sq_norms.unbind(0), dots.unbind(0), strict=True
-    )
-    # The stacks stay with the layers: states take them whole (stacked_field).
+    # The layers' statistics are rows of the stacks, selected only where read.
     stacks = {"grad": grad.reshape(g, -1), "sq_norms": sq_norms, "dots": dots}
-    stats = [
-        LayerStats(grad=gr, sq_norms=sq, dots=dt, group=stacks, index=j)
-        for j, (gr, sq, dt) in enumerate(rows)
-    ]
+    unbound: dict[str, tuple[Tensor, ...]] = {}  # shared: one unbind per stack
+    stats = [GroupRow(stacks, j, unbound) for j in range(g)]
     if request.sum_sq:
-        sum_sq = torch.bmm(delta_sq.transpose(1, 2), x_sq).reshape(g, -1)
-        for layer, row in zip(stats, sum_sq.unbind(0), strict=True):
-            layer.sum_sq = row
+        stacks["sum_sq"] = torch.bmm(delta_sq.transpose(1, 2), x_sq).reshape(g, -1)
     group = _Stacked(factors, delta, x)
     _projections(stats, group, request, stacks)
     if request.hist_budget is not None:
-        low, high = _outer_product_extremes(delta, x)
-        stacks.update(low=low, high=high)
-        for layer, lo, hi in zip(stats, low.unbind(0), high.unbind(0), strict=True):
-            layer.low, layer.high = lo, hi
-        _histogram_sample(stats, group, request)
+        stacks["low"], stacks["high"] = _outer_product_extremes(delta, x)
+        _histogram_sample(stats, group, request, stacks)
     return stats
 
 
@@ -259,14 +254,15 @@ def _block_rows(blocks: list[tuple[list[str], Tensor]], names: list[str]) -> Lay
 
 
 def _projections(
-    stats: list[LayerStats],
+    stats: list[GroupRow],
     group: _Stacked,
     request: SampleRequest,
     stacks: dict[str, Tensor],
 ) -> None:
     """``g_n . v`` along the requested directions now, and the projector for later.
 
-    Projections of the whole group go into ``stacks`` too (``projection``).
+    Projections of the whole group go into ``stacks`` (``projection``), those of
+    part of it onto its layers.
     """
     factors = group.factors
     directed = [j for j, f in enumerate(factors) if id(f.param) in request.directions]
@@ -279,8 +275,9 @@ def _projections(
         projected = part.project(v)
         if part is group:
             stacks["projection"] = projected
-        for j, row in zip(directed, projected.unbind(0), strict=True):
-            stats[j].projection = row
+        else:
+            for j, row in zip(directed, projected.unbind(0), strict=True):
+                stats[j].projection = row
     if request.keep_for_projection:
         for j, layer in enumerate(stats):
             layer.project = _LayerProjector(group, j)
@@ -307,12 +304,16 @@ def _ends(factor: Tensor) -> Tensor:
 
 
 def _histogram_sample(
-    stats: list[LayerStats], group: _Stacked, request: SampleRequest
+    stats: list[GroupRow],
+    group: _Stacked,
+    request: SampleRequest,
+    stacks: dict[str, Tensor],
 ) -> None:
     """All N products ``delta[n, i] x[n, j]`` at each layer's drawn positions.
 
     Layers of one group have the same size, so either all take every position
-    (``positions`` ``None``) or all drew the same number of positions ``m``.
+    (``positions`` ``None``) or all drew the same number of positions ``m``. The
+    samples go into ``stacks`` (``hist_values``, ``hist_params``: ``[G, N m]``).
     """
     factors, delta, x = group.factors, group.delta, group.x
     g, n = x.shape[:2]
@@ -331,12 +332,9 @@ def _histogram_sample(
             params = torch.gather(params, 1, _stack(positions))
         for layer in stats:
             layer.hist_weight = factors[0].param.numel() / values.shape[2]
-    sampled = values.reshape(g, -1).unbind(0)
-    repeated = params.repeat(1, n).unbind(0) if params is not None else None
-    for j, layer in enumerate(stats):
-        layer.hist_values = sampled[j]
-        if repeated is not None:
-            layer.hist_params = repeated[j]
+    stacks["hist_values"] = values.reshape(g, -1)
+    if params is not None:
+        stacks["hist_params"] = params.repeat(1, n)
 
 
 def _products_at(delta: Tensor, x: Tensor, positions: list[Tensor]) -> Tensor:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,6 +21,7 @@ from cockpit._flat_buffers import StackedViews, index, stacked_rows
 
 __all__ = [
     "MIN_LAYER_SAMPLES",
+    "GroupRow",
     "LayerStats",
     "SampleRequest",
     "draw_positions",
@@ -132,6 +134,78 @@ class LayerStats:
     group: dict[str, Tensor] | None = None
     index: int = 0
 
+    @property
+    def samples(self) -> int:
+        """N (or M, the samples the statistics hold): the length of ``sq_norms``."""
+        return self.sq_norms.shape[0]
+
+
+class _Row:
+    """A :class:`GroupRow` field: the layer's row of its group's stack, when read.
+
+    Reading gives the row of ``group[field]`` (the stack is unbound once, for the
+    first layer of the group that reads it: one operation per stack, as before the
+    rows were lazy), or ``None`` if the group holds no stack of ``field``; a value
+    assigned to the layer (a projection of part of a group) takes its place.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layer: GroupRow | None, owner: type) -> Any:
+        if layer is None:
+            return self
+        if self.name in layer.__dict__:
+            return layer.__dict__[self.name]
+        stack = layer.group.get(self.name)
+        if stack is None:
+            return None
+        rows = layer.unbound.get(self.name)
+        if rows is None:  # one unbind per stack, for the first layer that reads it
+            rows = layer.unbound[self.name] = stack.unbind(0)
+        return rows[layer.index]
+
+    def __set__(self, layer: GroupRow, value: Tensor | None) -> None:
+        layer.__dict__[self.name] = value
+
+
+class GroupRow(LayerStats):
+    """A layer reduced with others: its statistics are rows of the group's stacks.
+
+    No operation per layer when the group is reduced: a row is selected only where
+    a reader asks this layer for it; the states take the stacks whole
+    (:func:`stacked_field`, :func:`field_views`).
+
+    Args:
+        group: Field -> ``[G, ...]``, the group's stacked statistics.
+        index: This layer's row in them.
+        unbound: Field -> the rows of its stack, filled as they are read; one
+            dict shared by the group's layers.
+
+    """
+
+    samples: int = 0  # type: ignore[assignment]  # an attribute here, not a property
+    grad = _Row()
+    sq_norms = _Row()
+    dots = _Row()
+    low = _Row()
+    high = _Row()
+    sum_sq = _Row()
+    projection = _Row()
+    hist_values = _Row()
+    hist_params = _Row()
+
+    def __init__(
+        self,
+        group: dict[str, Tensor],
+        index: int,
+        unbound: dict[str, tuple[Tensor, ...]],
+    ):
+        self.group = group
+        self.index = index
+        self.unbound = unbound
+        self.samples = group["sq_norms"].shape[1]  # no row selected, no call
+
 
 def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
     """``[L, ...]``: ``field`` of every layer, stacked in their order.
@@ -149,19 +223,21 @@ def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
     return stacked_rows(*grouped)
 
 
-def field_views(layers: dict[str, LayerStats], field: str) -> dict[str, Tensor]:
+def field_views(layers: dict[str, LayerStats], field: str) -> Mapping[str, Tensor]:
     """Parameter name -> ``field`` of its layer; with the groups' stacks if all have.
 
     A :class:`~cockpit._flat_buffers.StackedViews` where every layer's value is a
-    row of its group's stack (norms then reduce the stacks, not each row).
+    row of its group's stack: rows are selected only when read (norms reduce the
+    stacks, not each row).
     """
-    values = {name: getattr(layer, field) for name, layer in layers.items()}
     grouped = _group_rows(list(layers.values()), field) if layers else None
     if grouped is None:
-        return values
-    views = StackedViews(values)
-    views.stacks, views.order = grouped
-    return views
+        return {name: getattr(layer, field) for name, layer in layers.items()}
+    rows = {
+        name: (layer.group[field], layer.index)  # type: ignore[index]
+        for name, layer in layers.items()
+    }
+    return StackedViews(rows, *grouped)
 
 
 def _group_rows(

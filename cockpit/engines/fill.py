@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cockpit._flat_buffers import listed
 from cockpit.engines import ggn_gram
 from cockpit.engines._linear_factors import project_layers
 from cockpit.engines._sample_request import field_views, stacked_field
@@ -114,9 +115,16 @@ def backward_states(
             per_layer = {n: getattr(s, field) for n, s in layers.items()}
             states[name] = layer_moments(per_layer, losses.shape[0])
     if "hist" in names:
+        # From the groups' stacks: one unbind per stack, no call per layer.
+        values = listed(field_views(layers, "hist_values"))
+        # Every layer holds parameter values or none does (with_param_values).
+        first = next(iter(layers.values()), None)
+        params: list[Tensor | None] = [None] * len(layers)
+        if first is not None and first.hist_params is not None:
+            params = list(listed(field_views(layers, "hist_params")))
         states["hist"] = {
-            n: [HistSample(s.hist_values, s.hist_params, s.hist_weight)]
-            for n, s in layers.items()
+            n: [HistSample(v, p, s.hist_weight)]
+            for (n, s), v, p in zip(layers.items(), values, params, strict=True)
         }
     states.update({k: v for k, v in replicated.items() if k in names})
     if "diagonals" in names:

@@ -114,7 +114,7 @@ def layer_stats(
     unbatched = [
         name
         for name, stats in found.items()
-        if stats.sq_norms.shape[0] != n and name not in moved
+        if stats.samples != n and name not in moved
     ]
     _move_unbatched(engines, unbatched)
     moved.update(unbatched)

@@ -9,7 +9,8 @@ here is a pure function of the states; no engine, model or loss is reachable.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -25,8 +26,8 @@ from cockpit.stats.parameters import param_norms
 #: Per-layer states and how the whole network's value follows from the layers'
 #: (concatenate parameter vectors; per-sample moments: :data:`_ROWS`).
 _NETWORK: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {
-    "sample_grads": lambda layers: torch.cat(list(layers.values())),
-    "sum_sq": lambda layers: torch.cat(list(layers.values())),
+    "sample_grads": lambda layers: torch.cat(_flat_buffers.listed(layers)),
+    "sum_sq": lambda layers: torch.cat(_flat_buffers.listed(layers)),
     "low": lambda layers: _stacked(layers).min(),
     "high": lambda layers: _stacked(layers).max(),
 }
@@ -168,8 +169,11 @@ class StepStates:
         """
         return self._states["shard_norms"][key] if "shard_norms" in self else None
 
-    def network(self, name: str) -> dict[str, Tensor]:
+    def network(self, name: str) -> Mapping[str, Tensor]:
         """A per-layer state with the whole network's value under TOTAL.
+
+        The layers' values are read from the state only where a reader asks for
+        them (no row selected per layer for a reader of TOTAL alone).
 
         For per-sample moments (``sq_norms``, ``dots``) the network's row is that of
         the per-sample sums over layers (network-wide ``g_n . g`` is the sum of the
@@ -181,7 +185,7 @@ class StepStates:
             else:
                 layers = self[name]
                 total = _NETWORK[name](layers)
-                self._networks[name] = {**layers, TOTAL: total}
+                self._networks[name] = ChainMap({TOTAL: total}, layers)
         return self._networks[name]
 
     def rows(self, name: str) -> Tensor:
@@ -235,7 +239,7 @@ class StepStates:
         return {TOTAL: values[-1], PER_LAYER: LayerRows(names, values[:-1])}
 
     @functools.cached_property
-    def _networks(self) -> dict[str, dict[str, Tensor]]:
+    def _networks(self) -> dict[str, Mapping[str, Tensor]]:
         return {}
 
     @functools.cached_property
@@ -260,8 +264,7 @@ class StepStates:
         (:func:`cockpit._flat_buffers.segment_means`), so the work grows with the
         number of distinct sizes, not of parameters.
         """
-        grads = self["sample_grads"]
-        sizes = [grads[n].numel() for n in self._layers]
+        sizes = _flat_buffers.numels(self["sample_grads"])  # in the order of _layers
         means = _flat_buffers.segment_means(values, sizes)
         return torch.cat([means, values.mean().reshape(1)])
 

@@ -6,6 +6,7 @@ import functools
 
 import torch
 
+from cockpit._flat_buffers import numels
 from cockpit.logs.schema import COUNTS, EDGES, TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
@@ -63,7 +64,7 @@ class GradHist1d(Quantity):
     def finalize(self, states: StepStates) -> dict:
         lowest, highest, span = states.grad_extremes
         # D from the layers' sizes: no concatenation of the gradients to count them.
-        size = sum([grad.numel() for grad in states["sample_grads"].values()])
+        size = sum(numels(states["sample_grads"]))
         return {
             EDGES: bin_edges(*span, self.bins),
             **states.counts(self),

@@ -14,11 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+from cockpit import _flat_buffers
 from cockpit.engines._linear_factors import (
     Factors,
     from_linear_factor_groups,
     project_layers,
 )
+from cockpit.engines._sample_request import field_views, stacked_field
 from cockpit.engines.layer_stats import SampleRequest
 from cockpit.stats import gradient_tests
 from cockpit.stats.batch_size import gradient_noise_scale
@@ -27,6 +29,7 @@ from tests import reference
 from tests.problems import Problem
 from tests.quantities import test_gradient_noise_scale as noise_scale_tests
 from tests.quantities.tracking import check_per_layer_reference
+from tests.test_cost_per_layer import _Operations
 
 
 def _deep_mlp() -> nn.Module:
@@ -178,3 +181,51 @@ def test_projections_after_the_step_equal_per_sample_products(known):
     for name, v in directions.items():
         expected = per_sample[list(layers).index(name)] @ v
         torch.testing.assert_close(slopes[name], expected, msg=name)
+
+
+def test_group_rows_are_selected_only_where_read():
+    """A group's statistics stay in its stacks: reducing it and taking its fields
+    whole (``stacked_field``, ``field_views`` and their norms) dispatches no
+    ``select`` and no ``unbind`` beyond the partial projection's; a layer's row, read, is its per-sample reduction, and
+    a projection asked of part of a group is that part's alone."""
+    n = 5
+    shapes = [(6, 5), (6, 5), (6, 5), (3, 6)]
+    gen = torch.Generator().manual_seed(4)
+    request = SampleRequest(
+        mean_reduction=True,
+        sum_sq=True,
+        hist_budget=0,
+        total_params=sum(o * i for o, i in shapes),
+        generator=lambda device: gen,
+    )
+    factors, per_sample = _factors(shapes, n, gen, request)
+    directions = {
+        j: torch.randn(30, generator=gen, dtype=torch.float64) for j in (0, 2)
+    }
+    request.directions = {id(factors[j].param): v for j, v in directions.items()}
+    with _Operations() as counted:
+        stats = from_linear_factor_groups(factors, request)
+        layers = {f"l{j}": layer for j, layer in enumerate(stats)}
+        sq_norms = stacked_field(stats, "sq_norms")
+        grads = field_views(layers, "grad")
+        norms = _flat_buffers.norm_rows(grads)
+        sizes = _flat_buffers.numels(grads)
+    # One unbind: the projections asked of part of a group go onto its layers.
+    assert counted.names["aten.unbind.int"] == 1, counted.names
+    assert not [name for name in counted.names if "select" in name], counted.names
+    expected = torch.stack([(gn**2).sum(1) for gn in per_sample])
+    torch.testing.assert_close(sq_norms, expected)
+    means = [gn.mean(0) for gn in per_sample]
+    torch.testing.assert_close(norms, torch.stack([g.norm() for g in means]))
+    assert sizes == [o * i for o, i in shapes]
+    for gn, g, layer in zip(per_sample, means, layers.values(), strict=True):
+        torch.testing.assert_close(layer.grad, g)
+        torch.testing.assert_close(layer.sum_sq, (gn**2).sum(0))
+        torch.testing.assert_close(layer.low, gn.min())
+        torch.testing.assert_close(layer.hist_values, gn.reshape(-1))
+    for j, layer in enumerate(stats):
+        if j in directions:
+            torch.testing.assert_close(layer.projection, per_sample[j] @ directions[j])
+        else:
+            assert layer.projection is None
+    assert field_views(layers, "projection")["l1"] is None  # no stack: per layer
