@@ -45,6 +45,16 @@ The run in phases (steps counted by ``track()`` blocks):
    model's prediction scales the costs, and the plan must keep the run's share
    within the budget (:func:`cockpit.budget.allowance`): what the calibration
    cost beyond the budget is paid back by sparser plans.
+4. Re-probes: a probed set the plan never tracks alone (everything due together at
+   the period's first step) would keep the price of its calibration probes for the
+   rest of the run, however far noise pushed them. So in every period one such set
+   that could run more often
+   runs alone (:meth:`BudgetControl._choose_reprobe`): its occurrence at the
+   period's first step moves to the first step where nothing else is due (the
+   period's last reference step if every step has something), so it is priced
+   again at the cost of one more ``fixed`` part and no more runs of it. The set is
+   the one with the largest ``price * (periods since its last re-probe + 1)``: the
+   dearest first, as they move the plan most, and every set in turn.
 
 The measured extra time of a stretch of steps is, per set of tracked quantities,
 the median of its steps' own times minus the plain step's, times their count, plus
@@ -63,6 +73,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cockpit._budget_clocks import PlainStep, step_extra
@@ -191,6 +202,8 @@ class BudgetControl:
         self.writer_seconds: float | None = None
         self._tracked_counts: dict[str, int] = defaultdict(int)
         self._due_counts: dict[str, int] = defaultdict(int)
+        self.reprobe: Reprobe | None = None
+        self._reprobed_at: dict[frozenset[str], int] = {}
 
     def schedule(self, name: str) -> BudgetSchedule:
         """The schedule the quantity ``name`` gets."""
@@ -201,9 +214,14 @@ class BudgetControl:
         if step < self.start:
             return self.calibration[step]
         offset = step - self.start
+        within = offset % self.period
+        moved = self.reprobe.quantities if self.reprobe else frozenset()
+        if moved and within == self.reprobe.offset:
+            return moved
         if offset % _REFERENCE_EVERY == _REFERENCE_EVERY - 1:
             return frozenset()  # a reference step: plain training
-        return frozenset(q for q, k in self.intervals.items() if offset % k == 0)
+        due = frozenset(q for q, k in self.intervals.items() if offset % k == 0)
+        return due - moved if within == 0 else due
 
     def forget(self, name: str) -> None:
         """Stop planning for ``name`` (the tracker dropped it)."""
@@ -216,6 +234,8 @@ class BudgetControl:
             {s: c for s, c in self._probes.items() if name not in s},
         )
         self._unpriced = [(s - {name}, *t) for s, *t in self._unpriced if s - {name}]
+        if self.reprobe and name in self.reprobe.quantities:
+            self.reprobe = None
 
     def observe(
         self,
@@ -315,7 +335,45 @@ class BudgetControl:
         self.planned_share = planned / (plain + planned) if plain + planned else 0.0
         self.over_budget = planned > allowed_seconds(self.budget, plain)
         self.planned_at = at
+        self.reprobe = self._choose_reprobe(scaled, at)
         self.changed = True
+
+    def _choose_reprobe(self, costs: Costs, at: int) -> Reprobe | None:
+        """The probed set to price alone in the period starting at step ``at``.
+
+        Candidates are the probed sets (not step 0's everything) that the new plan
+        never tracks alone at any step of its period and could track more often
+        (not all at the shortest interval already); of those the one with the
+        largest ``costs.of(set) * (periods since its last re-probe + 1)``, ties to
+        the first in sorted order. Its offset in the period is the first non-reference
+        step where nothing is due, else the period's last (reference) step.
+        """
+        everything = frozenset(self.uses)
+        due = {
+            o: frozenset(q for q, k in self.intervals.items() if o % k == 0)
+            for o in range(self.period)
+            if o % _REFERENCE_EVERY != _REFERENCE_EVERY - 1
+        }
+        shortest = min(self.ladder)
+        candidates = [
+            p
+            for p in self._probe_sets
+            if p != everything
+            and p <= everything
+            and p not in due.values()
+            and any(self.intervals[q] > shortest for q in p)
+        ]
+        if not candidates:
+            return None
+
+        def score(p: frozenset[str]) -> float:
+            since = (at - self._reprobed_at.get(p, self.start)) // self.period
+            return costs.of(p) * (since + 1)
+
+        chosen = max(sorted(candidates, key=sorted), key=score)
+        self._reprobed_at[chosen] = at
+        empty = [o for o, tracked in due.items() if not tracked]
+        return Reprobe(chosen, empty[0] if empty else self.period - 1)
 
     def _correct(self, plain_step: PlainStep, calibration: bool) -> None:
         """Measure the steps since the last plan; scale the costs by their error.
@@ -371,7 +429,21 @@ class BudgetControl:
             "measured_share": self.measured_share,
             "run_share": self.run_share,
             "over_budget": self.over_budget,
+            "reprobe": None
+            if self.reprobe is None
+            else {
+                "quantities": sorted(self.reprobe.quantities),
+                "step": self.planned_at + self.reprobe.offset,
+            },
         }
+
+
+@dataclass(frozen=True)
+class Reprobe:
+    """A probed set priced alone in the coming period, at ``offset`` steps into it."""
+
+    quantities: frozenset[str]
+    offset: int
 
 
 def calibration_probes(uses: Mapping[str, frozenset[str]]) -> list[frozenset[str]]:

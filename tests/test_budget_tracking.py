@@ -113,6 +113,71 @@ def test_the_calibrations_cost_is_repaid_by_a_sparser_first_plan():
     assert control.run_share <= 0.05
 
 
+def outlier_run(control: BudgetControl, periods: int) -> list[dict[str, int]]:
+    """Calibrate with one noisy loss probe (5 s), then true costs; plan per period.
+
+    True costs on 1 s plain steps: 0.01 s fixed, the per-sample pass 0.3 s, the loss
+    nothing more. The loss probe of the calibration alone reads 5 s extra (another
+    process took the cores): priced at 5 s, the loss at 50 steps costs 10 % of the
+    time, so the first plan is everything every 50 steps, over budget.
+    """
+
+    def extra(step, tracked):
+        if step < control.start and tracked == LOSS:
+            return 5.0
+        return (0.01 if tracked else 0.0) + (0.3 if tracked & PER_SAMPLE_Q else 0.0)
+
+    plans = []
+    for step in range(control.start + periods * control.period):
+        tracked = control.due(step)
+        control.observe(step, 1.0 + extra(step, tracked), tracked)
+        if control.planned_at == step + 1:
+            plans.append(dict(control.intervals))
+    return plans
+
+
+def test_a_noisy_price_is_probed_again_when_the_plan_never_tracks_it_alone():
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    plans = outlier_run(control, periods=4)
+    assert plans[0] == plans[1] == dict.fromkeys(USES, 50) and len(plans) == 5
+    # Everything is due at a period's first step; the loss moves out of it to run
+    # alone once a period: the first re-probe takes the median of its probes to
+    # 2.5 s, the second outvotes the noisy one. Then the loss runs every step and
+    # the per-sample pass every 10th (0.01 + 0.3 / 10 = 0.04 s per step).
+    assert plans[2]["loss"] == plans[-1]["loss"] == 1
+    assert plans[-1]["grad_norm"] == plans[-1]["norm_test"] == 10
+    assert control.costs.own["loss"] == pytest.approx(0.0, abs=1e-9)
+    assert control.over_budget is False
+    # A loss planned every step cannot run more often: nothing left to re-probe.
+    assert control.reprobe is None
+    # Without re-probes the noisy price stays in the model; the period's correction
+    # scales every cost alike (down to its limit, 0.1x), and the loss never runs
+    # more often than every 25th step, the per-sample pass neither.
+    stuck = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    stuck._choose_reprobe = lambda costs, at: None
+    plans = outlier_run(stuck, periods=8)
+    assert all(min(p.values()) >= 25 for p in plans)
+
+
+def test_a_reprobe_moves_one_run_and_adds_none():
+    """Per period each quantity runs as often as its interval says, re-probed or not."""
+    control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
+    outlier_run(control, periods=1)
+    reprobe = control.reprobe
+    assert reprobe.quantities == LOSS and reprobe.offset == 1
+    period = range(control.planned_at, control.planned_at + control.period)
+    runs = defaultdict(list)
+    for step in period:
+        for q in control.due(step):
+            runs[q].append(step - control.planned_at)
+    assert runs["loss"] == [1]
+    assert runs["grad_norm"] == runs["norm_test"] == [0]
+    assert control.as_meta()["reprobe"] == {
+        "quantities": ["loss"],
+        "step": control.planned_at + 1,
+    }
+
+
 def test_tracks_own_entry_on_untracked_steps_is_overhead():
     """1 s plain steps whose track() entry took 0.002 s: not plain, but overhead."""
     control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
