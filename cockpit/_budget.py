@@ -46,26 +46,15 @@ The run in phases (steps counted by ``track()`` blocks):
    within the budget (:func:`cockpit.budget.allowance`): what the calibration
    cost beyond the budget is paid back by sparser plans.
 4. Re-probes: a probed set the plan never tracks alone (everything due together at
-   the period's first step) would keep the price of its calibration probes for the
-   rest of the run, however far noise pushed them. So in every period one such set
-   that could run more often
-   runs alone (:meth:`BudgetControl._choose_reprobe`): its occurrence at the
-   period's first step moves to the first step where nothing else is due (the
-   period's last reference step if every step has something), so it is priced
-   again at the cost of one more ``fixed`` part and no more runs of it. The set is
-   the one with the largest ``price * (periods since its last re-probe + 1)``: the
-   dearest first, as they move the plan most, and every set in turn.
-
-The measured extra time of a stretch of steps is, per set of tracked quantities,
-the median of its steps' own times minus the plain step's, times their count, plus
-the writer's CPU seconds and ``track()``'s own entry on untracked steps (choosing
-what is due, this bookkeeping), which the plain step's time does not hold. Over the
-last period it gives ``measured_share``, ``extra / (n * plain step + extra)``; over
-the whole run, calibration included, ``run_share``, logged as ``overhead_share`` at
-each tracked step from the first period on. The plan, the costs, the shares and the writer's ms per step are
-in ``meta.json`` under ``budget``, rewritten at each re-plan. Not counted: the
-optimizer's two step hooks (:mod:`cockpit._optimizer_step`), run inside the user's
-``optimizer.step()``, and on a GPU the work a tracked step queues for later steps.
+   the period's first step) would keep the price of its one calibration probe for
+   the rest of the run, however far noise pushed it. So a probed set with fewer
+   than ``_ROBUST`` probes that the plan never tracks alone and that could run more
+   often runs once more, alone, at the first step of the period where nothing else
+   is due (the period's last reference step if every step has something): one set
+   per period, the dearest first (:meth:`BudgetControl._choose_reprobe`). Its
+   regular runs stay, so no gap between two of its runs grows; a set costs at most
+   ``_ROBUST - 1`` such runs in the whole run, after which the median of its
+   probes outvotes one noisy probe.
 """
 
 from __future__ import annotations
@@ -106,6 +95,9 @@ _PROBES = 9
 #: The untracked steps nearest a probe whose median is its plain step: the load
 #: of a shared machine drifts, and a probe is priced against the steps around it.
 _LOCAL_STEPS = 5
+#: Probes of a set whose median one noisy probe cannot move far: fewer, and a set the
+#: plan never tracks alone is probed again (see the module's phase 4).
+_ROBUST = 3
 #: Every this many steps one stays untracked, the plain step's reference. Its offset
 #: (9, 19, ...) is a multiple of no interval of the ladder but 1, so only quantities
 #: planned every step skip it.
@@ -203,7 +195,6 @@ class BudgetControl:
         self._tracked_counts: dict[str, int] = defaultdict(int)
         self._due_counts: dict[str, int] = defaultdict(int)
         self.reprobe: Reprobe | None = None
-        self._reprobed_at: dict[frozenset[str], int] = {}
 
     def schedule(self, name: str) -> BudgetSchedule:
         """The schedule the quantity ``name`` gets."""
@@ -214,14 +205,11 @@ class BudgetControl:
         if step < self.start:
             return self.calibration[step]
         offset = step - self.start
-        within = offset % self.period
-        moved = self.reprobe.quantities if self.reprobe else frozenset()
-        if moved and within == self.reprobe.offset:
-            return moved
+        if self.reprobe and offset % self.period == self.reprobe.offset:
+            return self.reprobe.quantities
         if offset % _REFERENCE_EVERY == _REFERENCE_EVERY - 1:
             return frozenset()  # a reference step: plain training
-        due = frozenset(q for q, k in self.intervals.items() if offset % k == 0)
-        return due - moved if within == 0 else due
+        return frozenset(q for q, k in self.intervals.items() if offset % k == 0)
 
     def forget(self, name: str) -> None:
         """Stop planning for ``name`` (the tracker dropped it)."""
@@ -335,18 +323,18 @@ class BudgetControl:
         self.planned_share = planned / (plain + planned) if plain + planned else 0.0
         self.over_budget = planned > allowed_seconds(self.budget, plain)
         self.planned_at = at
-        self.reprobe = self._choose_reprobe(scaled, at)
+        self.reprobe = self._choose_reprobe(scaled)
         self.changed = True
 
-    def _choose_reprobe(self, costs: Costs, at: int) -> Reprobe | None:
-        """The probed set to price alone in the period starting at step ``at``.
+    def _choose_reprobe(self, costs: Costs) -> Reprobe | None:
+        """The probed set to price once more, alone, in the coming period.
 
-        Candidates are the probed sets (not step 0's everything) that the new plan
-        never tracks alone at any step of its period and could track more often
-        (not all at the shortest interval already); of those the one with the
-        largest ``costs.of(set) * (periods since its last re-probe + 1)``, ties to
-        the first in sorted order. Its offset in the period is the first non-reference
-        step where nothing is due, else the period's last (reference) step.
+        Candidates are the probed sets (not step 0's everything) with fewer than
+        ``_ROBUST`` probes that the new plan never tracks alone at any step of its
+        period and could track more often (not all at the shortest interval); of
+        those the dearest (``costs.of``), ties to the first in sorted order. Its
+        offset in the period is the first non-reference step where nothing is due,
+        else the period's last (reference) step.
         """
         everything = frozenset(self.uses)
         due = {
@@ -360,18 +348,13 @@ class BudgetControl:
             for p in self._probe_sets
             if p != everything
             and p <= everything
+            and len(self._probes[p]) < _ROBUST
             and p not in due.values()
             and any(self.intervals[q] > shortest for q in p)
         ]
         if not candidates:
             return None
-
-        def score(p: frozenset[str]) -> float:
-            since = (at - self._reprobed_at.get(p, self.start)) // self.period
-            return costs.of(p) * (since + 1)
-
-        chosen = max(sorted(candidates, key=sorted), key=score)
-        self._reprobed_at[chosen] = at
+        chosen = max(sorted(candidates, key=sorted), key=costs.of)
         empty = [o for o, tracked in due.items() if not tracked]
         return Reprobe(chosen, empty[0] if empty else self.period - 1)
 

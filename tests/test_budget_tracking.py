@@ -140,9 +140,9 @@ def test_a_noisy_price_is_probed_again_when_the_plan_never_tracks_it_alone():
     control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
     plans = outlier_run(control, periods=4)
     assert plans[0] == plans[1] == dict.fromkeys(USES, 50) and len(plans) == 5
-    # Everything is due at a period's first step; the loss moves out of it to run
-    # alone once a period: the first re-probe takes the median of its probes to
-    # 2.5 s, the second outvotes the noisy one. Then the loss runs every step and
+    # Everything is due at a period's first step; the loss runs once more a period,
+    # alone: the first re-probe takes the median of its probes to 2.5 s, the second
+    # outvotes the noisy one. Then the loss runs every step and
     # the per-sample pass every 10th (0.01 + 0.3 / 10 = 0.04 s per step).
     assert plans[2]["loss"] == plans[-1]["loss"] == 1
     assert plans[-1]["grad_norm"] == plans[-1]["norm_test"] == 10
@@ -154,28 +154,32 @@ def test_a_noisy_price_is_probed_again_when_the_plan_never_tracks_it_alone():
     # scales every cost alike (down to its limit, 0.1x), and the loss never runs
     # more often than every 25th step, the per-sample pass neither.
     stuck = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
-    stuck._choose_reprobe = lambda costs, at: None
+    stuck._choose_reprobe = lambda costs: None
     plans = outlier_run(stuck, periods=8)
     assert all(min(p.values()) >= 25 for p in plans)
 
 
-def test_a_reprobe_moves_one_run_and_adds_none():
-    """Per period each quantity runs as often as its interval says, re-probed or not."""
+def test_a_reprobe_is_one_more_run_alone_and_stops_at_three_probes():
+    """The re-probed set keeps its regular runs, so no gap between them grows."""
     control = BudgetControl(0.05, USES, dict.fromkeys(USES, 0))
     outlier_run(control, periods=1)
     reprobe = control.reprobe
     assert reprobe.quantities == LOSS and reprobe.offset == 1
+    assert control.as_meta()["reprobe"] == {
+        "quantities": ["loss"],
+        "step": control.planned_at + 1,
+    }
     period = range(control.planned_at, control.planned_at + control.period)
     runs = defaultdict(list)
     for step in period:
         for q in control.due(step):
             runs[q].append(step - control.planned_at)
-    assert runs["loss"] == [1]
+    assert runs["loss"] == [0, 1]
     assert runs["grad_norm"] == runs["norm_test"] == [0]
-    assert control.as_meta()["reprobe"] == {
-        "quantities": ["loss"],
-        "step": control.planned_at + 1,
-    }
+    # Three probes of the loss (calibration and two re-probes) are enough: a plan
+    # that never tracks it alone no longer re-probes it.
+    control._probes[LOSS].extend([0.01, 0.01])
+    assert control._choose_reprobe(control.costs) is None
 
 
 def test_tracks_own_entry_on_untracked_steps_is_overhead():
