@@ -18,8 +18,8 @@ thread, in interleaved rounds (median):
     .venv/bin/python benchmarks/conv_floor.py --problem 3c3d
 
 ``--chunk-elements B [B ...]`` also times ``reduce`` with each bound ``B`` on the
-CPU's chunks (``layer_stats.CHUNK_ELEMENTS``, 2**20 by default), interleaved with
-the rest::
+CPU's chunks of the convolution routes (``CPU_CHUNK_SCALE *
+layer_stats.CHUNK_ELEMENTS``, 2**21 by default), interleaved with the rest::
 
     .venv/bin/python benchmarks/conv_floor.py --chunk-elements 262144 1048576 4194304
 """
@@ -72,7 +72,7 @@ def routines(f: _conv_factors.ConvFactors, grad, request, keep: bool) -> dict:
     d = weight[0].numel()
     h_out = (x.shape[2] - f.dilation[0] * (weight.shape[2] - 1) - 1) // f.stride[0] + 1
     grad_out = delta.view(n, p, h_out, t // h_out)
-    chunk = layer_stats.chunk_samples(delta.device, n, d * max(t, p))
+    chunk = _conv_factors.chunk_samples(delta.device, n, d * max(t, p))
     buffer = delta.new_empty(chunk, p, d)
     mask = (False, True, False)
 
@@ -113,7 +113,7 @@ def with_chunks(reduce: Callable[[], None], bound: int) -> Callable[[], None]:
 
     def bounded() -> None:
         default = layer_stats.CHUNK_ELEMENTS
-        layer_stats.CHUNK_ELEMENTS = bound
+        layer_stats.CHUNK_ELEMENTS = bound // _conv_factors.CPU_CHUNK_SCALE
         try:
             reduce()
         finally:

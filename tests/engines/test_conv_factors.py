@@ -155,3 +155,29 @@ def test_chunks_are_bounded_on_the_cpu_and_whole_batches_elsewhere():
     huge = layer_stats.DEVICE_CHUNK_ELEMENTS  # one sample is over any bound
     assert layer_stats.chunk_samples(torch.device("cuda"), 128, huge * 2) == 1
     assert layer_stats.chunk_samples(torch.device("cpu"), 3, 1) == 3
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 128, 130])
+@pytest.mark.parametrize("per_sample", [1, 3, 40_000, 110_592, 300_000, 2**22])
+def test_convolution_chunks_are_bounded_equal_and_multiples(n, per_sample):
+    """Within the bound, as few chunks as it allows, equal up to the last, multiples."""
+    cpu = torch.device("cpu")
+    bound = _conv_factors.CPU_CHUNK_SCALE * layer_stats.CHUNK_ELEMENTS
+    most = max(1, min(n, bound // per_sample))
+    chunk = _conv_factors.chunk_samples(cpu, n, per_sample)
+    assert 1 <= chunk <= most
+    chunks = -(-n // chunk)
+    multiple = _conv_factors.CHUNK_MULTIPLE
+    # No more chunks than the bound's multiples of CHUNK_MULTIPLE need.
+    assert chunks == -(-n // (most - most % multiple if multiple <= most < n else most))
+    if multiple <= most < n:
+        assert chunk % multiple == 0
+    assert n - (chunks - 1) * chunk > 0  # the last chunk is not empty
+
+
+def test_convolution_chunks_of_3c3d():
+    """3c3d (N = 128): 4 chunks of 32, five of 24 and one of 8, 8 of 16 samples."""
+    cpu = torch.device("cpu")
+    sizes = [(75, 784, 64), (576, 144, 96), (864, 36, 128)]  # d, T, p
+    chunks = [_conv_factors.chunk_samples(cpu, 128, d * max(t, p)) for d, t, p in sizes]
+    assert chunks == [32, 24, 16]
