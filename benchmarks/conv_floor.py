@@ -4,8 +4,8 @@ Forming every per-sample gradient ``g_n = B_n^T A_n`` of a convolution costs
 ``N T p d`` multiply-adds, as many as the layer's weight gradient that autograd
 computes in every plain step: that gradient's time is the floor of the route.
 For each ``Conv2d`` of a problem (its input and output gradient captured from one
-tracked ``economy`` step), this times, in the thread's CPU time with one intra-op
-thread, in interleaved rounds (median):
+tracked ``economy`` step), this times, in the training thread's CPU time with one
+intra-op thread (``--threads``), in interleaved rounds (median):
 
 - ``weight grad``: autograd's weight gradient alone (``convolution_backward``);
 - ``products``: the route's per-sample products alone (strided patches and one
@@ -22,11 +22,15 @@ CPU's chunks of the convolution routes (``CPU_CHUNK_SCALE *
 layer_stats.CHUNK_ELEMENTS``, 2**21 by default), interleaved with the rest::
 
     .venv/bin/python benchmarks/conv_floor.py --chunk-elements 262144 1048576 4194304
+
+With ``--threads 2`` the figures are the training thread's share only (the pool's
+other thread is not counted): what a step waits for where the work balances.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -127,8 +131,9 @@ def main() -> None:
     parser.add_argument("--problem", choices=PROBLEMS, default="3c3d")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--chunk-elements", nargs="*", type=int, default=[])
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     factors, grads, request = captured(args.problem)
     kept = _conv_factors.kept_layers(factors) if request.keep_for_projection else set()
     timed: dict[tuple[str, str], Callable[[], None]] = {}
@@ -144,7 +149,10 @@ def main() -> None:
             start = time.thread_time()
             timed[key]()
             times[key].append(time.thread_time() - start)
-    print(f"\n{args.problem}: median CPU ms (1 thread), {args.rounds} rounds\n")
+    print(
+        f"\n{args.problem}: median training-thread CPU ms ({args.threads} intra-op "
+        f"threads), {args.rounds} rounds, load average {os.getloadavg()[0]:.1f}\n"
+    )
     print("| layer | weight grad | products | reduce | products / weight grad |")
     print("|---|---:|---:|---:|---:|")
     for name in factors:

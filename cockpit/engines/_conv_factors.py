@@ -222,14 +222,15 @@ def chunk_samples(device: torch.device, n: int, per_sample: int) -> int:
     At most ``CPU_CHUNK_SCALE * layer_stats.CHUNK_ELEMENTS`` elements per temporary
     (``per_sample`` each) on the CPU, ``layer_stats.DEVICE_CHUNK_ELEMENTS``
     elsewhere; then the chunks are made as equal as that bound allows, each a
-    multiple of :data:`CHUNK_MULTIPLE` samples where the bound holds that many
+    multiple of :data:`CHUNK_MULTIPLE` samples where the bound holds two of them
     (3c3d's third convolution, N = 128: 8 chunks of 16 samples; with 2**20 elements
     and no multiple, 14 of 9 and one of 2).
     """
     cpu = CPU_CHUNK_SCALE * layer_stats.CHUNK_ELEMENTS
     bound = cpu if device.type == "cpu" else layer_stats.DEVICE_CHUNK_ELEMENTS
     most = max(1, min(n, bound // per_sample))
-    multiple = CHUNK_MULTIPLE if CHUNK_MULTIPLE <= most < n else 1
+    # From two multiples up: rounding down keeps at least 16 of 23 samples.
+    multiple = CHUNK_MULTIPLE if 2 * CHUNK_MULTIPLE <= most < n else 1
     most -= most % multiple
     chunks = -(-n // most)
     equal = -(-n // chunks)  # <= most; rounded up to a multiple, still <= most

@@ -158,7 +158,7 @@ def test_chunks_are_bounded_on_the_cpu_and_whole_batches_elsewhere():
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 128, 130])
-@pytest.mark.parametrize("per_sample", [1, 3, 40_000, 110_592, 300_000, 2**22])
+@pytest.mark.parametrize("per_sample", [1, 3, 40_000, 110_592, 180_000, 300_000, 2**22])
 def test_convolution_chunks_are_bounded_equal_and_multiples(n, per_sample):
     """Within the bound, as few chunks as it allows, equal up to the last, multiples."""
     cpu = torch.device("cpu")
@@ -169,8 +169,9 @@ def test_convolution_chunks_are_bounded_equal_and_multiples(n, per_sample):
     chunks = -(-n // chunk)
     multiple = _conv_factors.CHUNK_MULTIPLE
     # No more chunks than the bound's multiples of CHUNK_MULTIPLE need.
-    assert chunks == -(-n // (most - most % multiple if multiple <= most < n else most))
-    if multiple <= most < n:
+    rounds = 2 * multiple <= most < n
+    assert chunks == -(-n // (most - most % multiple if rounds else most))
+    if rounds:
         assert chunk % multiple == 0
     assert n - (chunks - 1) * chunk > 0  # the last chunk is not empty
 
