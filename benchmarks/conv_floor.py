@@ -4,8 +4,8 @@ Forming every per-sample gradient ``g_n = B_n^T A_n`` of a convolution costs
 ``N T p d`` multiply-adds, as many as the layer's weight gradient that autograd
 computes in every plain step: that gradient's time is the floor of the route.
 For each ``Conv2d`` of a problem (its input and output gradient captured from one
-tracked ``economy`` step), this times, in the thread's CPU time with one intra-op
-thread, in interleaved rounds (median):
+tracked ``economy`` step), this times, in the training thread's CPU time with one
+intra-op thread (``--threads``), in interleaved rounds (median):
 
 - ``weight grad``: autograd's weight gradient alone (``convolution_backward``);
 - ``products``: the route's per-sample products alone (strided patches and one
@@ -18,15 +18,19 @@ thread, in interleaved rounds (median):
     .venv/bin/python benchmarks/conv_floor.py --problem 3c3d
 
 ``--chunk-elements B [B ...]`` also times ``reduce`` with each bound ``B`` on the
-CPU's chunks (``layer_stats.CHUNK_ELEMENTS``, 2**20 by default), interleaved with
-the rest::
+CPU's chunks of the convolution routes (``CPU_CHUNK_SCALE *
+layer_stats.CHUNK_ELEMENTS``, 2**21 by default), interleaved with the rest::
 
     .venv/bin/python benchmarks/conv_floor.py --chunk-elements 262144 1048576 4194304
+
+With ``--threads 2`` the figures are the training thread's share only (the pool's
+other thread is not counted): what a step waits for where the work balances.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -72,7 +76,7 @@ def routines(f: _conv_factors.ConvFactors, grad, request, keep: bool) -> dict:
     d = weight[0].numel()
     h_out = (x.shape[2] - f.dilation[0] * (weight.shape[2] - 1) - 1) // f.stride[0] + 1
     grad_out = delta.view(n, p, h_out, t // h_out)
-    chunk = layer_stats.chunk_samples(delta.device, n, d * max(t, p))
+    chunk = _conv_factors.chunk_samples(delta.device, n, d * max(t, p))
     buffer = delta.new_empty(chunk, p, d)
     mask = (False, True, False)
 
@@ -113,7 +117,7 @@ def with_chunks(reduce: Callable[[], None], bound: int) -> Callable[[], None]:
 
     def bounded() -> None:
         default = layer_stats.CHUNK_ELEMENTS
-        layer_stats.CHUNK_ELEMENTS = bound
+        layer_stats.CHUNK_ELEMENTS = bound // _conv_factors.CPU_CHUNK_SCALE
         try:
             reduce()
         finally:
@@ -127,8 +131,9 @@ def main() -> None:
     parser.add_argument("--problem", choices=PROBLEMS, default="3c3d")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--chunk-elements", nargs="*", type=int, default=[])
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     factors, grads, request = captured(args.problem)
     kept = _conv_factors.kept_layers(factors) if request.keep_for_projection else set()
     timed: dict[tuple[str, str], Callable[[], None]] = {}
@@ -144,7 +149,10 @@ def main() -> None:
             start = time.thread_time()
             timed[key]()
             times[key].append(time.thread_time() - start)
-    print(f"\n{args.problem}: median CPU ms (1 thread), {args.rounds} rounds\n")
+    print(
+        f"\n{args.problem}: median training-thread CPU ms ({args.threads} intra-op "
+        f"threads), {args.rounds} rounds, load average {os.getloadavg()[0]:.1f}\n"
+    )
     print("| layer | weight grad | products | reduce | products / weight grad |")
     print("|---|---:|---:|---:|---:|")
     for name in factors:

@@ -25,8 +25,7 @@ import torch
 from backpack.extensions.secondorder.diag_ggn.conv2d import DiagGGNConv2d
 from torch import Tensor, nn
 
-from cockpit.engines import layer_stats
-from cockpit.engines._conv_factors import pad_input, unfold_patches
+from cockpit.engines._conv_factors import chunk_samples, pad_input, unfold_patches
 
 __all__ = ["PatchDiagGGNConv2d", "patch_route", "weight_diagonal"]
 
@@ -56,7 +55,7 @@ def weight_diagonal(module: nn.Conv2d, factor: Tensor) -> Tensor:
     # [N, V p, T]: a sample's V factors become the rows of one product.
     stacked = factor.reshape(v, n, p, t).transpose(0, 1).reshape(n, v * p, t)
     x = pad_input(module.input0, module._reversed_padding_repeated_twice)
-    chunk = layer_stats.chunk_samples(stacked.device, n, d * max(t, v * p))
+    chunk = chunk_samples(stacked.device, n, d * max(t, v * p))
     buffer = stacked.new_empty((chunk, v * p, d))
     diagonal = stacked.new_zeros(p * d)
     for first in range(0, n, chunk):

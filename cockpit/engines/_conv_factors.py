@@ -39,8 +39,11 @@ from cockpit.engines._sample_request import (
 )
 
 __all__ = [
+    "CHUNK_MULTIPLE",
+    "CPU_CHUNK_SCALE",
     "KEEP_ELEMENTS",
     "ConvFactors",
+    "chunk_samples",
     "factor_route",
     "kept_layers",
     "pad_input",
@@ -52,6 +55,21 @@ __all__ = [
 #: Per-sample gradient numbers a step may keep for projections known only after
 #: ``optimizer.step()`` (alpha), all layers together: 32 MB in float32.
 KEEP_ELEMENTS = 2**23
+
+#: The convolution routes' temporaries on the CPU hold up to this many times
+#: :data:`~cockpit.engines.layer_stats.CHUNK_ELEMENTS` (2**21 numbers, 8 MB in
+#: float32): half as many chunks, so half the operations and the intra-op pool's
+#: wake-ups per layer. On 3c3d's convolutions with two threads, 5.6 ms less of the
+#: training thread's CPU per step than 2**20 (together with :data:`CHUNK_MULTIPLE`),
+#: while 2**22 took longer (``benchmarks/results/econ3c3d/``).
+CPU_CHUNK_SCALE = 2
+
+#: Samples per chunk are a multiple of this where the bound allows. The batched
+#: product splits a chunk's samples over the intra-op threads: 9 samples leave one of
+#: two threads 5 against 4 (on 3c3d's third convolution 71 against 54 µs of CPU per
+#: sample; 61 and 54 with 8). A fixed multiple, not the thread count, so that the
+#: chunks, and the order of the float sums, do not depend on the threads.
+CHUNK_MULTIPLE = 8
 
 
 def factor_route(module: nn.Conv2d) -> bool:
@@ -168,7 +186,7 @@ class ConvFactors:
         x = pad_input(self.x, self.padding, self.padding_mode)
         n, p, t = delta.shape
         d = weight[0].numel()
-        chunk = layer_stats.chunk_samples(delta.device, n, d * max(t, p))
+        chunk = chunk_samples(delta.device, n, d * max(t, p))
         buffer = delta.new_empty((n if keep else chunk, p, d))
         scale, scale_products = self.scale, d <= t
 
@@ -196,6 +214,27 @@ class ConvFactors:
         stats = reducer.finish(project)
         stats.rounding = self.rounding
         return stats
+
+
+def chunk_samples(device: torch.device, n: int, per_sample: int) -> int:
+    """Samples per chunk of the N in the convolution routes.
+
+    At most ``CPU_CHUNK_SCALE * layer_stats.CHUNK_ELEMENTS`` elements per temporary
+    (``per_sample`` each) on the CPU, ``layer_stats.DEVICE_CHUNK_ELEMENTS``
+    elsewhere; then the chunks are made as equal as that bound allows, each a
+    multiple of :data:`CHUNK_MULTIPLE` samples where the bound holds two of them
+    (3c3d's third convolution, N = 128: 8 chunks of 16 samples; with 2**20 elements
+    and no multiple, 14 of 9 and one of 2).
+    """
+    cpu = CPU_CHUNK_SCALE * layer_stats.CHUNK_ELEMENTS
+    bound = cpu if device.type == "cpu" else layer_stats.DEVICE_CHUNK_ELEMENTS
+    most = max(1, min(n, bound // per_sample))
+    # From two multiples up: rounding down keeps at least 16 of 23 samples.
+    multiple = CHUNK_MULTIPLE if 2 * CHUNK_MULTIPLE <= most < n else 1
+    most -= most % multiple
+    chunks = -(-n // most)
+    equal = -(-n // chunks)  # <= most; rounded up to a multiple, still <= most
+    return -(-equal // multiple) * multiple
 
 
 def pad_input(x: Tensor, padding: Sequence[int], mode: str = "constant") -> Tensor:

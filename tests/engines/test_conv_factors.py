@@ -155,3 +155,61 @@ def test_chunks_are_bounded_on_the_cpu_and_whole_batches_elsewhere():
     huge = layer_stats.DEVICE_CHUNK_ELEMENTS  # one sample is over any bound
     assert layer_stats.chunk_samples(torch.device("cuda"), 128, huge * 2) == 1
     assert layer_stats.chunk_samples(torch.device("cpu"), 3, 1) == 3
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 128, 130])
+@pytest.mark.parametrize("per_sample", [1, 3, 40_000, 110_592, 180_000, 300_000, 2**22])
+def test_convolution_chunks_are_bounded_equal_and_multiples(n, per_sample):
+    """Within the bound, as few chunks as it allows, equal up to the last, multiples."""
+    cpu = torch.device("cpu")
+    bound = _conv_factors.CPU_CHUNK_SCALE * layer_stats.CHUNK_ELEMENTS
+    most = max(1, min(n, bound // per_sample))
+    chunk = _conv_factors.chunk_samples(cpu, n, per_sample)
+    assert 1 <= chunk <= most
+    chunks = -(-n // chunk)
+    multiple = _conv_factors.CHUNK_MULTIPLE
+    # No more chunks than the bound's multiples of CHUNK_MULTIPLE need.
+    rounds = 2 * multiple <= most < n
+    assert chunks == -(-n // (most - most % multiple if rounds else most))
+    if rounds:
+        assert chunk % multiple == 0
+    assert n - (chunks - 1) * chunk > 0  # the last chunk is not empty
+
+
+def test_convolution_chunks_of_3c3d():
+    """3c3d (N = 128): 4 chunks of 32, five of 24 and one of 8, 8 of 16 samples."""
+    cpu = torch.device("cpu")
+    sizes = [(75, 784, 64), (576, 144, 96), (864, 36, 128)]  # d, T, p
+    chunks = [_conv_factors.chunk_samples(cpu, 128, d * max(t, p)) for d, t, p in sizes]
+    assert chunks == [32, 24, 16]
+
+
+def test_statistics_of_equal_chunks_of_a_multiple(monkeypatch):
+    """40 samples in chunks of 16, 16 and 8 (bound 17): the per-sample references."""
+    torch.manual_seed(0)
+    n = 40
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(27, 3)
+    ).double()
+    x = torch.randn(n, 2, 5, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,))
+    per_sample = 18 * 9  # d T: the patches are the largest temporary
+    scale = _conv_factors.CPU_CHUNK_SCALE
+    monkeypatch.setattr(layer_stats, "CHUNK_ELEMENTS", 17 * per_sample // scale)
+    chunks = []
+    chunk_samples = _conv_factors.chunk_samples
+
+    def record(*args):
+        chunks.append(chunk_samples(*args))
+        return chunks[-1]
+
+    monkeypatch.setattr(_conv_factors, "chunk_samples", record)
+    request = SampleRequest(mean_reduction=True, sum_sq=True)
+    stats = _tracked(model, nn.CrossEntropyLoss(), x, y, request)["0.weight"]
+    assert chunks == [16]
+    g_n = reference.per_sample_grads(model, nn.CrossEntropyLoss(), x, y)["0.weight"]
+    g_n = g_n.reshape(n, -1)
+    torch.testing.assert_close(stats.grad, g_n.mean(0))
+    torch.testing.assert_close(stats.sq_norms, (g_n**2).sum(1))
+    torch.testing.assert_close(stats.dots, g_n @ g_n.mean(0))
+    torch.testing.assert_close(stats.sum_sq, (g_n**2).sum(0))
