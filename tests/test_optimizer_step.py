@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import cockpit
-from cockpit._optimizer_step import _FlatParams, _Taken
+from cockpit._optimizer_step import _FlatParams
+from cockpit.states import StepTaken
 from tests.quantities.tracking import assert_per_layer, linear_cockpit
 
 
@@ -42,18 +43,18 @@ def test_a_non_contiguous_parameter_is_flattened_afresh_each_time():
     torch.testing.assert_close(second[0], model.weight.detach().reshape(-1))
 
 
-def test_fused_squared_norms_equal_the_sums_of_squares():
+def test_the_step_length_is_the_norm_of_the_per_parameter_norms():
     gen = torch.Generator().manual_seed(0)
     delta = {
         name: torch.randn(size, generator=gen, dtype=torch.float64)
         for name, size in [("a", 7), ("b", 1), ("c", 40)]
     }
-    taken = _Taken(delta=delta)
-    assert list(taken.sq_norms) == list(delta)
-    for name, s in delta.items():
-        torch.testing.assert_close(taken.sq_norms[name], (s**2).sum())
-    total = sum((s**2).sum() for s in delta.values())
-    torch.testing.assert_close(taken.length, total.sqrt())
+    taken = StepTaken(delta)
+    assert taken.names == list(delta)
+    norms = torch.stack([s.norm() for s in delta.values()])
+    torch.testing.assert_close(taken.norm_rows, norms, rtol=1e-15, atol=0)
+    whole = torch.cat(list(delta.values())).norm()
+    torch.testing.assert_close(taken.length, whole, rtol=1e-14, atol=0)
 
 
 def test_update_size_across_a_replaced_parameter(tmp_path):
