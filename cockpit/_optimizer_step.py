@@ -179,11 +179,7 @@ def _install_hooks(
         for handle in awaiting.handles:
             handle.remove()
         awaiting.handles.clear()
-        after = flat.concatenated()
-        for now, then in zip(after, awaiting.before, strict=True):
-            now.sub_(then)
-        awaiting.before = []  # the snapshot is spent: freed before the quantities run
-        done(awaiting, _Taken(after, flat))
+        done(awaiting, _step_taken(flat, awaiting))
 
     if inside_step:
         before(optimizer, (), {})
@@ -193,6 +189,19 @@ def _install_hooks(
         optimizer.register_step_pre_hook(before),
         optimizer.register_step_post_hook(after),
     ]
+
+
+def _step_taken(flat: _FlatParams, awaiting: AwaitingStep) -> _Taken:
+    """The parameters now minus ``awaiting``'s snapshot, in place.
+
+    The snapshot is released here, so that it is freed before the quantities run:
+    one buffer of the parameters' size less at the phase's peak.
+    """
+    now = flat.concatenated()
+    for buffer, then in zip(now, awaiting.before, strict=True):
+        buffer.sub_(then)
+    awaiting.before = []
+    return _Taken(now, flat)
 
 
 class _FlatParams:
