@@ -23,19 +23,14 @@ from __future__ import annotations
 import collections
 import contextlib
 
-import torch
-from torch import nn
-
 import cockpit
 from cockpit.presets import PRESETS
 from tests.test_cost_per_layer import (
     ADDED,
-    BATCH,
     DEPTHS,
     STEPS,
-    WIDTH,
-    _deep_mlp,
     _Operations,
+    _problem,
     _PythonCalls,
 )
 
@@ -61,12 +56,7 @@ def _phases(
 ) -> tuple[Counts, Counts]:
     """``counter``'s counts in ``zero_grad()`` and ``step()`` over :data:`STEPS`
     steps after a warm-up step; ``quantities=None`` trains plain."""
-    model = _deep_mlp(depth)
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(BATCH, WIDTH, generator=generator)
-    y = torch.randint(WIDTH, (BATCH,), generator=generator)
+    model, loss_fn, optimizer, x, y = _problem(depth)
     ck = None
     if quantities is not None:
         run = f"depth{depth}-{len(list(tmp_path.iterdir()))}"
