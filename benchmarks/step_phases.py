@@ -16,41 +16,59 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 from _overhead.configs import CONFIGS, Run, warm_runs
 from _overhead.problems import PROBLEMS, make_problem
+from op_count import _Counter
+from torch import Tensor
 
 PHASES = ("zero_grad", "enter", "forward", "backward", "exit", "optimizer")
 
 
-def phase_ms(run: Run, batches, steps: int) -> list[float]:
-    """CPU ms per step of each phase of :data:`PHASES`, over ``steps`` steps."""
+def _cpu_ms(action: Callable[[], object]) -> float:
+    """The training thread's CPU milliseconds in ``action``."""
+    start = time.thread_time()
+    action()
+    return 1e3 * (time.thread_time() - start)
+
+
+def _operations(action: Callable[[], object]) -> float:
+    """The ATen operations ``action`` dispatches."""
+    with _Counter() as counter:
+        action()
+    return counter.count
+
+
+def _step_actions(run: Run, x: Tensor, y: Tensor) -> tuple[Callable[[], object], ...]:
+    """One training step on ``(x, y)`` as the calls of :data:`PHASES`, in order."""
+    block = run.ck.track() if run.ck is not None else contextlib.nullcontext()
+    losses: list[Tensor] = []
+    return (
+        run.optimizer.zero_grad,
+        block.__enter__,
+        lambda: losses.append(run.loss(x, y)),
+        lambda: losses[0].backward(),
+        lambda: block.__exit__(None, None, None),
+        run.optimizer.step,
+    )
+
+
+def phase_costs(
+    run: Run, batches, steps: int, meter: Callable[[Callable[[], object]], float]
+) -> list[float]:
+    """``meter`` (CPU ms or operations) per step of each phase of :data:`PHASES`."""
     totals = [0.0] * len(PHASES)
     for _ in range(steps):
         run.flush()
-        x, y = batches[run.batch_index % len(batches)]
+        actions = _step_actions(run, *batches[run.batch_index % len(batches)])
         run.batch_index += 1
-        block = run.ck.track() if run.ck is not None else contextlib.nullcontext()
-        marks = [time.thread_time()]
-        run.optimizer.zero_grad()
-        marks.append(time.thread_time())
-        block.__enter__()
-        marks.append(time.thread_time())
-        loss = run.loss(x, y)
-        marks.append(time.thread_time())
-        loss.backward()
-        marks.append(time.thread_time())
-        block.__exit__(None, None, None)
-        marks.append(time.thread_time())
-        run.optimizer.step()
-        marks.append(time.thread_time())
-        for i, (a, b) in enumerate(itertools.pairwise(marks)):
-            totals[i] += 1e3 * (b - a)
+        for i, action in enumerate(actions):
+            totals[i] += meter(action)
     return [total / steps for total in totals]
 
 
@@ -61,7 +79,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--ops", action="store_true", help="count ATen operations, not CPU time"
+    )
     args = parser.parse_args()
+    meter = _operations if args.ops else _cpu_ms
     torch.set_num_threads(1)
     device = torch.device("cpu")
     print(f"| problem | config | {' | '.join(PHASES)} | total |")
@@ -73,7 +95,9 @@ def main() -> None:
             times: dict[str, list[list[float]]] = {run.config: [] for run in runs}
             for _ in range(args.rounds):
                 for run in runs:
-                    times[run.config].append(phase_ms(run, problem.batches, args.steps))
+                    times[run.config].append(
+                        phase_costs(run, problem.batches, args.steps, meter)
+                    )
             for config, rounds in times.items():
                 medians = [statistics.median(c) for c in zip(*rounds, strict=True)]
                 cells = " | ".join(f"{m:.2f}" for m in medians)
