@@ -179,10 +179,7 @@ def _install_hooks(
         for handle in awaiting.handles:
             handle.remove()
         awaiting.handles.clear()
-        after = flat.concatenated()
-        for now, then in zip(after, awaiting.before, strict=True):
-            now.sub_(then)
-        done(awaiting, _Taken.from_buffers(after, flat))
+        done(awaiting, _step_taken(flat, awaiting))
 
     if inside_step:
         before(optimizer, (), {})
@@ -194,6 +191,19 @@ def _install_hooks(
     ]
 
 
+def _step_taken(flat: _FlatParams, awaiting: AwaitingStep) -> _Taken:
+    """The parameters now minus ``awaiting``'s snapshot, in place.
+
+    The snapshot is released here, so that it is freed before the quantities run:
+    one buffer of the parameters' size less at the phase's peak.
+    """
+    now = flat.concatenated()
+    for buffer, then in zip(now, awaiting.before, strict=True):
+        buffer.sub_(then)
+    awaiting.before = []
+    return _Taken(now, flat)
+
+
 class _FlatParams:
     """Flat views ``[D_l]`` of the parameters, made once, remade when one moves.
 
@@ -201,24 +211,34 @@ class _FlatParams:
     step's values; one view per parameter per snapshot would cost an operation per
     parameter tensor. They are remade when a parameter's storage changes
     (``param.data = ...``, ``model.to(...)``), and never kept for a parameter that is
-    not contiguous, whose flat form is a copy.
+    not contiguous, whose flat form is a copy. That check reads each parameter's
+    address in C (``map``), with no Python bytecode per parameter tensor.
 
     The snapshots around ``optimizer.step()`` are :meth:`concatenated` copies, one
-    buffer per device and dtype (:mod:`cockpit._flat_buffers`).
+    buffer per device and dtype (:mod:`cockpit._flat_buffers`): one ``torch.cat``
+    each, whatever the number of parameter tensors.
+
+    Attributes:
+        names: The parameters' names, in the buffers' order.
+        buckets: The positions of :func:`cockpit._flat_buffers.buckets`.
+        sizes: Elements of each flat view (of a rank's shard under FSDP).
+
     """
 
     def __init__(self, params: dict[str, nn.Parameter]):
-        self.params = params
-        self._sharded = any(is_shard(p) for p in params.values())
+        self.names = list(params)
+        self._params = list(params.values())
+        self._sharded = any(is_shard(p) for p in self._params)
         self._addresses: list[int] = []
         self._views: list[Tensor] = []
+        self._bucketed: list[list[Tensor]] = []
         self.buckets: list[list[int]] = []
-        #: Elements of each flat view (of a rank's shard under FSDP).
         self.sizes: list[int] = []
 
     def concatenated(self) -> list[Tensor]:
-        """The parameters' values copied into one flat buffer per bucket."""
-        return _flat_buffers.concatenate(self.views(), self.buckets)
+        """The parameters' values copied into one flat buffer ``[D_b]`` per bucket."""
+        self.views()
+        return [torch.cat(views) for views in self._bucketed]
 
     def views(self) -> list[Tensor]:
         """Parameter order: the flat parameters, sharing their storage.
@@ -226,74 +246,56 @@ class _FlatParams:
         Of sharded parameters (FSDP), this rank's shards, looked up at each call:
         FSDP may move a shard to new storage when it first runs.
         """
-        params = list(self.params.values())
-        if self._sharded:
-            params = [local(p) for p in params]
-        addresses = [p.data_ptr() for p in params]
-        if addresses != self._addresses:
-            views = [p.detach().reshape(-1) for p in params]
-            self.buckets = _flat_buffers.buckets(views)
-            self.sizes = [view.numel() for view in views]
-            if all(p.is_contiguous() for p in params):
-                self._addresses, self._views = addresses, views
-            return views
-        return self._views
+        params = [local(p) for p in self._params] if self._sharded else self._params
+        addresses = list(map(Tensor.data_ptr, params))
+        if addresses == self._addresses:
+            return self._views
+        views = [p.detach().reshape(-1) for p in params]
+        self.buckets = _flat_buffers.buckets(views)
+        self.sizes = _flat_buffers.sizes(views)
+        self._bucketed = [[views[i] for i in bucket] for bucket in self.buckets]
+        kept = all(p.is_contiguous() for p in params)
+        self._addresses, self._views = (addresses, views) if kept else ([], [])
+        return views
 
     def split(self, buffers: list[Tensor]) -> dict[str, Tensor]:
         """Parameter name -> its view ``[D_l]`` into buffers laid out as the snapshots."""
-        names = list(self.params)
-        return _flat_buffers.FlatViews.of(names, buffers, self.buckets, self.sizes)
+        return _flat_buffers.FlatViews.of(self.names, buffers, self.buckets, self.sizes)
 
 
 class _Taken(StepTaken):
-    """:class:`StepTaken` held in flat buffers, its squared norms one fused call.
+    """:class:`StepTaken` held in flat buffers, one per bucket of parameters.
 
-    Attributes:
-        buffers: The step of every parameter of a bucket, concatenated ``[D_b]``;
-            ``delta``'s tensors are views into them.
+    Its norms and divisions run on the buffers, a few operations whatever the number
+    of parameter tensors; the views per parameter (``delta``) are made only where a
+    reader asks for them (a step split across FSDP ranks).
+
+    Args:
+        buffers: The step of every parameter of a bucket, concatenated ``[D_b]``.
         flat: The parameters' layout in the buffers.
 
     """
 
-    buffers: list[Tensor] | None = None
-    flat: _FlatParams | None = None
-
-    @classmethod
-    def from_buffers(cls, buffers: list[Tensor], flat: _FlatParams) -> _Taken:
-        """The step from the buckets' flat buffers, split into views per parameter."""
-        taken = cls(delta=flat.split(buffers))
-        taken.buffers, taken.flat = buffers, flat
-        return taken
+    def __init__(self, buffers: list[Tensor], flat: _FlatParams):
+        self.buffers, self.flat = buffers, flat
+        self.names = flat.names
 
     @functools.cached_property
-    def sq_norms(self) -> dict[str, Tensor]:
-        """``||s_l||^2`` per parameter, from ``torch._foreach_norm``."""
-        return dict(zip(self.delta, self._sq_norm_rows.unbind(0), strict=True))
+    def delta(self) -> dict[str, Tensor]:  # type: ignore[override]
+        """Parameter name -> its view ``[D_l]`` into the buffers (one split each)."""
+        return self.flat.split(self.buffers)
 
     @functools.cached_property
-    def _sq_norm_rows(self) -> Tensor:
-        """``[L]``: ``||s_l||^2``, each norm times itself in its own dtype.
+    def norm_rows(self) -> Tensor:
+        """``[L]``: ``||s_l||``, a reduction per run of equal segments of the buffer.
 
-        One product for all where the parameters share a dtype (one bucket);
-        stacked norms of several dtypes would be promoted before the product and
-        round differently.
+        The same bits as a norm per parameter; several buckets (dtypes, devices):
+        from the views, one fused call.
         """
-        if self.buffers is not None and len(self.buffers) == 1:
-            rows = self.norm_rows
-            return rows * rows
-        norms = torch._foreach_norm(list(self.delta.values()))
-        if len({norm.dtype for norm in norms}) == 1:
-            stacked = torch.stack(norms)
-            return stacked * stacked
-        return torch.stack(torch._foreach_mul(norms, norms))
-
-    @functools.cached_property
-    def length(self) -> Tensor:
-        """``tau = ||s||``: the sum of the squared norms, without a tensor per layer."""
-        return self._sq_norm_rows.sum().sqrt()
+        if len(self.buffers) == 1:
+            return _flat_buffers.segment_norms(self.buffers[0], self.flat.sizes)
+        return super().norm_rows
 
     def divided(self, divisor: Tensor) -> dict[str, Tensor]:
-        """``s_l / divisor`` per parameter: one division per buffer."""
-        if self.buffers is None or self.flat is None:
-            return super().divided(divisor)
+        """``s_l / divisor`` per parameter: one division per buffer, then its views."""
         return self.flat.split([buffer / divisor for buffer in self.buffers])

@@ -302,30 +302,39 @@ def projected_moments(
     return _reduce_values(Reduce.MOMENTS, parts, "projections")
 
 
-@dataclass
 class StepTaken:
     """The step the optimizer took: ``s = theta_{t+1} - theta_t`` per parameter.
 
+    Args:
+        delta: Parameter name -> flat ``s_l`` ``[D_l]``.
+
     Attributes:
-        delta: Parameter name -> flat ``s_l``.
+        names: The parameters' names, in the order of ``delta`` and the norms.
 
     """
 
-    delta: dict[str, Tensor]
-
-    @functools.cached_property
-    def sq_norms(self) -> dict[str, Tensor]:
-        """``||s_l||^2`` per parameter."""
-        return {name: (s**2).sum() for name, s in self.delta.items()}
+    def __init__(self, delta: dict[str, Tensor]):
+        self.delta = delta
+        self.names = list(delta)
 
     @functools.cached_property
     def norm_rows(self) -> Tensor:
-        """``[L]``: ``||s_l||`` per parameter, in the order of ``delta``.
+        """``[L]``: ``||s_l||`` per parameter, in the order of ``names``.
 
         From flat buffers where ``delta`` holds views into them, otherwise one
         fused call (:func:`cockpit._flat_buffers.norm_rows`).
         """
         return _flat_buffers.norm_rows(self.delta)
+
+    @functools.cached_property
+    def length(self) -> Tensor:
+        """``tau = ||s||``: the norm of the per-parameter norms ``[L]``.
+
+        The same expression, so the same bits, as the total of ``update_size``
+        (:func:`cockpit.quantities._view.with_total`): one reduction of ``L``
+        numbers, never one per parameter.
+        """
+        return torch.linalg.vector_norm(self.norm_rows)
 
     def divided(self, divisor: Tensor) -> dict[str, Tensor]:
         """``s_l / divisor`` per parameter (``divisor`` a 0-d tensor)."""
@@ -336,8 +345,3 @@ class StepTaken:
                 strict=True,
             )
         )
-
-    @functools.cached_property
-    def length(self) -> Tensor:
-        """``tau = ||s||``."""
-        return torch.stack(list(self.sq_norms.values())).sum().sqrt()

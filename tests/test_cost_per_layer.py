@@ -99,17 +99,24 @@ class _PythonCalls:
         gc.enable()
 
 
+def _problem(
+    depth: int,
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    """The narrow MLP of ``depth`` layers, its loss, plain SGD and one batch."""
+    model = _deep_mlp(depth)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, WIDTH, generator=generator)
+    y = torch.randint(WIDTH, (BATCH,), generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    return model, nn.CrossEntropyLoss(), optimizer, x, y
+
+
 def _train(
     depth: int, tmp_path, tracked: bool, counter: type = _Operations
 ) -> tuple[Operations, list[TensorRecord]]:
     """What ``counter`` counts in :data:`STEPS` steps after a warm-up step (ATen
     operations by default), and the records submitted."""
-    model = _deep_mlp(depth)
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(BATCH, WIDTH, generator=generator)
-    y = torch.randint(WIDTH, (BATCH,), generator=generator)
+    model, loss_fn, optimizer, x, y = _problem(depth)
     records: list[TensorRecord] = []
     ck = None
     if tracked:

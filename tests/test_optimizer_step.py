@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 import cockpit
-from cockpit._optimizer_step import _FlatParams, _Taken
+from cockpit._optimizer_step import AwaitingStep, OptimizerWatch, _FlatParams
+from cockpit.engines import fill
+from cockpit.states import StepTaken
 from tests.quantities.tracking import assert_per_layer, linear_cockpit
 
 
@@ -42,18 +44,18 @@ def test_a_non_contiguous_parameter_is_flattened_afresh_each_time():
     torch.testing.assert_close(second[0], model.weight.detach().reshape(-1))
 
 
-def test_fused_squared_norms_equal_the_sums_of_squares():
+def test_the_step_length_is_the_norm_of_the_per_parameter_norms():
     gen = torch.Generator().manual_seed(0)
     delta = {
         name: torch.randn(size, generator=gen, dtype=torch.float64)
         for name, size in [("a", 7), ("b", 1), ("c", 40)]
     }
-    taken = _Taken(delta=delta)
-    assert list(taken.sq_norms) == list(delta)
-    for name, s in delta.items():
-        torch.testing.assert_close(taken.sq_norms[name], (s**2).sum())
-    total = sum((s**2).sum() for s in delta.values())
-    torch.testing.assert_close(taken.length, total.sqrt())
+    taken = StepTaken(delta)
+    assert taken.names == list(delta)
+    norms = torch.stack([s.norm() for s in delta.values()])
+    torch.testing.assert_close(taken.norm_rows, norms, rtol=1e-15, atol=0)
+    whole = torch.cat(list(delta.values())).norm()
+    torch.testing.assert_close(taken.length, whole, rtol=1e-14, atol=0)
 
 
 def test_update_size_across_a_replaced_parameter(tmp_path):
@@ -79,3 +81,35 @@ def test_update_size_across_a_replaced_parameter(tmp_path):
     for step, expected in enumerate(steps):
         expected["total"] = torch.stack(list(expected.values())).norm()
         assert_per_layer(run, "update_size", step, expected)
+
+
+def test_the_snapshot_is_released_before_the_step_states_are_filled(
+    tmp_path, monkeypatch
+):
+    """The parameters' copy from before ``optimizer.step()`` is spent once the step
+    is taken: holding it while the quantities run (the unit step, alpha's
+    projections) added one buffer of the parameters' size to the phase's peak."""
+    model, loss_fn, ck = linear_cockpit(tmp_path, {"update_size": 1}, (4, 3))
+    waiting: list[AwaitingStep] = []
+    held: list[list[torch.Tensor]] = []
+    wait, fill_step_states = OptimizerWatch.wait, fill.step_states
+
+    def keep_waiting(self, awaiting, seconds):
+        waiting.append(awaiting)
+        wait(self, awaiting, seconds)
+
+    def step_states(*args, **kwargs):
+        held.append(waiting[-1].before)
+        return fill_step_states(*args, **kwargs)
+
+    monkeypatch.setattr(OptimizerWatch, "wait", keep_waiting)
+    monkeypatch.setattr(fill, "step_states", step_states)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.randn(5, 3, dtype=torch.float64)
+    for _ in range(2):
+        ck.optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        ck.optimizer.step()
+    ck.close()
+    assert held == [[], []]

@@ -14,4 +14,4 @@ class UpdateSize(Quantity):
     shardable = True
 
     def finalize_step(self, states: StepStates) -> dict:
-        return states.layered_rows(states.step_norms, list(states["step"].delta))
+        return states.layered_rows(states.step_norms, states["step"].names)
