@@ -50,7 +50,9 @@ __all__ = [
 #: memory instead of mapping fresh pages each time (glibc maps blocks above 32 MB
 #: afresh), which for tensors of tens of MB costs more than the arithmetic on them.
 #: Chunks of 2**18 or 2**22 elements took as long or longer on 3c3d's convolutions
-#: (``benchmarks/conv_floor.py --chunk-elements``, ``benchmarks/results/convecon/``).
+#: (``benchmarks/conv_floor.py --chunk-elements``, ``benchmarks/results/convecon/``);
+#: the convolution routes now take twice this bound on the CPU, in equal chunks
+#: (:data:`cockpit.engines._conv_factors.CPU_CHUNK_SCALE`).
 CHUNK_ELEMENTS = 2**20
 
 #: Elements per temporary chunk on other devices (256 MB in float32). A GPU's caching
