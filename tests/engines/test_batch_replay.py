@@ -100,7 +100,7 @@ def run_tracked(model, loss_fn, data, logdir, quantities, **kwargs):
 
 @pytest.mark.parametrize("loss", ["ce-mean", "mse-sum"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_first_order_statistics_match_brute_force(tmp_path, name, loss):
+def test_first_order_statistics_match_brute_force(tmp_path, name, loss, replay_route):
     torch.manual_seed(0)
     make, shape = MODELS[name]
     model = make().double()
@@ -193,7 +193,7 @@ def test_model_put_into_training_mode_later_moves_at_that_step(tmp_path, caplog)
     assert_per_layer(run, "norm_test", 0, {"total": expected})
 
 
-def test_curvature_of_a_batchnorm_model_through_the_whole_batch(tmp_path):
+def test_curvature_of_a_batchnorm_model_through_the_whole_batch(tmp_path, replay_route):
     torch.manual_seed(0)
     model = bn_mlp().double()
     loss_fn = nn.CrossEntropyLoss()
