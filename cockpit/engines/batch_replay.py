@@ -60,6 +60,8 @@ the whole batch, as in :mod:`cockpit.engines.func_engine`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -88,6 +90,25 @@ def _scale_sums(stats: LayerStats, factor: float) -> None:
         stats.sum_sq.mul_(factor)  # the reducer's own sum, in place: no second [D_l]
     if stats.hist_values is not None:
         stats.hist_weight = stats.hist_weight * factor
+
+
+def _keeping(
+    blocks: Iterator[dict[str, Tensor]], kept: dict[str, list[Tensor]]
+) -> Iterator[dict[str, Tensor]]:
+    """``blocks`` unchanged, each also appended to ``kept`` (by parameter)."""
+    for block in blocks:
+        for name, rows in kept.items():
+            rows.append(block[name])
+        yield block
+
+
+def _project(rows: list[Tensor], direction: Tensor) -> Tensor:
+    """``[M]``: ``g_n . v`` of the kept ``[c, D_l]`` blocks of rows, block by block.
+
+    The blocks stay apart: concatenating them would copy all ``[M, D_l]`` rows (one
+    more memory pass over M network-sized rows, and new pages) for M dot products.
+    """
+    return torch.cat([block @ direction for block in rows])
 
 
 def _joined(blocks: list[dict[str, Tensor]], name: str) -> Tensor:
@@ -141,7 +162,14 @@ class BatchReplay:
         m = cotangents.shape[0]
         blocks = self._blocks(losses, names, cotangents, chunk)
         params = {name: self.func.params[name] for name in names}
+        kept: dict[str, list[Tensor]] = {name: [] for name in names}
+        if request.keep_for_projection:  # kept here, as they come: never concatenated
+            blocks = _keeping(blocks, kept)
+            request = dataclasses.replace(request, keep_for_projection=False)
         stats = from_blocks(blocks, m, grads, params, request)
+        for name, rows in kept.items():
+            if rows:
+                stats[name].project = functools.partial(_project, rows)
         if subsample:
             for layer in stats.values():
                 _scale_sums(layer, n / m)

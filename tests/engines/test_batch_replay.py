@@ -18,7 +18,12 @@ import cockpit
 from cockpit.exceptions import UnsupportedModelError
 from cockpit.quantities import GgnTopEigen, HessMaxEv, HessTrace
 from tests import reference
-from tests.quantities.tracking import assert_per_layer, histogram_rows, make_cockpit
+from tests.quantities.tracking import (
+    assert_per_layer,
+    histogram_rows,
+    logged,
+    make_cockpit,
+)
 from tests.reference_curvature import batch_coupled_ggn, hessian, top_eigen
 
 N = 6
@@ -130,6 +135,35 @@ def test_first_order_statistics_match_brute_force(tmp_path, name, loss, replay_r
         hist = histogram_rows(run, "grad_hist_1d")
         counts = hist[(hist.step == step) & hist.layer.isna()]["counts"].iloc[0]
         assert sum(counts) == per_layer["total"].numel()
+
+
+def test_alpha_projects_the_kept_rows_on_the_step(tmp_path, replay_route):
+    """alpha's slopes ``g_n . s / tau`` come from rows kept until after the step."""
+    torch.manual_seed(0)
+    model = bn_mlp().double()
+    loss_fn = nn.CrossEntropyLoss()
+    data = batches((5,), loss_fn, steps=3)
+    ck = make_cockpit(model, loss_fn, tmp_path, ["alpha"], hist_samples=0)
+    params, grads, losses = [], [], []
+    for x, y in data:
+        twin = copy.deepcopy(model)  # its running statistics move, not the model's
+        losses.append(reference.per_sample_losses(loss_fn, twin(x), y).detach())
+        grads.append(
+            reference.flat(reference.batch_coupled_grads(model, loss_fn, x, y))
+        )
+        params.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        ck.optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        ck.optimizer.step()
+    ck.close()
+    run = cockpit.load(ck.run_dir)
+    for step in range(2):
+        direction = params[step + 1] - params[step]
+        tau = direction.norm()
+        slopes = [grads[t] @ direction / tau for t in (step, step + 1)]
+        expected = reference.alpha(float(tau), losses[step : step + 2], slopes)
+        assert logged(run, "alpha", step) == pytest.approx(expected, rel=1e-6)
 
 
 def test_batchnorm_model_goes_to_the_batch_replay_and_says_why(tmp_path, caplog):
