@@ -11,13 +11,18 @@ and backward passes, interleaved in rounds; medians over rounds, in ms per step:
     cd benchmarks && ../.venv/bin/python replay_cost.py --problems resnet18 \\
         --configs economy/replay1 economy/replay2 economy/replay4
 
-Columns: ``forward``, ``backward`` of the plain step; the tracked step's ``total``
-and its ratio to the plain step; of it, ``replay fwd`` (the replayed forward pass and
-the per-sample losses), ``backwards`` (all the replayed samples' backward passes),
-``per sample / plain bwd`` (one replayed sample's backward against the plain
-backward), ``statistics`` (the per-sample statistics of the rows, without the
-backward passes that produce them) and ``rest`` (everything else of the tracked step:
-the user's own forward and backward, the other quantities, the record).
+Columns: ``plain``, a plain step (zero_grad, forward, backward, optimizer step); the
+tracked step's ``ratio`` to it; of the tracked step, ``replay fwd`` (the replayed
+forward pass), ``backwards`` (all the replayed samples' backward passes), ``per
+sample / plain bwd`` (one replayed sample's backward passes against the plain step's
+backward pass), ``statistics`` (the per-sample statistics of the rows, without the
+backward passes that produce them), ``other engines`` (the rest of the engines'
+work after the block: the per-sample losses, the subsample's draw, the histogram
+state...), ``quantities`` (their ``finalize`` at the end of the block), ``optimizer
+step`` (the parameters' snapshots around ``optimizer.step()`` and the quantities
+that wait for the step, such as alpha's projections) and ``rest`` (everything else:
+the user's own zero_grad, forward, backward and optimizer step, the hooks, the
+record).
 """
 
 from __future__ import annotations
@@ -33,13 +38,18 @@ import torch
 from _overhead.configs import CONFIGS, PLAIN, Run, warm_runs
 from _overhead.problems import PROBLEMS, Batches, make_problem
 
+from cockpit import _optimizer_step, _step
 from cockpit.engines import batch_replay
 
-#: The engine's phases: the attribute of :mod:`cockpit.engines.batch_replay` wrapped.
+#: The phases: the function wrapped, as its owner and attribute.
 WRAPPED = {
     "replay fwd": (batch_replay.BatchReplay, "_loss_input"),
     "backwards": (batch_replay.BatchReplay, "_rows"),
     "with stats": (batch_replay, "from_blocks"),
+    "engines": (_step.TrackedStep, "_fill"),
+    "quantities": (_step.TrackedStep, "_finalize"),
+    "snapshot": (_optimizer_step._FlatParams, "concatenated"),
+    "after step": (_optimizer_step.OptimizerWatch, "flush"),
 }
 
 
@@ -75,21 +85,27 @@ class PhaseClock:
         self.seconds = dict.fromkeys(WRAPPED, 0.0)
 
 
-def plain_ms(run: Run, batches: Batches, steps: int) -> tuple[float, float]:
-    """CPU ms per step of a plain step's forward and backward passes."""
-    forward = backward = 0.0
+def plain_ms(run: Run, batches: Batches, steps: int) -> dict[str, float]:
+    """CPU ms per step: a plain step, and its forward and backward passes."""
+    forward = backward = total = 0.0
     for _ in range(steps):
         x, y = batches[run.batch_index % len(batches)]
         run.batch_index += 1
-        run.optimizer.zero_grad()
         start = time.thread_time()
+        run.optimizer.zero_grad()
+        before = time.thread_time()
         loss = run.loss(x, y)
         middle = time.thread_time()
         loss.backward()
         end = time.thread_time()
         run.optimizer.step()
-        forward, backward = forward + middle - start, backward + end - middle
-    return 1e3 * forward / steps, 1e3 * backward / steps
+        total += time.thread_time() - start
+        forward, backward = forward + middle - before, backward + end - middle
+    return {
+        "forward": 1e3 * forward / steps,
+        "backward": 1e3 * backward / steps,
+        "total": 1e3 * total / steps,
+    }
 
 
 def tracked_ms(
@@ -108,6 +124,25 @@ def tracked_ms(
     return phases
 
 
+def _cells(m: dict[str, float], plain: dict[str, float], samples: int) -> list[str]:
+    """A tracked configuration's row (ms per step, or ratios), from its medians."""
+    statistics_ms = m["with stats"] - m["backwards"]
+    after = m["snapshot"] + m["after step"]
+    rest = m["total"] - m["engines"] - m["quantities"] - after
+    cells = [
+        f"{m['total'] / plain['total']:.2f}x",
+        f"{m['replay fwd']:.1f}",
+        f"{m['backwards']:.1f}",
+        f"{m['backwards'] / samples / plain['backward']:.2f}",
+        f"{statistics_ms:.1f}",
+        f"{m['engines'] - m['replay fwd'] - m['with stats']:.1f}",
+        f"{m['quantities']:.1f}",
+        f"{after:.1f}",
+        f"{rest:.1f}",
+    ]
+    return cells
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=["resnet18"])
@@ -122,15 +157,16 @@ def main() -> None:
     device = torch.device("cpu")
     clock = PhaseClock()
     print(
-        "| problem | config | forward | backward | total | ratio | replay fwd | "
-        "backwards | per sample / plain bwd | statistics | rest |"
+        "| problem | config | plain | ratio | replay fwd | backwards | "
+        "per sample / plain bwd | statistics | other engines | quantities | "
+        "optimizer step | rest |"
     )
-    print(f"|---|---|{'---:|' * 9}")
+    print(f"|---|---|{'---:|' * 10}")
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-replay-") as logdir:
             runs = warm_runs(problem, args.configs, device, logdir, args.warmup)
-            plain: list[tuple[float, float]] = []
+            plain: list[dict[str, float]] = []
             tracked: dict[str, list[dict[str, float]]] = {}
             with clock.installed():
                 for _ in range(args.rounds):
@@ -143,28 +179,11 @@ def main() -> None:
                             )
             batch = problem.batches[0][0].shape[0]
             replayed = {r.config: r.ck.replay_samples or batch for r in runs if r.ck}
-            forward = statistics.median(f for f, _ in plain)
-            backward = statistics.median(b for _, b in plain)
+            base = {k: statistics.median(r[k] for r in plain) for k in plain[0]}
             for config, rounds in tracked.items():
                 m = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-                stats = m["with stats"] - m["backwards"]
-                rest = m["total"] - m["replay fwd"] - m["with stats"]
-                samples = replayed[config]
-                per_sample = m["backwards"] / samples / backward
-                cells = [
-                    forward,
-                    backward,
-                    m["total"],
-                    m["total"] / (forward + backward),
-                    m["replay fwd"],
-                    m["backwards"],
-                    per_sample,
-                    stats,
-                    rest,
-                ]
-                print(
-                    f"| {name} | {config} | {' | '.join(f'{c:.2f}' for c in cells)} |"
-                )
+                print(f"| {name} | {config} | {base['total']:.1f} | ", end="")
+                print(" | ".join(_cells(m, base, replayed[config])) + " |")
             for run in runs:
                 if run.ck is not None:
                     run.ck.close()
