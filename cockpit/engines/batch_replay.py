@@ -26,9 +26,10 @@ cotangent; a smaller one, chunks of c cotangents pulled back together
 (``is_grads_batched=True``, ``vmap`` over the backward, ``[c, N]`` cotangents give
 ``[c, D]`` rows). torch has no batching rule for the backward of convolutions and
 BatchNorm, so ``vmap`` runs them once per cotangent and concatenates the results:
-on a CPU a vmapped chunk cost more than the plain passes on BatchNorm CNNs from
-about 30 k parameters and on ResNet-18, while on models of a few thousand parameters
-or fewer, where a pass is mostly dispatch, it cost less
+on a CPU a vmapped chunk cost 10 to 30 % more than the plain passes on a BatchNorm
+CNN of 234 k parameters and on ResNet-18, while on models of a few thousand
+parameters or fewer, where a pass is mostly dispatch, it cost less; around 30 k
+parameters the two routes were within the noise of a shared machine
 (``benchmarks/replay_routes.py``, ``benchmarks/results/bnreplay/``).
 
 **Subsample** (``Cockpit(..., replay_samples=M)``): when the batch replay computes every

@@ -87,17 +87,20 @@ def batches(shape, loss_fn, steps=2):
 
 
 def run_tracked(model, loss_fn, data, logdir, quantities, **kwargs):
-    """Train with tracking; per step the brute-force ``g_n`` and the ``.grad``."""
+    """Train with tracking; per step the brute-force ``g_n``, the ``.grad`` and the
+    per-sample losses ``l_n`` (on a copy: its running statistics move, not the
+    model's)."""
     ck = make_cockpit(model, loss_fn, logdir, quantities, hist_samples=0, **kwargs)
     refs = []
     for x, y in data:
         expected = reference.batch_coupled_grads(model, loss_fn, x, y)
+        twin = copy.deepcopy(model)
+        losses = reference.per_sample_losses(loss_fn, twin(x), y).detach()
         ck.optimizer.zero_grad()
         with ck.track():
             loss_fn(model(x), y).backward()
-        refs.append(
-            (expected, {n: p.grad.clone() for n, p in model.named_parameters()})
-        )
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        refs.append((expected, grads, losses))
         ck.optimizer.step()
     ck.close()
     return cockpit.load(ck.run_dir), refs
@@ -119,7 +122,7 @@ def test_first_order_statistics_match_brute_force(tmp_path, name, loss, replay_r
     assert set(run.meta["engines"]["batch replay"]) >= {
         n for n, _ in model.named_parameters() if "rnn" in n or name.startswith("bn")
     }
-    for step, (grads, dot_grad) in enumerate(refs):
+    for step, (grads, dot_grad, _) in enumerate(refs):
         # The sum rule: the mean of the g_n is the gradient in .grad.
         scale = 1.0 if loss == "ce-mean" else N
         for param, g in grads.items():
@@ -140,29 +143,19 @@ def test_first_order_statistics_match_brute_force(tmp_path, name, loss, replay_r
 def test_alpha_projects_the_kept_rows_on_the_step(tmp_path, replay_route):
     """alpha's slopes ``g_n . s / tau`` come from rows kept until after the step."""
     torch.manual_seed(0)
-    model = bn_mlp().double()
     loss_fn = nn.CrossEntropyLoss()
     data = batches((5,), loss_fn, steps=3)
-    ck = make_cockpit(model, loss_fn, tmp_path, ["alpha"], hist_samples=0)
-    params, grads, losses = [], [], []
-    for x, y in data:
-        twin = copy.deepcopy(model)  # its running statistics move, not the model's
-        losses.append(reference.per_sample_losses(loss_fn, twin(x), y).detach())
-        grads.append(
-            reference.flat(reference.batch_coupled_grads(model, loss_fn, x, y))
-        )
-        params.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
-        ck.optimizer.zero_grad()
-        with ck.track():
-            loss_fn(model(x), y).backward()
-        ck.optimizer.step()
-    ck.close()
-    run = cockpit.load(ck.run_dir)
+    run, refs = run_tracked(bn_mlp().double(), loss_fn, data, tmp_path, ["alpha"])
     for step in range(2):
-        direction = params[step + 1] - params[step]
+        # Plain SGD with lr 0.1 (make_cockpit): the step is -0.1 times .grad.
+        grad = torch.cat([g.reshape(-1) for g in refs[step][1].values()])
+        direction = -0.1 * grad
         tau = direction.norm()
-        slopes = [grads[t] @ direction / tau for t in (step, step + 1)]
-        expected = reference.alpha(float(tau), losses[step : step + 2], slopes)
+        slopes = [
+            reference.flat(refs[t][0]) @ direction / tau for t in (step, step + 1)
+        ]
+        losses = [refs[t][2] for t in (step, step + 1)]
+        expected = reference.alpha(float(tau), losses, slopes)
         assert logged(run, "alpha", step) == pytest.approx(expected, rel=1e-6)
 
 
