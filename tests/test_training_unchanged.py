@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import cockpit
+from cockpit.engines import batch_replay
 from cockpit.quantities import PRESETS
 
 STEPS = 6
@@ -312,3 +313,12 @@ def test_tracked_gradient_is_this_blocks_contribution(tmp_path):
     assert not torch.isclose(
         accumulated, torch.tensor(expected[-1], dtype=torch.float64)
     )
+
+
+def test_batch_replay_one_pass_per_cotangent_unchanged(tmp_path, monkeypatch):
+    """The batch replay's route for large models (a backward pass per cotangent),
+    forced on the small BatchNorm model: training and running statistics as without
+    tracking."""
+    monkeypatch.setattr(batch_replay, "LOOP_WIDTH", 0)
+    tracked, untracked = run_both(tmp_path, "bn-cnn", "ce-mean", OPTIMIZERS["sgd"])
+    assert_bit_identical(tracked, untracked)

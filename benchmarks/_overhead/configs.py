@@ -28,7 +28,7 @@ BUDGET = "budget"
 FUNC = "/torch.func"
 #: The batch replay on a random subsample of M samples per step
 #: (``Cockpit(replay_samples=M)``), as ``<preset>/replay<M>`` configurations.
-REPLAY_SAMPLES = {f"/replay{m}": m for m in (2, 4, 8)}
+REPLAY_SAMPLES = {f"/replay{m}": m for m in (1, 2, 4, 8)}
 #: Histogram samples other than the default (``Cockpit(hist_samples=...)``), as
 #: ``<preset>/hist64k`` (2**16, the default since 2026-11-30, kept so that the
 #: commands of earlier results still run) and ``<preset>/hist1m`` (2**20, the default

@@ -15,23 +15,35 @@ gradient.
 
 The engine replays the step's forward pass once on the whole batch with the step's
 random state (the same dropout masks) and restores the buffers afterwards
-(:class:`~cockpit.engines.hessian.ForwardCapture`), then pulls batches of cotangents
-back through that one graph (``torch.autograd.grad(..., is_grads_batched=True)``,
-``vmap`` over the backward): for a chunk of c samples the cotangents ``e_n`` of ``l``
-``[c, N]`` give the Jacobian rows ``g_n`` ``[c, D]``. Cost: one more forward pass of
-the batch plus N / c batched backward passes (each about c backward passes of the
-batch), so O(N^2) sample-backwards in all, against O(N) for the per-sample engines.
+(:class:`~cockpit.engines.hessian.ForwardCapture`), then pulls the cotangents ``e_n``
+of ``l`` back through that one graph: each gives the Jacobian row ``g_n`` ``[D]``.
+Cost: one more forward pass of the batch plus one backward pass of the batch per
+sample, so O(N^2) sample-backwards in all, against O(N) for the per-sample engines.
+
+**One backward pass per cotangent, or vmapped chunks.** A model of at least
+:data:`LOOP_WIDTH` differentiated parameters gets one plain ``autograd.grad`` per
+cotangent; a smaller one, chunks of c cotangents pulled back together
+(``is_grads_batched=True``, ``vmap`` over the backward, ``[c, N]`` cotangents give
+``[c, D]`` rows). torch has no batching rule for the backward of convolutions and
+BatchNorm, so ``vmap`` runs them once per cotangent and concatenates the results:
+on a CPU a vmapped chunk cost 10 to 30 % more than the plain passes on a BatchNorm
+CNN of 234 k parameters and on ResNet-18, while on models of a few thousand
+parameters or fewer, where a pass is mostly dispatch, it cost less; around 30 k
+parameters the two routes were within the noise of a shared machine
+(``benchmarks/replay_routes.py``, ``benchmarks/results/bnreplay/``).
 
 **Subsample** (``Cockpit(..., replay_samples=M)``): when the batch replay computes every
 parameter (samples coupled by BatchNorm), the cotangents are only those of a uniform
 random subsample S of M of the N samples, drawn without replacement from the tracker's
 seeded stream at each step (each ``track()`` block): cost one more forward pass plus
-M / c batched backward passes instead of N / c. The per-sample sums then are
+M backward passes of the batch instead of N. The per-sample sums then are
 Horvitz-Thompson estimates, ``(N / M) sum_{n in S} x_n``, unbiased for the sums over
 all N samples: ``sum_n ||g_n||^2``, ``sum_n (g_n . g)^2``, ``sum_n g_{n,j}^2`` and the
 moments of the projections (:func:`cockpit.stats.moments.moments` with
 ``population=N``), and each histogram sample counts N / M times. The histogram's
 range is the subsample's extremes, not an estimate of the whole batch's range.
+With M = 1 the sums stay unbiased, but a spread over the subsample is zero: the
+moments' ``M2`` (alpha's noise of the slopes) needs M >= 2.
 Exact regardless of M: the losses (from the forward pass, all N), the gradient ``g``
 (``.grad``, so ``g_n . g`` uses the whole batch's g) and curvature. Quantities that
 are ratios of such sums (the gradient tests, the noise scale) are ratios of unbiased
@@ -49,6 +61,8 @@ the whole batch, as in :mod:`cockpit.engines.func_engine`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -60,7 +74,11 @@ from cockpit.engines.func_engine import CHUNK_ELEMENTS, Batch, FuncCurvature, Fu
 from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.exceptions import UsageError
 
-__all__ = ["BatchReplay"]
+__all__ = ["LOOP_WIDTH", "BatchReplay"]
+
+#: Differentiated parameters from which each cotangent gets a backward pass of its
+#: own instead of a share of a vmapped chunk (module docstring).
+LOOP_WIDTH = 2**14
 
 
 def _scale_sums(stats: LayerStats, factor: float) -> None:
@@ -70,9 +88,35 @@ def _scale_sums(stats: LayerStats, factor: float) -> None:
     subsample's (their moments are scaled where they are summarized, knowing N).
     """
     if stats.sum_sq is not None:
-        stats.sum_sq = stats.sum_sq * factor
+        stats.sum_sq.mul_(factor)  # the reducer's own sum, in place: no second [D_l]
     if stats.hist_values is not None:
         stats.hist_weight = stats.hist_weight * factor
+
+
+def _keeping(
+    blocks: Iterator[dict[str, Tensor]], kept: dict[str, list[Tensor]]
+) -> Iterator[dict[str, Tensor]]:
+    """``blocks`` unchanged, each also appended to ``kept`` (by parameter)."""
+    for block in blocks:
+        for name, rows in kept.items():
+            rows.append(block[name])
+        yield block
+
+
+def _project(rows: list[Tensor], direction: Tensor) -> Tensor:
+    """``[M]``: ``g_n . v`` of the kept ``[c, D_l]`` blocks of rows, block by block.
+
+    The blocks stay apart: concatenating them would copy all ``[M, D_l]`` rows (one
+    more memory pass over M network-sized rows, and new pages) for M dot products.
+    """
+    return torch.cat([block @ direction for block in rows])
+
+
+def _joined(blocks: list[dict[str, Tensor]], name: str) -> Tensor:
+    """``[m, D_l]``: parameter ``name``'s rows of all blocks (a single one uncopied)."""
+    if len(blocks) == 1:
+        return blocks[0][name]
+    return torch.cat([block[name] for block in blocks])
 
 
 class BatchReplay:
@@ -117,12 +161,16 @@ class BatchReplay:
         if subsample:
             cotangents = cotangents[self._subsample(n, request, z.device)]
         m = cotangents.shape[0]
-        blocks = (
-            self._rows(losses, names, cotangents[first : first + chunk])
-            for first in range(0, m, chunk)
-        )
+        blocks = self._blocks(losses, names, cotangents, chunk)
         params = {name: self.func.params[name] for name in names}
+        kept: dict[str, list[Tensor]] = {name: [] for name in names}
+        if request.keep_for_projection:  # kept here, as they come: never concatenated
+            blocks = _keeping(blocks, kept)
+            request = dataclasses.replace(request, keep_for_projection=False)
         stats = from_blocks(blocks, m, grads, params, request)
+        for name, rows in kept.items():
+            if rows:
+                stats[name].project = functools.partial(_project, rows)
         if subsample:
             for layer in stats.values():
                 _scale_sums(layer, n / m)
@@ -220,8 +268,8 @@ class BatchReplay:
             cotangents = z.new_zeros(c, k, *z.shape)
             samples = torch.arange(first, first + c, device=z.device)
             cotangents[torch.arange(c, device=z.device), :, samples] = block
-            rows = self._rows(z, names, cotangents.flatten(0, 1))
-            yield {name: rows[name].view(c, k, -1) for name in names}
+            blocks = list(self._blocks(z, names, cotangents.flatten(0, 1), c * k))
+            yield {name: _joined(blocks, name).view(c, k, -1) for name in names}
 
     def _loss_input(self, batch: Batch) -> Tensor:
         """``z`` ``[N, *Z]``: the loss input of the replayed batch, with graph."""
@@ -241,20 +289,41 @@ class BatchReplay:
         largest = max(width, cotangent_size)
         return max(1, min(n, CHUNK_ELEMENTS // max(1, per_sample * largest)))
 
+    def _blocks(
+        self, outputs: Tensor, names: list[str], cotangents: Tensor, chunk: int
+    ) -> Iterator[dict[str, Tensor]]:
+        """The vjps of ``outputs`` with ``cotangents`` ``[m, *outputs.shape]``.
+
+        Yields ``{name: [c, D_l]}`` for consecutive cotangents: one row at a time
+        from a plain backward pass each where the differentiated parameters number
+        at least :data:`LOOP_WIDTH`, else chunks of ``chunk`` rows from one vmapped
+        backward pass each (module docstring).
+        """
+        width = sum(self.func.params[name].numel() for name in names)
+        step = 1 if width >= LOOP_WIDTH else chunk
+        for first in range(0, cotangents.shape[0], step):
+            block = cotangents[first : first + step]
+            yield self._rows(outputs, names, block[0] if step == 1 else block)
+
     def _rows(
         self, outputs: Tensor, names: list[str], cotangents: Tensor
     ) -> dict[str, Tensor]:
-        """``[m, D_l]`` per parameter: the vjps of ``outputs`` with ``m`` cotangents."""
+        """``[m, D_l]`` per parameter: the vjps of ``outputs`` with ``m`` cotangents.
+
+        ``cotangents`` ``[m, *outputs.shape]`` are pulled back together (vmapped);
+        one cotangent of ``outputs``' shape by a plain backward pass (``m = 1``).
+        """
         params: list[nn.Parameter] = [self.func.params[name] for name in names]
+        batched = cotangents.dim() > outputs.dim()
         pulled = torch.autograd.grad(
             outputs,
             params,
             grad_outputs=cotangents,
             retain_graph=True,
-            is_grads_batched=True,
+            is_grads_batched=batched,
             allow_unused=True,
         )
-        m = cotangents.shape[0]
+        m = cotangents.shape[0] if batched else 1
         return {
             name: (
                 g.reshape(m, -1)

@@ -18,7 +18,12 @@ import cockpit
 from cockpit.exceptions import UnsupportedModelError
 from cockpit.quantities import GgnTopEigen, HessMaxEv, HessTrace
 from tests import reference
-from tests.quantities.tracking import assert_per_layer, histogram_rows, make_cockpit
+from tests.quantities.tracking import (
+    assert_per_layer,
+    histogram_rows,
+    logged,
+    make_cockpit,
+)
 from tests.reference_curvature import batch_coupled_ggn, hessian, top_eigen
 
 N = 6
@@ -82,17 +87,20 @@ def batches(shape, loss_fn, steps=2):
 
 
 def run_tracked(model, loss_fn, data, logdir, quantities, **kwargs):
-    """Train with tracking; per step the brute-force ``g_n`` and the ``.grad``."""
+    """Train with tracking; per step the brute-force ``g_n``, the ``.grad`` and the
+    per-sample losses ``l_n`` (on a copy: its running statistics move, not the
+    model's)."""
     ck = make_cockpit(model, loss_fn, logdir, quantities, hist_samples=0, **kwargs)
     refs = []
     for x, y in data:
         expected = reference.batch_coupled_grads(model, loss_fn, x, y)
+        twin = copy.deepcopy(model)
+        losses = reference.per_sample_losses(loss_fn, twin(x), y).detach()
         ck.optimizer.zero_grad()
         with ck.track():
             loss_fn(model(x), y).backward()
-        refs.append(
-            (expected, {n: p.grad.clone() for n, p in model.named_parameters()})
-        )
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        refs.append((expected, grads, losses))
         ck.optimizer.step()
     ck.close()
     return cockpit.load(ck.run_dir), refs
@@ -100,7 +108,7 @@ def run_tracked(model, loss_fn, data, logdir, quantities, **kwargs):
 
 @pytest.mark.parametrize("loss", ["ce-mean", "mse-sum"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_first_order_statistics_match_brute_force(tmp_path, name, loss):
+def test_first_order_statistics_match_brute_force(tmp_path, name, loss, replay_route):
     torch.manual_seed(0)
     make, shape = MODELS[name]
     model = make().double()
@@ -114,7 +122,7 @@ def test_first_order_statistics_match_brute_force(tmp_path, name, loss):
     assert set(run.meta["engines"]["batch replay"]) >= {
         n for n, _ in model.named_parameters() if "rnn" in n or name.startswith("bn")
     }
-    for step, (grads, dot_grad) in enumerate(refs):
+    for step, (grads, dot_grad, _) in enumerate(refs):
         # The sum rule: the mean of the g_n is the gradient in .grad.
         scale = 1.0 if loss == "ce-mean" else N
         for param, g in grads.items():
@@ -130,6 +138,25 @@ def test_first_order_statistics_match_brute_force(tmp_path, name, loss):
         hist = histogram_rows(run, "grad_hist_1d")
         counts = hist[(hist.step == step) & hist.layer.isna()]["counts"].iloc[0]
         assert sum(counts) == per_layer["total"].numel()
+
+
+def test_alpha_projects_the_kept_rows_on_the_step(tmp_path, replay_route):
+    """alpha's slopes ``g_n . s / tau`` come from rows kept until after the step."""
+    torch.manual_seed(0)
+    loss_fn = nn.CrossEntropyLoss()
+    data = batches((5,), loss_fn, steps=3)
+    run, refs = run_tracked(bn_mlp().double(), loss_fn, data, tmp_path, ["alpha"])
+    for step in range(2):
+        # Plain SGD with lr 0.1 (make_cockpit): the step is -0.1 times .grad.
+        grad = torch.cat([g.reshape(-1) for g in refs[step][1].values()])
+        direction = -0.1 * grad
+        tau = direction.norm()
+        slopes = [
+            reference.flat(refs[t][0]) @ direction / tau for t in (step, step + 1)
+        ]
+        losses = [refs[t][2] for t in (step, step + 1)]
+        expected = reference.alpha(float(tau), losses, slopes)
+        assert logged(run, "alpha", step) == pytest.approx(expected, rel=1e-6)
 
 
 def test_batchnorm_model_goes_to_the_batch_replay_and_says_why(tmp_path, caplog):
@@ -193,7 +220,7 @@ def test_model_put_into_training_mode_later_moves_at_that_step(tmp_path, caplog)
     assert_per_layer(run, "norm_test", 0, {"total": expected})
 
 
-def test_curvature_of_a_batchnorm_model_through_the_whole_batch(tmp_path):
+def test_curvature_of_a_batchnorm_model_through_the_whole_batch(tmp_path, replay_route):
     torch.manual_seed(0)
     model = bn_mlp().double()
     loss_fn = nn.CrossEntropyLoss()

@@ -5,7 +5,9 @@ per-sample sums are Horvitz-Thompson estimates: over many seeded subsamples of o
 batch, the logged ``trace_cov`` of ``gradient_noise_scale`` (linear in
 ``sum_n ||g_n||^2`` with the exact gradient) averages to the exact value from
 ``tests.reference.batch_coupled_grads``, within a few standard errors, and far from
-what the estimator would average to without the N / M scaling.
+what the estimator would average to without the N / M scaling, for M = 3 and for a
+single sample per step (M = 1). The checks at M = N and of the statistics run on both
+routes of the backward passes (vmapped chunks, one pass per cotangent).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _numbers(value, path=""):
         yield path, value
 
 
-def test_all_samples_equal_the_exact_route(tmp_path):
+def test_all_samples_equal_the_exact_route(tmp_path, replay_route):
     quantities = [
         "loss",
         "norm_test",
@@ -102,23 +104,25 @@ def test_all_samples_equal_the_exact_route(tmp_path):
             assert value == pytest.approx(pairs[path], rel=1e-10, abs=1e-12), path
 
 
-def test_subsample_sums_are_unbiased(tmp_path):
+@pytest.mark.parametrize("m", [1, M])
+def test_subsample_sums_are_unbiased(tmp_path, m):
     model, loss_fn, x, y = _problem()
     gn = reference.flat(reference.batch_coupled_grads(model, loss_fn, x, y))
     sq_sum, grad_sq = (gn**2).sum(), (gn.mean(0) ** 2).sum()
     exact = float((sq_sum - N * grad_sq) / (N - 1))
-    unscaled = float((sq_sum * M / N - N * grad_sq) / (N - 1))  # without N / M
+    unscaled = float((sq_sum * m / N - N * grad_sq) / (N - 1))  # without N / M
 
     steps = 50
-    records = _steps(tmp_path, "sub", ["gradient_noise_scale"], steps, replay_samples=M)
+    records = _steps(tmp_path, "sub", ["gradient_noise_scale"], steps, replay_samples=m)
     values = torch.tensor(
         [r["gradient_noise_scale"]["trace_cov"] for r in records], dtype=torch.float64
     )
     mean, error = float(values.mean()), float(values.std() / math.sqrt(steps))
 
-    assert values.unique().numel() > 10  # the subsample changes from step to step
+    # The subsample changes from step to step (with M = 1: every sample is drawn).
+    assert values.unique().numel() > min(10, N - 1)
     assert abs(mean - exact) < 4 * error, (mean, exact, error)
-    assert abs(unscaled - exact) > 10 * error, (unscaled, exact, error)
+    assert abs(unscaled - exact) > 6 * error, (unscaled, exact, error)
 
 
 def test_the_option_is_in_meta_and_the_engine_line(tmp_path, caplog):
