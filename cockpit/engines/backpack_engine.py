@@ -42,7 +42,7 @@ from backpack.extensions.firstorder.batch_grad import (
 )
 from torch import Tensor, nn
 
-from cockpit.engines._backpack_hooks import DirectHandler, attach_hooks
+from cockpit.engines._backpack_hooks import DirectCapture, DirectHandler, attach_hooks
 from cockpit.engines._conv_factors import ConvFactors, factor_route, reduce_all
 from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines._savefield import take
@@ -56,6 +56,7 @@ from cockpit.engines.layer_stats import (
 __all__ = [
     "SAVEFIELD",
     "SUPPORTED_LAYERS",
+    "DirectCapture",
     "PerSampleStats",
     "attach_hooks",
     "collect",
