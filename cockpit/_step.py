@@ -167,15 +167,18 @@ class TrackedStep:
                 ck.loss_fn,
                 ck.sampling_seed,
                 broken=self._found.broken if auto else None,
+                slots=ck.hook_slots,
                 **found,
             )
         else:
             assert self._extension is not None
-            modules = ck.engines.layers(ck.model)
+            modules = ck.hook_targets.layers(ck.engines, ck.model)
             direct = self._extension.direct()
-            self._direct = backpack_engine.DirectCapture(direct, **found)
+            self._direct = backpack_engine.DirectCapture(
+                direct, self._extension.linear_layers, **found
+            )
             handles = backpack_engine.attach_hooks(
-                modules, direct=self._direct, **found
+                modules, direct=self._direct, slots=ck.hook_slots, **found
             )
         self._stack.callback(_remove_all, handles)
         stored = [m for m in modules if type(m) not in direct]

@@ -22,14 +22,22 @@ from backpack import hook_run_extensions, hook_store_io
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from cockpit.engines._hook_slots import HookSlots
 from cockpit.engines.curvature import CHAIN_BROKEN
 from cockpit.exceptions import UnsupportedModelError, UsageError
 
-__all__ = ["DirectCapture", "DirectHandler", "attach_hooks"]
+__all__ = ["DeferredHandler", "DirectCapture", "DirectHandler", "attach_hooks"]
 
 #: ``(module, input, output gradient) -> None``: a layer's first-order statistics
 #: without BackPACK (:func:`attach_hooks`).
 DirectHandler = Callable[[nn.Module, Tensor, Tensor], None]
+#: ``(layers, on_error) -> None``: the direct handlers' work on every
+#: ``(module, input, output gradient)`` at once, after the backward pass
+#: (:class:`DirectCapture`); an error on a module goes to ``on_error(module, error)``.
+DeferredHandler = Callable[
+    [list[tuple[nn.Module, Tensor, Tensor]], Callable[[nn.Module, Exception], None]],
+    None,
+]
 
 _RAN_TWICE = (
     "{kind} module {module} ran twice in one tracked step: a second forward pass in "
@@ -56,7 +64,11 @@ class DirectCapture:
     every layer until the end would raise the backward pass's peak memory.
 
     Args:
-        handlers: Layer type -> handler, for modules of exactly that type.
+        handlers: Layer type -> handler, for modules of exactly that type, run in
+            the backward pass.
+        later: The handlers' work on every stored ``(module, x, output gradient)``,
+            run by :meth:`finish` (untimed: the caller times it); errors go to its
+            second argument.
         reused: As for :func:`attach_hooks`.
         failed: As for :func:`attach_hooks`.
 
@@ -65,10 +77,12 @@ class DirectCapture:
     def __init__(
         self,
         handlers: Mapping[type[nn.Module], DirectHandler],
+        later: DeferredHandler,
         reused: set[int] | None = None,
         failed: dict[int, str] | None = None,
     ) -> None:
         self.handlers = handlers
+        self.later = later
         self.reused = reused
         self.failed = failed
         self.inputs: dict[nn.Module, Tensor] = {}
@@ -99,16 +113,12 @@ class DirectCapture:
 
     def finish(self) -> None:
         """Run the handlers on the stored gradients, once, after the backward pass."""
-        grads, self.grads = self.grads, {}
-        skip = self.reused or ()
-        for module, grad in grads.items():
-            if id(module) in skip:
-                continue
-            try:
-                self.handlers[type(module)](module, self.inputs[module], grad)
-            except Exception as error:
-                _failure(module, error, None, self.failed)
-        self.inputs = {}
+        grads, inputs, skip = self.grads, self.inputs, self.reused or ()
+        self.grads, self.inputs = {}, {}
+        self.later(
+            [(m, inputs[m], grad) for m, grad in grads.items() if id(m) not in skip],
+            functools.partial(_failure, broken=None, failed=self.failed),
+        )
 
 
 def attach_hooks(
@@ -120,6 +130,7 @@ def attach_hooks(
     broken: list[nn.Module] | None = None,
     failed: dict[int, str] | None = None,
     direct: DirectCapture | None = None,
+    slots: HookSlots | None = None,
 ) -> list[RemovableHandle]:
     """Store the layer inputs and run the extensions on each output's gradient.
 
@@ -151,6 +162,8 @@ def attach_hooks(
             modules): nothing is stored on those modules, so they need no
             ``memory_cleanup``; call :meth:`DirectCapture.finish` after the
             backward pass.
+        slots: If given, the forward hooks go in through its kept handles (cheaper
+            than registering anew at every block); remove them the same way.
 
     Raises:
         UsageError: From the forward pass, if a module runs twice in one tracked
@@ -191,14 +204,20 @@ def attach_hooks(
 
     handlers = direct.handlers if direct is not None else {}
     targets = [*modules, *([loss_fn] if loss_fn is not None else [])]
+    install = slots.install if slots is not None else _register
     return [
-        module.register_forward_hook(
+        install(
+            module,
             direct.store
             if direct is not None and type(module) in handlers
-            else store_and_watch
+            else store_and_watch,
         )
         for module in targets
     ]
+
+
+def _register(module: nn.Module, hook: Callable) -> RemovableHandle:
+    return module.register_forward_hook(hook)
 
 
 def _stand_in(output: Tensor, made: dict[tuple, Tensor]) -> Tensor:
