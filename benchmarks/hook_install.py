@@ -56,7 +56,8 @@ def _swap(slots: HookSlots, modules: list[nn.Module]) -> None:
 
 def _work(engines: Assignment, model: nn.Module) -> dict[str, Callable[[], object]]:
     """Label -> one block's finding or installing work, for every hooked module."""
-    targets = HookTargets()
+    slots = HookSlots()
+    targets = HookTargets(slots)
     modules = targets.layers(engines, model)
     return {
         "find: walk the model (Assignment.layers)": partial(engines.layers, model),
@@ -64,9 +65,7 @@ def _work(engines: Assignment, model: nn.Module) -> dict[str, Callable[[], objec
             targets.layers, engines, model
         ),
         "install + remove: register_forward_hook": partial(_register, modules),
-        "install + remove: kept handle (HookSlots)": partial(
-            _swap, HookSlots(), modules
-        ),
+        "install + remove: kept handle (HookSlots)": partial(_swap, slots, modules),
     }
 
 

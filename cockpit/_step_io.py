@@ -37,9 +37,9 @@ class StepInputs:
             statistics are written with float32's digits (:mod:`cockpit._record`).
         generator: The tracker's random generator on a device.
         sampling_seed: Draws a seed for Monte-Carlo curvature.
+        hook_slots: The forward hooks' kept handles, swapped in per block.
         hook_targets: The modules BackPACK's first-order hooks serve, kept across
             steps (:mod:`cockpit.engines._hook_slots`).
-        hook_slots: The forward hooks' kept handles, swapped in per block.
 
     """
 
@@ -56,8 +56,11 @@ class StepInputs:
     single: bool
     generator: Callable[[torch.device], torch.Generator]
     sampling_seed: Callable[[], int]
-    hook_targets: HookTargets = field(default_factory=HookTargets)
     hook_slots: HookSlots = field(default_factory=HookSlots)
+    hook_targets: HookTargets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hook_targets = HookTargets(self.hook_slots)
 
 
 @dataclass

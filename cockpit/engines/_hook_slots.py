@@ -55,11 +55,23 @@ class HookSlots:
         hooks[handle.id] = hook
         return handle
 
+    def forget(self, modules: set[nn.Module]) -> None:
+        """Drop the handles of ``modules`` (no longer hooked: not kept alive here)."""
+        for module in modules:
+            self._handles.pop(module, None)
+
 
 class HookTargets:
-    """The modules BackPACK's first-order hooks serve, found again only on change."""
+    """The modules BackPACK's first-order hooks serve, found again only on change.
 
-    def __init__(self) -> None:
+    Args:
+        slots: Where their hooks' handles are kept: the handles of modules no longer
+            served are dropped when the modules are found again.
+
+    """
+
+    def __init__(self, slots: HookSlots) -> None:
+        self.slots = slots
         self._names: list[str] | None = None
         self._model: nn.Module | None = None
         self._modules: list[nn.Module] = []
@@ -86,5 +98,7 @@ class HookTargets:
                 edges[id(module), key] = (module._modules, key, child)
                 module = child
         self._model, self._names = model, list(engines.backpack)
-        self._modules = [module for _, module in named]
+        modules = [module for _, module in named]
+        self.slots.forget(set(self._modules) - set(modules))
+        self._modules = modules
         self._edges = list(edges.values())

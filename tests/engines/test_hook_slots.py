@@ -33,14 +33,19 @@ def _engines(model: nn.Module):
 def test_targets_are_a_fresh_walk_of_the_model_after_every_change():
     model = _model()
     engines = _engines(model)
-    targets = HookTargets()
+    slots = HookSlots()
+    targets = HookTargets(slots)
     first = targets.layers(engines, model)
+    for module in first:
+        slots.install(module, lambda *_: None).remove()
     assert first == engines.layers(model)
     assert targets.layers(engines, model) is first  # kept: no walk
     # A replaced leaf, then a replaced parent on the way to two leaves: the kept
     # modules no longer run, and the new ones must be hooked.
+    replaced = model[2][1]
     model[2][1] = nn.Linear(4, 2)
     assert targets.layers(engines, model) == engines.layers(model)
+    assert replaced not in slots._handles  # not kept alive by its handle
     assert model[2][1] in targets.layers(engines, model)
     model[2] = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     found = targets.layers(engines, model)
