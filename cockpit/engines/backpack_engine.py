@@ -70,8 +70,9 @@ class _LinearStats(FirstOrderModuleExtension):
 
     The factors are kept, not reduced, in the hook: :func:`collect` reduces all
     layers of equal shapes together once the backward pass is over. Where no other
-    extension needs BackPACK, the hooks call :meth:`PerSampleStats.linear` instead,
-    the same functions without BackPACK.
+    extension needs BackPACK, the same functions run without BackPACK: after the
+    backward pass for ``[N, in]`` inputs (:meth:`PerSampleStats.linear_layers`),
+    in the hook otherwise (:meth:`PerSampleStats.linear`).
     """
 
     def __init__(self) -> None:
