@@ -10,7 +10,6 @@ machine does not move, next to ``step_phases.py``'s CPU times::
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import gc
@@ -18,9 +17,9 @@ import sys
 import tempfile
 
 import torch
-from _overhead.configs import CONFIGS, Run, warm_runs
-from _overhead.problems import PROBLEMS, make_problem
-from step_phases import PHASES
+from _overhead.configs import Run, warm_runs
+from _overhead.problems import make_problem
+from step_phases import PHASES, phases_parser, print_header
 
 
 def phase_calls(run: Run, batches, steps: int) -> list[float]:
@@ -60,16 +59,10 @@ def phase_calls(run: Run, batches, steps: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=["deep_mlp"])
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["economy"])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    args = parser.parse_args()
+    args = phases_parser(__doc__, steps=10, warmup=3).parse_args()
     torch.set_num_threads(1)
     device = torch.device("cpu")
-    print(f"| problem | config | {' | '.join(PHASES)} | total |")
-    print(f"|---|---|{'---:|' * (len(PHASES) + 1)}")
+    print_header()
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-calls-") as logdir:
