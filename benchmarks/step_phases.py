@@ -133,13 +133,25 @@ def phase_costs(
     return [total / steps for total in totals]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def phases_parser(doc: str, steps: int, warmup: int) -> argparse.ArgumentParser:
+    """The options of a benchmark by phase: problems, configurations, steps, warm-up."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=["deep_mlp"])
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["economy"])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    return parser
+
+
+def print_header() -> None:
+    """The table's header: one column per phase of :data:`PHASES` and the total."""
+    print(f"| problem | config | {' | '.join(PHASES)} | total |")
+    print(f"|---|---|{'---:|' * (len(PHASES) + 1)}")
+
+
+def main() -> None:
+    parser = phases_parser(__doc__, steps=20, warmup=5)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=5)
     measures = parser.add_mutually_exclusive_group()
     measures.add_argument(
         "--ops", action="store_true", help="count ATen operations, not CPU time"
@@ -151,8 +163,7 @@ def main() -> None:
     meter = _operations if args.ops else _peak_bytes if args.memory else _cpu_ms
     torch.set_num_threads(1)
     device = torch.device("cpu")
-    print(f"| problem | config | {' | '.join(PHASES)} | total |")
-    print(f"|---|---|{'---:|' * (len(PHASES) + 1)}")
+    print_header()
     for name in args.problems:
         problem = make_problem(name, device)
         with tempfile.TemporaryDirectory(prefix="cockpit-phases-") as logdir:

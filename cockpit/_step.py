@@ -130,6 +130,7 @@ class TrackedStep:
         if self._backpack_curvature:
             extensions += self._curvature.extensions(self._losses.batch_size)
         self._found = moves.HookFindings()
+        self._direct: backpack_engine.DirectCapture | None = None
         if extensions:
             self._extend(extensions)
         self._module_grads = None
@@ -166,13 +167,19 @@ class TrackedStep:
                 ck.loss_fn,
                 ck.sampling_seed,
                 broken=self._found.broken if auto else None,
+                slots=ck.hook_slots,
                 **found,
             )
         else:
             assert self._extension is not None
-            modules = ck.engines.layers(ck.model)
+            modules = ck.hook_targets.layers(ck.engines, ck.model)
             direct = self._extension.direct()
-            handles = backpack_engine.attach_hooks(modules, direct=direct, **found)
+            self._direct = backpack_engine.DirectCapture(
+                direct, self._extension.linear_layers, **found
+            )
+            handles = backpack_engine.attach_hooks(
+                modules, direct=self._direct, slots=ck.hook_slots, **found
+            )
         self._stack.callback(_remove_all, handles)
         stored = [m for m in modules if type(m) not in direct]
         if not stored:
@@ -353,6 +360,8 @@ class TrackedStep:
         """Per-sample statistics of every parameter (engine moves: ``moves``)."""
         if self._request is None:
             return {}
+        if self._direct is not None:
+            self._direct.finish()
         ck, request = self.ck, self._request
 
         def replay(names: list[str]) -> dict[str, LayerStats]:

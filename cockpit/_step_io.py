@@ -10,6 +10,7 @@ from torch import nn
 
 from cockpit._optimizer_step import AwaitingStep
 from cockpit._record import TensorRecord
+from cockpit.engines._hook_slots import HookSlots, HookTargets
 from cockpit.engines.batch_replay import BatchReplay
 from cockpit.engines.choice import Assignment
 from cockpit.engines.func_engine import FuncEngine
@@ -36,6 +37,9 @@ class StepInputs:
             statistics are written with float32's digits (:mod:`cockpit._record`).
         generator: The tracker's random generator on a device.
         sampling_seed: Draws a seed for Monte-Carlo curvature.
+        hook_slots: The forward hooks' kept handles, swapped in per block.
+        hook_targets: The modules BackPACK's first-order hooks serve, kept across
+            steps (:mod:`cockpit.engines._hook_slots`).
 
     """
 
@@ -52,6 +56,11 @@ class StepInputs:
     single: bool
     generator: Callable[[torch.device], torch.Generator]
     sampling_seed: Callable[[], int]
+    hook_slots: HookSlots = field(default_factory=HookSlots)
+    hook_targets: HookTargets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hook_targets = HookTargets(self.hook_slots)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from backpack.extensions.firstorder.base import (
     FirstOrderBackpropExtension,
@@ -42,7 +42,7 @@ from backpack.extensions.firstorder.batch_grad import (
 )
 from torch import Tensor, nn
 
-from cockpit.engines._backpack_hooks import DirectHandler, attach_hooks
+from cockpit.engines._backpack_hooks import DirectCapture, DirectHandler, attach_hooks
 from cockpit.engines._conv_factors import ConvFactors, factor_route, reduce_all
 from cockpit.engines._linear_factors import Factors, from_linear_factor_groups
 from cockpit.engines._savefield import take
@@ -56,6 +56,7 @@ from cockpit.engines.layer_stats import (
 __all__ = [
     "SAVEFIELD",
     "SUPPORTED_LAYERS",
+    "DirectCapture",
     "PerSampleStats",
     "attach_hooks",
     "collect",
@@ -69,18 +70,25 @@ class _LinearStats(FirstOrderModuleExtension):
 
     The factors are kept, not reduced, in the hook: :func:`collect` reduces all
     layers of equal shapes together once the backward pass is over. Where no other
-    extension needs BackPACK, the hooks call :meth:`PerSampleStats.linear` instead,
-    the same functions without BackPACK.
+    extension needs BackPACK, the same functions run without BackPACK: after the
+    backward pass for ``[N, in]`` inputs (:meth:`PerSampleStats.linear_layers`),
+    in the hook otherwise (:meth:`PerSampleStats.linear`).
     """
 
     def __init__(self) -> None:
         super().__init__(params=["bias", "weight"])
 
     def weight(self, ext, module, g_inp, g_out, bp_quantities) -> LayerStats | Factors:
-        return _linear_weight(ext, module.weight, module.input0, g_out[0])
+        start = time.perf_counter()
+        found = _linear_weight(ext, module.weight, module.input0, g_out[0])
+        ext.seconds += time.perf_counter() - start
+        return found
 
     def bias(self, ext, module, g_inp, g_out, bp_quantities) -> Factors:
-        return _linear_bias(ext, module.bias, g_out[0])
+        start = time.perf_counter()
+        found = _linear_bias(ext, module.bias, g_out[0])
+        ext.seconds += time.perf_counter() - start
+        return found
 
 
 def _linear_weight(
@@ -91,13 +99,10 @@ def _linear_weight(
     Inputs with more than one position per sample (``[N, T, in]``) form the
     per-sample gradients ``sum_t delta_{n,t} x_{n,t}^T`` and reduce them here.
     """
-    start = time.perf_counter()
     (x, out), rounding = widen([x, out], weight.dtype)
     if x.dim() == 2 and ext.request.hist_budget != 0:
         scale = ext.scale(out.shape[0])
-        found = Factors.arrive(out, x, weight, ext.request, rounding, scale)
-        ext.seconds += time.perf_counter() - start
-        return found
+        return Factors.arrive(out, x, weight, ext.request, rounding, scale)
     n = x.shape[0]
     delta = out.reshape(n, -1, out.shape[-1])
     x = x.reshape(n, -1, x.shape[-1])
@@ -110,22 +115,18 @@ def _linear_weight(
     per_sample = delta.transpose(1, 2) @ x
     stats = from_per_sample(per_sample, weight, ext.request)
     stats.rounding = rounding
-    ext.seconds += time.perf_counter() - start
     return stats
 
 
 def _linear_bias(ext: PerSampleStats, bias: Tensor, out: Tensor) -> Factors:
     """The bias's per-sample gradient ``delta_n`` is the factor pair (delta, 1)."""
-    start = time.perf_counter()
     (out,), rounding = widen([out], bias.dtype)
     n = out.shape[0]
     if out.dim() > 2:
         out = out.reshape(n, -1, out.shape[-1]).sum(1)
     ones = ext.ones(out, n)
     scale = ext.scale(n)
-    found = Factors.arrive(out, ones, bias, ext.request, rounding, scale)
-    ext.seconds += time.perf_counter() - start
-    return found
+    return Factors.arrive(out, ones, bias, ext.request, rounding, scale)
 
 
 class _BatchGradStats(FirstOrderModuleExtension):
@@ -253,10 +254,67 @@ class PerSampleStats(FirstOrderBackpropExtension):
         return self._ones[key]
 
     def direct(self) -> dict[type[nn.Module], DirectHandler]:
-        """Layer types whose statistics need no BackPACK (:func:`attach_hooks`)."""
+        """Layer types whose statistics need no BackPACK, run in the backward pass.
+
+        For the inputs :class:`DirectCapture` does not defer (``[N, T, in]``): timed
+        into :attr:`seconds`, as BackPACK's hooks are.
+        """
         return {nn.Linear: self.linear}
 
+    def linear_layers(
+        self,
+        layers: Iterable[tuple[nn.Module, Tensor, Tensor]],
+        on_error: Callable[[nn.Module, Exception], None],
+    ) -> None:
+        """:meth:`linear_params` on ``(module, x [N, in], output gradient)`` triples.
+
+        Run after the backward pass (:class:`DirectCapture`), in the order the
+        gradients arrived, and not timed here (the block's exit is). Where the input,
+        output gradient and parameters share a dtype and a histogram sample is
+        drawn (or none is due), each parameter's factors are made in one call
+        (:meth:`Factors.arrive`) with the step's scale and ones; otherwise
+        :meth:`linear_params` widens them or forms per-sample gradients. An error
+        on a layer goes to ``on_error`` and the others go on.
+        """
+        request = self.request
+        arrive = Factors.arrive
+        factors = request.hist_budget != 0
+        last, scale, ones = None, 1, None
+        for module, x, out in layers:
+            try:
+                bias, weight = module.bias, module.weight
+                dtype = weight.dtype
+                if not (
+                    factors
+                    and x.dtype == dtype
+                    and out.dtype == dtype
+                    and (bias is None or bias.dtype == dtype)
+                ):
+                    self.linear_params(module, x, out)
+                    continue
+                n = out.shape[0]
+                # One scale and one ones per batch size, dtype and device, not per
+                # layer (a Python call each).
+                if (n, dtype, out.device) != last:
+                    last = (n, dtype, out.device)
+                    scale, ones = self.scale(n), self.ones(out, n)
+                if bias is not None and bias.requires_grad:
+                    factor = arrive(out, ones, bias, request, 0.0, scale)
+                    setattr(bias, SAVEFIELD, factor)
+                if weight.requires_grad:
+                    setattr(
+                        weight, SAVEFIELD, arrive(out, x, weight, request, 0.0, scale)
+                    )
+            except Exception as error:
+                on_error(module, error)
+
     def linear(self, module: nn.Module, x: Tensor, grad_output: Tensor) -> None:
+        """:meth:`linear_params`, timed into :attr:`seconds`."""
+        start = time.perf_counter()
+        self.linear_params(module, x, grad_output)
+        self.seconds += time.perf_counter() - start
+
+    def linear_params(self, module: nn.Module, x: Tensor, grad_output: Tensor) -> None:
         """What ``_LinearStats`` leaves on a ``Linear``'s parameters, without BackPACK.
 
         Bias first, then weight: BackPACK's order, which the histogram positions

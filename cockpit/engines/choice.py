@@ -102,8 +102,12 @@ class Assignment:
 
     def layers(self, model: nn.Module) -> list[nn.Module]:
         """The modules BackPACK hooks for first-order statistics."""
+        return [module for _, module in self.named_layers(model)]
+
+    def named_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """:meth:`layers` with their names in ``model``."""
         names = {owner for p in self.backpack for owner, _ in self.owners[p]}
-        return [m for name, m in model.named_modules() if name in names]
+        return [(name, m) for name, m in model.named_modules() if name in names]
 
     def module_owners(self, model: nn.Module) -> dict[nn.Module, list[tuple[str, str]]]:
         """Module -> ``[(tracked name, attribute)]`` for the per-module engine."""
