@@ -285,7 +285,9 @@ def _max_pool2d(args: tuple, kwargs: dict) -> Tensor | None:
     return _MaxPool2d.apply(x, kernel, stride, padding, dilation, ceil_mode)[0]
 
 
-def _convolution(dims: int) -> Callable[[tuple, dict], Tensor | None]:
+def _convolution(dims: int, hidden: bool) -> Callable[[tuple, dict], Tensor | None]:
+    """The route of ``conv{dims}d``; a hidden convolution's only if ``hidden``."""
+
     def route(args: tuple, kwargs: dict) -> Tensor | None:
         x, weight = args[0], _argument(args, kwargs, 1, "weight", None)
         bias = _argument(args, kwargs, 2, "bias", None)
@@ -302,7 +304,7 @@ def _convolution(dims: int) -> Callable[[tuple, dict], Tensor | None]:
             _argument(args, kwargs, 6, "groups", 1),
         )
         if x.requires_grad:
-            return _HiddenConv.apply(x, weight, bias, conv)
+            return _HiddenConv.apply(x, weight, bias, conv) if hidden else None
         return _InputConv.apply(x, weight, bias, conv)
 
     return route
@@ -313,9 +315,17 @@ _ROUTES: dict[Callable, Callable[[tuple, dict], Tensor | None]] = {
     functional.relu: _relu,
     torch.relu: _relu,
     functional.max_pool2d: _max_pool2d,
-    functional.conv1d: _convolution(1),
-    functional.conv2d: _convolution(2),
-    functional.conv3d: _convolution(3),
+    functional.conv1d: _convolution(1, hidden=True),
+    functional.conv2d: _convolution(2, hidden=True),
+    functional.conv3d: _convolution(3, hidden=True),
+}
+
+#: The routes with hidden convolutions left to autograd (for A/B timings).
+_ROUTES_BUT_HIDDEN = {
+    **_ROUTES,
+    functional.conv1d: _convolution(1, hidden=False),
+    functional.conv2d: _convolution(2, hidden=False),
+    functional.conv3d: _convolution(3, hidden=False),
 }
 
 
@@ -325,11 +335,21 @@ class LeanDoubleBackward(TorchFunctionMode):
     Only while grad mode is on (the replay's forward pass); the values and the graph's
     first-order gradients equal autograd's bit for bit, its second derivatives to
     rounding (module docstring).
+
+    Args:
+        hidden_convolutions: Route hidden convolutions too (``False``: autograd's
+            double backward for them, bit for bit; ``benchmarks/hvp_cost.py`` times
+            both).
+
     """
+
+    def __init__(self, hidden_convolutions: bool = True) -> None:
+        super().__init__()
+        self._routes = _ROUTES if hidden_convolutions else _ROUTES_BUT_HIDDEN
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        route = _ROUTES.get(func)
+        route = self._routes.get(func)
         if route is not None and torch.is_grad_enabled():
             routed = route(args, kwargs)
             if routed is not None:

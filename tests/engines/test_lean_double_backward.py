@@ -268,3 +268,17 @@ def test_hessian_products_through_a_hidden_convolution_are_exact(case):
     vector = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
     exact = hessian(model, nn.CrossEntropyLoss(), x, y) @ vector
     torch.testing.assert_close(hvp_operator(gradient, params, 1.0)(vector), exact)
+
+
+def test_without_the_hidden_route_products_are_autograds_bit_for_bit():
+    model, x, y = _problem("cnn", torch.float32)
+    params = list(model.parameters())
+    _, gradient = _gradient_graph(model, x, y, lean=False)
+    with LeanDoubleBackward(hidden_convolutions=False):
+        output = model(x)
+    assert "_HiddenConvBackward" not in _graph_nodes(output)
+    loss = nn.functional.cross_entropy(output, y)
+    lean_gradient = torch.autograd.grad(loss, params, create_graph=True)
+    vector = torch.randn(sum(p.numel() for p in params))
+    product = hvp_operator(gradient, params, 1.0)(vector)
+    assert torch.equal(hvp_operator(lean_gradient, params, 1.0)(vector), product)
