@@ -146,8 +146,8 @@ class _WeightGrads(Function):
         return pushed, None, None, None, None
 
 
-class _InputConv(Function):
-    """A convolution of an input that needs no gradient (only ``W`` and ``b`` do)."""
+class _Conv(Function):
+    """``aten.convolution`` (autograd's forward kernel), saving ``x`` and ``W``."""
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor | None, args: ConvArgs):
@@ -158,6 +158,10 @@ class _InputConv(Function):
         x, weight, bias, ctx.args = inputs
         ctx.bias = None if bias is None else list(bias.shape)
         ctx.save_for_backward(x, weight)
+
+
+class _InputConv(_Conv):
+    """A convolution of an input that needs no gradient (only ``W`` and ``b`` do)."""
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
@@ -190,14 +194,9 @@ class _ConvGrads(Function):
     """
 
     @staticmethod
-    def forward(
-        grad: Tensor,
-        x: Tensor,
-        weight: Tensor,
-        bias: Sequence[int] | None,
-        args: ConvArgs,
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        return _conv_grads(grad, x, weight, bias, args, True)
+    def forward(*inputs: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``inputs``: ``(g_out, x, W, bias shape or None, ConvArgs)``."""
+        return _conv_grads(*inputs, input_grad=True)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -232,18 +231,8 @@ class _ConvGrads(Function):
         return pushed, x_pulled, weight_pulled, None, None
 
 
-class _HiddenConv(Function):
+class _HiddenConv(_Conv):
     """A convolution whose input and weight need gradients (a hidden layer)."""
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, args: ConvArgs):
-        return torch.ops.aten.convolution(x, weight, bias, *args)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias, ctx.args = inputs
-        ctx.bias = None if bias is None else list(bias.shape)
-        ctx.save_for_backward(x, weight)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
