@@ -15,6 +15,9 @@ each part against a plain training step, interleaved in rounds in one process
   with the forward pass under
   :class:`~cockpit.engines._lean_double_backward.LeanDoubleBackward`, as the
   tracker's replay runs it (same values, less second-order work);
+* ``product, lean routes, hidden convolutions by autograd``: the same without the
+  hidden convolutions' route (``LeanDoubleBackward(hidden_convolutions=False)``), so
+  that route's saving is measured in the same rounds;
 * ``product, forward-over-reverse``: ``torch.func.jvp(torch.func.grad(loss))``,
   which recomputes the gradient with every product;
 * ``product, linearized``: ``torch.func.linearize`` of the gradient, traced once,
@@ -75,11 +78,12 @@ def routes(name: str) -> dict[str, Callable[[], object]]:
         loss = loss_fn(to_loss(model(x)), y)
         return torch.autograd.grad(loss, params, create_graph=True)
 
-    def lean_graph() -> tuple[torch.Tensor, ...]:
-        with LeanDoubleBackward():
+    def lean_graph(hidden_convolutions: bool = True) -> tuple[torch.Tensor, ...]:
+        with LeanDoubleBackward(hidden_convolutions):
             return graph()
 
     gradient, lean_gradient = graph(), lean_graph()
+    autograds_hidden = lean_graph(hidden_convolutions=False)
     _, linear = linearize(grad(loss_of), detached)
     return {
         "plain step": plain,
@@ -91,6 +95,9 @@ def routes(name: str) -> dict[str, Callable[[], object]]:
         "forward + gradient graph, lean routes": lean_graph,
         "product, lean routes": lambda: torch.autograd.grad(
             lean_gradient, params, vector, retain_graph=True
+        ),
+        "product, lean routes, hidden convolutions by autograd": lambda: (
+            torch.autograd.grad(autograds_hidden, params, vector, retain_graph=True)
         ),
         "product, forward-over-reverse": lambda: jvp(
             grad(loss_of), (detached,), (vector,)

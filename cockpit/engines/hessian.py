@@ -121,9 +121,10 @@ class ForwardCapture:
         # Fused attention kernels (flash, memory-efficient) have no second
         # derivative; Hessian- and GGN-vector products need one, so the replay
         # computes scaled_dot_product_attention with the exact math kernel. ReLU,
-        # max-pooling and the input's convolutions take routes whose second
-        # derivative skips autograd's zeros and unused input gradients
-        # (_lean_double_backward; values and gradients unchanged).
+        # max-pooling and convolutions take routes whose second derivative skips
+        # autograd's zeros and unused input gradients, and forms a hidden
+        # convolution's weight term with the faster kernel (_lean_double_backward;
+        # values and gradients bit for bit, the products equal to rounding).
         with (
             torch.random.fork_rng(devices=devices),
             torch.enable_grad(),

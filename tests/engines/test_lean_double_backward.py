@@ -1,7 +1,8 @@
 """The replay's lean routes: autograd's values, gradients and Hessian products, less work.
 
 References: the same model's forward pass and derivatives without the routes (plain
-autograd), and the exact Hessian from ``torch.autograd.functional.hessian``.
+autograd), the exact Hessian from ``torch.autograd.functional.hessian``, and finite
+differences (``torch.autograd.gradcheck``) for the hidden convolution's derivative.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cockpit.engines._lean_double_backward import LeanDoubleBackward
+from cockpit.engines._lean_double_backward import LeanDoubleBackward, _ConvGrads
 from cockpit.engines.hessian import ForwardCapture, hvp_operator
 from tests.reference_curvature import hessian
 
 
 def _cnn() -> nn.Module:
-    """Both pooled ReLU convolutions, the first on the data (its lean route)."""
+    """Both pooled ReLU convolutions, the first on the data, the second hidden."""
     return nn.Sequential(
         nn.Conv2d(1, 2, 3),
         nn.ReLU(),
@@ -82,8 +83,9 @@ def test_values_and_gradients_are_autograds_bit_for_bit(name):
     model, x, y = _problem(name)
     output, gradient = _gradient_graph(model, x, y, lean=False)
     lean_output, lean_gradient = _gradient_graph(model, x, y, lean=True)
-    assert "_InputConvBackward" in _graph_nodes(lean_output)
-    assert "_ReluBackward" in _graph_nodes(lean_output)
+    nodes = _graph_nodes(lean_output)
+    assert "_InputConvBackward" in nodes and "_ReluBackward" in nodes
+    assert ("_HiddenConvBackward" in nodes) == (name == "cnn")
     assert torch.equal(lean_output, output)
     for lean_g, g in zip(lean_gradient, gradient, strict=True):
         assert torch.equal(lean_g, g)
@@ -101,7 +103,10 @@ def test_hessian_products_are_autograds_and_exact(name, dtype):
     vector = torch.randn(size, dtype=dtype, generator=generator)
     product = hvp_operator(gradient, params, 1.0)(vector)
     lean_product = hvp_operator(lean_gradient, params, 1.0)(vector)
-    assert torch.equal(lean_product, product)
+    if name == "cnn":  # a hidden convolution: its weight term is rounded differently
+        torch.testing.assert_close(lean_product, product)
+    else:
+        assert torch.equal(lean_product, product)
     if dtype == torch.float64:
         exact = hessian(model, nn.CrossEntropyLoss(), x, y) @ vector
         torch.testing.assert_close(lean_product, exact)
@@ -113,9 +118,12 @@ def test_the_replay_takes_the_routes_and_its_products_are_exact():
         model(x)
     params = list(model.parameters())
     output = capture.replay()
-    assert {"_InputConvBackward", "_ReluBackward", "_MaxPool2dBackward"} <= (
-        _graph_nodes(output)
-    )
+    assert {
+        "_InputConvBackward",
+        "_HiddenConvBackward",
+        "_ReluBackward",
+        "_MaxPool2dBackward",
+    } <= _graph_nodes(output)
     gradient = capture.loss_gradient(
         lambda out: nn.functional.cross_entropy(out, y), params
     )
@@ -148,8 +156,11 @@ def _product_calls(lean: bool) -> Counter[str]:
 
 def test_a_product_skips_the_input_gradient_and_the_zeros():
     plain, lean = _product_calls(lean=False), _product_calls(lean=True)
-    # The first convolution's input gradient, conv_transpose(g_out, v_W), is gone.
-    assert lean["convolution"] == plain["convolution"] - 1
+    # The first convolution's input gradient, conv_transpose(g_out, v_W), is gone;
+    # the hidden one's two terms on transposed tensors are ATen's backward kernels.
+    assert lean["convolution"] == plain["convolution"] - 3
+    assert lean["convolution_backward"] == plain["convolution_backward"] + 2
+    assert lean["transpose"] == 0 < plain["transpose"]
     # No zeros_like for ReLU's and max-pooling's inputs (two of each here).
     assert lean["zeros_like"] + lean["zero_"] + lean["fill_"] < (
         plain["zeros_like"] + plain["zero_"] + plain["fill_"]
@@ -185,8 +196,89 @@ def test_calls_outside_the_routes_run_unchanged():
         inplace = nn.functional.relu(conv(x), inplace=True)
         pooled, indices = nn.functional.max_pool2d(inplace, 2, return_indices=True)
         leaf = x.clone().requires_grad_()
-        inner = nn.functional.conv2d(leaf, conv.weight)  # input with a gradient
-    names = _graph_nodes(pooled) | _graph_nodes(inner)
-    assert not names & {"_InputConvBackward", "_ReluBackward", "_MaxPool2dBackward"}
+        frozen = nn.functional.conv2d(leaf, conv.weight.detach())  # no weight grad
+    names = _graph_nodes(pooled) | _graph_nodes(frozen)
+    routed = {"_InputConvBackward", "_HiddenConvBackward", "_ReluBackward"}
+    assert not names & {*routed, "_MaxPool2dBackward"}
     assert torch.equal(pooled, nn.functional.max_pool2d(torch.relu(conv(x)), 2))
     assert indices.dtype == torch.int64
+
+
+#: Hidden convolutions: (dims, in, out, kernel, stride, padding, dilation, groups, bias).
+HIDDEN = [
+    (1, 2, 3, 3, 2, 1, 1, 1, True),
+    (2, 4, 2, 2, 1, 0, 2, 2, False),
+    (3, 2, 2, 2, 1, 1, 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", HIDDEN, ids=["conv1d", "conv2d-groups", "conv3d"])
+def test_a_hidden_convolutions_derivatives_match_finite_differences(case):
+    """The first-order backward as a function of (g_out, x, W), checked numerically.
+
+    ``gradcheck`` compares the backward of :class:`_ConvGrads` (the second derivative
+    the products use) with finite differences of its forward (in random directions,
+    ``fast_mode``).
+    """
+    dims, c_in, c_out, kernel, stride, padding, dilation, groups, bias = case
+    generator = torch.Generator().manual_seed(0)
+    conv = (
+        [stride] * dims,
+        [padding] * dims,
+        [dilation] * dims,
+        False,
+        [0] * dims,
+        groups,
+    )
+    x = torch.randn(2, c_in, *[4] * dims, dtype=torch.float64, generator=generator)
+    w_shape = (c_out, c_in // groups, *[kernel] * dims)
+    weight = torch.randn(*w_shape, dtype=torch.float64, generator=generator)
+    out = torch.ops.aten.convolution(x, weight, None, *conv)
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=generator)
+    inputs = tuple(t.requires_grad_() for t in (grad, x, weight))
+    bias_shape = [c_out] if bias else None
+
+    def grads(g, x, w):
+        return tuple(
+            t for t in _ConvGrads.apply(g, x, w, bias_shape, conv) if t is not None
+        )
+
+    assert torch.autograd.gradcheck(grads, inputs, fast_mode=True)
+
+
+@pytest.mark.parametrize("case", HIDDEN, ids=["conv1d", "conv2d-groups", "conv3d"])
+def test_hessian_products_through_a_hidden_convolution_are_exact(case):
+    dims, c_in, c_out, kernel, stride, padding, dilation, groups, bias = case
+    conv_type = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        conv_type(1, c_in, 2),
+        nn.Tanh(),  # the hidden convolution's input needs a gradient
+        conv_type(c_in, c_out, kernel, stride, padding, dilation, groups, bias),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(3),
+    ).double()
+    x = torch.randn(3, 1, *[5 if dims < 3 else 4] * dims, dtype=torch.float64)
+    y = torch.randint(0, 3, (3,))
+    model(x)  # materializes the lazy layer
+    params = list(model.parameters())
+    output, gradient = _gradient_graph(model, x, y, lean=True)
+    assert "_HiddenConvBackward" in _graph_nodes(output)
+    vector = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
+    exact = hessian(model, nn.CrossEntropyLoss(), x, y) @ vector
+    torch.testing.assert_close(hvp_operator(gradient, params, 1.0)(vector), exact)
+
+
+def test_without_the_hidden_route_products_are_autograds_bit_for_bit():
+    model, x, y = _problem("cnn", torch.float32)
+    params = list(model.parameters())
+    _, gradient = _gradient_graph(model, x, y, lean=False)
+    with LeanDoubleBackward(hidden_convolutions=False):
+        output = model(x)
+    assert "_HiddenConvBackward" not in _graph_nodes(output)
+    loss = nn.functional.cross_entropy(output, y)
+    lean_gradient = torch.autograd.grad(loss, params, create_graph=True)
+    vector = torch.randn(sum(p.numel() for p in params))
+    product = hvp_operator(gradient, params, 1.0)(vector)
+    assert torch.equal(hvp_operator(lean_gradient, params, 1.0)(vector), product)
