@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cockpit.logs.schema import TOTAL
 from cockpit.quantities._base import Quantity
 from cockpit.quantities._view import StepStates
 from cockpit.schedules import Schedule
@@ -26,8 +25,9 @@ class MeanGSNR(Quantity):
         self.eps = eps
 
     def finalize(self, states: StepStates) -> dict:
-        grads = states.network("sample_grads")[TOTAL]
-        sum_sq = states.network("sum_sq")[TOTAL]
-        ratios = gsnr(grads, sum_sq, states.batch_size, self.eps)
+        n, eps = states.batch_size, self.eps
         # The mean over each layer's segment of the network's element-wise ratios.
-        return states.layered_rows(states.segment_means(ratios))
+        means = states.elementwise_means(
+            lambda grads, sum_sq: gsnr(grads, sum_sq, n, eps), "sample_grads", "sum_sq"
+        )
+        return states.layered_rows(means)

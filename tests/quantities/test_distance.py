@@ -1,9 +1,14 @@
+import pytest
 import torch
 
+from cockpit.quantities import _view
 from tests.quantities.tracking import assert_per_layer, tracked_run
 
 
-def test_distance_from_initial_parameters(problem, tmp_path):
+@pytest.mark.parametrize("large", [False, True], ids=["flat", "per-parameter"])
+def test_distance_from_initial_parameters(problem, tmp_path, monkeypatch, large):
+    if large:  # a network above the chunk bound: a difference per parameter
+        monkeypatch.setattr(_view, "ELEMENTWISE_CHUNK", 1)
     run, refs = tracked_run(problem, tmp_path, ["distance"], steps=3)
     start = refs[0].params
     for step, ref in enumerate(refs):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cockpit.quantities import REGISTRY
+from cockpit.quantities import REGISTRY, _view
 from cockpit.stats import signal_to_noise
 from tests import reference
 from tests.quantities.tracking import (
@@ -19,6 +19,19 @@ NAMES = ["mean_gsnr", "early_stopping"]
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
 def test_in_training(problem, tmp_path, name, together):
     check_per_layer_reference(problem, tmp_path, name, together)
+
+
+@pytest.mark.parametrize("bound", [1, 16], ids=["layer-by-layer", "some-together"])
+def test_mean_gsnr_in_chunks_of_layers(problem, tmp_path, monkeypatch, bound):
+    """A large network's ratios are formed a chunk of layers at a time: the same means.
+
+    With a bound of 1 element every layer is a chunk of its own; with 16, small
+    layers (biases) share one and a larger layer is alone.
+    """
+    monkeypatch.setattr(_view, "ELEMENTWISE_CHUNK", bound)
+    sizes = [p.numel() for p in problem.make()[0].parameters()]
+    assert len(_view._layer_chunks(sizes, bound)) > 1
+    check_per_layer_reference(problem, tmp_path, "mean_gsnr", together=False)
 
 
 @pytest.mark.parametrize("name", NAMES)
