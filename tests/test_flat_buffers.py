@@ -71,6 +71,23 @@ def test_the_step_taken_equals_the_per_tensor_differences_bit_for_bit():
     assert torch.equal(taken.length, torch.linalg.vector_norm(norms))
 
 
+def test_buckets_are_cut_at_the_bound_and_keep_devices_and_dtypes_apart(monkeypatch):
+    monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", 10)
+    f32, f64 = torch.float32, torch.float64
+    tensors = [
+        torch.zeros(n, dtype=dtype)
+        for n, dtype in [(5, f32), (4, f64), (5, f32), (20, f32), (3, f64), (3, f32)]
+    ]
+    # float32: 5 + 5 fill one bucket, 20 is alone, 3 starts the next; float64 fits.
+    assert _flat_buffers.buckets(tensors) == [[0, 2], [3], [5], [1, 4]]
+    assert _flat_buffers.chunks([], 10) == [(0, 0)]
+    model = _mixed_model()
+    views = _flat_buffers.copies(dict(model.named_parameters()))
+    assert len(views.buffers) > 2  # the two dtypes in more buckets than two
+    for name, p in model.named_parameters():
+        assert torch.equal(views[name], p.detach()), name
+
+
 def _segments_buffer(sizes: list[int], dtype: torch.dtype) -> torch.Tensor:
     gen = torch.Generator().manual_seed(2)
     return torch.randn(sum(sizes), generator=gen, dtype=dtype)

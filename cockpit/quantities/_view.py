@@ -33,32 +33,6 @@ _NETWORK: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {
 }
 
 
-#: Elements per chunk of the network's element-wise values (16 MB in float32) where
-#: they are computed in chunks of whole layers (:meth:`StepStates.elementwise_means`,
-#: :attr:`StepStates.moved_norms`). On a CPU, glibc maps every allocation above 32 MB
-#: afresh and unmaps it when freed, so a network-sized temporary of a large model
-#: pays its page faults at every step (ResNet-18's 45 MB: 21 ms for one
-#: multiplication into a fresh tensor against 4.6 ms into reused memory); chunks
-#: below that bound reuse the heap's memory.
-ELEMENTWISE_CHUNK = 2**22
-
-
-def _layer_chunks(sizes: list[int], bound: int) -> list[tuple[int, int]]:
-    """``[(lo, hi)]``: consecutive layers of at most ``bound`` elements together.
-
-    A layer larger than ``bound`` is a chunk of its own. One chunk when everything
-    fits.
-    """
-    chunks, lo, held = [], 0, 0
-    for i, size in enumerate(sizes):
-        if i > lo and held + size > bound:
-            chunks.append((lo, i))
-            lo, held = i, 0
-        held += size
-    chunks.append((lo, len(sizes)))
-    return chunks
-
-
 def _stacked(layers: dict[str, Tensor]) -> Tensor:
     """``[L, ...]``: the layers' values, from their groups' stacks if they have."""
     if isinstance(layers, _flat_buffers.StackedViews):
@@ -156,8 +130,9 @@ class StepStates:
     def moved_norms(self) -> Tensor:
         """``[L + 1]``: ``||theta_l - theta_{0,l}||`` from ``initial``, TOTAL last.
 
-        A network of at most :data:`ELEMENTWISE_CHUNK` elements in one flat buffer:
-        one difference of flat buffers; a larger one: a difference per parameter, so
+        In one flat buffer (a network of at most
+        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements): one difference of
+        flat buffers. In several (a larger network): a difference per parameter, so
         that no network-sized temporary is allocated.
         """
         sharded = self._shard_norms("moved")
@@ -165,11 +140,7 @@ class StepStates:
             return sharded
         params, start = self["params"], self["initial"]
         flat = isinstance(start, _flat_buffers.FlatViews) and len(start.buffers) == 1
-        if (
-            flat
-            and start.live is not None
-            and start.buffers[0].numel() <= (ELEMENTWISE_CHUNK)
-        ):
+        if flat and start.live is not None:
             # One difference of flat buffers; its segments' norms, few reductions.
             with torch.no_grad():
                 moved = torch.cat(start.live()).sub_(start.buffers[0])
@@ -298,14 +269,14 @@ class StepStates:
         ``fn([D], [D]) -> [D]`` on the network's values of the per-layer states
         ``first`` and ``second`` (laid out as ``sample_grads``); it may work in place
         on fresh tensors but must not change its arguments. Up to
-        :data:`ELEMENTWISE_CHUNK` elements: once on the network's values
+        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements: once on the network's values
         (:meth:`segment_means`). Above: on chunks of consecutive layers of at most
-        that many elements (:func:`_layer_chunks`), so that no network-sized
+        that many elements (:func:`~cockpit._flat_buffers.chunks`), so that no network-sized
         temporary is allocated; the layers' means are the same bits, the whole mean
         is the chunks' sums added, over D (equal up to float roundoff).
         """
         sizes = _flat_buffers.numels(self[first])
-        chunks = _layer_chunks(sizes, ELEMENTWISE_CHUNK)
+        chunks = _flat_buffers.chunks(sizes, _flat_buffers.BUCKET_ELEMENTS)
         if len(chunks) == 1:
             values = fn(self.network(first)[TOTAL], self.network(second)[TOTAL])
             return self.segment_means(values)

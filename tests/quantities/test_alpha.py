@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from cockpit import _flat_buffers
 from cockpit.stats.alpha import alpha_from_fit, fit_quadratic
 from tests import reference
 from tests.quantities.tracking import everything, logged, tracked_run
@@ -19,7 +20,12 @@ def _expected_alpha(refs, step):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("together", [False, True], ids=["alone", "with-all"])
-def test_alpha_against_normal_equations(problem, tmp_path, optimizer, together):
+@pytest.mark.parametrize("buckets", ["one", "several"])
+def test_alpha_against_normal_equations(
+    problem, tmp_path, optimizer, together, monkeypatch, buckets
+):
+    if buckets == "several":  # a large network's snapshots: a bucket per parameter
+        monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", 1)
     quantities = everything(problem) if together and optimizer == "sgd" else ["alpha"]
     run, refs = tracked_run(problem, tmp_path, quantities, steps=3, optimizer=optimizer)
     for step in range(2):

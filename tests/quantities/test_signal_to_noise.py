@@ -2,7 +2,8 @@
 
 import pytest
 
-from cockpit.quantities import REGISTRY, _view
+from cockpit import _flat_buffers
+from cockpit.quantities import REGISTRY
 from cockpit.stats import signal_to_noise
 from tests import reference
 from tests.quantities.tracking import (
@@ -28,9 +29,9 @@ def test_mean_gsnr_in_chunks_of_layers(problem, tmp_path, monkeypatch, bound):
     With a bound of 1 element every layer is a chunk of its own; with 16, small
     layers (biases) share one and a larger layer is alone.
     """
-    monkeypatch.setattr(_view, "ELEMENTWISE_CHUNK", bound)
+    monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", bound)
     sizes = [p.numel() for p in problem.make()[0].parameters()]
-    assert len(_view._layer_chunks(sizes, bound)) > 1
+    assert len(_flat_buffers.chunks(sizes, bound)) > 1
     check_per_layer_reference(problem, tmp_path, "mean_gsnr", together=False)
 
 

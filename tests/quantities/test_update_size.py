@@ -1,11 +1,17 @@
 import pytest
 import torch
 
+from cockpit import _flat_buffers
 from tests.quantities.tracking import assert_per_layer, tracked_run
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_update_size_is_the_step_taken(problem, tmp_path, optimizer):
+@pytest.mark.parametrize("buckets", ["one", "several"])
+def test_update_size_is_the_step_taken(
+    problem, tmp_path, optimizer, monkeypatch, buckets
+):
+    if buckets == "several":  # a large network's snapshots: a bucket per parameter
+        monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", 1)
     run, refs = tracked_run(
         problem, tmp_path, ["update_size"], steps=3, optimizer=optimizer
     )
