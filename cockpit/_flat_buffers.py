@@ -24,6 +24,7 @@ __all__ = [
     "BUCKET_ELEMENTS",
     "FlatViews",
     "StackedViews",
+    "bucket_bound",
     "buckets",
     "chunks",
     "concatenate",
@@ -40,21 +41,28 @@ __all__ = [
 ]
 
 
-#: Elements per bucket (16 MB in float32), and per chunk of the network's
+#: Elements per bucket on a CPU (16 MB in float32), and per chunk of the network's
 #: element-wise values where a quantity forms them (``StepStates.elementwise_means``).
 #: On a CPU, glibc maps every allocation above 32 MB afresh and unmaps it when freed,
 #: so a network-sized temporary of a large model pays its page faults at every step
 #: (ResNet-18's 45 MB: 21 ms for one multiplication into a fresh tensor against
 #: 4.6 ms into reused memory); buffers below that bound reuse the heap's memory.
+#: Other devices keep one bucket per device and dtype: their caching allocators reuse
+#: blocks of any size, and each bucket is one more kernel launch.
 BUCKET_ELEMENTS = 2**22
+
+
+def bucket_bound(device: torch.device) -> int | None:
+    """Elements per bucket or chunk on ``device``: :data:`BUCKET_ELEMENTS` on a CPU."""
+    return BUCKET_ELEMENTS if device.type == "cpu" else None
 
 
 def buckets(tensors: list[Tensor]) -> list[list[int]]:
     """The positions of ``tensors`` by device and dtype, in order of first appearance.
 
-    Each device and dtype's positions are cut into consecutive buckets of at most
-    :data:`BUCKET_ELEMENTS` elements (a larger tensor alone): one bucket for most
-    models.
+    On a CPU each dtype's positions are cut into consecutive buckets of at most
+    :data:`BUCKET_ELEMENTS` elements (a larger tensor alone; :func:`bucket_bound`):
+    one bucket for most models.
     """
     found: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, tensor in enumerate(tensors):
@@ -62,19 +70,20 @@ def buckets(tensors: list[Tensor]) -> list[list[int]]:
     sizes = [tensor.numel() for tensor in tensors]
     return [
         group[lo:hi]
-        for group in found.values()
-        for lo, hi in chunks([sizes[i] for i in group], BUCKET_ELEMENTS)
+        for (device, _), group in found.items()
+        for lo, hi in chunks([sizes[i] for i in group], bucket_bound(device))
     ]
 
 
-def chunks(sizes: list[int], bound: int) -> list[tuple[int, int]]:
+def chunks(sizes: list[int], bound: int | None) -> list[tuple[int, int]]:
     """``[(lo, hi)]``: consecutive ``sizes`` of at most ``bound`` in all together.
 
-    One larger than ``bound`` is a chunk of its own; one chunk when all fit.
+    One larger than ``bound`` is a chunk of its own; one chunk when all fit or when
+    ``bound`` is None.
     """
     found, lo, held = [], 0, 0
     for i, size in enumerate(sizes):
-        if i > lo and held + size > bound:
+        if bound is not None and i > lo and held + size > bound:
             found.append((lo, i))
             lo, held = i, 0
         held += size

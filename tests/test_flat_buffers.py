@@ -71,7 +71,9 @@ def test_the_step_taken_equals_the_per_tensor_differences_bit_for_bit():
     assert torch.equal(taken.length, torch.linalg.vector_norm(norms))
 
 
-def test_buckets_are_cut_at_the_bound_and_keep_devices_and_dtypes_apart(monkeypatch):
+def test_cpu_buckets_are_cut_at_the_bound_and_keep_devices_and_dtypes_apart(
+    monkeypatch,
+):
     monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", 10)
     f32, f64 = torch.float32, torch.float64
     tensors = [
@@ -81,6 +83,9 @@ def test_buckets_are_cut_at_the_bound_and_keep_devices_and_dtypes_apart(monkeypa
     # float32: 5 + 5 fill one bucket, 20 is alone, 3 starts the next; float64 fits.
     assert _flat_buffers.buckets(tensors) == [[0, 2], [3], [5], [1, 4]]
     assert _flat_buffers.chunks([], 10) == [(0, 0)]
+    # Off a CPU (here the meta device) a device and dtype stay one bucket.
+    elsewhere = [torch.zeros(n, device="meta") for n in (5, 20, 3)]
+    assert _flat_buffers.buckets(elsewhere) == [[0, 1, 2]]
     model = _mixed_model()
     views = _flat_buffers.copies(dict(model.named_parameters()))
     assert len(views.buffers) > 2  # the two dtypes in more buckets than two

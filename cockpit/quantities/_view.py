@@ -269,18 +269,22 @@ class StepStates:
         ``fn([D], [D]) -> [D]`` on the network's values of the per-layer states
         ``first`` and ``second`` (laid out as ``sample_grads``); it may work in place
         on fresh tensors but must not change its arguments. Up to
-        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements: once on the network's values
-        (:meth:`segment_means`). Above: on chunks of consecutive layers of at most
-        that many elements (:func:`~cockpit._flat_buffers.chunks`), so that no network-sized
-        temporary is allocated; the layers' means are the same bits, the whole mean
-        is the chunks' sums added, over D (equal up to float roundoff).
+        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements, or off a CPU: once
+        on the network's values (:meth:`segment_means`). Above, on a CPU: on chunks
+        of consecutive layers of at most that many elements
+        (:func:`~cockpit._flat_buffers.chunks`), so that no network-sized temporary
+        is allocated; the layers' means are the same bits, the whole mean is the
+        chunks' sums added, over D (equal up to float roundoff).
         """
         sizes = _flat_buffers.numels(self[first])
-        chunks = _flat_buffers.chunks(sizes, _flat_buffers.BUCKET_ELEMENTS)
+        chunks = [(0, len(sizes))]
+        if sum(sizes) > _flat_buffers.BUCKET_ELEMENTS:  # no per-layer value read below
+            a, b = _flat_buffers.listed(self[first]), _flat_buffers.listed(self[second])
+            bound = _flat_buffers.bucket_bound(a[0].device)
+            chunks = _flat_buffers.chunks(sizes, bound)
         if len(chunks) == 1:
             values = fn(self.network(first)[TOTAL], self.network(second)[TOTAL])
             return self.segment_means(values)
-        a, b = _flat_buffers.listed(self[first]), _flat_buffers.listed(self[second])
         means, sums = [], []
         for lo, hi in chunks:
             values = fn(torch.cat(a[lo:hi]), torch.cat(b[lo:hi]))
