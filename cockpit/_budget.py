@@ -347,8 +347,7 @@ class BudgetControl:
             p
             for p in self._probe_sets
             if p != everything
-            and p <= everything
-            and len(self._probes[p]) < _ROBUST
+            and len(self._probes.get(p, ())) < _ROBUST
             and p not in due.values()
             and any(self.intervals[q] > shortest for q in p)
         ]
