@@ -45,8 +45,9 @@ __all__ = [
 #: element-wise values where a quantity forms them (``StepStates.elementwise_means``).
 #: On a CPU, glibc maps every allocation above 32 MB afresh and unmaps it when freed,
 #: so a network-sized temporary of a large model pays its page faults at every step
-#: (ResNet-18's 45 MB: 21 ms for one multiplication into a fresh tensor against
-#: 4.6 ms into reused memory); buffers below that bound reuse the heap's memory.
+#: (ResNet-18's 43 MB: 24 ms for one multiplication into a fresh tensor against
+#: 5.5 ms into a kept buffer, ``benchmarks/fresh_pages.py``); buffers below that
+#: bound reuse the heap's memory.
 #: Other devices keep one bucket per device and dtype: their caching allocators reuse
 #: blocks of any size, and each bucket is one more kernel launch.
 BUCKET_ELEMENTS = 2**22
