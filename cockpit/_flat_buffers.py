@@ -46,7 +46,7 @@ __all__ = [
 #: On a CPU, glibc maps every allocation above 32 MB afresh and unmaps it when freed,
 #: so a network-sized temporary of a large model pays its page faults at every step
 #: (ResNet-18's 43 MB: 24 ms for one multiplication into a fresh tensor against
-#: 5.5 ms into a kept buffer, ``benchmarks/fresh_pages.py``); buffers below that
+#: 5.7 ms into a kept buffer, ``benchmarks/fresh_pages.py``); buffers below that
 #: bound reuse the heap's memory.
 #: Other devices keep one bucket per device and dtype: their caching allocators reuse
 #: blocks of any size, and each bucket is one more kernel launch.
