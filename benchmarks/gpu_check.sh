@@ -1,18 +1,48 @@
 #!/usr/bin/env bash
-# The GPU benchmark of issue 12 as one prepared script, for a machine with CUDA:
-# economy and business every step against plain training on ResNet-18 with BatchNorm
-# (batch 128, 32x32), GPT-2 small (124 M parameters, batch 8 x 512), 3c3d and the
-# transformer. The results file is named after the card (overhead.py does that) and
-# is written to $OUT when it is set (the device tool's output folder), else to
-# benchmarks/results.
+# The GPU checks of issue 12 as one prepared script, for a machine with CUDA:
+#
+# 1. the CUDA tests (tests/gpu and the CUDA cases of tests/test_amp_grad_scaler.py);
+# 2. the issue's benchmark: economy and business every step against plain training on
+#    ResNet-18 with BatchNorm (batch 128, 32x32), GPT-2 small (124 M parameters,
+#    batch 8 x 512), 3c3d and the transformer;
+# 3. the rest of the CPU targets' problems on the GPU: the digits MLP, the 64-layer MLP
+#    and 3c3d under economy, full and hess_max_ev, and ResNet-18 with the batch replay
+#    on one sample (economy/replay1, business/replay1).
+#
+# The results files are named after the card (overhead.py does that) and are written
+# to $OUT when it is set (the device tool's output folder), else to
+# benchmarks/results/gpu-check; part 3's go to the folders extra-small and
+# extra-replay1 inside it. Each part has its own time limit, and a failing part does
+# not stop the next one.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
-set -euo pipefail
-out=${OUT:-benchmarks/results}
-mkdir -p "$out"
-python -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name())'
-python benchmarks/overhead.py --device cuda \
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
+set -uo pipefail
+py=${PYTHON:-python3}
+out=${OUT:-benchmarks/results/gpu-check}
+mkdir -p "$out/extra-small" "$out/extra-replay1"
+export PYTHONUNBUFFERED=1
+"$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' || exit 1
+
+echo "== 1. CUDA tests"
+timeout 150 "$py" -m pytest -q -x -p no:cacheprovider tests/gpu tests/test_amp_grad_scaler.py \
+    > "$out/gpu_tests.log" 2>&1
+echo "rc=$?"; tail -n 15 "$out/gpu_tests.log"
+
+echo "== 2. issue 12's GPU benchmark"
+timeout 300 "$py" benchmarks/overhead.py --device cuda \
     --problems resnet18_cifar gpt2_small 3c3d transformer \
     --configs economy business \
     --rounds 3 --steps 5 --warmup 2 \
-    --output-dir "$out" 2>&1 | tee "$out/gpu_check.log"
+    --output-dir "$out" > "$out/gpu_check.log" 2>&1
+echo "rc=$?"; grep -E '^\| |^### |Timed|^\[' "$out/gpu_check.log" | grep -v 'round' | tail -n 40
+
+echo "== 3. the small problems and ResNet-18's replay on one sample"
+timeout 150 "$py" benchmarks/overhead.py --device cuda \
+    --problems mlp deep_mlp 3c3d --configs economy full hess_max_ev \
+    --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-small" 2>/dev/null
+echo "rc=$?"
+timeout 120 "$py" benchmarks/overhead.py --device cuda \
+    --problems resnet18_cifar --configs economy/replay1 business/replay1 \
+    --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-replay1" 2>/dev/null
+echo "rc=$?"

@@ -93,8 +93,11 @@ each of ``--rounds`` rounds, the configurations run in a shuffled order (seeded)
 background as it does in training; after each configuration's block the script waits
 (untimed, recorded per block as ``flush_s`` in the JSON) until that writer is idle, so
 that one configuration's backlog does not slow down the next one. Reported: the median
-over all timed steps and its ratio to plain's median, and the ratio of the means (which
-counts the occasional costly step of a schedule).
+over all timed steps and its ratio to plain's median, the ratio of the means (which
+counts the occasional costly step of a schedule), and "host ms": the median CPU time
+of the training thread per step (``time.thread_time`` around the step, before the
+closing synchronize), which on a GPU is the host work that launches the step's
+kernels and the tracker's Python.
 
 CPU contention: while another process computes, a parallel CPU step slows down many
 times over (an MLP step from 0.5 ms to 120 ms, a 3c3d step from 90 ms to 600 ms on 2

@@ -39,6 +39,7 @@ def summarize(
     timing: dict[str, Any], memory: dict[str, dict[str, Any]] | None
 ) -> list[dict[str, Any]]:
     times = timing["step_times_s"]
+    host = timing.get("host_times_s", {})
     base = statistics.median(times[PLAIN])
     base_mem = None
     if memory and "extra_peak_bytes" in memory.get(PLAIN, {}):
@@ -59,6 +60,9 @@ def summarize(
             "q1_ms": 1e3 * q1,
             "q3_ms": 1e3 * q3,
             "ratio": median / base,
+            "host_ms": 1e3 * statistics.median(host[config])
+            if config in host
+            else None,
             "extra_peak_mb": None,
             "memory_ratio": None,
         }
@@ -81,14 +85,15 @@ def markdown_table(
         f"### {problem} ({timing['parameters']:,} parameters, "
         f"batch {timing['batch_size']})",
         "",
-        "| config | median step ms | ratio to plain | mean ratio | extra peak MB "
-        "| memory ratio to plain |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| config | median step ms | ratio to plain | mean ratio | host ms "
+        "| extra peak MB | memory ratio to plain |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['config']} | {row['median_ms']:.1f} | {row['ratio']:.2f} "
             f"| {row['mean_ratio']:.2f} "
+            f"| {fmt(row['host_ms'], '.1f')} "
             f"| {fmt(row['extra_peak_mb'], '.1f')} "
             f"| {fmt(row['memory_ratio'], '.2f')} |"
         )

@@ -103,11 +103,12 @@ def timed_block(
             run.step(problem.batches)
         sync()
         before = monitor.snapshot()
-        times = []
+        times, host = [], []
         for _ in range(args.steps):
             sync()
-            t0 = time.perf_counter()
+            t0, h0 = time.perf_counter(), time.thread_time()
             run.step(problem.batches)
+            host.append(time.thread_time() - h0)
             sync()
             times.append(time.perf_counter() - t0)
         share = monitor.others_share(before, monitor.snapshot())
@@ -120,6 +121,7 @@ def timed_block(
         monitor.wait_for_quiet()
     return {
         "times": times,
+        "host_times": host,
         "others_share": share,
         "contended": contended,
         "attempts": attempts,
@@ -137,6 +139,7 @@ def time_problem(
     log(f"[{name}] {problem.n_params:,} parameters ({problem.n_params / 1e6:.2f} M)")
     sync = synchronizer(device)
     times: dict[str, list[float]] = {c: [] for c in configs}
+    host: dict[str, list[float]] = {c: [] for c in configs}
     blocks: list[dict[str, Any]] = []
     rng = random.Random(SEED)
     started = time.perf_counter()
@@ -156,6 +159,7 @@ def time_problem(
                     )
                     blocks.append(block)
                     times[config].extend(block["times"])
+                    host[config].extend(block["host_times"])
                     note = f", others used {100 * block['others_share']:.0f}% CPU"
                     log(
                         f"[{name} round {r + 1}/{args.rounds}] {config:<22} median "
@@ -174,6 +178,7 @@ def time_problem(
         "batch_size": len(problem.batches[0][1]),
         "seconds": time.perf_counter() - started,
         "step_times_s": times,
+        "host_times_s": host,
         "blocks": blocks,
         "solver": {c: effort for c, effort in solver.items() if effort},
     }
