@@ -6,7 +6,9 @@ T = 1 a single outer product, whose statistics :func:`from_linear_factors` compu
 exactly without any ``g_n``. For T > 1 the norms and projections still need no
 ``g_n`` (a T x T Gram matrix per sample); element-wise second moments and
 histograms do. Where all ``N`` of them fit one chunk (``N p q`` elements at most
-:data:`_CHUNK_ELEMENTS`) they are formed once by one batched product and reduced
+:data:`~cockpit.engines.layer_stats.CHUNK_ELEMENTS` on the CPU,
+:data:`~cockpit.engines.layer_stats.DEVICE_CHUNK_ELEMENTS` on a GPU, through
+:func:`~cockpit.engines.layer_stats.chunk_samples`) they are formed once by one batched product and reduced
 like any materialized per-sample gradients (:func:`from_per_sample`): ``g`` is their
 mean and later projections cost ``O(N p q)``, not the ``O(N T p q)`` of a product
 over the factors. Larger layers get them a chunk of samples at a time
@@ -24,12 +26,9 @@ from torch import Tensor
 from cockpit.engines._chunk_reducer import ChunkReducer
 from cockpit.engines._linear_factors import from_linear_factors
 from cockpit.engines._sample_request import LayerStats, SampleRequest
-from cockpit.engines.layer_stats import from_per_sample
+from cockpit.engines.layer_stats import chunk_samples, from_per_sample
 
 __all__ = ["from_summed_factors"]
-
-#: Elements of one chunk of materialized per-sample gradients.
-_CHUNK_ELEMENTS = 2**20
 
 
 def from_summed_factors(
@@ -59,10 +58,10 @@ def from_summed_factors(
     elementwise = request.sum_sq or request.hist_budget is not None
     if not elementwise and length * (p + q) <= p * q:
         return _from_gram(left, right, param, request)
-    if n * p * q <= _CHUNK_ELEMENTS:
+    chunk = chunk_samples(left.device, n, p * q)
+    if chunk == n:
         return from_per_sample(torch.bmm(left.transpose(1, 2), right), param, request)
     reducer = ChunkReducer(n, _mean_gradient(left, right), param, request)
-    chunk = max(1, _CHUNK_ELEMENTS // (p * q))
     for first in range(0, n, chunk):
         rows = slice(first, first + chunk)
         reducer.add((left[rows].transpose(1, 2) @ right[rows]).flatten(1))

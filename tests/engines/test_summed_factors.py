@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from cockpit.engines import _summed_factors
+from cockpit.engines import layer_stats
 from cockpit.engines._sample_request import SampleRequest, draw_positions
 from cockpit.engines._summed_factors import from_summed_factors
 
@@ -58,7 +58,7 @@ def _request(budget: int | None, sum_sq: bool, numel: int, seed: int) -> SampleR
 def test_every_route_matches_brute_force(monkeypatch, shape, budget, sum_sq, chunk):
     n, length, p, q = shape
     if chunk is not None:  # several chunks of 2 samples, the last one shorter
-        monkeypatch.setattr(_summed_factors, "_CHUNK_ELEMENTS", chunk * p * q)
+        monkeypatch.setattr(layer_stats, "CHUNK_ELEMENTS", chunk * p * q)
     gen = torch.Generator().manual_seed(sum(shape))
     left = torch.randn(n, length, p, generator=gen, dtype=torch.float64)
     right = torch.randn(n, length, q, generator=gen, dtype=torch.float64)
