@@ -13,36 +13,49 @@
 # to $OUT when it is set (the device tool's output folder), else to
 # benchmarks/results/gpu-check; part 3's go to the folders extra-small and
 # extra-replay1 inside it. Each part has its own time limit, and a failing part does
-# not stop the next one.
+# not stop the next one. PARTS (default "1 2 3") picks the parts to run.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
-#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
+#   PYTHON=.venv/bin/python PARTS="2" bash benchmarks/gpu_check.sh
 set -uo pipefail
 py=${PYTHON:-python3}
+parts=" ${PARTS:-1 2 3} "
 out=${OUT:-benchmarks/results/gpu-check}
-mkdir -p "$out/extra-small" "$out/extra-replay1"
 export PYTHONUNBUFFERED=1
 "$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' || exit 1
+mkdir -p "$out/extra-small" "$out/extra-replay1"
 
-echo "== 1. CUDA tests"
-timeout 150 "$py" -m pytest -q -x -p no:cacheprovider tests/gpu tests/test_amp_grad_scaler.py \
-    > "$out/gpu_tests.log" 2>&1
-echo "rc=$?"; tail -n 15 "$out/gpu_tests.log"
+cuda_tests() {
+    echo "== 1. CUDA tests"
+    timeout 150 "$py" -m pytest -q -x -p no:cacheprovider tests/gpu \
+        tests/test_amp_grad_scaler.py > "$out/gpu_tests.log" 2>&1
+    echo "rc=$?"; tail -n 15 "$out/gpu_tests.log"
+}
 
-echo "== 2. issue 12's GPU benchmark"
-timeout 300 "$py" benchmarks/overhead.py --device cuda \
-    --problems resnet18_cifar gpt2_small 3c3d transformer \
-    --configs economy business \
-    --rounds 3 --steps 5 --warmup 2 \
-    --output-dir "$out" > "$out/gpu_check.log" 2>&1
-echo "rc=$?"; grep -E '^\| |^### |Timed|^\[' "$out/gpu_check.log" | grep -v 'round' | tail -n 40
+issue_problems() {
+    echo "== 2. issue 12's GPU benchmark"
+    timeout 300 "$py" benchmarks/overhead.py --device cuda \
+        --problems resnet18_cifar gpt2_small 3c3d transformer \
+        --configs economy business \
+        --rounds 3 --steps 5 --warmup 2 \
+        --output-dir "$out" > "$out/gpu_check.log" 2>&1
+    echo "rc=$?"
+    grep -E '^\| |^### |Timed|^\[' "$out/gpu_check.log" | grep -v 'round' | tail -n 40
+}
 
-echo "== 3. the small problems and ResNet-18's replay on one sample"
-timeout 150 "$py" benchmarks/overhead.py --device cuda \
-    --problems mlp deep_mlp 3c3d --configs economy full hess_max_ev \
-    --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-small" 2>/dev/null
-echo "rc=$?"
-timeout 120 "$py" benchmarks/overhead.py --device cuda \
-    --problems resnet18_cifar --configs economy/replay1 business/replay1 \
-    --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-replay1" 2>/dev/null
-echo "rc=$?"
+other_problems() {
+    echo "== 3. the small problems and ResNet-18's replay on one sample"
+    timeout 150 "$py" benchmarks/overhead.py --device cuda \
+        --problems mlp deep_mlp 3c3d --configs economy full hess_max_ev \
+        --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-small" 2>/dev/null
+    echo "rc=$?"
+    timeout 120 "$py" benchmarks/overhead.py --device cuda \
+        --problems resnet18_cifar --configs economy/replay1 business/replay1 \
+        --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-replay1" 2>/dev/null
+    echo "rc=$?"
+}
+
+[[ "$parts" == *" 1 "* ]] && cuda_tests
+[[ "$parts" == *" 2 "* ]] && issue_problems
+[[ "$parts" == *" 3 "* ]] && other_problems
+exit 0

@@ -6,7 +6,9 @@ For each problem and configuration, after ``--warmup`` steps:
   tracked steps (``torch.cuda.set_sync_debug_mode("warn")``), counted by the line of
   Python that called them;
 * the training thread's cProfile over ``--steps`` steps: top functions by own time
-  and by cumulative time.
+  and by cumulative time;
+* with ``--kernels``, the device time of ``--steps`` steps by operator
+  (``torch.profiler``, sorted by self device time): where a GPU-bound step's time goes.
 
 One file per problem and configuration goes to ``--output-dir``; a summary (syncs,
 the top own-time functions) goes to stdout::
@@ -74,6 +76,23 @@ def profile_text(run: Run, batches, steps: int, top: int) -> str:
     return text.getvalue()
 
 
+def kernel_table(run: Run, batches, steps: int, top: int) -> str:
+    """Operators of ``steps`` steps by self device time (``torch.profiler``)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    _synchronize()
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            run.step(batches)
+        _synchronize()
+    run.flush()
+    sort = (
+        "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    )
+    return profiler.key_averages().table(sort_by=sort, row_limit=top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--problems", nargs="+", choices=PROBLEMS, required=True)
@@ -83,6 +102,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--device", default="cuda", help="cuda, or cpu to try it")
+    parser.add_argument("--kernels", action="store_true", help="add the device table")
     args = parser.parse_args()
     device = torch.device(args.device)
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +113,10 @@ def main() -> None:
             for run in runs[1:]:
                 syncs = synchronizations(run, problem.batches, args.steps)
                 text = profile_text(run, problem.batches, args.steps, args.top)
+                if args.kernels:
+                    kernels = kernel_table(run, problem.batches, args.steps, args.top)
+                    text += "\n" + kernels
+                    print(kernels[:6000], flush=True)
                 slug = f"{name}-{run.config}".replace("/", "-")
                 (args.output_dir / f"profile-{slug}.txt").write_text(
                     f"# {name} {run.config}: synchronizations in {args.steps} steps\n"
