@@ -51,10 +51,13 @@ def _steps(
     steps: int,
     lr: float = 0.0,
     preset: str | None = None,
+    samples: int = N,
     **kwargs,
 ) -> list[dict]:
-    """Track ``steps`` steps of the same batch (lr 0: the parameters stay)."""
+    """Track ``steps`` steps of the same batch, its first ``samples`` samples (lr 0:
+    the parameters stay)."""
     model, loss_fn, x, y = _problem()
+    x, y = x[:samples], y[:samples]
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # quantities undefined for lr 0's SGD
@@ -177,21 +180,7 @@ def _ggn_diagonals(
         return result
 
     monkeypatch.setattr(BatchReplay, "curvature", kept)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        run_name=name,
-        preset=None,
-        quantities=quantities,
-        **kwargs,
-    )
-    with ck.track():
-        loss_fn(model(x), y).backward()
-    optimizer.step()
-    ck.close()
+    _steps(tmp_path, name, quantities, 1, samples=N_GGN, **kwargs)
     return found, ggn
 
 
