@@ -271,7 +271,7 @@ class BatchReplay:
         else:
             samples = torch.arange(n)
         scale = (1.0 / n if func.mean else 1.0) * (n / samples.numel())
-        found = {}
+        found: dict[str, dict[str, Tensor]] = {}
         for source in sources:
             func.losses.check_factored(f"curvature='{source}'")
             sums = {name: torch.zeros_like(func.params[name]) for name in names}
