@@ -18,6 +18,10 @@ Run from the repository root::
 ``record --preset economy`` records that preset's quantities alone instead: without
 the second-order quantities of ``full``, BackPACK runs first-order extensions only,
 a route of its own (``Linear`` layers' factors kept by the tracker's hooks).
+``record --batch-replay`` records the batch replay's models instead (those of
+``tests/engines/test_batch_replay.py``: BatchNorm in training mode, LSTM, GRU; in
+float64, with a mean cross-entropy and a summed MSE loss), which the problems above
+do not reach.
 
 A commit that adds a quantity to the ``full`` preset adds its key to every run, so the
 recordings differ by that key alone if nothing else changed. ``--new KEY [KEY ...]``
@@ -54,7 +58,7 @@ CLOCKS = ("step_time", "tracker_time")
 META_STAMPS = ("created", "start_time", "end_time", "host", "run_name", "versions")
 
 
-def record(out: Path, preset: str | None = None) -> None:
+def record(out: Path, preset: str | None = None, batch_replay: bool = False) -> None:
     import torch
 
     from cockpit.presets import PRESETS
@@ -66,6 +70,9 @@ def record(out: Path, preset: str | None = None) -> None:
     else:
         names = list(PRESETS[preset])
     quantities = dict.fromkeys(names, 1)
+    if batch_replay:
+        _record_batch_replay(out, quantities)
+        return
     for problem in PROBLEMS:
         model, loss_fn = problem.make()
         batches = [problem.batch(step) for step in range(STEPS)]
@@ -77,6 +84,22 @@ def record(out: Path, preset: str | None = None) -> None:
         _record_run(
             out, case.name, model, case.loss(), batches, quantities, case.loss_input
         )
+
+
+def _record_batch_replay(out: Path, quantities: dict[str, int]) -> None:
+    """The models of ``tests/engines/test_batch_replay.py``, two losses each."""
+    import torch
+    from torch import nn
+
+    from tests.engines.test_batch_replay import MODELS, batches
+
+    for name, (make, shape) in MODELS.items():
+        for loss_fn in (nn.CrossEntropyLoss(), nn.MSELoss(reduction="sum")):
+            torch.manual_seed(0)
+            model = make().double()
+            data = batches(shape, loss_fn, steps=STEPS)
+            run = f"{name}-{type(loss_fn).__name__}"
+            _record_run(out, run, model, loss_fn, data, quantities, None)
 
 
 def _doubled(batches: list) -> list:
@@ -228,6 +251,11 @@ def main() -> int:
         help="record this preset's quantities alone (default: full, early_stopping "
         "and cabs)",
     )
+    rec.add_argument(
+        "--batch-replay",
+        action="store_true",
+        help="record the batch replay's models (BatchNorm, LSTM, GRU) instead",
+    )
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
@@ -252,7 +280,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.command == "record":
-        record(args.out, args.preset)
+        record(args.out, args.preset, args.batch_replay)
         return 0
     return compare(args.before, args.after, tuple(args.new), args.rtol, args.atol)
 

@@ -406,14 +406,18 @@ class TrackedStep:
             self._curvature_moved = True
         request = self._curvature
         gram = request.gram
-        engine = ck.batch_replay if ck.engines.batch else ck.func
-        found = engine.curvature(
+        args = (
             self._batch(),
             request.diagonals,
             None if gram is None else (gram.exact, gram.mc_samples, gram.samples),
             request.probes,
             ck.generator(next(iter(ck.params.values())).device),
         )
+        if ck.engines.batch:  # replay_samples applies where every sample is coupled
+            covered = set(ck.engines.batch) == set(ck.params)
+            found = ck.batch_replay.curvature(*args, subsample=covered)
+        else:
+            found = ck.func.curvature(*args)
         return Curvature(
             diagonals=found.diagonals,
             gram=gram_parts(found.columns, n, ck.mean),

@@ -141,9 +141,10 @@ class Cockpit:
             reductions (by default all of them, at every step); the others are
             absent with the reason (:mod:`cockpit._sharded`).
         replay_samples: For models whose samples are coupled (BatchNorm in
-            training mode), the batch replay's per-sample gradients of a seeded
-            uniform random subsample of this many samples per ``track()`` block
-            instead of all N, with the per-sample sums scaled by N/M (unbiased
+            training mode), the batch replay's per-sample gradients, and the GGN
+            diagonals' columns (a second, independent draw), of a seeded uniform
+            random subsample of this many samples per ``track()`` block instead
+            of all N, with the sums over samples scaled by N/M (unbiased
             estimates); ``None``: every sample. Logged in ``meta.json`` and the
             engine line. See :mod:`cockpit.engines.batch_replay`.
 

@@ -226,7 +226,8 @@ def full_tracking(tmp_path, case: OptimizerCase, model_name: str) -> dict:
     }
 
 
-def run_both(tmp_path, model_name, loss_name, case, zero_grad="none"):
+def run_both(tmp_path, model_name, loss_name, case, zero_grad="none", **options):
+    """Train with ``full`` tracking (plus the Cockpit's ``options``) and without."""
     torch.manual_seed(0)
     model = MODELS[model_name]()
     twin = copy.deepcopy(model)
@@ -237,7 +238,7 @@ def run_both(tmp_path, model_name, loss_name, case, zero_grad="none"):
         loss_fn,
         case,
         batches,
-        full_tracking(tmp_path, case, model_name),
+        {**full_tracking(tmp_path, case, model_name), **options},
         zero_grad,
     )
     untracked = train(twin, loss_fn, case, batches, None, zero_grad)
@@ -321,4 +322,13 @@ def test_batch_replay_one_pass_per_cotangent_unchanged(tmp_path, monkeypatch):
     tracking."""
     monkeypatch.setattr(batch_replay, "LOOP_WIDTH", 0)
     tracked, untracked = run_both(tmp_path, "bn-cnn", "ce-mean", OPTIMIZERS["sgd"])
+    assert_bit_identical(tracked, untracked)
+
+
+def test_batch_replay_on_a_subsample_unchanged(tmp_path):
+    """``replay_samples``: the gradients and the GGN diagonals of random subsamples
+    (drawn from the tracker's stream, not the global one) leave training alone."""
+    tracked, untracked = run_both(
+        tmp_path, "bn-cnn", "ce-mean", OPTIMIZERS["sgd"], replay_samples=2
+    )
     assert_bit_identical(tracked, untracked)

@@ -44,11 +44,20 @@ moments of the projections (:func:`cockpit.stats.moments.moments` with
 range is the subsample's extremes, not an estimate of the whole batch's range.
 With M = 1 the sums stay unbiased, but a spread over the subsample is zero: the
 moments' ``M2`` (alpha's noise of the slopes) needs M >= 2.
+The GGN diagonals (``ggn_mc``, ``ggn_exact``: ``hess_trace``, ``tic_diag`` and
+``tic_trace`` of ``business``) are sums over samples too, so they are subsampled
+alike: ``(N / M) sum_{n in S'} sum_k (J^T c_nk)^2`` (below), M sample columns instead
+of N. S' is drawn independently of the gradients' S, from the same seeded stream
+after it (deterministic for a seed): curvature can be due at steps without
+first-order statistics, and each estimate stays unbiased on its own. The TIC
+quantities are then ratios of two independent unbiased estimates.
 Exact regardless of M: the losses (from the forward pass, all N), the gradient ``g``
-(``.grad``, so ``g_n . g`` uses the whole batch's g) and curvature. Quantities that
-are ratios of such sums (the gradient tests, the noise scale) are ratios of unbiased
-estimates. Recurrent layers in a model without coupling are replayed on all samples
-(their per-sample values add to other engines' layers sample by sample).
+(``.grad``, so ``g_n . g`` uses the whole batch's g), the Hessian diagonal
+(Hutchinson's estimate on the whole batch) and the GGN's Gram columns (their own
+``samples`` limit, the first samples). Quantities that are ratios of such sums (the
+gradient tests, the noise scale) are ratios of unbiased estimates. Recurrent layers
+in a model without coupling are replayed on all samples (their per-sample values
+add to other engines' layers sample by sample), and so is their curvature.
 
 The GGN of the batch loss is ``J^T H_z J`` with ``J = dz/dtheta`` the Jacobian of the
 whole loss input ``z`` ``[N, *Z]`` and ``H_z`` block-diagonal over samples, so its
@@ -159,7 +168,8 @@ class BatchReplay:
         cotangents = torch.eye(n, device=z.device, dtype=z.dtype)
         subsample = self.samples is not None and set(names) == set(self.func.params)
         if subsample:
-            cotangents = cotangents[self._subsample(n, request, z.device)]
+            assert request.generator is not None
+            cotangents = cotangents[self._subsample(n, request.generator(z.device))]
         m = cotangents.shape[0]
         blocks = self._blocks(losses, names, cotangents, chunk)
         params = {name: self.func.params[name] for name in names}
@@ -176,18 +186,16 @@ class BatchReplay:
                 _scale_sums(layer, n / m)
         return stats
 
-    def _subsample(
-        self, n: int, request: SampleRequest, device: torch.device
-    ) -> Tensor:
+    def _subsample(self, n: int, generator: torch.Generator) -> Tensor:
         """``[M]`` sorted indices of a uniform subsample without replacement."""
-        assert self.samples is not None and request.generator is not None
+        assert self.samples is not None
         if self.samples > n:
             raise UsageError(
                 f"replay_samples={self.samples} is more than the {n} samples of "
                 "this track() block's batch. Pass replay_samples no larger than the "
                 "smallest batch (or None for every sample)."
             )
-        drawn = torch.randperm(n, generator=request.generator(device), device=device)
+        drawn = torch.randperm(n, generator=generator, device=generator.device)
         return drawn[: self.samples].sort().values
 
     def curvature(
@@ -197,11 +205,25 @@ class BatchReplay:
         gram: tuple[bool, int, int | None] | None,
         probes: int,
         generator: torch.Generator,
+        *,
+        subsample: bool = False,
     ) -> FuncCurvature:
         """The due curvature of all tracked parameters, exact in the coupled sense.
 
-        Same arguments and results as
-        :meth:`~cockpit.engines.func_engine.FuncEngine.curvature`.
+        The results of :meth:`~cockpit.engines.func_engine.FuncEngine.curvature`.
+
+        Args:
+            batch: The step's kept model call and target.
+            diagonals: Sources among ``ggn_mc``, ``ggn_exact``, ``hessian``.
+            gram: ``(exact, mc_samples, samples)`` for the GGN's Gram matrix, or None;
+                its columns are those of the first ``samples`` samples.
+            probes: Hutchinson probes for the ``hessian`` diagonal.
+            generator: The tracker's generator on the model's device (MC draws, the
+                GGN diagonals' subsample).
+            subsample: The batch replay computes every parameter (coupled samples):
+                with ``samples`` M set, the GGN diagonals are Horvitz-Thompson
+                estimates from a subsample of M samples (module docstring).
+
         """
         func = self.func
         found = FuncCurvature()
@@ -209,44 +231,82 @@ class BatchReplay:
             found = func.curvature(batch, {"hessian"}, None, probes, generator)
         names = list(func.params)
         n = batch.size
-        scale = 1.0 / n if func.mean else 1.0
-        for source, exact in (("ggn_mc", False), ("ggn_exact", True)):
-            if source not in diagonals:
-                continue
-            func.losses.check_factored(f"curvature='{source}'")
-            sums = {name: torch.zeros_like(func.params[name]) for name in names}
-            spec = ("exact",) if exact else ("mc", 1, generator)
-            for block in self._columns(batch, names, spec, n, with_grad=False):
-                for name in names:
-                    sums[name] += block[name].square().sum((0, 1)).view_as(sums[name])
-            found.diagonals[source] = {k: v * scale for k, v in sums.items()}
+        sources = [s for s in ("ggn_mc", "ggn_exact") if s in diagonals]
+        if sources:
+            found.diagonals.update(
+                self._ggn_diagonals(batch, sources, generator, subsample)
+            )
         if gram is not None:
             func.losses.check_factored("ggn_top_eigen and curvature_noise")
-            exact, mc_samples, samples = gram
-            used = n if samples is None else min(samples, n)
+            exact, mc_samples, limit = gram
+            first = torch.arange(n if limit is None else min(limit, n))
             spec = ("exact",) if exact else ("mc", mc_samples, generator)
             parts: dict[str, list[Tensor]] = {name: [] for name in names}
-            for block in self._columns(batch, names, spec, used, with_grad=True):
+            for block in self._columns(batch, names, spec, first, with_grad=True):
                 for name in names:
                     parts[name].append(block[name])
             found.columns = {name: torch.cat(parts[name]) for name in names}
         return found
 
+    def _ggn_diagonals(
+        self,
+        batch: Batch,
+        sources: list[str],
+        generator: torch.Generator,
+        subsample: bool,
+    ) -> dict[str, dict[str, Tensor]]:
+        """Source -> parameter name -> the GGN diagonal of the batch loss.
+
+        ``scale * sum_n sum_k (J^T c_nk)^2`` over all N samples, or with ``subsample``
+        and M set, ``scale * (N / M) sum_{n in S} sum_k (J^T c_nk)^2`` over a uniform
+        subsample S of M samples drawn from ``generator`` (one S for both sources),
+        unbiased for the full sum since each sample is in S with probability M / N.
+        ``scale`` is 1 / N for a mean-reduced loss, else 1. Shapes: the parameters'.
+        """
+        func = self.func
+        names = list(func.params)
+        n = batch.size
+        if subsample and self.samples is not None:
+            samples = self._subsample(n, generator)
+        else:
+            samples = torch.arange(n)
+        scale = (1.0 / n if func.mean else 1.0) * (n / samples.numel())
+        found: dict[str, dict[str, Tensor]] = {}
+        for source in sources:
+            func.losses.check_factored(f"curvature='{source}'")
+            sums = {name: torch.zeros_like(func.params[name]) for name in names}
+            spec = ("exact",) if source == "ggn_exact" else ("mc", 1, generator)
+            for block in self._columns(batch, names, spec, samples, with_grad=False):
+                for name in names:
+                    sums[name] += block[name].square().sum((0, 1)).view_as(sums[name])
+            found[source] = {k: v * scale for k, v in sums.items()}
+        return found
+
     def _columns(
-        self, batch: Batch, names: list[str], spec: tuple, used: int, with_grad: bool
+        self,
+        batch: Batch,
+        names: list[str],
+        spec: tuple,
+        samples: Tensor,
+        with_grad: bool,
     ) -> Iterator[dict[str, Tensor]]:
-        """``J^T c_nk`` for the first ``used`` samples, by chunks: ``{name: [c, K, D_l]}``.
+        """``J^T c_nk`` for the samples ``n`` in ``samples``, by chunks.
 
         Args:
             batch: The step's kept model call and target.
             names: The parameters to differentiate.
             spec: ``("exact",)`` or ``("mc", M, generator)``: the loss factor's columns.
-            used: Number of samples (the first ones).
+            samples: ``[m]`` increasing indices of the samples whose columns are
+                pulled back (the loss factor's columns are formed for all N).
             with_grad: Put the gradient column ``d l_n / d z_n`` first.
+
+        Yields:
+            ``{name: [c, K, D_l]}`` for consecutive chunks of ``samples``.
 
         """
         losses = self.func.losses
         z = self._loss_input(batch)
+        samples = samples.to(z.device)
         leaf = z.detach().unsqueeze(1)  # [N, 1, *Z]: one sample per vmap slice
         target = batch.target.detach().unsqueeze(1)
         if spec[0] == "exact":
@@ -259,15 +319,15 @@ class BatchReplay:
             losses.prepare(batch.target, z.shape[0])
             slopes = vmap(grad(losses.sample_loss))(leaf, target)
             columns = torch.cat([slopes.unsqueeze(1), columns], dim=1)
-        columns = columns.squeeze(2)[:used]  # [used, K, *Z]
+        columns = columns.squeeze(2)[samples]  # [m, K, *Z]
         n, k = z.shape[0], columns.shape[1]
         chunk = self._chunk(names, n, per_sample=k, cotangent_size=z.numel())
-        for first in range(0, used, chunk):
+        for first in range(0, samples.numel(), chunk):
             block = columns[first : first + chunk]
             c = block.shape[0]
             cotangents = z.new_zeros(c, k, *z.shape)
-            samples = torch.arange(first, first + c, device=z.device)
-            cotangents[torch.arange(c, device=z.device), :, samples] = block
+            rows = torch.arange(c, device=z.device)
+            cotangents[rows, :, samples[first : first + c]] = block
             blocks = list(self._blocks(z, names, cotangents.flatten(0, 1), c * k))
             yield {name: _joined(blocks, name).view(c, k, -1) for name in names}
 

@@ -73,7 +73,8 @@ class Assignment:
         batch: Parameter name -> why the batch replay gives them
             (:mod:`cockpit.engines.batch_replay`).
         replay_samples: Samples per step the batch replay differentiates (``None``:
-            all), when it computes every parameter.
+            all), when it computes every parameter: for the gradients and,
+            drawn again, for the GGN diagonals.
         curvature: ``"backpack"`` or ``"torch.func"``: the curvature engine.
         curvature_why: Why torch.func computes curvature (empty for BackPACK).
         owners: Parameter name -> ``(module name, attribute)`` of every owner.
@@ -179,7 +180,7 @@ class Assignment:
                 if label == BATCH and self.replay_samples is not None:
                     why += (
                         f"; gradients of {self.replay_samples} random samples per "
-                        "step, sums scaled by N/M"
+                        "step, GGN diagonals of as many, sums scaled by N/M"
                     )
                 parts.append(f"{label} for {len(chosen)} parameters ({why})")
         line = f"cockpit engines (engine={self.engine!r}): " + "; ".join(parts)

@@ -12,6 +12,7 @@ routes of the backward passes (vmapped chunks, one pass per cotangent).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -22,9 +23,12 @@ import torch
 from torch import nn
 
 import cockpit
+from cockpit.engines.batch_replay import BatchReplay
 from cockpit.exceptions import ConfigurationError, UsageError
 from cockpit.logs import LogReader
+from cockpit.quantities import HessTrace
 from tests import reference
+from tests.reference_curvature import batch_coupled_ggn
 
 N, M = 8, 3
 
@@ -41,10 +45,19 @@ def _problem() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def _steps(
-    tmp_path, name: str, quantities, steps: int, lr: float = 0.0, **kwargs
+    tmp_path,
+    name: str,
+    quantities,
+    steps: int,
+    lr: float = 0.0,
+    preset: str | None = None,
+    samples: int = N,
+    **kwargs,
 ) -> list[dict]:
-    """Track ``steps`` steps of the same batch (lr 0: the parameters stay)."""
+    """Track ``steps`` steps of the same batch, its first ``samples`` samples (lr 0:
+    the parameters stay)."""
     model, loss_fn, x, y = _problem()
+    x, y = x[:samples], y[:samples]
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # quantities undefined for lr 0's SGD
@@ -54,7 +67,7 @@ def _steps(
             optimizer,
             logdir=tmp_path,
             run_name=name,
-            preset=None,
+            preset=preset,
             quantities=quantities,
             hist_samples=0,
             **kwargs,
@@ -144,3 +157,100 @@ def test_a_bad_count_is_refused(tmp_path, bad):
 def test_more_samples_than_the_batch_are_refused_at_the_step(tmp_path):
     with pytest.raises(UsageError, match=rf"replay_samples={N + 1} is more than the"):
         _steps(tmp_path, "run", ["norm_test"], 1, replay_samples=N + 1)
+
+
+# The GGN diagonal of the batch replay on a subsample: N_GGN samples, M_GGN drawn.
+N_GGN, M_GGN = 4, 2
+_CURVATURE = BatchReplay.curvature
+
+
+def _ggn_diagonals(
+    tmp_path, monkeypatch, name: str, quantities, **kwargs
+) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+    """The ``ggn_exact`` diagonals the batch replay returns at one tracked step
+    (per call of ``curvature``) and the brute-force ``[D, D]`` GGN of the batch."""
+    model, loss_fn, x, y = _problem()
+    x, y = x[:N_GGN], y[:N_GGN]
+    ggn = batch_coupled_ggn(model, loss_fn, x, y)
+    found = []
+
+    def kept(self, *args, **kw):
+        result = _CURVATURE(self, *args, **kw)
+        found.append(result.diagonals["ggn_exact"])
+        return result
+
+    monkeypatch.setattr(BatchReplay, "curvature", kept)
+    _steps(tmp_path, name, quantities, 1, samples=N_GGN, **kwargs)
+    return found, ggn
+
+
+def _flat(diagonal: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([d.reshape(-1) for d in diagonal.values()])
+
+
+EXACT_TRACE = {"hess_trace": HessTrace(curvature="ggn_exact")}
+
+
+def test_all_samples_give_the_exact_ggn_diagonal(tmp_path, monkeypatch):
+    (diagonal,), ggn = _ggn_diagonals(tmp_path, monkeypatch, "all", EXACT_TRACE)
+    torch.testing.assert_close(_flat(diagonal), ggn.diagonal(), rtol=1e-10, atol=1e-12)
+
+
+def test_subsampled_ggn_diagonal_averages_to_the_exact_one(
+    tmp_path, monkeypatch, replay_route
+):
+    """Every subset S of M of the N samples drawn once: the mean of the estimates
+    is the exact diagonal (each sample lies in the same number of subsets)."""
+    subsets = list(itertools.combinations(range(N_GGN), M_GGN))
+    estimates = []
+    for i, subset in enumerate(subsets):
+        drawn = torch.tensor(subset)
+        monkeypatch.setattr(BatchReplay, "_subsample", lambda self, n, gen, d=drawn: d)
+        (diagonal,), ggn = _ggn_diagonals(
+            tmp_path, monkeypatch, f"s{i}", EXACT_TRACE, replay_samples=M_GGN
+        )
+        estimates.append(_flat(diagonal))
+    exact = ggn.diagonal()
+    mean = torch.stack(estimates).mean(0)
+    torch.testing.assert_close(mean, exact, rtol=1e-10, atol=1e-12)
+    # Each subset alone is not the exact diagonal: the average is the check.
+    assert all((e - exact).abs().max() > 1e-3 * exact.abs().max() for e in estimates)
+
+
+def test_subsample_of_all_samples_is_the_full_ggn_diagonal(tmp_path, monkeypatch):
+    (full,), _ = _ggn_diagonals(tmp_path, monkeypatch, "full", EXACT_TRACE)
+    (every,), _ = _ggn_diagonals(
+        tmp_path, monkeypatch, "every", EXACT_TRACE, replay_samples=N_GGN
+    )
+    for name, value in every.items():
+        assert torch.equal(value, full[name]), name
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_a_business_step_pulls_back_m_rows_not_n(
+    tmp_path, monkeypatch, replay_route, m
+):
+    """The gradients' M rows and the GGN diagonals' M columns (``ggn_mc``: one
+    per sample), not N: counted where the rows are pulled back."""
+    pulled = []
+    rows = BatchReplay._rows
+
+    def counted(self, outputs, names, cotangents):
+        batched = cotangents.dim() > outputs.dim()
+        pulled.append(cotangents.shape[0] if batched else 1)
+        return rows(self, outputs, names, cotangents)
+
+    monkeypatch.setattr(BatchReplay, "_rows", counted)
+    _steps(tmp_path, "business", None, 1, preset="business", replay_samples=m)
+    assert sum(pulled) == 2 * m, (pulled, N)
+
+
+def test_the_ggn_subsample_is_seeded(tmp_path):
+    def traces(name, seed):
+        records = _steps(tmp_path, name, EXACT_TRACE, 3, replay_samples=M, seed=seed)
+        return [r["hess_trace"]["total"] for r in records]
+
+    first = traces("a", 0)
+    assert traces("b", 0) == first
+    assert traces("c", 1) != first
+    assert len(set(first)) > 1  # a new subsample at each step
