@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.problems import PROBLEMS, Problem
+
+
+@pytest.fixture(autouse=True)
+def _cockpit_lines_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let ``caplog`` see the ``cockpit`` logger's lines in every test.
+
+    The first Cockpit of a process imports ``cockpit._open_runs``, which adds the
+    logger's stderr handler and turns off its propagation to the root logger, where
+    ``caplog`` listens. Without this fixture a test that read the engine line from
+    ``caplog`` failed when it made the process's first Cockpit, and passed after
+    another test had made one. Imported here, the handler exists from the start, and
+    propagation is on for the test (restored after it).
+    """
+    import cockpit._open_runs  # noqa: F401
+
+    monkeypatch.setattr(logging.getLogger("cockpit"), "propagate", True)
 
 
 @pytest.fixture(params=PROBLEMS, ids=[p.name for p in PROBLEMS])
