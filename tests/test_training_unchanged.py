@@ -316,11 +316,14 @@ def test_tracked_gradient_is_this_blocks_contribution(tmp_path):
     )
 
 
-def test_batch_replay_one_pass_per_cotangent_unchanged(tmp_path, monkeypatch):
+@pytest.mark.parametrize("rows", [1, 3])
+def test_batch_replay_one_pass_per_cotangent_unchanged(tmp_path, monkeypatch, rows):
     """The batch replay's route for large models (a backward pass per cotangent),
-    forced on the small BatchNorm model: training and running statistics as without
-    tracking."""
+    forced on the small BatchNorm model, its rows reduced one at a time (the CPU's
+    route) or stacked by 3 (other devices'): training and running statistics as
+    without tracking."""
     monkeypatch.setattr(batch_replay, "LOOP_WIDTH", 0)
+    monkeypatch.setattr(batch_replay, "loop_rows", lambda device, m, width: rows)
     tracked, untracked = run_both(tmp_path, "bn-cnn", "ce-mean", OPTIMIZERS["sgd"])
     assert_bit_identical(tracked, untracked)
 

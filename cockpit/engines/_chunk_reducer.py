@@ -153,6 +153,7 @@ def from_blocks(
     grads: dict[str, Tensor],
     params: dict[str, Tensor],
     request: SampleRequest,
+    reused: bool = False,
 ) -> dict[str, LayerStats]:
     """Reduce several parameters' per-sample gradients arriving in sample blocks.
 
@@ -163,18 +164,22 @@ def from_blocks(
         grads: Parameter name -> ``[D_l]``, the mini-batch gradient.
         params: Parameter name -> parameter, for the names to reduce.
         request: What to compute.
+        reused: The blocks are the caller's to overwrite (:meth:`ChunkReducer.add`):
+            they are squared in place, with no squares buffer per parameter. Not
+            with ``request.keep_for_projection``.
 
     Returns:
         Parameter name -> statistics. With ``request.keep_for_projection`` the
         blocks are kept (``[N, D_l]`` per parameter) to project later directions.
     """
+    assert not (reused and request.keep_for_projection), "kept blocks are read later"
     reducers = {
         name: ChunkReducer(n, grads[name], p, request) for name, p in params.items()
     }
     kept: dict[str, list[Tensor]] = {name: [] for name in params}
     for block in blocks:
         for name, reducer in reducers.items():
-            reducer.add(block[name])
+            reducer.add(block[name], reused)
             if request.keep_for_projection:
                 kept[name].append(block[name])
     return {

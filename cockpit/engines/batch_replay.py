@@ -31,6 +31,21 @@ CNN of 234 k parameters and on ResNet-18, while on models of a few thousand
 parameters or fewer, where a pass is mostly dispatch, it cost less; around 30 k
 parameters the two routes were within the noise of a shared machine
 (``benchmarks/replay_routes.py``, ``benchmarks/results/bnreplay/``).
+On the CPU the loop route reduces each row as it comes (there the arithmetic
+dominates). On other devices (:data:`UNSTACKED_DEVICES`, :func:`loop_rows`) it first
+stacks c consecutive rows, one ``torch.cat`` per parameter tensor, c as large as
+``layer_stats.DEVICE_CHUNK_ELEMENTS`` elements of rows allow (6 for ResNet-18's
+11.2 M parameters): the reductions' operations (a handful per parameter tensor, on a
+GPU each costing its launch and Python call rather than arithmetic) and the
+projections of rows kept for alpha run once per block of c samples instead of once
+per sample; the sums come in another order, equal to roundoff. Memory beyond the
+unstacked route's single row: the other c - 1 rows of the block (``[c, D]`` in all),
+and while one parameter's rows are concatenated, that parameter's ``[c, D_l]`` once
+more. A stacked block is the reducers' own and squared in place; only when rows are
+kept for projections does each parameter's squares buffer grow to ``[c, D_l]``
+(another c - 1 rows). The curvature's columns (:meth:`BatchReplay._columns`) were
+always stacked per chunk of c samples of K columns, bounded by ``CHUNK_ELEMENTS``
+on every device.
 
 **Subsample** (``Cockpit(..., replay_samples=M)``): when the batch replay computes every
 parameter (samples coupled by BatchNorm), the cotangents are only those of a uniform
@@ -79,15 +94,32 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from cockpit.engines._chunk_reducer import from_blocks
+from cockpit.engines._row_blocks import stacked
 from cockpit.engines.func_engine import CHUNK_ELEMENTS, Batch, FuncCurvature, FuncEngine
-from cockpit.engines.layer_stats import LayerStats, SampleRequest
+from cockpit.engines.layer_stats import LayerStats, SampleRequest, chunk_samples
 from cockpit.exceptions import UsageError
 
-__all__ = ["LOOP_WIDTH", "BatchReplay"]
+__all__ = ["LOOP_WIDTH", "UNSTACKED_DEVICES", "BatchReplay", "loop_rows"]
 
 #: Differentiated parameters from which each cotangent gets a backward pass of its
 #: own instead of a share of a vmapped chunk (module docstring).
 LOOP_WIDTH = 2**14
+
+#: Device types on which the loop route reduces its per-sample rows one at a time
+#: (module docstring).
+UNSTACKED_DEVICES = frozenset({"cpu"})
+
+
+def loop_rows(device: torch.device, rows: int, width: int) -> int:
+    """Rows of the loop route stacked per reduction: between 1 and ``rows``.
+
+    1 on the device types of :data:`UNSTACKED_DEVICES`; elsewhere as many rows of
+    ``width`` elements as :func:`~cockpit.engines.layer_stats.chunk_samples` allows
+    (``DEVICE_CHUNK_ELEMENTS`` in all on a GPU).
+    """
+    if device.type in UNSTACKED_DEVICES:
+        return 1
+    return chunk_samples(device, rows, width)
 
 
 def _scale_sums(stats: LayerStats, factor: float) -> None:
@@ -119,13 +151,6 @@ def _project(rows: list[Tensor], direction: Tensor) -> Tensor:
     more memory pass over M network-sized rows, and new pages) for M dot products.
     """
     return torch.cat([block @ direction for block in rows])
-
-
-def _joined(blocks: list[dict[str, Tensor]], name: str) -> Tensor:
-    """``[m, D_l]``: parameter ``name``'s rows of all blocks (a single one uncopied)."""
-    if len(blocks) == 1:
-        return blocks[0][name]
-    return torch.cat([block[name] for block in blocks])
 
 
 class BatchReplay:
@@ -164,20 +189,26 @@ class BatchReplay:
         n = batch.size
         z = self._loss_input(batch)
         losses = self.func.losses.batch_losses(z, batch.target)  # [N], with graph
-        chunk = self._chunk(names, n, per_sample=1, cotangent_size=n)
         cotangents = torch.eye(n, device=z.device, dtype=z.dtype)
         subsample = self.samples is not None and set(names) == set(self.func.params)
         if subsample:
             assert request.generator is not None
             cotangents = cotangents[self._subsample(n, request.generator(z.device))]
         m = cotangents.shape[0]
+        width = self._width(names)
+        if width >= LOOP_WIDTH:
+            chunk = loop_rows(z.device, m, width)
+        else:
+            chunk = self._chunk(names, n, per_sample=1, cotangent_size=n)
         blocks = self._blocks(losses, names, cotangents, chunk)
         params = {name: self.func.params[name] for name in names}
         kept: dict[str, list[Tensor]] = {name: [] for name in names}
+        # Stacked rows are the reducers' own copies: squared in place unless kept.
+        reused = width >= LOOP_WIDTH and chunk > 1 and not request.keep_for_projection
         if request.keep_for_projection:  # kept here, as they come: never concatenated
             blocks = _keeping(blocks, kept)
             request = dataclasses.replace(request, keep_for_projection=False)
-        stats = from_blocks(blocks, m, grads, params, request)
+        stats = from_blocks(blocks, m, grads, params, request, reused)
         for name, rows in kept.items():
             if rows:
                 stats[name].project = functools.partial(_project, rows)
@@ -326,10 +357,10 @@ class BatchReplay:
             block = columns[first : first + chunk]
             c = block.shape[0]
             cotangents = z.new_zeros(c, k, *z.shape)
-            rows = torch.arange(c, device=z.device)
-            cotangents[rows, :, samples[first : first + c]] = block
-            blocks = list(self._blocks(z, names, cotangents.flatten(0, 1), c * k))
-            yield {name: _joined(blocks, name).view(c, k, -1) for name in names}
+            chunk_rows = torch.arange(c, device=z.device)
+            cotangents[chunk_rows, :, samples[first : first + c]] = block
+            (rows,) = self._blocks(z, names, cotangents.flatten(0, 1), c * k)
+            yield {name: rows[name].view(c, k, -1) for name in names}
 
     def _loss_input(self, batch: Batch) -> Tensor:
         """``z`` ``[N, *Z]``: the loss input of the replayed batch, with graph."""
@@ -343,10 +374,13 @@ class BatchReplay:
             )
         return z
 
+    def _width(self, names: list[str]) -> int:
+        """D: the number of differentiated parameters (the elements of one row)."""
+        return sum(self.func.params[name].numel() for name in names)
+
     def _chunk(self, names: list[str], n: int, per_sample: int, cotangent_size: int):
         """Samples per batched backward: ``[c K, D]`` rows and cotangents bounded."""
-        width = sum(self.func.params[name].numel() for name in names)
-        largest = max(width, cotangent_size)
+        largest = max(self._width(names), cotangent_size)
         return max(1, min(n, CHUNK_ELEMENTS // max(1, per_sample * largest)))
 
     def _blocks(
@@ -354,16 +388,18 @@ class BatchReplay:
     ) -> Iterator[dict[str, Tensor]]:
         """The vjps of ``outputs`` with ``cotangents`` ``[m, *outputs.shape]``.
 
-        Yields ``{name: [c, D_l]}`` for consecutive cotangents: one row at a time
-        from a plain backward pass each where the differentiated parameters number
-        at least :data:`LOOP_WIDTH`, else chunks of ``chunk`` rows from one vmapped
-        backward pass each (module docstring).
+        Yields ``{name: [c, D_l]}`` for ``chunk`` consecutive cotangents at a time
+        (the last block: the rest): from one vmapped backward pass each, or where
+        the differentiated parameters number at least :data:`LOOP_WIDTH`, from a
+        plain backward pass per cotangent, the rows stacked
+        (:func:`~cockpit.engines._row_blocks.stacked`; module docstring).
         """
-        width = sum(self.func.params[name].numel() for name in names)
-        step = 1 if width >= LOOP_WIDTH else chunk
-        for first in range(0, cotangents.shape[0], step):
-            block = cotangents[first : first + step]
-            yield self._rows(outputs, names, block[0] if step == 1 else block)
+        if self._width(names) >= LOOP_WIDTH:
+            rows = (self._rows(outputs, names, cotangent) for cotangent in cotangents)
+            yield from stacked(rows, chunk)
+            return
+        for first in range(0, cotangents.shape[0], chunk):
+            yield self._rows(outputs, names, cotangents[first : first + chunk])
 
     def _rows(
         self, outputs: Tensor, names: list[str], cotangents: Tensor

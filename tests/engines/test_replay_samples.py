@@ -6,8 +6,10 @@ batch, the logged ``trace_cov`` of ``gradient_noise_scale`` (linear in
 ``sum_n ||g_n||^2`` with the exact gradient) averages to the exact value from
 ``tests.reference.batch_coupled_grads``, within a few standard errors, and far from
 what the estimator would average to without the N / M scaling, for M = 3 and for a
-single sample per step (M = 1). The checks at M = N and of the statistics run on both
-routes of the backward passes (vmapped chunks, one pass per cotangent).
+single sample per step (M = 1). The checks at M = N and of the statistics run on
+every route of the backward passes (vmapped chunks, one pass per cotangent with its
+row reduced as it comes or stacked into blocks first); stacked blocks log what rows
+reduced one at a time log, with and without a subsample.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 from torch import nn
 
 import cockpit
+from cockpit.engines import batch_replay
+from cockpit.engines._chunk_reducer import ChunkReducer
 from cockpit.engines.batch_replay import BatchReplay
 from cockpit.exceptions import ConfigurationError, UsageError
 from cockpit.logs import LogReader
@@ -31,6 +35,17 @@ from tests import reference
 from tests.reference_curvature import batch_coupled_ggn
 
 N, M = 8, 3
+QUANTITIES = [
+    "loss",
+    "norm_test",
+    "inner_product_test",
+    "orthogonality_test",
+    "gradient_noise_scale",
+    "mean_gsnr",
+    "grad_hist_1d",
+    "grad_hist_2d",
+    "alpha",
+]
 
 
 def _problem() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
@@ -52,6 +67,7 @@ def _steps(
     lr: float = 0.0,
     preset: str | None = None,
     samples: int = N,
+    hist_samples: int = 0,
     **kwargs,
 ) -> list[dict]:
     """Track ``steps`` steps of the same batch, its first ``samples`` samples (lr 0:
@@ -69,7 +85,7 @@ def _steps(
             run_name=name,
             preset=preset,
             quantities=quantities,
-            hist_samples=0,
+            hist_samples=hist_samples,
             **kwargs,
         )
     for _ in range(steps):
@@ -94,27 +110,55 @@ def _numbers(value, path=""):
         yield path, value
 
 
-def test_all_samples_equal_the_exact_route(tmp_path, replay_route):
-    quantities = [
-        "loss",
-        "norm_test",
-        "inner_product_test",
-        "orthogonality_test",
-        "gradient_noise_scale",
-        "mean_gsnr",
-        "grad_hist_1d",
-        "grad_hist_2d",
-        "alpha",
-    ]
-    exact = _steps(tmp_path, "exact", quantities, 3, lr=0.1)
-    full = _steps(tmp_path, "full", quantities, 3, lr=0.1, replay_samples=N)
-    for got, expected in zip(full, exact, strict=True):
+def _assert_same_records(got: list[dict], expected: list[dict]) -> None:
+    """Every logged number equal to roundoff (timings aside)."""
+    for record, reference_record in zip(got, expected, strict=True):
         for name in ("tracker_time", "step_time"):
-            got.pop(name, None), expected.pop(name, None)
-        pairs = dict(_numbers(expected))
-        assert dict(_numbers(got)).keys() == pairs.keys()
-        for path, value in _numbers(got):
+            record.pop(name, None), reference_record.pop(name, None)
+        pairs = dict(_numbers(reference_record))
+        assert dict(_numbers(record)).keys() == pairs.keys()
+        for path, value in _numbers(record):
             assert value == pytest.approx(pairs[path], rel=1e-10, abs=1e-12), path
+
+
+def test_all_samples_equal_the_exact_route(tmp_path, replay_route):
+    exact = _steps(tmp_path, "exact", QUANTITIES, 3, lr=0.1)
+    full = _steps(tmp_path, "full", QUANTITIES, 3, lr=0.1, replay_samples=N)
+    _assert_same_records(full, exact)
+
+
+@pytest.mark.parametrize(
+    ("rows", "samples", "hist_samples", "alpha"),
+    [(3, None, 0, True), (3, None, 10, False), (2, M, 0, False), (2, M, 10, True)],
+)
+def test_stacked_rows_log_what_rows_one_at_a_time_log(
+    tmp_path, monkeypatch, rows, samples, hist_samples, alpha
+):
+    """The loop route's rows stacked into blocks of ``rows`` (neither N = 8 nor
+    M = 3 a multiple) log the values of rows reduced one at a time, to roundoff;
+    and each parameter's reducer gets the blocks, not single rows. ``alpha`` keeps
+    the rows for the projection on the step (no block squared in place);
+    ``hist_samples=10`` draws histogram positions, 0 takes every element."""
+    sizes: list[int] = []
+    add = ChunkReducer.add
+
+    def counted(self, block, reused=False):
+        sizes.append(block.shape[0])
+        return add(self, block, reused)
+
+    monkeypatch.setattr(ChunkReducer, "add", counted)
+    monkeypatch.setattr(batch_replay, "LOOP_WIDTH", 0)
+    quantities = QUANTITIES if alpha else [q for q in QUANTITIES if q != "alpha"]
+    options = {"replay_samples": samples, "hist_samples": hist_samples}
+    steps, tensors, m = 3, 6, samples or N  # the model's 6 parameter tensors
+    one_at_a_time = _steps(tmp_path, "rows", quantities, steps, lr=0.1, **options)
+    assert sizes == [1] * (steps * tensors * m)
+    sizes.clear()
+    monkeypatch.setattr(batch_replay, "loop_rows", lambda device, m, width: rows)
+    blocks = _steps(tmp_path, "blocks", quantities, steps, lr=0.1, **options)
+    per_step = [rows] * (m // rows) + [m % rows] * (m % rows > 0)
+    assert sorted(sizes) == sorted(per_step * (steps * tensors))
+    _assert_same_records(blocks, one_at_a_time)
 
 
 @pytest.mark.parametrize("m", [1, M])
