@@ -18,9 +18,11 @@ and reductions are not counted): the arithmetic the tracker adds::
 Run it at two commits to compare them.
 
 ``--device-chunks`` counts the CPU run with the chunk bound of other devices
-(``layer_stats.DEVICE_CHUNK_ELEMENTS`` as the CPU's ``CHUNK_ELEMENTS``): the operations,
-and so the kernel launches, that the chunked routes (convolutions) dispatch per step on
-a GPU, counted on a machine without one::
+(``layer_stats.DEVICE_CHUNK_ELEMENTS`` as the CPU's ``CHUNK_ELEMENTS``) and the batch
+replay's rows stacked as there (``batch_replay.UNSTACKED_DEVICES`` emptied): the
+operations, and so the kernel launches, that the chunked routes (convolutions, the
+batch replay's loop route) dispatch per step on a GPU, counted on a machine without
+one::
 
     .venv/bin/python benchmarks/op_count.py --problems 3c3d --configs economy business --device-chunks
 """
@@ -36,7 +38,7 @@ from _overhead.problems import PROBLEMS, Problem, make_problem
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from cockpit.engines import layer_stats
+from cockpit.engines import batch_replay, layer_stats
 
 
 class _Counter(TorchDispatchMode):
@@ -76,11 +78,12 @@ def main() -> None:
     parser.add_argument(
         "--device-chunks",
         action="store_true",
-        help="chunk as on a GPU (layer_stats.DEVICE_CHUNK_ELEMENTS)",
+        help="chunk and stack replayed rows as on a GPU",
     )
     args = parser.parse_args()
     if args.device_chunks:
         layer_stats.CHUNK_ELEMENTS = layer_stats.DEVICE_CHUNK_ELEMENTS
+        batch_replay.UNSTACKED_DEVICES = frozenset()
     device = torch.device("cpu")
     unit, scale = ("GFLOP", 1e9) if args.flops else ("ATen ops", 1)
     print(f"| problem | config | {unit} per step | extra over plain | ratio to plain |")
