@@ -214,20 +214,25 @@ def test_tracked_steps_do_not_synchronize(tmp_path, monkeypatch, preset, model_n
         model, loss_fn = problem.make()
         data = [problem.batch(step) for step in range(4)]
     model = model.cuda()
-    data = [(x.cuda(), y.cuda()) for x, y in data]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ck = cockpit.Cockpit(model, loss_fn, optimizer, logdir=tmp_path, preset=preset)
     records = []
     monkeypatch.setattr(ck.writer, "submit", records.append)
+    track_without_syncs(ck, [(x.cuda(), y.cuda()) for x, y in data])
+    assert len(records) >= 3
+
+
+def track_without_syncs(ck: cockpit.Cockpit, data) -> None:
+    """Tracked steps on batches already on CUDA, then ``ck.close()``; from the
+    second step on any synchronizing call raises (CUDA's sync debug mode)."""
     for step, (x, y) in enumerate(data):
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error" if step >= 1 else "default")
         try:
-            optimizer.zero_grad()
+            ck.optimizer.zero_grad()
             with ck.track():
-                loss_fn(model(x), y).backward()
-            optimizer.step()
+                ck.loss_fn(ck.model(x), y).backward()
+            ck.optimizer.step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     ck.close()
-    assert len(records) >= 3

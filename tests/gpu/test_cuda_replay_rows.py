@@ -14,7 +14,8 @@ import cockpit
 from cockpit.engines import batch_replay, layer_stats
 from cockpit.engines._chunk_reducer import ChunkReducer
 from cockpit.quantities import HessTrace
-from tests.gpu.test_cuda import assert_same_values, batches
+from tests.gpu.test_cuda import assert_same_values, batches, track_without_syncs
+from tests.quantities.tracking import make_cockpit
 
 pytestmark = [
     pytest.mark.cuda,
@@ -35,40 +36,14 @@ def bn_cnn() -> nn.Module:
     ).double()
 
 
-def make_cockpit(model, device, logdir, run_name):
-    model = model.to(device)
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+def tracked(device: str, logdir, run_name: str) -> cockpit.Cockpit:
+    """The tiny CNN on ``device``, tracking :data:`COMPARED` and a histogram."""
     quantities = {name: 1 for name in COMPARED if name != "hess_trace"}
     quantities.update(grad_hist_1d=1, hess_trace=HessTrace(curvature="ggn_exact"))
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=logdir,
-        run_name=run_name,
-        preset=None,
-        quantities=quantities,
+    model = bn_cnn().to(device)
+    return make_cockpit(
+        model, nn.CrossEntropyLoss(), logdir, quantities, run_name=run_name
     )
-    return model, loss_fn, optimizer, ck
-
-
-def track(model, loss_fn, optimizer, ck, device, data, sync_error=False):
-    """The tracked steps; from the second on, any synchronization raises if asked."""
-    for step, (x, y) in enumerate(data):
-        x, y = x.to(device), y.to(device)
-        if sync_error:
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error" if step >= 1 else "default")
-        try:
-            optimizer.zero_grad()
-            with ck.track():
-                loss_fn(model(x), y).backward()
-            optimizer.step()
-        finally:
-            if sync_error:
-                torch.cuda.set_sync_debug_mode("default")
-    ck.close()
 
 
 @pytest.fixture
@@ -92,8 +67,13 @@ def block_sizes(monkeypatch) -> dict[str, list[int]]:
 def test_cuda_stacked_rows_match_the_cpu_rows_one_at_a_time(tmp_path, block_sizes):
     runs = {}
     for device in ("cpu", "cuda"):
-        model, loss_fn, optimizer, ck = make_cockpit(bn_cnn(), device, tmp_path, device)
-        track(model, loss_fn, optimizer, ck, device, batches())
+        ck = tracked(device, tmp_path, device)
+        for x, y in batches():
+            ck.optimizer.zero_grad()
+            with ck.track():
+                ck.loss_fn(ck.model(x.to(device)), y.to(device)).backward()
+            ck.optimizer.step()
+        ck.close()
         runs[device] = cockpit.load(ck.run_dir)
     assert set(block_sizes["cpu"]) == {1}
     assert sorted(set(block_sizes["cuda"])) == [2, 3]  # 8 samples: 3 + 3 + 2
@@ -102,9 +82,9 @@ def test_cuda_stacked_rows_match_the_cpu_rows_one_at_a_time(tmp_path, block_size
 
 @pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")
 def test_cuda_stacked_rows_do_not_synchronize(tmp_path, monkeypatch, block_sizes):
-    model, loss_fn, optimizer, ck = make_cockpit(bn_cnn(), "cuda", tmp_path, "run")
+    ck = tracked("cuda", tmp_path, "run")
     records = []
     monkeypatch.setattr(ck.writer, "submit", records.append)  # no host copies
-    track(model, loss_fn, optimizer, ck, "cuda", batches(steps=4), sync_error=True)
+    track_without_syncs(ck, [(x.cuda(), y.cuda()) for x, y in batches(steps=4)])
     assert sorted(set(block_sizes["cuda"])) == [2, 3]
     assert len(records) >= 3
