@@ -33,7 +33,7 @@ parameters the two routes were within the noise of a shared machine
 (``benchmarks/replay_routes.py``, ``benchmarks/results/bnreplay/``).
 On the CPU the loop route reduces each row as it comes (there the arithmetic
 dominates). On other devices (:data:`UNSTACKED_DEVICES`, :func:`loop_rows`) it first
-stacks c consecutive rows, one ``torch.cat`` per parameter tensor, c as large as
+stacks c consecutive rows, one ``torch.stack`` per parameter tensor, c as large as
 ``layer_stats.DEVICE_CHUNK_ELEMENTS`` elements of rows allow (6 for ResNet-18's
 11.2 M parameters): the reductions' operations (a handful per parameter tensor, on a
 GPU each costing its launch and Python call rather than arithmetic) and the
@@ -395,19 +395,21 @@ class BatchReplay:
         (:func:`~cockpit.engines._row_blocks.stacked`; module docstring).
         """
         if self._width(names) >= LOOP_WIDTH:
-            rows = (self._rows(outputs, names, cotangent) for cotangent in cotangents)
+            rows = (self._vjps(outputs, names, cotangent) for cotangent in cotangents)
             yield from stacked(rows, chunk)
             return
         for first in range(0, cotangents.shape[0], chunk):
-            yield self._rows(outputs, names, cotangents[first : first + chunk])
+            block = self._vjps(outputs, names, cotangents[first : first + chunk])
+            yield {name: g.reshape(g.shape[0], -1) for name, g in block.items()}
 
-    def _rows(
+    def _vjps(
         self, outputs: Tensor, names: list[str], cotangents: Tensor
     ) -> dict[str, Tensor]:
-        """``[m, D_l]`` per parameter: the vjps of ``outputs`` with ``m`` cotangents.
+        """Per parameter the vjps of ``outputs`` with ``cotangents``, unflattened.
 
-        ``cotangents`` ``[m, *outputs.shape]`` are pulled back together (vmapped);
-        one cotangent of ``outputs``' shape by a plain backward pass (``m = 1``).
+        ``cotangents`` ``[m, *outputs.shape]`` are pulled back together (vmapped),
+        giving ``[m, *param.shape]``; one cotangent of ``outputs``' shape by a plain
+        backward pass, giving ``param.shape``. Zeros for a parameter not reached.
         """
         params: list[nn.Parameter] = [self.func.params[name] for name in names]
         batched = cotangents.dim() > outputs.dim()
@@ -419,12 +421,8 @@ class BatchReplay:
             is_grads_batched=batched,
             allow_unused=True,
         )
-        m = cotangents.shape[0] if batched else 1
+        leading = cotangents.shape[:1] if batched else ()
         return {
-            name: (
-                g.reshape(m, -1)
-                if g is not None
-                else p.new_zeros(m, p.numel()).detach()
-            )
+            name: g if g is not None else p.new_zeros(*leading, *p.shape).detach()
             for name, g, p in zip(names, pulled, params, strict=True)
         }

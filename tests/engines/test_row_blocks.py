@@ -12,29 +12,35 @@ RESNET18_WIDTH = 11_181_642  # torchvision resnet18(num_classes=10)'s parameters
 
 
 def _rows(m: int) -> list[dict[str, torch.Tensor]]:
-    """m rows of two parameters, each row's values its index (to see the order)."""
+    """m rows of a ``[2, 3]`` and a ``[2]`` parameter's gradients, distinct values."""
+    generator = torch.Generator().manual_seed(0)
     return [
-        {"w": torch.full((1, 3), float(i)), "b": torch.full((1, 2), -float(i))}
-        for i in range(m)
+        {
+            "w": torch.randn(2, 3, generator=generator),
+            "b": torch.randn(2, generator=generator),
+        }
+        for _ in range(m)
     ]
 
 
 @pytest.mark.parametrize(("m", "count"), [(7, 3), (6, 3), (2, 5), (4, 1)])
-def test_blocks_hold_consecutive_rows_in_order(m, count):
+def test_blocks_hold_consecutive_flat_rows_in_order(m, count):
     rows = _rows(m)
-    expected = {name: torch.cat([row[name] for row in rows]) for name in ("w", "b")}
-    blocks = list(stacked(iter(_rows(m)), count))
+    expected = {  # row n of parameter w: w's gradient of sample n, flattened
+        name: torch.cat([row[name].reshape(1, -1) for row in rows])
+        for name in ("w", "b")
+    }
+    blocks = list(stacked(iter([dict(row) for row in rows]), count))
     sizes = [count] * (m // count) + [m % count] * (m % count > 0)
-    assert [block["w"].shape[0] for block in blocks] == sizes
+    assert [block["w"].shape for block in blocks] == [(c, 6) for c in sizes]
     for name, values in expected.items():
         torch.testing.assert_close(torch.cat([b[name] for b in blocks]), values)
 
 
-def test_one_row_per_block_passes_rows_uncopied_and_more_copies_every_block():
+def test_one_row_per_block_is_a_view_and_more_copy_every_block():
     rows = _rows(4)
-    assert all(
-        got is row for got, row in zip(stacked(iter(rows), 1), rows, strict=True)
-    )
+    for got, row in zip(stacked(iter(rows), 1), rows, strict=True):
+        assert got["w"].data_ptr() == row["w"].data_ptr()
     rows = _rows(4)
     pointers = {row["w"].data_ptr() for row in rows}
     last = list(stacked(iter(rows), 3))[-1]  # one row left over: still a copy
