@@ -30,7 +30,7 @@ def stacked(
     caller owns (it may overwrite it).
 
     Memory: the ``count`` rows of one block (the whole network's ``[count, D]``)
-    and, while one parameter's rows are concatenated, that parameter's
+    and, while one parameter's rows are stacked, that parameter's
     ``[count, D_l]`` once more: each row's tensor of a parameter is released as
     soon as that parameter's block is formed.
 

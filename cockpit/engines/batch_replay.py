@@ -40,7 +40,7 @@ GPU each costing its launch and Python call rather than arithmetic) and the
 projections of rows kept for alpha run once per block of c samples instead of once
 per sample; the sums come in another order, equal to roundoff. Memory beyond the
 unstacked route's single row: the other c - 1 rows of the block (``[c, D]`` in all),
-and while one parameter's rows are concatenated, that parameter's ``[c, D_l]`` once
+and while one parameter's rows are stacked, that parameter's ``[c, D_l]`` once
 more. A stacked block is the reducers' own and squared in place; only when rows are
 kept for projections does each parameter's squares buffer grow to ``[c, D_l]``
 (another c - 1 rows). The curvature's columns (:meth:`BatchReplay._columns`) were
