@@ -277,14 +277,14 @@ def test_a_business_step_pulls_back_m_rows_not_n(
     """The gradients' M rows and the GGN diagonals' M columns (``ggn_mc``: one
     per sample), not N: counted where the rows are pulled back."""
     pulled = []
-    rows = BatchReplay._rows
+    vjps = BatchReplay._vjps
 
     def counted(self, outputs, names, cotangents):
         batched = cotangents.dim() > outputs.dim()
         pulled.append(cotangents.shape[0] if batched else 1)
-        return rows(self, outputs, names, cotangents)
+        return vjps(self, outputs, names, cotangents)
 
-    monkeypatch.setattr(BatchReplay, "_rows", counted)
+    monkeypatch.setattr(BatchReplay, "_vjps", counted)
     _steps(tmp_path, "business", None, 1, preset="business", replay_samples=m)
     assert sum(pulled) == 2 * m, (pulled, N)
 
