@@ -21,7 +21,9 @@ a route of its own (``Linear`` layers' factors kept by the tracker's hooks).
 ``record --batch-replay`` records the batch replay's models instead (those of
 ``tests/engines/test_batch_replay.py``: BatchNorm in training mode, LSTM, GRU; in
 float64, with a mean cross-entropy and a summed MSE loss), which the problems above
-do not reach.
+do not reach; ``--loop-route`` sends them through the route of large models, one
+backward pass per sample (``batch_replay.LOOP_WIDTH`` set to 0), which these small
+models never take otherwise.
 
 A commit that adds a quantity to the ``full`` preset adds its key to every run, so the
 recordings differ by that key alone if nothing else changed. ``--new KEY [KEY ...]``
@@ -256,6 +258,11 @@ def main() -> int:
         action="store_true",
         help="record the batch replay's models (BatchNorm, LSTM, GRU) instead",
     )
+    rec.add_argument(
+        "--loop-route",
+        action="store_true",
+        help="the batch replay's backward pass per sample for every model",
+    )
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
@@ -280,6 +287,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.command == "record":
+        if args.loop_route:
+            from cockpit.engines import batch_replay
+
+            batch_replay.LOOP_WIDTH = 0
         record(args.out, args.preset, args.batch_replay)
         return 0
     return compare(args.before, args.after, tuple(args.new), args.rtol, args.atol)
