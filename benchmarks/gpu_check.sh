@@ -14,13 +14,15 @@
 # to $OUT when it is set (the device tool's output folder), else to
 # benchmarks/results/gpu-check; part 3's go to the folders extra-small and
 # extra-replay1 inside it. Each part has its own time limit, and a failing part does
-# not stop the next one. PARTS (default "1 2 3") picks the parts to run.
+# not stop the next one. PARTS (default "1 2 3") picks the parts to run; ROUNDS, STEPS
+# and WARMUP (default 3, 5 and 2) set the timed blocks of parts 2 and 3.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
 #   PYTHON=.venv/bin/python PARTS="2" bash benchmarks/gpu_check.sh
 set -uo pipefail
 py=${PYTHON:-python3}
 parts=" ${PARTS:-1 2 3} "
+blocks=(--rounds "${ROUNDS:-3}" --steps "${STEPS:-5}" --warmup "${WARMUP:-2}")
 out=${OUT:-benchmarks/results/gpu-check}
 export PYTHONUNBUFFERED=1
 "$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' || exit 1
@@ -38,8 +40,7 @@ issue_problems() {
     timeout 300 "$py" benchmarks/overhead.py --device cuda \
         --problems gpt2_small 3c3d transformer resnet18_cifar \
         --configs economy business \
-        --rounds 3 --steps 5 --warmup 2 \
-        --output-dir "$out" > "$out/gpu_check.log" 2>&1
+        "${blocks[@]}" --output-dir "$out" > "$out/gpu_check.log" 2>&1
     echo "rc=$?"
     grep -E '^\| |^### |Timed|^\[' "$out/gpu_check.log" | grep -v 'round' | tail -n 40
 }
@@ -48,11 +49,11 @@ other_problems() {
     echo "== 3. the small problems and ResNet-18's replay on one sample"
     timeout 150 "$py" benchmarks/overhead.py --device cuda \
         --problems mlp deep_mlp 3c3d --configs economy full hess_max_ev \
-        --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-small" 2>/dev/null
+        "${blocks[@]}" --output-dir "$out/extra-small" 2>/dev/null
     echo "rc=$?"
     timeout 120 "$py" benchmarks/overhead.py --device cuda \
         --problems resnet18_cifar --configs economy/replay1 business/replay1 \
-        --rounds 3 --steps 5 --warmup 2 --output-dir "$out/extra-replay1" 2>/dev/null
+        "${blocks[@]}" --output-dir "$out/extra-replay1" 2>/dev/null
     echo "rc=$?"
 }
 
