@@ -270,7 +270,9 @@ class BatchReplay:
         if gram is not None:
             func.losses.check_factored("ggn_top_eigen and curvature_noise")
             exact, mc_samples, limit = gram
-            first = torch.arange(n if limit is None else min(limit, n))
+            first = torch.arange(
+                n if limit is None else min(limit, n), device=generator.device
+            )
             spec = ("exact",) if exact else ("mc", mc_samples, generator)
             parts: dict[str, list[Tensor]] = {name: [] for name in names}
             for block in self._columns(batch, names, spec, first, with_grad=True):
@@ -300,7 +302,7 @@ class BatchReplay:
         if subsample and self.samples is not None:
             samples = self._subsample(n, generator)
         else:
-            samples = torch.arange(n)
+            samples = torch.arange(n, device=generator.device)
         scale = (1.0 / n if func.mean else 1.0) * (n / samples.numel())
         found: dict[str, dict[str, Tensor]] = {}
         for source in sources:
@@ -328,7 +330,8 @@ class BatchReplay:
             names: The parameters to differentiate.
             spec: ``("exact",)`` or ``("mc", M, generator)``: the loss factor's columns.
             samples: ``[m]`` increasing indices of the samples whose columns are
-                pulled back (the loss factor's columns are formed for all N).
+                pulled back (the loss factor's columns are formed for all N), on
+                the model's device (a copy from the host would synchronize).
             with_grad: Put the gradient column ``d l_n / d z_n`` first.
 
         Yields:
@@ -337,7 +340,6 @@ class BatchReplay:
         """
         losses = self.func.losses
         z = self._loss_input(batch)
-        samples = samples.to(z.device)
         leaf = z.detach().unsqueeze(1)  # [N, 1, *Z]: one sample per vmap slice
         target = batch.target.detach().unsqueeze(1)
         if spec[0] == "exact":
