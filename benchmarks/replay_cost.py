@@ -43,8 +43,8 @@ from cockpit.engines import batch_replay
 
 #: The phases: the function wrapped, as its owner and attribute.
 WRAPPED = {
-    "replay fwd": (batch_replay.BatchReplay, "_loss_input"),
-    "backwards": (batch_replay.BatchReplay, "_rows"),
+    "replay fwd": (batch_replay.BatchReplay, "loss_input"),
+    "backwards": (batch_replay.BatchReplay, "_vjps"),
     "with stats": (batch_replay, "from_blocks"),
     "engines": (_step.TrackedStep, "_fill"),
     "quantities": (_step.TrackedStep, "_finalize"),

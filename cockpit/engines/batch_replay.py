@@ -43,9 +43,7 @@ unstacked route's single row: the other c - 1 rows of the block (``[c, D]`` in a
 and while one parameter's rows are stacked, that parameter's ``[c, D_l]`` once
 more. A stacked block is the reducers' own and squared in place; only when rows are
 kept for projections does each parameter's squares buffer grow to ``[c, D_l]``
-(another c - 1 rows). The curvature's columns (:meth:`BatchReplay._columns`) were
-always stacked per chunk of c samples of K columns, bounded by ``CHUNK_ELEMENTS``
-on every device.
+(another c - 1 rows).
 
 **Subsample** (``Cockpit(..., replay_samples=M)``): when the batch replay computes every
 parameter (samples coupled by BatchNorm), the cotangents are only those of a uniform
@@ -59,13 +57,7 @@ moments of the projections (:func:`cockpit.stats.moments.moments` with
 range is the subsample's extremes, not an estimate of the whole batch's range.
 With M = 1 the sums stay unbiased, but a spread over the subsample is zero: the
 moments' ``M2`` (alpha's noise of the slopes) needs M >= 2.
-The GGN diagonals (``ggn_mc``, ``ggn_exact``: ``hess_trace``, ``tic_diag`` and
-``tic_trace`` of ``business``) are sums over samples too, so they are subsampled
-alike: ``(N / M) sum_{n in S'} sum_k (J^T c_nk)^2`` (below), M sample columns instead
-of N. S' is drawn independently of the gradients' S, from the same seeded stream
-after it (deterministic for a seed): curvature can be due at steps without
-first-order statistics, and each estimate stays unbiased on its own. The TIC
-quantities are then ratios of two independent unbiased estimates.
+The GGN diagonals are subsampled alike (:mod:`cockpit.engines._replay_curvature`).
 Exact regardless of M: the losses (from the forward pass, all N), the gradient ``g``
 (``.grad``, so ``g_n . g`` uses the whole batch's g), the Hessian diagonal
 (Hutchinson's estimate on the whole batch) and the GGN's Gram columns (their own
@@ -74,13 +66,7 @@ gradient tests, the noise scale) are ratios of unbiased estimates. Recurrent lay
 in a model without coupling are replayed on all samples (their per-sample values
 add to other engines' layers sample by sample), and so is their curvature.
 
-The GGN of the batch loss is ``J^T H_z J`` with ``J = dz/dtheta`` the Jacobian of the
-whole loss input ``z`` ``[N, *Z]`` and ``H_z`` block-diagonal over samples, so its
-factor columns are ``J^T c_nk`` for cotangents ``c_nk`` zero except at sample n, where
-they are the loss factor's columns (:mod:`cockpit.engines.loss_factors`): the GGN
-diagonal and its Gram matrix (ViViT) follow exactly, at K times the cost of the
-gradients (K columns per sample). The Hessian's diagonal is Hutchinson's estimate on
-the whole batch, as in :mod:`cockpit.engines.func_engine`.
+Curvature from the same replay: :mod:`cockpit.engines._replay_curvature`.
 """
 
 from __future__ import annotations
@@ -91,9 +77,9 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vmap
 
 from cockpit.engines._chunk_reducer import from_blocks
+from cockpit.engines._replay_curvature import replay_curvature
 from cockpit.engines._row_blocks import stacked
 from cockpit.engines.func_engine import CHUNK_ELEMENTS, Batch, FuncCurvature, FuncEngine
 from cockpit.engines.layer_stats import LayerStats, SampleRequest, chunk_samples
@@ -187,20 +173,20 @@ class BatchReplay:
         if not names:
             return {}
         n = batch.size
-        z = self._loss_input(batch)
+        z = self.loss_input(batch)
         losses = self.func.losses.batch_losses(z, batch.target)  # [N], with graph
         cotangents = torch.eye(n, device=z.device, dtype=z.dtype)
         subsample = self.samples is not None and set(names) == set(self.func.params)
         if subsample:
             assert request.generator is not None
-            cotangents = cotangents[self._subsample(n, request.generator(z.device))]
+            cotangents = cotangents[self.draw_subsample(n, request.generator(z.device))]
         m = cotangents.shape[0]
         width = self._width(names)
         if width >= LOOP_WIDTH:
             chunk = loop_rows(z.device, m, width)
         else:
-            chunk = self._chunk(names, n, per_sample=1, cotangent_size=n)
-        blocks = self._blocks(losses, names, cotangents, chunk)
+            chunk = self.vmap_chunk(names, n, per_sample=1, cotangent_size=n)
+        blocks = self.pulled_back(losses, names, cotangents, chunk)
         params = {name: self.func.params[name] for name in names}
         kept: dict[str, list[Tensor]] = {name: [] for name in names}
         # Stacked rows are the reducers' own copies: squared in place unless kept.
@@ -217,7 +203,7 @@ class BatchReplay:
                 _scale_sums(layer, n / m)
         return stats
 
-    def _subsample(self, n: int, generator: torch.Generator) -> Tensor:
+    def draw_subsample(self, n: int, generator: torch.Generator) -> Tensor:
         """``[M]`` sorted indices of a uniform subsample without replacement."""
         assert self.samples is not None
         if self.samples > n:
@@ -241,130 +227,13 @@ class BatchReplay:
     ) -> FuncCurvature:
         """The due curvature of all tracked parameters, exact in the coupled sense.
 
-        The results of :meth:`~cockpit.engines.func_engine.FuncEngine.curvature`.
-
-        Args:
-            batch: The step's kept model call and target.
-            diagonals: Sources among ``ggn_mc``, ``ggn_exact``, ``hessian``.
-            gram: ``(exact, mc_samples, samples)`` for the GGN's Gram matrix, or None;
-                its columns are those of the first ``samples`` samples.
-            probes: Hutchinson probes for the ``hessian`` diagonal.
-            generator: The tracker's generator on the model's device (MC draws, the
-                GGN diagonals' subsample).
-            subsample: The batch replay computes every parameter (coupled samples):
-                with ``samples`` M set, the GGN diagonals are Horvitz-Thompson
-                estimates from a subsample of M samples (module docstring).
-
+        :func:`cockpit.engines._replay_curvature.replay_curvature` on this replay.
         """
-        func = self.func
-        found = FuncCurvature()
-        if "hessian" in diagonals:  # Hutchinson on the whole batch already
-            found = func.curvature(batch, {"hessian"}, None, probes, generator)
-        names = list(func.params)
-        n = batch.size
-        sources = [s for s in ("ggn_mc", "ggn_exact") if s in diagonals]
-        if sources:
-            found.diagonals.update(
-                self._ggn_diagonals(batch, sources, generator, subsample)
-            )
-        if gram is not None:
-            func.losses.check_factored("ggn_top_eigen and curvature_noise")
-            exact, mc_samples, limit = gram
-            first = torch.arange(
-                n if limit is None else min(limit, n), device=generator.device
-            )
-            spec = ("exact",) if exact else ("mc", mc_samples, generator)
-            parts: dict[str, list[Tensor]] = {name: [] for name in names}
-            for block in self._columns(batch, names, spec, first, with_grad=True):
-                for name in names:
-                    parts[name].append(block[name])
-            found.columns = {name: torch.cat(parts[name]) for name in names}
-        return found
+        return replay_curvature(
+            self, batch, diagonals, gram, probes, generator, subsample
+        )
 
-    def _ggn_diagonals(
-        self,
-        batch: Batch,
-        sources: list[str],
-        generator: torch.Generator,
-        subsample: bool,
-    ) -> dict[str, dict[str, Tensor]]:
-        """Source -> parameter name -> the GGN diagonal of the batch loss.
-
-        ``scale * sum_n sum_k (J^T c_nk)^2`` over all N samples, or with ``subsample``
-        and M set, ``scale * (N / M) sum_{n in S} sum_k (J^T c_nk)^2`` over a uniform
-        subsample S of M samples drawn from ``generator`` (one S for both sources),
-        unbiased for the full sum since each sample is in S with probability M / N.
-        ``scale`` is 1 / N for a mean-reduced loss, else 1. Shapes: the parameters'.
-        """
-        func = self.func
-        names = list(func.params)
-        n = batch.size
-        if subsample and self.samples is not None:
-            samples = self._subsample(n, generator)
-        else:
-            samples = torch.arange(n, device=generator.device)
-        scale = (1.0 / n if func.mean else 1.0) * (n / samples.numel())
-        found: dict[str, dict[str, Tensor]] = {}
-        for source in sources:
-            func.losses.check_factored(f"curvature='{source}'")
-            sums = {name: torch.zeros_like(func.params[name]) for name in names}
-            spec = ("exact",) if source == "ggn_exact" else ("mc", 1, generator)
-            for block in self._columns(batch, names, spec, samples, with_grad=False):
-                for name in names:
-                    sums[name] += block[name].square().sum((0, 1)).view_as(sums[name])
-            found[source] = {k: v * scale for k, v in sums.items()}
-        return found
-
-    def _columns(
-        self,
-        batch: Batch,
-        names: list[str],
-        spec: tuple,
-        samples: Tensor,
-        with_grad: bool,
-    ) -> Iterator[dict[str, Tensor]]:
-        """``J^T c_nk`` for the samples ``n`` in ``samples``, by chunks.
-
-        Args:
-            batch: The step's kept model call and target.
-            names: The parameters to differentiate.
-            spec: ``("exact",)`` or ``("mc", M, generator)``: the loss factor's columns.
-            samples: ``[m]`` increasing indices of the samples whose columns are
-                pulled back (the loss factor's columns are formed for all N), on
-                the model's device (a copy from the host would synchronize).
-            with_grad: Put the gradient column ``d l_n / d z_n`` first.
-
-        Yields:
-            ``{name: [c, K, D_l]}`` for consecutive chunks of ``samples``.
-
-        """
-        losses = self.func.losses
-        z = self._loss_input(batch)
-        leaf = z.detach().unsqueeze(1)  # [N, 1, *Z]: one sample per vmap slice
-        target = batch.target.detach().unsqueeze(1)
-        if spec[0] == "exact":
-            columns = vmap(losses.exact_columns)(leaf, target)
-        else:
-            _, count, generator = spec
-            noise = losses.draw(losses.noise_shape(z.shape, count), z, generator)
-            columns = vmap(losses.mc_columns)(leaf, target, noise)
-        if with_grad:
-            losses.prepare(batch.target, z.shape[0])
-            slopes = vmap(grad(losses.sample_loss))(leaf, target)
-            columns = torch.cat([slopes.unsqueeze(1), columns], dim=1)
-        columns = columns.squeeze(2)[samples]  # [m, K, *Z]
-        n, k = z.shape[0], columns.shape[1]
-        chunk = self._chunk(names, n, per_sample=k, cotangent_size=z.numel())
-        for first in range(0, samples.numel(), chunk):
-            block = columns[first : first + chunk]
-            c = block.shape[0]
-            cotangents = z.new_zeros(c, k, *z.shape)
-            chunk_rows = torch.arange(c, device=z.device)
-            cotangents[chunk_rows, :, samples[first : first + c]] = block
-            (rows,) = self._blocks(z, names, cotangents.flatten(0, 1), c * k)
-            yield {name: rows[name].view(c, k, -1) for name in names}
-
-    def _loss_input(self, batch: Batch) -> Tensor:
+    def loss_input(self, batch: Batch) -> Tensor:
         """``z`` ``[N, *Z]``: the loss input of the replayed batch, with graph."""
         z = self.func.loss_input(batch.capture.replay())
         if z.shape != batch.input_shape:
@@ -380,12 +249,14 @@ class BatchReplay:
         """D: the number of differentiated parameters (the elements of one row)."""
         return sum(self.func.params[name].numel() for name in names)
 
-    def _chunk(self, names: list[str], n: int, per_sample: int, cotangent_size: int):
+    def vmap_chunk(
+        self, names: list[str], n: int, per_sample: int, cotangent_size: int
+    ):
         """Samples per batched backward: ``[c K, D]`` rows and cotangents bounded."""
         largest = max(self._width(names), cotangent_size)
         return max(1, min(n, CHUNK_ELEMENTS // max(1, per_sample * largest)))
 
-    def _blocks(
+    def pulled_back(
         self, outputs: Tensor, names: list[str], cotangents: Tensor, chunk: int
     ) -> Iterator[dict[str, Tensor]]:
         """The vjps of ``outputs`` with ``cotangents`` ``[m, *outputs.shape]``.

@@ -249,7 +249,9 @@ def test_subsampled_ggn_diagonal_averages_to_the_exact_one(
     estimates = []
     for i, subset in enumerate(subsets):
         drawn = torch.tensor(subset)
-        monkeypatch.setattr(BatchReplay, "_subsample", lambda self, n, gen, d=drawn: d)
+        monkeypatch.setattr(
+            BatchReplay, "draw_subsample", lambda self, n, gen, d=drawn: d
+        )
         (diagonal,), ggn = _ggn_diagonals(
             tmp_path, monkeypatch, f"s{i}", EXACT_TRACE, replay_samples=M_GGN
         )
