@@ -19,15 +19,15 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from types import ModuleType
 
 
-def main() -> None:
-    if len(sys.argv) < 3:
-        raise SystemExit(
-            "usage: at_commit.py TREE SCRIPT [ARGS...]: TREE holds the cockpit/ "
-            f"folder of the commit to run; got {sys.argv[1:]}"
-        )
-    tree, script = os.path.abspath(sys.argv[1]), sys.argv[2]
+def from_tree(tree: str, script: str) -> ModuleType:
+    """Import ``cockpit`` from ``tree`` (ahead of the editable install) for ``script``.
+
+    Puts the script's folder and the tree first on ``sys.path``, takes the editable
+    finder out, and fails unless ``cockpit`` came from the tree. Returns it.
+    """
     sys.meta_path[:] = [
         finder
         for finder in sys.meta_path
@@ -40,6 +40,17 @@ def main() -> None:
         raise SystemExit(f"cockpit came from {cockpit.__file__}, not from {tree}")
     # cockpit.zoo, .instruments and .app live beside cockpit/ (setup.cfg package_dir).
     cockpit.__path__.append(tree)
+    return cockpit
+
+
+def main() -> None:
+    if len(sys.argv) < 3:
+        raise SystemExit(
+            "usage: at_commit.py TREE SCRIPT [ARGS...]: TREE holds the cockpit/ "
+            f"folder of the commit to run; got {sys.argv[1:]}"
+        )
+    tree, script = os.path.abspath(sys.argv[1]), sys.argv[2]
+    from_tree(tree, script)
     sys.argv = [script, *sys.argv[3:]]
     runpy.run_path(script, run_name="__main__")
 

@@ -2,8 +2,9 @@
 
 The GPU A/B of the unmerged branch ``flatroute`` (eb1bb0f) against its base
 (ce9d1d2) in ``final_run.sh``: ``python3 flat_at.py TREE SCRIPT ARGS...`` runs SCRIPT
-against the ``cockpit`` of TREE, and where TREE has ``_flat_route`` it takes the flat
-route at every size (``FLAT_ELEMENTS`` lifted). Kept as it ran, reformatted.
+against the ``cockpit`` of TREE (:func:`at_commit.from_tree`), and where TREE has
+``_flat_route`` it takes the flat route at every size (``FLAT_ELEMENTS`` lifted).
+Run from the repository root; the device run copied this file into ``.gpu_trees/``.
 """
 
 import importlib
@@ -14,15 +15,9 @@ import sys
 
 def main() -> None:
     tree, script = os.path.abspath(sys.argv[1]), sys.argv[2]
-    sys.meta_path[:] = [
-        finder
-        for finder in sys.meta_path
-        if "editable" not in getattr(finder, "__name__", "").lower()
-    ]
-    sys.path[0:0] = [os.path.dirname(os.path.abspath(script)), tree]
-    cockpit = importlib.import_module("cockpit")
-    assert cockpit.__file__.startswith(tree), cockpit.__file__
-    cockpit.__path__.append(tree)
+    sys.path.insert(0, os.path.abspath("benchmarks"))
+    from_tree = importlib.import_module("at_commit").from_tree
+    from_tree(tree, script)
     try:
         flat_route = importlib.import_module("cockpit.engines._flat_route")
     except ImportError:
