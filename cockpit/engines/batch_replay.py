@@ -251,7 +251,7 @@ class BatchReplay:
 
     def vmap_chunk(
         self, names: list[str], n: int, per_sample: int, cotangent_size: int
-    ):
+    ) -> int:
         """Samples per batched backward: ``[c K, D]`` rows and cotangents bounded."""
         largest = max(self._width(names), cotangent_size)
         return max(1, min(n, CHUNK_ELEMENTS // max(1, per_sample * largest)))
