@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # still exists. Otherwise the cyclic collection at interpreter exit freed
         # them, and a gloo worker thread, still releasing an all-reduce's tensors,
         # could not take the GIL and aborted the rank ("terminate called without an
-        # active exception"; core dump, torch 2.14.1), in about 1 run in 5 on a
-        # loaded 2-core machine.
+        # active exception"; core dump, torch 2.14.1), now and then on a loaded
+        # machine (benchmarks/results/fsdp-exit/).
         gc.collect()
         dist.destroy_process_group()
 
