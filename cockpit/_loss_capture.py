@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from cockpit._graph_losses import elementwise_from_graph
 from cockpit.engines.loss_factors import (
     batch_normalizer,
     per_sample_losses,
@@ -23,8 +24,11 @@ class LossCapture:
     a mean-reduced loss and summed for a sum-reduced one, so that the user's loss is
     ``mean_n l_n`` or ``sum_n l_n``; a loss that divides by something else (ignored
     targets) is normalized to match
-    (:func:`~cockpit.engines.loss_factors.per_sample_losses`). Recomputed under ``no_grad`` on detached inputs:
-    the user's loss value and graph are untouched.
+    (:func:`~cockpit.engines.loss_factors.per_sample_losses`). Cross-entropy's are
+    read from the log-probabilities its graph saved
+    (:func:`~cockpit._graph_losses.elementwise_from_graph`); other losses are
+    recomputed under ``no_grad`` on detached inputs. The user's loss value and graph
+    are untouched.
 
     The gradient that reaches the loss module's output in the backward pass is the
     user's loss scale ``c`` (``loss / accumulation_steps`` gives ``1/K``, a gradient
@@ -71,8 +75,10 @@ class LossCapture:
             output.register_hook(self._mark_backward)
         inputs, target = args[0], args[1]
         self.target, self.input_shape = target, inputs.shape
-        with torch.no_grad():
-            elementwise = unreduced(module, inputs.detach(), target)
+        elementwise = elementwise_from_graph(module, output, target)
+        if elementwise is None:
+            with torch.no_grad():
+                elementwise = unreduced(module, inputs.detach(), target)
         normalizer = batch_normalizer(module, target) if self._mean else None
         self.losses.append(per_sample_losses(elementwise, self._mean, normalizer))
 
