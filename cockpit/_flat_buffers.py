@@ -162,8 +162,9 @@ class StackedViews(Mapping[str, Tensor]):
     :meth:`numels`) makes none.
 
     Args:
-        rows: Name -> (its stack, its row in it), in the mapping's order.
-        stacks: ``[G_k, D_k]`` each, every stack of ``rows`` once.
+        slots: Name -> (the number of its stack in ``stacks``, its row there), in
+            the mapping's order; shared by every field of one layout.
+        stacks: ``[G_k, D_k]`` each.
         order: The positions, in the stacks' concatenated rows, of the values in
             the mapping's order (``None``: the same order).
 
@@ -171,36 +172,37 @@ class StackedViews(Mapping[str, Tensor]):
 
     def __init__(
         self,
-        rows: dict[str, tuple[Tensor, int]],
+        slots: Mapping[str, tuple[int, int]],
         stacks: list[Tensor],
         order: Tensor | None,
     ):
-        self._rows = rows
+        self._slots = slots
         self._unbound: dict[int, tuple[Tensor, ...]] = {}
         self.stacks = stacks
         self.order = order
 
     def __getitem__(self, name: str) -> Tensor:
-        stack, row = self._rows[name]
-        rows = self._unbound.get(id(stack))
+        k, row = self._slots[name]
+        rows = self._unbound.get(k)
         if rows is None:  # one unbind per stack, when a row of it is first read
-            rows = self._unbound[id(stack)] = stack.unbind(0)
+            rows = self._unbound[k] = self.stacks[k].unbind(0)
         return rows[row]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._rows)
+        return iter(self._slots)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._slots)
 
     def listed(self) -> list[Tensor]:
         """The values in the mapping's order: one unbind per stack, no call per row."""
-        unbound = {id(s): s.unbind(0) for s in self.stacks}
-        return [unbound[id(stack)][row] for stack, row in self._rows.values()]
+        unbound = [stack.unbind(0) for stack in self.stacks]
+        return [unbound[k][row] for k, row in self._slots.values()]
 
     def numels(self) -> list[int]:
         """``D_l`` of every value, in the mapping's order, without selecting rows."""
-        return [stack.shape[1:].numel() for stack, _ in self._rows.values()]
+        sizes = [stack.shape[1:].numel() for stack in self.stacks]
+        return [sizes[k] for k, _ in self._slots.values()]
 
     def rows(self) -> Tensor:
         """``[L, ...]``: the values stacked in the mapping's order, from the stacks.

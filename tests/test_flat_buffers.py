@@ -133,17 +133,17 @@ def test_norm_rows_reads_flat_views_and_stacks_as_the_fused_norm_would():
     assert torch.equal(_flat_buffers.norm_rows(dict(views)), reference)
     gen = torch.Generator().manual_seed(3)
     stacks = [torch.randn(3, 6, generator=gen), torch.randn(2, 4, generator=gen)]
-    rows = [(stacks[0], 0), (stacks[0], 1), (stacks[0], 2), (stacks[1], 0)]
-    rows.append((stacks[1], 1))
+    slots = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     order = [3, 0, 4, 1, 2]  # the mapping's values interleave the two stacks' rows
     stacked = _flat_buffers.StackedViews(
-        {f"q{i}": rows[i] for i in order}, stacks, torch.tensor(order)
+        {f"q{i}": slots[i] for i in order}, stacks, torch.tensor(order)
     )
     values = list(stacked.values())  # each row selected when read
     assert all(
-        torch.equal(v, s[j])
-        for v, (s, j) in zip(values, map(rows.__getitem__, order), strict=True)
+        torch.equal(v, stacks[k][j])
+        for v, (k, j) in zip(values, map(slots.__getitem__, order), strict=True)
     )
+    assert all(torch.equal(a, b) for a, b in zip(stacked.listed(), values, strict=True))
     expected = torch.stack(torch._foreach_norm(values))
     assert torch.equal(_flat_buffers.norm_rows(stacked), expected)
     assert _flat_buffers.numels(stacked) == [4, 6, 4, 6, 6]

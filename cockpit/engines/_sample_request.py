@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from cockpit._flat_buffers import StackedViews, index, stacked_rows
 
 __all__ = [
     "MIN_LAYER_SAMPLES",
+    "GroupLayout",
     "GroupRow",
     "LayerStats",
     "SampleRequest",
@@ -207,63 +208,101 @@ class GroupRow(LayerStats):
         self.samples = group["sq_norms"].shape[1]  # no row selected, no call
 
 
-def stacked_field(layers: Sequence[LayerStats], field: str) -> Tensor | None:
-    """``[L, ...]``: ``field`` of every layer, stacked in their order.
+@dataclass(frozen=True)
+class GroupLayout:
+    """Where each layer's row lies in its group's stacks: the same for every field.
 
     Layers reduced together (:mod:`cockpit.engines._linear_factors`) hold their
     group's stacked statistics (``group``: field -> ``[G, ...]``) and their row in
-    it (``index``): the groups' stacks are concatenated and the rows put in order
-    by one ``index_select``, the same values as stacking each layer's row, without
+    it (``index``). The layout is found once per step (a Python loop over the
+    layers); each field then takes its groups' stacks, one lookup per group.
+
+    Attributes:
+        groups: Each group's stacks once, in the order of its first layer.
+        slots: Parameter name -> (its group's number in ``groups``, its row).
+        order: The layers' positions in the groups' concatenated rows; ``None`` if
+            they are in order.
+
+    """
+
+    groups: tuple[dict[str, Tensor], ...]
+    slots: dict[str, tuple[int, int]]
+    order: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, layers: Mapping[str, LayerStats]) -> GroupLayout | None:
+        """The layout of ``layers``; ``None`` if one was reduced alone (no group)."""
+        numbers: dict[int, int] = {}  # id(group) -> its number
+        groups: list[dict[str, Tensor]] = []
+        starts: list[int] = []  # each group's first row in the concatenation
+        slots: dict[str, tuple[int, int]] = {}
+        positions: list[int] = []
+        total = 0
+        for name, layer in layers.items():
+            group = layer.group
+            if group is None:
+                return None
+            k = numbers.get(id(group))
+            if k is None:
+                k = numbers[id(group)] = len(groups)
+                groups.append(group)
+                starts.append(total)
+                total += group["sq_norms"].shape[0]  # G: every stack is [G, ...]
+            slots[name] = (k, layer.index)
+            positions.append(starts[k] + layer.index)
+        in_order = total == len(positions) and positions == list(range(total))
+        return cls(tuple(groups), slots, None if in_order else tuple(positions))
+
+    def stacks(self, field: str) -> tuple[list[Tensor], Tensor | None] | None:
+        """The groups' stacks of ``field``, and :attr:`order` as an index on them.
+
+        The index is made once per layout and device; ``None`` if a group holds no
+        stack of ``field``.
+        """
+        found = [group.get(field) for group in self.groups]
+        stacks = [stack for stack in found if stack is not None]
+        if len(stacks) < len(found):
+            return None
+        order = None if self.order is None else index(self.order, stacks[0].device)
+        return stacks, order
+
+
+def _stacks(
+    layout: GroupLayout | None, field: str
+) -> tuple[list[Tensor], Tensor | None] | None:
+    """:meth:`GroupLayout.stacks`, or ``None`` without a layout."""
+    return None if layout is None else layout.stacks(field)
+
+
+def stacked_field(
+    layers: Mapping[str, LayerStats], field: str, layout: GroupLayout | None
+) -> Tensor | None:
+    """``[L, ...]``: ``field`` of every layer, stacked in their order.
+
+    With a ``layout``, the groups' stacks are concatenated and the rows put in order
+    by one ``index_select``: the same values as stacking each layer's row, without
     an operation per layer. ``None`` if a layer has no value for ``field``.
     """
-    grouped = _group_rows(layers, field)
-    if grouped is None:
-        values = [getattr(layer, field) for layer in layers]
+    found = _stacks(layout, field)
+    if found is None:
+        values = [getattr(layer, field) for layer in layers.values()]
         return None if any(v is None for v in values) else torch.stack(values)
-    return stacked_rows(*grouped)
+    return stacked_rows(*found)
 
 
-def field_views(layers: dict[str, LayerStats], field: str) -> Mapping[str, Tensor]:
+def field_views(
+    layers: Mapping[str, LayerStats], field: str, layout: GroupLayout | None
+) -> Mapping[str, Tensor]:
     """Parameter name -> ``field`` of its layer; with the groups' stacks if all have.
 
     A :class:`~cockpit._flat_buffers.StackedViews` where every layer's value is a
     row of its group's stack: rows are selected only when read (norms reduce the
     stacks, not each row).
     """
-    grouped = _group_rows(list(layers.values()), field) if layers else None
-    if grouped is None:
+    found = _stacks(layout, field)
+    if found is None or layout is None:
         return {name: getattr(layer, field) for name, layer in layers.items()}
-    rows = {
-        name: (layer.group[field], layer.index)  # type: ignore[index]
-        for name, layer in layers.items()
-    }
-    return StackedViews(rows, *grouped)
-
-
-def _group_rows(
-    layers: Sequence[LayerStats], field: str
-) -> tuple[list[Tensor], Tensor | None] | None:
-    """The groups' stacks of ``field`` and the layers' rows in their concatenation.
-
-    ``None`` if a layer holds no group stack of ``field``; the order ``None`` if
-    the concatenated rows are the layers' in order.
-    """
-    found: dict[int, tuple[Tensor, int]] = {}  # id(stack) -> (stack, first row)
-    positions: list[int] = []
-    total = 0
-    for layer in layers:
-        stack = None if layer.group is None else layer.group.get(field)
-        if stack is None:
-            return None
-        entry = found.get(id(stack))
-        if entry is None:
-            entry = found[id(stack)] = (stack, total)
-            total += stack.shape[0]
-        positions.append(entry[1] + layer.index)
-    stacks = [stack for stack, _ in found.values()]
-    if total == len(positions) and positions == list(range(total)):
-        return stacks, None
-    return stacks, index(tuple(positions), stacks[0].device)
+    return StackedViews(layout.slots, *found)
 
 
 def sample_positions(request: SampleRequest, n: int, numel: int) -> int:

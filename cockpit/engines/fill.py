@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from cockpit._flat_buffers import listed
 from cockpit.engines import ggn_gram
 from cockpit.engines._linear_factors import project_layers
-from cockpit.engines._sample_request import field_views, stacked_field
+from cockpit.engines._sample_request import GroupLayout, field_views, stacked_field
 from cockpit.engines.curvature import Curvature
 from cockpit.engines.layer_stats import LayerStats, SampleRequest
 from cockpit.quantities import Quantity
@@ -102,13 +102,14 @@ def backward_states(
     states: dict[str, Any] = {"count": losses.shape[0], "losses": moments(losses)}
     if "grads" in names:  # a D-sized state: a split step reduces only what is read
         states["grads"] = grads
+    layout = GroupLayout.of(layers) if layers else None  # found once for every field
     for name, field in _LAYER_FIELDS.items():
         if name not in names:
             continue
         if SPECS[name].reduce is not Reduce.MOMENTS:
-            states[name] = field_views(layers, field)
+            states[name] = field_views(layers, field, layout)
             continue
-        rows = stacked_field(list(layers.values()), field) if layers else None
+        rows = stacked_field(layers, field, layout) if layers else None
         if rows is not None:  # every layer has it: no stack or split per layer
             states[name] = rows_moments(list(layers), rows, losses.shape[0])
         else:
@@ -116,12 +117,12 @@ def backward_states(
             states[name] = layer_moments(per_layer, losses.shape[0])
     if "hist" in names:
         # From the groups' stacks: one unbind per stack, no call per layer.
-        values = listed(field_views(layers, "hist_values"))
+        values = listed(field_views(layers, "hist_values", layout))
         # Every layer holds parameter values or none does (with_param_values).
         first = next(iter(layers.values()), None)
         params: list[Tensor | None] = [None] * len(layers)
         if first is not None and first.hist_params is not None:
-            params = list(listed(field_views(layers, "hist_params")))
+            params = list(listed(field_views(layers, "hist_params", layout)))
         states["hist"] = {
             n: [HistSample(v, p, s.hist_weight)]
             for (n, s), v, p in zip(layers.items(), values, params, strict=True)

@@ -20,7 +20,7 @@ from cockpit.engines._linear_factors import (
     from_linear_factor_groups,
     project_layers,
 )
-from cockpit.engines._sample_request import field_views, stacked_field
+from cockpit.engines._sample_request import GroupLayout, field_views, stacked_field
 from cockpit.engines.layer_stats import SampleRequest
 from cockpit.stats import gradient_tests
 from cockpit.stats.batch_size import gradient_noise_scale
@@ -206,8 +206,9 @@ def test_group_rows_are_selected_only_where_read():
     with _Operations() as counted:
         stats = from_linear_factor_groups(factors, request)
         layers = {f"l{j}": layer for j, layer in enumerate(stats)}
-        sq_norms = stacked_field(stats, "sq_norms")
-        grads = field_views(layers, "grad")
+        layout = GroupLayout.of(layers)
+        sq_norms = stacked_field(layers, "sq_norms", layout)
+        grads = field_views(layers, "grad", layout)
         norms = _flat_buffers.norm_rows(grads)
         sizes = _flat_buffers.numels(grads)
     # One unbind: the projections asked of part of a group go onto its layers.
@@ -228,4 +229,4 @@ def test_group_rows_are_selected_only_where_read():
             torch.testing.assert_close(layer.projection, per_sample[j] @ directions[j])
         else:
             assert layer.projection is None
-    assert field_views(layers, "projection")["l1"] is None  # no stack: per layer
+    assert field_views(layers, "projection", layout)["l1"] is None  # per layer
