@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cockpit import _flat_buffers, _setup, presets
+from cockpit import _flat_buffers, _scratch, _setup, presets
 from cockpit._budget import BudgetControl
 from cockpit._distributed import SilentWriter
 from cockpit._meta import new_run_name, run_meta
@@ -591,6 +591,7 @@ class Cockpit:
         self._drop_pending_pieces(stacklevel + 1)
         self._closed = True
         self.writer.close(status)
+        _scratch.release()  # this thread's reused buffers (the next Cockpit makes new)
         self._warn_notices(stacklevel + 1)
         unregister(self)
 

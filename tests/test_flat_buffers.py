@@ -13,6 +13,7 @@ from torch import nn
 
 from cockpit import _flat_buffers
 from cockpit._optimizer_step import _FlatParams, _Taken
+from cockpit.quantities import _chunked
 
 
 def _mixed_model() -> nn.Module:
@@ -161,3 +162,20 @@ def test_copies_are_shaped_copies_in_one_buffer():
         next(iter(params.values())).add_(1.0)
     first = next(iter(params))
     assert not torch.equal(copied[first], params[first].detach())  # a copy
+
+
+def test_moved_norms_per_buffer_come_back_in_the_parameters_order():
+    """Several buffers (two dtypes, interleaved): each in the reused scratch buffer,
+    the norms in the parameters' order, against one norm per parameter."""
+    model = _mixed_model()
+    params = dict(model.named_parameters())
+    start = _flat_buffers.copies(params)
+    assert len(start.buffers) == 2
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(torch.randn_like(p))
+    live = [p.detach().reshape(-1) for p in params.values()]
+    got = _chunked.moved_segment_norms(start, live)
+    expected = [(p.detach() - start[n]).norm() for n, p in params.items()]
+    assert [t.dtype for t in expected] == [p.dtype for p in params.values()]
+    torch.testing.assert_close(got, torch.stack([e.double() for e in expected]))

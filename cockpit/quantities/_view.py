@@ -19,6 +19,8 @@ from torch import Tensor
 from cockpit import _flat_buffers
 from cockpit._layer_rows import LayerRows, stacked
 from cockpit.logs.schema import PER_LAYER, TOTAL
+from cockpit.quantities import _chunked
+from cockpit.quantities._chunked import ElementwiseFn
 from cockpit.stats import moments
 from cockpit.stats.histograms import safe_range
 from cockpit.stats.parameters import param_norms
@@ -130,21 +132,21 @@ class StepStates:
     def moved_norms(self) -> Tensor:
         """``[L + 1]``: ``||theta_l - theta_{0,l}||`` from ``initial``, TOTAL last.
 
-        In one flat buffer (a network of at most
-        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements): one difference of
-        flat buffers. In several (a larger network): a difference per parameter, so
-        that no network-sized temporary is allocated.
+        From the flat buffers of ``initial`` (:func:`_flat_buffers.copies`): per
+        buffer one concatenation of the parameters' current values, one difference
+        and its segments' norms, a few operations whatever the number of
+        parameters. A network of several buffers (more than
+        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements on a CPU) does this
+        a buffer at a time in a reused one (:func:`cockpit._scratch.scratch`), so
+        that no network-sized temporary is allocated. Without flat buffers, a
+        difference per parameter.
         """
         sharded = self._shard_norms("moved")
         if sharded is not None:
             return sharded
         params, start = self["params"], self["initial"]
-        flat = isinstance(start, _flat_buffers.FlatViews) and len(start.buffers) == 1
-        if flat and start.live is not None:
-            # One difference of flat buffers; its segments' norms, few reductions.
-            with torch.no_grad():
-                moved = torch.cat(start.live()).sub_(start.buffers[0])
-            return with_total(_flat_buffers.segment_norms(moved, start.sizes))
+        if isinstance(start, _flat_buffers.FlatViews) and start.live is not None:
+            return with_total(_chunked.moved_segment_norms(start, start.live()))
         initial = [start[name] for name in params]
         with torch.no_grad():  # the parameters require grad; no graph is needed
             moved = torch._foreach_sub(list(params.values()), initial)
@@ -261,37 +263,40 @@ class StepStates:
         """``||g_l||^2`` of the gradient the per-sample statistics came from."""
         return _by_name(self._layers, self.sample_grad_sq_norm_rows)
 
-    def elementwise_means(
-        self, fn: Callable[[Tensor, Tensor], Tensor], first: str, second: str
-    ) -> Tensor:
+    @torch.no_grad()  # out= takes no graph; a state may carry one (torch.func engine)
+    def elementwise_means(self, fn: ElementwiseFn, first: str, second: str) -> Tensor:
         """``[L + 1]``: each layer's mean of ``fn`` of two element-wise states, whole last.
 
-        ``fn([D], [D]) -> [D]`` on the network's values of the per-layer states
-        ``first`` and ``second`` (laid out as ``sample_grads``); it may work in place
-        on fresh tensors but must not change its arguments. Up to
-        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements, or off a CPU: once
-        on the network's values (:meth:`segment_means`). Above, on a CPU: on chunks
-        of consecutive layers of at most that many elements
-        (:func:`~cockpit._flat_buffers.chunks`), so that no network-sized temporary
-        is allocated; the layers' means are the same bits, the whole mean is the
-        chunks' sums added, over D (equal up to float roundoff).
+        ``fn([D], [D], out) -> [D]`` on the values of the per-layer states ``first``
+        and ``second`` (laid out as ``sample_grads``), computed in ``out`` (two
+        ``[D]`` buffers it may overwrite, which may be its arguments) or, given
+        ``None``, in new tensors; it must not change its arguments otherwise. Off a
+        CPU: once on the network's values (:meth:`segment_means`), in new tensors.
+        On a CPU in reused buffers (:func:`cockpit._scratch.scratch`: a fresh
+        tensor of this size costs more than its arithmetic there), up to
+        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements once on the
+        network's values; above, on chunks of consecutive layers of at most that
+        many (:func:`~cockpit._flat_buffers.chunks`), each copied into the buffers,
+        so that no network-sized temporary is allocated. The layers' means are the
+        same bits either way; the whole mean is the chunks' sums added, over D
+        (equal up to float roundoff).
         """
         sizes = _flat_buffers.numels(self[first])
-        chunks = [(0, len(sizes))]
-        if sum(sizes) > _flat_buffers.BUCKET_ELEMENTS:  # no per-layer value read below
-            a, b = _flat_buffers.listed(self[first]), _flat_buffers.listed(self[second])
-            bound = _flat_buffers.bucket_bound(a[0].device)
-            chunks = _flat_buffers.chunks(sizes, bound)
-        if len(chunks) == 1:
-            values = fn(self.network(first)[TOTAL], self.network(second)[TOTAL])
-            return self.segment_means(values)
-        means, sums = [], []
-        for lo, hi in chunks:
-            values = fn(torch.cat(a[lo:hi]), torch.cat(b[lo:hi]))
-            means.append(_flat_buffers.segment_means(values, sizes[lo:hi]))
-            sums.append(values.sum())
-        whole = torch.stack(sums).sum().div_(sum(sizes))
-        return torch.cat([*means, whole.reshape(1)])
+        if sum(sizes) <= _flat_buffers.BUCKET_ELEMENTS:  # no per-layer value read
+            return self._whole_means(fn, first, second)
+        a, b = _flat_buffers.listed(self[first]), _flat_buffers.listed(self[second])
+        bound = _flat_buffers.bucket_bound(a[0].device)
+        if bound is None:
+            return self._whole_means(fn, first, second)
+        return _chunked.chunked_means(fn, a, b, sizes, bound)
+
+    def _whole_means(self, fn: ElementwiseFn, first: str, second: str) -> Tensor:
+        """:meth:`elementwise_means` once on the network's values."""
+        x, y = self.network(first)[TOTAL], self.network(second)[TOTAL]
+        on_cpu = _flat_buffers.bucket_bound(x.device) is not None
+        return self.segment_means(
+            fn(x, y, _chunked.buffers(x.numel(), [x], [y]) if on_cpu else None)
+        )
 
     def segment_means(self, values: Tensor) -> Tensor:
         """``[L + 1]``: means of ``[D]`` values over each parameter's segment.

@@ -28,6 +28,8 @@ class MeanGSNR(Quantity):
         n, eps = states.batch_size, self.eps
         # The mean over each layer's segment of the network's element-wise ratios.
         means = states.elementwise_means(
-            lambda grads, sum_sq: gsnr(grads, sum_sq, n, eps), "sample_grads", "sum_sq"
+            lambda grads, sum_sq, out: gsnr(grads, sum_sq, n, eps, out),
+            "sample_grads",
+            "sum_sq",
         )
         return states.layered_rows(means)

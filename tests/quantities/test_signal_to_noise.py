@@ -1,8 +1,9 @@
 """``mean_gsnr`` and ``early_stopping`` (one stats module: element-wise variances)."""
 
 import pytest
+import torch
 
-from cockpit import _flat_buffers
+from cockpit import _flat_buffers, _scratch
 from cockpit.quantities import REGISTRY
 from cockpit.stats import signal_to_noise
 from tests import reference
@@ -53,3 +54,34 @@ def test_formula_on_per_sample_gradients(problem, name):
     }[name]
     got = formula(gn.mean(0), (gn**2).sum(0), gn.shape[0])
     assert float(got) == pytest.approx(float(getattr(reference, name)(gn)), rel=1e-9)
+
+
+def test_gsnr_in_given_buffers_is_the_same_bits():
+    """``out`` (the reused buffers), also aliasing the arguments, changes no bit."""
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(1000, generator=gen) * 1e-2
+    sum_sq = 8 * grad**2 + torch.rand(1000, generator=gen) * 1e-4
+    sum_sq[:10] = 0.0  # a variance that rounds below 0: clamped
+    expected = signal_to_noise.gsnr(grad, sum_sq, 8, 1e-5)
+    buffers = (torch.full_like(grad, float("nan")), torch.empty_like(sum_sq))
+    given = signal_to_noise.gsnr(grad, sum_sq, 8, 1e-5, out=buffers)
+    assert given.data_ptr() == buffers[0].data_ptr()
+    assert torch.equal(given, expected)
+    copies = (grad.clone(), sum_sq.clone())
+    assert torch.equal(signal_to_noise.gsnr(*copies, 8, 1e-5, out=copies), expected)
+
+
+def test_scratch_buffers_are_reused_grown_and_released():
+    cpu = torch.device("cpu")
+    first = _scratch.scratch(0, 100, cpu, torch.float32)
+    again = _scratch.scratch(0, 60, cpu, torch.float32)
+    assert again.data_ptr() == first.data_ptr() and again.shape == (60,)
+    other = _scratch.scratch(1, 100, cpu, torch.float32)  # another slot: its own
+    assert other.data_ptr() != first.data_ptr()
+    doubles = _scratch.scratch(0, 100, cpu, torch.float64)  # another dtype: its own
+    assert doubles.dtype == torch.float64 and doubles.data_ptr() != first.data_ptr()
+    grown = _scratch.scratch(0, 500, cpu, torch.float32)
+    assert grown.shape == (500,)
+    assert _scratch.scratch(0, 100, cpu, torch.float32).data_ptr() == grown.data_ptr()
+    _scratch.release()
+    assert _scratch.scratch(0, 100, cpu, torch.float32).data_ptr() != grown.data_ptr()

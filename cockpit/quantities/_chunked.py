@@ -1,0 +1,96 @@
+"""Element-wise passes over a large network's values on a CPU, in reused buffers.
+
+A network of more than :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements is
+taken a chunk of consecutive layers (or a flat buffer of ``initial``) at a time, so
+that no network-sized temporary is allocated; each chunk is formed in the same two
+buffers of :func:`cockpit._scratch.scratch`, kept from step to step, because on a
+CPU a fresh tensor of millions of elements costs more than the arithmetic in it
+(``benchmarks/results/scratch/``). Used by :class:`~cockpit.quantities._view.StepStates`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from cockpit import _flat_buffers, _scratch
+
+__all__ = ["ElementwiseFn", "buffers", "chunked_means", "moved_segment_norms"]
+
+#: ``fn(first [D], second [D], out) -> [D]`` of :meth:`StepStates.elementwise_means`:
+#: computed in ``out`` (two ``[D]`` buffers it may overwrite, possibly its
+#: arguments) or, given ``None``, in new tensors.
+ElementwiseFn = Callable[[Tensor, Tensor, tuple[Tensor, Tensor] | None], Tensor]
+
+
+def chunked_means(
+    fn: ElementwiseFn, a: list[Tensor], b: list[Tensor], sizes: list[int], bound: int
+) -> Tensor:
+    """``[L + 1]``: each layer's mean of ``fn(a_l, b_l)``, the whole mean last.
+
+    Chunks of consecutive layers of at most ``bound`` elements
+    (:func:`~cockpit._flat_buffers.chunks`): a chunk of one layer is read where it
+    is, a longer one copied into the buffers, which ``fn`` then overwrites. The
+    layers' means are the bits of one pass over the network; the whole mean is the
+    chunks' sums added, over D (equal up to float roundoff).
+    """
+    means, sums = [], []
+    for lo, hi in _flat_buffers.chunks(sizes, bound):
+        out = buffers(sum(sizes[lo:hi]), a[lo:hi], b[lo:hi])
+        if hi - lo == 1:
+            values = fn(a[lo], b[lo], out)
+        else:
+            torch.cat(a[lo:hi], out=out[0])
+            torch.cat(b[lo:hi], out=out[1])
+            values = fn(*out, out)
+        means.append(_flat_buffers.segment_means(values, sizes[lo:hi]))
+        sums.append(values.sum())
+    whole = torch.stack(sums).sum().div_(sum(sizes))
+    return torch.cat([*means, whole.reshape(1)])
+
+
+def buffers(
+    numel: int, first: list[Tensor], second: list[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Two reused ``[numel]`` scratch buffers for values of ``first`` and ``second``.
+
+    Each in the dtype their concatenation would have (parameters of several dtypes
+    promote, as ``torch.cat`` does).
+    """
+    return (
+        _scratch.scratch(0, numel, first[0].device, _promoted(first)),
+        _scratch.scratch(1, numel, second[0].device, _promoted(second)),
+    )
+
+
+def _promoted(values: list[Tensor]) -> torch.dtype:
+    """The dtype ``torch.cat(values)`` has."""
+    return functools.reduce(torch.promote_types, (v.dtype for v in values))
+
+
+def moved_segment_norms(start: _flat_buffers.FlatViews, live: list[Tensor]) -> Tensor:
+    """``[L]``: ``||theta_l - theta_{0,l}||``, the current values ``live`` (flat).
+
+    One concatenation, difference and segment norms per flat buffer of ``start``
+    (the copies of the initial values); with several buffers each is formed in the
+    same reused one, and the norms are put back in the parameters' order.
+    """
+    several = len(start.buffers) > 1
+    parts, positions = [], []
+    with torch.no_grad():  # the parameters require grad; no graph is needed
+        for buffer, group in zip(start.buffers, start.groups, strict=True):
+            out = None
+            if several:
+                out = _scratch.scratch(0, buffer.numel(), buffer.device, buffer.dtype)
+            moved = torch.cat([live[i] for i in group], out=out).sub_(buffer)
+            sizes = [start.sizes[i] for i in group]
+            parts.append(_flat_buffers.segment_norms(moved, sizes))
+            positions += group
+    if positions == list(range(len(positions))):
+        return torch.cat(parts) if several else parts[0]
+    inverse = sorted(range(len(positions)), key=positions.__getitem__)
+    order = _flat_buffers.index(tuple(inverse), parts[0].device)
+    return _flat_buffers.stacked_rows(parts, order)
