@@ -8,20 +8,23 @@
 #    each problem's table is in gpu_check.log as soon as it is done);
 # 3. the rest of the CPU targets' problems on the GPU: the digits MLP, the 64-layer MLP
 #    and 3c3d under economy, full and hess_max_ev, and ResNet-18 with the batch replay
-#    on one sample (economy/replay1, business/replay1).
+#    on one sample (economy/replay1, business/replay1);
+# 4. the per-sample cross-entropy losses: recomputed with the class axis second (the
+#    slow CUDA "spatial" softmax of GPT-2's loss), moved last, by logsumexp, and read
+#    from the graph as LossCapture does since 2026-12-01 (benchmarks/class_axis.py).
 #
 # The results files are named after the card (overhead.py does that) and are written
 # to $OUT when it is set (the device tool's output folder), else to
 # benchmarks/results/gpu-check; part 3's go to the folders extra-small and
 # extra-replay1 inside it. Each part has its own time limit, and a failing part does
-# not stop the next one. PARTS (default "1 2 3") picks the parts to run; ROUNDS, STEPS
+# not stop the next one. PARTS (default "1 2 3 4") picks the parts to run; ROUNDS, STEPS
 # and WARMUP (default 3, 5 and 2) set the timed blocks of parts 2 and 3.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
 #   PYTHON=.venv/bin/python PARTS="2" bash benchmarks/gpu_check.sh
 set -uo pipefail
 py=${PYTHON:-python3}
-parts=" ${PARTS:-1 2 3} "
+parts=" ${PARTS:-1 2 3 4} "
 blocks=(--rounds "${ROUNDS:-3}" --steps "${STEPS:-5}" --warmup "${WARMUP:-2}")
 out=${OUT:-benchmarks/results/gpu-check}
 export PYTHONUNBUFFERED=1
@@ -57,7 +60,15 @@ other_problems() {
     echo "rc=$?"
 }
 
+loss_routes() {
+    echo "== 4. per-sample cross-entropy losses"
+    timeout 60 "$py" benchmarks/class_axis.py --device cuda --repeats 7 \
+        > "$out/class-axis-cuda.md" 2>&1
+    echo "rc=$?"; cat "$out/class-axis-cuda.md"
+}
+
 [[ "$parts" == *" 1 "* ]] && cuda_tests
 [[ "$parts" == *" 2 "* ]] && issue_problems
 [[ "$parts" == *" 3 "* ]] && other_problems
+[[ "$parts" == *" 4 "* ]] && loss_routes
 exit 0
