@@ -204,6 +204,14 @@ class StackedViews(Mapping[str, Tensor]):
         sizes = [stack.shape[1:].numel() for stack in self.stacks]
         return [sizes[k] for k, _ in self._slots.values()]
 
+    def same_layout(self, other: Mapping[str, Tensor]) -> bool:
+        """Whether ``other`` holds its values in stacks of the same shapes and slots."""
+        return (
+            isinstance(other, StackedViews)
+            and other._slots is self._slots
+            and [s.shape for s in other.stacks] == [s.shape for s in self.stacks]
+        )
+
     def rows(self) -> Tensor:
         """``[L, ...]``: the values stacked in the mapping's order, from the stacks.
 

@@ -18,7 +18,13 @@ from torch import Tensor
 
 from cockpit import _flat_buffers, _scratch
 
-__all__ = ["ElementwiseFn", "buffers", "chunked_means", "moved_segment_norms"]
+__all__ = [
+    "ElementwiseFn",
+    "buffers",
+    "chunked_means",
+    "moved_segment_norms",
+    "stacked_means",
+]
 
 #: ``fn(first [D], second [D], out) -> [D]`` of :meth:`StepStates.elementwise_means`:
 #: computed in ``out`` (two ``[D]`` buffers it may overwrite, possibly its
@@ -50,6 +56,37 @@ def chunked_means(
         sums.append(values.sum())
     whole = torch.stack(sums).sum().div_(sum(sizes))
     return torch.cat([*means, whole.reshape(1)])
+
+
+def stacked_means(
+    fn: ElementwiseFn,
+    a: _flat_buffers.StackedViews,
+    b: _flat_buffers.StackedViews,
+    bound: int | None,
+) -> Tensor | None:
+    """``[L + 1]``: :func:`chunked_means` of layers held as rows of group stacks.
+
+    ``fn`` runs once per pair of stacks (``[G, D]``, in the reused buffers where
+    ``bound`` is set), each row's mean is its layer's, and the rows are put in the
+    layers' order: no concatenation of the layers, no row selected. ``None`` if a
+    stack holds more than ``bound`` elements (then take the layers in chunks). The
+    layers' means are the bits of one pass over the network's values; the whole mean
+    is the stacks' sums added, over D (equal up to float roundoff).
+    """
+    if bound is not None and any(stack.numel() > bound for stack in a.stacks):
+        return None
+    means, sums, total = [], [], 0
+    for x, y in zip(a.stacks, b.stacks, strict=True):
+        out = None
+        if bound is not None:
+            flat = buffers(x.numel(), [x], [y])
+            out = (flat[0].view(x.shape), flat[1].view(y.shape))
+        values = fn(x, y, out)
+        means.append(values.mean(1))
+        sums.append(values.sum())
+        total += values.numel()
+    whole = torch.stack(sums).sum().div_(total)
+    return torch.cat([_flat_buffers.stacked_rows(means, a.order), whole.reshape(1)])
 
 
 def buffers(

@@ -272,6 +272,10 @@ class StepStates:
         ``[D]`` buffers it may overwrite, which may be its arguments) or, given
         ``None``, in new tensors; it must not change its arguments otherwise. Off a
         CPU: once on the network's values (:meth:`segment_means`), in new tensors.
+        Layers held as rows of group stacks (``Linear`` layers reduced together),
+        at least two per stack on average: once per stack, no concatenation
+        (:func:`_chunked.stacked_means`); with fewer, the operations per stack cost
+        more than the concatenation (the digits MLP: six stacks of one layer).
         On a CPU in reused buffers (:func:`cockpit._scratch.scratch`: a fresh
         tensor of this size costs more than its arithmetic there), up to
         :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements once on the
@@ -281,7 +285,17 @@ class StepStates:
         same bits either way; the whole mean is the chunks' sums added, over D
         (equal up to float roundoff).
         """
-        sizes = _flat_buffers.numels(self[first])
+        views = self[first]
+        if (
+            isinstance(views, _flat_buffers.StackedViews)
+            and 2 * len(views.stacks) <= len(views)  # each stack holds layers
+            and views.same_layout(self[second])
+        ):  # no concatenation of the layers
+            bound = _flat_buffers.bucket_bound(views.stacks[0].device)
+            means = _chunked.stacked_means(fn, views, self[second], bound)
+            if means is not None:
+                return means
+        sizes = _flat_buffers.numels(views)
         if sum(sizes) <= _flat_buffers.BUCKET_ELEMENTS:  # no per-layer value read
             return self._whole_means(fn, first, second)
         a, b = _flat_buffers.listed(self[first]), _flat_buffers.listed(self[second])

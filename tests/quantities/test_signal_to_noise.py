@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+from torch import nn
 
 from cockpit import _flat_buffers, _scratch
-from cockpit.quantities import REGISTRY
+from cockpit.quantities import REGISTRY, _chunked
 from cockpit.stats import signal_to_noise
 from tests import reference
+from tests.problems import Problem
 from tests.quantities.tracking import (
     assert_per_layer,
     check_per_layer_reference,
@@ -85,3 +87,29 @@ def test_scratch_buffers_are_reused_grown_and_released():
     assert _scratch.scratch(0, 100, cpu, torch.float32).data_ptr() == grown.data_ptr()
     _scratch.release()
     assert _scratch.scratch(0, 100, cpu, torch.float32).data_ptr() != grown.data_ptr()
+
+
+def _narrow_mlp() -> nn.Module:
+    """Four equal hidden layers: their weights and their biases each one group."""
+    hidden = [m for _ in range(4) for m in (nn.Linear(4, 4), nn.Tanh())]
+    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), *hidden, nn.Linear(4, 3))
+
+
+NARROW = Problem("narrow-ce-mean", _narrow_mlp, nn.CrossEntropyLoss, (5,), 3)
+
+
+@pytest.mark.parametrize("bound", [2**22, 16], ids=["buffers", "a stack too large"])
+def test_mean_gsnr_of_layers_in_group_stacks(tmp_path, monkeypatch, bound):
+    """Equal Linear layers are reduced as stacks: the ratios are formed per stack,
+    with no concatenation of the layers (above the bound: in chunks of layers)."""
+    monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", bound)
+    taken = []
+    original = _chunked.stacked_means
+
+    def spy(*args):
+        taken.append(original(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(_chunked, "stacked_means", spy)
+    check_per_layer_reference(NARROW, tmp_path, "mean_gsnr", together=False)
+    assert taken and all((t is not None) == (bound == 2**22) for t in taken)
