@@ -38,6 +38,7 @@ __all__ = [
     "sizes",
     "split",
     "stacked_rows",
+    "stacked_views",
 ]
 
 
@@ -218,6 +219,35 @@ class StackedViews(Mapping[str, Tensor]):
         For rows of one shape (per-layer scalars such as the extremes).
         """
         return stacked_rows(self.stacks, self.order)
+
+
+def stacked_views(tensors: list[Tensor]) -> Tensor:
+    """``[G, D]``: ``torch.stack`` of 1-D tensors, a view where they allow one.
+
+    Equal-sized views into one buffer at equal spacing (a group's rows of
+    :func:`split`'s views: equal layers' weights, interleaved with their biases) are
+    one strided view of it, no copy; anything else is stacked.
+    """
+    first = tensors[0]
+    if len(tensors) == 1:
+        return first.unsqueeze(0)
+    offsets = [t.storage_offset() for t in tensors]
+    step = offsets[1] - offsets[0]
+    storage = first.untyped_storage().data_ptr()
+    if (
+        first.dim() == 1
+        and step >= first.numel()
+        and all(
+            t.shape == first.shape
+            and t.stride() == (1,)
+            and t.dtype == first.dtype
+            and t.untyped_storage().data_ptr() == storage
+            for t in tensors
+        )
+        and offsets == list(range(offsets[0], offsets[0] + step * len(tensors), step))
+    ):
+        return first.as_strided((len(tensors), first.numel()), (step, 1), offsets[0])
+    return torch.stack(tensors)
 
 
 def stacked_rows(stacks: list[Tensor], order: Tensor | None) -> Tensor:

@@ -278,3 +278,14 @@ PROBLEMS = [
         target_shape=(3,),
     ),
 ]
+
+
+def _narrow_mlp() -> nn.Module:
+    """Four equal hidden layers: their weights and their biases each one group."""
+    hidden = [m for _ in range(4) for m in (nn.Linear(4, 4), nn.Tanh())]
+    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), *hidden, nn.Linear(4, 3))
+
+
+#: Equal ``Linear`` layers, reduced as group stacks (not in :data:`PROBLEMS`: the
+#: tests of the stacked routes use it).
+NARROW = Problem("narrow-ce-mean", _narrow_mlp, nn.CrossEntropyLoss, (5,), 3)

@@ -179,3 +179,23 @@ def test_moved_norms_per_buffer_come_back_in_the_parameters_order():
     expected = [(p.detach() - start[n]).norm() for n, p in params.items()]
     assert [t.dtype for t in expected] == [p.dtype for p in params.values()]
     torch.testing.assert_close(got, torch.stack([e.double() for e in expected]))
+
+
+def test_stacked_views_of_evenly_spaced_views_are_one_view():
+    """Equal weights interleaved with their biases in one buffer: their views stack
+    into a strided view of it (no copy); other lists are stacked, the same values."""
+    buffer = torch.arange(24.0)
+    views = _flat_buffers.split([buffer[:15]], [[0, 1, 2, 3, 4, 5]], [4, 1] * 3)
+    weights = views[0::2]  # at offsets 0, 5, 10
+    stacked = _flat_buffers.stacked_views(weights)
+    assert torch.equal(stacked, torch.stack(weights))
+    assert stacked.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+    assert stacked.stride() == (5, 1)
+    uneven = [views[0], views[2], buffer[20:24]]  # offsets 0, 5, 20: a stack
+    assert torch.equal(_flat_buffers.stacked_views(uneven), torch.stack(uneven))
+    assert _flat_buffers.stacked_views(uneven).is_contiguous()
+    copies = [w.clone() for w in weights]  # three storages: a stack
+    joined = _flat_buffers.stacked_views(copies)
+    assert torch.equal(joined, stacked)
+    assert joined.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr()
+    assert _flat_buffers.stacked_views(weights[:1]).shape == (1, 4)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from cockpit import _flat_buffers
+from cockpit._flat_buffers import stacked_views
 from cockpit._layer_rows import LayerRows
 from cockpit.engines._sample_request import (
     GroupRow,
@@ -231,7 +232,7 @@ def project_layers(
             found.update({n: layers[n].project(directions[n]) for n in names.values()})
             continue
         ordered = [names[j] for j in range(len(names))]
-        stacked = _stack([directions[n] for n in ordered])
+        stacked = stacked_views([directions[n] for n in ordered])
         blocks.append((ordered, group.project(stacked)))
     if blocks and not found:
         return _block_rows(blocks, list(directions))
@@ -271,7 +272,7 @@ def _projections(
         part = group
         if len(directed) < len(factors):
             part = _Stacked(factors, group.delta[directed], group.x[directed])
-        v = _stack([request.directions[id(factors[j].param)] for j in directed])
+        v = stacked_views([request.directions[id(factors[j].param)] for j in directed])
         projected = part.project(v)
         if part is group:
             stacks["projection"] = projected

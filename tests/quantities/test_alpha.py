@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from cockpit import _flat_buffers
+from cockpit.engines import _linear_factors
 from cockpit.stats.alpha import alpha_from_fit, fit_quadratic
 from tests import reference
+from tests.problems import NARROW
 from tests.quantities.tracking import everything, logged, tracked_run
 
 
@@ -33,6 +35,25 @@ def test_alpha_against_normal_equations(
             _expected_alpha(refs, step), rel=1e-6, abs=1e-9
         )
     assert run.scalar("alpha").index.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_alpha_of_layers_in_group_stacks(tmp_path, monkeypatch, optimizer):
+    """Equal layers project the step as one strided view of its flat buffer."""
+    views = []
+    original = _linear_factors.stacked_views
+
+    def spy(tensors):
+        views.append(original(tensors))
+        return views[-1]
+
+    monkeypatch.setattr(_linear_factors, "stacked_views", spy)
+    run, refs = tracked_run(NARROW, tmp_path, ["alpha"], steps=3, optimizer=optimizer)
+    for step in range(2):
+        assert logged(run, "alpha", step) == pytest.approx(
+            _expected_alpha(refs, step), rel=1e-6, abs=1e-9
+        )
+    assert any(len(v) > 1 and not v.is_contiguous() for v in views)
 
 
 def test_fit_matches_least_squares_on_a_known_parabola():

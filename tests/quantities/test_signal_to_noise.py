@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-from torch import nn
 
 from cockpit import _flat_buffers, _scratch
 from cockpit.quantities import REGISTRY, _chunked
 from cockpit.stats import signal_to_noise
 from tests import reference
-from tests.problems import Problem
+from tests.problems import NARROW
 from tests.quantities.tracking import (
     assert_per_layer,
     check_per_layer_reference,
@@ -87,15 +86,6 @@ def test_scratch_buffers_are_reused_grown_and_released():
     assert _scratch.scratch(0, 100, cpu, torch.float32).data_ptr() == grown.data_ptr()
     _scratch.release()
     assert _scratch.scratch(0, 100, cpu, torch.float32).data_ptr() != grown.data_ptr()
-
-
-def _narrow_mlp() -> nn.Module:
-    """Four equal hidden layers: their weights and their biases each one group."""
-    hidden = [m for _ in range(4) for m in (nn.Linear(4, 4), nn.Tanh())]
-    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), *hidden, nn.Linear(4, 3))
-
-
-NARROW = Problem("narrow-ce-mean", _narrow_mlp, nn.CrossEntropyLoss, (5,), 3)
 
 
 @pytest.mark.parametrize("bound", [2**22, 16], ids=["buffers", "a stack too large"])
