@@ -19,6 +19,7 @@ from cockpit.engines._conv_factors import ConvFactors, factor_route
 from cockpit.engines.layer_stats import SampleRequest
 from tests import reference
 from tests.engines.conv_cases import CONVOLUTIONS, N, problem
+from tests.spies import record_returns
 
 
 def _tracked(model, loss_fn, x, y, request):
@@ -196,14 +197,7 @@ def test_statistics_of_equal_chunks_of_a_multiple(monkeypatch):
     per_sample = 18 * 9  # d T: the patches are the largest temporary
     scale = _conv_factors.CPU_CHUNK_SCALE
     monkeypatch.setattr(layer_stats, "CHUNK_ELEMENTS", 17 * per_sample // scale)
-    chunks = []
-    chunk_samples = _conv_factors.chunk_samples
-
-    def record(*args):
-        chunks.append(chunk_samples(*args))
-        return chunks[-1]
-
-    monkeypatch.setattr(_conv_factors, "chunk_samples", record)
+    chunks = record_returns(monkeypatch, _conv_factors, "chunk_samples")
     request = SampleRequest(mean_reduction=True, sum_sq=True)
     stats = _tracked(model, nn.CrossEntropyLoss(), x, y, request)["0.weight"]
     assert chunks == [16]

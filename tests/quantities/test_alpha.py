@@ -8,6 +8,7 @@ from cockpit.stats.alpha import alpha_from_fit, fit_quadratic
 from tests import reference
 from tests.problems import NARROW
 from tests.quantities.tracking import everything, logged, tracked_run
+from tests.spies import record_returns
 
 
 def _expected_alpha(refs, step):
@@ -40,14 +41,7 @@ def test_alpha_against_normal_equations(
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_alpha_of_layers_in_group_stacks(tmp_path, monkeypatch, optimizer):
     """Equal layers project the step as one strided view of its flat buffer."""
-    views = []
-    original = _linear_factors.stacked_views
-
-    def spy(tensors):
-        views.append(original(tensors))
-        return views[-1]
-
-    monkeypatch.setattr(_linear_factors, "stacked_views", spy)
+    views = record_returns(monkeypatch, _linear_factors, "stacked_views")
     run, refs = tracked_run(NARROW, tmp_path, ["alpha"], steps=3, optimizer=optimizer)
     for step in range(2):
         assert logged(run, "alpha", step) == pytest.approx(

@@ -14,6 +14,7 @@ from tests.quantities.tracking import (
     tracked_run,
 )
 from tests.reference import layers_and_total
+from tests.spies import record_returns
 
 NAMES = ["mean_gsnr", "early_stopping"]
 
@@ -93,13 +94,6 @@ def test_mean_gsnr_of_layers_in_group_stacks(tmp_path, monkeypatch, bound):
     """Equal Linear layers are reduced as stacks: the ratios are formed per stack,
     with no concatenation of the layers (above the bound: in chunks of layers)."""
     monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", bound)
-    taken = []
-    original = _chunked.stacked_means
-
-    def spy(*args):
-        taken.append(original(*args))
-        return taken[-1]
-
-    monkeypatch.setattr(_chunked, "stacked_means", spy)
+    taken = record_returns(monkeypatch, _chunked, "stacked_means")
     check_per_layer_reference(NARROW, tmp_path, "mean_gsnr", together=False)
     assert taken and all((t is not None) == (bound == 2**22) for t in taken)
