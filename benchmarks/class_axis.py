@@ -32,6 +32,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["8,4096,256", "8,50257,64"],
+        help="N,C,T of the logits [N, C, T]",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -41,7 +47,7 @@ def main() -> None:
         "| from the graph ms | max rel. diff (last, logsumexp, graph) |"
     )
     print("|---|---:|---:|---:|---:|---:|")
-    for n, c, t in [(8, 4096, 256), (8, 50257, 64)]:
+    for n, c, t in (map(int, shape.split(",")) for shape in args.shapes):
         x = torch.randn(n, c, t, generator=gen, device=device)
         y = torch.randint(c, (n, t), generator=gen, device=device)
         loss_fn = nn.CrossEntropyLoss()
@@ -78,7 +84,7 @@ def main() -> None:
                     fn()
                 sync()
                 times[fn].append(1e3 * (time.perf_counter() - start))
-        medians = " | ".join(f"{statistics.median(v):.1f}" for v in times.values())
+        medians = " | ".join(f"{statistics.median(v):.3f}" for v in times.values())
         print(f"| {n}, {c}, {t} | {medians} | {', '.join(f'{d:.1e}' for d in diffs)} |")
 
 

@@ -12,7 +12,10 @@ size of the model's last layer, and on CUDA a slow kernel when the class axis is
 last (a sequence model's ``logits.transpose(1, 2)``). The numbers are those of
 ``reduction="none"`` bit for bit: the same ``logp``, the same products.
 
-Only the plain modules take this route (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, their
+Below :data:`MIN_ELEMENTS` log-probabilities the recomputation is cheaper than the
+gather's few more operations (``benchmarks/class_axis.py --shapes``: on this
+project's CPU 35 against 74 µs for ``[64, 10]``, 182 against 105 µs for
+``[16, 256, 8]``), so small losses are recomputed. Only the plain modules take this route (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, their
 ``forward`` not overridden), and only where the graph is the one expected: the output's
 node is ``nll_loss``'s, no label smoothing, class-index targets, and no saved-tensor
 hooks (offloading, checkpointing), under which reading the saved tensor would move or
@@ -24,7 +27,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["elementwise_from_graph"]
+__all__ = ["MIN_ELEMENTS", "elementwise_from_graph"]
+
+#: Fewest log-probabilities (``N C ...``) read from the graph rather than recomputed.
+MIN_ELEMENTS = 2**13
 
 #: Autograd nodes of ``nll_loss`` (``NllLoss2D`` for inputs with positions).
 _NLL_NODES = frozenset({"NllLossBackward0", "NllLoss2DBackward0"})
@@ -44,7 +50,8 @@ def elementwise_from_graph(
 
     Returns:
         ``-w_{y} logp_{y}`` per element (``0`` at ignored targets), detached; ``None``
-        where the graph is not the plain ``nll_loss`` one (then recompute).
+        where the graph is not the plain ``nll_loss`` one or the loss is small
+        (then recompute).
     """
     node = output.grad_fn
     if (
@@ -58,7 +65,11 @@ def elementwise_from_graph(
     ):
         return None
     log_probs, classes = node._saved_self.detach(), node._saved_target
-    if log_probs.dim() < 2 or classes.numel() != target.numel():
+    if (
+        log_probs.numel() < MIN_ELEMENTS
+        or log_probs.dim() < 2
+        or classes.numel() != target.numel()
+    ):
         return None
     with torch.no_grad():
         kept = classes != node._saved_ignore_index

@@ -9,10 +9,20 @@ from torch.nn import functional
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import cockpit
+from cockpit import _graph_losses
 from cockpit._graph_losses import elementwise_from_graph
 from tests.quantities.tracking import logged
 
 CLASSES = 5
+
+
+@pytest.fixture(autouse=True)
+def _any_size(monkeypatch, request):
+    """The tiny losses here take the graph route (they are recomputed otherwise)."""
+    if "small" not in request.node.name:
+        monkeypatch.setattr(_graph_losses, "MIN_ELEMENTS", 0)
+
+
 #: Input shapes [N, C, ...]: no positions, a sequence, an image, a volume.
 SHAPES = [(6, CLASSES), (6, CLASSES, 3), (6, CLASSES, 3, 2), (6, CLASSES, 2, 2, 2)]
 #: Module options; the weights only with a summed loss (the mean is refused).
@@ -139,3 +149,17 @@ def test_tracked_step_runs_one_log_softmax(tmp_path, own_forward):
     assert logged(run, "loss.variance", 0) == pytest.approx(
         float(expected.var()), rel=1e-12
     )
+
+
+def test_small_losses_are_recomputed():
+    """Below MIN_ELEMENTS log-probabilities the recomputation is the cheaper route."""
+    x, y = _batch((6, CLASSES, 3))
+    loss_fn = nn.CrossEntropyLoss()
+    assert x[0].numel() * 6 < _graph_losses.MIN_ELEMENTS
+    assert elementwise_from_graph(loss_fn, loss_fn(x, y), y) is None
+    wide = torch.randn(4, 2048, 1, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(2048, (4, 1))
+    assert wide.numel() >= _graph_losses.MIN_ELEMENTS
+    got = elementwise_from_graph(loss_fn, loss_fn(wide, targets), targets)
+    expected = functional.cross_entropy(wide, targets, reduction="none")
+    assert torch.equal(got, expected.detach())
