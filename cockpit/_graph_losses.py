@@ -14,8 +14,9 @@ last (a sequence model's ``logits.transpose(1, 2)``). The numbers are those of
 
 Below :data:`MIN_ELEMENTS` log-probabilities the recomputation is cheaper than the
 gather's few more operations (``benchmarks/class_axis.py --shapes``: on this
-project's CPU 35 against 74 µs for ``[64, 10]``, 182 against 105 µs for
-``[16, 256, 8]``), so small losses are recomputed. Only the plain modules take this route (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, their
+project's CPU 42 against 96 µs for ``[64, 10]``, 184 against 145 µs for
+``[16, 256, 8]``; the crossover lay between 9,000 and 16,000 numbers in two
+runs), so small losses are recomputed. Only the plain modules take this route (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, their
 ``forward`` not overridden), and only where the graph is the one expected: the output's
 node is ``nll_loss``'s, no label smoothing, class-index targets, and no saved-tensor
 hooks (offloading, checkpointing), under which reading the saved tensor would move or
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 __all__ = ["MIN_ELEMENTS", "elementwise_from_graph"]
 
 #: Fewest log-probabilities (``N C ...``) read from the graph rather than recomputed.
-MIN_ELEMENTS = 2**13
+MIN_ELEMENTS = 2**14
 
 #: Autograd nodes of ``nll_loss`` (``NllLoss2D`` for inputs with positions).
 _NLL_NODES = frozenset({"NllLossBackward0", "NllLoss2DBackward0"})
