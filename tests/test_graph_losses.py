@@ -157,8 +157,8 @@ def test_small_losses_are_recomputed():
     loss_fn = nn.CrossEntropyLoss()
     assert x[0].numel() * 6 < _graph_losses.MIN_ELEMENTS
     assert elementwise_from_graph(loss_fn, loss_fn(x, y), y) is None
-    wide = torch.randn(4, 2048, 1, dtype=torch.float64, requires_grad=True)
-    targets = torch.randint(2048, (4, 1))
+    wide = torch.randn(8, 2048, 1, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(2048, (8, 1))
     assert wide.numel() >= _graph_losses.MIN_ELEMENTS
     got = elementwise_from_graph(loss_fn, loss_fn(wide, targets), targets)
     expected = functional.cross_entropy(wide, targets, reduction="none")
