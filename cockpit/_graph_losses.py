@@ -15,12 +15,15 @@ last (a sequence model's ``logits.transpose(1, 2)``). The numbers are those of
 Below :data:`MIN_ELEMENTS` log-probabilities the recomputation is cheaper than the
 gather's few more operations (``benchmarks/class_axis.py --shapes``: on this
 project's CPU 42 against 96 µs for ``[64, 10]``, 184 against 145 µs for
-``[16, 256, 8]``; the crossover lay between 9,000 and 16,000 numbers in two
-runs), so small losses are recomputed. Only the plain modules take this route (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, their
-``forward`` not overridden), and only where the graph is the one expected: the output's
-node is ``nll_loss``'s, no label smoothing, class-index targets, and no saved-tensor
-hooks (offloading, checkpointing), under which reading the saved tensor would move or
-recompute it. Anything else returns ``None`` and is recomputed as before.
+``[16, 256, 8]``; the crossover lay between 9,000 and 16,000 numbers in two runs),
+so small losses are recomputed.
+
+Only the plain modules take this route (``nn.CrossEntropyLoss``, ``nn.NLLLoss``,
+their ``forward`` not overridden), and only where the graph is the one expected: the
+output's node is ``nll_loss``'s, no label smoothing, class-index targets, a plain
+tensor (not a ``DTensor`` or other subclass), and no saved-tensor hooks (offloading,
+checkpointing), under which reading the saved tensor would move or recompute it.
+Anything else returns ``None`` and is recomputed as before.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def elementwise_from_graph(
         return None
     log_probs, classes = node._saved_self.detach(), node._saved_target
     if (
-        log_probs.numel() < MIN_ELEMENTS
+        type(log_probs) is not Tensor  # a subclass (DTensor, ...): its own rules
+        or log_probs.numel() < MIN_ELEMENTS
         or log_probs.dim() < 2
         or classes.numel() != target.numel()
     ):
