@@ -9,8 +9,9 @@ here is touched once and written in place at every later step.
 
 Buffers are per thread (the training thread finalizes; nothing here is shared with
 the writer), slot, device and dtype, grown to the largest size asked and never
-shrunk, so the memory held is that of the largest chunk per slot: two slots of at
-most ``BUCKET_ELEMENTS`` float32 numbers are 32 MB. :func:`release` drops them.
+shrunk. :func:`reusable` hands them out on a CPU only and up to ``BUCKET_ELEMENTS``
+numbers, so the memory held is at most that per slot: two slots of float32 are 32
+MB. :func:`release` drops them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["release", "scratch"]
+from cockpit._flat_buffers import bucket_bound
+
+__all__ = ["release", "reusable", "scratch"]
 
 _local = threading.local()
 
@@ -37,6 +40,20 @@ def scratch(slot: int, numel: int, device: torch.device, dtype: torch.dtype) -> 
     if buffer is None or buffer.numel() < numel:
         buffer = buffers[key] = torch.empty(numel, device=device, dtype=dtype)
     return buffer[:numel]
+
+
+def reusable(
+    slot: int, numel: int, device: torch.device, dtype: torch.dtype
+) -> Tensor | None:
+    """:func:`scratch` on a CPU for at most ``BUCKET_ELEMENTS``, else ``None``.
+
+    Off a CPU the caching allocator reuses memory already; above the bound a kept
+    buffer would hold a whole large layer for the rest of the run.
+    """
+    bound = bucket_bound(device)
+    if bound is None or numel > bound:
+        return None
+    return scratch(slot, numel, device, dtype)
 
 
 def release() -> None:

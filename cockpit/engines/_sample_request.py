@@ -267,13 +267,6 @@ class GroupLayout:
         return stacks, order
 
 
-def _stacks(
-    layout: GroupLayout | None, field: str
-) -> tuple[list[Tensor], Tensor | None] | None:
-    """:meth:`GroupLayout.stacks`, or ``None`` without a layout."""
-    return None if layout is None else layout.stacks(field)
-
-
 def stacked_field(
     layers: Mapping[str, LayerStats], field: str, layout: GroupLayout | None
 ) -> Tensor | None:
@@ -283,7 +276,7 @@ def stacked_field(
     by one ``index_select``: the same values as stacking each layer's row, without
     an operation per layer. ``None`` if a layer has no value for ``field``.
     """
-    found = _stacks(layout, field)
+    found = None if layout is None else layout.stacks(field)
     if found is None:
         values = [getattr(layer, field) for layer in layers.values()]
         return None if any(v is None for v in values) else torch.stack(values)
@@ -299,8 +292,8 @@ def field_views(
     row of its group's stack: rows are selected only when read (norms reduce the
     stacks, not each row).
     """
-    found = _stacks(layout, field)
-    if found is None or layout is None:
+    found = None if layout is None else layout.stacks(field)
+    if layout is None or found is None:
         return {name: getattr(layer, field) for name, layer in layers.items()}
     return StackedViews(layout.slots, *found)
 

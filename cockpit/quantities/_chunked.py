@@ -46,9 +46,10 @@ def chunked_means(
     means, sums = [], []
     for lo, hi in _flat_buffers.chunks(sizes, bound):
         out = buffers(sum(sizes[lo:hi]), a[lo:hi], b[lo:hi])
-        if hi - lo == 1:
+        if hi - lo == 1:  # None above the bound: fn allocates
             values = fn(a[lo], b[lo], out)
-        else:
+        else:  # a chunk of several layers is within the bound
+            assert out is not None
             torch.cat(a[lo:hi], out=out[0])
             torch.cat(b[lo:hi], out=out[1])
             values = fn(*out, out)
@@ -66,8 +67,8 @@ def stacked_means(
 ) -> Tensor | None:
     """``[L + 1]``: :func:`chunked_means` of layers held as rows of group stacks.
 
-    ``fn`` runs once per pair of stacks (``[G, D]``, in the reused buffers where
-    ``bound`` is set), each row's mean is its layer's, and the rows are put in the
+    ``fn`` runs once per pair of stacks (``[G, D]``, in the reused :func:`buffers`
+    on a CPU), each row's mean is its layer's, and the rows are put in the
     layers' order: no concatenation of the layers, no row selected. ``None`` if a
     stack holds more than ``bound`` elements (then take the layers in chunks). The
     layers' means are the bits of one pass over the network's values; the whole mean
@@ -77,10 +78,8 @@ def stacked_means(
         return None
     means, sums, total = [], [], 0
     for x, y in zip(a.stacks, b.stacks, strict=True):
-        out = None
-        if bound is not None:
-            flat = buffers(x.numel(), [x], [y])
-            out = (flat[0].view(x.shape), flat[1].view(y.shape))
+        flat = buffers(x.numel(), [x], [y])
+        out = None if flat is None else (flat[0].view(x.shape), flat[1].view(y.shape))
         values = fn(x, y, out)
         means.append(values.mean(1))
         sums.append(values.sum())
@@ -91,16 +90,17 @@ def stacked_means(
 
 def buffers(
     numel: int, first: list[Tensor], second: list[Tensor]
-) -> tuple[Tensor, Tensor]:
-    """Two reused ``[numel]`` scratch buffers for values of ``first`` and ``second``.
+) -> tuple[Tensor, Tensor] | None:
+    """Two reused ``[numel]`` buffers for values of ``first`` and ``second``.
 
     Each in the dtype their concatenation would have (parameters of several dtypes
-    promote, as ``torch.cat`` does).
+    promote, as ``torch.cat`` does); ``None`` where :func:`cockpit._scratch.reusable`
+    keeps none (off a CPU, above the bound).
     """
-    return (
-        _scratch.scratch(0, numel, first[0].device, _promoted(first)),
-        _scratch.scratch(1, numel, second[0].device, _promoted(second)),
-    )
+    device = first[0].device
+    x = _scratch.reusable(0, numel, device, _promoted(first))
+    y = _scratch.reusable(1, numel, device, _promoted(second))
+    return None if x is None or y is None else (x, y)
 
 
 def _promoted(values: list[Tensor]) -> torch.dtype:
@@ -120,8 +120,8 @@ def moved_segment_norms(start: _flat_buffers.FlatViews, live: list[Tensor]) -> T
     with torch.no_grad():  # the parameters require grad; no graph is needed
         for buffer, group in zip(start.buffers, start.groups, strict=True):
             out = None
-            if several:
-                out = _scratch.scratch(0, buffer.numel(), buffer.device, buffer.dtype)
+            if several:  # None off a CPU, or for a buffer above the bound
+                out = _scratch.reusable(0, buffer.numel(), buffer.device, buffer.dtype)
             moved = torch.cat([live[i] for i in group], out=out).sub_(buffer)
             sizes = [start.sizes[i] for i in group]
             parts.append(_flat_buffers.segment_norms(moved, sizes))

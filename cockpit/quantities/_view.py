@@ -307,10 +307,7 @@ class StepStates:
     def _whole_means(self, fn: ElementwiseFn, first: str, second: str) -> Tensor:
         """:meth:`elementwise_means` once on the network's values."""
         x, y = self.network(first)[TOTAL], self.network(second)[TOTAL]
-        on_cpu = _flat_buffers.bucket_bound(x.device) is not None
-        return self.segment_means(
-            fn(x, y, _chunked.buffers(x.numel(), [x], [y]) if on_cpu else None)
-        )
+        return self.segment_means(fn(x, y, _chunked.buffers(x.numel(), [x], [y])))
 
     def segment_means(self, values: Tensor) -> Tensor:
         """``[L + 1]``: means of ``[D]`` values over each parameter's segment.

@@ -97,3 +97,14 @@ def test_mean_gsnr_of_layers_in_group_stacks(tmp_path, monkeypatch, bound):
     taken = record_returns(monkeypatch, _chunked, "stacked_means")
     check_per_layer_reference(NARROW, tmp_path, "mean_gsnr", together=False)
     assert taken and all((t is not None) == (bound == 2**22) for t in taken)
+
+
+def test_reusable_buffers_only_on_a_cpu_and_within_the_bound(monkeypatch):
+    """No buffer is kept off a CPU or above BUCKET_ELEMENTS (a large layer's size)."""
+    monkeypatch.setattr(_flat_buffers, "BUCKET_ELEMENTS", 64)
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    kept = _scratch.reusable(0, 64, cpu, torch.float32)
+    assert kept is not None and kept.shape == (64,)
+    assert _scratch.reusable(0, 65, cpu, torch.float32) is None
+    assert _scratch.reusable(0, 8, meta, torch.float32) is None
+    _scratch.release()
