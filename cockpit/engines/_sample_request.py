@@ -318,12 +318,17 @@ def sample_positions(request: SampleRequest, n: int, numel: int) -> int:
 
 
 def draw_positions(
-    request: SampleRequest, n: int, numel: int, device: torch.device
+    request: SampleRequest,
+    n: int,
+    numel: int,
+    device: torch.device,
+    layers: int | None = None,
 ) -> Tensor | None:
     """``[m]`` uniformly drawn parameter positions, or ``None`` for all of them.
 
     ``m`` is looked up, not recomputed, for a layer size seen before in this step
-    (no further Python call per layer).
+    (no further Python call per layer). ``layers``: ``[layers, m]``, the positions
+    of that many layers of equal size, independent draws in one call.
     """
     m = request._positions.get((n, numel))
     if m is None:
@@ -332,7 +337,8 @@ def draw_positions(
         return None
     assert request.generator is not None
     gen = request.generator(device)
-    return torch.randint(numel, (m,), generator=gen, device=device)
+    shape = (m,) if layers is None else (layers, m)
+    return torch.randint(numel, shape, generator=gen, device=device)
 
 
 def widen(tensors: list[Tensor], dtype: torch.dtype) -> tuple[list[Tensor], float]:

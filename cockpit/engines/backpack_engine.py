@@ -102,7 +102,7 @@ def _linear_weight(
     (x, out), rounding = widen([x, out], weight.dtype)
     if x.dim() == 2 and ext.request.hist_budget != 0:
         scale = ext.scale(out.shape[0])
-        return Factors.arrive(out, x, weight, ext.request, rounding, scale)
+        return Factors(out, x, weight, rounding, scale)
     n = x.shape[0]
     delta = out.reshape(n, -1, out.shape[-1])
     x = x.reshape(n, -1, x.shape[-1])
@@ -119,14 +119,12 @@ def _linear_weight(
 
 
 def _linear_bias(ext: PerSampleStats, bias: Tensor, out: Tensor) -> Factors:
-    """The bias's per-sample gradient ``delta_n`` is the factor pair (delta, 1)."""
+    """The bias's per-sample gradient ``delta_n``: the factors ``(delta, None)``."""
     (out,), rounding = widen([out], bias.dtype)
     n = out.shape[0]
     if out.dim() > 2:
         out = out.reshape(n, -1, out.shape[-1]).sum(1)
-    ones = ext.ones(out, n)
-    scale = ext.scale(n)
-    return Factors.arrive(out, ones, bias, ext.request, rounding, scale)
+    return Factors(out, None, bias, rounding, ext.scale(n))
 
 
 class _BatchGradStats(FirstOrderModuleExtension):
@@ -192,8 +190,8 @@ class _ConvStats(_BatchGradStats):
         (out,), rounding = widen([g_out[0]], module.bias.dtype)
         n = out.shape[0]
         summed = out.flatten(2).sum(2)
-        ones, scale = ext.ones(summed, n), ext.scale(n)
-        found = Factors.arrive(summed, ones, module.bias, ext.request, rounding, scale)
+        scale = ext.scale(n)
+        found = Factors(summed, None, module.bias, rounding, scale)
         ext.seconds += time.perf_counter() - start
         return found
 
@@ -244,14 +242,6 @@ class PerSampleStats(FirstOrderBackpropExtension):
         #: wrapper call per layer.
         self.scale: Callable[[int], int | Tensor] = request.scale
         self.seconds = 0.0
-        self._ones: dict[tuple, Tensor] = {}
-
-    def ones(self, like: Tensor, n: int) -> Tensor:
-        """``[N, 1]`` ones, the input factor of every bias: one tensor per step."""
-        key = (n, like.dtype, like.device)
-        if key not in self._ones:
-            self._ones[key] = like.new_ones(n, 1)
-        return self._ones[key]
 
     def direct(self) -> dict[type[nn.Module], DirectHandler]:
         """Layer types whose statistics need no BackPACK, run in the backward pass.
@@ -271,15 +261,12 @@ class PerSampleStats(FirstOrderBackpropExtension):
         Run after the backward pass (:class:`DirectCapture`), in the order the
         gradients arrived, and not timed here (the block's exit is). Where the input,
         output gradient and parameters share a dtype and a histogram sample is
-        drawn (or none is due), each parameter's factors are made in one call
-        (:meth:`Factors.arrive`) with the step's scale and ones; otherwise
-        :meth:`linear_params` widens them or forms per-sample gradients. An error
-        on a layer goes to ``on_error`` and the others go on.
+        drawn (or none is due), each parameter keeps its factors with the step's
+        scale; otherwise :meth:`linear_params` widens them or forms per-sample
+        gradients. An error on a layer goes to ``on_error`` and the others go on.
         """
-        request = self.request
-        arrive = Factors.arrive
-        factors = request.hist_budget != 0
-        last, scale, ones = None, 1, None
+        factors = self.request.hist_budget != 0
+        last, scale = None, 1
         for module, x, out in layers:
             try:
                 bias, weight = module.bias, module.weight
@@ -293,18 +280,15 @@ class PerSampleStats(FirstOrderBackpropExtension):
                     self.linear_params(module, x, out)
                     continue
                 n = out.shape[0]
-                # One scale and one ones per batch size, dtype and device, not per
-                # layer (a Python call each).
+                # One scale per batch size, dtype and device, not per layer (a
+                # Python call each).
                 if (n, dtype, out.device) != last:
                     last = (n, dtype, out.device)
-                    scale, ones = self.scale(n), self.ones(out, n)
+                    scale = self.scale(n)
                 if bias is not None and bias.requires_grad:
-                    factor = arrive(out, ones, bias, request, 0.0, scale)
-                    setattr(bias, SAVEFIELD, factor)
+                    setattr(bias, SAVEFIELD, Factors(out, None, bias, 0.0, scale))
                 if weight.requires_grad:
-                    setattr(
-                        weight, SAVEFIELD, arrive(out, x, weight, request, 0.0, scale)
-                    )
+                    setattr(weight, SAVEFIELD, Factors(out, x, weight, 0.0, scale))
             except Exception as error:
                 on_error(module, error)
 
@@ -317,8 +301,7 @@ class PerSampleStats(FirstOrderBackpropExtension):
     def linear_params(self, module: nn.Module, x: Tensor, grad_output: Tensor) -> None:
         """What ``_LinearStats`` leaves on a ``Linear``'s parameters, without BackPACK.
 
-        Bias first, then weight: BackPACK's order, which the histogram positions
-        are drawn in (:meth:`Factors.arrive`), so the random stream is the same.
+        Bias first, then weight: BackPACK's order.
         """
         bias, weight = module.bias, module.weight
         if isinstance(bias, Tensor) and bias.requires_grad:

@@ -66,51 +66,59 @@ def test_grouped_layers_with_every_quantity(tmp_path):
     check_per_layer_reference(DEEP, tmp_path, "mean_gsnr", together=True)
 
 
-def _factors(shapes, n, gen, request, scale=1):
+def _factors(shapes, n, gen, scale=1):
     """Random float64 factors, and their per-sample gradients ``[N, out * in]``.
 
-    The factors arrive with ``scale`` still to apply (as BackPACK's do).
+    The factors arrive with ``scale`` still to apply (as BackPACK's do). A shape
+    ``(out, None)`` is a bias: its factors hold no input, its per-sample gradients
+    are ``delta_n``.
     """
     factors, per_sample = [], []
     for d_out, d_in in shapes:
         delta = torch.randn(n, d_out, generator=gen, dtype=torch.float64)
+        if d_in is None:
+            param = torch.randn(d_out, generator=gen, dtype=torch.float64)
+            factors.append(Factors(delta, None, param, scale=scale))
+            per_sample.append(delta * scale)
+            continue
         x = torch.randn(n, d_in, generator=gen, dtype=torch.float64)
         param = torch.randn(d_out, d_in, generator=gen, dtype=torch.float64)
-        factors.append(Factors.arrive(delta, x, param, request, scale=scale))
+        factors.append(Factors(delta, x, param, scale=scale))
         outer = torch.einsum("ni,nj->nij", delta * scale, x)
         per_sample.append(outer.reshape(n, -1))
     return factors, per_sample
+
+
+def _numel(shape: tuple[int, int | None]) -> int:
+    return shape[0] * (shape[1] or 1)
 
 
 @pytest.mark.parametrize("scale", [1, 3.0], ids=["scaled", "scale-pending"])
 @pytest.mark.parametrize("budget", [None, 2, 10**6], ids=["no-hist", "sampled", "all"])
 def test_group_statistics_equal_per_sample_reductions(budget, scale):
     n = 6
-    # 20 x 20 layers are large enough to be sampled (budget 2: the smallest share);
-    # the others are taken whole.
-    shapes = [(20, 20), (5, 3), (20, 20), (20, 20), (2, 5)]
+    # 20 x 20 layers and 400 biases are large enough to be sampled (budget 2: the
+    # smallest share); the others are taken whole. Biases of equal sizes form groups
+    # of their own, apart from the weights.
+    shapes = [(20, 20), (5, 3), (400, None), (20, 20), (5, None), (20, 20), (2, 5)]
+    shapes += [(400, None), (5, None), (400, 1)]
     gen = torch.Generator().manual_seed(0)
     request = SampleRequest(
         mean_reduction=True,
         sum_sq=True,
         hist_budget=budget,
         with_param_values=True,
-        total_params=sum(o * i for o, i in shapes),
+        total_params=sum(map(_numel, shapes)),
         generator=lambda device: gen,
     )
     scale = scale if scale == 1 else torch.tensor(scale, dtype=torch.float64)
-    factors, per_sample = _factors(shapes, n, gen, request, scale)
-    directions = [torch.randn(o * i, dtype=torch.float64) for o, i in shapes]
+    factors, per_sample = _factors(shapes, n, gen, scale)
+    directions = [torch.randn(_numel(s), dtype=torch.float64) for s in shapes]
     request.directions = {
         id(f.param): d for f, d in zip(factors, directions, strict=True)
     }
-    for f, gn, v, stats in zip(
-        factors,
-        per_sample,
-        directions,
-        from_linear_factor_groups(factors, request),
-        strict=True,
-    ):
+    reduced = from_linear_factor_groups(factors, request)
+    for f, gn, v, stats in zip(factors, per_sample, directions, reduced, strict=True):
         g = gn.mean(0)
         torch.testing.assert_close(stats.grad, g)
         torch.testing.assert_close(stats.sq_norms, (gn**2).sum(1))
@@ -122,16 +130,22 @@ def test_group_statistics_equal_per_sample_reductions(budget, scale):
             continue
         torch.testing.assert_close(stats.low, gn.min())
         torch.testing.assert_close(stats.high, gn.max())
-        if f.positions is None:
+        drawn = stats.group.get("hist_positions")
+        if drawn is None:
             picked, weight = torch.arange(gn.shape[1]), 1.0
         else:
-            picked, weight = f.positions, gn.shape[1] / f.positions.numel()
+            picked = drawn[stats.index]
+            weight = gn.shape[1] / picked.numel()
         torch.testing.assert_close(stats.hist_values, gn[:, picked].reshape(-1))
         params = f.param.reshape(-1)[picked].repeat(n)
         torch.testing.assert_close(stats.hist_params, params)
         assert stats.hist_weight == weight
-    drew = [f.positions is not None for f in factors]
-    assert drew == ([True, False, True, True, False] if budget == 2 else [False] * 5)
+    drew = ["hist_positions" in stats.group for stats in reduced]
+    sampled = [True, False, True, True, False, True, False, True, False, True]
+    assert drew == (sampled if budget == 2 else [False] * len(shapes))
+    if budget == 2:  # the three 20 x 20 layers drew in one call, independently
+        rows = reduced[0].group["hist_positions"]
+        assert rows.shape[0] == 3 and not torch.equal(rows[0], rows[1])
 
 
 def test_formulas_over_stacked_rows_equal_row_by_row():
@@ -163,7 +177,7 @@ def test_projections_after_the_step_equal_per_sample_products(known):
     shapes = [(6, 5), (6, 5), (3, 6), (6, 5)]
     gen = torch.Generator().manual_seed(2)
     request = SampleRequest(mean_reduction=True, keep_for_projection=True)
-    factors, per_sample = _factors(shapes, n, gen, request)
+    factors, per_sample = _factors(shapes, n, gen)
     stats = from_linear_factor_groups(factors, request)
     other = torch.randn(n, 9, generator=gen, dtype=torch.float64)
     layers = {f"l{j}": layer for j, layer in enumerate(stats)}
@@ -198,7 +212,7 @@ def test_group_rows_are_selected_only_where_read():
         total_params=sum(o * i for o, i in shapes),
         generator=lambda device: gen,
     )
-    factors, per_sample = _factors(shapes, n, gen, request)
+    factors, per_sample = _factors(shapes, n, gen)
     directions = {
         j: torch.randn(30, generator=gen, dtype=torch.float64) for j in (0, 2)
     }
