@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cockpit import _flat_buffers
+from cockpit import _flat_buffers, _stacked_views
 from cockpit._optimizer_step import _FlatParams, _Taken
 from cockpit.quantities import _chunked
 
@@ -136,7 +136,7 @@ def test_norm_rows_reads_flat_views_and_stacks_as_the_fused_norm_would():
     stacks = [torch.randn(3, 6, generator=gen), torch.randn(2, 4, generator=gen)]
     slots = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     order = [3, 0, 4, 1, 2]  # the mapping's values interleave the two stacks' rows
-    stacked = _flat_buffers.StackedViews(
+    stacked = _stacked_views.StackedViews(
         {f"q{i}": slots[i] for i in order}, stacks, torch.tensor(order)
     )
     values = list(stacked.values())  # each row selected when read
@@ -187,15 +187,15 @@ def test_stacked_views_of_evenly_spaced_views_are_one_view():
     buffer = torch.arange(24.0)
     views = _flat_buffers.split([buffer[:15]], [[0, 1, 2, 3, 4, 5]], [4, 1] * 3)
     weights = views[0::2]  # at offsets 0, 5, 10
-    stacked = _flat_buffers.stacked_views(weights)
+    stacked = _stacked_views.stacked_views(weights)
     assert torch.equal(stacked, torch.stack(weights))
     assert stacked.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
     assert stacked.stride() == (5, 1)
     uneven = [views[0], views[2], buffer[20:24]]  # offsets 0, 5, 20: a stack
-    assert torch.equal(_flat_buffers.stacked_views(uneven), torch.stack(uneven))
-    assert _flat_buffers.stacked_views(uneven).is_contiguous()
+    assert torch.equal(_stacked_views.stacked_views(uneven), torch.stack(uneven))
+    assert _stacked_views.stacked_views(uneven).is_contiguous()
     copies = [w.clone() for w in weights]  # three storages: a stack
-    joined = _flat_buffers.stacked_views(copies)
+    joined = _stacked_views.stacked_views(copies)
     assert torch.equal(joined, stacked)
     assert joined.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr()
-    assert _flat_buffers.stacked_views(weights[:1]).shape == (1, 4)
+    assert _stacked_views.stacked_views(weights[:1]).shape == (1, 4)

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cockpit import _flat_buffers
-from cockpit._flat_buffers import stacked_views
+from cockpit import _stacked_views
 from cockpit._layer_rows import LayerRows
 from cockpit.engines._factor_samples import (
     histogram_sample,
@@ -243,7 +242,7 @@ def project_layers(
             found.update({n: layers[n].project(directions[n]) for n in names.values()})
             continue
         ordered = [names[j] for j in range(len(names))]
-        stacked = stacked_views([directions[n] for n in ordered])
+        stacked = _stacked_views.stacked_views([directions[n] for n in ordered])
         blocks.append((ordered, group.project(stacked)))
     if blocks and not found:
         return _block_rows(blocks, list(directions))
@@ -261,8 +260,8 @@ def _block_rows(blocks: list[tuple[list[str], Tensor]], names: list[str]) -> Lay
     stacks = [projected for _, projected in blocks]
     order = None
     if positions != tuple(range(len(positions))):
-        order = _flat_buffers.index(positions, stacks[0].device)
-    return LayerRows(names, _flat_buffers.stacked_rows(stacks, order))
+        order = _stacked_views.index(positions, stacks[0].device)
+    return LayerRows(names, _stacked_views.stacked_rows(stacks, order))
 
 
 def _projections(
@@ -281,7 +280,9 @@ def _projections(
     if directed:
         # A whole group is the usual case (alpha asks for every parameter).
         part = group if len(directed) == len(factors) else group.part(directed)
-        v = stacked_views([request.directions[id(factors[j].param)] for j in directed])
+        v = _stacked_views.stacked_views(
+            [request.directions[id(factors[j].param)] for j in directed]
+        )
         projected = part.project(v)
         if part is group:
             stacks["projection"] = projected

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cockpit._flat_buffers import StackedViews, index, stacked_rows
+from cockpit._stacked_views import StackedViews, index, stacked_rows
 
 __all__ = [
     "MIN_LAYER_SAMPLES",
@@ -288,7 +288,7 @@ def field_views(
 ) -> Mapping[str, Tensor]:
     """Parameter name -> ``field`` of its layer; with the groups' stacks if all have.
 
-    A :class:`~cockpit._flat_buffers.StackedViews` where every layer's value is a
+    A :class:`~cockpit._stacked_views.StackedViews` where every layer's value is a
     row of its group's stack: rows are selected only when read (norms reduce the
     stacks, not each row).
     """

@@ -11,17 +11,18 @@ CPU a fresh tensor of millions of elements costs more than the arithmetic in it
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
 
-from cockpit import _flat_buffers, _scratch
+from cockpit import _flat_buffers, _scratch, _stacked_views
 
 __all__ = [
     "ElementwiseFn",
     "buffers",
     "chunked_means",
+    "layer_means",
     "moved_segment_norms",
     "stacked_means",
 ]
@@ -30,6 +31,53 @@ __all__ = [
 #: computed in ``out`` (two ``[D]`` buffers it may overwrite, possibly its
 #: arguments) or, given ``None``, in new tensors.
 ElementwiseFn = Callable[[Tensor, Tensor, tuple[Tensor, Tensor] | None], Tensor]
+
+
+def layer_means(
+    fn: ElementwiseFn,
+    first: Mapping[str, Tensor],
+    second: Mapping[str, Tensor],
+    whole: Callable[[], Tensor],
+) -> Tensor:
+    """``[L + 1]``: each layer's mean of ``fn(first_l, second_l)``, the whole mean last.
+
+    ``fn`` computes in ``out`` (two ``[D]`` buffers it may overwrite, which may be
+    its arguments) or, given ``None``, in new tensors; it must not change its
+    arguments otherwise. ``whole()``: the means from one pass over the network's
+    concatenated values (:meth:`StepStates.elementwise_means`'s own route). The
+    route, by the values' layout:
+
+    - Layers held as rows of group stacks (``Linear`` layers reduced together), at
+      least two per stack on average: once per stack, no concatenation
+      (:func:`stacked_means`); with fewer, the operations per stack cost more than
+      the concatenation (the digits MLP: six stacks of one layer).
+    - Up to :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements, or off a CPU:
+      ``whole()``, on a CPU in reused buffers (:func:`cockpit._scratch.scratch`: a
+      fresh tensor of this size costs more than its arithmetic there).
+    - Above, on a CPU: chunks of consecutive layers of at most that many
+      (:func:`chunked_means`), each copied into the buffers, so that no
+      network-sized temporary is allocated.
+
+    The layers' means are the same bits either way; the whole mean is the chunks'
+    sums added, over D (equal up to float roundoff).
+    """
+    if (
+        isinstance(first, _stacked_views.StackedViews)
+        and 2 * len(first.stacks) <= len(first)  # each stack holds layers
+        and first.same_layout(second)
+    ):  # no concatenation of the layers
+        bound = _flat_buffers.bucket_bound(first.stacks[0].device)
+        means = stacked_means(fn, first, second, bound)
+        if means is not None:
+            return means
+    sizes = _flat_buffers.numels(first)
+    if sum(sizes) <= _flat_buffers.BUCKET_ELEMENTS:  # no per-layer value read
+        return whole()
+    a, b = _flat_buffers.listed(first), _flat_buffers.listed(second)
+    bound = _flat_buffers.bucket_bound(a[0].device)
+    if bound is None:
+        return whole()
+    return chunked_means(fn, a, b, sizes, bound)
 
 
 def chunked_means(
@@ -61,8 +109,8 @@ def chunked_means(
 
 def stacked_means(
     fn: ElementwiseFn,
-    a: _flat_buffers.StackedViews,
-    b: _flat_buffers.StackedViews,
+    a: _stacked_views.StackedViews,
+    b: _stacked_views.StackedViews,
     bound: int | None,
 ) -> Tensor | None:
     """``[L + 1]``: :func:`chunked_means` of layers held as rows of group stacks.
@@ -85,7 +133,7 @@ def stacked_means(
         sums.append(values.sum())
         total += values.numel()
     whole = torch.stack(sums).sum().div_(total)
-    return torch.cat([_flat_buffers.stacked_rows(means, a.order), whole.reshape(1)])
+    return torch.cat([_stacked_views.stacked_rows(means, a.order), whole.reshape(1)])
 
 
 def buffers(
@@ -129,5 +177,5 @@ def moved_segment_norms(start: _flat_buffers.FlatViews, live: list[Tensor]) -> T
     if positions == list(range(len(positions))):
         return torch.cat(parts) if several else parts[0]
     inverse = sorted(range(len(positions)), key=positions.__getitem__)
-    order = _flat_buffers.index(tuple(inverse), parts[0].device)
-    return _flat_buffers.stacked_rows(parts, order)
+    order = _stacked_views.index(tuple(inverse), parts[0].device)
+    return _stacked_views.stacked_rows(parts, order)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cockpit import _flat_buffers
+from cockpit import _flat_buffers, _stacked_views
 from cockpit._layer_rows import LayerRows, stacked
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities import _chunked
@@ -37,7 +37,7 @@ _NETWORK: dict[str, Callable[[dict[str, Tensor]], Tensor]] = {
 
 def _stacked(layers: dict[str, Tensor]) -> Tensor:
     """``[L, ...]``: the layers' values, from their groups' stacks if they have."""
-    if isinstance(layers, _flat_buffers.StackedViews):
+    if isinstance(layers, _stacked_views.StackedViews):
         return layers.rows()
     return torch.stack(list(layers.values()))
 
@@ -268,41 +268,16 @@ class StepStates:
         """``[L + 1]``: each layer's mean of ``fn`` of two element-wise states, whole last.
 
         ``fn([D], [D], out) -> [D]`` on the values of the per-layer states ``first``
-        and ``second`` (laid out as ``sample_grads``), computed in ``out`` (two
-        ``[D]`` buffers it may overwrite, which may be its arguments) or, given
-        ``None``, in new tensors; it must not change its arguments otherwise. Off a
-        CPU: once on the network's values (:meth:`segment_means`), in new tensors.
-        Layers held as rows of group stacks (``Linear`` layers reduced together),
-        at least two per stack on average: once per stack, no concatenation
-        (:func:`_chunked.stacked_means`); with fewer, the operations per stack cost
-        more than the concatenation (the digits MLP: six stacks of one layer).
-        On a CPU in reused buffers (:func:`cockpit._scratch.scratch`: a fresh
-        tensor of this size costs more than its arithmetic there), up to
-        :data:`~cockpit._flat_buffers.BUCKET_ELEMENTS` elements once on the
-        network's values; above, on chunks of consecutive layers of at most that
-        many (:func:`~cockpit._flat_buffers.chunks`), each copied into the buffers,
-        so that no network-sized temporary is allocated. The layers' means are the
-        same bits either way; the whole mean is the chunks' sums added, over D
-        (equal up to float roundoff).
+        and ``second`` (laid out as ``sample_grads``); the routes (per group stack,
+        once on the network's values, by chunks of layers) are
+        :func:`cockpit.quantities._chunked.layer_means`'s.
         """
-        views = self[first]
-        if (
-            isinstance(views, _flat_buffers.StackedViews)
-            and 2 * len(views.stacks) <= len(views)  # each stack holds layers
-            and views.same_layout(self[second])
-        ):  # no concatenation of the layers
-            bound = _flat_buffers.bucket_bound(views.stacks[0].device)
-            means = _chunked.stacked_means(fn, views, self[second], bound)
-            if means is not None:
-                return means
-        sizes = _flat_buffers.numels(views)
-        if sum(sizes) <= _flat_buffers.BUCKET_ELEMENTS:  # no per-layer value read
-            return self._whole_means(fn, first, second)
-        a, b = _flat_buffers.listed(self[first]), _flat_buffers.listed(self[second])
-        bound = _flat_buffers.bucket_bound(a[0].device)
-        if bound is None:
-            return self._whole_means(fn, first, second)
-        return _chunked.chunked_means(fn, a, b, sizes, bound)
+        return _chunked.layer_means(
+            fn,
+            self[first],
+            self[second],
+            lambda: self._whole_means(fn, first, second),
+        )
 
     def _whole_means(self, fn: ElementwiseFn, first: str, second: str) -> Tensor:
         """:meth:`elementwise_means` once on the network's values."""

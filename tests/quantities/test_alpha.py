@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cockpit import _flat_buffers
-from cockpit.engines import _linear_factors
+from cockpit import _flat_buffers, _stacked_views
 from cockpit.stats.alpha import alpha_from_fit, fit_quadratic
 from tests import reference
 from tests.problems import NARROW
@@ -41,7 +40,7 @@ def test_alpha_against_normal_equations(
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_alpha_of_layers_in_group_stacks(tmp_path, monkeypatch, optimizer):
     """Equal layers project the step as one strided view of its flat buffer."""
-    views = record_returns(monkeypatch, _linear_factors, "stacked_views")
+    views = record_returns(monkeypatch, _stacked_views, "stacked_views")
     run, refs = tracked_run(NARROW, tmp_path, ["alpha"], steps=3, optimizer=optimizer)
     for step in range(2):
         assert logged(run, "alpha", step) == pytest.approx(
