@@ -13,31 +13,88 @@ training thread's CPU time the tracker adds per added parameter tensor:
 medians over the steps of a round, the smallest of the rounds::
 
     .venv/bin/python benchmarks/depth_slope.py --depths 8 64
+
+``--count ops`` counts instead the ATen operations each phase dispatches, and
+``--count calls`` the Python function calls the training thread makes in it
+(``sys.setprofile``; the writer thread's are not counted): host work per added
+tensor that CPU contention does not move::
+
+    .venv/bin/python benchmarks/depth_slope.py --count ops --rounds 1 --steps 5
+    .venv/bin/python benchmarks/depth_slope.py --count calls --rounds 1 --steps 5
+
+``--width`` sets the layers' width (default 64): at ``--width 4`` a layer's
+arithmetic is a few hundred multiply-adds, and the time per added tensor is the
+host work alone (Python and the operations' dispatch), not the larger stacks'
+arithmetic that a wider layer adds to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 from _overhead.problems import deep_mlp
+from op_count import _Counter
 from torch import nn
 
 import cockpit
 from cockpit.quantities import PRESETS
 
 PHASES = ["zero_grad", "enter", "forward", "backward", "exit", "optimizer"]
+#: ``--count`` -> the units of the slope and of a phase's reading, and the slope's
+#: factor from the reading's unit.
+UNITS = {
+    None: ("µs", "ms", 1e3),
+    "ops": ("ATen ops", "ops", 1),
+    "calls": ("Python calls", "calls", 1),
+}
 
 
-def phase_ms(depth: int, tracked: bool, steps: int, warmup: int) -> dict[str, float]:
-    """Median CPU ms per phase of ``steps`` steps of the ``depth``-layer MLP."""
+@contextlib.contextmanager
+def meter(count: str | None) -> Iterator[Callable[[], float]]:
+    """A reading that grows with the training thread's work while this is active.
+
+    ``None``: its CPU milliseconds; ``"ops"``: ATen operations dispatched;
+    ``"calls"``: Python function calls.
+    """
+    if count is None:
+        yield lambda: 1e3 * time.thread_time()
+    elif count == "ops":
+        with _Counter() as counter:
+            yield lambda: counter.count
+    else:
+        calls = [0]
+
+        def profile(frame, event, arg) -> None:
+            if event == "call":
+                calls[0] += 1
+
+        sys.setprofile(profile)
+        try:
+            yield lambda: calls[0]
+        finally:
+            sys.setprofile(None)
+
+
+def phase_ms(
+    depth: int,
+    tracked: bool,
+    steps: int,
+    warmup: int,
+    count: str | None = None,
+    width: int = 64,
+) -> dict[str, float]:
+    """Median CPU ms (or counts, :func:`meter`) per phase of ``steps`` steps."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 64, generator=gen), torch.randint(10, (32,), generator=gen)
     torch.manual_seed(0)
-    model, loss_fn = deep_mlp(depth), nn.CrossEntropyLoss()
+    model, loss_fn = deep_mlp(depth, width), nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     with tempfile.TemporaryDirectory() as logdir:
         ck = None
@@ -53,22 +110,8 @@ def phase_ms(depth: int, tracked: bool, steps: int, warmup: int) -> dict[str, fl
             )
         times: dict[str, list[float]] = {phase: [] for phase in PHASES}
         for step in range(warmup + steps):
-            clock = [time.thread_time()]
-            optimizer.zero_grad()
-            clock.append(time.thread_time())
-            block = ck.track() if ck is not None else None
-            if block is not None:
-                block.__enter__()
-            clock.append(time.thread_time())
-            loss = loss_fn(model(x), y)
-            clock.append(time.thread_time())
-            loss.backward()
-            clock.append(time.thread_time())
-            if block is not None:
-                block.__exit__(None, None, None)
-            clock.append(time.thread_time())
-            optimizer.step()
-            clock.append(time.thread_time())
+            with meter(count) as reading:
+                clock = _timed_step(reading, model, loss_fn, optimizer, ck, x, y)
             if step >= warmup:
                 for i, phase in enumerate(PHASES):
                     times[phase].append(clock[i + 1] - clock[i])
@@ -76,7 +119,28 @@ def phase_ms(depth: int, tracked: bool, steps: int, warmup: int) -> dict[str, fl
                 ck.writer.flush()  # the writer's work outside the timed phases
         if ck is not None:
             ck.close()
-    return {phase: 1e3 * statistics.median(t) for phase, t in times.items()}
+    return {phase: statistics.median(t) for phase, t in times.items()}
+
+
+def _timed_step(reading, model, loss_fn, optimizer, ck, x, y) -> list[float]:
+    """One training step, the reading before it and after each phase."""
+    clock = [reading()]
+    optimizer.zero_grad()
+    clock.append(reading())
+    block = ck.track() if ck is not None else None
+    if block is not None:
+        block.__enter__()
+    clock.append(reading())
+    loss = loss_fn(model(x), y)
+    clock.append(reading())
+    loss.backward()
+    clock.append(reading())
+    if block is not None:
+        block.__exit__(None, None, None)
+    clock.append(reading())
+    optimizer.step()
+    clock.append(reading())
+    return clock
 
 
 def main() -> None:
@@ -85,27 +149,35 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--count", choices=["ops", "calls"], help="count, not time")
+    parser.add_argument("--width", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(1)
     best: dict[tuple[int, bool], dict[str, float]] = {}
     for _ in range(args.rounds):
         for depth in args.depths:
             for tracked in (False, True):
-                ms = phase_ms(depth, tracked, args.steps, args.warmup)
+                ms = phase_ms(
+                    depth, tracked, args.steps, args.warmup, args.count, args.width
+                )
                 kept = best.setdefault((depth, tracked), ms)
                 for phase in PHASES:
                     kept[phase] = min(kept[phase], ms[phase])
     low, high = args.depths
     added = 2 * (high - low)  # a weight and a bias per added layer
-    print(f"| phase | µs per added tensor | plain / economy ms at {low} and {high} |")
+    per, whole, factor = UNITS[args.count]
+    print(
+        f"| phase | {per} per added tensor | plain / economy {whole} at {low} and {high} |"
+    )
     print("|---|---:|---|")
     total = 0.0
     for phase in PHASES:
         extra = [best[d, True][phase] - best[d, False][phase] for d in (low, high)]
-        slope = 1e3 * (extra[1] - extra[0]) / added
+        slope = factor * (extra[1] - extra[0]) / added
         total += slope
         cells = ", ".join(
-            f"{best[d, False][phase]:.2f} / {best[d, True][phase]:.2f}"
+            f"{best[d, False][phase]:.{2 if factor > 1 else 0}f} / "
+            f"{best[d, True][phase]:.{2 if factor > 1 else 0}f}"
             for d in (low, high)
         )
         print(f"| {phase} | {slope:.1f} | {cells} |")
