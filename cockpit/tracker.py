@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from cockpit import _flat_buffers, _scratch, _setup, presets
 from cockpit._budget import BudgetControl
+from cockpit._budget_notice import over_budget_line
 from cockpit._distributed import SilentWriter
 from cockpit._meta import new_run_name, run_meta
 from cockpit._open_runs import register, unregister
@@ -269,6 +270,8 @@ class Cockpit:
             mirror = TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
             self.writer = RunWriter(run_dir, meta, mirror=mirror, on_alert=on_alert)
         self._global_batch_size: int | None = None
+        self._batch_size: int | None = None  # N of the last tracked step
+        self._said_over_budget = False
         self.step = 0
         self._last_entry: float | None = None
         self._last_cpu = 0.0  # the training thread's CPU seconds at that entry
@@ -490,10 +493,19 @@ class Cockpit:
                 self._own_seconds,
                 cpu_seconds,
             )
+            self._say_if_over_budget()
         self._writer_seconds = writer_seconds
         self._own_seconds = 0.0
         self._active = [q for q in self.quantities.values() if q.is_active(step)]
         self._last_tracked = frozenset(q.name for q in self._active)
+
+    def _say_if_over_budget(self) -> None:
+        """Log once that the budget cannot be kept, with the costs and the remedies."""
+        if self._said_over_budget or not self._budget.over_budget:
+            return
+        self._said_over_budget = True
+        exact_replay = bool(self.engines.batch) and self.replay_samples is None
+        LOG.warning(over_budget_line(self._budget, self._batch_size, exact_replay))
 
     def _pieces(self) -> StepPieces | None:
         """The step's pieces if steps are split, else None (the one-block path)."""
@@ -537,6 +549,7 @@ class Cockpit:
             self._global_batch_size = result.batch_size
             self.writer.update_meta(global_batch_size=result.batch_size)
         result.record.values.update(self.bookkeeping(step, result.batch_size))
+        self._batch_size = result.batch_size
         self._own_seconds += result.seconds
         if result.awaiting is not None:
             self._watch.wait(result.awaiting, result.seconds)
