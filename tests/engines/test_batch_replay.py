@@ -159,6 +159,27 @@ def test_alpha_projects_the_kept_rows_on_the_step(tmp_path, replay_route):
         assert logged(run, "alpha", step) == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_gradients_norms_are_taken_once(tmp_path, monkeypatch):
+    """The batch replay's per-sample statistics hold the block's gradient tensors
+    themselves, so ``norm_test``'s ``||g_l||^2`` are ``grad_norm``'s norms squared:
+    one pass over the parameters a step, not two, and the values as before."""
+    from cockpit.quantities import _view
+    from tests.spies import record_returns
+
+    passes = record_returns(monkeypatch, _view, "norm_rows")
+    torch.manual_seed(0)
+    loss_fn = nn.CrossEntropyLoss()
+    data = batches((5,), loss_fn, steps=2)
+    run, refs = run_tracked(
+        bn_mlp().double(), loss_fn, data, tmp_path, ["grad_norm", "norm_test"]
+    )
+    assert len(passes) == len(data)
+    for step, (grads, _, _) in enumerate(refs):
+        per_layer = reference.layers_and_total(grads)
+        expected = {k: reference.norm_test(g) for k, g in per_layer.items()}
+        assert_per_layer(run, "norm_test", step, expected)
+
+
 def test_batchnorm_model_goes_to_the_batch_replay_and_says_why(tmp_path, caplog):
     model = bn_cnn().double()
     with caplog.at_level(logging.INFO, logger="cockpit"):
