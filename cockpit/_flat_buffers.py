@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -203,57 +203,80 @@ def segment_norms(buffer: Tensor, sizes: list[int]) -> Tensor:
     """``[L]``: the norm of each consecutive segment of ``buffer`` of ``sizes``.
 
     One reduction per run of equal, equally spaced segments (:func:`_segment_runs`),
-    the same bits as a norm per segment (each row is reduced alone, in order).
+    and the segments of no run (one of their size, or unevenly spaced) in one
+    ``torch._foreach_norm``: the same bits as a norm per segment (each reduced
+    alone, in order), in a few operations however many distinct sizes there are.
     """
     return _by_segment(
-        buffer, sizes, lambda rows: torch.linalg.vector_norm(rows, dim=1)
+        buffer,
+        sizes,
+        lambda rows: torch.linalg.vector_norm(rows, dim=1),
+        torch._foreach_norm,
     )
 
 
 def segment_means(buffer: Tensor, sizes: list[int]) -> Tensor:
     """``[L]``: the mean of each consecutive segment of ``buffer`` of ``sizes``.
 
-    As :func:`segment_norms`: the same bits as a mean per segment.
+    As :func:`segment_norms`, a reduction per run and per single segment: the same
+    bits as a mean per segment.
     """
     return _by_segment(buffer, sizes, lambda rows: rows.mean(1))
 
 
 def _by_segment(
-    buffer: Tensor, sizes: list[int], reduce: Callable[[Tensor], Tensor]
+    buffer: Tensor,
+    sizes: list[int],
+    reduce: Callable[[Tensor], Tensor],
+    reduce_each: Callable[[list[Tensor]], Sequence[Tensor]] | None = None,
 ) -> Tensor:
-    """``[L]``: ``reduce`` (``[G, D] -> [G]``, by row) of each segment, in order."""
+    """``[L]``: ``reduce`` (``[G, D] -> [G]``, by row) of each segment, in order.
+
+    ``reduce_each`` (``[D_k]`` each -> a 0-d result each): the segments in runs of
+    one, all in one call after the longer runs, where there are two or more.
+    """
     buffer = buffer.contiguous()  # itself if it is, as buffers are
-    runs, order = _segment_runs(tuple(sizes))
+    runs, order = _segment_runs(tuple(sizes), reduce_each is not None)
     base = buffer.storage_offset()
-    parts = [
-        reduce(buffer.as_strided((count, size), (step, 1), base + start))
-        for start, count, size, step in runs
-    ]
+    parts, singles = [], []
+    # One call for the single segments where there are several.
+    each = reduce_each is not None and sum(run[1] == 1 for run in runs) > 1
+    for start, count, size, step, first in runs:
+        if count == 1 and each:
+            singles.append(first)
+            continue
+        parts.append(reduce(buffer.as_strided((count, size), (step, 1), base + start)))
+    if singles:
+        assert reduce_each is not None
+        pieces = buffer.split(sizes)  # one operation for every segment's view
+        parts.append(torch.stack(list(reduce_each([pieces[i] for i in singles]))))
     return stacked_rows(
         parts, None if order is None else on_device(order, buffer.device)
     )
 
 
-#: ``(start, count, size, step)``: ``count`` segments of ``size`` elements at
-#: ``start + k * step`` of a buffer.
-_Run = tuple[int, int, int, int]
+#: ``(start, count, size, step, first)``: ``count`` segments of ``size`` elements at
+#: ``start + k * step`` of a buffer, the first of them segment number ``first``.
+_Run = tuple[int, int, int, int, int]
 
 
 @functools.cache
-def _segment_runs(sizes: tuple[int, ...]) -> tuple[list[_Run], Tensor | None]:
+def _segment_runs(
+    sizes: tuple[int, ...], singles_last: bool = False
+) -> tuple[list[_Run], Tensor | None]:
     """Consecutive segments of ``sizes`` as runs of equal, equally spaced segments.
 
     Segments of one size are taken in order and a run ends where the spacing
     changes (a 64-layer MLP of equal widths: its hidden weights form one run, its
-    hidden biases another). Returns the runs and the positions that put the runs'
-    results back into the segments' order (``None``: already in order).
+    hidden biases another). ``singles_last``: the runs of one segment after the
+    others. Returns the runs and the positions that put the runs' results back into
+    the segments' order (``None``: already in order).
     """
     offsets = [0, *itertools.accumulate(sizes)][:-1]
     by_size: dict[int, list[int]] = {}
     for i, size in enumerate(sizes):
         by_size.setdefault(size, []).append(i)
-    runs: list[_Run] = []
-    members: list[int] = []
+    runs: list[tuple[_Run, list[int]]] = []
     for size, positions in by_size.items():
         k = 0
         while k < len(positions):
@@ -267,11 +290,14 @@ def _segment_runs(sizes: tuple[int, ...]) -> tuple[list[_Run], Tensor | None]:
                 ):
                     end += 1
                 end += 1
-            runs.append((offsets[positions[k]], end - k, size, step))
-            members += positions[k:end]
+            run = (offsets[positions[k]], end - k, size, step, positions[k])
+            runs.append((run, positions[k:end]))
             k = end
+    if singles_last:  # stable: the longer runs, then the single segments
+        runs.sort(key=lambda run: run[0][1] == 1)
+    members = [i for _, positions in runs for i in positions]
     if members == sorted(members):
-        return runs, None
+        return [run for run, _ in runs], None
     inverse = torch.empty(len(members), dtype=torch.long)
     inverse[torch.tensor(members)] = torch.arange(len(members))
-    return runs, inverse
+    return [run for run, _ in runs], inverse
