@@ -17,7 +17,11 @@ on both alike::
 
 A tree from before 2026-12-01 holds a bias's input factor as ``[N, 1]`` ones and
 draws the histogram positions as each record is made (``Factors.arrive``); its
-records are made that way, in the timed call.
+records are made that way, in the timed call. Only that one module file is taken
+from the tree: what it imports comes from this package, so the two must agree on
+those names (ba23eb8's module against bcda48c, where the comparison in
+``benchmarks/results/biasgroups/`` was run; ``stacked_views`` left
+``_flat_buffers`` in the commit after).
 """
 
 from __future__ import annotations
@@ -26,45 +30,26 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
-from _overhead.configs import build_run
-from _overhead.problems import make_problem
+from _overhead.capture import last_call
 
-from cockpit.engines import _linear_factors
+from cockpit.engines import _linear_factors, backpack_engine
 
 
 def captured(problem_name: str) -> tuple[list[Any], Any]:
     """The factor records and request of a tracked economy step's exit."""
-    problem = make_problem(problem_name, torch.device("cpu"))
-    seen: dict[str, Any] = {}
-    original = _linear_factors.from_linear_factor_groups
-
-    def spy(factors: list[Any], request: Any) -> list[Any]:
-        seen["factors"], seen["request"] = list(factors), request
-        return original(factors, request)
-
-    _linear_factors.from_linear_factor_groups = spy
-    from cockpit.engines import backpack_engine
-
-    backpack_engine.from_linear_factor_groups = spy
-    try:
-        with tempfile.TemporaryDirectory() as logdir:
-            run = build_run(problem, "economy", torch.device("cpu"), logdir)
-            for _ in range(3):
-                run.step(problem.batches)
-            run.flush()
-            assert run.ck is not None
-            run.ck.close()
-    finally:
-        _linear_factors.from_linear_factor_groups = original
-        backpack_engine.from_linear_factor_groups = original
-    return seen["factors"], seen["request"]
+    args, _ = last_call(
+        problem_name,
+        "from_linear_factor_groups",
+        [_linear_factors, backpack_engine],
+    )
+    factors, request = args
+    return list(factors), request
 
 
 def loaded(tree: str) -> ModuleType:

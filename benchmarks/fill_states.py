@@ -16,39 +16,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from typing import Any
 
 import torch
-from _overhead.configs import build_run
-from _overhead.problems import make_problem
+from _overhead.capture import last_call
 
 from cockpit.engines import fill
 
 
 def captured_arguments(problem_name: str) -> tuple[tuple, dict[str, Any], int]:
     """The arguments of ``backward_states`` at a tracked economy step, and L."""
-    problem = make_problem(problem_name, torch.device("cpu"))
-    seen: dict[str, Any] = {}
-    original = fill.backward_states
-
-    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        seen["args"], seen["kwargs"] = args, kwargs
-        return original(*args, **kwargs)
-
-    fill.backward_states = spy
-    try:
-        with tempfile.TemporaryDirectory() as logdir:
-            run = build_run(problem, "economy", torch.device("cpu"), logdir)
-            for _ in range(3):
-                run.step(problem.batches)
-            run.flush()
-            assert run.ck is not None
-            run.ck.close()
-    finally:
-        fill.backward_states = original
-    return seen["args"], seen["kwargs"], len(seen["kwargs"]["layers"])
+    args, kwargs = last_call(problem_name, "backward_states", [fill])
+    return args, kwargs, len(kwargs["layers"])
 
 
 def main() -> None:
