@@ -11,20 +11,23 @@
 #    on one sample (economy/replay1, business/replay1);
 # 4. the per-sample cross-entropy losses: recomputed with the class axis second (the
 #    slow CUDA "spatial" softmax of GPT-2's loss), moved last, by logsumexp, and read
-#    from the graph as LossCapture does since 2026-12-01 (benchmarks/class_axis.py).
+#    from the graph as LossCapture does since 2026-12-01 (benchmarks/class_axis.py);
+# 5. the Linear groups' statistics eager, compiled, and compiled as CUDA graphs
+#    (torch.compile mode="reduce-overhead", benchmarks/compile_stats.py): what
+#    capturing the statistics would save a host-bound step, before building it.
 #
 # The results files are named after the card (overhead.py does that) and are written
 # to $OUT when it is set (the device tool's output folder), else to
 # benchmarks/results/gpu-check; part 3's go to the folders extra-small and
 # extra-replay1 inside it. Each part has its own time limit, and a failing part does
-# not stop the next one. PARTS (default "1 2 3 4") picks the parts to run; ROUNDS, STEPS
+# not stop the next one. PARTS (default "1 2 3 4 5") picks the parts to run; ROUNDS, STEPS
 # and WARMUP (default 3, 5 and 2) set the timed blocks of parts 2 and 3.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
 #   PYTHON=.venv/bin/python PARTS="2" bash benchmarks/gpu_check.sh
 set -uo pipefail
 py=${PYTHON:-python3}
-parts=" ${PARTS:-1 2 3 4} "
+parts=" ${PARTS:-1 2 3 4 5} "
 blocks=(--rounds "${ROUNDS:-3}" --steps "${STEPS:-5}" --warmup "${WARMUP:-2}")
 out=${OUT:-benchmarks/results/gpu-check}
 export PYTHONUNBUFFERED=1
@@ -67,8 +70,18 @@ loss_routes() {
     echo "rc=$?"; cat "$out/class-axis-cuda.md"
 }
 
+compiled_statistics() {
+    echo "== 5. the groups' statistics eager, compiled, as CUDA graphs"
+    for mode in default reduce-overhead; do
+        timeout 120 "$py" benchmarks/compile_stats.py --device cuda --mode "$mode" \
+            --problems mlp deep_mlp 3c3d > "$out/compile-stats-$mode.md" 2>&1
+        echo "rc=$? ($mode)"; grep '^|' "$out/compile-stats-$mode.md"
+    done
+}
+
 [[ "$parts" == *" 1 "* ]] && cuda_tests
 [[ "$parts" == *" 2 "* ]] && issue_problems
 [[ "$parts" == *" 3 "* ]] && other_problems
 [[ "$parts" == *" 4 "* ]] && loss_routes
+[[ "$parts" == *" 5 "* ]] && compiled_statistics
 exit 0
