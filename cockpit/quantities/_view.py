@@ -320,13 +320,32 @@ class StepStates:
         return {TOTAL: values.pop(TOTAL), PER_LAYER: values}
 
     def curvature_diagonal(self, source: str) -> dict[str, Tensor]:
-        """Parameter name -> ``[D_l]`` curvature diagonal of the mean loss ``L``."""
+        """Parameter name -> ``[D_l]`` curvature diagonal of the mean loss ``L``.
+
+        A mean-reduced loss's diagonals as they are (views, no product with 1).
+        """
         if source not in self._diagonals:
+            scale = self.mean_scale
             self._diagonals[source] = {
-                name: diag.reshape(-1) * self.mean_scale
+                name: diag.reshape(-1) if scale == 1 else diag.reshape(-1) * scale
                 for name, diag in self["diagonals"][source].items()
             }
         return self._diagonals[source]
+
+    def curvature_traces(self, source: str) -> LayerRows:
+        """``[L]``: each parameter's ``tr(H_l)``, the sum of its curvature diagonal.
+
+        Computed once per step and source for ``hess_trace`` and ``tic_trace``.
+        """
+        if source not in self._traces:
+            diagonal = self.curvature_diagonal(source)
+            traces = torch.stack([d.sum() for d in diagonal.values()])
+            self._traces[source] = LayerRows(list(diagonal), traces)
+        return self._traces[source]
+
+    @functools.cached_property
+    def _traces(self) -> dict[str, LayerRows]:
+        return {}
 
     @functools.cached_property
     def _diagonals(self) -> dict[str, dict[str, Tensor]]:

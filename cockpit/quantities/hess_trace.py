@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from cockpit.logs.schema import PER_LAYER, TOTAL
 from cockpit.quantities._diagonal import DiagonalQuantity
 from cockpit.quantities._view import StepStates
@@ -24,9 +22,8 @@ class HessTrace(DiagonalQuantity):
     states = DiagonalQuantity.states | {"estimates"}
 
     def finalize(self, states: StepStates) -> dict:
-        diagonal = states.curvature_diagonal(self.curvature)
-        traces = {n: d.sum() for n, d in diagonal.items()}
-        value = {TOTAL: torch.stack(list(traces.values())).sum(), PER_LAYER: traces}
+        traces = states.curvature_traces(self.curvature)
+        value = {TOTAL: traces.rows.sum(), PER_LAYER: traces}
         estimate = states["estimates"].get(self.curvature)
         if estimate is not None:
             value.update(probes=estimate.probes, std_error=estimate.std_error)

@@ -27,15 +27,13 @@ class TicTrace(TicQuantity):
     name = "tic_trace"
 
     def finalize(self, states: StepStates) -> dict:
-        diagonal = states.curvature_diagonal(self.curvature)
+        traces = states.curvature_traces(self.curvature)
+        if traces.names == states.layer_names:  # every layer in one formula call
+            h = torch.cat([traces.rows, traces.rows.sum().reshape(1)])
+            return states.layered_rows(tic_trace(states.rows("sq_norms"), h, self.eps))
         sq_norms = states.network("sq_norms")
         values = {
-            name: tic_trace(sq_norms[name], diag, self.eps)
-            for name, diag in diagonal.items()
+            name: tic_trace(sq_norms[name], traces[name], self.eps) for name in traces
         }
-        total = tic_trace(
-            sq_norms[TOTAL],
-            torch.stack([d.sum() for d in diagonal.values()]),
-            self.eps,
-        )
+        total = tic_trace(sq_norms[TOTAL], traces.rows.sum(), self.eps)
         return {TOTAL: total, PER_LAYER: values}

@@ -36,20 +36,21 @@ def tic_diag(sum_sq: Tensor, diagonal: Tensor, n: int, eps: float = TIC_EPS) -> 
     return (sum_sq / n / (diagonal + eps)).sum()
 
 
-def tic_trace(sq_norms: Tensor, diagonal: Tensor, eps: float = TIC_EPS) -> Tensor:
+def tic_trace(sq_norms: Tensor, trace: Tensor, eps: float = TIC_EPS) -> Tensor:
     """TIC with traces (Thomas et al. 2020): ``tr(M) / (tr(H) + eps)``.
 
     Args:
-        sq_norms: ``[3]``, moments of ``||g_n||^2`` (:mod:`cockpit.stats.moments`),
+        sq_norms: ``[..., 3]``, moments of ``||g_n||^2`` (:mod:`cockpit.stats.moments`),
             so ``tr(M) = mean_n ||g_n||^2`` is their mean.
-        diagonal: ``[D]``, the curvature diagonal of the mean loss.
+        trace: ``[...]``, ``tr(H)``: the sum of the curvature diagonal of the mean
+            loss (per layer, for rows of layers).
         eps: Added to the trace.
 
     Returns:
-        ``[]``.
+        ``[...]``.
 
     """
-    return moments.mean(sq_norms) / (diagonal.sum() + eps)
+    return moments.mean(sq_norms) / (trace + eps)
 
 
 def kronecker_block(*eigenvalues: np.ndarray, eps: float) -> dict[str, float | Flagged]:
