@@ -22,6 +22,8 @@ from cockpit.budget import allowed_seconds
 __all__ = ["over_budget_line", "samples_that_fit"]
 
 PER_SAMPLE = "per_sample"
+#: The engines' names in the line.
+ENGINES = {PER_SAMPLE: "the per-sample pass", "curvature": "the curvature pass"}
 
 
 def over_budget_line(
@@ -38,7 +40,8 @@ def over_budget_line(
     """
     assert control.costs is not None and control.plain_seconds is not None
     costs = control.costs.scaled(control.scale)
-    parts = {"fixed part": costs.fixed, **costs.engine}
+    parts = {"the fixed part": costs.fixed}
+    parts.update({ENGINES.get(e, e): seconds for e, seconds in costs.engine.items()})
     parts.update(costs.own)
     dearest = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
     listed = ", ".join(f"{name} {1e3 * s:.1f} ms" for name, s in dearest if s > 0)
