@@ -7,9 +7,11 @@ spin waiting for each other: on this project's 2-core machine under load (averag
 18-21) the eigenvalues of a 3c3d record's KFAC factors took 6,692 ms of process CPU
 with the default threads against 180 ms with one (``benchmarks/kfac_eigen.py``,
 ``benchmarks/results/writerbudget/README.md``). The writer is a background thread;
-it should take one core at most, so it holds this limit around every record's host
-finishing (``Record.materialize``): ``kfac_block``'s eigenvalues, the ViViT
-quantities' ``eigh``, alpha's fit.
+it should take one core at most, so it holds this limit around the host finishing
+(``Record.materialize``) of records whose finishing decomposes a matrix
+(``OnHost(..., decomposes=True)``): ``kfac_block``'s eigenvalues, the ViViT
+quantities' ``eigh``. Small host arithmetic (alpha's fit of three points) runs on
+one BLAS thread anyway and does without the limit's cost.
 
 Only the BLAS libraries threadpoolctl finds as shared objects are limited (numpy's
 and scipy's OpenBLAS here); PyTorch's CPU kernels, which run on its own OpenMP pool

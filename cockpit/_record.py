@@ -20,6 +20,7 @@ number; a float64 model's records keep 17 digits).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import operator
 from collections.abc import Callable, Iterable
@@ -84,15 +85,21 @@ class OnHost:
     """Finish a value on the host: ``fn(*arrays)`` with the tensors as numpy arrays.
 
     ``fn`` returns a JSON-able value, a :class:`Flagged` or a :class:`Noted`, or a
-    dict holding them.
+    dict holding them. ``decomposes``: ``fn`` runs a matrix decomposition (an
+    ``eigh``), which the writer runs on one BLAS thread
+    (:func:`~cockpit._host_blas.one_blas_thread`); small host arithmetic (alpha's
+    fit of three points) skips that limit's cost, about 20 µs a record.
     """
 
     fn: Callable[..., Any]
     tensors: tuple[Tensor, ...]
+    decomposes: bool = False
 
 
 #: Where a value goes in a record's copy: (dict or list, key or index).
 _Slot = tuple[Any, Any]
+#: Plain numbers: nothing in them to settle or copy.
+_PLAIN = frozenset({float, int, bool})
 
 
 def _note_single(container: Any, key: Any, places: list[_Slot]) -> None:
@@ -108,6 +115,15 @@ def _note_single(container: Any, key: Any, places: list[_Slot]) -> None:
             places.append((container, key))
     elif isinstance(value, dict):
         copy = container[key] = dict(value)
+        if _PLAIN.issuperset(
+            map(type, copy.values())
+        ):  # one pass in C, not a call each
+            size = np.abs(np.fromiter(copy.values(), np.float64, len(copy)))
+            normal = (size >= _FLOAT32.tiny) & (size <= _FLOAT32.max)
+            floats = map(float.__instancecheck__, copy.values())
+            kept = itertools.compress(copy, map(operator.and_, normal.tolist(), floats))
+            places.extend(zip(itertools.repeat(copy), kept))
+            return
         for inner in copy:
             _note_single(copy, inner, places)
     elif isinstance(value, list):
@@ -327,11 +343,14 @@ class TensorRecord:
                     notices.append(f"step {self.step}: {result.notice}")
                 return float("nan")
             if isinstance(result, dict):
+                if _PLAIN.issuperset(map(type, result.values())):
+                    return result  # numbers alone (per-layer values): no call each
                 return {k: settle(v, f"{path}.{k}") for k, v in result.items()}
             return result
 
         single: list[_Slot] = []  # where the results' floats take float32's digits
-        with one_blas_thread():  # the host finishing's decompositions: one core
+        decomposes = any(node.decomposes for node, _, _ in found.on_host)
+        with one_blas_thread() if decomposes else contextlib.nullcontext():
             for node, (container, key), path in found.on_host:
                 inputs = node.tensors
                 result = node.fn(*[arrays[i] for i in map(id, inputs)])

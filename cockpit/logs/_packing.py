@@ -69,6 +69,11 @@ def float32_shortest(values: Any) -> np.ndarray:
     At most 9 significant digits, where the float32 value as a float64 takes 17:
     ``float32(0.1)`` is 0.10000000149011612 as a float64, and 0.1 here.
 
+    orjson writes a float32 array's shortest decimals in C (about 0.1 µs a value)
+    and reads them back as float64; numpy's ``astype(str)`` took about 2 µs a
+    value on the log writer's thread, which holds the GIL the training thread
+    needs. Non-finite values, which JSON cannot hold, keep their value.
+
     Args:
         values: Numbers (any shape); they are rounded to float32 first.
 
@@ -76,7 +81,15 @@ def float32_shortest(values: Any) -> np.ndarray:
         float64 array of the same shape; each converts back to the same float32.
 
     """
-    return np.asarray(values, dtype=np.float32).astype(str).astype(np.float64)
+    single = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(single)
+    if not finite.all():
+        widened = single.astype(np.float64)
+        widened[finite] = float32_shortest(single[finite])
+        return widened
+    flat = np.ascontiguousarray(single.reshape(-1))  # orjson's layout
+    text = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)
+    return np.array(orjson.loads(text), dtype=np.float64).reshape(single.shape)
 
 
 def uniform_edges(low: float, high: float, bins: int, bits: int) -> np.ndarray:

@@ -93,4 +93,4 @@ class GramQuantity(Quantity):
             gram, cross = per_sample_scaling(gram, cross, batch, mean)
             return finish(gram, cross, n, rtol)
 
-        return OnHost(on_host, (part.gram, part.cross))
+        return OnHost(on_host, (part.gram, part.cross), decomposes=True)

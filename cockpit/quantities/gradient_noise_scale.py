@@ -22,9 +22,16 @@ def _finish(b_simple, true_sq_norm) -> float | Flagged:
 def _finish_layers(
     names: list[str], b_simple: np.ndarray, true_sq_norm: np.ndarray
 ) -> dict[str, float | Flagged]:
-    """:func:`_finish` of each layer's ``[L]`` values, by parameter name."""
-    rows = zip(names, b_simple.tolist(), true_sq_norm.tolist(), strict=True)
-    return {name: _finish(b, true) for name, b, true in rows}
+    """:func:`_finish` of each layer's ``[L]`` values, by parameter name.
+
+    The layers with ``G2 > 0`` (as a rule all) in one ``dict(zip)``, no call each.
+    """
+    finished: dict[str, float | Flagged] = dict(
+        zip(names, b_simple.tolist(), strict=True)
+    )
+    for i in np.flatnonzero(~(true_sq_norm > 0)).tolist():
+        finished[names[i]] = _finish(b_simple[i], true_sq_norm[i])
+    return finished
 
 
 class GradientNoiseScale(Quantity):

@@ -102,7 +102,7 @@ class KfacBlock(Quantity):
         eps = torch.finfo(factors[0].dtype).eps
         sizes = [len(f) for f in blocks.values()]
         finish = _finish(list(blocks), sizes, states.mean_scale, eps)
-        return OnHost(finish, tuple(factors))
+        return OnHost(finish, tuple(factors), decomposes=True)
 
 
 __all__ = ["KfacBlock"]

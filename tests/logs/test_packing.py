@@ -97,6 +97,27 @@ def test_float32_shortest_reads_back_the_same_float32_in_9_digits(values):
         assert len(digits.replace("-", "").replace(".", "")) <= 9
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    )
+)
+def test_float32_shortest_is_numpys_shortest_decimal_of_each_value(values):
+    """Against numpy's own shortest decimal per value (Dragon4), any shape, nan, inf."""
+    expected = np.array(
+        [float(str(np.float32(v))) for v in values.reshape(-1)], dtype=np.float64
+    ).reshape(values.shape)
+    shortest = float32_shortest(values)
+    assert shortest.shape == values.shape
+    assert shortest.dtype == np.float64
+    assert np.array_equal(shortest, expected, equal_nan=True)
+    numbers = ~np.isnan(expected)  # -0.0 stays -0.0; a NaN's sign is no number's
+    assert np.array_equal(np.signbit(shortest[numbers]), np.signbit(expected[numbers]))
+
+
 def test_statistics_of_float32_tensors_keep_float32_digits_float64_all():
     single = torch.tensor([0.1, 1 / 3], dtype=torch.float32)
     double = torch.tensor([0.1, 1 / 3], dtype=torch.float64)

@@ -1,11 +1,17 @@
 """``factor_eigenvalues`` against ``eigvalsh`` of each factor, and the writer's one
 BLAS thread while it finishes a record on the host."""
 
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
+from torch import nn
 
+import cockpit
 from cockpit._host_blas import one_blas_thread
 from cockpit._record import OnHost, TensorRecord
 from cockpit.stats.curvature import factor_eigenvalues, kronecker_block
@@ -53,18 +59,72 @@ def test_decomposition_runs_on_one_blas_thread():
     assert _blas_threads() == before
 
 
-def test_the_writer_finishes_records_on_one_blas_thread():
-    """Every host finishing (kfac_block's eigenvalues among them) holds the limit."""
+@pytest.mark.parametrize("decomposes", [True, False])
+def test_the_writer_limits_blas_threads_only_around_decompositions(decomposes):
+    """A decomposing host finishing (kfac_block's eigenvalues) holds the limit; small
+    host arithmetic (alpha's fit) does not pay for it."""
     seen: list[list[int]] = []
 
     def finish(array):
         seen.append(_blas_threads())
         return float(array.sum())
 
-    values = {"x": OnHost(finish, (torch.ones(3),))}
+    values = {"x": OnHost(finish, (torch.ones(3),), decomposes=decomposes)}
     with threadpool_limits(limits=2, user_api="blas"):  # more than one to take away
         before = _blas_threads()
         written = TensorRecord(0, 0.0, values).materialize()["values"]
         assert _blas_threads() == before == [2] * len(before)
     assert written["x"] == 3.0
-    assert seen == [[1] * len(before)]
+    assert seen == [[1 if decomposes else 2] * len(before)]
+
+
+def _host_nodes(value: Any) -> Iterator[OnHost]:
+    if isinstance(value, OnHost):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _host_nodes(inner)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for inner in dataclasses.fields(value):
+            yield from _host_nodes(getattr(value, inner.name))
+
+
+def test_the_eigen_quantities_declare_their_decompositions(tmp_path):
+    """The quantities that run ``eigh`` on the host ask for the BLAS limit; alpha's
+    fit and the gradient noise scale's arithmetic do not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    names = ["kfac_block", "ggn_top_eigen", "curvature_noise", "alpha"]
+    names.append("gradient_noise_scale")
+    loss_fn = nn.CrossEntropyLoss()
+    ck = cockpit.Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        logdir=tmp_path,
+        preset=None,
+        quantities=dict.fromkeys(names, 1),
+    )
+    submitted: list[Any] = []
+    submit = ck.writer.submit
+    ck.writer.submit = lambda item: (submitted.append(item), submit(item))[1]
+    x, y = torch.randn(6, 5), torch.randint(3, (6,))
+    for _ in range(3):
+        optimizer.zero_grad()
+        with ck.track():
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+    ck.close()
+    declared: dict[str, set[bool]] = {}
+    for record in submitted:
+        for name, value in record.values.items():
+            for node in _host_nodes(value):
+                declared.setdefault(name, set()).add(node.decomposes)
+    assert declared == {
+        "kfac_block": {True},
+        "ggn_top_eigen": {True},
+        "curvature_noise": {True},
+        "alpha": {False},
+        "gradient_noise_scale": {False},
+    }
