@@ -24,20 +24,26 @@ from cockpit.logs.schema import PER_LAYER
 __all__ = ["expand_layers", "factor_layers"]
 
 
-# Both walk dicts only; the type test before each call saves a call per number.
+# Both walk dicts only; the type test before each call saves a call per number, and
+# a dict holding no dict (a per-layer dict of numbers) is not walked at all.
+def _holds_dicts(tree: dict[str, Any]) -> bool:
+    return dict in set(map(type, tree.values()))
+
+
 def _layer_names(tree: dict[str, Any], found: Counter[tuple[str, ...]]) -> None:
     for key, item in tree.items():
         if isinstance(item, dict):
             if key == PER_LAYER and item:
                 found[tuple(item)] += 1
-            _layer_names(item, found)
+            if _holds_dicts(item):
+                _layer_names(item, found)
 
 
 def _as_lists(tree: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for key, item in tree.items():
         if isinstance(item, dict):
-            item = _as_lists(item, names)
+            item = _as_lists(item, names) if _holds_dicts(item) else dict(item)
             if key == PER_LAYER and tuple(item) == names:
                 item = list(item.values())
         out[key] = item
