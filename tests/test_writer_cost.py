@@ -10,10 +10,12 @@ and the columnar cache's rows, on narrow MLPs of 8 and 32 hidden layers under th
 economy preset, and divides the difference by the parameter tensors added. On the
 code before (commit 8ca3242) that was 102 calls per added parameter tensor (a call per
 logged value and stage: ``_leaves``, ``convert``, ``to_python``, ``compact``, the
-layer table's walks, ``flatten``'s ``layer`` and ``number``); now 7: the host-side
-finish of ``gradient_noise_scale``, a function per layer (5 calls), and the path of
-its value where that is not finite (2; this tiny model's gradient noise swamps the
-signal in some layers).
+layer table's walks, ``flatten``'s ``layer`` and ``number``); 5.9 at commit 785e45a,
+where the layer table still walked each per-layer dict entry by entry; now 4.9,
+almost all of it the path of a value that is not finite (this tiny model's gradient
+noise swamps the signal in nearly every layer, and each such layer's value is
+flagged, settled and named: five calls). A layer whose values are finite costs no
+call of its own.
 """
 
 from __future__ import annotations
@@ -89,4 +91,4 @@ def test_writing_a_record_costs_few_python_calls_per_parameter_tensor(tmp_path):
     assert len(deep.values["grad_norm"]["per_layer"]) == 2 * DEPTHS[1]
     _write(shallow)  # imports and caches of the first call
     grown = _python_calls(lambda: _write(deep)) - _python_calls(lambda: _write(shallow))
-    assert grown / ADDED <= 10
+    assert grown / ADDED <= 5.5
