@@ -18,3 +18,16 @@ def record_returns(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> li
 
     monkeypatch.setattr(owner, name, wrapper)
     return returned
+
+
+def record_submitted(ck: Any) -> list:
+    """Keep every item a Cockpit hands its writer, in order; they are written too."""
+    submitted: list = []
+    submit = ck.writer.submit
+
+    def keep(item: Any) -> None:
+        submitted.append(item)
+        submit(item)
+
+    ck.writer.submit = keep
+    return submitted

@@ -40,6 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import cockpit
 from cockpit._record import TensorRecord
+from tests.spies import record_submitted
 
 WIDTH = 4
 BATCH = 4
@@ -127,8 +128,7 @@ def _train(
     if tracked:
         where = {"logdir": tmp_path, "run_name": f"depth{depth}"}
         ck = cockpit.Cockpit(model, loss_fn, optimizer, preset=preset, **where)
-        submit = ck.writer.submit
-        ck.writer.submit = lambda record: (records.append(record), submit(record))
+        records = record_submitted(ck)
 
     def step() -> None:
         optimizer.zero_grad()

@@ -31,6 +31,7 @@ from cockpit._record import TensorRecord
 from cockpit.logs._format import decode_line, encode_record
 from cockpit.logs._note_table import NoteTable
 from cockpit.logs.flatten import flatten_rows
+from tests.spies import record_submitted
 
 WIDTH, BATCH = 4, 4
 DEPTHS = (8, 32)
@@ -51,9 +52,7 @@ def _step_record(depth: int, tmp_path) -> TensorRecord:
     ck = cockpit.Cockpit(
         model, loss_fn, optimizer, logdir=tmp_path, run_name=f"d{depth}"
     )
-    records: list[TensorRecord] = []
-    submit = ck.writer.submit
-    ck.writer.submit = lambda record: (records.append(record), submit(record))
+    records: list[TensorRecord] = record_submitted(ck)
     for _ in range(2):
         optimizer.zero_grad()
         with ck.track():

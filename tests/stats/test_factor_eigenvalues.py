@@ -15,6 +15,7 @@ import cockpit
 from cockpit._host_blas import one_blas_thread
 from cockpit._record import OnHost, TensorRecord
 from cockpit.stats.curvature import factor_eigenvalues, kronecker_block
+from tests.spies import record_submitted
 
 
 def _psd(d: int, rank: int, seed: int) -> np.ndarray:
@@ -106,9 +107,7 @@ def test_the_eigen_quantities_declare_their_decompositions(tmp_path):
         preset=None,
         quantities=dict.fromkeys(names, 1),
     )
-    submitted: list[Any] = []
-    submit = ck.writer.submit
-    ck.writer.submit = lambda item: (submitted.append(item), submit(item))[1]
+    submitted = record_submitted(ck)
     x, y = torch.randn(6, 5), torch.randint(3, (6,))
     for _ in range(3):
         optimizer.zero_grad()
