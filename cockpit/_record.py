@@ -115,9 +115,7 @@ def _note_single(container: Any, key: Any, places: list[_Slot]) -> None:
             places.append((container, key))
     elif isinstance(value, dict):
         copy = container[key] = dict(value)
-        if _PLAIN.issuperset(
-            map(type, copy.values())
-        ):  # one pass in C, not a call each
+        if _PLAIN.issuperset(map(type, copy.values())):  # numbers: C passes, no call
             size = np.abs(np.fromiter(copy.values(), np.float64, len(copy)))
             normal = (size >= _FLOAT32.tiny) & (size <= _FLOAT32.max)
             floats = map(float.__instancecheck__, copy.values())
