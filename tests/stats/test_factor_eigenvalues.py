@@ -11,10 +11,10 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 from torch import nn
 
-import cockpit
 from cockpit._host_blas import one_blas_thread
 from cockpit._record import OnHost, TensorRecord
 from cockpit.stats.curvature import factor_eigenvalues, kronecker_block
+from tests.quantities.tracking import make_cockpit
 from tests.spies import record_submitted
 
 
@@ -95,18 +95,11 @@ def test_the_eigen_quantities_declare_their_decompositions(tmp_path):
     fit and the gradient noise scale's arithmetic do not."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     names = ["kfac_block", "ggn_top_eigen", "curvature_noise", "alpha"]
     names.append("gradient_noise_scale")
     loss_fn = nn.CrossEntropyLoss()
-    ck = cockpit.Cockpit(
-        model,
-        loss_fn,
-        optimizer,
-        logdir=tmp_path,
-        preset=None,
-        quantities=dict.fromkeys(names, 1),
-    )
+    ck = make_cockpit(model, loss_fn, tmp_path, dict.fromkeys(names, 1))
+    optimizer = ck.optimizer
     submitted = record_submitted(ck)
     x, y = torch.randn(6, 5), torch.randint(3, (6,))
     for _ in range(3):
