@@ -88,7 +88,7 @@ class OnHost:
     dict holding them. ``decomposes``: ``fn`` runs a matrix decomposition (an
     ``eigh``), which the writer runs on one BLAS thread
     (:func:`~cockpit._host_blas.one_blas_thread`); small host arithmetic (alpha's
-    fit of three points) skips that limit's cost, about 20 µs a record.
+    fit of three points) skips that limit's cost.
     """
 
     fn: Callable[..., Any]

@@ -10,12 +10,12 @@ and the columnar cache's rows, on narrow MLPs of 8 and 32 hidden layers under th
 economy preset, and divides the difference by the parameter tensors added. On the
 code before (commit 8ca3242) that was 102 calls per added parameter tensor (a call per
 logged value and stage: ``_leaves``, ``convert``, ``to_python``, ``compact``, the
-layer table's walks, ``flatten``'s ``layer`` and ``number``); 5.9 at commit 785e45a,
-where the layer table still walked each per-layer dict entry by entry; now 4.9,
-almost all of it the path of a value that is not finite (this tiny model's gradient
-noise swamps the signal in nearly every layer, and each such layer's value is
-flagged, settled and named: five calls). A layer whose values are finite costs no
-call of its own.
+layer table's walks, ``flatten``'s ``layer`` and ``number``). The bound below fails
+at commit 785e45a, where the layer table still walked each per-layer dict entry by
+entry. What is left is almost all the path of a value that is not finite (this tiny
+model's gradient noise swamps the signal in nearly every layer, and each such
+layer's value is flagged, settled and named: five calls). A layer whose values are
+finite costs no call of its own.
 """
 
 from __future__ import annotations
